@@ -1,0 +1,42 @@
+//! The Bitcoin layer of mpc-wallet, with no network and no database.
+//!
+//! * [`keys`]: a wallet's public side: xpub, HD addresses (P2WPKH for ECDSA wallets, P2TR
+//!   with an empty script tree for Schnorr wallets), watch-only descriptors.
+//! * [`psbt`]: what a signer checks before it signs: each input's owner, path, spent output,
+//!   and the sighash it computes itself.
+//! * [`finalize`]: signatures into the PSBT, finalization, extraction.
+//! * [`verify`]: the whole transaction through Bitcoin Core's script interpreter
+//!   (`bitcoinconsensus`), with the spent outputs, plus standardness checks consensus omits.
+
+pub mod error;
+pub mod finalize;
+pub mod keys;
+pub mod psbt;
+pub mod verify;
+
+pub use bitcoin;
+pub use error::{InputError, InputProblem, WalletError};
+pub use keys::{Chain, Scheme, WalletKey};
+pub use psbt::{analyze, JobMessage, SigningJob};
+
+/// Parses a network name; accepts `mainnet` as well as rust-bitcoin's `bitcoin`.
+pub fn parse_network(s: &str) -> Result<bitcoin::Network, WalletError> {
+    match s {
+        "mainnet" | "bitcoin" => Ok(bitcoin::Network::Bitcoin),
+        "testnet" => Ok(bitcoin::Network::Testnet),
+        "signet" => Ok(bitcoin::Network::Signet),
+        "regtest" => Ok(bitcoin::Network::Regtest),
+        other => Err(WalletError::UnknownNetwork(other.to_string())),
+    }
+}
+
+/// The network's name as the CLI and API spell it.
+pub fn network_name(network: bitcoin::Network) -> &'static str {
+    match network {
+        bitcoin::Network::Bitcoin => "mainnet",
+        bitcoin::Network::Testnet => "testnet",
+        bitcoin::Network::Signet => "signet",
+        bitcoin::Network::Regtest => "regtest",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,338 @@
+//! PSBT analysis: what every signer does before it signs.
+//!
+//! For each input: find the spent output, the script type, this wallet's derivation record,
+//! re-derive the key at that path and check that it produces the spent script, then compute
+//! the sighash (BIP-143 preimage for P2WPKH, BIP-341 sighash for P2TR) from the transaction
+//! and the spent outputs. Nothing the PSBT claims about keys or hashes is taken on trust.
+
+use bitcoin::{
+    hashes::Hash,
+    key::Secp256k1,
+    psbt::Psbt,
+    secp256k1::XOnlyPublicKey,
+    sighash::{EcdsaSighashType, Prevouts, SighashCache, TapSighashType},
+    Address, Script, Transaction, TxOut,
+};
+use mpc_protocols::{ecdsa::SighashPreimage, DerivationPath};
+
+use crate::{
+    keys::{from_bip32, Scheme, WalletKey},
+    InputError, InputProblem, WalletError,
+};
+
+/// One signature to produce: which input, with which wallet and path, over which message.
+#[derive(Debug, Clone)]
+pub struct SigningJob {
+    pub input: usize,
+    /// Index into the `wallets` slice given to [`analyze`].
+    pub wallet: usize,
+    pub path: DerivationPath,
+    pub message: JobMessage,
+}
+
+/// The message of a signing job, computed by this signer.
+#[derive(Debug, Clone)]
+pub enum JobMessage {
+    /// P2WPKH: the BIP-143 preimage (cggmp24 hashes it) and the key that must verify.
+    Ecdsa {
+        preimage: SighashPreimage,
+        sighash_type: EcdsaSighashType,
+        public_key: bitcoin::secp256k1::PublicKey,
+    },
+    /// P2TR key path: the BIP-341 sighash and the internal key at the path.
+    Schnorr {
+        sighash: [u8; 32],
+        sighash_type: TapSighashType,
+        internal_key: XOnlyPublicKey,
+    },
+}
+
+impl JobMessage {
+    /// The 32-byte value the signature commits to.
+    pub fn sighash(&self) -> [u8; 32] {
+        match self {
+            JobMessage::Ecdsa { preimage, .. } => preimage.sighash(),
+            JobMessage::Schnorr { sighash, .. } => *sighash,
+        }
+    }
+}
+
+/// The spent outputs of every input, in input order. Every input must have one.
+pub fn spent_outputs(psbt: &Psbt) -> Result<Vec<TxOut>, Vec<InputError>> {
+    let mut errors = Vec::new();
+    let mut outputs = Vec::with_capacity(psbt.inputs.len());
+    for (index, (input, txin)) in psbt.inputs.iter().zip(&psbt.unsigned_tx.input).enumerate() {
+        let spent = if let Some(utxo) = &input.witness_utxo {
+            Ok(utxo.clone())
+        } else if let Some(prev_tx) = &input.non_witness_utxo {
+            if prev_tx.compute_txid() != txin.previous_output.txid {
+                Err(InputProblem::UtxoMismatch)
+            } else {
+                prev_tx
+                    .output
+                    .get(txin.previous_output.vout as usize)
+                    .cloned()
+                    .ok_or(InputProblem::UtxoMismatch)
+            }
+        } else {
+            Err(InputProblem::MissingUtxo)
+        };
+        match spent {
+            Ok(out) => outputs.push(out),
+            Err(problem) => errors.push(InputError {
+                input: index,
+                problem,
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(outputs)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Analyzes every input of `psbt` against `wallets`: each input must belong to one of them.
+/// Returns one job per input, or every refused input with its reason.
+pub fn analyze(psbt: &Psbt, wallets: &[&WalletKey]) -> Result<Vec<SigningJob>, WalletError> {
+    if psbt.inputs.len() != psbt.unsigned_tx.input.len()
+        || psbt.outputs.len() != psbt.unsigned_tx.output.len()
+    {
+        return Err(WalletError::MalformedPsbt(
+            "input/output maps do not match the unsigned transaction".into(),
+        ));
+    }
+    if psbt.inputs.is_empty() {
+        return Err(WalletError::MalformedPsbt("transaction has no inputs".into()));
+    }
+    let spent = spent_outputs(psbt).map_err(WalletError::Inputs)?;
+    let fingerprints = wallets
+        .iter()
+        .map(|w| w.fingerprint())
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut cache = SighashCache::new(&psbt.unsigned_tx);
+    let mut jobs = Vec::new();
+    let mut errors = Vec::new();
+    for index in 0..psbt.inputs.len() {
+        match analyze_input(psbt, index, &spent, wallets, &fingerprints, &mut cache) {
+            Ok(job) => jobs.push(job),
+            Err(problem) => errors.push(InputError {
+                input: index,
+                problem,
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(jobs)
+    } else {
+        Err(WalletError::Inputs(errors))
+    }
+}
+
+fn analyze_input(
+    psbt: &Psbt,
+    index: usize,
+    spent: &[TxOut],
+    wallets: &[&WalletKey],
+    fingerprints: &[bitcoin::bip32::Fingerprint],
+    cache: &mut SighashCache<&Transaction>,
+) -> Result<SigningJob, InputProblem> {
+    let input = &psbt.inputs[index];
+    let script = &spent[index].script_pubkey;
+    // Derivation records with one of our fingerprints, as (wallet, path).
+    let claims: Vec<(usize, &bitcoin::bip32::DerivationPath)> = if script.is_p2wpkh() {
+        input
+            .bip32_derivation
+            .values()
+            .filter_map(|(fp, path)| fingerprints.iter().position(|f| f == fp).map(|w| (w, path)))
+            .collect()
+    } else if script.is_p2tr() {
+        let mut claims = Vec::new();
+        for (leaves, (fp, path)) in input.tap_key_origins.values() {
+            if let Some(w) = fingerprints.iter().position(|f| f == fp) {
+                if !leaves.is_empty() {
+                    return Err(InputProblem::ScriptPath);
+                }
+                claims.push((w, path));
+            }
+        }
+        claims
+    } else {
+        return Err(InputProblem::UnsupportedScript(describe_script(script)));
+    };
+    let (wallet_index, bip32_path) = match claims.as_slice() {
+        [] => return Err(InputProblem::NotOurs),
+        [one] => *one,
+        // Several records of our wallets on one input: ambiguous, so refuse.
+        _ => {
+            return Err(InputProblem::BadPath(
+                "several".into(),
+                "more than one derivation record of our wallets".into(),
+            ))
+        }
+    };
+    let wallet = wallets[wallet_index];
+    let path = from_bip32(bip32_path)
+        .map_err(|e| InputProblem::BadPath(bip32_path.to_string(), e))?;
+    let expected_script = wallet
+        .script_pubkey(&path)
+        .map_err(|e| InputProblem::BadPath(path.to_string(), e.to_string()))?;
+    if &expected_script != script {
+        return Err(InputProblem::ScriptMismatch {
+            path: path.to_string(),
+        });
+    }
+    let key = wallet
+        .derive(&path)
+        .map_err(|e| InputProblem::BadPath(path.to_string(), e.to_string()))?;
+    let raw_sighash_type = input.sighash_type.map(|t| t.to_u32());
+
+    let message = if script.is_p2wpkh() {
+        if wallet.scheme != Scheme::Ecdsa {
+            return Err(InputProblem::WrongScheme {
+                script: "p2wpkh",
+                expected: "cggmp24 (ECDSA)",
+            });
+        }
+        let sighash_type = match raw_sighash_type {
+            None => EcdsaSighashType::All,
+            Some(raw) => EcdsaSighashType::from_standard(raw)
+                .map_err(|_| InputProblem::NonStandardSighash(raw))?,
+        };
+        if matches!(
+            sighash_type,
+            EcdsaSighashType::Single | EcdsaSighashType::SinglePlusAnyoneCanPay
+        ) && index >= psbt.unsigned_tx.output.len()
+        {
+            return Err(InputProblem::SingleWithoutOutput);
+        }
+        JobMessage::Ecdsa {
+            preimage: segwit_v0_preimage(cache, index, script, spent[index].value, sighash_type)?,
+            sighash_type,
+            public_key: key,
+        }
+    } else {
+        if wallet.scheme != Scheme::Schnorr {
+            return Err(InputProblem::WrongScheme {
+                script: "p2tr",
+                expected: "frost (Schnorr)",
+            });
+        }
+        let sighash_type = match raw_sighash_type {
+            None => TapSighashType::Default,
+            Some(raw) => u8::try_from(raw)
+                .ok()
+                .and_then(|b| TapSighashType::from_consensus_u8(b).ok())
+                .ok_or(InputProblem::NonStandardSighash(raw))?,
+        };
+        if matches!(
+            sighash_type,
+            TapSighashType::Single | TapSighashType::SinglePlusAnyoneCanPay
+        ) && index >= psbt.unsigned_tx.output.len()
+        {
+            return Err(InputProblem::SingleWithoutOutput);
+        }
+        let internal_key = XOnlyPublicKey::from(key);
+        if let Some(claimed) = input.tap_internal_key {
+            if claimed != internal_key {
+                return Err(InputProblem::ScriptMismatch {
+                    path: path.to_string(),
+                });
+            }
+        }
+        let (_, sighash) = taproot_key_spend(cache, index, spent, sighash_type)?;
+        JobMessage::Schnorr {
+            sighash,
+            sighash_type,
+            internal_key,
+        }
+    };
+    Ok(SigningJob {
+        input: index,
+        wallet: wallet_index,
+        path,
+        message,
+    })
+}
+
+/// The BIP-143 preimage for a P2WPKH input (its double SHA-256 is the sighash).
+pub fn segwit_v0_preimage(
+    cache: &mut SighashCache<&Transaction>,
+    index: usize,
+    script_pubkey: &Script,
+    value: bitcoin::Amount,
+    sighash_type: EcdsaSighashType,
+) -> Result<SighashPreimage, InputProblem> {
+    let script_code = script_pubkey
+        .p2wpkh_script_code()
+        .ok_or_else(|| InputProblem::UnsupportedScript(describe_script(script_pubkey)))?;
+    let mut preimage = Vec::with_capacity(256);
+    cache
+        .segwit_v0_encode_signing_data_to(&mut preimage, index, &script_code, value, sighash_type)
+        .map_err(|e| InputProblem::Sighash(e.to_string()))?;
+    Ok(SighashPreimage::new(preimage))
+}
+
+/// BIP-341 key-path signing data: `(0x00 || SigMsg, sighash)`, the epoch byte included as in
+/// the BIP-341 wallet vectors; the sighash is `TaggedHash("TapSighash", 0x00 || SigMsg)`.
+pub fn taproot_key_spend(
+    cache: &mut SighashCache<&Transaction>,
+    index: usize,
+    spent: &[TxOut],
+    sighash_type: TapSighashType,
+) -> Result<(Vec<u8>, [u8; 32]), InputProblem> {
+    let prevouts = Prevouts::All(spent);
+    let mut sig_msg = Vec::with_capacity(256);
+    cache
+        .taproot_encode_signing_data_to(&mut sig_msg, index, &prevouts, None, None, sighash_type)
+        .map_err(|e| InputProblem::Sighash(e.to_string()))?;
+    let sighash = cache
+        .taproot_key_spend_signature_hash(index, &prevouts, sighash_type)
+        .map_err(|e| InputProblem::Sighash(e.to_string()))?;
+    Ok((sig_msg, sighash.to_byte_array()))
+}
+
+fn describe_script(script: &Script) -> String {
+    match Address::from_script(script, bitcoin::Network::Bitcoin) {
+        Ok(addr) => format!("{:?}", addr.address_type()).to_lowercase(),
+        Err(_) if script.is_op_return() => "op_return".into(),
+        Err(_) => format!("non-standard script {}", script.to_hex_string()),
+    }
+}
+
+/// Parses a base64 PSBT, with a clear error on malformed input.
+pub fn parse_psbt(base64: &str) -> Result<Psbt, WalletError> {
+    base64
+        .trim()
+        .parse::<Psbt>()
+        .map_err(|e| WalletError::MalformedPsbt(e.to_string()))
+}
+
+/// Verifies a signature job's result with libsecp256k1 (through rust-bitcoin).
+pub(crate) fn verify_job_signature(
+    job: &SigningJob,
+    signature: &crate::finalize::InputSignature,
+) -> Result<(), String> {
+    use crate::finalize::InputSignature;
+    let secp = Secp256k1::verification_only();
+    match (&job.message, signature) {
+        (JobMessage::Ecdsa { public_key, .. }, InputSignature::Ecdsa(sig)) => {
+            let sig = bitcoin::secp256k1::ecdsa::Signature::from_compact(&sig.to_compact())
+                .map_err(|e| e.to_string())?;
+            let msg = bitcoin::secp256k1::Message::from_digest(job.message.sighash());
+            secp.verify_ecdsa(&msg, &sig, public_key)
+                .map_err(|e| e.to_string())
+        }
+        (JobMessage::Schnorr { internal_key, .. }, InputSignature::Schnorr(sig)) => {
+            use bitcoin::key::TapTweak;
+            let (output_key, _) = internal_key.tap_tweak(&secp, None);
+            let sig = bitcoin::secp256k1::schnorr::Signature::from_slice(&sig.to_bytes())
+                .map_err(|e| e.to_string())?;
+            let msg = bitcoin::secp256k1::Message::from_digest(job.message.sighash());
+            secp.verify_schnorr(&sig, &msg, &output_key.to_x_only_public_key())
+                .map_err(|e| e.to_string())
+        }
+        _ => Err("signature scheme does not match the input's script type".into()),
+    }
+}

@@ -1,0 +1,589 @@
+//! Threshold ECDSA on secp256k1 by CGGMP24.
+//!
+//! Flow: [`Primes::generate`] (slow, once per node) → [`generate_aux_info`] (once per node set)
+//! → [`keygen`] (once per wallet) → [`EcdsaKeyShare::from_parts`] → either [`presign`] then
+//! [`Presignature::issue_partial_signature`] + [`combine`], or [`sign`] (interactive).
+//!
+//! The message is always a sighash *preimage* ([`SighashPreimage`]); cggmp24 hashes it with
+//! double SHA-256 itself, so no signer ever signs a hash it did not compute (design invariant 2).
+
+use cggmp24::{
+    generic_ec::{NonZero, Point},
+    key_share::AnyKeyShare,
+    DataToSign,
+};
+use rand_core::{CryptoRng, RngCore};
+use round_based::Mpc;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::{
+    encoding,
+    execution::ExecutionId,
+    hd::DerivationPath,
+    sha256d::{sha256d, Sha256d},
+    signature::{public_key_of, EcdsaSignature, PublicKey},
+    PartyIndex, ProtocolError,
+};
+
+/// The curve every key here lives on.
+pub type Curve = cggmp24::supported_curves::Secp256k1;
+/// Security level of the Paillier/ZK parameters (128-bit, 1536-bit safe primes).
+pub type Level = cggmp24::security_level::SecurityLevel128;
+/// Hash used *inside* the protocols (commitments, Fiat-Shamir), not the signed message.
+type ProtocolDigest = sha2::Sha256;
+
+/// Message type of the aux-info protocol.
+pub type AuxInfoMsg = cggmp24::key_refresh::msg::Msg<ProtocolDigest, Level>;
+/// Message type of threshold key generation.
+pub type KeygenMsg = cggmp24::keygen::msg::threshold::Msg<Curve, Level, ProtocolDigest>;
+/// Message type of presignature generation and interactive signing.
+pub type SigningMsg = cggmp24::signing::msg::Msg<Curve, ProtocolDigest>;
+
+/// Largest cluster the product supports (bounded so aux info stays within a few minutes).
+pub const MAX_PARTIES: u16 = 15;
+
+/// Checks `2 <= t <= n <= MAX_PARTIES` and `i < n`.
+pub fn check_parameters(i: PartyIndex, n: u16, t: u16) -> Result<(), ProtocolError> {
+    if !(2..=MAX_PARTIES).contains(&n) {
+        return Err(ProtocolError::InvalidParameters(format!(
+            "n = {n}: need 2 <= n <= {MAX_PARTIES}"
+        )));
+    }
+    if !(2..=n).contains(&t) {
+        return Err(ProtocolError::InvalidParameters(format!(
+            "t = {t}: need 2 <= t <= n = {n}"
+        )));
+    }
+    if i >= n {
+        return Err(ProtocolError::InvalidParameters(format!(
+            "party index {i} out of range for n = {n}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `signers` is a valid signer set for a `t`-of-`n` key and returns the position
+/// of `me` in it (the index the signing protocol uses).
+pub fn position_in_signer_set(
+    signers: &[PartyIndex],
+    me: PartyIndex,
+    n: u16,
+    t: u16,
+) -> Result<PartyIndex, ProtocolError> {
+    let bad = |reason: String| ProtocolError::InvalidSignerSet {
+        signers: signers.to_vec(),
+        reason,
+    };
+    if signers.len() != usize::from(t) {
+        return Err(bad(format!("need exactly t = {t} signers")));
+    }
+    if !signers.windows(2).all(|w| w[0] < w[1]) {
+        return Err(bad("must be strictly increasing (sorted, no duplicates)".into()));
+    }
+    if signers.iter().any(|s| *s >= n) {
+        return Err(bad(format!("index out of range for n = {n}")));
+    }
+    let pos = signers
+        .iter()
+        .position(|s| *s == me)
+        .ok_or_else(|| bad(format!("party {me} is not in the set")))?;
+    // `pos < t <= MAX_PARTIES`, so it fits.
+    Ok(pos as PartyIndex)
+}
+
+/// The BIP-143 (segwit v0) sighash preimage of one input. The signed value is its double
+/// SHA-256, computed by cggmp24 through [`DataToSign::digest`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct SighashPreimage(Vec<u8>);
+
+impl SighashPreimage {
+    /// Wraps the serialized preimage (not a hash).
+    pub fn new(preimage: Vec<u8>) -> Self {
+        Self(preimage)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The sighash: `sha256d(preimage)`.
+    pub fn sighash(&self) -> [u8; 32] {
+        sha256d(&self.0)
+    }
+
+    fn data_to_sign(&self) -> DataToSign<Curve> {
+        DataToSign::digest::<Sha256d>(&self.0)
+    }
+}
+
+impl std::fmt::Debug for SighashPreimage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SighashPreimage(sighash {})", hex::encode(self.sighash()))
+    }
+}
+
+/// Four 1536-bit safe primes for one node's Paillier and ring-Pedersen moduli. Secret.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Primes(cggmp24::PregeneratedPrimes<Level>);
+
+impl Primes {
+    /// Generates fresh safe primes. Slow: 30 s to several minutes on a 2-core machine.
+    pub fn generate<R: RngCore>(rng: &mut R) -> Self {
+        Self(cggmp24::PregeneratedPrimes::generate(rng))
+    }
+
+    pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
+        encoding::encode_secret(self)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        encoding::decode(bytes)
+    }
+}
+
+impl std::fmt::Debug for Primes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Primes(<secret>)")
+    }
+}
+
+/// One node's aux info for a node set: its Paillier secret key and everyone's public
+/// parameters. Serves every ECDSA key of that node set. Secret.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct AuxInfo(cggmp24::key_share::AuxInfo<Level>);
+
+impl AuxInfo {
+    /// Number of parties the aux info was generated for.
+    pub fn n(&self) -> usize {
+        self.0.N.len()
+    }
+
+    pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
+        encoding::encode_secret(self)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        encoding::decode(bytes)
+    }
+}
+
+impl std::fmt::Debug for AuxInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuxInfo(n = {}, <secret>)", self.n())
+    }
+}
+
+/// Runs aux-info generation for party `i` of `n`. CPU-heavy (tens of seconds).
+pub async fn generate_aux_info<M, R>(
+    eid: &ExecutionId,
+    i: PartyIndex,
+    n: u16,
+    primes: Primes,
+    party: M,
+    rng: &mut R,
+) -> Result<AuxInfo, ProtocolError>
+where
+    M: Mpc<ProtocolMessage = AuxInfoMsg>,
+    R: RngCore + CryptoRng,
+{
+    check_parameters(i, n, 2)?;
+    let aux = cggmp24::aux_info_gen(eid.cggmp24(), i, n, primes.0)
+        .start(rng, party)
+        .await
+        .map_err(|e| ProtocolError::AuxInfo(ProtocolError::chain(&e)))?;
+    Ok(AuxInfo(aux))
+}
+
+/// A key share from key generation, before it is joined with aux info. Secret.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct IncompleteEcdsaShare(cggmp24::IncompleteKeyShare<Curve>);
+
+impl IncompleteEcdsaShare {
+    pub fn public_key(&self) -> PublicKey {
+        public_key_of(&self.0.shared_public_key())
+    }
+
+    pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
+        encoding::encode_secret(self)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        encoding::decode(bytes)
+    }
+}
+
+impl std::fmt::Debug for IncompleteEcdsaShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IncompleteEcdsaShare(pk {}, <secret>)", self.public_key())
+    }
+}
+
+/// Runs threshold key generation (HD-enabled) for party `i` of `n` with threshold `t`.
+pub async fn keygen<M, R>(
+    eid: &ExecutionId,
+    i: PartyIndex,
+    n: u16,
+    t: u16,
+    party: M,
+    rng: &mut R,
+) -> Result<IncompleteEcdsaShare, ProtocolError>
+where
+    M: Mpc<ProtocolMessage = KeygenMsg>,
+    R: RngCore + CryptoRng,
+{
+    check_parameters(i, n, t)?;
+    let share = cggmp24::keygen::<Curve>(eid.cggmp24(), i, n)
+        .set_threshold(t)
+        .hd_wallet(true)
+        .start(rng, party)
+        .await
+        .map_err(|e| ProtocolError::Keygen(ProtocolError::chain(&e)))?;
+    Ok(IncompleteEcdsaShare(share))
+}
+
+/// A complete ECDSA key share (key generation output + aux info). Secret; its secret scalar
+/// is zeroized on drop by `generic-ec`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct EcdsaKeyShare(cggmp24::KeyShare<Curve, Level>);
+
+impl EcdsaKeyShare {
+    /// Joins a key share with the node's aux info; fails if they belong to different node sets.
+    pub fn from_parts(share: IncompleteEcdsaShare, aux: AuxInfo) -> Result<Self, ProtocolError> {
+        cggmp24::KeyShare::from_parts((share.0, aux.0))
+            .map(Self)
+            .map_err(|e| ProtocolError::InvalidKeyMaterial(ProtocolError::chain(&e)))
+    }
+
+    /// This party's index at key generation.
+    pub fn index(&self) -> PartyIndex {
+        self.0.core.i
+    }
+
+    pub fn n(&self) -> u16 {
+        self.0.n()
+    }
+
+    pub fn threshold(&self) -> u16 {
+        self.0.min_signers()
+    }
+
+    /// The wallet's master public key (compressed, 33 bytes).
+    pub fn public_key(&self) -> PublicKey {
+        public_key_of(&self.0.shared_public_key())
+    }
+
+    /// The master chain code (for the wallet's xpub).
+    pub fn chain_code(&self) -> Result<[u8; 32], ProtocolError> {
+        self.0
+            .core
+            .chain_code
+            .ok_or_else(|| ProtocolError::InvalidKeyMaterial("key was generated without HD".into()))
+    }
+
+    /// Public key of the child at `path` (SLIP-10, equal to BIP-32 for non-hardened steps).
+    pub fn derive_public_key(&self, path: &DerivationPath) -> Result<PublicKey, ProtocolError> {
+        let child = self
+            .0
+            .derive_child_public_key::<cggmp24::hd_wallet::Slip10, _>(path.indices().iter().copied())
+            .map_err(|e| ProtocolError::InvalidPath(format!("{path}: {e}")))?;
+        Ok(public_key_of(&child.public_key))
+    }
+
+    pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
+        encoding::encode_secret(self)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        encoding::decode(bytes)
+    }
+
+    fn signing<'r>(
+        &'r self,
+        eid: &'r ExecutionId,
+        signers: &'r [PartyIndex],
+        path: &DerivationPath,
+    ) -> Result<cggmp24::signing::SigningBuilder<'r, Curve, Level, ProtocolDigest>, ProtocolError>
+    {
+        let i = position_in_signer_set(signers, self.index(), self.n(), self.threshold())?;
+        let builder = cggmp24::signing(eid.cggmp24(), i, signers, &self.0);
+        if path.is_root() {
+            return Ok(builder);
+        }
+        builder
+            .set_derivation_path(path.indices().iter().copied())
+            .map_err(|e| ProtocolError::InvalidPath(format!("{path}: {e}")))
+    }
+}
+
+impl std::fmt::Debug for EcdsaKeyShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "EcdsaKeyShare(i {}, {}-of-{}, pk {}, <secret>)",
+            self.index(),
+            self.threshold(),
+            self.n(),
+            self.public_key()
+        )
+    }
+}
+
+/// What a presignature is bound to. It may only ever sign for exactly this key, path and
+/// signer set: cggmp24 bakes the path's additive shift into the presignature at creation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PresignatureBinding {
+    /// The wallet's master public key.
+    pub master_key: PublicKey,
+    pub path: DerivationPath,
+    pub signers: Vec<PartyIndex>,
+}
+
+impl std::fmt::Display for PresignatureBinding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "key {} path {} signers {:?}",
+            self.master_key, self.path, self.signers
+        )
+    }
+}
+
+/// The public part of a presignature, identical at every signer; needed to combine partial
+/// signatures and to check each one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresignaturePublic {
+    gamma: NonZero<Point<Curve>>,
+    /// `(tilde_Delta_j, tilde_S_j)` per signer, in signer-set order.
+    commitments: Vec<(Point<Curve>, Point<Curve>)>,
+}
+
+impl PresignaturePublic {
+    fn from_lib(p: cggmp24::signing::PresignaturePublicData<Curve>) -> Self {
+        Self {
+            gamma: p.Gamma,
+            commitments: p
+                .commitments
+                .into_iter()
+                .map(|c| (c.tilde_Delta, c.tilde_S))
+                .collect(),
+        }
+    }
+
+    fn to_lib(&self) -> cggmp24::signing::PresignaturePublicData<Curve> {
+        cggmp24::signing::PresignaturePublicData {
+            Gamma: self.gamma,
+            commitments: self
+                .commitments
+                .iter()
+                .map(|(d, s)| cggmp24::signing::PresignatureCommitment {
+                    tilde_Delta: *d,
+                    tilde_S: *s,
+                })
+                .collect(),
+        }
+    }
+
+    /// The signature's `r` will be the x-coordinate of this point; two presignatures never
+    /// share it, so it identifies the presignature across all signers.
+    pub fn nonce_point(&self) -> PublicKey {
+        public_key_of(&self.gamma)
+    }
+}
+
+/// One signer's presignature, bound to its key, path and signer set. Secret.
+///
+/// Deliberately not `Clone`: [`Presignature::issue_partial_signature`] consumes it, so a
+/// presignature held in memory can be used at most once. Durable at-most-once use across
+/// restarts is the store's job (mark consumed before the partial signature leaves the node).
+#[derive(Serialize, Deserialize)]
+pub struct Presignature {
+    /// Execution id of the run that created it: the same at every signer.
+    id: ExecutionId,
+    binding: PresignatureBinding,
+    /// This signer's key-generation index.
+    signer: PartyIndex,
+    secret: cggmp24::Presignature<Curve>,
+    public: PresignaturePublic,
+}
+
+impl std::fmt::Debug for Presignature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Presignature(id {}, {}, signer {}, <secret>)",
+            self.id, self.binding, self.signer
+        )
+    }
+}
+
+impl Presignature {
+    pub fn id(&self) -> &ExecutionId {
+        &self.id
+    }
+
+    pub fn binding(&self) -> &PresignatureBinding {
+        &self.binding
+    }
+
+    pub fn public(&self) -> &PresignaturePublic {
+        &self.public
+    }
+
+    pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
+        encoding::encode_secret(self)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        encoding::decode(bytes)
+    }
+
+    /// Issues this signer's partial signature on `message`, consuming the presignature.
+    ///
+    /// Refuses (and still consumes) if the request is for another key, path or signer set than
+    /// the presignature was generated for: a presignature signs only what it was bound to.
+    pub fn issue_partial_signature(
+        self,
+        share: &EcdsaKeyShare,
+        path: &DerivationPath,
+        signers: &[PartyIndex],
+        message: &SighashPreimage,
+    ) -> Result<PartialSignature, ProtocolError> {
+        let requested = PresignatureBinding {
+            master_key: share.public_key(),
+            path: path.clone(),
+            signers: signers.to_vec(),
+        };
+        if requested != self.binding || share.index() != self.signer {
+            return Err(ProtocolError::PresignatureMismatch {
+                bound: format!("{} (signer {})", self.binding, self.signer),
+                requested: format!("{requested} (signer {})", share.index()),
+            });
+        }
+        let partial = self.secret.issue_partial_signature(message.data_to_sign());
+        Ok(PartialSignature {
+            presignature: self.id,
+            signer: self.signer,
+            sigma: partial,
+        })
+    }
+}
+
+/// A partial signature from one signer. Carries no secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartialSignature {
+    /// Which presignature it came from.
+    pub presignature: ExecutionId,
+    /// The signer's key-generation index.
+    pub signer: PartyIndex,
+    sigma: cggmp24::PartialSignature<Curve>,
+}
+
+/// Generates a presignature bound to (`share`'s key, `path`, `signers`). CPU-heavy (~1-2 s).
+pub async fn presign<M, R>(
+    eid: &ExecutionId,
+    share: &EcdsaKeyShare,
+    signers: &[PartyIndex],
+    path: &DerivationPath,
+    party: M,
+    rng: &mut R,
+) -> Result<Presignature, ProtocolError>
+where
+    M: Mpc<ProtocolMessage = SigningMsg>,
+    R: RngCore + CryptoRng,
+{
+    let (secret, public) = share
+        .signing(eid, signers, path)?
+        .generate_presignature(rng, party)
+        .await
+        .map_err(|e| ProtocolError::Presign(ProtocolError::chain(&e)))?;
+    Ok(Presignature {
+        id: *eid,
+        binding: PresignatureBinding {
+            master_key: share.public_key(),
+            path: path.clone(),
+            signers: signers.to_vec(),
+        },
+        signer: share.index(),
+        secret,
+        public: PresignaturePublic::from_lib(public),
+    })
+}
+
+/// Combines one partial signature per signer (any order) and verifies the result against
+/// `child_key`, the public key at the presignature's path.
+pub fn combine(
+    public: &PresignaturePublic,
+    binding: &PresignatureBinding,
+    partials: &[PartialSignature],
+    message: &SighashPreimage,
+    child_key: &PublicKey,
+) -> Result<EcdsaSignature, ProtocolError> {
+    let mut ordered = Vec::with_capacity(binding.signers.len());
+    for signer in &binding.signers {
+        let mut from_signer = partials.iter().filter(|p| p.signer == *signer);
+        let p = from_signer.next().ok_or_else(|| {
+            ProtocolError::Combine(format!("no partial signature from signer {signer}"))
+        })?;
+        if from_signer.next().is_some() {
+            return Err(ProtocolError::Combine(format!(
+                "two partial signatures from signer {signer}"
+            )));
+        }
+        ordered.push(p.sigma);
+    }
+    if partials.len() != binding.signers.len() {
+        return Err(ProtocolError::Combine(
+            "partial signature from a party outside the signer set".into(),
+        ));
+    }
+    let sig = cggmp24::PartialSignature::combine(&ordered, &public.to_lib(), message.data_to_sign())
+        .ok_or_else(|| {
+            ProtocolError::Combine("a partial signature does not match its commitment".into())
+        })?;
+    let sig = EcdsaSignature::from_lib(&sig);
+    sig.verify(child_key, &message.sighash())?;
+    Ok(sig)
+}
+
+/// Full interactive signing (presignature + online signing in one run). CPU-heavy.
+pub async fn sign<M, R>(
+    eid: &ExecutionId,
+    share: &EcdsaKeyShare,
+    signers: &[PartyIndex],
+    path: &DerivationPath,
+    message: &SighashPreimage,
+    party: M,
+    rng: &mut R,
+) -> Result<EcdsaSignature, ProtocolError>
+where
+    M: Mpc<ProtocolMessage = SigningMsg>,
+    R: RngCore + CryptoRng,
+{
+    let sig = share
+        .signing(eid, signers, path)?
+        .sign(rng, party, &message.data_to_sign())
+        .await
+        .map_err(|e| ProtocolError::Signing(ProtocolError::chain(&e)))?;
+    let sig = EcdsaSignature::from_lib(&sig);
+    sig.verify(&share.derive_public_key(path)?, &message.sighash())?;
+    Ok(sig)
+}
+
+/// A file of pregenerated primes, one set per node, as written by `mpc-wallet primes generate`.
+/// Test fixtures and the local devnet use one so nobody waits minutes for safe primes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrimesFile {
+    /// What the file is and how it was made.
+    pub note: String,
+    /// One set of four safe primes per node.
+    pub primes: Vec<Primes>,
+}
+
+/// A file of aux info for one node set, one entry per party, as written by
+/// `mpc-wallet aux-info generate`. Test fixture only (it holds every party's Paillier secret).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuxInfoFile {
+    pub note: String,
+    pub aux_info: Vec<AuxInfo>,
+}

@@ -1,0 +1,47 @@
+use crate::PartyIndex;
+
+/// Why a protocol run or a protocol-level check failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("invalid parameters: {0}")]
+    InvalidParameters(String),
+    #[error("invalid signer set {signers:?}: {reason}")]
+    InvalidSignerSet {
+        signers: Vec<PartyIndex>,
+        reason: String,
+    },
+    #[error("invalid derivation path: {0}")]
+    InvalidPath(String),
+    #[error("aux info generation failed: {0}")]
+    AuxInfo(String),
+    #[error("key generation failed: {0}")]
+    Keygen(String),
+    #[error("presignature generation failed: {0}")]
+    Presign(String),
+    #[error("signing failed: {0}")]
+    Signing(String),
+    #[error("presignature is bound to {bound}, not to {requested}")]
+    PresignatureMismatch { bound: String, requested: String },
+    #[error("partial signatures do not combine into a valid signature: {0}")]
+    Combine(String),
+    #[error("signature does not verify against the derived public key")]
+    InvalidSignature,
+    #[error("key material is invalid: {0}")]
+    InvalidKeyMaterial(String),
+    #[error("encoding: {0}")]
+    Encoding(String),
+}
+
+impl ProtocolError {
+    /// Wraps any protocol library error, keeping its full causal chain in the message.
+    pub(crate) fn chain(err: &dyn std::error::Error) -> String {
+        let mut out = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            out.push_str(": ");
+            out.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        out
+    }
+}
