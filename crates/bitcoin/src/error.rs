@@ -21,6 +21,8 @@ pub enum WalletError {
     Finalize(String),
     #[error("transaction fails verification at input {input}: {reason}")]
     Verification { input: usize, reason: String },
+    #[error(transparent)]
+    Protocol(#[from] mpc_protocols::ProtocolError),
 }
 
 fn display_inputs(errors: &[InputError]) -> String {

@@ -5,12 +5,16 @@
 //! * [`psbt`]: what a signer checks before it signs: each input's owner, path, spent output,
 //!   and the sighash it computes itself.
 //! * [`finalize`]: signatures into the PSBT, finalization, extraction.
+//! * [`build`]: unsigned PSBTs with the derivation records signers need.
+//! * [`local`]: signing a PSBT in one process (demo, tests, baseline benchmarks).
 //! * [`verify`]: the whole transaction through Bitcoin Core's script interpreter
 //!   (`bitcoinconsensus`), with the spent outputs, plus standardness checks consensus omits.
 
+pub mod build;
 pub mod error;
 pub mod finalize;
 pub mod keys;
+pub mod local;
 pub mod psbt;
 pub mod verify;
 

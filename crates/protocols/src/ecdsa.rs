@@ -396,6 +396,29 @@ impl PresignaturePublic {
 /// Deliberately not `Clone`: [`Presignature::issue_partial_signature`] consumes it, so a
 /// presignature held in memory can be used at most once. Durable at-most-once use across
 /// restarts is the store's job (mark consumed before the partial signature leaves the node).
+///
+/// One use compiles:
+/// ```no_run
+/// # use mpc_protocols::{ecdsa::*, DerivationPath};
+/// fn once(p: Presignature, s: &EcdsaKeyShare, m: &SighashPreimage) {
+///     let _ = p.issue_partial_signature(s, &DerivationPath::root(), &[0, 1], m);
+/// }
+/// ```
+/// A second use does not (use after move):
+/// ```compile_fail
+/// # use mpc_protocols::{ecdsa::*, DerivationPath};
+/// fn twice(p: Presignature, s: &EcdsaKeyShare, m: &SighashPreimage) {
+///     let _ = p.issue_partial_signature(s, &DerivationPath::root(), &[0, 1], m);
+///     let _ = p.issue_partial_signature(s, &DerivationPath::root(), &[0, 1], m);
+/// }
+/// ```
+/// Nor does copying it first:
+/// ```compile_fail
+/// # use mpc_protocols::ecdsa::*;
+/// fn copy(p: &Presignature) -> Presignature {
+///     p.clone()
+/// }
+/// ```
 #[derive(Serialize, Deserialize)]
 pub struct Presignature {
     /// Execution id of the run that created it: the same at every signer.

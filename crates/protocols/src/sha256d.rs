@@ -60,6 +60,6 @@ mod tests {
             "5df6e0e2761359d30a8275058e299fcc0381534545f55cf43e41983f5d4c9456"
         );
         let data = b"mpc-wallet";
-        assert_eq!(sha256d(data).as_slice(), Sha256::digest(Sha256::digest(data)).as_slice());
+        assert_eq!(sha256d(data)[..], Sha256::digest(Sha256::digest(data))[..]);
     }
 }

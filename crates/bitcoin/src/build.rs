@@ -1,0 +1,134 @@
+//! Building unsigned PSBTs that spend a wallet's outputs, with the derivation records every
+//! signer needs (BIP-174 `bip32_derivation`, BIP-371 `tap_key_origins` / `tap_internal_key`).
+
+use bitcoin::{
+    absolute::LockTime,
+    hashes::Hash,
+    psbt::{Input, Output, Psbt},
+    secp256k1::XOnlyPublicKey,
+    transaction::Version,
+    Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness,
+};
+use mpc_protocols::DerivationPath;
+
+use crate::{
+    keys::{to_bip32, Scheme, WalletKey},
+    WalletError,
+};
+
+/// An output one of our wallets can spend.
+#[derive(Debug, Clone)]
+pub struct SpendableOutput {
+    pub outpoint: OutPoint,
+    pub txout: TxOut,
+    pub wallet: WalletKey,
+    pub path: DerivationPath,
+}
+
+/// An output of the transaction being built; `owner` marks our own change.
+#[derive(Debug, Clone)]
+pub struct Payment {
+    pub script_pubkey: ScriptBuf,
+    pub amount: Amount,
+    /// Set for change: the wallet and path the output pays back to.
+    pub owner: Option<(WalletKey, DerivationPath)>,
+}
+
+/// Derivation records for `wallet` at `path`, in the form BIP-174/371 puts into a map.
+enum Origin {
+    Ecdsa(bitcoin::secp256k1::PublicKey, bitcoin::bip32::KeySource),
+    Schnorr(XOnlyPublicKey, bitcoin::bip32::KeySource),
+}
+
+fn origin(wallet: &WalletKey, path: &DerivationPath) -> Result<Origin, WalletError> {
+    let key = wallet.derive(path)?;
+    let source = (wallet.fingerprint()?, to_bip32(path)?.into());
+    Ok(match wallet.scheme {
+        Scheme::Ecdsa => Origin::Ecdsa(key, source),
+        Scheme::Schnorr => Origin::Schnorr(XOnlyPublicKey::from(key), source),
+    })
+}
+
+/// An unsigned version-2 PSBT spending `inputs` to `payments`, with derivation records on
+/// every input and on change outputs. Inputs signal RBF.
+pub fn build_psbt(inputs: &[SpendableOutput], payments: &[Payment]) -> Result<Psbt, WalletError> {
+    let tx = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: inputs
+            .iter()
+            .map(|i| TxIn {
+                previous_output: i.outpoint,
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                witness: Witness::new(),
+            })
+            .collect(),
+        output: payments
+            .iter()
+            .map(|p| TxOut {
+                value: p.amount,
+                script_pubkey: p.script_pubkey.clone(),
+            })
+            .collect(),
+    };
+    let mut psbt =
+        Psbt::from_unsigned_tx(tx).map_err(|e| WalletError::MalformedPsbt(e.to_string()))?;
+    for (psbt_input, spend) in psbt.inputs.iter_mut().zip(inputs) {
+        if spend.wallet.script_pubkey(&spend.path)? != spend.txout.script_pubkey {
+            return Err(WalletError::InvalidPath(format!(
+                "{} of the wallet does not pay to the script of {}",
+                spend.path, spend.outpoint
+            )));
+        }
+        *psbt_input = Input {
+            witness_utxo: Some(spend.txout.clone()),
+            ..Input::default()
+        };
+        match origin(&spend.wallet, &spend.path)? {
+            Origin::Ecdsa(key, source) => {
+                psbt_input.bip32_derivation.insert(key, source);
+            }
+            Origin::Schnorr(key, source) => {
+                psbt_input.tap_internal_key = Some(key);
+                psbt_input.tap_key_origins.insert(key, (Vec::new(), source));
+            }
+        }
+    }
+    for (psbt_output, payment) in psbt.outputs.iter_mut().zip(payments) {
+        *psbt_output = Output::default();
+        if let Some((wallet, path)) = &payment.owner {
+            match origin(wallet, path)? {
+                Origin::Ecdsa(key, source) => {
+                    psbt_output.bip32_derivation.insert(key, source);
+                }
+                Origin::Schnorr(key, source) => {
+                    psbt_output.tap_internal_key = Some(key);
+                    psbt_output.tap_key_origins.insert(key, (Vec::new(), source));
+                }
+            }
+        }
+    }
+    Ok(psbt)
+}
+
+/// SYNTHETIC funding, for the demo and tests only: an outpoint of a made-up transaction that
+/// exists on no chain, paying `amount` to `wallet` at `path`. The txid is a hash of the
+/// label, so it is recognisably not a real transaction's.
+pub fn synthetic_funding(
+    wallet: &WalletKey,
+    path: &DerivationPath,
+    amount: Amount,
+    label: &str,
+) -> Result<SpendableOutput, WalletError> {
+    let txid = Txid::hash(format!("mpc-wallet SYNTHETIC funding: {label}").as_bytes());
+    Ok(SpendableOutput {
+        outpoint: OutPoint { txid, vout: 0 },
+        txout: TxOut {
+            value: amount,
+            script_pubkey: wallet.script_pubkey(path)?,
+        },
+        wallet: wallet.clone(),
+        path: path.clone(),
+    })
+}

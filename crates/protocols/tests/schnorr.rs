@@ -1,0 +1,97 @@
+//! FROST (BIP-340 / BIP-341) in one process, and the BIP-340 test vectors.
+
+use bitcoin::{key::TapTweak, secp256k1 as secp29};
+use mpc_protocols::{local, schnorr, signature::verify_bip340, DerivationPath};
+
+/// Independent check through rust-bitcoin (libsecp256k1 0.29): tweak the derived internal
+/// key with an empty script tree and verify the signature against the output key.
+fn check(sig: &mpc_protocols::signature::SchnorrSignature, internal: &[u8; 33], sighash: &[u8; 32]) {
+    let secp = secp29::Secp256k1::verification_only();
+    let internal = secp29::PublicKey::from_slice(internal).unwrap().x_only_public_key().0;
+    let (output, _) = internal.tap_tweak(&secp, None);
+    let sig29 = secp29::schnorr::Signature::from_slice(&sig.to_bytes()).unwrap();
+    secp.verify_schnorr(&sig29, &secp29::Message::from_digest(*sighash), &output.to_x_only_public_key())
+        .expect("libsecp256k1 verifies the FROST signature against the tweaked key");
+    // The untweaked key must not verify: the tweak really is applied.
+    assert!(secp
+        .verify_schnorr(&sig29, &secp29::Message::from_digest(*sighash), &internal)
+        .is_err());
+}
+
+#[test]
+fn every_threshold_signs_bip340_for_tweaked_hd_keys() {
+    for (t, n) in [(2u16, 3u16), (3, 5), (4, 5), (5, 5)] {
+        let shares = local::schnorr_keygen(t, n).unwrap();
+        assert!(shares.iter().all(|s| s.public_key() == shares[0].public_key()));
+        let signers: Vec<u16> = (n - t..n).collect();
+        for path in ["m", "m/0/0", "m/1/9"] {
+            let path: DerivationPath = path.parse().unwrap();
+            let sighash = [t as u8 ^ 0x5a; 32];
+            let sig = local::schnorr_sign(&shares, &signers, &path, &sighash).unwrap();
+            check(&sig, &shares[0].derive_public_key(&path).unwrap().0, &sighash);
+        }
+    }
+}
+
+#[test]
+fn every_signer_set_of_three_of_five_signs() {
+    let shares = local::schnorr_keygen(3, 5).unwrap();
+    let path: DerivationPath = "m/0/4".parse().unwrap();
+    let internal = shares[0].derive_public_key(&path).unwrap();
+    for (k, signers) in mpc_testkit::subsets(5, 3).into_iter().enumerate() {
+        let sighash = [k as u8; 32];
+        let sig = local::schnorr_sign(&shares, &signers, &path, &sighash).unwrap();
+        check(&sig, &internal.0, &sighash);
+    }
+}
+
+#[test]
+fn wrong_signer_sets_are_refused() {
+    let shares = local::schnorr_keygen(2, 3).unwrap();
+    let err = local::schnorr_sign(&shares, &[0, 1, 2], &DerivationPath::root(), &[0; 32]);
+    assert!(err.is_err());
+    let err = local::schnorr_sign(&shares, &[1, 1], &DerivationPath::root(), &[0; 32]);
+    assert!(err.is_err());
+}
+
+#[test]
+fn schnorr_share_round_trips_through_bytes() {
+    let shares = local::schnorr_keygen(2, 3).unwrap();
+    let bytes = shares[2].to_bytes().unwrap();
+    let back = schnorr::SchnorrKeyShare::from_bytes(&bytes).unwrap();
+    assert_eq!(back.public_key(), shares[2].public_key());
+    assert!(schnorr::SchnorrKeyShare::from_bytes(&bytes[1..]).is_err());
+}
+
+#[test]
+fn bip340_test_vectors() {
+    let path = mpc_testkit::vectors_dir().join("bip340-test-vectors.csv");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (pk_col, msg_col, sig_col, res_col) = (
+        col("public key"),
+        col("message"),
+        col("signature"),
+        col("verification result"),
+    );
+    let (mut accepted, mut rejected) = (0, 0);
+    for line in lines.filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split(',').collect();
+        let expected = f[res_col] == "TRUE";
+        let pk: Option<[u8; 32]> = hex::decode(f[pk_col]).ok().and_then(|b| b.try_into().ok());
+        let msg = hex::decode(f[msg_col]).unwrap();
+        let sig: [u8; 64] = hex::decode(f[sig_col]).unwrap().try_into().unwrap();
+        let ok = pk.is_some_and(|pk| verify_bip340(&pk, &msg, &sig).is_ok());
+        assert_eq!(ok, expected, "vector {}: {}", f[0], line);
+        if ok {
+            accepted += 1
+        } else {
+            rejected += 1
+        }
+    }
+    // The BIP's file has 19 vectors (9 TRUE, 10 FALSE);
+    // a newer copy may add more, never fewer.
+    assert!(accepted >= 9 && rejected >= 10, "{accepted} accepted, {rejected} rejected");
+}

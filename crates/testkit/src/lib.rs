@@ -1,0 +1,89 @@
+//! Test support shared by the workspace's test suites.
+//!
+//! Fixtures were generated once and checked in (safe primes take minutes on a 2-core
+//! machine): `fixtures/primes.json` by `mpc-wallet primes generate --count 5`, and
+//! `fixtures/aux-info-{3,5}.json` by `mpc-wallet aux-info generate`. They hold secrets and are
+//! for tests only.
+
+use std::path::PathBuf;
+
+use mpc_bitcoin::{bitcoin::Network, Scheme, WalletKey};
+use mpc_protocols::{
+    ecdsa::{AuxInfo, AuxInfoFile, EcdsaKeyShare, Primes, PrimesFile},
+    local,
+    schnorr::SchnorrKeyShare,
+};
+
+/// The repository's `fixtures/` directory.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
+}
+
+/// `../shared/vectors` beside the repository (BIP-340 / BIP-341 test vectors).
+pub fn vectors_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
+}
+
+fn read(path: PathBuf) -> Vec<u8> {
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The five fixture prime sets.
+pub fn primes() -> Vec<Primes> {
+    serde_json::from_slice::<PrimesFile>(&read(fixtures_dir().join("primes.json")))
+        .expect("fixtures/primes.json parses")
+        .primes
+}
+
+/// Fixture aux info for a node set of `n` (3 or 5).
+pub fn aux_info(n: usize) -> Vec<AuxInfo> {
+    let file: AuxInfoFile =
+        serde_json::from_slice(&read(fixtures_dir().join(format!("aux-info-{n}.json"))))
+            .expect("aux-info fixture parses");
+    assert_eq!(file.aux_info.len(), n, "aux-info-{n}.json has the wrong party count");
+    file.aux_info
+}
+
+/// All `k`-subsets of `0..n`, each sorted, in lexicographic order.
+pub fn subsets(n: u16, k: usize) -> Vec<Vec<u16>> {
+    fn go(start: u16, n: u16, k: usize, cur: &mut Vec<u16>, out: &mut Vec<Vec<u16>>) {
+        if cur.len() == k {
+            out.push(cur.clone());
+            return;
+        }
+        for i in start..n {
+            cur.push(i);
+            go(i + 1, n, k, cur, out);
+            cur.pop();
+        }
+    }
+    let mut out = Vec::new();
+    go(0, n, k, &mut Vec::new(), &mut out);
+    out
+}
+
+/// A `t`-of-`n` ECDSA wallet (fixture aux info) and its public side.
+pub fn ecdsa_wallet(t: u16, n: usize, network: Network) -> (Vec<EcdsaKeyShare>, WalletKey) {
+    let shares = local::ecdsa_keygen(t, &aux_info(n)).expect("ECDSA keygen");
+    let key = WalletKey::new(
+        Scheme::Ecdsa,
+        shares[0].public_key(),
+        shares[0].chain_code().expect("HD key"),
+        network,
+    )
+    .expect("valid key");
+    (shares, key)
+}
+
+/// A `t`-of-`n` FROST wallet and its public side.
+pub fn schnorr_wallet(t: u16, n: u16, network: Network) -> (Vec<SchnorrKeyShare>, WalletKey) {
+    let shares = local::schnorr_keygen(t, n).expect("FROST keygen");
+    let key = WalletKey::new(
+        Scheme::Schnorr,
+        shares[0].public_key(),
+        shares[0].chain_code().expect("HD key"),
+        network,
+    )
+    .expect("valid key");
+    (shares, key)
+}
