@@ -104,7 +104,9 @@ pub fn build_psbt(inputs: &[SpendableOutput], payments: &[Payment]) -> Result<Ps
                 }
                 Origin::Schnorr(key, source) => {
                     psbt_output.tap_internal_key = Some(key);
-                    psbt_output.tap_key_origins.insert(key, (Vec::new(), source));
+                    psbt_output
+                        .tap_key_origins
+                        .insert(key, (Vec::new(), source));
                 }
             }
         }

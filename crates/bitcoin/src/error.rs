@@ -62,7 +62,10 @@ pub enum InputProblem {
     #[error("key at {path} does not produce the spent script: the input is not this wallet's")]
     ScriptMismatch { path: String },
     #[error("script type {script} needs a {expected} wallet")]
-    WrongScheme { script: &'static str, expected: &'static str },
+    WrongScheme {
+        script: &'static str,
+        expected: &'static str,
+    },
     #[error("taproot script-path spends are not signed (leaf hashes present)")]
     ScriptPath,
     #[error("sighash type {0:#x} is not standard for this script type")]

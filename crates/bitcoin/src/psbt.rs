@@ -103,7 +103,9 @@ pub fn analyze(psbt: &Psbt, wallets: &[&WalletKey]) -> Result<Vec<SigningJob>, W
         ));
     }
     if psbt.inputs.is_empty() {
-        return Err(WalletError::MalformedPsbt("transaction has no inputs".into()));
+        return Err(WalletError::MalformedPsbt(
+            "transaction has no inputs".into(),
+        ));
     }
     let spent = spent_outputs(psbt).map_err(WalletError::Inputs)?;
     let fingerprints = wallets
@@ -173,8 +175,8 @@ fn analyze_input(
         }
     };
     let wallet = wallets[wallet_index];
-    let path = from_bip32(bip32_path)
-        .map_err(|e| InputProblem::BadPath(bip32_path.to_string(), e))?;
+    let path =
+        from_bip32(bip32_path).map_err(|e| InputProblem::BadPath(bip32_path.to_string(), e))?;
     let expected_script = wallet
         .script_pubkey(&path)
         .map_err(|e| InputProblem::BadPath(path.to_string(), e.to_string()))?;

@@ -17,8 +17,10 @@ use serde_json::Value;
 
 fn bip341() -> Value {
     let path = mpc_testkit::vectors_dir().join("bip341-wallet-test-vectors.json");
-    serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
-        .unwrap()
+    serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 fn hex32(v: &Value) -> [u8; 32] {
@@ -31,15 +33,31 @@ fn bip341_script_pubkey_vectors_give_the_same_tweak_output_key_and_address() {
     assert!(cases.len() >= 7);
     for (i, case) in cases.iter().enumerate() {
         let internal = hex32(&case["given"]["internalPubkey"]);
-        let root = case["intermediary"]["merkleRoot"].as_str().map(|_| hex32(&case["intermediary"]["merkleRoot"]));
+        let root = case["intermediary"]["merkleRoot"]
+            .as_str()
+            .map(|_| hex32(&case["intermediary"]["merkleRoot"]));
         let (tweak, output) = taproot_output_key(&internal, root).unwrap();
-        assert_eq!(tweak, hex32(&case["intermediary"]["tweak"]), "case {i}: tweak");
-        assert_eq!(output, hex32(&case["intermediary"]["tweakedPubkey"]), "case {i}: output key");
+        assert_eq!(
+            tweak,
+            hex32(&case["intermediary"]["tweak"]),
+            "case {i}: tweak"
+        );
+        assert_eq!(
+            output,
+            hex32(&case["intermediary"]["tweakedPubkey"]),
+            "case {i}: output key"
+        );
         let address = Address::p2tr_tweaked(
-            TweakedPublicKey::dangerous_assume_tweaked(XOnlyPublicKey::from_slice(&output).unwrap()),
+            TweakedPublicKey::dangerous_assume_tweaked(
+                XOnlyPublicKey::from_slice(&output).unwrap(),
+            ),
             Network::Bitcoin,
         );
-        assert_eq!(address.to_string(), case["expected"]["bip350Address"].as_str().unwrap(), "case {i}");
+        assert_eq!(
+            address.to_string(),
+            case["expected"]["bip350Address"].as_str().unwrap(),
+            "case {i}"
+        );
         assert_eq!(
             address.script_pubkey().to_hex_string(),
             case["expected"]["scriptPubKey"].as_str().unwrap(),
@@ -57,7 +75,11 @@ fn bip341_script_pubkey_vectors_give_the_same_tweak_output_key_and_address() {
                 Network::Bitcoin,
             )
             .unwrap();
-            assert_eq!(wallet.address(&DerivationPath::root()).unwrap(), address, "case {i}");
+            assert_eq!(
+                wallet.address(&DerivationPath::root()).unwrap(),
+                address,
+                "case {i}"
+            );
         }
     }
 }
@@ -67,9 +89,10 @@ fn bip341_key_path_spending_vectors_give_the_same_sig_msg_and_sighash() {
     let v = bip341();
     let mut checked = 0;
     for case in v["keyPathSpending"].as_array().unwrap() {
-        let tx: Transaction =
-            deserialize(&Vec::<u8>::from_hex(case["given"]["rawUnsignedTx"].as_str().unwrap()).unwrap())
-                .unwrap();
+        let tx: Transaction = deserialize(
+            &Vec::<u8>::from_hex(case["given"]["rawUnsignedTx"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
         let spent: Vec<TxOut> = case["given"]["utxosSpent"]
             .as_array()
             .unwrap()
@@ -82,16 +105,26 @@ fn bip341_key_path_spending_vectors_give_the_same_sig_msg_and_sighash() {
         let mut cache = SighashCache::new(&tx);
         for input in case["inputSpending"].as_array().unwrap() {
             let index = input["given"]["txinIndex"].as_u64().unwrap() as usize;
-            let hash_type =
-                TapSighashType::from_consensus_u8(input["given"]["hashType"].as_u64().unwrap() as u8).unwrap();
-            let (sig_msg, sighash) = taproot_key_spend(&mut cache, index, &spent, hash_type).unwrap();
+            let hash_type = TapSighashType::from_consensus_u8(
+                input["given"]["hashType"].as_u64().unwrap() as u8,
+            )
+            .unwrap();
+            let (sig_msg, sighash) =
+                taproot_key_spend(&mut cache, index, &spent, hash_type).unwrap();
             let expected = &input["intermediary"];
-            assert_eq!(hex::encode(&sig_msg), expected["sigMsg"].as_str().unwrap(), "input {index}");
+            assert_eq!(
+                hex::encode(&sig_msg),
+                expected["sigMsg"].as_str().unwrap(),
+                "input {index}"
+            );
             assert_eq!(sighash, hex32(&expected["sigHash"]), "input {index}");
             // The vector's signature verifies, by our BIP-340 path, against the spent output key.
-            let witness = Vec::<u8>::from_hex(input["expected"]["witness"][0].as_str().unwrap()).unwrap();
+            let witness =
+                Vec::<u8>::from_hex(input["expected"]["witness"][0].as_str().unwrap()).unwrap();
             let sig: [u8; 64] = witness[..64].try_into().unwrap();
-            let output_key: [u8; 32] = spent[index].script_pubkey.as_bytes()[2..].try_into().unwrap();
+            let output_key: [u8; 32] = spent[index].script_pubkey.as_bytes()[2..]
+                .try_into()
+                .unwrap();
             verify_bip340(&output_key, &sighash, &sig).unwrap();
             let mut forged = sig;
             forged[63] ^= 1;

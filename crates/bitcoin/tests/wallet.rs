@@ -3,14 +3,15 @@
 
 use std::str::FromStr;
 
+use miniscript::{descriptor::DescriptorPublicKey, Descriptor};
 use mpc_bitcoin::{
     bitcoin::{
         hashes::Hash,
         psbt::{Psbt, PsbtSighashType},
         secp256k1::{self, ecdsa, PublicKey as SecpPublicKey, Secp256k1, SecretKey},
         sighash::{EcdsaSighashType, TapSighashType},
-        Address, Amount, CompressedPublicKey, Network, OutPoint, ScriptBuf, Transaction, TxOut, Txid,
-        Witness,
+        Address, Amount, CompressedPublicKey, Network, OutPoint, ScriptBuf, Transaction, TxOut,
+        Txid, Witness,
     },
     build::{build_psbt, synthetic_funding, Payment, SpendableOutput},
     finalize::finalize,
@@ -20,7 +21,6 @@ use mpc_bitcoin::{
     Chain, InputProblem, WalletError, WalletKey,
 };
 use mpc_protocols::DerivationPath;
-use miniscript::{descriptor::DescriptorPublicKey, Descriptor};
 
 fn path(s: &str) -> DerivationPath {
     s.parse().unwrap()
@@ -29,7 +29,10 @@ fn path(s: &str) -> DerivationPath {
 fn external_address(network: Network) -> Address {
     let secp = Secp256k1::new();
     let sk = SecretKey::from_slice(&[7u8; 32]).unwrap();
-    Address::p2wpkh(&CompressedPublicKey(SecpPublicKey::from_secret_key(&secp, &sk)), network)
+    Address::p2wpkh(
+        &CompressedPublicKey(SecpPublicKey::from_secret_key(&secp, &sk)),
+        network,
+    )
 }
 
 #[test]
@@ -43,9 +46,16 @@ fn addresses_on_every_network() {
         (Network::Regtest, "bcrt1"),
     ] {
         for (wallet, witness_version) in [(&ecdsa, "q"), (&schnorr, "p")] {
-            let wallet = WalletKey { network, ..wallet.clone() };
+            let wallet = WalletKey {
+                network,
+                ..wallet.clone()
+            };
             let addr = wallet.chain_address(Chain::Receive, 0).unwrap();
-            assert!(addr.to_string().starts_with(&format!("{hrp}{witness_version}")), "{addr}");
+            assert!(
+                addr.to_string()
+                    .starts_with(&format!("{hrp}{witness_version}")),
+                "{addr}"
+            );
             // The address parses back as valid for that network only.
             let parsed = Address::from_str(&addr.to_string()).unwrap();
             assert!(parsed.is_valid_for_network(network));
@@ -58,7 +68,10 @@ fn addresses_on_every_network() {
         }
     }
     assert!(ecdsa.xpub().unwrap().to_string().starts_with("tpub"));
-    let mainnet = WalletKey { network: Network::Bitcoin, ..ecdsa };
+    let mainnet = WalletKey {
+        network: Network::Bitcoin,
+        ..ecdsa
+    };
     assert!(mainnet.xpub().unwrap().to_string().starts_with("xpub"));
 }
 
@@ -147,9 +160,18 @@ impl Fixture {
         spec.iter()
             .enumerate()
             .map(|(k, (is_ecdsa, p))| {
-                let wallet = if *is_ecdsa { &self.ecdsa } else { &self.schnorr };
-                synthetic_funding(wallet, &path(p), Amount::from_sat(100_000 + k as u64), &format!("input {k}"))
-                    .unwrap()
+                let wallet = if *is_ecdsa {
+                    &self.ecdsa
+                } else {
+                    &self.schnorr
+                };
+                synthetic_funding(
+                    wallet,
+                    &path(p),
+                    Amount::from_sat(100_000 + k as u64),
+                    &format!("input {k}"),
+                )
+                .unwrap()
             })
             .collect()
     }
@@ -176,7 +198,12 @@ impl Fixture {
 }
 
 fn signed_mixed_transaction(fx: &Fixture) -> (Transaction, Vec<TxOut>) {
-    let inputs = fx.inputs(&[(true, "m/0/0"), (false, "m/0/0"), (true, "m/1/5"), (false, "m/0/3")]);
+    let inputs = fx.inputs(&[
+        (true, "m/0/0"),
+        (false, "m/0/0"),
+        (true, "m/1/5"),
+        (false, "m/0/3"),
+    ]);
     let mut psbt = fx.psbt(&inputs, 2);
     let signed = sign_psbt(&mut psbt, &fx.wallets(), &[0, 2], EcdsaMode::Presignature).unwrap();
     assert_eq!(signed.len(), 4);
@@ -190,9 +217,21 @@ fn mixed_p2wpkh_and_p2tr_transaction_passes_bitcoinconsensus() {
     let fx = Fixture::new();
     let (tx, spent) = signed_mixed_transaction(&fx);
     verify_transaction(&tx, &spent).unwrap();
-    assert_eq!(tx.input[0].witness.len(), 2, "P2WPKH witness: signature, key");
-    assert_eq!(tx.input[1].witness.len(), 1, "P2TR key path witness: signature");
-    assert_eq!(tx.input[1].witness.nth(0).unwrap().len(), 64, "SIGHASH_DEFAULT: 64 bytes");
+    assert_eq!(
+        tx.input[0].witness.len(),
+        2,
+        "P2WPKH witness: signature, key"
+    );
+    assert_eq!(
+        tx.input[1].witness.len(),
+        1,
+        "P2TR key path witness: signature"
+    );
+    assert_eq!(
+        tx.input[1].witness.nth(0).unwrap().len(),
+        64,
+        "SIGHASH_DEFAULT: 64 bytes"
+    );
 }
 
 #[test]
@@ -203,17 +242,27 @@ fn tampered_signatures_wrong_amounts_and_high_s_are_caught() {
     for input in 0..tx.input.len() {
         // Flip one bit in the middle of the signature.
         let mut bad = tx.clone();
-        let mut items: Vec<Vec<u8>> = bad.input[input].witness.iter().map(<[u8]>::to_vec).collect();
+        let mut items: Vec<Vec<u8>> = bad.input[input]
+            .witness
+            .iter()
+            .map(<[u8]>::to_vec)
+            .collect();
         items[0][10] ^= 0x01;
         bad.input[input].witness = Witness::from_slice(&items);
         let err = verify_transaction(&bad, &spent).unwrap_err();
-        assert!(matches!(err, WalletError::Verification { input: i, .. } if i == input), "{err}");
+        assert!(
+            matches!(err, WalletError::Verification { input: i, .. } if i == input),
+            "{err}"
+        );
 
         // The same signatures against a different spent amount (both BIP-143 and BIP-341
         // commit to amounts).
         let mut wrong = spent.clone();
         wrong[input].value += Amount::from_sat(1);
-        assert!(verify_transaction(&tx, &wrong).is_err(), "input {input} amount");
+        assert!(
+            verify_transaction(&tx, &wrong).is_err(),
+            "input {input} amount"
+        );
     }
 
     // High-S: (r, n - s) is the same signature mathematically; consensus accepts it, relay
@@ -223,10 +272,16 @@ fn tampered_signatures_wrong_amounts_and_high_s_are_caught() {
     let (sighash_byte, der) = items[0].split_last().unwrap();
     let low = ecdsa::Signature::from_der(der).unwrap().serialize_compact();
     let s = secp256k1::Scalar::from_be_bytes(low[32..].try_into().unwrap()).unwrap();
-    let neg_s = SecretKey::from_slice(&s.to_be_bytes()).unwrap().negate().secret_bytes();
+    let neg_s = SecretKey::from_slice(&s.to_be_bytes())
+        .unwrap()
+        .negate()
+        .secret_bytes();
     let mut compact = low;
     compact[32..].copy_from_slice(&neg_s);
-    let mut high = ecdsa::Signature::from_compact(&compact).unwrap().serialize_der().to_vec();
+    let mut high = ecdsa::Signature::from_compact(&compact)
+        .unwrap()
+        .serialize_der()
+        .to_vec();
     high.push(*sighash_byte);
     high_s.input[0].witness = Witness::from_slice(&[high, items[1].clone()]);
     let err = verify_transaction(&high_s, &spent).unwrap_err();
@@ -284,7 +339,15 @@ fn inputs_that_are_not_ours_are_refused_each_with_its_reason() {
     let fx = Fixture::new();
     let (_, stranger) = mpc_testkit::schnorr_wallet(2, 3, Network::Regtest);
     let mut inputs = fx.inputs(&[(true, "m/0/0"), (false, "m/0/1")]);
-    inputs.push(synthetic_funding(&stranger, &path("m/0/0"), Amount::from_sat(50_000), "stranger").unwrap());
+    inputs.push(
+        synthetic_funding(
+            &stranger,
+            &path("m/0/0"),
+            Amount::from_sat(50_000),
+            "stranger",
+        )
+        .unwrap(),
+    );
     inputs.push(fx.inputs(&[(true, "m/0/2")]).remove(0));
     inputs.push(fx.inputs(&[(true, "m/0/3")]).remove(0));
     inputs.push(fx.inputs(&[(false, "m/0/4")]).remove(0));
@@ -317,13 +380,23 @@ fn inputs_that_are_not_ours_are_refused_each_with_its_reason() {
     let WalletError::Inputs(errors) = &err else {
         panic!("{err}")
     };
-    let problems: Vec<(usize, &InputProblem)> = errors.iter().map(|e| (e.input, &e.problem)).collect();
+    let problems: Vec<(usize, &InputProblem)> =
+        errors.iter().map(|e| (e.input, &e.problem)).collect();
     assert_eq!(problems.len(), 3, "{err}");
     assert_eq!(problems[0], (2, &InputProblem::NotOurs));
-    assert!(matches!(problems[1], (3, InputProblem::ScriptMismatch { .. })), "{err}");
-    assert!(matches!(problems[2], (5, InputProblem::UnsupportedScript(_))), "{err}");
+    assert!(
+        matches!(problems[1], (3, InputProblem::ScriptMismatch { .. })),
+        "{err}"
+    );
+    assert!(
+        matches!(problems[2], (5, InputProblem::UnsupportedScript(_))),
+        "{err}"
+    );
     let text = err.to_string();
-    assert!(text.contains("input 2") && text.contains("input 3") && text.contains("input 5"), "{text}");
+    assert!(
+        text.contains("input 2") && text.contains("input 3") && text.contains("input 5"),
+        "{text}"
+    );
 
     // Signing with only the ECDSA wallet refuses the Schnorr input too.
     let only_ecdsa = fx.inputs(&[(true, "m/0/0"), (false, "m/0/1")]);
@@ -351,7 +424,10 @@ fn a_utxo_that_does_not_match_its_outpoint_is_refused() {
         vout: 0,
     };
     let err = analyze(&psbt, &[&fx.ecdsa]).unwrap_err();
-    assert!(matches!(&err, WalletError::Inputs(e) if e[0].problem == InputProblem::UtxoMismatch), "{err}");
+    assert!(
+        matches!(&err, WalletError::Inputs(e) if e[0].problem == InputProblem::UtxoMismatch),
+        "{err}"
+    );
 }
 
 #[test]

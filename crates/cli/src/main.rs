@@ -1,14 +1,19 @@
 //! `mpc-wallet`: the command-line entry point.
 
-use std::{path::PathBuf, time::Instant};
+mod demo;
+mod fixtures;
 
-use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
-use mpc_protocols::ecdsa::{AuxInfoFile, Primes, PrimesFile};
 
 #[derive(Parser)]
-#[command(name = "mpc-wallet", version, about = "Threshold-signature custody for Bitcoin")]
+#[command(
+    name = "mpc-wallet",
+    version,
+    about = "Threshold-signature custody for Bitcoin"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,6 +21,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate an ECDSA and a Taproot wallet in this process and sign a regtest transaction
+    /// spending synthetic outputs of both; verify it with bitcoinconsensus.
+    Demo {
+        /// Signatures needed (t).
+        #[arg(long, default_value_t = 3)]
+        threshold: u16,
+        /// Key holders (n).
+        #[arg(long, default_value_t = 5)]
+        parties: u16,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Safe primes for aux info (Paillier moduli).
     #[command(subcommand)]
     Primes(PrimesCommand),
@@ -59,90 +77,28 @@ enum PrimesCommand {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Primes(PrimesCommand::Generate { count, out, threads }) => {
-            generate_primes(count, &out, threads)
+        Command::Demo {
+            threshold,
+            parties,
+            json,
+        } => {
+            let report = demo::run(threshold, parties)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                demo::print_human(&report);
+            }
+            Ok(())
         }
+        Command::Primes(PrimesCommand::Generate {
+            count,
+            out,
+            threads,
+        }) => fixtures::generate_primes(count, &out, threads),
         Command::AuxInfo(AuxInfoCommand::Generate {
             primes,
             parties,
             out,
-        }) => generate_aux_info(&primes, parties, &out),
+        }) => fixtures::generate_aux_info(&primes, parties, &out),
     }
-}
-
-fn generate_primes(count: usize, out: &PathBuf, threads: Option<usize>) -> Result<()> {
-    let threads = threads
-        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-        .unwrap_or(1)
-        .max(1);
-    let bar = ProgressBar::new(count as u64).with_style(
-        ProgressStyle::with_template("{spinner} safe primes {pos}/{len} sets [{elapsed}] {msg}")
-            .context("progress template")?,
-    );
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    let started = Instant::now();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let sets = std::sync::Mutex::new(Vec::with_capacity(count));
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(count) {
-            s.spawn(|| {
-                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
-                    let primes = Primes::generate(&mut rand::rngs::OsRng);
-                    if let Ok(mut sets) = sets.lock() {
-                        sets.push(primes);
-                    }
-                    bar.inc(1);
-                }
-            });
-        }
-    });
-    bar.finish();
-    let primes = sets
-        .into_inner()
-        .map_err(|_| anyhow::anyhow!("a prime generation thread panicked"))?;
-    let file = PrimesFile {
-        note: format!(
-            "{count} sets of four 1536-bit safe primes (cggmp24 SecurityLevel128), made by \
-             `mpc-wallet primes generate --count {count}` in {:.0} s on {threads} threads. \
-             Secret material: for tests and the local devnet only, never for real funds.",
-            started.elapsed().as_secs_f64()
-        ),
-        primes,
-    };
-    std::fs::write(out, serde_json::to_vec_pretty(&file)?)
-        .with_context(|| format!("writing {}", out.display()))?;
-    eprintln!("wrote {} ({})", out.display(), file.note);
-    Ok(())
-}
-
-fn generate_aux_info(primes: &PathBuf, parties: usize, out: &PathBuf) -> Result<()> {
-    let file: PrimesFile = serde_json::from_slice(
-        &std::fs::read(primes).with_context(|| format!("reading {}", primes.display()))?,
-    )
-    .with_context(|| format!("parsing {}", primes.display()))?;
-    anyhow::ensure!(
-        file.primes.len() >= parties,
-        "{} holds {} prime sets, need {parties}",
-        primes.display(),
-        file.primes.len()
-    );
-    let bar = ProgressBar::new_spinner().with_message(format!("aux info for {parties} parties"));
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    let started = Instant::now();
-    let aux_info = mpc_protocols::local::aux_info(file.primes.into_iter().take(parties).collect())?;
-    bar.finish_and_clear();
-    let file = AuxInfoFile {
-        note: format!(
-            "aux info for {parties} parties, made by `mpc-wallet aux-info generate --primes {} \
-             --parties {parties}` in {:.0} s (in one process). Holds every party's Paillier \
-             secret: for tests only, never for real funds.",
-            primes.display(),
-            started.elapsed().as_secs_f64()
-        ),
-        aux_info,
-    };
-    std::fs::write(out, serde_json::to_vec(&file)?)
-        .with_context(|| format!("writing {}", out.display()))?;
-    eprintln!("wrote {} ({})", out.display(), file.note);
-    Ok(())
 }

@@ -79,7 +79,9 @@ pub fn position_in_signer_set(
         return Err(bad(format!("need exactly t = {t} signers")));
     }
     if !signers.windows(2).all(|w| w[0] < w[1]) {
-        return Err(bad("must be strictly increasing (sorted, no duplicates)".into()));
+        return Err(bad(
+            "must be strictly increasing (sorted, no duplicates)".into()
+        ));
     }
     if signers.iter().any(|s| *s >= n) {
         return Err(bad(format!("index out of range for n = {n}")));
@@ -119,7 +121,11 @@ impl SighashPreimage {
 
 impl std::fmt::Debug for SighashPreimage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SighashPreimage(sighash {})", hex::encode(self.sighash()))
+        write!(
+            f,
+            "SighashPreimage(sighash {})",
+            hex::encode(self.sighash())
+        )
     }
 }
 
@@ -215,7 +221,11 @@ impl IncompleteEcdsaShare {
 
 impl std::fmt::Debug for IncompleteEcdsaShare {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "IncompleteEcdsaShare(pk {}, <secret>)", self.public_key())
+        write!(
+            f,
+            "IncompleteEcdsaShare(pk {}, <secret>)",
+            self.public_key()
+        )
     }
 }
 
@@ -285,7 +295,9 @@ impl EcdsaKeyShare {
     pub fn derive_public_key(&self, path: &DerivationPath) -> Result<PublicKey, ProtocolError> {
         let child = self
             .0
-            .derive_child_public_key::<cggmp24::hd_wallet::Slip10, _>(path.indices().iter().copied())
+            .derive_child_public_key::<cggmp24::hd_wallet::Slip10, _>(
+                path.indices().iter().copied(),
+            )
             .map_err(|e| ProtocolError::InvalidPath(format!("{path}: {e}")))?;
         Ok(public_key_of(&child.public_key))
     }
@@ -560,10 +572,11 @@ pub fn combine(
             "partial signature from a party outside the signer set".into(),
         ));
     }
-    let sig = cggmp24::PartialSignature::combine(&ordered, &public.to_lib(), message.data_to_sign())
-        .ok_or_else(|| {
-            ProtocolError::Combine("a partial signature does not match its commitment".into())
-        })?;
+    let sig =
+        cggmp24::PartialSignature::combine(&ordered, &public.to_lib(), message.data_to_sign())
+            .ok_or_else(|| {
+                ProtocolError::Combine("a partial signature does not match its commitment".into())
+            })?;
     let sig = EcdsaSignature::from_lib(&sig);
     sig.verify(child_key, &message.sighash())?;
     Ok(sig)

@@ -18,8 +18,7 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ProtocolError> {
 /// Encodes a secret value into a buffer that is zeroized when dropped.
 pub fn encode_secret<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
     let mut out = Zeroizing::new(Vec::new());
-    ciborium::into_writer(value, &mut *out)
-        .map_err(|e| ProtocolError::Encoding(e.to_string()))?;
+    ciborium::into_writer(value, &mut *out).map_err(|e| ProtocolError::Encoding(e.to_string()))?;
     Ok(out)
 }
 

@@ -104,11 +104,20 @@ mod tests {
     fn every_field_changes_the_id() {
         let s = Uuid::from_u128(7);
         let base = ExecutionId::derive(ProtocolKind::EcdsaSign, "w", s, &[0, 1, 2], b"p");
-        assert_eq!(base, ExecutionId::derive(ProtocolKind::EcdsaSign, "w", s, &[0, 1, 2], b"p"));
+        assert_eq!(
+            base,
+            ExecutionId::derive(ProtocolKind::EcdsaSign, "w", s, &[0, 1, 2], b"p")
+        );
         let variants = [
             ExecutionId::derive(ProtocolKind::EcdsaPresign, "w", s, &[0, 1, 2], b"p"),
             ExecutionId::derive(ProtocolKind::EcdsaSign, "v", s, &[0, 1, 2], b"p"),
-            ExecutionId::derive(ProtocolKind::EcdsaSign, "w", Uuid::from_u128(8), &[0, 1, 2], b"p"),
+            ExecutionId::derive(
+                ProtocolKind::EcdsaSign,
+                "w",
+                Uuid::from_u128(8),
+                &[0, 1, 2],
+                b"p",
+            ),
             ExecutionId::derive(ProtocolKind::EcdsaSign, "w", s, &[0, 1, 3], b"p"),
             ExecutionId::derive(ProtocolKind::EcdsaSign, "w", s, &[0, 1, 2], b"q"),
             // Length prefixes keep field boundaries: moving a byte between fields changes the id.

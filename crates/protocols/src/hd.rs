@@ -129,7 +129,17 @@ mod tests {
 
     #[test]
     fn refuses_hardened_and_malformed() {
-        for s in ["", "0/1", "m/", "m//1", "m/0'", "m/1h", "m/2147483648", "m/x", "m0"] {
+        for s in [
+            "",
+            "0/1",
+            "m/",
+            "m//1",
+            "m/0'",
+            "m/1h",
+            "m/2147483648",
+            "m/x",
+            "m0",
+        ] {
             assert!(s.parse::<DerivationPath>().is_err(), "{s} was accepted");
         }
         assert!(DerivationPath::new(vec![0; MAX_DEPTH + 1]).is_err());

@@ -10,6 +10,12 @@
 //! * [`hd`]: non-hardened derivation paths, shared by both schemes.
 //! * [`sim`]: runs `n` parties in one process over in-memory channels.
 
+#[cfg(not(any(feature = "backend-num-bigint", feature = "backend-rug")))]
+compile_error!(
+    "choose a big-number backend: enable mpc-protocols' feature backend-num-bigint or \
+     backend-rug (binaries and mpc-testkit forward these as their own features)"
+);
+
 #[cfg(all(feature = "backend-num-bigint", feature = "backend-rug"))]
 compile_error!(
     "enable exactly one big-number backend: with both on, cggmp24 silently uses the slower num-bigint"

@@ -46,7 +46,12 @@ pub fn aux_info(primes: Vec<Primes>) -> Result<Vec<AuxInfo>, ProtocolError> {
 pub fn ecdsa_keygen(t: u16, aux: &[AuxInfo]) -> Result<Vec<EcdsaKeyShare>, ProtocolError> {
     let n = u16::try_from(aux.len())
         .map_err(|_| ProtocolError::InvalidParameters("too many parties".into()))?;
-    let eid = eid(ProtocolKind::EcdsaKeygen, "local", &all_parties(n), &t.to_be_bytes());
+    let eid = eid(
+        ProtocolKind::EcdsaKeygen,
+        "local",
+        &all_parties(n),
+        &t.to_be_bytes(),
+    );
     let incomplete = collect(sim::run(n, |i, party| async move {
         ecdsa::keygen(&eid, i, n, t, party, &mut OsRng).await
     }))?;
@@ -62,10 +67,12 @@ fn select<'a, S>(shares: &'a [S], signers: &[PartyIndex]) -> Result<Vec<&'a S>, 
     signers
         .iter()
         .map(|s| {
-            shares.get(usize::from(*s)).ok_or_else(|| ProtocolError::InvalidSignerSet {
-                signers: signers.to_vec(),
-                reason: format!("no share for party {s}"),
-            })
+            shares
+                .get(usize::from(*s))
+                .ok_or_else(|| ProtocolError::InvalidSignerSet {
+                    signers: signers.to_vec(),
+                    reason: format!("no share for party {s}"),
+                })
         })
         .collect()
 }
@@ -78,7 +85,12 @@ pub fn presign(
 ) -> Result<Vec<Presignature>, ProtocolError> {
     let mine = select(shares, signers)?;
     let t = signers.len() as u16;
-    let eid = eid(ProtocolKind::EcdsaPresign, "local", signers, &path.to_bytes());
+    let eid = eid(
+        ProtocolKind::EcdsaPresign,
+        "local",
+        signers,
+        &path.to_bytes(),
+    );
     collect(sim::run(t, |j, party| {
         let share = mine[usize::from(j)];
         async move { ecdsa::presign(&eid, share, signers, path, party, &mut OsRng).await }
@@ -102,7 +114,9 @@ pub fn sign_with_presignatures(
     let partials = presignatures
         .into_iter()
         .zip(&mine)
-        .map(|(p, share)| p.issue_partial_signature(share, &binding.path, &binding.signers, message))
+        .map(|(p, share)| {
+            p.issue_partial_signature(share, &binding.path, &binding.signers, message)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     ecdsa::combine(&public, &binding, &partials, message, &child_key)
 }
@@ -116,7 +130,12 @@ pub fn ecdsa_sign(
 ) -> Result<EcdsaSignature, ProtocolError> {
     let mine = select(shares, signers)?;
     let t = signers.len() as u16;
-    let eid = eid(ProtocolKind::EcdsaSign, "local", signers, &message.sighash());
+    let eid = eid(
+        ProtocolKind::EcdsaSign,
+        "local",
+        signers,
+        &message.sighash(),
+    );
     let sigs = collect(sim::run(t, |j, party| {
         let share = mine[usize::from(j)];
         async move { ecdsa::sign(&eid, share, signers, path, message, party, &mut OsRng).await }
@@ -128,7 +147,12 @@ pub fn ecdsa_sign(
 
 /// A `t`-of-`n` FROST wallet.
 pub fn schnorr_keygen(t: u16, n: u16) -> Result<Vec<SchnorrKeyShare>, ProtocolError> {
-    let eid = eid(ProtocolKind::SchnorrKeygen, "local", &all_parties(n), &t.to_be_bytes());
+    let eid = eid(
+        ProtocolKind::SchnorrKeygen,
+        "local",
+        &all_parties(n),
+        &t.to_be_bytes(),
+    );
     collect(sim::run(n, |i, party| async move {
         schnorr::keygen(&eid, i, n, t, party, &mut OsRng).await
     }))

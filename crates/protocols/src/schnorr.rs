@@ -145,8 +145,7 @@ where
     let mut bytes = [0u8; 64];
     sig.write_to_slice(&mut bytes);
     let sig = SchnorrSignature(bytes);
-    let (_tweak, output_key) =
-        taproot_output_key(&share.derive_public_key(path)?.x_only(), None)?;
+    let (_tweak, output_key) = taproot_output_key(&share.derive_public_key(path)?.x_only(), None)?;
     sig.verify(&output_key, sighash)?;
     Ok(sig)
 }
@@ -164,7 +163,10 @@ pub fn taproot_output_key(
     let x_only = XOnlyPublicKey::from_byte_array(*internal)
         .map_err(|e| ProtocolError::InvalidKeyMaterial(format!("internal key: {e}")))?;
     let tag = Sha256::digest(b"TapTweak");
-    let mut h = Sha256::new().chain_update(tag).chain_update(tag).chain_update(internal);
+    let mut h = Sha256::new()
+        .chain_update(tag)
+        .chain_update(tag)
+        .chain_update(internal);
     if let Some(root) = merkle_root {
         h.update(root);
     }

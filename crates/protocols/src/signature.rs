@@ -172,8 +172,8 @@ pub fn verify_bip340(
     message: &[u8],
     signature: &[u8; 64],
 ) -> Result<(), ProtocolError> {
-    let key =
-        XOnlyPublicKey::from_byte_array(*x_only_key).map_err(|_| ProtocolError::InvalidSignature)?;
+    let key = XOnlyPublicKey::from_byte_array(*x_only_key)
+        .map_err(|_| ProtocolError::InvalidSignature)?;
     let sig = schnorr::Signature::from_byte_array(*signature);
     Secp256k1::verification_only()
         .verify_schnorr(&sig, message, &key)

@@ -20,8 +20,10 @@ use futures::{
 use round_based::{Incoming, MessageDestination, MessageType, MpcParty, Outgoing, PartyIndex};
 
 /// Incoming half of a simulated party's delivery.
-pub type SimIncoming<M> =
-    futures::stream::Map<UnboundedReceiver<Incoming<M>>, fn(Incoming<M>) -> Result<Incoming<M>, Infallible>>;
+pub type SimIncoming<M> = futures::stream::Map<
+    UnboundedReceiver<Incoming<M>>,
+    fn(Incoming<M>) -> Result<Incoming<M>, Infallible>,
+>;
 
 /// A party connected to the simulated network.
 pub type SimParty<M> = MpcParty<M, (SimIncoming<M>, SimOutgoing<M>)>;

@@ -24,15 +24,25 @@ fn check(sig: &mpc_protocols::signature::EcdsaSignature, key: &[u8; 33], msg: &S
         .expect("libsecp256k1 verifies the threshold signature");
     // The wrong message must not verify.
     assert!(secp
-        .verify_ecdsa(Message::from_digest(preimage("other").sighash()), &parsed, &pk)
+        .verify_ecdsa(
+            Message::from_digest(preimage("other").sighash()),
+            &parsed,
+            &pk
+        )
         .is_err());
-    let rec_id = sig.recovery_id(&mpc_protocols::signature::PublicKey(*key), &msg.sighash()).unwrap();
+    let rec_id = sig
+        .recovery_id(&mpc_protocols::signature::PublicKey(*key), &msg.sighash())
+        .unwrap();
     let rec = secp256k1::ecdsa::RecoverableSignature::from_compact(
         &sig.to_compact(),
         secp256k1::ecdsa::RecoveryId::try_from(i32::from(rec_id)).unwrap(),
     )
     .unwrap();
-    assert_eq!(secp.recover_ecdsa(Message::from_digest(msg.sighash()), &rec).unwrap(), pk);
+    assert_eq!(
+        secp.recover_ecdsa(Message::from_digest(msg.sighash()), &rec)
+            .unwrap(),
+        pk
+    );
     assert_eq!(der.len() + 1, sig.to_der_with_sighash(0x01).unwrap().len());
 }
 
@@ -54,8 +64,12 @@ fn aux_info_generation_runs_for_real_and_its_output_signs() {
 fn every_threshold_signs_with_presignatures_and_interactively() {
     for (t, n) in [(2u16, 3usize), (3, 5), (4, 5), (5, 5)] {
         let shares = local::ecdsa_keygen(t, &mpc_testkit::aux_info(n)).unwrap();
-        assert!(shares.iter().all(|s| s.public_key() == shares[0].public_key()));
-        assert!(shares.iter().all(|s| s.threshold() == t && usize::from(s.n()) == n));
+        assert!(shares
+            .iter()
+            .all(|s| s.public_key() == shares[0].public_key()));
+        assert!(shares
+            .iter()
+            .all(|s| s.threshold() == t && usize::from(s.n()) == n));
         // The last t parties sign, so the set is not always {0..t}.
         let signers: Vec<u16> = (n as u16 - t..n as u16).collect();
 
@@ -100,30 +114,42 @@ fn a_presignature_signs_only_for_its_key_path_and_signer_set() {
     let msg = preimage("binding");
     let signers = [0u16, 1];
 
-    let mismatch = |presig: ecdsa::Presignature, share: &ecdsa::EcdsaKeyShare, path: &str, set: &[u16]| {
-        let err = presig
-            .issue_partial_signature(share, &path.parse().unwrap(), set, &msg)
-            .unwrap_err();
-        assert!(matches!(err, ProtocolError::PresignatureMismatch { .. }), "{err}");
-    };
+    let mismatch =
+        |presig: ecdsa::Presignature, share: &ecdsa::EcdsaKeyShare, path: &str, set: &[u16]| {
+            let err = presig
+                .issue_partial_signature(share, &path.parse().unwrap(), set, &msg)
+                .unwrap_err();
+            assert!(
+                matches!(err, ProtocolError::PresignatureMismatch { .. }),
+                "{err}"
+            );
+        };
 
-    let mut presigs = local::presign(&shares, &signers, &path).unwrap().into_iter();
+    let mut presigs = local::presign(&shares, &signers, &path)
+        .unwrap()
+        .into_iter();
     // Another path.
     mismatch(presigs.next().unwrap(), &shares[0], "m/0/1", &signers);
     // Another signer set (party 1 asked to sign for {1, 2}).
     mismatch(presigs.next().unwrap(), &shares[1], "m/0/0", &[1, 2]);
 
-    let mut presigs = local::presign(&shares, &signers, &path).unwrap().into_iter();
+    let mut presigs = local::presign(&shares, &signers, &path)
+        .unwrap()
+        .into_iter();
     // Another key (same index, other wallet).
     mismatch(presigs.next().unwrap(), &other_wallet[0], "m/0/0", &signers);
     // Another party's share (party 1's presignature used with party 0's share).
     let _ = presigs.next();
-    let mut presigs = local::presign(&shares, &signers, &path).unwrap().into_iter();
+    let mut presigs = local::presign(&shares, &signers, &path)
+        .unwrap()
+        .into_iter();
     let p0 = presigs.next().unwrap();
     let p1 = presigs.next().unwrap();
     mismatch(p1, &shares[0], "m/0/0", &signers);
     // Its own binding works.
-    assert!(p0.issue_partial_signature(&shares[0], &path, &signers, &msg).is_ok());
+    assert!(p0
+        .issue_partial_signature(&shares[0], &path, &signers, &msg)
+        .is_ok());
     // Using it twice does not compile: `issue_partial_signature` takes `self`, and the type
     // is not `Clone` (checked by the compile_fail doctest on `Presignature`).
 }
@@ -149,7 +175,9 @@ fn combine_refuses_missing_duplicate_and_forged_partials() {
     // Partials issued for one message do not combine for another.
     assert!(ecdsa::combine(&public, &binding, &partials, &preimage("other"), &key).is_err());
     // Against the wrong key the combined signature fails verification.
-    let other_key = shares[0].derive_public_key(&"m/5".parse().unwrap()).unwrap();
+    let other_key = shares[0]
+        .derive_public_key(&"m/5".parse().unwrap())
+        .unwrap();
     assert!(matches!(
         ecdsa::combine(&public, &binding, &partials, &msg, &other_key),
         Err(ProtocolError::InvalidSignature)
@@ -167,10 +195,22 @@ fn invalid_parameters_and_signer_sets_are_refused() {
     assert!(ecdsa::check_parameters(0, 1, 1).is_err());
     assert!(ecdsa::check_parameters(0, 15, 15).is_ok());
     assert!(ecdsa::check_parameters(1, 2, 2).is_ok());
-    for bad in [&[0u16, 1][..], &[2, 1, 0], &[0, 0, 1], &[0, 1, 5], &[1, 2, 3]] {
-        assert!(ecdsa::position_in_signer_set(bad, 0, 5, 3).is_err(), "{bad:?}");
+    for bad in [
+        &[0u16, 1][..],
+        &[2, 1, 0],
+        &[0, 0, 1],
+        &[0, 1, 5],
+        &[1, 2, 3],
+    ] {
+        assert!(
+            ecdsa::position_in_signer_set(bad, 0, 5, 3).is_err(),
+            "{bad:?}"
+        );
     }
-    assert_eq!(ecdsa::position_in_signer_set(&[0, 2, 4], 4, 5, 3).unwrap(), 2);
+    assert_eq!(
+        ecdsa::position_in_signer_set(&[0, 2, 4], 4, 5, 3).unwrap(),
+        2
+    );
 }
 
 #[test]

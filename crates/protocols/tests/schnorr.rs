@@ -5,13 +5,24 @@ use mpc_protocols::{local, schnorr, signature::verify_bip340, DerivationPath};
 
 /// Independent check through rust-bitcoin (libsecp256k1 0.29): tweak the derived internal
 /// key with an empty script tree and verify the signature against the output key.
-fn check(sig: &mpc_protocols::signature::SchnorrSignature, internal: &[u8; 33], sighash: &[u8; 32]) {
+fn check(
+    sig: &mpc_protocols::signature::SchnorrSignature,
+    internal: &[u8; 33],
+    sighash: &[u8; 32],
+) {
     let secp = secp29::Secp256k1::verification_only();
-    let internal = secp29::PublicKey::from_slice(internal).unwrap().x_only_public_key().0;
+    let internal = secp29::PublicKey::from_slice(internal)
+        .unwrap()
+        .x_only_public_key()
+        .0;
     let (output, _) = internal.tap_tweak(&secp, None);
     let sig29 = secp29::schnorr::Signature::from_slice(&sig.to_bytes()).unwrap();
-    secp.verify_schnorr(&sig29, &secp29::Message::from_digest(*sighash), &output.to_x_only_public_key())
-        .expect("libsecp256k1 verifies the FROST signature against the tweaked key");
+    secp.verify_schnorr(
+        &sig29,
+        &secp29::Message::from_digest(*sighash),
+        &output.to_x_only_public_key(),
+    )
+    .expect("libsecp256k1 verifies the FROST signature against the tweaked key");
     // The untweaked key must not verify: the tweak really is applied.
     assert!(secp
         .verify_schnorr(&sig29, &secp29::Message::from_digest(*sighash), &internal)
@@ -22,13 +33,19 @@ fn check(sig: &mpc_protocols::signature::SchnorrSignature, internal: &[u8; 33], 
 fn every_threshold_signs_bip340_for_tweaked_hd_keys() {
     for (t, n) in [(2u16, 3u16), (3, 5), (4, 5), (5, 5)] {
         let shares = local::schnorr_keygen(t, n).unwrap();
-        assert!(shares.iter().all(|s| s.public_key() == shares[0].public_key()));
+        assert!(shares
+            .iter()
+            .all(|s| s.public_key() == shares[0].public_key()));
         let signers: Vec<u16> = (n - t..n).collect();
         for path in ["m", "m/0/0", "m/1/9"] {
             let path: DerivationPath = path.parse().unwrap();
             let sighash = [t as u8 ^ 0x5a; 32];
             let sig = local::schnorr_sign(&shares, &signers, &path, &sighash).unwrap();
-            check(&sig, &shares[0].derive_public_key(&path).unwrap().0, &sighash);
+            check(
+                &sig,
+                &shares[0].derive_public_key(&path).unwrap().0,
+                &sighash,
+            );
         }
     }
 }
@@ -93,5 +110,8 @@ fn bip340_test_vectors() {
     }
     // The BIP's file has 19 vectors (9 TRUE, 10 FALSE);
     // a newer copy may add more, never fewer.
-    assert!(accepted >= 9 && rejected >= 10, "{accepted} accepted, {rejected} rejected");
+    assert!(
+        accepted >= 9 && rejected >= 10,
+        "{accepted} accepted, {rejected} rejected"
+    );
 }

@@ -40,7 +40,11 @@ pub fn aux_info(n: usize) -> Vec<AuxInfo> {
     let file: AuxInfoFile =
         serde_json::from_slice(&read(fixtures_dir().join(format!("aux-info-{n}.json"))))
             .expect("aux-info fixture parses");
-    assert_eq!(file.aux_info.len(), n, "aux-info-{n}.json has the wrong party count");
+    assert_eq!(
+        file.aux_info.len(),
+        n,
+        "aux-info-{n}.json has the wrong party count"
+    );
     file.aux_info
 }
 

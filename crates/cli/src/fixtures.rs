@@ -1,0 +1,85 @@
+//! `mpc-wallet primes generate` and `mpc-wallet aux-info generate`: the slow material,
+//! made once and kept (tests and the devnet use the checked-in `fixtures/`).
+
+use std::{path::Path, time::Instant};
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use mpc_protocols::ecdsa::{AuxInfoFile, Primes, PrimesFile};
+
+pub fn generate_primes(count: usize, out: &Path, threads: Option<usize>) -> Result<()> {
+    let threads = threads
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+        .max(1);
+    let bar = ProgressBar::new(count as u64).with_style(
+        ProgressStyle::with_template("{spinner} safe primes {pos}/{len} sets [{elapsed}] {msg}")
+            .context("progress template")?,
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let started = Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let sets = std::sync::Mutex::new(Vec::with_capacity(count));
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(count) {
+            s.spawn(|| {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                    let primes = Primes::generate(&mut rand::rngs::OsRng);
+                    if let Ok(mut sets) = sets.lock() {
+                        sets.push(primes);
+                    }
+                    bar.inc(1);
+                }
+            });
+        }
+    });
+    bar.finish();
+    let primes = sets
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a prime generation thread panicked"))?;
+    let file = PrimesFile {
+        note: format!(
+            "{count} sets of four 1536-bit safe primes (cggmp24 SecurityLevel128), made by \
+             `mpc-wallet primes generate --count {count}` in {:.0} s on {threads} threads. \
+             Secret material: for tests and the local devnet only, never for real funds.",
+            started.elapsed().as_secs_f64()
+        ),
+        primes,
+    };
+    std::fs::write(out, serde_json::to_vec_pretty(&file)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("wrote {} ({})", out.display(), file.note);
+    Ok(())
+}
+
+pub fn generate_aux_info(primes: &Path, parties: usize, out: &Path) -> Result<()> {
+    let file: PrimesFile = serde_json::from_slice(
+        &std::fs::read(primes).with_context(|| format!("reading {}", primes.display()))?,
+    )
+    .with_context(|| format!("parsing {}", primes.display()))?;
+    anyhow::ensure!(
+        file.primes.len() >= parties,
+        "{} holds {} prime sets, need {parties}",
+        primes.display(),
+        file.primes.len()
+    );
+    let bar = ProgressBar::new_spinner().with_message(format!("aux info for {parties} parties"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let started = Instant::now();
+    let aux_info = mpc_protocols::local::aux_info(file.primes.into_iter().take(parties).collect())?;
+    bar.finish_and_clear();
+    let file = AuxInfoFile {
+        note: format!(
+            "aux info for {parties} parties, made by `mpc-wallet aux-info generate --primes {} \
+             --parties {parties}` in {:.0} s (in one process). Holds every party's Paillier \
+             secret: for tests only, never for real funds.",
+            primes.display(),
+            started.elapsed().as_secs_f64()
+        ),
+        aux_info,
+    };
+    std::fs::write(out, serde_json::to_vec(&file)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("wrote {} ({})", out.display(), file.note);
+    Ok(())
+}
