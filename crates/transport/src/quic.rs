@@ -1,0 +1,489 @@
+//! The QUIC mesh with mutual TLS.
+//!
+//! One persistent connection per pair of nodes: the node with the lower id dials, the other
+//! accepts, and both send over it. Each envelope travels on its own unidirectional stream as
+//! one length-prefixed frame (QUIC streams are cheap, and a slow large message does not hold
+//! up small ones). A peer is who its certificate says: it must chain to the cluster CA, name
+//! a configured node, and connect from that node's configured IP; the envelope's sender field
+//! must then match. Anything else is refused and logged, and the node keeps serving.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use futures::future::BoxFuture;
+use quinn::{
+    crypto::rustls::{QuicClientConfig, QuicServerConfig},
+    Connection, Endpoint, TransportConfig, VarInt,
+};
+use rustls::{pki_types::ServerName, server::WebPkiClientVerifier, RootCertStore};
+use tokio::{sync::Notify, task::JoinHandle};
+use tracing::{debug, info, warn};
+
+use crate::{
+    certs::{parse_certs, parse_key, TlsIdentity},
+    node_name, Envelope, NodeId, Router, Transport, TransportError,
+};
+
+const ALPN: &[u8] = b"mpc-wallet/1";
+/// Stream error code sent when a frame is refused.
+const REFUSED: VarInt = VarInt::from_u32(1);
+
+/// One other node of the cluster.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    pub id: NodeId,
+    pub address: SocketAddr,
+}
+
+/// Everything the mesh needs to start.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    pub me: NodeId,
+    pub listen: SocketAddr,
+    /// The other nodes (not this one).
+    pub peers: Vec<PeerConfig>,
+    pub identity: TlsIdentity,
+    /// Largest frame accepted (aux-info messages are about 210 KB for n = 5).
+    pub max_frame_bytes: usize,
+    pub keep_alive: Duration,
+    pub idle_timeout: Duration,
+    /// How long a send waits for a connection to a peer to come up.
+    pub connect_wait: Duration,
+}
+
+impl MeshConfig {
+    pub fn new(
+        me: NodeId,
+        listen: SocketAddr,
+        peers: Vec<PeerConfig>,
+        identity: TlsIdentity,
+    ) -> Self {
+        Self {
+            me,
+            listen,
+            peers,
+            identity,
+            max_frame_bytes: 4 << 20,
+            keep_alive: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(3),
+            connect_wait: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Counters of refused traffic, for health and tests.
+#[derive(Debug, Default)]
+pub struct MeshStats {
+    pub connections_refused: AtomicU64,
+    pub frames_refused: AtomicU64,
+    pub frames_received: AtomicU64,
+}
+
+struct Inner {
+    config: MeshConfig,
+    endpoint: Endpoint,
+    router: Arc<Router>,
+    connections: Mutex<HashMap<NodeId, Connection>>,
+    changed: Notify,
+    stats: MeshStats,
+}
+
+/// A running mesh. Dropping it (or [`QuicMesh::shutdown`]) closes every connection.
+pub struct QuicMesh {
+    inner: Arc<Inner>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn tls_err(e: impl std::fmt::Display) -> TransportError {
+    TransportError::Tls(e.to_string())
+}
+
+fn crypto_configs(
+    identity: &TlsIdentity,
+) -> Result<(quinn::ServerConfig, quinn::ClientConfig), TransportError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for ca in parse_certs(&identity.ca_pem)? {
+        roots.add(ca).map_err(tls_err)?;
+    }
+    let roots = Arc::new(roots);
+    let chain = parse_certs(&identity.cert_pem)?;
+
+    let client_verifier =
+        WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(tls_err)?;
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .with_client_cert_verifier(client_verifier)
+        .with_single_cert(chain.clone(), parse_key(&identity.key_pem)?)
+        .map_err(tls_err)?;
+    server.alpn_protocols = vec![ALPN.to_vec()];
+
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, parse_key(&identity.key_pem)?)
+        .map_err(tls_err)?;
+    client.alpn_protocols = vec![ALPN.to_vec()];
+
+    let server = quinn::ServerConfig::with_crypto(Arc::new(
+        QuicServerConfig::try_from(server).map_err(tls_err)?,
+    ));
+    let client = quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(client).map_err(tls_err)?,
+    ));
+    Ok((server, client))
+}
+
+fn transport_config(config: &MeshConfig) -> Result<Arc<TransportConfig>, TransportError> {
+    let mut t = TransportConfig::default();
+    t.keep_alive_interval(Some(config.keep_alive));
+    t.max_idle_timeout(Some(config.idle_timeout.try_into().map_err(tls_err)?));
+    t.max_concurrent_uni_streams(VarInt::from_u32(1024));
+    t.max_concurrent_bidi_streams(VarInt::from_u32(0));
+    Ok(Arc::new(t))
+}
+
+impl QuicMesh {
+    /// Binds the endpoint, starts accepting, and starts dialing every higher-id peer.
+    pub async fn start(config: MeshConfig, router: Arc<Router>) -> Result<Self, TransportError> {
+        let (mut server, mut client) = crypto_configs(&config.identity)?;
+        let transport = transport_config(&config)?;
+        server.transport_config(transport.clone());
+        client.transport_config(transport);
+        let mut endpoint = Endpoint::server(server, config.listen)?;
+        endpoint.set_default_client_config(client);
+        let inner = Arc::new(Inner {
+            config,
+            endpoint,
+            router,
+            connections: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            stats: MeshStats::default(),
+        });
+        let mut tasks = vec![tokio::spawn(accept_loop(inner.clone()))];
+        let me = inner.config.me;
+        for peer in inner.config.peers.clone() {
+            if peer.id > me {
+                tasks.push(tokio::spawn(dial_loop(inner.clone(), peer)));
+            }
+        }
+        info!(node = me, listen = %inner.config.listen, "mesh started");
+        Ok(Self {
+            inner,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, TransportError> {
+        Ok(self.inner.endpoint.local_addr()?)
+    }
+
+    pub fn stats(&self) -> &MeshStats {
+        &self.inner.stats
+    }
+
+    /// Closes every connection, stops the background tasks and waits until the peers were
+    /// told (graceful shutdown).
+    pub async fn shutdown(&self) {
+        self.close();
+        tokio::time::timeout(Duration::from_secs(2), self.inner.endpoint.wait_idle())
+            .await
+            .ok();
+    }
+
+    fn close(&self) {
+        self.inner.endpoint.close(VarInt::from_u32(0), b"shutdown");
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for t in tasks.drain(..) {
+                t.abort();
+            }
+        }
+    }
+}
+
+impl QuicMesh {
+    /// Sends `bytes` to `to` as one raw frame, without building an envelope: for tests and
+    /// diagnostics of the receiving side's checks.
+    pub async fn send_raw_frame(&self, to: NodeId, bytes: &[u8]) -> Result<(), TransportError> {
+        let conn = wait_for_connection(&self.inner, to).await?;
+        let unreachable =
+            |e: &dyn std::fmt::Display| TransportError::Unreachable(to, e.to_string());
+        let mut stream = conn.open_uni().await.map_err(|e| unreachable(&e))?;
+        stream.write_all(bytes).await.map_err(|e| unreachable(&e))?;
+        stream.finish().map_err(|e| unreachable(&e))?;
+        Ok(())
+    }
+}
+
+impl Drop for QuicMesh {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Transport for QuicMesh {
+    fn local_id(&self) -> NodeId {
+        self.inner.config.me
+    }
+
+    fn send(&self, to: NodeId, envelope: Envelope) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            if !inner.config.peers.iter().any(|p| p.id == to) {
+                return Err(TransportError::UnknownPeer(to));
+            }
+            let bytes = envelope.encode();
+            if bytes.len() > inner.config.max_frame_bytes {
+                return Err(TransportError::FrameTooLarge {
+                    size: bytes.len(),
+                    limit: inner.config.max_frame_bytes,
+                });
+            }
+            let conn = wait_for_connection(inner, to).await?;
+            let unreachable =
+                |e: &dyn std::fmt::Display| TransportError::Unreachable(to, e.to_string());
+            let mut stream = conn.open_uni().await.map_err(|e| unreachable(&e))?;
+            stream
+                .write_all(&(bytes.len() as u32).to_be_bytes())
+                .await
+                .map_err(|e| unreachable(&e))?;
+            stream
+                .write_all(&bytes)
+                .await
+                .map_err(|e| unreachable(&e))?;
+            stream.finish().map_err(|e| unreachable(&e))?;
+            Ok(())
+        })
+    }
+
+    fn connected_peers(&self) -> Vec<NodeId> {
+        let conns = self
+            .inner
+            .connections
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        let mut ids: Vec<NodeId> = conns
+            .iter()
+            .filter(|(_, c)| c.close_reason().is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+async fn wait_for_connection(inner: &Inner, to: NodeId) -> Result<Connection, TransportError> {
+    let deadline = tokio::time::Instant::now() + inner.config.connect_wait;
+    loop {
+        let notified = inner.changed.notified();
+        if let Some(conn) = inner
+            .connections
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&to).cloned())
+            .filter(|c| c.close_reason().is_none())
+        {
+            return Ok(conn);
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return Err(TransportError::Unreachable(to, "no connection".into()));
+        }
+    }
+}
+
+fn register(inner: &Arc<Inner>, peer: NodeId, conn: Connection) {
+    let replaced = inner
+        .connections
+        .lock()
+        .ok()
+        .and_then(|mut conns| conns.insert(peer, conn));
+    // One connection per peer: an older one is closed so its owner redials, rather than
+    // staying open but unused.
+    if let Some(old) = replaced {
+        old.close(VarInt::from_u32(0), b"replaced by a newer connection");
+    }
+    inner.changed.notify_waiters();
+}
+
+fn unregister(inner: &Arc<Inner>, peer: NodeId, conn: &Connection) {
+    if let Ok(mut conns) = inner.connections.lock() {
+        if conns.get(&peer).map(Connection::stable_id) == Some(conn.stable_id()) {
+            conns.remove(&peer);
+        }
+    }
+    inner.changed.notify_waiters();
+}
+
+async fn dial_loop(inner: Arc<Inner>, peer: PeerConfig) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let attempt = async {
+            inner
+                .endpoint
+                .connect(peer.address, &node_name(peer.id))
+                .map_err(tls_err)?
+                .await
+                .map_err(tls_err)
+        };
+        match attempt.await {
+            Ok(conn) => {
+                let connected_at = tokio::time::Instant::now();
+                debug!(node = inner.config.me, peer = peer.id, "connected");
+                register(&inner, peer.id, conn.clone());
+                read_loop(&inner, peer.id, &conn).await;
+                unregister(&inner, peer.id, &conn);
+                debug!(node = inner.config.me, peer = peer.id, "connection closed");
+                // A connection the peer closes at once (e.g. it refuses our certificate after
+                // the TLS 1.3 handshake) counts as a failed attempt: keep backing off.
+                if connected_at.elapsed() > Duration::from_secs(2) {
+                    backoff = Duration::from_millis(50);
+                } else {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+            Err(e) => {
+                debug!(node = inner.config.me, peer = peer.id, error = %e, "dial failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+async fn accept_loop(inner: Arc<Inner>) {
+    while let Some(incoming) = inner.endpoint.accept().await {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    inner
+                        .stats
+                        .connections_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    warn!(node = inner.config.me, %remote, error = %e, "TLS handshake refused");
+                    return;
+                }
+            };
+            match authenticate(&inner.config, &conn) {
+                Ok(peer) => {
+                    debug!(node = inner.config.me, peer, "accepted");
+                    register(&inner, peer, conn.clone());
+                    read_loop(&inner, peer, &conn).await;
+                    unregister(&inner, peer, &conn);
+                }
+                Err(reason) => {
+                    inner
+                        .stats
+                        .connections_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    warn!(node = inner.config.me, %remote, %reason, "peer refused");
+                    conn.close(REFUSED, reason.as_bytes());
+                }
+            }
+        });
+    }
+}
+
+/// Which configured node an accepted connection is: the certificate (already chained to the
+/// CA by rustls) must name exactly one configured lower-id peer, and the connection must come
+/// from that peer's configured IP.
+fn authenticate(config: &MeshConfig, conn: &Connection) -> Result<NodeId, String> {
+    let chain = conn
+        .peer_identity()
+        .and_then(|id| {
+            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .ok_or("no client certificate")?;
+    let leaf = chain.first().ok_or("empty certificate chain")?;
+    let cert = webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("certificate: {e}"))?;
+    let named: Vec<&PeerConfig> = config
+        .peers
+        .iter()
+        .filter(|p| {
+            ServerName::try_from(node_name(p.id))
+                .map(|name| cert.verify_is_valid_for_subject_name(&name).is_ok())
+                .unwrap_or(false)
+        })
+        .collect();
+    let peer = match named.as_slice() {
+        [one] => *one,
+        [] => return Err("certificate names no configured peer".into()),
+        _ => return Err("certificate names several peers".into()),
+    };
+    if peer.id >= config.me {
+        return Err(format!(
+            "node {} must be dialed by this node (the lower id dials)",
+            peer.id
+        ));
+    }
+    let remote = conn.remote_address().ip();
+    if remote.to_canonical() != peer.address.ip().to_canonical() {
+        return Err(format!(
+            "node {} connected from {remote}, configured at {}",
+            peer.id,
+            peer.address.ip()
+        ));
+    }
+    Ok(peer.id)
+}
+
+async fn read_loop(inner: &Arc<Inner>, peer: NodeId, conn: &Connection) {
+    loop {
+        let mut stream = match conn.accept_uni().await {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let limit = inner.config.max_frame_bytes;
+            let refuse = |reason: String| {
+                inner.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
+                warn!(node = inner.config.me, peer, %reason, "frame refused");
+            };
+            let bytes = match stream.read_to_end(limit + 4).await {
+                Ok(b) => b,
+                Err(quinn::ReadToEndError::TooLong) => {
+                    let _ = stream.stop(REFUSED);
+                    return refuse(format!("frame exceeds the {limit}-byte limit"));
+                }
+                Err(e) => return refuse(format!("read: {e}")),
+            };
+            let Some((len, body)) = bytes.split_first_chunk::<4>() else {
+                return refuse("frame shorter than its length prefix".into());
+            };
+            if u32::from_be_bytes(*len) as usize != body.len() {
+                return refuse("length prefix does not match the frame".into());
+            }
+            let envelope = match Envelope::decode(body) {
+                Ok(e) => e,
+                Err(e) => return refuse(e.to_string()),
+            };
+            let session = envelope.session;
+            match inner.router.deliver(peer, envelope) {
+                Ok(_) => {
+                    inner.stats.frames_received.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(refusal) => {
+                    inner.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
+                    warn!(node = inner.config.me, peer, %session, %refusal, "envelope refused");
+                }
+            }
+        });
+    }
+}
