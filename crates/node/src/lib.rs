@@ -1,1 +1,32 @@
-//! placeholder
+//! A node of the mpc-wallet cluster.
+//!
+//! It wires the pure layers (protocols, bitcoin) to the transport and the store:
+//! * [`node`]: start-up, the control-message dispatcher, heartbeats, coordination helpers.
+//! * [`ceremony`]: aux info, key generation and presignatures, as coordinator and participant.
+//! * [`signing`]: the signing coordinator and the signer, which checks the PSBT itself.
+//! * [`delivery`]: runs a protocol over the mesh.
+
+pub mod ceremony;
+pub mod config;
+pub mod control;
+pub mod delivery;
+pub mod error;
+pub mod health;
+pub mod keys;
+pub mod node;
+pub mod signing;
+
+pub use config::NodeConfig;
+pub use error::NodeError;
+pub use node::Node;
+
+/// This build's version, reported in heartbeats and health.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -165,6 +165,13 @@ impl AuxInfo {
         self.0.N.len()
     }
 
+    /// SHA-256 over every party's Paillier modulus: equal at every party of one run, so
+    /// the coordinator can check that all parties hold the same public parameters.
+    pub fn public_digest(&self) -> Result<[u8; 32], ProtocolError> {
+        use sha2::Digest;
+        Ok(sha2::Sha256::digest(encoding::encode(&self.0.N)?).into())
+    }
+
     pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
         encoding::encode_secret(self)
     }

@@ -22,6 +22,31 @@ pub enum ProtocolKind {
 }
 
 impl ProtocolKind {
+    pub const ALL: [ProtocolKind; 6] = [
+        ProtocolKind::AuxInfo,
+        ProtocolKind::EcdsaKeygen,
+        ProtocolKind::EcdsaPresign,
+        ProtocolKind::EcdsaSign,
+        ProtocolKind::SchnorrKeygen,
+        ProtocolKind::SchnorrSign,
+    ];
+
+    /// Wire code in the transport envelope (0 is reserved for control messages).
+    pub fn code(self) -> u8 {
+        match self {
+            ProtocolKind::AuxInfo => 1,
+            ProtocolKind::EcdsaKeygen => 2,
+            ProtocolKind::EcdsaPresign => 3,
+            ProtocolKind::EcdsaSign => 4,
+            ProtocolKind::SchnorrKeygen => 5,
+            ProtocolKind::SchnorrSign => 6,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.code() == code)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ProtocolKind::AuxInfo => "aux-info",

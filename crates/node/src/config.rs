@@ -1,0 +1,234 @@
+//! Node configuration: one TOML file per node (`mpc-wallet node --config node.toml`), with
+//! environment overrides for secrets and deployment-specific values.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use figment::{
+    providers::{Env, Format, Toml},
+    Figment,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::NodeError;
+use mpc_transport::NodeId;
+
+/// Everything one node needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id in `cluster.nodes`.
+    pub id: NodeId,
+    /// Where the node keeps its files (the SQLite store by default).
+    pub data_dir: PathBuf,
+    pub tls: TlsConfig,
+    pub store: StoreConfig,
+    pub cluster: ClusterConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub primes: PrimesConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This node's certificate (PEM), issued by the cluster CA for `node-<id>`.
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://...` or `postgres://...`; `DATABASE_URL` overrides. Default: SQLite file in
+    /// the data directory.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A 32-byte key file for the key-encryption key. Without it, the passphrase comes from
+    /// `MPC_WALLET_PASSPHRASE` (stretched with Argon2id).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// The cluster as every node sees it. All nodes must carry the same list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Default signing threshold for new wallets.
+    pub threshold: u16,
+    /// `mainnet`, `testnet`, `signet` or `regtest`: the networks this node signs for.
+    pub network: String,
+    pub nodes: Vec<PeerEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerEntry {
+    pub id: NodeId,
+    /// QUIC address (UDP).
+    pub address: SocketAddr,
+    /// REST API address, for clients and operators.
+    #[serde(default)]
+    pub api: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Where this node's REST API listens; empty for no API.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// File with the HS256 secret (at least 32 bytes); `JWT_SECRET` overrides.
+    #[serde(default)]
+    pub jwt_secret_file: Option<PathBuf>,
+    #[serde(default = "default_issuer")]
+    pub jwt_issuer: String,
+    #[serde(default = "default_audience")]
+    pub jwt_audience: String,
+}
+
+fn default_issuer() -> String {
+    "mpc-wallet".into()
+}
+fn default_audience() -> String {
+    "mpc-wallet-api".into()
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            jwt_secret_file: None,
+            jwt_issuer: default_issuer(),
+            jwt_audience: default_audience(),
+        }
+    }
+}
+
+/// Sizes and timeouts. Every message and session has a deadline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub heartbeat_interval_ms: u64,
+    /// A peer is live if heard from within this time.
+    pub liveness_ms: u64,
+    pub aux_info_timeout_ms: u64,
+    pub keygen_timeout_ms: u64,
+    pub presign_timeout_ms: u64,
+    /// Signing with presignatures (and FROST): the whole attempt.
+    pub sign_timeout_ms: u64,
+    /// Full interactive ECDSA signing, per input.
+    pub full_sign_timeout_ms: u64,
+    /// Presignatures live this long before they are destroyed unused.
+    pub presignature_ttl_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 4 << 20,
+            heartbeat_interval_ms: 500,
+            liveness_ms: 2_000,
+            aux_info_timeout_ms: 600_000,
+            keygen_timeout_ms: 30_000,
+            presign_timeout_ms: 120_000,
+            sign_timeout_ms: 10_000,
+            full_sign_timeout_ms: 120_000,
+            presignature_ttl_ms: 3_600_000,
+        }
+    }
+}
+
+impl Limits {
+    pub fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+}
+
+/// The pool of safe primes for aux info.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrimesConfig {
+    /// Sets to keep ready; generated in the background when below (minutes each).
+    pub pool_target: u64,
+    /// A primes file (`mpc-wallet primes generate`) to import set `import_index` from when
+    /// the pool is empty and no aux info exists yet (devnet, tests).
+    pub import_file: Option<PathBuf>,
+    pub import_index: Option<usize>,
+}
+
+impl Default for PrimesConfig {
+    fn default() -> Self {
+        Self {
+            pool_target: 1,
+            import_file: None,
+            import_index: None,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Loads the TOML file; `DATABASE_URL` overrides the store URL.
+    pub fn load(path: &Path) -> Result<Self, NodeError> {
+        let mut config: NodeConfig = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("MPC_WALLET_NODE__").split("__"))
+            .extract()
+            .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            config.store.url = Some(url);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), NodeError> {
+        let bad = |m: String| Err(NodeError::Config(m));
+        let n = self.cluster.nodes.len();
+        if !self.cluster.nodes.iter().any(|p| p.id == self.id) {
+            return bad(format!("node id {} is not in cluster.nodes", self.id));
+        }
+        let mut ids: Vec<NodeId> = self.cluster.nodes.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != n || ids.contains(&0) {
+            return bad("cluster.nodes ids must be unique and non-zero".into());
+        }
+        let t = self.cluster.threshold;
+        if t < 2 || usize::from(t) > n {
+            return bad(format!(
+                "threshold {t} must be between 2 and the node count {n}"
+            ));
+        }
+        mpc_bitcoin::parse_network(&self.cluster.network)
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        Ok(())
+    }
+
+    /// All node ids, sorted.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.cluster.nodes.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    pub fn peer(&self, id: NodeId) -> Option<&PeerEntry> {
+        self.cluster.nodes.iter().find(|p| p.id == id)
+    }
+
+    pub fn store_url(&self) -> String {
+        self.store
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("store.db").display()))
+    }
+}

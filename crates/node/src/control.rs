@@ -1,0 +1,141 @@
+//! Control messages between nodes: proposals from a coordinator, outcomes back to it,
+//! commit/abort, heartbeats. They travel as CBOR in envelopes with protocol [`CONTROL`].
+//!
+//! A proposal is a request, not an order: every participant checks it against its own store
+//! and config before running anything (design invariant 7).
+
+use mpc_protocols::{
+    ecdsa::{PartialSignature, PresignaturePublic},
+    encoding,
+    signature::{EcdsaSignature, PublicKey, SchnorrSignature},
+    DerivationPath,
+};
+use mpc_transport::{Envelope, NodeId, SessionId, CONTROL};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::NodeError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Control {
+    Heartbeat {
+        version: String,
+        sent_at_ms: i64,
+    },
+    Propose(Proposal),
+    /// A participant's result for a proposal, sent to the coordinator.
+    Outcome {
+        session: Uuid,
+        result: Result<Outcome, String>,
+    },
+    /// The coordinator saw every participant succeed with the same result.
+    Commit {
+        session: Uuid,
+    },
+    /// The ceremony failed; participants discard what it produced.
+    Abort {
+        session: Uuid,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Proposal {
+    pub session: Uuid,
+    pub body: ProposalBody,
+}
+
+/// What a wallet is, as proposed for key generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletSpec {
+    pub id: String,
+    pub name: String,
+    pub scheme: mpc_bitcoin::Scheme,
+    pub threshold: u16,
+    /// Node ids, sorted; a node's key-generation index is its position here.
+    pub participants: Vec<NodeId>,
+    pub network: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ProposalBody {
+    AuxInfo {
+        node_set: Vec<NodeId>,
+    },
+    Keygen {
+        wallet: WalletSpec,
+    },
+    Presign {
+        wallet_id: String,
+        path: DerivationPath,
+        /// Node ids of the signer set, sorted.
+        signers: Vec<NodeId>,
+        count: u32,
+    },
+    Sign {
+        wallet_ids: Vec<String>,
+        /// The PSBT, base64: signers parse it themselves.
+        psbt: String,
+        signers: Vec<NodeId>,
+        /// Per input: the presignature to use, if any.
+        presignatures: Vec<Option<String>>,
+    },
+}
+
+impl ProposalBody {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProposalBody::AuxInfo { .. } => "aux-info",
+            ProposalBody::Keygen { .. } => "keygen",
+            ProposalBody::Presign { .. } => "presign",
+            ProposalBody::Sign { .. } => "sign",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Outcome {
+    AuxInfo {
+        public_digest: String,
+    },
+    Keygen {
+        public_key: PublicKey,
+        chain_code: String,
+    },
+    Presign {
+        ids: Vec<String>,
+    },
+    Sign {
+        inputs: Vec<InputOutcome>,
+    },
+    /// Acknowledges a commit or abort.
+    Committed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum InputOutcome {
+    /// From a presignature: the partial signature and the presignature's public data.
+    Partial {
+        partial: PartialSignature,
+        public: PresignaturePublic,
+    },
+    Ecdsa(EcdsaSignature),
+    Schnorr(SchnorrSignature),
+}
+
+impl Control {
+    pub fn envelope(&self, session: Uuid, from: NodeId, to: NodeId) -> Result<Envelope, NodeError> {
+        Ok(Envelope {
+            protocol: CONTROL,
+            session: SessionId::from_uuid(session),
+            round: 0,
+            from,
+            to: Some(to),
+            payload: encoding::encode(self)?,
+        })
+    }
+
+    pub fn from_envelope(envelope: &Envelope) -> Result<Self, NodeError> {
+        Ok(encoding::decode(&envelope.payload)?)
+    }
+}

@@ -1,0 +1,217 @@
+//! Wallets and key shares as the node uses them: decrypted from the store on first use and
+//! kept in memory (the secret scalars zeroize on drop).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+
+use mpc_bitcoin::{Chain, Scheme, WalletKey};
+use mpc_protocols::{
+    ecdsa::{AuxInfo, EcdsaKeyShare, IncompleteEcdsaShare},
+    schnorr::SchnorrKeyShare,
+    signature::PublicKey,
+    PartyIndex,
+};
+use mpc_store::{WalletRecord, WalletState};
+use mpc_transport::NodeId;
+use serde::Serialize;
+
+use crate::{Node, NodeError};
+
+/// Decrypted shares by wallet id.
+#[derive(Default)]
+pub struct ShareCache {
+    ecdsa: RwLock<HashMap<String, Arc<EcdsaKeyShare>>>,
+    schnorr: RwLock<HashMap<String, Arc<SchnorrKeyShare>>>,
+}
+
+/// A wallet as clients see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WalletInfo {
+    pub id: String,
+    pub name: String,
+    pub scheme: Scheme,
+    pub script_type: &'static str,
+    pub threshold: u16,
+    pub participants: Vec<NodeId>,
+    pub network: String,
+    pub state: String,
+    pub public_key: String,
+    pub xpub: String,
+    pub fingerprint: String,
+    pub first_address: String,
+    pub receive_descriptor: String,
+    pub change_descriptor: String,
+    pub created_at: i64,
+}
+
+/// The wallet's public side from its record.
+pub fn wallet_key(record: &WalletRecord) -> Result<WalletKey, NodeError> {
+    let bad = |m: String| NodeError::Internal(format!("wallet {}: {m}", record.id));
+    let scheme: Scheme = record
+        .scheme
+        .parse()
+        .map_err(|e: mpc_bitcoin::WalletError| bad(e.to_string()))?;
+    let master_key =
+        PublicKey::try_from(record.public_key.clone()).map_err(|e| bad(e.to_string()))?;
+    let chain_code: [u8; 32] = hex::decode(&record.chain_code)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("chain code is not 32 hex bytes".into()))?;
+    let network = mpc_bitcoin::parse_network(&record.network)?;
+    Ok(WalletKey::new(scheme, master_key, chain_code, network)?)
+}
+
+pub fn wallet_info(record: &WalletRecord) -> Result<WalletInfo, NodeError> {
+    let key = wallet_key(record)?;
+    Ok(WalletInfo {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        scheme: key.scheme,
+        script_type: key.scheme.script_type(),
+        threshold: record.threshold,
+        participants: record.participants.clone(),
+        network: record.network.clone(),
+        state: record.state.to_string(),
+        public_key: record.public_key.clone(),
+        xpub: key.xpub()?.to_string(),
+        fingerprint: key.fingerprint()?.to_string(),
+        first_address: key.chain_address(Chain::Receive, 0)?.to_string(),
+        receive_descriptor: key.descriptor(Chain::Receive)?.to_string(),
+        change_descriptor: key.descriptor(Chain::Change)?.to_string(),
+        created_at: record.created_at,
+    })
+}
+
+/// Key-generation indices of `nodes` within a wallet's participants.
+pub fn keygen_indices(
+    participants: &[NodeId],
+    nodes: &[NodeId],
+) -> Result<Vec<PartyIndex>, NodeError> {
+    nodes
+        .iter()
+        .map(|n| {
+            participants
+                .iter()
+                .position(|p| p == n)
+                .map(|i| i as PartyIndex)
+                .ok_or_else(|| {
+                    NodeError::InvalidRequest(format!(
+                        "node {n} is not a participant of the wallet"
+                    ))
+                })
+        })
+        .collect()
+}
+
+impl Node {
+    /// An active wallet's record; pending, aborted and unknown wallets are errors.
+    pub async fn active_wallet(&self, id: &str) -> Result<WalletRecord, NodeError> {
+        let record = self
+            .inner
+            .store
+            .wallet(id)
+            .await?
+            .ok_or_else(|| NodeError::NotFound(format!("wallet {id}")))?;
+        if record.state != WalletState::Active {
+            return Err(NodeError::InvalidRequest(format!(
+                "wallet {id} is {} on node {}",
+                record.state,
+                self.id()
+            )));
+        }
+        Ok(record)
+    }
+
+    pub async fn wallets(&self) -> Result<Vec<WalletInfo>, NodeError> {
+        self.inner
+            .store
+            .wallets()
+            .await?
+            .iter()
+            .filter(|w| w.state != WalletState::Aborted)
+            .map(wallet_info)
+            .collect()
+    }
+
+    pub async fn wallet(&self, id: &str) -> Result<WalletInfo, NodeError> {
+        let record = self
+            .inner
+            .store
+            .wallet(id)
+            .await?
+            .ok_or_else(|| NodeError::NotFound(format!("wallet {id}")))?;
+        wallet_info(&record)
+    }
+
+    pub(crate) async fn aux_info(&self, node_set: &[NodeId]) -> Result<AuxInfo, NodeError> {
+        let (bytes, _digest) = self.inner.store.aux_info(node_set).await?.ok_or_else(|| {
+            NodeError::InvalidRequest(format!(
+                "no aux info for node set {node_set:?} on node {}: run the aux-info ceremony first",
+                self.id()
+            ))
+        })?;
+        Ok(AuxInfo::from_bytes(&bytes)?)
+    }
+
+    pub(crate) async fn ecdsa_share(
+        &self,
+        wallet: &WalletRecord,
+    ) -> Result<Arc<EcdsaKeyShare>, NodeError> {
+        if let Some(s) = self
+            .inner
+            .shares
+            .ecdsa
+            .read()
+            .ok()
+            .and_then(|c| c.get(&wallet.id).cloned())
+        {
+            return Ok(s);
+        }
+        let bytes = self.share_bytes(&wallet.id).await?;
+        let incomplete = IncompleteEcdsaShare::from_bytes(&bytes)?;
+        let share = Arc::new(EcdsaKeyShare::from_parts(
+            incomplete,
+            self.aux_info(&wallet.participants).await?,
+        )?);
+        if let Ok(mut c) = self.inner.shares.ecdsa.write() {
+            c.insert(wallet.id.clone(), share.clone());
+        }
+        Ok(share)
+    }
+
+    pub(crate) async fn schnorr_share(
+        &self,
+        wallet: &WalletRecord,
+    ) -> Result<Arc<SchnorrKeyShare>, NodeError> {
+        if let Some(s) = self
+            .inner
+            .shares
+            .schnorr
+            .read()
+            .ok()
+            .and_then(|c| c.get(&wallet.id).cloned())
+        {
+            return Ok(s);
+        }
+        let bytes = self.share_bytes(&wallet.id).await?;
+        let share = Arc::new(SchnorrKeyShare::from_bytes(&bytes)?);
+        if let Ok(mut c) = self.inner.shares.schnorr.write() {
+            c.insert(wallet.id.clone(), share.clone());
+        }
+        Ok(share)
+    }
+
+    async fn share_bytes(
+        &self,
+        wallet_id: &str,
+    ) -> Result<mpc_store::Zeroizing<Vec<u8>>, NodeError> {
+        self.inner.store.key_share(wallet_id).await?.ok_or_else(|| {
+            NodeError::NotFound(format!(
+                "key share of wallet {wallet_id} on node {}",
+                self.id()
+            ))
+        })
+    }
+}

@@ -1,0 +1,522 @@
+//! Signing a PSBT: the coordinator and the signer.
+//!
+//! The coordinator picks a live signer set and, for ECDSA inputs, a presignature it holds for
+//! (wallet, path, signer set); then proposes the PSBT itself to the signers. **Each signer**
+//! parses the PSBT, checks that every input belongs to the wallet at the claimed path,
+//! recomputes the sighash, and only then signs: from a presignature (consumed durably before
+//! the partial signature leaves the node), interactively, or with FROST. The coordinator
+//! combines, verifies every signature, finalizes, verifies the transaction with
+//! `bitcoinconsensus`, and returns it. A failed attempt is retried once with another signer
+//! set that avoids the nodes that failed.
+
+use std::time::Instant;
+
+use mpc_bitcoin::{
+    bitcoin::{consensus, psbt::Psbt},
+    finalize::{finalize, insert_signature, InputSignature},
+    psbt::{analyze, parse_psbt, spent_outputs, JobMessage, SigningJob},
+    verify::verify_transaction,
+    Scheme, WalletError, WalletKey,
+};
+use mpc_protocols::{
+    ecdsa::{self, Presignature, PresignatureBinding, PresignaturePublic},
+    execution::{ExecutionId, ProtocolKind},
+    schnorr,
+    signature::PublicKey,
+    PartyIndex,
+};
+use mpc_store::WalletRecord;
+use mpc_transport::{NodeId, SessionId};
+use rand_core::OsRng;
+use serde::Serialize;
+use tracing::{info, warn, Instrument};
+use uuid::Uuid;
+
+use crate::{
+    config::Limits,
+    control::{InputOutcome, Outcome, ProposalBody},
+    delivery::{connect, run_blocking, SessionParties},
+    keys::{keygen_indices, wallet_key},
+    now_ms, Node, NodeError,
+};
+
+/// How one input was signed.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputReport {
+    pub input: usize,
+    pub wallet_id: String,
+    pub scheme: Scheme,
+    pub path: String,
+    pub sighash: String,
+    /// `presignature`, `interactive` (full CGGMP24 signing) or `frost`.
+    pub method: &'static str,
+    pub presignature: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptReport {
+    pub signers: Vec<NodeId>,
+    pub error: Option<String>,
+    pub duration_ms: f64,
+}
+
+/// The result of a signing request.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignReport {
+    pub session: Uuid,
+    /// The signed, finalized PSBT (base64).
+    pub psbt: String,
+    pub raw_transaction: String,
+    pub txid: String,
+    pub signers: Vec<NodeId>,
+    pub inputs: Vec<InputReport>,
+    pub attempts: Vec<AttemptReport>,
+    pub duration_ms: f64,
+}
+
+/// Wallets named in a request, with their public sides; they must share a node set.
+struct RequestWallets {
+    records: Vec<WalletRecord>,
+    keys: Vec<WalletKey>,
+}
+
+impl RequestWallets {
+    fn keys(&self) -> Vec<&WalletKey> {
+        self.keys.iter().collect()
+    }
+}
+
+impl Node {
+    async fn request_wallets(&self, wallet_ids: &[String]) -> Result<RequestWallets, NodeError> {
+        if wallet_ids.is_empty() || wallet_ids.len() > 8 {
+            return Err(NodeError::InvalidRequest("name 1 to 8 wallets".into()));
+        }
+        let mut records = Vec::new();
+        for id in wallet_ids {
+            records.push(self.active_wallet(id).await?);
+        }
+        let first = &records[0];
+        if records
+            .iter()
+            .any(|r| r.participants != first.participants || r.threshold != first.threshold)
+        {
+            return Err(NodeError::InvalidRequest(
+                "wallets signed together must have the same participants and threshold".into(),
+            ));
+        }
+        let keys = records
+            .iter()
+            .map(wallet_key)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RequestWallets { records, keys })
+    }
+
+    /// Signs `psbt` (base64) with the given wallets: every input must belong to one of them.
+    pub async fn sign_psbt(
+        &self,
+        session: Uuid,
+        wallet_ids: &[String],
+        psbt_base64: &str,
+    ) -> Result<SignReport, NodeError> {
+        let started = Instant::now();
+        let span = tracing::info_span!("sign", node = self.id(), %session);
+        async {
+            let wallets = self.request_wallets(wallet_ids).await?;
+            let psbt = parse_psbt(psbt_base64)?;
+            // The coordinator checks first, so a bad request starts no session at all.
+            let jobs = analyze(&psbt, &wallets.keys())?;
+            let mut attempts = Vec::new();
+            let mut exclude: Vec<NodeId> = Vec::new();
+            let mut last_error = None;
+            for attempt in 0..2u32 {
+                let attempt_session = if attempt == 0 {
+                    session
+                } else {
+                    SessionId::from_uuid(session)
+                        .derive(&format!("retry/{attempt}"))
+                        .as_uuid()
+                };
+                let signers = match self.pick_signers(&wallets.records[0], &exclude) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        last_error = Some(e);
+                        break;
+                    }
+                };
+                let t0 = Instant::now();
+                let result = self
+                    .sign_attempt(
+                        attempt_session,
+                        &wallets,
+                        &psbt,
+                        &jobs,
+                        &signers,
+                        psbt_base64,
+                    )
+                    .await;
+                let duration_ms = t0.elapsed().as_secs_f64() * 1e3;
+                match result {
+                    Ok((psbt, inputs)) => {
+                        attempts.push(AttemptReport {
+                            signers: signers.clone(),
+                            error: None,
+                            duration_ms,
+                        });
+                        return self
+                            .finish_signing(session, psbt, signers, inputs, attempts, started);
+                    }
+                    Err(e) => {
+                        warn!(attempt, ?signers, error = %e, "signing attempt failed");
+                        attempts.push(AttemptReport {
+                            signers: signers.clone(),
+                            error: Some(e.to_string()),
+                            duration_ms,
+                        });
+                        let culprits = e.culprits();
+                        let retryable = !culprits.is_empty();
+                        exclude.extend(culprits);
+                        last_error = Some(e);
+                        if !retryable {
+                            break;
+                        }
+                    }
+                }
+            }
+            let detail = attempts
+                .iter()
+                .map(|a| {
+                    format!(
+                        "signers {:?}: {}",
+                        a.signers,
+                        a.error.as_deref().unwrap_or("ok")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            Err(match last_error {
+                Some(NodeError::Timeout { nodes, seconds }) => {
+                    NodeError::Timeout { nodes, seconds }
+                }
+                Some(e) if attempts.len() > 1 => {
+                    NodeError::Unavailable(format!("{e} (attempts: {detail})"))
+                }
+                Some(e) => e,
+                None => NodeError::Internal("no signing attempt ran".into()),
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn finish_signing(
+        &self,
+        session: Uuid,
+        mut psbt: Psbt,
+        signers: Vec<NodeId>,
+        inputs: Vec<InputReport>,
+        attempts: Vec<AttemptReport>,
+        started: Instant,
+    ) -> Result<SignReport, NodeError> {
+        let spent = spent_outputs(&psbt).map_err(WalletError::Inputs)?;
+        let tx = finalize(&mut psbt)?;
+        // Invariant 8: nothing leaves unverified; the script interpreter gets the spent outputs.
+        verify_transaction(&tx, &spent)?;
+        let report = SignReport {
+            session,
+            psbt: psbt.to_string(),
+            raw_transaction: consensus::encode::serialize_hex(&tx),
+            txid: tx.compute_txid().to_string(),
+            signers,
+            inputs,
+            attempts,
+            duration_ms: started.elapsed().as_secs_f64() * 1e3,
+        };
+        info!(txid = %report.txid, signers = ?report.signers, ms = report.duration_ms, "signed and verified");
+        Ok(report)
+    }
+
+    /// Reserves a ready presignature for each ECDSA job, if this node signs and holds one.
+    async fn reserve_presignatures(
+        &self,
+        wallets: &RequestWallets,
+        jobs: &[SigningJob],
+        signers: &[NodeId],
+        inputs: usize,
+    ) -> Result<Vec<Option<String>>, NodeError> {
+        let mut chosen = vec![None; inputs];
+        if !signers.contains(&self.id()) {
+            return Ok(chosen);
+        }
+        for job in jobs {
+            if !matches!(job.message, JobMessage::Ecdsa { .. }) {
+                continue;
+            }
+            let wallet = &wallets.records[job.wallet];
+            let ready = self
+                .inner
+                .store
+                .ready_presignatures(&wallet.id, &job.path.to_string(), signers, now_ms(), 16)
+                .await?;
+            if let Ok(mut reserved) = self.inner.reserved.lock() {
+                if let Some(p) = ready.into_iter().find(|p| !reserved.contains(&p.id)) {
+                    reserved.insert(p.id.clone());
+                    chosen[job.input] = Some(p.id);
+                }
+            }
+        }
+        Ok(chosen)
+    }
+
+    fn release_presignatures(&self, ids: &[Option<String>]) {
+        if let Ok(mut reserved) = self.inner.reserved.lock() {
+            for id in ids.iter().flatten() {
+                reserved.remove(id);
+            }
+        }
+    }
+
+    async fn sign_attempt(
+        &self,
+        session: Uuid,
+        wallets: &RequestWallets,
+        psbt: &Psbt,
+        jobs: &[SigningJob],
+        signers: &[NodeId],
+        psbt_base64: &str,
+    ) -> Result<(Psbt, Vec<InputReport>), NodeError> {
+        let presignatures = self
+            .reserve_presignatures(wallets, jobs, signers, psbt.inputs.len())
+            .await?;
+        let limits = &self.inner.config.limits;
+        let interactive = jobs
+            .iter()
+            .filter(|j| {
+                matches!(j.message, JobMessage::Ecdsa { .. }) && presignatures[j.input].is_none()
+            })
+            .count() as u64;
+        let timeout =
+            Limits::ms(limits.sign_timeout_ms + interactive * limits.full_sign_timeout_ms);
+        let outcomes = self
+            .coordinate(
+                session,
+                ProposalBody::Sign {
+                    wallet_ids: wallets.records.iter().map(|r| r.id.clone()).collect(),
+                    psbt: psbt_base64.to_string(),
+                    signers: signers.to_vec(),
+                    presignatures: presignatures.clone(),
+                },
+                signers,
+                timeout,
+            )
+            .await;
+        self.release_presignatures(&presignatures);
+        let outcomes = outcomes?;
+        let per_signer: Vec<&Vec<InputOutcome>> = outcomes
+            .iter()
+            .map(|(node, o)| match o {
+                Outcome::Sign { inputs } if inputs.len() == jobs.len() => Ok(inputs),
+                _ => Err(NodeError::Refused {
+                    node: *node,
+                    reason: "malformed signing outcome".into(),
+                }),
+            })
+            .collect::<Result<_, _>>()?;
+
+        let mut psbt = psbt.clone();
+        let mut reports = Vec::with_capacity(jobs.len());
+        for (k, job) in jobs.iter().enumerate() {
+            let wallet = &wallets.records[job.wallet];
+            let key = &wallets.keys[job.wallet];
+            let results: Vec<&InputOutcome> = per_signer.iter().map(|inputs| &inputs[k]).collect();
+            let (signature, method) = combine_input(wallet, key, job, signers, &results)?;
+            insert_signature(&mut psbt, job, &signature)?;
+            reports.push(InputReport {
+                input: job.input,
+                wallet_id: wallet.id.clone(),
+                scheme: key.scheme,
+                path: job.path.to_string(),
+                sighash: hex::encode(job.message.sighash()),
+                method,
+                presignature: presignatures[job.input].clone(),
+            });
+        }
+        Ok((psbt, reports))
+    }
+
+    /// The signer's side: every check made here, on this node's own data.
+    pub(crate) async fn sign_participant(
+        &self,
+        session: Uuid,
+        wallet_ids: &[String],
+        psbt_base64: &str,
+        signers: &[NodeId],
+        presignatures: &[Option<String>],
+    ) -> Result<Outcome, NodeError> {
+        let wallets = self.request_wallets(wallet_ids).await?;
+        let indices = self.check_signers(&wallets.records[0], signers)?;
+        let psbt = parse_psbt(psbt_base64)?;
+        // Invariant 2: the sighashes are computed here, from the PSBT and its spent outputs.
+        let jobs = analyze(&psbt, &wallets.keys())?;
+        if presignatures.len() != psbt.inputs.len() {
+            return Err(NodeError::InvalidRequest(
+                "one presignature slot per input expected".into(),
+            ));
+        }
+        let limits = &self.inner.config.limits;
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let wallet = &wallets.records[job.wallet];
+            let sub = SessionId::from_uuid(session).derive(&format!("input/{}", job.input));
+            let outcome = match (&job.message, &presignatures[job.input]) {
+                (JobMessage::Ecdsa { preimage, .. }, Some(id)) => {
+                    self.sign_with_presignature(wallet, job, id, signers, &indices, preimage)
+                        .await?
+                }
+                (JobMessage::Ecdsa { preimage, .. }, None) => {
+                    let share = self.ecdsa_share(wallet).await?;
+                    let eid = ExecutionId::derive(
+                        ProtocolKind::EcdsaSign,
+                        &wallet.id,
+                        sub.as_uuid(),
+                        &indices,
+                        &preimage.sighash(),
+                    );
+                    let party = connect(
+                        SessionParties {
+                            session: sub,
+                            protocol: ProtocolKind::EcdsaSign,
+                            nodes: signers.to_vec(),
+                            me: self.id(),
+                        },
+                        self.register_session(sub, signers)?,
+                        self.inner.transport.clone(),
+                        Limits::ms(limits.full_sign_timeout_ms),
+                    );
+                    let (path, preimage, indices) =
+                        (job.path.clone(), preimage.clone(), indices.clone());
+                    let sig = run_blocking(move || async move {
+                        ecdsa::sign(&eid, &share, &indices, &path, &preimage, party, &mut OsRng)
+                            .await
+                    })
+                    .await??;
+                    InputOutcome::Ecdsa(sig)
+                }
+                (JobMessage::Schnorr { sighash, .. }, None) => {
+                    let share = self.schnorr_share(wallet).await?;
+                    let party = connect(
+                        SessionParties {
+                            session: sub,
+                            protocol: ProtocolKind::SchnorrSign,
+                            nodes: signers.to_vec(),
+                            me: self.id(),
+                        },
+                        self.register_session(sub, signers)?,
+                        self.inner.transport.clone(),
+                        Limits::ms(limits.sign_timeout_ms),
+                    );
+                    let (path, sighash, indices) = (job.path.clone(), *sighash, indices.clone());
+                    let sig = run_blocking(move || async move {
+                        schnorr::sign(&share, &indices, &path, &sighash, party, &mut OsRng).await
+                    })
+                    .await??;
+                    InputOutcome::Schnorr(sig)
+                }
+                (JobMessage::Schnorr { .. }, Some(_)) => {
+                    return Err(NodeError::InvalidRequest(format!(
+                        "input {} is Taproot: presignatures are ECDSA only",
+                        job.input
+                    )))
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Ok(Outcome::Sign { inputs: outcomes })
+    }
+
+    /// Consumes presignature `id` durably, then issues the partial signature on the preimage
+    /// this node computed.
+    async fn sign_with_presignature(
+        &self,
+        wallet: &WalletRecord,
+        job: &SigningJob,
+        id: &str,
+        signers: &[NodeId],
+        indices: &[PartyIndex],
+        preimage: &ecdsa::SighashPreimage,
+    ) -> Result<InputOutcome, NodeError> {
+        let store = &self.inner.store;
+        let record = store.presignature(id).await?.ok_or_else(|| {
+            NodeError::InvalidRequest(format!("presignature {id} is unknown here"))
+        })?;
+        if record.wallet_id != wallet.id
+            || record.path != job.path.to_string()
+            || record.signers != signers
+        {
+            return Err(NodeError::InvalidRequest(format!(
+                "presignature {id} is bound to wallet {} path {} signers {:?}, not to this input",
+                record.wallet_id, record.path, record.signers
+            )));
+        }
+        let share = self.ecdsa_share(wallet).await?;
+        // Invariant 1: consumed and committed before anything derived from it leaves the node.
+        let secret = store
+            .consume_presignature(id, now_ms())
+            .await?
+            .ok_or_else(|| {
+                NodeError::InvalidRequest(format!(
+                    "presignature {id} was already used or has expired"
+                ))
+            })?;
+        let presig = Presignature::from_bytes(&secret)?;
+        let public = presig.public().clone();
+        let partial = presig.issue_partial_signature(&share, &job.path, indices, preimage)?;
+        Ok(InputOutcome::Partial { partial, public })
+    }
+}
+
+/// Turns the signers' results for one input into one verified signature.
+fn combine_input(
+    wallet: &WalletRecord,
+    key: &WalletKey,
+    job: &SigningJob,
+    signers: &[NodeId],
+    results: &[&InputOutcome],
+) -> Result<(InputSignature, &'static str), NodeError> {
+    match (&job.message, results.first()) {
+        (JobMessage::Ecdsa { preimage, .. }, Some(InputOutcome::Partial { public, .. })) => {
+            let mut partials = Vec::with_capacity(results.len());
+            for r in results {
+                match r {
+                    InputOutcome::Partial { partial, public: p } if p == public => {
+                        partials.push(partial.clone())
+                    }
+                    _ => {
+                        return Err(NodeError::Disagreement(format!(
+                            "signers answered input {} with different presignatures",
+                            job.input
+                        )))
+                    }
+                }
+            }
+            let binding = PresignatureBinding {
+                master_key: PublicKey::try_from(wallet.public_key.clone())?,
+                path: job.path.clone(),
+                signers: keygen_indices(&wallet.participants, signers)?,
+            };
+            let child = PublicKey(key.derive(&job.path)?.serialize());
+            let public: &PresignaturePublic = public;
+            let sig = ecdsa::combine(public, &binding, &partials, preimage, &child)?;
+            Ok((InputSignature::Ecdsa(sig), "presignature"))
+        }
+        (JobMessage::Ecdsa { .. }, Some(InputOutcome::Ecdsa(sig))) => {
+            Ok((InputSignature::Ecdsa(*sig), "interactive"))
+        }
+        (JobMessage::Schnorr { .. }, Some(InputOutcome::Schnorr(sig))) => {
+            Ok((InputSignature::Schnorr(*sig), "frost"))
+        }
+        _ => Err(NodeError::Disagreement(format!(
+            "unexpected signer results for input {}",
+            job.input
+        ))),
+    }
+}

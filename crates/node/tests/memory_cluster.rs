@@ -1,0 +1,352 @@
+//! Three nodes over the in-memory mesh with real SQLite stores: DKG for both schemes,
+//! presignatures, signing a mixed transaction, and what signers refuse.
+
+use std::{sync::Arc, time::Duration};
+
+use mpc_bitcoin::{
+    bitcoin::Amount,
+    build::{build_psbt, synthetic_funding, Payment},
+    psbt::{parse_psbt, spent_outputs},
+    verify::verify_transaction,
+    Chain, Scheme,
+};
+use mpc_node::{
+    ceremony::CreateWallet,
+    config::{ClusterConfig, NodeConfig, PeerEntry, StoreConfig, TlsConfig},
+    control::ProposalBody,
+    Node, NodeError,
+};
+use mpc_store::{KeySource, Store, Zeroizing};
+use mpc_transport::{memory::MemoryNetwork, Router, RouterLimits, Transport};
+use uuid::Uuid;
+
+struct Cluster {
+    nodes: Vec<Node>,
+    _dir: tempdir::TempDirGuard,
+}
+
+mod tempdir {
+    pub struct TempDirGuard(pub std::path::PathBuf);
+    impl Drop for TempDirGuard {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    pub fn new() -> TempDirGuard {
+        let p = std::env::temp_dir().join(format!("mpc-node-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDirGuard(p)
+    }
+}
+
+fn config(id: u16, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
+    NodeConfig {
+        id,
+        data_dir: dir.join(format!("node-{id}")),
+        tls: TlsConfig {
+            ca: "unused".into(),
+            certificate: "unused".into(),
+            private_key: "unused".into(),
+        },
+        store: StoreConfig {
+            url: None,
+            key_file: None,
+        },
+        cluster: ClusterConfig {
+            threshold: t,
+            network: "regtest".into(),
+            nodes: (1..=n)
+                .map(|i| PeerEntry {
+                    id: i,
+                    address: format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
+                    api: None,
+                })
+                .collect(),
+        },
+        api: Default::default(),
+        limits: Default::default(),
+        primes: mpc_node::config::PrimesConfig {
+            pool_target: 0,
+            ..Default::default()
+        },
+    }
+}
+
+async fn cluster(n: u16, t: u16) -> (Cluster, MemoryNetwork) {
+    let dir = tempdir::new();
+    let network = MemoryNetwork::new();
+    let aux = mpc_testkit::aux_info(usize::from(n));
+    let mut nodes = Vec::new();
+    for id in 1..=n {
+        let cfg = config(id, n, t, &dir.0);
+        std::fs::create_dir_all(&cfg.data_dir).unwrap();
+        let store = Store::open(
+            &cfg.store_url(),
+            &KeySource::Passphrase(Zeroizing::new(format!("passphrase of node {id}"))),
+            id,
+        )
+        .await
+        .unwrap();
+        // Fixture aux info instead of the 40 s ceremony (the process test runs it for real).
+        let ids: Vec<u16> = (1..=n).collect();
+        let a = &aux[usize::from(id - 1)];
+        store
+            .put_aux_info(
+                &ids,
+                &a.to_bytes().unwrap(),
+                &hex::encode(a.public_digest().unwrap()),
+                Uuid::new_v4(),
+            )
+            .await
+            .unwrap();
+        let (router, control) = Router::new(id, RouterLimits::default());
+        let transport: Arc<dyn Transport> = Arc::new(network.join(router.clone()));
+        nodes.push(Node::with_transport(cfg, store, transport, router, control));
+    }
+    // Wait for heartbeats to make everyone live.
+    for _ in 0..100 {
+        if nodes.iter().all(|n| {
+            n.health().live_nodes().len() == usize::from(n.config().cluster.nodes.len() as u16)
+        }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (Cluster { nodes, _dir: dir }, network)
+}
+
+fn wallet_request(name: &str, scheme: Scheme) -> CreateWallet {
+    CreateWallet {
+        name: name.into(),
+        scheme,
+        threshold: None,
+        participants: None,
+        network: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dkg_presign_and_sign_a_mixed_transaction() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn")
+        .try_init();
+    let (c, _net) = cluster(3, 2).await;
+    let n1 = &c.nodes[0];
+    let ecdsa = n1
+        .create_wallet(Uuid::new_v4(), wallet_request("e", Scheme::Ecdsa))
+        .await
+        .unwrap();
+    let taproot = n1
+        .create_wallet(Uuid::new_v4(), wallet_request("t", Scheme::Schnorr))
+        .await
+        .unwrap();
+    // Every node holds the same active wallet.
+    for node in &c.nodes {
+        let w = node.wallet(&ecdsa.id).await.unwrap();
+        assert_eq!(
+            (w.public_key.as_str(), w.state.as_str()),
+            (ecdsa.public_key.as_str(), "active")
+        );
+        let w = node.wallet(&taproot.id).await.unwrap();
+        assert_eq!(w.public_key, taproot.public_key);
+    }
+    let p00 = Chain::Receive.path(0).unwrap();
+    let presigned = n1
+        .generate_presignatures(Uuid::new_v4(), &ecdsa.id, &p00, 2, None)
+        .await
+        .unwrap();
+    assert_eq!(presigned.ids.len(), 2);
+    assert!(presigned.signers.contains(&1));
+
+    let ekey =
+        mpc_node::keys::wallet_key(&n1.store().wallet(&ecdsa.id).await.unwrap().unwrap()).unwrap();
+    let tkey = mpc_node::keys::wallet_key(&n1.store().wallet(&taproot.id).await.unwrap().unwrap())
+        .unwrap();
+    let inputs = vec![
+        synthetic_funding(&ekey, &p00, Amount::from_sat(50_000), "a").unwrap(),
+        synthetic_funding(
+            &ekey,
+            &Chain::Receive.path(1).unwrap(),
+            Amount::from_sat(60_000),
+            "b",
+        )
+        .unwrap(),
+        synthetic_funding(&tkey, &p00, Amount::from_sat(70_000), "c").unwrap(),
+    ];
+    let payments = vec![Payment {
+        script_pubkey: tkey
+            .chain_address(Chain::Receive, 5)
+            .unwrap()
+            .script_pubkey(),
+        amount: Amount::from_sat(170_000),
+        owner: None,
+    }];
+    let psbt = build_psbt(&inputs, &payments).unwrap().to_string();
+    let wallets = vec![ecdsa.id.clone(), taproot.id.clone()];
+    let report = n1.sign_psbt(Uuid::new_v4(), &wallets, &psbt).await.unwrap();
+    let methods: Vec<&str> = report.inputs.iter().map(|i| i.method).collect();
+    assert_eq!(methods, ["presignature", "interactive", "frost"]);
+    assert_eq!(
+        report.inputs[0].presignature.as_deref(),
+        Some(presigned.ids[0].as_str())
+    );
+    // Independent re-check of what the node returned.
+    let signed = parse_psbt(&report.psbt).unwrap();
+    let spent = spent_outputs(&signed).unwrap();
+    let tx: mpc_bitcoin::bitcoin::Transaction =
+        mpc_bitcoin::bitcoin::consensus::encode::deserialize_hex(&report.raw_transaction).unwrap();
+    verify_transaction(&tx, &spent).unwrap();
+
+    // The used presignature is consumed at every signer; the other is still ready.
+    for node in c.nodes.iter().filter(|n| report.signers.contains(&n.id())) {
+        let used = node
+            .store()
+            .presignature(&presigned.ids[0])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(used.state, mpc_store::PresignatureState::Consumed);
+        let spare = node
+            .store()
+            .presignature(&presigned.ids[1])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(spare.state, mpc_store::PresignatureState::Ready);
+    }
+
+    // A compromised coordinator reusing the consumed presignature (with another PSBT) is
+    // refused by every signer.
+    let one_input = build_psbt(
+        &inputs[..1],
+        &[Payment {
+            script_pubkey: tkey
+                .chain_address(Chain::Receive, 6)
+                .unwrap()
+                .script_pubkey(),
+            amount: Amount::from_sat(40_000),
+            owner: None,
+        }],
+    )
+    .unwrap()
+    .to_string();
+    let err = n1
+        .coordinate(
+            Uuid::new_v4(),
+            ProposalBody::Sign {
+                wallet_ids: vec![ecdsa.id.clone()],
+                psbt: one_input.clone(),
+                signers: report.signers.clone(),
+                presignatures: vec![Some(presigned.ids[0].clone())],
+            },
+            &report.signers,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already used"), "{err}");
+
+    // The spare presignature offered for another path (m/0/1) is refused.
+    let other_path = build_psbt(
+        &inputs[1..2],
+        &[Payment {
+            script_pubkey: tkey
+                .chain_address(Chain::Receive, 6)
+                .unwrap()
+                .script_pubkey(),
+            amount: Amount::from_sat(50_000),
+            owner: None,
+        }],
+    )
+    .unwrap()
+    .to_string();
+    let err = n1
+        .coordinate(
+            Uuid::new_v4(),
+            ProposalBody::Sign {
+                wallet_ids: vec![ecdsa.id.clone()],
+                psbt: other_path,
+                signers: report.signers.clone(),
+                presignatures: vec![Some(presigned.ids[1].clone())],
+            },
+            &report.signers,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("bound to"), "{err}");
+
+    // An input that is not the wallet's (claims m/0/0 of the ECDSA wallet, spends another
+    // script) is refused before any protocol runs.
+    let mut foreign = parse_psbt(&one_input).unwrap();
+    foreign.inputs[0]
+        .witness_utxo
+        .as_mut()
+        .unwrap()
+        .script_pubkey = ekey
+        .script_pubkey(&Chain::Receive.path(9).unwrap())
+        .unwrap();
+    let err = n1
+        .sign_psbt(Uuid::new_v4(), std::slice::from_ref(&ecdsa.id), &foreign.to_string())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NodeError::Wallet(_)), "{err}");
+    let err = n1
+        .coordinate(
+            Uuid::new_v4(),
+            ProposalBody::Sign {
+                wallet_ids: vec![ecdsa.id.clone()],
+                psbt: foreign.to_string(),
+                signers: report.signers.clone(),
+                presignatures: vec![None],
+            },
+            &report.signers,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not this wallet's"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_signer_is_named_and_the_retry_succeeds() {
+    let (c, net) = cluster(3, 2).await;
+    let n1 = &c.nodes[0];
+    let taproot = n1
+        .create_wallet(Uuid::new_v4(), wallet_request("t", Scheme::Schnorr))
+        .await
+        .unwrap();
+    let tkey = mpc_node::keys::wallet_key(&n1.store().wallet(&taproot.id).await.unwrap().unwrap())
+        .unwrap();
+    let inputs = vec![synthetic_funding(
+        &tkey,
+        &Chain::Receive.path(0).unwrap(),
+        Amount::from_sat(10_000),
+        "x",
+    )
+    .unwrap()];
+    let psbt = build_psbt(
+        &inputs,
+        &[Payment {
+            script_pubkey: tkey
+                .chain_address(Chain::Receive, 1)
+                .unwrap()
+                .script_pubkey(),
+            amount: Amount::from_sat(9_000),
+            owner: None,
+        }],
+    )
+    .unwrap()
+    .to_string();
+    // Node 2 is still considered live (heartbeats are recent) when it dies.
+    net.disconnect(2);
+    let report = n1
+        .sign_psbt(Uuid::new_v4(), std::slice::from_ref(&taproot.id), &psbt)
+        .await
+        .unwrap();
+    assert_eq!(report.attempts.len(), 2, "{:?}", report.attempts);
+    let first = report.attempts[0].error.as_deref().unwrap();
+    assert!(first.contains('2'), "the failure names node 2: {first}");
+    assert_eq!(report.signers, [1, 3]);
+}

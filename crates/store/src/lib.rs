@@ -1,0 +1,25 @@
+//! A node's durable, encrypted store: key shares, aux info, safe primes, presignatures (all
+//! sealed at rest), plus public records of wallets, ceremonies and seen session ids.
+//!
+//! One query layer (`sqlx::AnyPool`) and one set of migrations serve SQLite (the zero-setup
+//! default) and PostgreSQL. The store is bytes-based: callers serialize their secrets, and the
+//! store knows nothing of protocol types.
+//!
+//! Sealing: a random data-encryption key per store, itself sealed under a key-encryption key
+//! from a passphrase (Argon2id) or a key file. Every value is XChaCha20-Poly1305 with associated
+//! data `"{table}/{row id}/{store id}"`, so a value moved to another row or store fails to open
+//! ([`StoreError::Tampered`]) instead of being used.
+
+mod crypto;
+mod error;
+mod records;
+mod store;
+
+pub use crypto::{generate_key_file, KeySource};
+pub use error::{Result, StoreError};
+pub use records::{
+    Backend, CeremonyRecord, PoolLevel, PresignatureRecord, PresignatureState, WalletRecord,
+    WalletState,
+};
+pub use store::Store;
+pub use zeroize::Zeroizing;

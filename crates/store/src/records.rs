@@ -1,0 +1,154 @@
+//! The public rows. Secrets never appear here: they go in and out as bytes, sealed in between.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::error::{Result, StoreError};
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A wallet is one key (ECDSA or Schnorr). It becomes active only when every node reported
+/// the same public key, so a half-finished DKG never leaves an active wallet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletRecord {
+    pub id: String,
+    pub name: String,
+    pub scheme: String,
+    pub threshold: u16,
+    pub participants: Vec<u16>,
+    pub network: String,
+    pub public_key: String,
+    pub chain_code: String,
+    pub state: WalletState,
+    pub session: Uuid,
+    pub created_at: i64,
+    pub activated_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalletState {
+    Pending,
+    Active,
+    Aborted,
+}
+
+/// A coordinator's record of a ceremony (DKG, aux info, signing); public data only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CeremonyRecord {
+    pub id: String,
+    pub kind: String,
+    pub state: String,
+    pub coordinator: u16,
+    pub request: serde_json::Value,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// A presignature's public part. It is bound to (wallet, path, signers) and to the store's
+/// epoch; its secret is sealed beside it until it is consumed, discarded or expired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignatureRecord {
+    pub id: String,
+    pub wallet_id: String,
+    pub path: String,
+    pub signers: Vec<u16>,
+    pub epoch: u64,
+    pub state: PresignatureState,
+    pub public: Vec<u8>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub consumed_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresignatureState {
+    Ready,
+    Consumed,
+    Expired,
+}
+
+/// Pool depth of one (path, signer set) of a wallet, for the refill loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolLevel {
+    pub path: String,
+    pub signers: Vec<u16>,
+    /// Usable now: ready, current epoch, unexpired.
+    pub ready: u64,
+    pub consumed: u64,
+}
+
+/// Text forms of the two state enums, as stored.
+macro_rules! text_enum {
+    ($ty:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $text),* }
+            }
+
+            pub(crate) fn parse(text: &str, table: &'static str, id: &str) -> Result<Self> {
+                match text {
+                    $($text => Ok($ty::$variant),)*
+                    other => Err(StoreError::Corrupt {
+                        table,
+                        id: id.to_owned(),
+                        reason: format!("unknown state {other:?}"),
+                    }),
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(WalletState { Pending => "pending", Active => "active", Aborted => "aborted" });
+text_enum!(PresignatureState { Ready => "ready", Consumed => "consumed", Expired => "expired" });
+
+/// Node ids as stored: sorted, without duplicates, comma-separated ("1,2,3").
+pub(crate) fn id_list(ids: &[u16]) -> String {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+}
+
+pub(crate) fn parse_id_list(text: &str, table: &'static str, id: &str) -> Result<Vec<u16>> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|part| {
+            part.parse().map_err(|_| StoreError::Corrupt {
+                table,
+                id: id.to_owned(),
+                reason: format!("bad node id list {text:?}"),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_lists_are_sorted_and_parse_back() {
+        assert_eq!(id_list(&[3, 1, 2, 3]), "1,2,3");
+        assert_eq!(parse_id_list("1,2,3", "t", "x").unwrap(), vec![1, 2, 3]);
+        assert_eq!(parse_id_list("", "t", "x").unwrap(), Vec::<u16>::new());
+        assert!(parse_id_list("1,,2", "t", "x").is_err());
+        assert!(parse_id_list("70000", "t", "x").is_err());
+    }
+}

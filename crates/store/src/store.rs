@@ -1,0 +1,1000 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Decode, Row, Transaction, Type};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::crypto::{self, Key, KeySource, Sealer};
+use crate::error::{Context, Result, StoreError};
+use crate::records::{
+    id_list, parse_id_list, Backend, CeremonyRecord, PoolLevel, PresignatureRecord,
+    PresignatureState, WalletRecord, WalletState,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How long an SQLite writer waits for the write lock before failing with SQLITE_BUSY.
+const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 20000";
+/// SQLite takes one writer at a time, so a few connections (for concurrent readers) suffice.
+const SQLITE_CONNECTIONS: u32 = 4;
+const POSTGRES_CONNECTIONS: u32 = 8;
+
+/// One node's encrypted store. Cheap to clone: clones share the connection pool and keys.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: AnyPool,
+    backend: Backend,
+    store_id: Uuid,
+    node_id: u16,
+    /// Seals and opens every secret row under the data-encryption key.
+    dek: Sealer,
+}
+
+// Hand-written: the key material inside must never be printed.
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.inner.backend)
+            .field("store_id", &self.inner.store_id)
+            .field("node_id", &self.inner.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Reads one column, naming the table and column if it does not decode.
+fn get<'r, T>(row: &'r AnyRow, column: &str, table: &str) -> Result<T>
+where
+    T: Decode<'r, Any> + Type<Any>,
+{
+    row.try_get(column)
+        .context(|| format!("reading {table}.{column}"))
+}
+
+fn to_u16(value: i64, table: &'static str, id: &str) -> Result<u16> {
+    u16::try_from(value).map_err(|_| StoreError::Corrupt {
+        table,
+        id: id.to_owned(),
+        reason: format!("{value} is not a node id"),
+    })
+}
+
+fn to_u64(value: i64, table: &'static str, id: &str) -> Result<u64> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt {
+        table,
+        id: id.to_owned(),
+        reason: format!("negative count or epoch {value}"),
+    })
+}
+
+fn epoch_i64(epoch: u64) -> Result<i64> {
+    i64::try_from(epoch).map_err(|_| StoreError::Invalid(format!("epoch {epoch} out of range")))
+}
+
+fn parse_uuid(text: &str, table: &'static str, id: &str) -> Result<Uuid> {
+    Uuid::parse_str(text).map_err(|_| StoreError::Corrupt {
+        table,
+        id: id.to_owned(),
+        reason: format!("bad session id {text:?}"),
+    })
+}
+
+fn meta_text(meta: &HashMap<String, Vec<u8>>, key: &str) -> Result<String> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        table: "meta",
+        id: key.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let bytes = meta.get(key).ok_or_else(|| corrupt("missing"))?;
+    String::from_utf8(bytes.clone()).map_err(|_| corrupt("not UTF-8"))
+}
+
+fn meta_parse<T: std::str::FromStr>(meta: &HashMap<String, Vec<u8>>, key: &str) -> Result<T> {
+    meta_text(meta, key)?
+        .parse()
+        .map_err(|_| StoreError::Corrupt {
+            table: "meta",
+            id: key.to_owned(),
+            reason: "does not parse".into(),
+        })
+}
+
+/// Splits the URL into backend and the URL sqlx should open (SQLite: create the file if absent).
+fn connection_url(url: &str) -> Result<(Backend, String)> {
+    let scheme = url.split(':').next().unwrap_or_default();
+    match scheme {
+        "sqlite" if url.contains("mode=") => Ok((Backend::Sqlite, url.to_owned())),
+        "sqlite" if url.contains('?') => Ok((Backend::Sqlite, format!("{url}&mode=rwc"))),
+        "sqlite" => Ok((Backend::Sqlite, format!("{url}?mode=rwc"))),
+        "postgres" | "postgresql" => Ok((Backend::Postgres, url.to_owned())),
+        other => Err(StoreError::UnsupportedUrl(other.to_owned())),
+    }
+}
+
+/// Starts a transaction that will write. On SQLite it takes the write lock at once (`BEGIN
+/// IMMEDIATE`), so the busy timeout applies; a deferred transaction that read first would
+/// fail with SQLITE_BUSY when it later tried to write.
+async fn begin_write(pool: &AnyPool, backend: Backend) -> Result<Transaction<'static, Any>> {
+    match backend {
+        Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        Backend::Postgres => pool.begin().await,
+    }
+    .context(|| "starting a transaction".into())
+}
+
+async fn read_epoch<'e, E>(executor: E) -> Result<u64>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    let value: Vec<u8> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'epoch'")
+        .fetch_one(executor)
+        .await
+        .context(|| "reading the epoch".into())?;
+    String::from_utf8(value)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            table: "meta",
+            id: "epoch".into(),
+            reason: "not a number".into(),
+        })
+}
+
+async fn load_meta(pool: &AnyPool) -> Result<HashMap<String, Vec<u8>>> {
+    let rows = sqlx::query("SELECT key, value FROM meta")
+        .fetch_all(pool)
+        .await
+        .context(|| "reading meta".into())?;
+    rows.iter()
+        .map(|row| Ok((get(row, "key", "meta")?, get(row, "value", "meta")?)))
+        .collect()
+}
+
+async fn kek_from(key: &KeySource, salt: &[u8], params: &str) -> Result<Key> {
+    match key {
+        KeySource::KeyFile(path) => crypto::read_key_file(path),
+        KeySource::Passphrase(passphrase) => {
+            let passphrase = passphrase.clone();
+            let salt = salt.to_vec();
+            let params = params.to_owned();
+            tokio::task::spawn_blocking(move || crypto::passphrase_kek(&passphrase, &salt, &params))
+                .await
+                .map_err(|e| StoreError::Crypto(format!("key derivation task failed: {e}")))?
+        }
+    }
+}
+
+fn dek_ad(store_id: Uuid) -> String {
+    format!("meta/dek/{store_id}")
+}
+
+/// Writes `meta` for a new store. Returns `None` if another process initialized it first.
+async fn create_meta(
+    pool: &AnyPool,
+    backend: Backend,
+    key: &KeySource,
+    node_id: u16,
+) -> Result<Option<(Uuid, Key)>> {
+    let store_id = crypto::random_uuid()?;
+    let dek: Key = Zeroizing::new(crypto::random_bytes()?);
+    let salt: [u8; 16] = crypto::random_bytes()?;
+    let params = crypto::argon2_params_text();
+    let kek = kek_from(key, &salt, &params).await?;
+    let sealed_dek = Sealer::new(&kek)?.seal(&dek_ad(store_id), &dek[..])?;
+
+    let ctx = || "initializing meta".to_owned();
+    let mut tx = begin_write(pool, backend).await?;
+    let claimed = sqlx::query(
+        "INSERT INTO meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(store_id.to_string().into_bytes())
+    .execute(&mut *tx)
+    .await
+    .context(ctx)?
+    .rows_affected();
+    if claimed == 0 {
+        return Ok(None);
+    }
+    let mut rows: Vec<(&str, Vec<u8>)> = vec![
+        ("node_id", node_id.to_string().into_bytes()),
+        ("epoch", b"1".to_vec()),
+        ("kek", key.kind().as_bytes().to_vec()),
+        ("dek", sealed_dek),
+    ];
+    if let KeySource::Passphrase(_) = key {
+        rows.push(("argon2_salt", salt.to_vec()));
+        rows.push(("argon2_params", params.into_bytes()));
+    }
+    for (name, value) in rows {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
+            .bind(name)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .context(ctx)?;
+    }
+    tx.commit().await.context(ctx)?;
+    tracing::info!(%store_id, node_id, kek = key.kind(), "initialized a new store");
+    Ok(Some((store_id, dek)))
+}
+
+/// Checks the node id and opens the DEK of an existing store.
+async fn open_meta(
+    meta: &HashMap<String, Vec<u8>>,
+    key: &KeySource,
+    node_id: u16,
+) -> Result<(Uuid, Key)> {
+    let store_id: Uuid = meta_parse(meta, "store_id")?;
+    let found: u16 = meta_parse(meta, "node_id")?;
+    if found != node_id {
+        return Err(StoreError::WrongNode {
+            expected: node_id,
+            found,
+        });
+    }
+    if meta_text(meta, "kek")? != key.kind() {
+        return Err(StoreError::WrongKey);
+    }
+    let kek = match key {
+        KeySource::KeyFile(_) => kek_from(key, &[], "").await?,
+        KeySource::Passphrase(_) => {
+            let salt = meta.get("argon2_salt").map(Vec::as_slice).unwrap_or(&[]);
+            kek_from(key, salt, &meta_text(meta, "argon2_params")?).await?
+        }
+    };
+    let sealed = meta.get("dek").ok_or_else(|| StoreError::Corrupt {
+        table: "meta",
+        id: "dek".into(),
+        reason: "missing".into(),
+    })?;
+    let dek = Sealer::new(&kek)?
+        .open(&dek_ad(store_id), sealed)
+        .ok_or(StoreError::WrongKey)?;
+    let dek: [u8; 32] = dek[..].try_into().map_err(|_| StoreError::WrongKey)?;
+    Ok((store_id, Zeroizing::new(dek)))
+}
+
+/// Column lists, so every reader decodes the same columns.
+macro_rules! select_wallet {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, name, scheme, threshold, participants, network, public_key, chain_code, ",
+            "state, session, created_at, activated_at FROM wallets ",
+            $rest
+        )
+    };
+}
+macro_rules! select_ceremony {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, kind, state, coordinator, request, result, error, started_at, ",
+            "finished_at FROM ceremonies ",
+            $rest
+        )
+    };
+}
+macro_rules! select_presignature {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, wallet_id, path, signers, epoch, state, public, created_at, expires_at, ",
+            "consumed_at FROM presignatures ",
+            $rest
+        )
+    };
+}
+
+fn wallet_from_row(row: &AnyRow) -> Result<WalletRecord> {
+    const T: &str = "wallets";
+    let id: String = get(row, "id", T)?;
+    Ok(WalletRecord {
+        name: get(row, "name", T)?,
+        scheme: get(row, "scheme", T)?,
+        threshold: to_u16(get(row, "threshold", T)?, T, &id)?,
+        participants: parse_id_list(&get::<String>(row, "participants", T)?, T, &id)?,
+        network: get(row, "network", T)?,
+        public_key: get(row, "public_key", T)?,
+        chain_code: get(row, "chain_code", T)?,
+        state: WalletState::parse(&get::<String>(row, "state", T)?, T, &id)?,
+        session: parse_uuid(&get::<String>(row, "session", T)?, T, &id)?,
+        created_at: get(row, "created_at", T)?,
+        activated_at: get(row, "activated_at", T)?,
+        id,
+    })
+}
+
+fn ceremony_from_row(row: &AnyRow) -> Result<CeremonyRecord> {
+    const T: &str = "ceremonies";
+    let id: String = get(row, "id", T)?;
+    let json = |text: String| {
+        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+            table: T,
+            id: id.clone(),
+            reason: format!("bad JSON: {e}"),
+        })
+    };
+    Ok(CeremonyRecord {
+        kind: get(row, "kind", T)?,
+        state: get(row, "state", T)?,
+        coordinator: to_u16(get(row, "coordinator", T)?, T, &id)?,
+        request: json(get(row, "request", T)?)?,
+        result: get::<Option<String>>(row, "result", T)?
+            .map(json)
+            .transpose()?,
+        error: get(row, "error", T)?,
+        started_at: get(row, "started_at", T)?,
+        finished_at: get(row, "finished_at", T)?,
+        id,
+    })
+}
+
+fn presignature_from_row(row: &AnyRow) -> Result<PresignatureRecord> {
+    const T: &str = "presignatures";
+    let id: String = get(row, "id", T)?;
+    Ok(PresignatureRecord {
+        wallet_id: get(row, "wallet_id", T)?,
+        path: get(row, "path", T)?,
+        signers: parse_id_list(&get::<String>(row, "signers", T)?, T, &id)?,
+        epoch: to_u64(get(row, "epoch", T)?, T, &id)?,
+        state: PresignatureState::parse(&get::<String>(row, "state", T)?, T, &id)?,
+        public: get(row, "public", T)?,
+        created_at: get(row, "created_at", T)?,
+        expires_at: get(row, "expires_at", T)?,
+        consumed_at: get(row, "consumed_at", T)?,
+        id,
+    })
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `url` ("sqlite://path" or "postgres://...") for
+    /// node `node_id`, runs the migrations, and unlocks it with `key`.
+    pub async fn open(url: &str, key: &KeySource, node_id: u16) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = connection_url(url)?;
+        let options = match backend {
+            Backend::Sqlite => AnyPoolOptions::new()
+                .max_connections(SQLITE_CONNECTIONS)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // WAL lets readers run beside the writer; FULL makes every commit
+                        // durable, which at-most-once presignatures rely on.
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = FULL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query(SQLITE_BUSY_TIMEOUT).execute(&mut *conn).await?;
+                        sqlx::query("PRAGMA foreign_keys = ON")
+                            .execute(&mut *conn)
+                            .await?;
+                        Ok(())
+                    })
+                }),
+            Backend::Postgres => AnyPoolOptions::new().max_connections(POSTGRES_CONNECTIONS),
+        };
+        let pool = options
+            .acquire_timeout(Duration::from_secs(60))
+            .connect(&url)
+            .await
+            .context(|| format!("connecting to the {backend:?} database"))?;
+        MIGRATOR.run(&pool).await?;
+
+        let meta = load_meta(&pool).await?;
+        let created = if meta.contains_key("store_id") {
+            None
+        } else {
+            create_meta(&pool, backend, key, node_id).await?
+        };
+        let (store_id, dek) = match created {
+            Some(created) => created,
+            None => open_meta(&load_meta(&pool).await?, key, node_id).await?,
+        };
+        tracing::debug!(%store_id, node_id, ?backend, "store opened");
+        Ok(Store {
+            inner: Arc::new(Inner {
+                pool,
+                backend,
+                store_id,
+                node_id,
+                dek: Sealer::new(&dek)?,
+            }),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// Random id of this store, bound into every sealed value.
+    pub fn store_id(&self) -> Uuid {
+        self.inner.store_id
+    }
+
+    pub fn node_id(&self) -> u16 {
+        self.inner.node_id
+    }
+
+    /// Closes the pool (for all clones), waiting for connections in use to come back.
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+        begin_write(&self.inner.pool, self.inner.backend).await
+    }
+
+    fn ad(&self, table: &str, id: &str) -> String {
+        format!("{table}/{id}/{}", self.inner.store_id)
+    }
+
+    fn seal(&self, table: &str, id: &str, secret: &[u8]) -> Result<Vec<u8>> {
+        self.inner.dek.seal(&self.ad(table, id), secret)
+    }
+
+    fn unseal(&self, table: &'static str, id: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        self.inner
+            .dek
+            .open(&self.ad(table, id), sealed)
+            .ok_or_else(|| StoreError::Tampered {
+                table,
+                id: id.to_owned(),
+            })
+    }
+
+    // ---- safe primes pool ----
+
+    /// Adds one set of pregenerated primes (serialized) to the pool.
+    pub async fn add_primes(&self, primes: &[u8]) -> Result<Uuid> {
+        let id = crypto::random_uuid()?;
+        let sealed = self.seal("primes", &id.to_string(), primes)?;
+        sqlx::query("INSERT INTO primes (id, sealed, created_at) VALUES ($1, $2, $3)")
+            .bind(id.to_string())
+            .bind(sealed)
+            .bind(now_ms())
+            .execute(&self.inner.pool)
+            .await
+            .context(|| format!("inserting primes/{id}"))?;
+        Ok(id)
+    }
+
+    pub async fn primes_count(&self) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM primes")
+            .fetch_one(&self.inner.pool)
+            .await
+            .context(|| "counting primes".into())?;
+        to_u64(count, "primes", "*")
+    }
+
+    /// Removes and returns the oldest set. A set is deleted before it is returned, so no two
+    /// callers (or processes) ever get the same one.
+    pub async fn take_primes(&self) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        loop {
+            let oldest: Option<String> =
+                sqlx::query_scalar("SELECT id FROM primes ORDER BY created_at, id LIMIT 1")
+                    .fetch_optional(&self.inner.pool)
+                    .await
+                    .context(|| "choosing primes".into())?;
+            let Some(id) = oldest else {
+                return Ok(None);
+            };
+            // Whoever deletes the row owns it; a caller that lost the race tries the next one.
+            let sealed: Option<Vec<u8>> =
+                sqlx::query_scalar("DELETE FROM primes WHERE id = $1 RETURNING sealed")
+                    .bind(&id)
+                    .fetch_optional(&self.inner.pool)
+                    .await
+                    .context(|| format!("taking primes/{id}"))?;
+            if let Some(sealed) = sealed {
+                return self.unseal("primes", &id, &sealed).map(Some);
+            }
+        }
+    }
+
+    // ---- aux info ----
+
+    /// Stores (or replaces) this node's aux info for a node set.
+    pub async fn put_aux_info(
+        &self,
+        node_set: &[u16],
+        aux: &[u8],
+        public_digest: &str,
+        session: Uuid,
+    ) -> Result<()> {
+        let set = id_list(node_set);
+        let sealed = self.seal("aux_info", &set, aux)?;
+        sqlx::query(
+            "INSERT INTO aux_info (node_set, sealed, public_digest, session, created_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (node_set) DO UPDATE SET sealed = excluded.sealed, \
+             public_digest = excluded.public_digest, session = excluded.session, \
+             created_at = excluded.created_at",
+        )
+        .bind(&set)
+        .bind(sealed)
+        .bind(public_digest)
+        .bind(session.to_string())
+        .bind(now_ms())
+        .execute(&self.inner.pool)
+        .await
+        .context(|| format!("storing aux_info/{set}"))?;
+        Ok(())
+    }
+
+    /// The aux info and its public digest for a node set (in any order).
+    pub async fn aux_info(&self, node_set: &[u16]) -> Result<Option<(Zeroizing<Vec<u8>>, String)>> {
+        let set = id_list(node_set);
+        let row = sqlx::query("SELECT sealed, public_digest FROM aux_info WHERE node_set = $1")
+            .bind(&set)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .context(|| format!("reading aux_info/{set}"))?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: Vec<u8> = get(&row, "sealed", "aux_info")?;
+        let digest: String = get(&row, "public_digest", "aux_info")?;
+        Ok(Some((self.unseal("aux_info", &set, &sealed)?, digest)))
+    }
+
+    // ---- wallets ----
+
+    /// Inserts a wallet and this node's key share in one transaction.
+    pub async fn insert_wallet(&self, wallet: &WalletRecord, share: &[u8]) -> Result<()> {
+        let id = &wallet.id;
+        let ctx = || format!("inserting wallets/{id}");
+        let sealed = self.seal("key_shares", id, share)?;
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO wallets (id, name, scheme, threshold, participants, network, public_key, \
+             chain_code, state, session, created_at, activated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(&wallet.name)
+        .bind(&wallet.scheme)
+        .bind(i64::from(wallet.threshold))
+        .bind(id_list(&wallet.participants))
+        .bind(&wallet.network)
+        .bind(&wallet.public_key)
+        .bind(&wallet.chain_code)
+        .bind(wallet.state.as_str())
+        .bind(wallet.session.to_string())
+        .bind(wallet.created_at)
+        .bind(wallet.activated_at)
+        .execute(&mut *tx)
+        .await
+        .context(ctx)?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists {
+                table: "wallets",
+                id: id.clone(),
+            });
+        }
+        sqlx::query("INSERT INTO key_shares (wallet_id, sealed) VALUES ($1, $2)")
+            .bind(id)
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await
+            .context(ctx)?;
+        tx.commit().await.context(ctx)
+    }
+
+    /// Moves a pending wallet to active (stamping `activated_at`) or aborted (deleting its key
+    /// share in the same transaction). Setting the state it already has is a no-op; anything
+    /// else is refused, so an active wallet's share can never be deleted here.
+    pub async fn set_wallet_state(&self, id: &str, state: WalletState) -> Result<()> {
+        let ctx = || format!("setting wallets/{id} to {state}");
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE wallets SET state = $2, \
+             activated_at = CASE WHEN $2 = 'active' THEN $3 ELSE activated_at END \
+             WHERE id = $1 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(state.as_str())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .context(ctx)?
+        .rows_affected();
+        if changed == 1 && state == WalletState::Aborted {
+            sqlx::query("DELETE FROM key_shares WHERE wallet_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .context(ctx)?;
+        }
+        if changed == 1 && state != WalletState::Pending {
+            return tx.commit().await.context(ctx);
+        }
+        let current: Option<String> = sqlx::query_scalar("SELECT state FROM wallets WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .context(ctx)?;
+        tx.rollback().await.context(ctx)?;
+        match current {
+            None => Err(StoreError::NotFound {
+                table: "wallets",
+                id: id.to_owned(),
+            }),
+            Some(current) if current == state.as_str() => Ok(()),
+            Some(current) => Err(StoreError::InvalidTransition {
+                id: id.to_owned(),
+                from: current,
+                to: state.to_string(),
+            }),
+        }
+    }
+
+    pub async fn wallet(&self, id: &str) -> Result<Option<WalletRecord>> {
+        sqlx::query(select_wallet!("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .context(|| format!("reading wallets/{id}"))?
+            .as_ref()
+            .map(wallet_from_row)
+            .transpose()
+    }
+
+    /// Every wallet, oldest first.
+    pub async fn wallets(&self) -> Result<Vec<WalletRecord>> {
+        sqlx::query(select_wallet!("ORDER BY created_at, id"))
+            .fetch_all(&self.inner.pool)
+            .await
+            .context(|| "listing wallets".into())?
+            .iter()
+            .map(wallet_from_row)
+            .collect()
+    }
+
+    pub async fn key_share(&self, wallet_id: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let sealed: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT sealed FROM key_shares WHERE wallet_id = $1")
+                .bind(wallet_id)
+                .fetch_optional(&self.inner.pool)
+                .await
+                .context(|| format!("reading key_shares/{wallet_id}"))?;
+        sealed
+            .map(|sealed| self.unseal("key_shares", wallet_id, &sealed))
+            .transpose()
+    }
+
+    // ---- replay protection ----
+
+    /// Records a session id; `false` if it was seen before (the caller must refuse the run).
+    pub async fn mark_session_seen(&self, session: Uuid, protocol: &str) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO sessions_seen (session, protocol, seen_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (session) DO NOTHING",
+        )
+        .bind(session.to_string())
+        .bind(protocol)
+        .bind(now_ms())
+        .execute(&self.inner.pool)
+        .await
+        .context(|| format!("marking sessions_seen/{session}"))?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    // ---- ceremonies ----
+
+    /// Inserts or replaces a ceremony record.
+    pub async fn put_ceremony(&self, c: &CeremonyRecord) -> Result<()> {
+        let result = c.result.as_ref().map(|r| r.to_string());
+        sqlx::query(
+            "INSERT INTO ceremonies (id, kind, state, coordinator, request, result, error, \
+             started_at, finished_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, state = excluded.state, \
+             coordinator = excluded.coordinator, request = excluded.request, \
+             result = excluded.result, error = excluded.error, \
+             started_at = excluded.started_at, finished_at = excluded.finished_at",
+        )
+        .bind(&c.id)
+        .bind(&c.kind)
+        .bind(&c.state)
+        .bind(i64::from(c.coordinator))
+        .bind(c.request.to_string())
+        .bind(result)
+        .bind(&c.error)
+        .bind(c.started_at)
+        .bind(c.finished_at)
+        .execute(&self.inner.pool)
+        .await
+        .context(|| format!("storing ceremonies/{}", c.id))?;
+        Ok(())
+    }
+
+    pub async fn ceremony(&self, id: &str) -> Result<Option<CeremonyRecord>> {
+        sqlx::query(select_ceremony!("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .context(|| format!("reading ceremonies/{id}"))?
+            .as_ref()
+            .map(ceremony_from_row)
+            .transpose()
+    }
+
+    /// The `limit` most recently started ceremonies, newest first.
+    pub async fn ceremonies(&self, limit: u32) -> Result<Vec<CeremonyRecord>> {
+        sqlx::query(select_ceremony!(
+            "ORDER BY started_at DESC, id DESC LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.inner.pool)
+        .await
+        .context(|| "listing ceremonies".into())?
+        .iter()
+        .map(ceremony_from_row)
+        .collect()
+    }
+
+    // ---- presignatures ----
+
+    /// Stores a new, ready presignature with its sealed secret. `p.epoch` must be the current
+    /// epoch: a presignature made before an epoch bump is never stored.
+    pub async fn insert_presignature(&self, p: &PresignatureRecord, secret: &[u8]) -> Result<()> {
+        let id = &p.id;
+        let ctx = || format!("inserting presignatures/{id}");
+        if p.state != PresignatureState::Ready || p.consumed_at.is_some() {
+            return Err(StoreError::Invalid(format!(
+                "new presignature {id} must be ready and unconsumed"
+            )));
+        }
+        let sealed = self.seal("presignatures", id, secret)?;
+        let mut tx = self.begin_write().await?;
+        let current = read_epoch(&mut *tx).await?;
+        if p.epoch != current {
+            return Err(StoreError::WrongEpoch {
+                id: id.clone(),
+                record: p.epoch,
+                current,
+            });
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO presignatures (id, wallet_id, path, signers, epoch, state, sealed, \
+             public, created_at, expires_at, consumed_at) \
+             VALUES ($1, $2, $3, $4, $5, 'ready', $6, $7, $8, $9, NULL) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(&p.wallet_id)
+        .bind(&p.path)
+        .bind(id_list(&p.signers))
+        .bind(epoch_i64(p.epoch)?)
+        .bind(sealed)
+        .bind(&p.public)
+        .bind(p.created_at)
+        .bind(p.expires_at)
+        .execute(&mut *tx)
+        .await
+        .context(ctx)?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists {
+                table: "presignatures",
+                id: id.clone(),
+            });
+        }
+        tx.commit().await.context(ctx)
+    }
+
+    /// Usable presignatures for (wallet, path, signer set): ready, current epoch, unexpired at
+    /// `now_ms`; oldest first.
+    pub async fn ready_presignatures(
+        &self,
+        wallet_id: &str,
+        path: &str,
+        signers: &[u16],
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<PresignatureRecord>> {
+        let epoch = epoch_i64(self.epoch().await?)?;
+        sqlx::query(select_presignature!(
+            "WHERE wallet_id = $1 AND path = $2 AND signers = $3 AND state = 'ready' \
+             AND epoch = $4 AND expires_at > $5 ORDER BY created_at, id LIMIT $6"
+        ))
+        .bind(wallet_id)
+        .bind(path)
+        .bind(id_list(signers))
+        .bind(epoch)
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.inner.pool)
+        .await
+        .context(|| format!("listing presignatures of wallet {wallet_id}"))?
+        .iter()
+        .map(presignature_from_row)
+        .collect()
+    }
+
+    /// Consumes a presignature at most once: marks it consumed and deletes its secret in one
+    /// committed transaction, and only then returns the secret. `None` if it is not ready, not
+    /// of the current epoch, expired, unknown, or someone else consumed it first.
+    pub async fn consume_presignature(
+        &self,
+        id: &str,
+        now_ms: i64,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let ctx = || format!("consuming presignatures/{id}");
+        let mut tx = self.begin_write().await?;
+        let epoch = epoch_i64(read_epoch(&mut *tx).await?)?;
+        // The conditional UPDATE is the claim: on PostgreSQL a concurrent claimer waits on the
+        // row lock and then sees state = 'consumed'; on SQLite writers are serialized.
+        let claimed = sqlx::query(
+            "UPDATE presignatures SET state = 'consumed', consumed_at = $2 \
+             WHERE id = $1 AND state = 'ready' AND epoch = $3 AND expires_at > $2",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .bind(epoch)
+        .execute(&mut *tx)
+        .await
+        .context(ctx)?
+        .rows_affected();
+        if claimed != 1 {
+            tx.rollback().await.context(ctx)?;
+            return Ok(None);
+        }
+        let sealed: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT sealed FROM presignatures WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await
+                .context(ctx)?;
+        sqlx::query("UPDATE presignatures SET sealed = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .context(ctx)?;
+        tx.commit().await.context(ctx)?;
+        let sealed = sealed.ok_or_else(|| StoreError::Corrupt {
+            table: "presignatures",
+            id: id.to_owned(),
+            reason: "ready presignature without a secret".into(),
+        })?;
+        self.unseal("presignatures", id, &sealed).map(Some)
+    }
+
+    /// Retires a ready presignature without using it (its secret is deleted). `false` if it
+    /// was not ready.
+    pub async fn discard_presignature(&self, id: &str, now_ms: i64) -> Result<bool> {
+        let changed = sqlx::query(
+            "UPDATE presignatures SET state = 'consumed', consumed_at = $2, sealed = NULL \
+             WHERE id = $1 AND state = 'ready'",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .execute(&self.inner.pool)
+        .await
+        .context(|| format!("discarding presignatures/{id}"))?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    /// Marks ready presignatures that expired by `now_ms`, or belong to another epoch, as
+    /// expired and deletes their secrets. Returns how many.
+    pub async fn expire_presignatures(&self, now_ms: i64) -> Result<u64> {
+        let ctx = || "expiring presignatures".to_owned();
+        let mut tx = self.begin_write().await?;
+        let epoch = epoch_i64(read_epoch(&mut *tx).await?)?;
+        let changed = sqlx::query(
+            "UPDATE presignatures SET state = 'expired', sealed = NULL \
+             WHERE state = 'ready' AND (expires_at <= $1 OR epoch <> $2)",
+        )
+        .bind(now_ms)
+        .bind(epoch)
+        .execute(&mut *tx)
+        .await
+        .context(ctx)?
+        .rows_affected();
+        tx.commit().await.context(ctx)?;
+        Ok(changed)
+    }
+
+    pub async fn presignature(&self, id: &str) -> Result<Option<PresignatureRecord>> {
+        sqlx::query(select_presignature!("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .context(|| format!("reading presignatures/{id}"))?
+            .as_ref()
+            .map(presignature_from_row)
+            .transpose()
+    }
+
+    /// Pool levels of a wallet per (path, signer set): usable now, and consumed so far.
+    pub async fn presignature_counts(
+        &self,
+        wallet_id: &str,
+        now_ms: i64,
+    ) -> Result<Vec<PoolLevel>> {
+        const T: &str = "presignatures";
+        let epoch = epoch_i64(self.epoch().await?)?;
+        let rows = sqlx::query(
+            "SELECT path, signers, \
+             COUNT(CASE WHEN state = 'ready' AND epoch = $2 AND expires_at > $3 THEN 1 END) \
+             AS ready, \
+             COUNT(CASE WHEN state = 'consumed' THEN 1 END) AS consumed \
+             FROM presignatures WHERE wallet_id = $1 GROUP BY path, signers \
+             ORDER BY path, signers",
+        )
+        .bind(wallet_id)
+        .bind(epoch)
+        .bind(now_ms)
+        .fetch_all(&self.inner.pool)
+        .await
+        .context(|| format!("counting presignatures of wallet {wallet_id}"))?;
+        rows.iter()
+            .map(|row| {
+                let path: String = get(row, "path", T)?;
+                Ok(PoolLevel {
+                    signers: parse_id_list(&get::<String>(row, "signers", T)?, T, &path)?,
+                    ready: to_u64(get(row, "ready", T)?, T, &path)?,
+                    consumed: to_u64(get(row, "consumed", T)?, T, &path)?,
+                    path,
+                })
+            })
+            .collect()
+    }
+
+    // ---- epoch ----
+
+    /// The current presignature epoch (starts at 1).
+    pub async fn epoch(&self) -> Result<u64> {
+        read_epoch(&self.inner.pool).await
+    }
+
+    /// Starts a new epoch: every existing presignature becomes unusable and its secret is
+    /// deleted. Run after restoring a backup, whose presignatures may have been used since.
+    pub async fn bump_epoch(&self) -> Result<u64> {
+        let ctx = || "bumping the epoch".to_owned();
+        loop {
+            let mut tx = self.begin_write().await?;
+            let current = read_epoch(&mut *tx).await?;
+            let next = current + 1;
+            // Compare-and-set, so two concurrent bumps on PostgreSQL cannot both write the
+            // same value; the loser retries.
+            let swapped =
+                sqlx::query("UPDATE meta SET value = $1 WHERE key = 'epoch' AND value = $2")
+                    .bind(next.to_string().into_bytes())
+                    .bind(current.to_string().into_bytes())
+                    .execute(&mut *tx)
+                    .await
+                    .context(ctx)?
+                    .rows_affected();
+            if swapped != 1 {
+                tx.rollback().await.context(ctx)?;
+                continue;
+            }
+            sqlx::query("UPDATE presignatures SET state = 'expired' WHERE state = 'ready'")
+                .execute(&mut *tx)
+                .await
+                .context(ctx)?;
+            sqlx::query("UPDATE presignatures SET sealed = NULL WHERE sealed IS NOT NULL")
+                .execute(&mut *tx)
+                .await
+                .context(ctx)?;
+            tx.commit().await.context(ctx)?;
+            tracing::info!(epoch = next, "presignature epoch bumped");
+            return Ok(next);
+        }
+    }
+}

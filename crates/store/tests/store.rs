@@ -1,0 +1,1172 @@
+//! The store against real databases: every test in `on_both_backends!` runs on a fresh SQLite
+//! file and, when `MPC_TEST_POSTGRES_URL` names an admin connection, on a fresh PostgreSQL
+//! database created for that test and dropped afterwards (`scripts/with-postgres` sets it up).
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use mpc_store::{
+    generate_key_file, Backend, CeremonyRecord, KeySource, PoolLevel, PresignatureRecord,
+    PresignatureState, Store, StoreError, WalletRecord, WalletState, Zeroizing,
+};
+use sqlx::{AnyPool, AssertSqlSafe, Connection};
+use uuid::Uuid;
+
+const PG_ENV: &str = "MPC_TEST_POSTGRES_URL";
+const NOW: i64 = 1_700_000_000_000;
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// One test's database and scratch directory (key files, extra SQLite files).
+#[derive(Clone)]
+struct Db {
+    url: String,
+    dir: PathBuf,
+}
+
+impl Db {
+    fn key(&self) -> KeySource {
+        KeySource::KeyFile(self.dir.join("store.key"))
+    }
+
+    async fn open(&self) -> Store {
+        Store::open(&self.url, &self.key(), 1).await.unwrap()
+    }
+
+    /// A plain connection pool around the store, to inspect and tamper with rows.
+    async fn raw(&self) -> AnyPool {
+        sqlx::any::install_default_drivers();
+        AnyPool::connect(&self.url).await.unwrap()
+    }
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mpc-store-test-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The admin URL with its database name replaced.
+fn database_url(admin: &str, name: &str) -> String {
+    let (base, query) = match admin.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (admin, String::new()),
+    };
+    let host_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[host_start..].find('/') {
+        Some(slash) => &base[..host_start + slash],
+        None => base,
+    };
+    format!("{base}/{name}{query}")
+}
+
+/// Runs `test` on a fresh database of `kind`, then drops the database and the directory,
+/// even if the test panicked.
+async fn run<F, Fut>(kind: Kind, test: F)
+where
+    F: FnOnce(Db) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let admin = match kind {
+        Kind::Sqlite => None,
+        Kind::Postgres => match std::env::var(PG_ENV) {
+            Ok(url) => Some(url),
+            Err(_) => {
+                eprintln!("skipped: {PG_ENV} is not set");
+                return;
+            }
+        },
+    };
+    let dir = temp_dir();
+    generate_key_file(&dir.join("store.key")).unwrap();
+    let name = format!("mpc_store_test_{}", Uuid::new_v4().simple());
+    let url = match &admin {
+        None => format!("sqlite://{}", dir.join("store.db").display()),
+        Some(admin) => {
+            let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+            sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+            database_url(admin, &name)
+        }
+    };
+    let outcome = tokio::spawn(test(Db {
+        url,
+        dir: dir.clone(),
+    }))
+    .await;
+    if let Some(admin) = &admin {
+        let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    crate::run(crate::Kind::Sqlite, super::$name).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    crate::run(crate::Kind::Postgres, super::$name).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    sealing_round_trips_every_secret_kind,
+    wrong_key_file_is_refused,
+    wrong_passphrase_is_refused,
+    wrong_node_is_refused,
+    tampered_and_swapped_values_are_refused,
+    wallet_lifecycle,
+    sessions_are_seen_once,
+    ceremonies_upsert_and_list,
+    presignature_is_consumed_at_most_once_under_concurrency,
+    expired_and_other_epoch_presignatures_are_unusable,
+    bump_epoch_invalidates_every_presignature,
+    presignature_counts_per_path_and_signers,
+    primes_are_taken_once_under_concurrency,
+    concurrent_writers_do_not_fail,
+    reopening_gives_back_everything,
+);
+
+fn wallet(id: &str) -> WalletRecord {
+    WalletRecord {
+        id: id.into(),
+        name: format!("wallet {id}"),
+        scheme: "ecdsa".into(),
+        threshold: 2,
+        participants: vec![1, 2, 3],
+        network: "regtest".into(),
+        public_key: "02aa".into(),
+        chain_code: "cc".into(),
+        state: WalletState::Pending,
+        session: Uuid::new_v4(),
+        created_at: NOW,
+        activated_at: None,
+    }
+}
+
+fn presig(
+    id: &str,
+    wallet_id: &str,
+    path: &str,
+    epoch: u64,
+    expires_at: i64,
+) -> PresignatureRecord {
+    PresignatureRecord {
+        id: id.into(),
+        wallet_id: wallet_id.into(),
+        path: path.into(),
+        signers: vec![1, 2, 3],
+        epoch,
+        state: PresignatureState::Ready,
+        public: format!("public {id}").into_bytes(),
+        created_at: NOW,
+        expires_at,
+        consumed_at: None,
+    }
+}
+
+fn ceremony(id: &str, started_at: i64) -> CeremonyRecord {
+    CeremonyRecord {
+        id: id.into(),
+        kind: "dkg".into(),
+        state: "running".into(),
+        coordinator: 1,
+        request: serde_json::json!({ "wallet": id, "threshold": 2 }),
+        result: None,
+        error: None,
+        started_at,
+        finished_at: None,
+    }
+}
+
+fn bytes(secret: Option<Zeroizing<Vec<u8>>>) -> Option<Vec<u8>> {
+    secret.map(|s| s.to_vec())
+}
+
+async fn sealed_of(raw: &AnyPool, sql: &'static str, id: &str) -> Option<Vec<u8>> {
+    sqlx::query_scalar(sql)
+        .bind(id)
+        .fetch_one(raw)
+        .await
+        .unwrap()
+}
+
+async fn set_sealed(raw: &AnyPool, sql: &'static str, id: &str, sealed: Vec<u8>) {
+    let changed = sqlx::query(sql)
+        .bind(sealed)
+        .bind(id)
+        .execute(raw)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(changed, 1);
+}
+
+/// The stored form is `0x01 || nonce || ciphertext+tag` and does not contain the plaintext.
+fn assert_sealed(sealed: &[u8], plaintext: &[u8]) {
+    assert_eq!(sealed[0], 1, "version byte");
+    assert_eq!(sealed.len(), 1 + 24 + plaintext.len() + 16);
+    assert!(!sealed.windows(plaintext.len()).any(|w| w == plaintext));
+}
+
+async fn sealing_round_trips_every_secret_kind(db: Db) {
+    let store = db.open().await;
+    let expected = if db.url.starts_with("sqlite") {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    };
+    assert_eq!(store.backend(), expected);
+    let raw = db.raw().await;
+
+    let primes_id = store.add_primes(b"primes secret one").await.unwrap();
+    assert_eq!(store.primes_count().await.unwrap(), 1);
+    let sealed = sealed_of(
+        &raw,
+        "SELECT sealed FROM primes WHERE id = $1",
+        &primes_id.to_string(),
+    )
+    .await;
+    assert_sealed(&sealed.unwrap(), b"primes secret one");
+    assert_eq!(
+        bytes(store.take_primes().await.unwrap()),
+        Some(b"primes secret one".to_vec())
+    );
+    assert_eq!(store.primes_count().await.unwrap(), 0);
+    assert!(store.take_primes().await.unwrap().is_none());
+
+    let session = Uuid::new_v4();
+    store
+        .put_aux_info(&[3, 1, 2], b"aux secret", "digest-1", session)
+        .await
+        .unwrap();
+    let (aux, digest) = store.aux_info(&[1, 2, 3]).await.unwrap().unwrap();
+    assert_eq!(
+        (aux.to_vec(), digest.as_str()),
+        (b"aux secret".to_vec(), "digest-1")
+    );
+    let sealed = sealed_of(
+        &raw,
+        "SELECT sealed FROM aux_info WHERE node_set = $1",
+        "1,2,3",
+    )
+    .await;
+    assert_sealed(&sealed.unwrap(), b"aux secret");
+    assert!(store.aux_info(&[1, 2]).await.unwrap().is_none());
+    store
+        .put_aux_info(&[1, 2, 3], b"aux secret two", "digest-2", session)
+        .await
+        .unwrap();
+    let (aux, digest) = store.aux_info(&[2, 3, 1]).await.unwrap().unwrap();
+    assert_eq!(
+        (aux.to_vec(), digest.as_str()),
+        (b"aux secret two".to_vec(), "digest-2")
+    );
+
+    store
+        .insert_wallet(&wallet("w1"), b"key share secret")
+        .await
+        .unwrap();
+    assert_eq!(
+        bytes(store.key_share("w1").await.unwrap()),
+        Some(b"key share secret".to_vec())
+    );
+    let sealed = sealed_of(
+        &raw,
+        "SELECT sealed FROM key_shares WHERE wallet_id = $1",
+        "w1",
+    )
+    .await;
+    assert_sealed(&sealed.unwrap(), b"key share secret");
+    assert!(store.key_share("nope").await.unwrap().is_none());
+
+    let p = presig("p1", "w1", "m/0/1", 1, NOW + 60_000);
+    store
+        .insert_presignature(&p, b"presignature secret")
+        .await
+        .unwrap();
+    assert_eq!(store.presignature("p1").await.unwrap(), Some(p.clone()));
+    let sealed = sealed_of(&raw, "SELECT sealed FROM presignatures WHERE id = $1", "p1").await;
+    assert_sealed(&sealed.unwrap(), b"presignature secret");
+    assert_eq!(
+        bytes(store.consume_presignature("p1", NOW).await.unwrap()),
+        Some(b"presignature secret".to_vec())
+    );
+    // Consumed means the secret is gone from the database, not only flagged.
+    assert!(
+        sealed_of(&raw, "SELECT sealed FROM presignatures WHERE id = $1", "p1")
+            .await
+            .is_none()
+    );
+    let consumed = store.presignature("p1").await.unwrap().unwrap();
+    assert_eq!(consumed.state, PresignatureState::Consumed);
+    assert_eq!(consumed.consumed_at, Some(NOW));
+}
+
+async fn wrong_key_file_is_refused(db: Db) {
+    db.open().await.close().await;
+    let other = db.dir.join("other.key");
+    generate_key_file(&other).unwrap();
+    let error = Store::open(&db.url, &KeySource::KeyFile(other), 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::WrongKey), "{error}");
+    assert!(error.to_string().contains("does not open this store"));
+    let passphrase = KeySource::Passphrase(Zeroizing::new("a passphrase".into()));
+    let error = Store::open(&db.url, &passphrase, 1).await.unwrap_err();
+    assert!(matches!(error, StoreError::WrongKey), "{error}");
+    // The right key still opens it.
+    db.open().await;
+}
+
+async fn wrong_passphrase_is_refused(db: Db) {
+    let right = KeySource::Passphrase(Zeroizing::new("correct horse battery staple".into()));
+    let wrong = KeySource::Passphrase(Zeroizing::new("correct horse battery stapler".into()));
+    let store = Store::open(&db.url, &right, 1).await.unwrap();
+    store.insert_wallet(&wallet("w1"), b"share").await.unwrap();
+    store.close().await;
+    let error = Store::open(&db.url, &wrong, 1).await.unwrap_err();
+    assert!(matches!(error, StoreError::WrongKey), "{error}");
+    let error = Store::open(&db.url, &db.key(), 1).await.unwrap_err();
+    assert!(matches!(error, StoreError::WrongKey), "{error}");
+    let store = Store::open(&db.url, &right, 1).await.unwrap();
+    assert_eq!(
+        bytes(store.key_share("w1").await.unwrap()),
+        Some(b"share".to_vec())
+    );
+}
+
+async fn wrong_node_is_refused(db: Db) {
+    db.open().await.close().await;
+    let error = Store::open(&db.url, &db.key(), 2).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::WrongNode {
+                expected: 2,
+                found: 1
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(db.open().await.node_id(), 1);
+}
+
+async fn tampered_and_swapped_values_are_refused(db: Db) {
+    const SHARE: &str = "SELECT sealed FROM key_shares WHERE wallet_id = $1";
+    const SET_SHARE: &str = "UPDATE key_shares SET sealed = $1 WHERE wallet_id = $2";
+    let store = db.open().await;
+    let raw = db.raw().await;
+    for id in ["a", "b", "c"] {
+        store
+            .insert_wallet(&wallet(id), format!("share {id}").as_bytes())
+            .await
+            .unwrap();
+    }
+
+    // One flipped bit.
+    let mut sealed_a = sealed_of(&raw, SHARE, "a").await.unwrap();
+    let original_a = sealed_a.clone();
+    let last = sealed_a.len() - 1;
+    sealed_a[last] ^= 0x01;
+    set_sealed(&raw, SET_SHARE, "a", sealed_a).await;
+    let error = store.key_share("a").await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Tampered { table: "key_shares", id } if id == "a"),
+        "{error}"
+    );
+
+    // A valid sealed value moved to another row.
+    set_sealed(&raw, SET_SHARE, "b", original_a.clone()).await;
+    let error = store.key_share("b").await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Tampered { table: "key_shares", id } if id == "b"),
+        "{error}"
+    );
+    assert_eq!(
+        bytes(store.key_share("c").await.unwrap()),
+        Some(b"share c".to_vec())
+    );
+
+    // The same row of another store (same key file, so only the DEK and store id differ).
+    let other_url = format!("sqlite://{}", db.dir.join("other.db").display());
+    let other = Store::open(&other_url, &db.key(), 1).await.unwrap();
+    other.insert_wallet(&wallet("c"), b"share c").await.unwrap();
+    let other_raw = AnyPool::connect(&other_url).await.unwrap();
+    let foreign = sealed_of(&other_raw, SHARE, "c").await.unwrap();
+    set_sealed(&raw, SET_SHARE, "c", foreign).await;
+    let error = store.key_share("c").await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Tampered { id, .. } if id == "c"),
+        "{error}"
+    );
+
+    // Aux info moved between node sets.
+    store
+        .put_aux_info(&[1, 2, 3], b"aux 123", "d", Uuid::new_v4())
+        .await
+        .unwrap();
+    store
+        .put_aux_info(&[1, 2], b"aux 12", "d", Uuid::new_v4())
+        .await
+        .unwrap();
+    let sealed = sealed_of(
+        &raw,
+        "SELECT sealed FROM aux_info WHERE node_set = $1",
+        "1,2,3",
+    )
+    .await;
+    set_sealed(
+        &raw,
+        "UPDATE aux_info SET sealed = $1 WHERE node_set = $2",
+        "1,2",
+        sealed.unwrap(),
+    )
+    .await;
+    let error = store.aux_info(&[1, 2]).await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Tampered { table: "aux_info", id } if id == "1,2"),
+        "{error}"
+    );
+
+    // Presignature secrets swapped: consuming refuses the secret, and the presignature stays
+    // consumed (fail closed).
+    store
+        .insert_presignature(&presig("p1", "c", "m", 1, NOW + 1000), b"s1")
+        .await
+        .unwrap();
+    store
+        .insert_presignature(&presig("p2", "c", "m", 1, NOW + 1000), b"s2")
+        .await
+        .unwrap();
+    let sealed = sealed_of(&raw, "SELECT sealed FROM presignatures WHERE id = $1", "p1").await;
+    set_sealed(
+        &raw,
+        "UPDATE presignatures SET sealed = $1 WHERE id = $2",
+        "p2",
+        sealed.unwrap(),
+    )
+    .await;
+    let error = store.consume_presignature("p2", NOW).await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Tampered { table: "presignatures", id } if id == "p2"),
+        "{error}"
+    );
+    let p2 = store.presignature("p2").await.unwrap().unwrap();
+    assert_eq!(p2.state, PresignatureState::Consumed);
+    assert_eq!(
+        bytes(store.consume_presignature("p1", NOW).await.unwrap()),
+        Some(b"s1".to_vec())
+    );
+
+    // Primes: tampered primes are refused (and gone).
+    let id = store.add_primes(b"primes").await.unwrap();
+    let mut sealed = sealed_of(
+        &raw,
+        "SELECT sealed FROM primes WHERE id = $1",
+        &id.to_string(),
+    )
+    .await
+    .unwrap();
+    sealed[5] ^= 0x80;
+    set_sealed(
+        &raw,
+        "UPDATE primes SET sealed = $1 WHERE id = $2",
+        &id.to_string(),
+        sealed,
+    )
+    .await;
+    let error = store.take_primes().await.unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            StoreError::Tampered {
+                table: "primes",
+                ..
+            }
+        ),
+        "{error}"
+    );
+}
+
+async fn wallet_lifecycle(db: Db) {
+    let store = db.open().await;
+    let w1 = wallet("w1");
+    store.insert_wallet(&w1, b"share 1").await.unwrap();
+    assert_eq!(store.wallet("w1").await.unwrap(), Some(w1.clone()));
+    let error = store.insert_wallet(&w1, b"other share").await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::AlreadyExists { table: "wallets", id } if id == "w1"),
+        "{error}"
+    );
+    assert_eq!(
+        bytes(store.key_share("w1").await.unwrap()),
+        Some(b"share 1".to_vec())
+    );
+
+    store
+        .set_wallet_state("w1", WalletState::Active)
+        .await
+        .unwrap();
+    let active = store.wallet("w1").await.unwrap().unwrap();
+    assert_eq!(active.state, WalletState::Active);
+    assert!(active.activated_at.unwrap() > 0);
+    assert_eq!(active.participants, vec![1, 2, 3]);
+    // Idempotent, and an active wallet cannot be aborted (its share would be lost).
+    store
+        .set_wallet_state("w1", WalletState::Active)
+        .await
+        .unwrap();
+    let error = store
+        .set_wallet_state("w1", WalletState::Aborted)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::InvalidTransition { .. }),
+        "{error}"
+    );
+    assert_eq!(
+        bytes(store.key_share("w1").await.unwrap()),
+        Some(b"share 1".to_vec())
+    );
+
+    let mut w2 = wallet("w2");
+    w2.created_at = NOW + 1;
+    w2.participants = vec![5, 1, 3];
+    store.insert_wallet(&w2, b"share 2").await.unwrap();
+    store
+        .set_wallet_state("w2", WalletState::Aborted)
+        .await
+        .unwrap();
+    let aborted = store.wallet("w2").await.unwrap().unwrap();
+    assert_eq!(aborted.state, WalletState::Aborted);
+    assert_eq!(aborted.activated_at, None);
+    assert_eq!(aborted.participants, vec![1, 3, 5]);
+    assert!(store.key_share("w2").await.unwrap().is_none());
+    let error = store
+        .set_wallet_state("w2", WalletState::Active)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::InvalidTransition { .. }),
+        "{error}"
+    );
+
+    let error = store
+        .set_wallet_state("nope", WalletState::Active)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::NotFound { .. }), "{error}");
+    let ids: Vec<String> = store
+        .wallets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(ids, ["w1", "w2"]);
+    assert!(store.wallet("nope").await.unwrap().is_none());
+}
+
+async fn sessions_are_seen_once(db: Db) {
+    let store = db.open().await;
+    let session = Uuid::new_v4();
+    assert!(store.mark_session_seen(session, "keygen").await.unwrap());
+    assert!(!store.mark_session_seen(session, "keygen").await.unwrap());
+    assert!(!store.mark_session_seen(session, "signing").await.unwrap());
+    assert!(store
+        .mark_session_seen(Uuid::new_v4(), "keygen")
+        .await
+        .unwrap());
+    // Seen sessions survive a restart.
+    let again = db.open().await;
+    assert!(!again.mark_session_seen(session, "keygen").await.unwrap());
+}
+
+async fn ceremonies_upsert_and_list(db: Db) {
+    let store = db.open().await;
+    let mut c1 = ceremony("c1", NOW);
+    store.put_ceremony(&c1).await.unwrap();
+    assert_eq!(store.ceremony("c1").await.unwrap(), Some(c1.clone()));
+    c1.state = "failed".into();
+    c1.result = Some(serde_json::json!({ "public_key": "02ab", "nodes": [1, 2] }));
+    c1.error = Some("node 3 timed out".into());
+    c1.finished_at = Some(NOW + 5);
+    store.put_ceremony(&c1).await.unwrap();
+    assert_eq!(store.ceremony("c1").await.unwrap(), Some(c1.clone()));
+    store.put_ceremony(&ceremony("c2", NOW + 10)).await.unwrap();
+    store.put_ceremony(&ceremony("c3", NOW + 20)).await.unwrap();
+    let ids: Vec<String> = store
+        .ceremonies(2)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, ["c3", "c2"]);
+    assert_eq!(store.ceremonies(10).await.unwrap().len(), 3);
+    assert!(store.ceremony("nope").await.unwrap().is_none());
+}
+
+async fn presignature_is_consumed_at_most_once_under_concurrency(db: Db) {
+    const IDS: [&str; 4] = ["p0", "p1", "p2", "p3"];
+    const TASKS: usize = 64;
+    let store = db.open().await;
+    store.insert_wallet(&wallet("w"), b"share").await.unwrap();
+    for id in IDS {
+        let secret = format!("secret {id}");
+        store
+            .insert_presignature(
+                &presig(id, "w", "m/0/0", 1, NOW + 60_000),
+                secret.as_bytes(),
+            )
+            .await
+            .unwrap();
+    }
+    // Separate handles: separate pools, so the race is between connections, not in one pool.
+    let mut handles = vec![store.clone()];
+    for _ in 0..3 {
+        handles.push(db.open().await);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(TASKS * IDS.len()));
+    let mut tasks = Vec::new();
+    for id in IDS {
+        for t in 0..TASKS {
+            let handle = handles[t % handles.len()].clone();
+            let barrier = barrier.clone();
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let secret = handle.consume_presignature(id, NOW).await.unwrap();
+                (id, bytes(secret))
+            }));
+        }
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        if let (id, Some(secret)) = task.await.unwrap() {
+            winners.push((id, secret));
+        }
+    }
+    winners.sort();
+    let expected: Vec<(&str, Vec<u8>)> = IDS
+        .iter()
+        .map(|id| (*id, format!("secret {id}").into_bytes()))
+        .collect();
+    assert_eq!(
+        winners, expected,
+        "each presignature must be consumed exactly once"
+    );
+    let raw = db.raw().await;
+    for id in IDS {
+        let p = store.presignature(id).await.unwrap().unwrap();
+        assert_eq!(
+            (p.state, p.consumed_at),
+            (PresignatureState::Consumed, Some(NOW))
+        );
+        assert!(
+            sealed_of(&raw, "SELECT sealed FROM presignatures WHERE id = $1", id)
+                .await
+                .is_none()
+        );
+        assert!(store.consume_presignature(id, NOW).await.unwrap().is_none());
+    }
+}
+
+async fn expired_and_other_epoch_presignatures_are_unusable(db: Db) {
+    let store = db.open().await;
+    let raw = db.raw().await;
+    store.insert_wallet(&wallet("w"), b"share").await.unwrap();
+    let fresh = presig("fresh", "w", "m/0/1", 1, NOW + 1000);
+    let mut older = presig("older", "w", "m/0/1", 1, NOW + 1000);
+    older.created_at = NOW - 5;
+    let expired = presig("expired", "w", "m/0/1", 1, NOW);
+    let foreign = presig("foreign", "w", "m/0/1", 1, NOW + 1000);
+    let other_path = presig("other-path", "w", "m/0/2", 1, NOW + 1000);
+    let mut other_signers = presig("other-signers", "w", "m/0/1", 1, NOW + 1000);
+    other_signers.signers = vec![1, 2, 4];
+    for p in [
+        &fresh,
+        &older,
+        &expired,
+        &foreign,
+        &other_path,
+        &other_signers,
+    ] {
+        store.insert_presignature(p, p.id.as_bytes()).await.unwrap();
+    }
+    // A ready row from another epoch (as a restored backup, or an insert racing a bump).
+    sqlx::query("UPDATE presignatures SET epoch = 7 WHERE id = 'foreign'")
+        .execute(&raw)
+        .await
+        .unwrap();
+
+    let ready = store
+        .ready_presignatures("w", "m/0/1", &[3, 2, 1], NOW, 10)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = ready.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["older", "fresh"],
+        "ready, current epoch, unexpired, oldest first"
+    );
+    let limited = store
+        .ready_presignatures("w", "m/0/1", &[1, 2, 3], NOW, 1)
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 1);
+    assert!(store
+        .consume_presignature("expired", NOW)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .consume_presignature("foreign", NOW)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .consume_presignature("missing", NOW)
+        .await
+        .unwrap()
+        .is_none());
+
+    let error = store
+        .insert_presignature(&presig("future", "w", "m/0/1", 2, NOW + 1000), b"x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::WrongEpoch {
+                record: 2,
+                current: 1,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let error = store
+        .insert_presignature(&fresh, b"again")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::AlreadyExists { .. }), "{error}");
+
+    assert_eq!(store.expire_presignatures(NOW).await.unwrap(), 2);
+    assert_eq!(store.expire_presignatures(NOW).await.unwrap(), 0);
+    for id in ["expired", "foreign"] {
+        let p = store.presignature(id).await.unwrap().unwrap();
+        assert_eq!(p.state, PresignatureState::Expired);
+        assert!(
+            sealed_of(&raw, "SELECT sealed FROM presignatures WHERE id = $1", id)
+                .await
+                .is_none()
+        );
+    }
+
+    // Expiry is exclusive: at expires_at it is already unusable.
+    assert!(store
+        .consume_presignature("fresh", NOW + 1000)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        bytes(
+            store
+                .consume_presignature("fresh", NOW + 999)
+                .await
+                .unwrap()
+        ),
+        Some(b"fresh".to_vec())
+    );
+
+    assert!(store.discard_presignature("older", NOW).await.unwrap());
+    assert!(!store.discard_presignature("older", NOW).await.unwrap());
+    assert!(store
+        .consume_presignature("older", NOW)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store.presignature("older").await.unwrap().unwrap().state,
+        PresignatureState::Consumed
+    );
+    assert!(sealed_of(
+        &raw,
+        "SELECT sealed FROM presignatures WHERE id = $1",
+        "older"
+    )
+    .await
+    .is_none());
+}
+
+async fn bump_epoch_invalidates_every_presignature(db: Db) {
+    let store = db.open().await;
+    let raw = db.raw().await;
+    store.insert_wallet(&wallet("w"), b"share").await.unwrap();
+    for id in ["a", "b", "c"] {
+        store
+            .insert_presignature(&presig(id, "w", "m", 1, NOW + 1000), b"secret")
+            .await
+            .unwrap();
+    }
+    assert!(store
+        .consume_presignature("c", NOW)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(store.epoch().await.unwrap(), 1);
+    assert_eq!(store.bump_epoch().await.unwrap(), 2);
+    assert_eq!(store.epoch().await.unwrap(), 2);
+    assert_eq!(
+        db.open().await.epoch().await.unwrap(),
+        2,
+        "the epoch is durable"
+    );
+
+    assert!(store
+        .ready_presignatures("w", "m", &[1, 2, 3], NOW, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    for id in ["a", "b"] {
+        assert!(store.consume_presignature(id, NOW).await.unwrap().is_none());
+        assert_eq!(
+            store.presignature(id).await.unwrap().unwrap().state,
+            PresignatureState::Expired
+        );
+    }
+    let remaining: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM presignatures WHERE sealed IS NOT NULL")
+            .fetch_one(&raw)
+            .await
+            .unwrap();
+    assert_eq!(remaining, 0, "every presignature secret is deleted");
+
+    let error = store
+        .insert_presignature(&presig("old", "w", "m", 1, NOW + 1000), b"x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::WrongEpoch {
+                record: 1,
+                current: 2,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    store
+        .insert_presignature(&presig("new", "w", "m", 2, NOW + 1000), b"new secret")
+        .await
+        .unwrap();
+    assert_eq!(
+        bytes(store.consume_presignature("new", NOW).await.unwrap()),
+        Some(b"new secret".to_vec())
+    );
+}
+
+async fn presignature_counts_per_path_and_signers(db: Db) {
+    let store = db.open().await;
+    store.insert_wallet(&wallet("w"), b"share").await.unwrap();
+    store.insert_wallet(&wallet("v"), b"share").await.unwrap();
+    let mut all = Vec::new();
+    for i in 0..3 {
+        all.push(presig(&format!("root-{i}"), "w", "m", 1, NOW + 1000));
+    }
+    all.push(presig("root-expired", "w", "m", 1, NOW));
+    for i in 0..2 {
+        let mut p = presig(&format!("other-{i}"), "w", "m", 1, NOW + 1000);
+        p.signers = vec![2, 3, 4];
+        all.push(p);
+    }
+    all.push(presig("child", "w", "m/0/7", 1, NOW + 1000));
+    all.push(presig("other-wallet", "v", "m", 1, NOW + 1000));
+    for p in &all {
+        store.insert_presignature(p, b"s").await.unwrap();
+    }
+    assert!(store
+        .consume_presignature("root-0", NOW)
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store.discard_presignature("other-0", NOW).await.unwrap());
+    let levels = store.presignature_counts("w", NOW).await.unwrap();
+    let level = |path: &str, signers: Vec<u16>, ready, consumed| PoolLevel {
+        path: path.into(),
+        signers,
+        ready,
+        consumed,
+    };
+    assert_eq!(
+        levels,
+        vec![
+            level("m", vec![1, 2, 3], 2, 1),
+            level("m", vec![2, 3, 4], 1, 1),
+            level("m/0/7", vec![1, 2, 3], 1, 0),
+        ]
+    );
+    assert!(store
+        .presignature_counts("none", NOW)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn primes_are_taken_once_under_concurrency(db: Db) {
+    const SETS: usize = 24;
+    let store = db.open().await;
+    let mut added = HashSet::new();
+    for i in 0..SETS {
+        let primes = format!("primes set {i}").into_bytes();
+        store.add_primes(&primes).await.unwrap();
+        added.insert(primes);
+    }
+    assert_eq!(store.primes_count().await.unwrap(), SETS as u64);
+    let mut handles = vec![store.clone()];
+    for _ in 0..3 {
+        handles.push(db.open().await);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2 * SETS));
+    let mut tasks = Vec::new();
+    for t in 0..2 * SETS {
+        let handle = handles[t % handles.len()].clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            bytes(handle.take_primes().await.unwrap())
+        }));
+    }
+    let mut taken = Vec::new();
+    for task in tasks {
+        taken.extend(task.await.unwrap());
+    }
+    assert_eq!(taken.len(), SETS, "every set is handed out");
+    let distinct: HashSet<Vec<u8>> = taken.into_iter().collect();
+    assert_eq!(distinct, added, "and none twice");
+    assert_eq!(store.primes_count().await.unwrap(), 0);
+}
+
+/// Mixed writes from 64 tasks over four pools: none may fail (on SQLite: no SQLITE_BUSY).
+async fn concurrent_writers_do_not_fail(db: Db) {
+    const TASKS: usize = 64;
+    let store = db.open().await;
+    store.insert_wallet(&wallet("w"), b"share").await.unwrap();
+    let mut handles = vec![store.clone()];
+    for _ in 0..3 {
+        handles.push(db.open().await);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(TASKS));
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let handle = handles[t % handles.len()].clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let id = format!("p{t}");
+            handle
+                .insert_presignature(&presig(&id, "w", "m", 1, NOW + 1000), id.as_bytes())
+                .await
+                .unwrap();
+            assert!(handle
+                .mark_session_seen(Uuid::new_v4(), "signing")
+                .await
+                .unwrap());
+            handle.add_primes(id.as_bytes()).await.unwrap();
+            handle
+                .put_ceremony(&ceremony(&id, NOW + t as i64))
+                .await
+                .unwrap();
+            handle
+                .put_aux_info(&[1, 2, 3], id.as_bytes(), &id, Uuid::new_v4())
+                .await
+                .unwrap();
+            let taken = handle.consume_presignature(&id, NOW).await.unwrap();
+            assert_eq!(bytes(taken), Some(id.into_bytes()));
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(store.primes_count().await.unwrap(), TASKS as u64);
+    assert_eq!(store.ceremonies(1000).await.unwrap().len(), TASKS);
+    let levels = store.presignature_counts("w", NOW).await.unwrap();
+    assert_eq!((levels[0].ready, levels[0].consumed), (0, TASKS as u64));
+}
+
+async fn reopening_gives_back_everything(db: Db) {
+    let key = KeySource::Passphrase(Zeroizing::new("reopen me".into()));
+    let session = Uuid::new_v4();
+    let w = wallet("w");
+    let c = ceremony("c", NOW);
+    let p = presig("p", "w", "m", 1, NOW + 1000);
+    let store_id = {
+        let store = Store::open(&db.url, &key, 3).await.unwrap();
+        store.add_primes(b"primes").await.unwrap();
+        store
+            .put_aux_info(&[1, 2, 3], b"aux", "digest", session)
+            .await
+            .unwrap();
+        store.insert_wallet(&w, b"share").await.unwrap();
+        store
+            .set_wallet_state("w", WalletState::Active)
+            .await
+            .unwrap();
+        store.put_ceremony(&c).await.unwrap();
+        store.mark_session_seen(session, "aux-info").await.unwrap();
+        store.insert_presignature(&p, b"presig").await.unwrap();
+        let id = store.store_id();
+        store.close().await;
+        id
+    };
+    let store = Store::open(&db.url, &key, 3).await.unwrap();
+    assert_eq!(store.store_id(), store_id);
+    assert_eq!(store.epoch().await.unwrap(), 1);
+    assert_eq!(store.primes_count().await.unwrap(), 1);
+    assert_eq!(
+        bytes(store.take_primes().await.unwrap()),
+        Some(b"primes".to_vec())
+    );
+    let (aux, digest) = store.aux_info(&[1, 2, 3]).await.unwrap().unwrap();
+    assert_eq!(
+        (aux.to_vec(), digest),
+        (b"aux".to_vec(), "digest".to_owned())
+    );
+    let reopened = store.wallet("w").await.unwrap().unwrap();
+    assert_eq!(reopened.state, WalletState::Active);
+    assert_eq!(
+        WalletRecord {
+            state: WalletState::Pending,
+            activated_at: None,
+            ..reopened
+        },
+        w
+    );
+    assert_eq!(
+        bytes(store.key_share("w").await.unwrap()),
+        Some(b"share".to_vec())
+    );
+    assert_eq!(store.ceremony("c").await.unwrap(), Some(c));
+    assert!(!store.mark_session_seen(session, "aux-info").await.unwrap());
+    assert_eq!(store.presignature("p").await.unwrap(), Some(p));
+    assert_eq!(
+        bytes(store.consume_presignature("p", NOW).await.unwrap()),
+        Some(b"presig".to_vec())
+    );
+}
+
+// ---- not backend-specific ----
+
+fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("store.db").display())
+}
+
+#[tokio::test]
+async fn key_files_raw_and_hex_open_the_same_store() {
+    let dir = temp_dir();
+    let raw_path = dir.join("raw.key");
+    generate_key_file(&raw_path).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&raw_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let key = std::fs::read(&raw_path).unwrap();
+    assert_eq!(key.len(), 32);
+    let error = generate_key_file(&raw_path).unwrap_err();
+    assert!(matches!(error, StoreError::KeyFile { .. }), "{error}");
+    assert_eq!(std::fs::read(&raw_path).unwrap(), key, "never overwritten");
+
+    let url = sqlite_url(&dir);
+    let store = Store::open(&url, &KeySource::KeyFile(raw_path), 1)
+        .await
+        .unwrap();
+    store.insert_wallet(&wallet("w"), b"share").await.unwrap();
+    store.close().await;
+
+    let hex_path = dir.join("hex.key");
+    std::fs::write(&hex_path, format!("{}\n", hex::encode(&key))).unwrap();
+    let store = Store::open(&url, &KeySource::KeyFile(hex_path.clone()), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        bytes(store.key_share("w").await.unwrap()),
+        Some(b"share".to_vec())
+    );
+    store.close().await;
+    std::fs::write(&hex_path, hex::encode(&key)).unwrap();
+    Store::open(&url, &KeySource::KeyFile(hex_path.clone()), 1)
+        .await
+        .unwrap();
+
+    for bad in [&key[..31], b"zz".repeat(32).as_slice(), &[0u8; 33][..]] {
+        std::fs::write(&hex_path, bad).unwrap();
+        let error = Store::open(&url, &KeySource::KeyFile(hex_path.clone()), 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::KeyFile { .. }), "{error}");
+    }
+    let error = Store::open(&url, &KeySource::KeyFile(dir.join("missing.key")), 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::KeyFile { .. }), "{error}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn unsupported_urls_and_debug_output() {
+    let error = Store::open("mysql://x", &KeySource::KeyFile("k".into()), 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::UnsupportedUrl(ref s) if s == "mysql"),
+        "{error}"
+    );
+    let secret = KeySource::Passphrase(Zeroizing::new("hunter2".into()));
+    assert!(!format!("{secret:?}").contains("hunter2"));
+}
+
+#[test]
+fn postgres_database_url_replaces_the_database() {
+    assert_eq!(
+        database_url("postgres://postgres@127.0.0.1:5433/postgres", "t1"),
+        "postgres://postgres@127.0.0.1:5433/t1"
+    );
+    assert_eq!(
+        database_url("postgres://u:p@h/admin?sslmode=disable", "t1"),
+        "postgres://u:p@h/t1?sslmode=disable"
+    );
+    assert_eq!(database_url("postgres://h:1", "t1"), "postgres://h:1/t1");
+}
