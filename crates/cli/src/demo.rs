@@ -6,64 +6,20 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mpc_bitcoin::{
-    bitcoin::{consensus, Amount, Network},
-    build::{build_psbt, synthetic_funding, Payment},
+    bitcoin::{consensus, Network},
     finalize::{finalize, insert_signature, InputSignature},
     psbt::{analyze, spent_outputs, JobMessage},
     verify::verify_transaction,
-    Chain, Scheme, WalletKey,
+    Scheme, WalletKey,
 };
 use mpc_protocols::{
     ecdsa::{Primes, PrimesFile},
     local,
 };
-use serde::Serialize;
 
-/// The checked-in fixture primes (`fixtures/primes.json`), so the demo does not spend minutes
-/// on safe primes. Public test material: never for real funds.
-const FIXTURE_PRIMES: &[u8] = include_bytes!("../../../fixtures/primes.json");
+use crate::report::{self, InputReport, Report, TransactionReport, WalletReport};
 
-#[derive(Serialize)]
-pub struct DemoReport {
-    network: &'static str,
-    threshold: u16,
-    parties: u16,
-    signers: Vec<u16>,
-    note: &'static str,
-    wallets: Vec<WalletReport>,
-    transaction: TransactionReport,
-    timings_ms: Vec<(String, f64)>,
-}
-
-#[derive(Serialize)]
-struct WalletReport {
-    scheme: Scheme,
-    script_type: &'static str,
-    master_key: String,
-    xpub: String,
-    first_receive_address: String,
-    receive_descriptor: String,
-    change_descriptor: String,
-}
-
-#[derive(Serialize)]
-struct TransactionReport {
-    txid: String,
-    signed_psbt: String,
-    raw_transaction: String,
-    inputs: Vec<InputReport>,
-    verified_by: &'static str,
-}
-
-#[derive(Serialize)]
-struct InputReport {
-    input: usize,
-    scheme: Scheme,
-    path: String,
-    sighash: String,
-    method: &'static str,
-    amount_sats: u64,
-}
+use crate::devnet::FIXTURE_PRIMES;
 
 struct Phases {
     timings: Vec<(String, f64)>,
@@ -104,7 +60,7 @@ fn primes_for(parties: u16) -> Result<Vec<Primes>> {
     Ok(primes)
 }
 
-pub fn run(threshold: u16, parties: u16) -> Result<DemoReport> {
+pub fn run(threshold: u16, parties: u16) -> Result<Report> {
     mpc_protocols::ecdsa::check_parameters(0, parties, threshold)?;
     let network = Network::Regtest;
     let signers: Vec<u16> = (0..threshold).collect();
@@ -136,32 +92,7 @@ pub fn run(threshold: u16, parties: u16) -> Result<DemoReport> {
         network,
     )?;
 
-    // SYNTHETIC funding: one output of each wallet at m/0/0, spent to the Taproot wallet's
-    // m/0/1 with change to the ECDSA wallet's m/1/0.
-    let receive0 = Chain::Receive.path(0)?;
-    let inputs = vec![
-        synthetic_funding(&ecdsa, &receive0, Amount::from_sat(120_000), "demo ecdsa")?,
-        synthetic_funding(
-            &taproot,
-            &receive0,
-            Amount::from_sat(80_000),
-            "demo taproot",
-        )?,
-    ];
-    let change = Chain::Change.path(0)?;
-    let payments = vec![
-        Payment {
-            script_pubkey: taproot.chain_address(Chain::Receive, 1)?.script_pubkey(),
-            amount: Amount::from_sat(150_000),
-            owner: None,
-        },
-        Payment {
-            script_pubkey: ecdsa.script_pubkey(&change)?,
-            amount: Amount::from_sat(49_000),
-            owner: Some((ecdsa.clone(), change)),
-        },
-    ];
-    let mut psbt = build_psbt(&inputs, &payments)?;
+    let (mut psbt, inputs) = report::synthetic_spend(&ecdsa, &taproot)?;
 
     // Each input's sighash is recomputed from the PSBT, as every signer does.
     let jobs = analyze(&psbt, &[&ecdsa, &taproot])?;
@@ -206,7 +137,7 @@ pub fn run(threshold: u16, parties: u16) -> Result<DemoReport> {
             },
             path: job.path.to_string(),
             sighash: hex::encode(job.message.sighash()),
-            method,
+            method: method.into(),
             amount_sats: inputs[job.input].txout.value.to_sat(),
         });
     }
@@ -220,69 +151,22 @@ pub fn run(threshold: u16, parties: u16) -> Result<DemoReport> {
         .timings
         .push(("total".into(), total.elapsed().as_secs_f64() * 1e3));
 
-    let wallets = [&ecdsa, &taproot]
-        .into_iter()
-        .map(wallet_report)
-        .collect::<Result<Vec<_>>>()?;
-    Ok(DemoReport {
-        network: mpc_bitcoin::network_name(network),
+    Ok(Report {
+        mode: "demo (one process)",
+        network: mpc_bitcoin::network_name(network).into(),
         threshold,
         parties,
         signers,
-        note: "SYNTHETIC funding: the spent outputs belong to made-up transactions that exist \
-               on no chain; this regtest transaction demonstrates signing and cannot be broadcast.",
-        wallets,
+        note: report::SYNTHETIC_NOTE,
+        wallets: vec![WalletReport::new(None, &ecdsa)?, WalletReport::new(None, &taproot)?],
         transaction: TransactionReport {
             txid: tx.compute_txid().to_string(),
             signed_psbt: psbt.to_string(),
             raw_transaction: consensus::encode::serialize_hex(&tx),
             inputs: reports,
-            verified_by:
-                "libsecp256k1 (each signature) and bitcoinconsensus 26.0 with spent outputs",
+            verified_by: report::VERIFIED_BY,
         },
         timings_ms: phases.timings,
+        cluster: None,
     })
-}
-
-fn wallet_report(w: &WalletKey) -> Result<WalletReport> {
-    Ok(WalletReport {
-        scheme: w.scheme,
-        script_type: w.scheme.script_type(),
-        master_key: w.master_key.to_string(),
-        xpub: w.xpub()?.to_string(),
-        first_receive_address: w.chain_address(Chain::Receive, 0)?.to_string(),
-        receive_descriptor: w.descriptor(Chain::Receive)?.to_string(),
-        change_descriptor: w.descriptor(Chain::Change)?.to_string(),
-    })
-}
-
-pub fn print_human(r: &DemoReport) {
-    println!(
-        "mpc-wallet demo: {}-of-{} on {} (signers {:?})\n",
-        r.threshold, r.parties, r.network, r.signers
-    );
-    for w in &r.wallets {
-        println!("{} wallet ({})", w.scheme, w.script_type);
-        println!("  master key         {}", w.master_key);
-        println!("  xpub               {}", w.xpub);
-        println!("  receive m/0/0      {}", w.first_receive_address);
-        println!("  receive descriptor {}", w.receive_descriptor);
-        println!("  change descriptor  {}\n", w.change_descriptor);
-    }
-    println!("NOTE: {}\n", r.note);
-    let t = &r.transaction;
-    for i in &t.inputs {
-        println!(
-            "input {} {} {} {} sats, sighash {} ({})",
-            i.input, i.scheme, i.path, i.amount_sats, i.sighash, i.method
-        );
-    }
-    println!("\ntxid            {}", t.txid);
-    println!("verified by     {}", t.verified_by);
-    println!("signed PSBT     {}", t.signed_psbt);
-    println!("raw transaction {}\n", t.raw_transaction);
-    println!("timings");
-    for (phase, ms) in &r.timings_ms {
-        println!("  {phase:<40} {ms:>10.1} ms");
-    }
 }

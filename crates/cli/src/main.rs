@@ -1,19 +1,13 @@
 //! `mpc-wallet`: the command-line entry point.
 
-mod demo;
-mod fixtures;
-
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use mpc_wallet::{demo, devnet, fixtures, node_cmd, report};
 
 #[derive(Parser)]
-#[command(
-    name = "mpc-wallet",
-    version,
-    about = "Threshold-signature custody for Bitcoin"
-)]
+#[command(name = "mpc-wallet", version, about = "Threshold-signature custody for Bitcoin")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,8 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate an ECDSA and a Taproot wallet in this process and sign a regtest transaction
-    /// spending synthetic outputs of both; verify it with bitcoinconsensus.
+    /// Both schemes in one process: an ECDSA and a Taproot wallet sign a regtest transaction
+    /// spending synthetic outputs of both; verified with bitcoinconsensus.
     Demo {
         /// Signatures needed (t).
         #[arg(long, default_value_t = 3)]
@@ -34,12 +28,53 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A local cluster of node processes (QUIC + mTLS, one SQLite store each): aux info, an
+    /// ECDSA and a Taproot wallet, and a transaction signed through the cluster.
+    Devnet {
+        #[arg(long, default_value_t = 5)]
+        nodes: u16,
+        #[arg(long, default_value_t = 3)]
+        threshold: u16,
+        /// Directory for certificates, configs, stores and logs (cleared first).
+        #[arg(long, default_value = "devnet")]
+        dir: PathBuf,
+        /// Leave the nodes running (for the API and CLI) until Ctrl-C.
+        #[arg(long)]
+        keep_running: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one node: `mpc-wallet node --config node.toml`.
+    Node {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Cluster certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Safe primes for aux info (Paillier moduli).
     #[command(subcommand)]
     Primes(PrimesCommand),
     /// Aux info for a node set, run in one process (test fixtures).
     #[command(subcommand, name = "aux-info")]
     AuxInfo(AuxInfoCommand),
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Create a cluster CA and one certificate per node (`node-<id>`) in `--out`.
+    Init {
+        #[arg(long, default_value_t = 5)]
+        nodes: u16,
+        #[arg(long)]
+        out: PathBuf,
+        /// IP address of each node, in node order (default: 127.0.0.1 for all).
+        #[arg(long, value_delimiter = ',')]
+        ips: Vec<std::net::IpAddr>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -74,6 +109,26 @@ enum PrimesCommand {
     },
 }
 
+fn init_logs() {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if std::env::var("MPC_WALLET_LOG_FORMAT").as_deref() == Ok("json") {
+        fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
+    } else {
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        fmt().with_ansi(ansi).with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
+}
+
+fn print(report: &report::Report, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        report::print_human(report);
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -81,20 +136,58 @@ fn main() -> Result<()> {
             threshold,
             parties,
             json,
+        } => print(&demo::run(threshold, parties)?, json),
+        Command::Devnet {
+            nodes,
+            threshold,
+            dir,
+            keep_running,
+            json,
         } => {
-            let report = demo::run(threshold, parties)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                demo::print_human(&report);
-            }
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let options = devnet::DevnetOptions {
+                    nodes,
+                    threshold,
+                    dir,
+                    binary: std::env::current_exe().context("locating the mpc-wallet binary")?,
+                    limits: Default::default(),
+                };
+                let (report, mut devnet) = devnet::run(options).await?;
+                print(&report, json)?;
+                if keep_running {
+                    eprintln!("devnet running; Ctrl-C to stop");
+                    tokio::signal::ctrl_c().await?;
+                }
+                devnet.stop_all()
+            })
+        }
+        Command::Node { config } => {
+            init_logs();
+            tokio::runtime::Runtime::new()?.block_on(node_cmd::run(&config))
+        }
+        Command::Certs(CertsCommand::Init {
+            nodes,
+            out,
+            ips,
+            days,
+        }) => {
+            let ip_of = |id: u16| {
+                vec![ips
+                    .get(usize::from(id) - 1)
+                    .copied()
+                    .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))]
+            };
+            mpc_transport::certs::init_cluster(&out, nodes, ip_of, days)?;
+            eprintln!(
+                "wrote a cluster CA and {nodes} node certificates to {} (keep ca-key.pem offline)",
+                out.display()
+            );
             Ok(())
         }
-        Command::Primes(PrimesCommand::Generate {
-            count,
-            out,
-            threads,
-        }) => fixtures::generate_primes(count, &out, threads),
+        Command::Primes(PrimesCommand::Generate { count, out, threads }) => {
+            fixtures::generate_primes(count, &out, threads)
+        }
         Command::AuxInfo(AuxInfoCommand::Generate {
             primes,
             parties,

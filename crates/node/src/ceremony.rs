@@ -501,14 +501,30 @@ impl Node {
         count: u32,
         signers: Option<Vec<NodeId>>,
     ) -> Result<PresignReport, NodeError> {
+        let started_at = now_ms();
+        let request = serde_json::json!({"wallet_id": wallet_id, "path": path.to_string(), "count": count, "signers": signers});
+        let result = self
+            .presign_batch(session, wallet_id, path, count, signers)
+            .instrument(tracing::info_span!("presign", node = self.id(), %session, wallet = %wallet_id))
+            .await;
+        self.recorded(session, "presign", &request, started_at, result).await
+    }
+
+    async fn presign_batch(
+        &self,
+        session: Uuid,
+        wallet_id: &str,
+        path: &DerivationPath,
+        count: u32,
+        signers: Option<Vec<NodeId>>,
+    ) -> Result<PresignReport, NodeError> {
         let started = Instant::now();
         let wallet = self.active_wallet(wallet_id).await?;
         let signers = match signers {
             Some(s) => s,
             None => self.pick_signers(&wallet, &[])?,
         };
-        let timeout =
-            Limits::ms(self.inner.config.limits.presign_timeout_ms * u64::from(count.max(1)));
+        let timeout = Limits::ms(self.inner.config.limits.presign_timeout_ms * u64::from(count.max(1)));
         let outcomes = self
             .coordinate(
                 session,
@@ -521,9 +537,6 @@ impl Node {
                 &signers,
                 timeout,
             )
-            .instrument(
-                tracing::info_span!("presign", node = self.id(), %session, wallet = %wallet_id),
-            )
             .await?;
         let lists: Vec<&Vec<String>> = outcomes
             .iter()
@@ -533,9 +546,7 @@ impl Node {
             })
             .collect();
         if lists.len() != signers.len() || lists.windows(2).any(|w| w[0] != w[1]) {
-            return Err(NodeError::Disagreement(
-                "signers hold different presignatures".into(),
-            ));
+            return Err(NodeError::Disagreement("signers hold different presignatures".into()));
         }
         Ok(PresignReport {
             wallet_id: wallet_id.into(),

@@ -410,14 +410,30 @@ impl Node {
         drop(tx);
         let mut outcomes: HashMap<NodeId, Outcome> = HashMap::new();
         let mut failures: Vec<(NodeId, String)> = Vec::new();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout;
+        let mut dead: Vec<NodeId> = Vec::new();
         while outcomes.len() + failures.len() < participants.len() {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
+            // Wake up regularly to notice a participant that died (no heartbeats) instead of
+            // waiting for the whole deadline.
+            let tick = (tokio::time::Instant::now() + Duration::from_millis(250)).min(deadline);
+            match tokio::time::timeout_at(tick, rx.recv()).await {
                 Ok(Some((from, Ok(outcome)))) => {
                     outcomes.insert(from, outcome);
                 }
                 Ok(Some((from, Err(reason)))) => failures.push((from, reason)),
-                Ok(None) | Err(_) => break,
+                Ok(None) => break,
+                Err(_) if tokio::time::Instant::now() >= deadline => break,
+                Err(_) => {
+                    dead = participants
+                        .iter()
+                        .copied()
+                        .filter(|p| !outcomes.contains_key(p) && !self.inner.health.is_live(*p))
+                        .collect();
+                    if !dead.is_empty() {
+                        break;
+                    }
+                }
             }
         }
         if let Ok(mut w) = self.inner.waiters.lock() {
@@ -425,6 +441,12 @@ impl Node {
         }
         if let Some((node, reason)) = failures.into_iter().next() {
             return Err(NodeError::Refused { node, reason });
+        }
+        if !dead.is_empty() {
+            return Err(NodeError::Timeout {
+                nodes: dead,
+                seconds: started.elapsed().as_secs_f64(),
+            });
         }
         let missing: Vec<NodeId> = participants
             .iter()

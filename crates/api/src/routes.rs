@@ -1,0 +1,416 @@
+//! Handlers of `/api/v1`. Each is annotated for the OpenAPI document, which is generated
+//! from these annotations together with the router (so the document lists exactly the
+//! routes served).
+
+use axum::{
+    extract::{FromRequest, Path, Query, Request, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use mpc_bitcoin::{Chain, Scheme};
+use mpc_node::{ceremony::CreateWallet, keys::WalletInfo, signing::SignReport, Node};
+use mpc_protocols::DerivationPath;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::{
+    auth::{Caller, ADMIN, READ, SIGN},
+    error::{ApiError, ErrorBody},
+    AppState,
+};
+
+/// JSON body extractor that reports malformed bodies and unknown fields in the API's error
+/// shape.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(ApiError::new(
+                rejection.status(),
+                "invalid_body",
+                rejection.body_text(),
+            )),
+        }
+    }
+}
+
+fn accepted(ceremony: Uuid) -> Response {
+    let location = format!("/api/v1/ceremonies/{ceremony}");
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location.clone())],
+        Json(json!({"ceremony_id": ceremony, "location": location})),
+    )
+        .into_response()
+}
+
+/// Runs a ceremony in the background; its record is the client's way to follow it.
+async fn spawn_ceremony<F, Fut, T>(node: &Node, kind: &str, request: Value, run: F) -> Result<Response, ApiError>
+where
+    F: FnOnce(Node, Uuid) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, mpc_node::NodeError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let session = Uuid::new_v4();
+    node.ceremony_started(session, kind, request).await?;
+    let node = node.clone();
+    tokio::spawn(async move {
+        // The node records the outcome (and logs failures) itself.
+        let _ = run(node, session).await;
+    });
+    Ok(accepted(session))
+}
+
+// ---- liveness and health ------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct Healthz {
+    status: &'static str,
+    node: u16,
+}
+
+/// Liveness of this node's API (unauthenticated).
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Healthz)))]
+pub async fn healthz(State(s): State<AppState>) -> Json<Healthz> {
+    Json(Healthz {
+        status: "ok",
+        node: s.node.id(),
+    })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClusterHealth {
+    node: u16,
+    version: &'static str,
+    network: String,
+    threshold: u16,
+    #[schema(value_type = Vec<Object>)]
+    nodes: Vec<mpc_node::health::PeerStatus>,
+    live: usize,
+    /// Connections and frames the mesh refused since start.
+    #[schema(value_type = Object)]
+    refused: Value,
+}
+
+/// Every node's liveness as this node sees it.
+#[utoipa::path(get, path = "/api/v1/cluster/health", tag = "health",
+    responses((status = 200, body = ClusterHealth), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cluster_health(State(s): State<AppState>, caller: Caller) -> Result<Json<ClusterHealth>, ApiError> {
+    caller.require(READ)?;
+    let nodes = s.node.health().statuses();
+    let refused = s
+        .node
+        .mesh_stats()
+        .map(|m| {
+            use std::sync::atomic::Ordering::Relaxed;
+            json!({
+                "connections": m.connections_refused.load(Relaxed),
+                "frames": m.frames_refused.load(Relaxed),
+                "frames_received": m.frames_received.load(Relaxed),
+            })
+        })
+        .unwrap_or(Value::Null);
+    Ok(Json(ClusterHealth {
+        node: s.node.id(),
+        version: mpc_node::VERSION,
+        network: s.node.config().cluster.network.clone(),
+        threshold: s.node.config().cluster.threshold,
+        live: nodes.iter().filter(|n| n.live).count(),
+        nodes,
+        refused,
+    }))
+}
+
+// ---- ceremonies ---------------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct CeremonyAccepted {
+    ceremony_id: Uuid,
+    location: String,
+}
+
+/// Starts aux-info generation for the whole cluster (minutes); poll the ceremony.
+#[utoipa::path(post, path = "/api/v1/aux-info", tag = "ceremonies",
+    responses((status = 202, body = CeremonyAccepted), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn aux_info(State(s): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require(ADMIN)?;
+    spawn_ceremony(&s.node, "aux-info", json!({}), |node, session| async move {
+        node.run_aux_info(session).await
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DkgRequest {
+    /// `cggmp24` (threshold ECDSA, P2WPKH) or `frost` (Schnorr, P2TR).
+    #[schema(value_type = String, example = "frost")]
+    protocol: Scheme,
+    name: String,
+    threshold: Option<u16>,
+    /// Node ids; default: every node.
+    participants: Option<Vec<u16>>,
+    /// `mainnet`, `testnet`, `signet` or `regtest`; default: the cluster's.
+    network: Option<String>,
+}
+
+/// Starts distributed key generation for a new wallet; poll the ceremony.
+#[utoipa::path(post, path = "/api/v1/dkg/initiate", tag = "ceremonies", request_body = DkgRequest,
+    responses((status = 202, body = CeremonyAccepted), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn dkg_initiate(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<DkgRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(ADMIN)?;
+    let request = CreateWallet {
+        name: req.name,
+        scheme: req.protocol,
+        threshold: req.threshold,
+        participants: req.participants,
+        network: req.network,
+    };
+    let json = serde_json::to_value(&request).map_err(|e| ApiError::internal(e.to_string()))?;
+    spawn_ceremony(&s.node, "keygen", json, move |node, session| async move {
+        node.create_wallet(session, request).await
+    })
+    .await
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Ceremony {
+    id: String,
+    kind: String,
+    /// `running`, `succeeded` or `failed`.
+    state: String,
+    coordinator: u16,
+    started_at_ms: i64,
+    finished_at_ms: Option<i64>,
+    duration_ms: Option<i64>,
+    #[schema(value_type = Object)]
+    request: Value,
+    #[schema(value_type = Object)]
+    result: Option<Value>,
+    error: Option<String>,
+}
+
+/// A ceremony's state and, once finished, its result or error.
+#[utoipa::path(get, path = "/api/v1/ceremonies/{id}", tag = "ceremonies",
+    params(("id" = Uuid, Path, description = "ceremony id")),
+    responses((status = 200, body = Ceremony), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn ceremony(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<Ceremony>, ApiError> {
+    caller.require(READ)?;
+    let c = s
+        .node
+        .store()
+        .ceremony(&id.to_string())
+        .await
+        .map_err(mpc_node::NodeError::from)?
+        .ok_or_else(|| ApiError::not_found(format!("ceremony {id}")))?;
+    Ok(Json(Ceremony {
+        duration_ms: c.finished_at.map(|f| f - c.started_at),
+        id: c.id,
+        kind: c.kind,
+        state: c.state,
+        coordinator: c.coordinator,
+        started_at_ms: c.started_at,
+        finished_at_ms: c.finished_at,
+        request: c.request,
+        result: c.result,
+        error: c.error,
+    }))
+}
+
+// ---- wallets ------------------------------------------------------------------------------
+
+/// Every wallet this node holds a share of.
+#[utoipa::path(get, path = "/api/v1/wallets", tag = "wallets",
+    responses((status = 200, body = Vec<Object>)), security(("bearer" = [])))]
+pub async fn wallets(State(s): State<AppState>, caller: Caller) -> Result<Json<Vec<WalletInfo>>, ApiError> {
+    caller.require(READ)?;
+    Ok(Json(s.node.wallets().await?))
+}
+
+/// One wallet: keys, xpub, first address, descriptors.
+#[utoipa::path(get, path = "/api/v1/wallets/{id}", tag = "wallets",
+    params(("id" = String, Path, description = "wallet id")),
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn wallet(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<WalletInfo>, ApiError> {
+    caller.require(READ)?;
+    Ok(Json(s.node.wallet(&id).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AddressQuery {
+    /// `receive` (m/0/i) or `change` (m/1/i); default receive.
+    chain: Option<String>,
+    /// First index; default 0.
+    from: Option<u32>,
+    /// How many (1 to 1000); default 10.
+    count: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AddressEntry {
+    index: u32,
+    path: String,
+    address: String,
+}
+
+/// HD addresses of a wallet.
+#[utoipa::path(get, path = "/api/v1/wallets/{id}/addresses", tag = "wallets",
+    params(("id" = String, Path, description = "wallet id"), AddressQuery),
+    responses((status = 200, body = Vec<AddressEntry>), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn addresses(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<AddressQuery>,
+) -> Result<Json<Vec<AddressEntry>>, ApiError> {
+    caller.require(READ)?;
+    let chain: Chain = q
+        .chain
+        .as_deref()
+        .unwrap_or("receive")
+        .parse()
+        .map_err(|e: mpc_bitcoin::WalletError| ApiError::bad_request(e.to_string()))?;
+    let from = q.from.unwrap_or(0);
+    let count = q.count.unwrap_or(10);
+    if !(1..=1000).contains(&count) || from.checked_add(count).is_none_or(|end| end > 0x8000_0000) {
+        return Err(ApiError::bad_request("count must be 1 to 1000 and indices non-hardened".into()));
+    }
+    let record = s
+        .node
+        .store()
+        .wallet(&id)
+        .await
+        .map_err(mpc_node::NodeError::from)?
+        .ok_or_else(|| ApiError::not_found(format!("wallet {id}")))?;
+    let key = mpc_node::keys::wallet_key(&record)?;
+    (from..from + count)
+        .map(|i| {
+            let path = chain.path(i).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            Ok(AddressEntry {
+                index: i,
+                address: key
+                    .address(&path)
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?
+                    .to_string(),
+                path: path.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()
+        .map(Json)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Descriptors {
+    receive: String,
+    change: String,
+}
+
+/// Watch-only descriptors (with checksums).
+#[utoipa::path(get, path = "/api/v1/wallets/{id}/descriptor", tag = "wallets",
+    params(("id" = String, Path, description = "wallet id")),
+    responses((status = 200, body = Descriptors), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn descriptor(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Descriptors>, ApiError> {
+    caller.require(READ)?;
+    let w = s.node.wallet(&id).await?;
+    Ok(Json(Descriptors {
+        receive: w.receive_descriptor,
+        change: w.change_descriptor,
+    }))
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PresignRequest {
+    /// Derivation path, e.g. `m/0/0`; default `m`.
+    path: Option<String>,
+    /// 1 to 100.
+    count: u32,
+    /// Node ids of the signer set; default: live nodes, this one first.
+    signers: Option<Vec<u16>>,
+}
+
+/// Generates presignatures for (wallet, path, signer set); poll the ceremony.
+#[utoipa::path(post, path = "/api/v1/wallets/{id}/presignatures", tag = "wallets", request_body = PresignRequest,
+    params(("id" = String, Path, description = "wallet id")),
+    responses((status = 202, body = CeremonyAccepted), (status = 403, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn presignatures(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<PresignRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(ADMIN)?;
+    let path: DerivationPath = req
+        .path
+        .as_deref()
+        .unwrap_or("m")
+        .parse()
+        .map_err(|e: mpc_protocols::ProtocolError| ApiError::bad_request(e.to_string()))?;
+    if !(1..=100).contains(&req.count) {
+        return Err(ApiError::bad_request("count must be 1 to 100".into()));
+    }
+    s.node.active_wallet(&id).await?;
+    let json = serde_json::to_value(&req).map_err(|e| ApiError::internal(e.to_string()))?;
+    spawn_ceremony(&s.node, "presign", json, move |node, session| async move {
+        node.generate_presignatures(session, &id, &path, req.count, req.signers).await
+    })
+    .await
+}
+
+// ---- signing ------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignRequest {
+    /// The PSBT, base64 (BIP-174/371), with witness UTXOs and derivation records.
+    psbt: String,
+    /// Other wallets whose inputs the same PSBT spends (same node set and threshold).
+    #[serde(default)]
+    additional_wallets: Vec<String>,
+}
+
+/// Signs a PSBT: every signer checks each input and recomputes its sighash; the result is
+/// verified with libsecp256k1 and bitcoinconsensus before it is returned.
+#[utoipa::path(post, path = "/api/v1/wallets/{id}/psbt/sign", tag = "signing", request_body = SignRequest,
+    params(("id" = String, Path, description = "wallet id")),
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 504, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn sign_psbt(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<SignRequest>,
+) -> Result<Json<SignReport>, ApiError> {
+    caller.require(SIGN)?;
+    let mut wallets = vec![id];
+    wallets.extend(req.additional_wallets);
+    Ok(Json(s.node.sign_psbt(Uuid::new_v4(), &wallets, &req.psbt).await?))
+}

@@ -1,0 +1,423 @@
+//! `mpc-wallet devnet`: a local cluster of node processes on loopback, each with its own
+//! certificate, key-encryption key and SQLite store; then aux info, one ECDSA and one Taproot
+//! wallet, and a transaction spending synthetic outputs of both, all through the nodes' APIs.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use mpc_bitcoin::{
+    bitcoin::{bip32::Xpub, consensus, Network, Transaction},
+    psbt::{parse_psbt, spent_outputs},
+    verify::verify_transaction,
+    Scheme, WalletKey,
+};
+use mpc_node::config::{
+    ApiConfig, ClusterConfig, Limits, NodeConfig, PeerEntry, PrimesConfig, StoreConfig, TlsConfig,
+};
+use mpc_protocols::signature::PublicKey;
+use mpc_transport::certs;
+use serde_json::{json, Value};
+
+use crate::{
+    client::ApiClient,
+    report::{self, InputReport, Report, TransactionReport, WalletReport},
+};
+
+/// The fixture primes, embedded so the devnet works from any directory. Public test
+/// material: the devnet is for development, never for real funds.
+pub const FIXTURE_PRIMES: &[u8] = include_bytes!("../../../fixtures/primes.json");
+
+#[derive(Debug, Clone)]
+pub struct DevnetOptions {
+    pub nodes: u16,
+    pub threshold: u16,
+    pub dir: PathBuf,
+    /// The `mpc-wallet` binary to run nodes with.
+    pub binary: PathBuf,
+    pub limits: Limits,
+}
+
+/// One node process.
+pub struct NodeProcess {
+    pub id: u16,
+    pub api: SocketAddr,
+    pub quic: SocketAddr,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running local cluster. Dropping it stops every node (SIGKILL).
+pub struct Devnet {
+    pub options: DevnetOptions,
+    pub nodes: Vec<NodeProcess>,
+    jwt: mpc_api::Jwt,
+}
+
+fn free_port(udp: bool) -> Result<u16> {
+    Ok(if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port()
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
+    })
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    use rand::RngCore;
+    let mut b = [0u8; N];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b
+}
+
+impl Devnet {
+    /// Writes certificates, keys, the JWT secret and every node's config into `dir`.
+    pub fn create(options: DevnetOptions) -> Result<Self> {
+        let dir = &options.dir;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(dir)?;
+        let n = options.nodes;
+        mpc_protocols::ecdsa::check_parameters(0, n, options.threshold)?;
+        let primes: mpc_protocols::ecdsa::PrimesFile = serde_json::from_slice(FIXTURE_PRIMES)?;
+        if primes.primes.len() < usize::from(n) {
+            bail!(
+                "the fixture has {} prime sets; a devnet of {n} nodes needs more \
+                 (`mpc-wallet primes generate`)",
+                primes.primes.len()
+            );
+        }
+        let primes_file = dir.join("fixture-primes.json");
+        std::fs::write(&primes_file, FIXTURE_PRIMES)?;
+        let cert_dir = dir.join("certs");
+        certs::init_cluster(&cert_dir, n, |_| vec!["127.0.0.1".parse().expect("literal IP")], 30)?;
+        let jwt_secret = dir.join("jwt-secret");
+        certs::write_private(&jwt_secret, hex::encode(random_bytes::<32>()).as_bytes())?;
+
+        let mut peers = Vec::new();
+        for id in 1..=n {
+            peers.push(PeerEntry {
+                id,
+                address: SocketAddr::from(([127, 0, 0, 1], free_port(true)?)),
+                api: Some(SocketAddr::from(([127, 0, 0, 1], free_port(false)?))),
+            });
+        }
+        let mut nodes = Vec::new();
+        for peer in &peers {
+            let id = peer.id;
+            let node_dir = dir.join(format!("node-{id}"));
+            std::fs::create_dir_all(&node_dir)?;
+            let key_file = node_dir.join("kek.key");
+            mpc_store::generate_key_file(&key_file)?;
+            let config = NodeConfig {
+                id,
+                data_dir: node_dir.clone(),
+                tls: TlsConfig {
+                    ca: certs::ca_cert_path(&cert_dir),
+                    certificate: certs::node_cert_path(&cert_dir, id),
+                    private_key: certs::node_key_path(&cert_dir, id),
+                },
+                store: StoreConfig {
+                    url: None,
+                    key_file: Some(key_file),
+                },
+                cluster: ClusterConfig {
+                    threshold: options.threshold,
+                    network: "regtest".into(),
+                    nodes: peers.clone(),
+                },
+                api: ApiConfig {
+                    listen: peer.api,
+                    jwt_secret_file: Some(jwt_secret.clone()),
+                    ..ApiConfig::default()
+                },
+                limits: options.limits.clone(),
+                primes: PrimesConfig {
+                    // The devnet runs on fixture primes; no background generation.
+                    pool_target: 0,
+                    import_file: Some(primes_file.clone()),
+                    import_index: Some(usize::from(id - 1)),
+                },
+            };
+            let path = node_dir.join("node.toml");
+            std::fs::write(&path, toml::to_string(&config)?)?;
+            nodes.push(NodeProcess {
+                id,
+                api: peer.api.context("api address")?,
+                quic: peer.address,
+                config: path,
+                child: None,
+            });
+        }
+        let jwt = mpc_api::Jwt::hs256(
+            &std::fs::read(&jwt_secret)?,
+            &ApiConfig::default().jwt_issuer,
+            &ApiConfig::default().jwt_audience,
+        )?;
+        Ok(Self { options, nodes, jwt })
+    }
+
+    pub fn node_dir(&self, id: u16) -> PathBuf {
+        self.options.dir.join(format!("node-{id}"))
+    }
+
+    pub fn start(&mut self, id: u16) -> Result<()> {
+        let binary = self.options.binary.clone();
+        let node = self.node_mut(id)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.config.with_file_name("node.log"))?;
+        let child = Command::new(binary)
+            .arg("node")
+            .arg("--config")
+            .arg(&node.config)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting a node process")?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    pub fn start_all(&mut self) -> Result<()> {
+        for id in 1..=self.options.nodes {
+            self.start(id)?;
+        }
+        Ok(())
+    }
+
+    fn node_mut(&mut self, id: u16) -> Result<&mut NodeProcess> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .with_context(|| format!("no node {id}"))
+    }
+
+    pub fn pid(&self, id: u16) -> Option<u32> {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .and_then(|n| n.child.as_ref().map(Child::id))
+    }
+
+    /// Sends `signal` to node `id` (SIGKILL to crash it, SIGTERM to stop it gracefully).
+    pub fn signal(&mut self, id: u16, signal: nix::sys::signal::Signal) -> Result<()> {
+        let pid = self.pid(id).with_context(|| format!("node {id} is not running"))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)?;
+        Ok(())
+    }
+
+    /// Stops node `id` with `signal` and waits for the process to exit.
+    pub fn stop(&mut self, id: u16, signal: nix::sys::signal::Signal) -> Result<()> {
+        self.signal(id, signal)?;
+        if let Some(mut child) = self.node_mut(id)?.child.take() {
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    pub fn stop_all(&mut self) -> Result<()> {
+        for id in 1..=self.options.nodes {
+            if self.pid(id).is_some() {
+                self.stop(id, nix::sys::signal::Signal::SIGTERM)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn token(&self, role: mpc_api::Role) -> Result<String> {
+        Ok(self.jwt.issue("devnet", role, Duration::from_secs(24 * 3600))?)
+    }
+
+    pub fn jwt(&self) -> &mpc_api::Jwt {
+        &self.jwt
+    }
+
+    pub fn client(&self, id: u16, role: mpc_api::Role) -> Result<ApiClient> {
+        let node = self.nodes.iter().find(|n| n.id == id).context("no such node")?;
+        Ok(ApiClient::new(format!("http://{}", node.api), Some(self.token(role)?)))
+    }
+
+    /// Waits until every running node answers and sees `live` nodes live.
+    pub async fn wait_live(&self, ids: &[u16], live: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        for &id in ids {
+            let client = self.client(id, mpc_api::Role::Viewer)?;
+            loop {
+                let health: Result<Value, _> = client.get("/api/v1/cluster/health").await;
+                match health {
+                    Ok(h) if h["live"].as_u64() >= Some(live as u64) => break,
+                    _ if Instant::now() > deadline => {
+                        bail!("node {id} did not see {live} live nodes within {timeout:?}")
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// A wallet's public side from the API's wallet object (its xpub).
+pub fn wallet_key_from_api(wallet: &Value) -> Result<WalletKey> {
+    let scheme: Scheme = serde_json::from_value(wallet["scheme"].clone())?;
+    let xpub: Xpub = wallet["xpub"].as_str().context("xpub")?.parse()?;
+    let network = mpc_bitcoin::parse_network(wallet["network"].as_str().context("network")?)?;
+    Ok(WalletKey::new(
+        scheme,
+        PublicKey(xpub.public_key.serialize()),
+        xpub.chain_code.to_bytes(),
+        network,
+    )?)
+}
+
+fn spinner(msg: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_message(msg.to_string());
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} [{elapsed}]") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// The devnet's main job. Returns the report and the devnet (still running).
+pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
+    let total = Instant::now();
+    let mut timings: Vec<(String, f64)> = Vec::new();
+    let mut phase = |name: &str, since: Instant| timings.push((name.to_string(), since.elapsed().as_secs_f64() * 1e3));
+    let n = options.nodes;
+    let t = options.threshold;
+
+    let t0 = Instant::now();
+    let bar = spinner(&format!("starting {n} node processes"));
+    let mut devnet = Devnet::create(options)?;
+    devnet.start_all()?;
+    let ids: Vec<u16> = (1..=n).collect();
+    devnet.wait_live(&ids, usize::from(n), Duration::from_secs(60)).await?;
+    bar.finish_and_clear();
+    phase("start nodes and mesh", t0);
+
+    let admin = devnet.client(1, mpc_api::Role::Admin)?;
+    let signer = devnet.client(1, mpc_api::Role::Signer)?;
+    let t0 = Instant::now();
+    let bar = spinner(&format!("aux info over the network ({n} nodes, about a minute)"));
+    admin.ceremony("/api/v1/aux-info", &json!({}), Some(&bar)).await?;
+    bar.finish_and_clear();
+    phase("aux info", t0);
+
+    let mut wallets = Vec::new();
+    for (protocol, label) in [("cggmp24", "ECDSA keygen (CGGMP24)"), ("frost", "Taproot keygen (FROST)")] {
+        let t0 = Instant::now();
+        let bar = spinner(label);
+        let result = admin
+            .ceremony("/api/v1/dkg/initiate", &json!({"protocol": protocol, "name": format!("devnet {protocol}")}), Some(&bar))
+            .await?;
+        bar.finish_and_clear();
+        phase(label, t0);
+        wallets.push(result);
+    }
+    let ecdsa_id = wallets[0]["id"].as_str().context("wallet id")?.to_string();
+    let taproot_id = wallets[1]["id"].as_str().context("wallet id")?.to_string();
+    let ecdsa = wallet_key_from_api(&wallets[0])?;
+    let taproot = wallet_key_from_api(&wallets[1])?;
+
+    let t0 = Instant::now();
+    let bar = spinner("ECDSA presignature for m/0/0");
+    admin
+        .ceremony(
+            &format!("/api/v1/wallets/{ecdsa_id}/presignatures"),
+            &json!({"path": "m/0/0", "count": 1}),
+            Some(&bar),
+        )
+        .await?;
+    bar.finish_and_clear();
+    phase("ECDSA presignature", t0);
+
+    let (psbt, inputs) = report::synthetic_spend(&ecdsa, &taproot)?;
+    let t0 = Instant::now();
+    let signed: Value = signer
+        .post(
+            &format!("/api/v1/wallets/{ecdsa_id}/psbt/sign"),
+            &json!({"psbt": psbt.to_string(), "additional_wallets": [taproot_id]}),
+        )
+        .await?;
+    phase("sign (presignature + FROST) through the cluster", t0);
+
+    // Check the node's answer independently of the node.
+    let t0 = Instant::now();
+    let signed_psbt = parse_psbt(signed["psbt"].as_str().context("psbt")?)?;
+    let spent = spent_outputs(&signed_psbt).map_err(mpc_bitcoin::WalletError::Inputs)?;
+    let raw = signed["raw_transaction"].as_str().context("raw_transaction")?;
+    let tx: Transaction = consensus::encode::deserialize_hex(raw)?;
+    verify_transaction(&tx, &spent)?;
+    phase("verify (bitcoinconsensus, client side)", t0);
+    phase("total", total);
+
+    let input_reports = signed["inputs"]
+        .as_array()
+        .context("inputs")?
+        .iter()
+        .map(|i| {
+            let index = i["input"].as_u64().context("input")? as usize;
+            Ok(InputReport {
+                input: index,
+                scheme: serde_json::from_value(i["scheme"].clone())?,
+                path: i["path"].as_str().unwrap_or_default().into(),
+                sighash: i["sighash"].as_str().unwrap_or_default().into(),
+                method: i["method"].as_str().unwrap_or_default().into(),
+                amount_sats: inputs.get(index).map(|s| s.txout.value.to_sat()).unwrap_or(0),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let signers: Vec<u16> = serde_json::from_value(signed["signers"].clone())?;
+    let cluster = json!({
+        "dir": devnet.options.dir,
+        "nodes": devnet.nodes.iter().map(|n| json!({"id": n.id, "api": format!("http://{}", n.api), "quic": n.quic})).collect::<Vec<_>>(),
+        "tokens": {
+            "admin": devnet.token(mpc_api::Role::Admin)?,
+            "signer": devnet.token(mpc_api::Role::Signer)?,
+            "viewer": devnet.token(mpc_api::Role::Viewer)?,
+        },
+    });
+    let report = Report {
+        mode: "devnet",
+        network: mpc_bitcoin::network_name(Network::Regtest).into(),
+        threshold: t,
+        parties: n,
+        signers,
+        note: report::SYNTHETIC_NOTE,
+        wallets: vec![
+            WalletReport::new(Some(ecdsa_id), &ecdsa)?,
+            WalletReport::new(Some(taproot_id), &taproot)?,
+        ],
+        transaction: TransactionReport {
+            txid: tx.compute_txid().to_string(),
+            signed_psbt: signed_psbt.to_string(),
+            raw_transaction: raw.to_string(),
+            inputs: input_reports,
+            verified_by: report::VERIFIED_BY,
+        },
+        timings_ms: timings,
+        cluster: Some(cluster),
+    };
+    Ok((report, devnet))
+}
