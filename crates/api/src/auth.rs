@@ -136,7 +136,11 @@ impl Caller {
             Err(ApiError::forbidden(format!(
                 "role {} may not do this (needs {})",
                 self.0.role.as_str(),
-                roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or ")
+                roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             )))
         }
     }
@@ -162,12 +166,16 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
 impl FromRequestParts<crate::AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &crate::AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &crate::AppState,
+    ) -> Result<Self, Self::Rejection> {
         // The rate limiter may already have verified the token.
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
-        let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token".into()))?;
+        let token =
+            bearer(parts).ok_or_else(|| ApiError::unauthorized("missing bearer token".into()))?;
         Ok(Caller(state.jwt.verify(token)?))
     }
 }

@@ -93,6 +93,8 @@ impl From<NodeError> for ApiError {
                 mpc_bitcoin::WalletError::MalformedPsbt(_) => Self::new(StatusCode::BAD_REQUEST, "malformed_psbt", message),
                 _ => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "wallet_error", message),
             },
+            NodeError::Policy(v) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_refused", message)
+                .with_details(json!({"rule": v.rule})),
             NodeError::Refused { node, .. } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "refused_by_signer", message).with_details(json!({"node": node}))
             }
@@ -118,7 +120,9 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, body).into_response();
         if let Some(secs) = self.retry_after {
             if let Ok(v) = secs.to_string().parse() {
-                response.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, v);
             }
         }
         response

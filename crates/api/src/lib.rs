@@ -73,7 +73,10 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .split_for_parts();
     let spec = openapi.clone();
     let router = router
-        .route("/api/v1/openapi.json", get(move || async move { Json(spec) }))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move { Json(spec) }),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(|| async { ApiError::not_found("no such route".into()) });
     (router, openapi)
@@ -87,7 +90,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let (router, _) = router(state);
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -52,7 +52,12 @@ fn accepted(ceremony: Uuid) -> Response {
 }
 
 /// Runs a ceremony in the background; its record is the client's way to follow it.
-async fn spawn_ceremony<F, Fut, T>(node: &Node, kind: &str, request: Value, run: F) -> Result<Response, ApiError>
+async fn spawn_ceremony<F, Fut, T>(
+    node: &Node,
+    kind: &str,
+    request: Value,
+    run: F,
+) -> Result<Response, ApiError>
 where
     F: FnOnce(Node, Uuid) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<T, mpc_node::NodeError>> + Send + 'static,
@@ -103,7 +108,10 @@ pub struct ClusterHealth {
 #[utoipa::path(get, path = "/api/v1/cluster/health", tag = "health",
     responses((status = 200, body = ClusterHealth), (status = 401, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn cluster_health(State(s): State<AppState>, caller: Caller) -> Result<Json<ClusterHealth>, ApiError> {
+pub async fn cluster_health(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<ClusterHealth>, ApiError> {
     caller.require(READ)?;
     let nodes = s.node.health().statuses();
     let refused = s
@@ -241,7 +249,10 @@ pub async fn ceremony(
 /// Every wallet this node holds a share of.
 #[utoipa::path(get, path = "/api/v1/wallets", tag = "wallets",
     responses((status = 200, body = Vec<Object>)), security(("bearer" = [])))]
-pub async fn wallets(State(s): State<AppState>, caller: Caller) -> Result<Json<Vec<WalletInfo>>, ApiError> {
+pub async fn wallets(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<WalletInfo>>, ApiError> {
     caller.require(READ)?;
     Ok(Json(s.node.wallets().await?))
 }
@@ -297,7 +308,9 @@ pub async fn addresses(
     let from = q.from.unwrap_or(0);
     let count = q.count.unwrap_or(10);
     if !(1..=1000).contains(&count) || from.checked_add(count).is_none_or(|end| end > 0x8000_0000) {
-        return Err(ApiError::bad_request("count must be 1 to 1000 and indices non-hardened".into()));
+        return Err(ApiError::bad_request(
+            "count must be 1 to 1000 and indices non-hardened".into(),
+        ));
     }
     let record = s
         .node
@@ -309,7 +322,9 @@ pub async fn addresses(
     let key = mpc_node::keys::wallet_key(&record)?;
     (from..from + count)
         .map(|i| {
-            let path = chain.path(i).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            let path = chain
+                .path(i)
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
             Ok(AddressEntry {
                 index: i,
                 address: key
@@ -380,7 +395,8 @@ pub async fn presignatures(
     s.node.active_wallet(&id).await?;
     let json = serde_json::to_value(&req).map_err(|e| ApiError::internal(e.to_string()))?;
     spawn_ceremony(&s.node, "presign", json, move |node, session| async move {
-        node.generate_presignatures(session, &id, &path, req.count, req.signers).await
+        node.generate_presignatures(session, &id, &path, req.count, req.signers)
+            .await
     })
     .await
 }
@@ -412,5 +428,9 @@ pub async fn sign_psbt(
     caller.require(SIGN)?;
     let mut wallets = vec![id];
     wallets.extend(req.additional_wallets);
-    Ok(Json(s.node.sign_psbt(Uuid::new_v4(), &wallets, &req.psbt).await?))
+    Ok(Json(
+        s.node
+            .sign_psbt(Uuid::new_v4(), &wallets, &req.psbt)
+            .await?,
+    ))
 }

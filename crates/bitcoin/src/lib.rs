@@ -15,6 +15,7 @@ pub mod error;
 pub mod finalize;
 pub mod keys;
 pub mod local;
+pub mod policy;
 pub mod psbt;
 pub mod verify;
 

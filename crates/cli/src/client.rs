@@ -46,7 +46,11 @@ impl ApiClient {
         &self.base
     }
 
-    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder, url: &str) -> Result<T, ClientError> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<T, ClientError> {
         let req = match &self.token {
             Some(t) => req.bearer_auth(t),
             None => req,
@@ -79,13 +83,21 @@ impl ApiClient {
         self.send(self.http.get(&url), &url).await
     }
 
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         self.send(self.http.post(&url).json(body), &url).await
     }
 
     /// Polls a ceremony until it finishes; returns its result.
-    pub async fn wait_ceremony(&self, id: &str, bar: Option<&ProgressBar>) -> Result<Value, ClientError> {
+    pub async fn wait_ceremony(
+        &self,
+        id: &str,
+        bar: Option<&ProgressBar>,
+    ) -> Result<Value, ClientError> {
         loop {
             let c: Value = self.get(&format!("/api/v1/ceremonies/{id}")).await?;
             match c["state"].as_str() {
@@ -107,9 +119,17 @@ impl ApiClient {
     }
 
     /// Starts a ceremony (`POST` returning `ceremony_id`) and waits for it.
-    pub async fn ceremony<B: Serialize>(&self, path: &str, body: &B, bar: Option<&ProgressBar>) -> Result<Value, ClientError> {
+    pub async fn ceremony<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+        bar: Option<&ProgressBar>,
+    ) -> Result<Value, ClientError> {
         let accepted: Value = self.post(path, body).await?;
-        let id = accepted["ceremony_id"].as_str().unwrap_or_default().to_string();
+        let id = accepted["ceremony_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         self.wait_ceremony(&id, bar).await
     }
 }

@@ -158,7 +158,10 @@ pub fn run(threshold: u16, parties: u16) -> Result<Report> {
         parties,
         signers,
         note: report::SYNTHETIC_NOTE,
-        wallets: vec![WalletReport::new(None, &ecdsa)?, WalletReport::new(None, &taproot)?],
+        wallets: vec![
+            WalletReport::new(None, &ecdsa)?,
+            WalletReport::new(None, &taproot)?,
+        ],
         transaction: TransactionReport {
             txid: tx.compute_txid().to_string(),
             signed_psbt: psbt.to_string(),

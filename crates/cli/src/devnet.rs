@@ -41,6 +41,8 @@ pub struct DevnetOptions {
     /// The `mpc-wallet` binary to run nodes with.
     pub binary: PathBuf,
     pub limits: Limits,
+    /// Every node's spending policy.
+    pub policy: mpc_bitcoin::policy::Policy,
 }
 
 /// One node process.
@@ -61,9 +63,13 @@ pub struct Devnet {
 
 fn free_port(udp: bool) -> Result<u16> {
     Ok(if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port()
+        std::net::UdpSocket::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port()
     } else {
-        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
+        std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port()
     })
 }
 
@@ -95,7 +101,12 @@ impl Devnet {
         let primes_file = dir.join("fixture-primes.json");
         std::fs::write(&primes_file, FIXTURE_PRIMES)?;
         let cert_dir = dir.join("certs");
-        certs::init_cluster(&cert_dir, n, |_| vec!["127.0.0.1".parse().expect("literal IP")], 30)?;
+        certs::init_cluster(
+            &cert_dir,
+            n,
+            |_| vec!["127.0.0.1".parse().expect("literal IP")],
+            30,
+        )?;
         let jwt_secret = dir.join("jwt-secret");
         certs::write_private(&jwt_secret, hex::encode(random_bytes::<32>()).as_bytes())?;
 
@@ -143,6 +154,7 @@ impl Devnet {
                     import_file: Some(primes_file.clone()),
                     import_index: Some(usize::from(id - 1)),
                 },
+                policy: options.policy.clone(),
             };
             let path = node_dir.join("node.toml");
             std::fs::write(&path, toml::to_string(&config)?)?;
@@ -159,7 +171,11 @@ impl Devnet {
             &ApiConfig::default().jwt_issuer,
             &ApiConfig::default().jwt_audience,
         )?;
-        Ok(Self { options, nodes, jwt })
+        Ok(Self {
+            options,
+            nodes,
+            jwt,
+        })
     }
 
     pub fn node_dir(&self, id: u16) -> PathBuf {
@@ -177,7 +193,10 @@ impl Devnet {
             .arg("node")
             .arg("--config")
             .arg(&node.config)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -210,7 +229,9 @@ impl Devnet {
 
     /// Sends `signal` to node `id` (SIGKILL to crash it, SIGTERM to stop it gracefully).
     pub fn signal(&mut self, id: u16, signal: nix::sys::signal::Signal) -> Result<()> {
-        let pid = self.pid(id).with_context(|| format!("node {id} is not running"))?;
+        let pid = self
+            .pid(id)
+            .with_context(|| format!("node {id} is not running"))?;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)?;
         Ok(())
     }
@@ -234,7 +255,9 @@ impl Devnet {
     }
 
     pub fn token(&self, role: mpc_api::Role) -> Result<String> {
-        Ok(self.jwt.issue("devnet", role, Duration::from_secs(24 * 3600))?)
+        Ok(self
+            .jwt
+            .issue("devnet", role, Duration::from_secs(24 * 3600))?)
     }
 
     pub fn jwt(&self) -> &mpc_api::Jwt {
@@ -242,8 +265,15 @@ impl Devnet {
     }
 
     pub fn client(&self, id: u16, role: mpc_api::Role) -> Result<ApiClient> {
-        let node = self.nodes.iter().find(|n| n.id == id).context("no such node")?;
-        Ok(ApiClient::new(format!("http://{}", node.api), Some(self.token(role)?)))
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.id == id)
+            .context("no such node")?;
+        Ok(ApiClient::new(
+            format!("http://{}", node.api),
+            Some(self.token(role)?),
+        ))
     }
 
     /// Waits until every running node answers and sees `live` nodes live.
@@ -303,7 +333,9 @@ fn spinner(msg: &str) -> ProgressBar {
 pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
     let total = Instant::now();
     let mut timings: Vec<(String, f64)> = Vec::new();
-    let mut phase = |name: &str, since: Instant| timings.push((name.to_string(), since.elapsed().as_secs_f64() * 1e3));
+    let mut phase = |name: &str, since: Instant| {
+        timings.push((name.to_string(), since.elapsed().as_secs_f64() * 1e3))
+    };
     let n = options.nodes;
     let t = options.threshold;
 
@@ -312,24 +344,37 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
     let mut devnet = Devnet::create(options)?;
     devnet.start_all()?;
     let ids: Vec<u16> = (1..=n).collect();
-    devnet.wait_live(&ids, usize::from(n), Duration::from_secs(60)).await?;
+    devnet
+        .wait_live(&ids, usize::from(n), Duration::from_secs(60))
+        .await?;
     bar.finish_and_clear();
     phase("start nodes and mesh", t0);
 
     let admin = devnet.client(1, mpc_api::Role::Admin)?;
     let signer = devnet.client(1, mpc_api::Role::Signer)?;
     let t0 = Instant::now();
-    let bar = spinner(&format!("aux info over the network ({n} nodes, about a minute)"));
-    admin.ceremony("/api/v1/aux-info", &json!({}), Some(&bar)).await?;
+    let bar = spinner(&format!(
+        "aux info over the network ({n} nodes, about a minute)"
+    ));
+    admin
+        .ceremony("/api/v1/aux-info", &json!({}), Some(&bar))
+        .await?;
     bar.finish_and_clear();
     phase("aux info", t0);
 
     let mut wallets = Vec::new();
-    for (protocol, label) in [("cggmp24", "ECDSA keygen (CGGMP24)"), ("frost", "Taproot keygen (FROST)")] {
+    for (protocol, label) in [
+        ("cggmp24", "ECDSA keygen (CGGMP24)"),
+        ("frost", "Taproot keygen (FROST)"),
+    ] {
         let t0 = Instant::now();
         let bar = spinner(label);
         let result = admin
-            .ceremony("/api/v1/dkg/initiate", &json!({"protocol": protocol, "name": format!("devnet {protocol}")}), Some(&bar))
+            .ceremony(
+                "/api/v1/dkg/initiate",
+                &json!({"protocol": protocol, "name": format!("devnet {protocol}")}),
+                Some(&bar),
+            )
             .await?;
         bar.finish_and_clear();
         phase(label, t0);
@@ -366,7 +411,9 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
     let t0 = Instant::now();
     let signed_psbt = parse_psbt(signed["psbt"].as_str().context("psbt")?)?;
     let spent = spent_outputs(&signed_psbt).map_err(mpc_bitcoin::WalletError::Inputs)?;
-    let raw = signed["raw_transaction"].as_str().context("raw_transaction")?;
+    let raw = signed["raw_transaction"]
+        .as_str()
+        .context("raw_transaction")?;
     let tx: Transaction = consensus::encode::deserialize_hex(raw)?;
     verify_transaction(&tx, &spent)?;
     phase("verify (bitcoinconsensus, client side)", t0);
@@ -384,7 +431,10 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
                 path: i["path"].as_str().unwrap_or_default().into(),
                 sighash: i["sighash"].as_str().unwrap_or_default().into(),
                 method: i["method"].as_str().unwrap_or_default().into(),
-                amount_sats: inputs.get(index).map(|s| s.txout.value.to_sat()).unwrap_or(0),
+                amount_sats: inputs
+                    .get(index)
+                    .map(|s| s.txout.value.to_sat())
+                    .unwrap_or(0),
             })
         })
         .collect::<Result<Vec<_>>>()?;

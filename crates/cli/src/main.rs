@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use mpc_wallet::{demo, devnet, fixtures, node_cmd, report};
 
 #[derive(Parser)]
-#[command(name = "mpc-wallet", version, about = "Threshold-signature custody for Bitcoin")]
+#[command(
+    name = "mpc-wallet",
+    version,
+    about = "Threshold-signature custody for Bitcoin"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -113,10 +117,18 @@ fn init_logs() {
     use tracing_subscriber::{fmt, EnvFilter};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if std::env::var("MPC_WALLET_LOG_FORMAT").as_deref() == Ok("json") {
-        fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
+        fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
     } else {
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-        fmt().with_ansi(ansi).with_env_filter(filter).with_writer(std::io::stderr).init();
+        fmt()
+            .with_ansi(ansi)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
     }
 }
 
@@ -152,6 +164,7 @@ fn main() -> Result<()> {
                     dir,
                     binary: std::env::current_exe().context("locating the mpc-wallet binary")?,
                     limits: Default::default(),
+                    policy: Default::default(),
                 };
                 let (report, mut devnet) = devnet::run(options).await?;
                 print(&report, json)?;
@@ -185,9 +198,11 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Primes(PrimesCommand::Generate { count, out, threads }) => {
-            fixtures::generate_primes(count, &out, threads)
-        }
+        Command::Primes(PrimesCommand::Generate {
+            count,
+            out,
+            threads,
+        }) => fixtures::generate_primes(count, &out, threads),
         Command::AuxInfo(AuxInfoCommand::Generate {
             primes,
             parties,

@@ -82,7 +82,10 @@ impl WalletReport {
 
 /// The demo transaction: SYNTHETIC outputs of each wallet at m/0/0, spent to the Taproot
 /// wallet's m/0/1 with change to the ECDSA wallet's m/1/0.
-pub fn synthetic_spend(ecdsa: &WalletKey, taproot: &WalletKey) -> Result<(Psbt, Vec<SpendableOutput>)> {
+pub fn synthetic_spend(
+    ecdsa: &WalletKey,
+    taproot: &WalletKey,
+) -> Result<(Psbt, Vec<SpendableOutput>)> {
     let receive0 = Chain::Receive.path(0)?;
     let inputs = vec![
         synthetic_funding(ecdsa, &receive0, Amount::from_sat(120_000), "demo ecdsa")?,
@@ -110,7 +113,10 @@ pub fn print_human(r: &Report) {
         r.mode, r.threshold, r.parties, r.network, r.signers
     );
     if let Some(cluster) = &r.cluster {
-        println!("cluster {}\n", serde_json::to_string_pretty(cluster).unwrap_or_default());
+        println!(
+            "cluster {}\n",
+            serde_json::to_string_pretty(cluster).unwrap_or_default()
+        );
     }
     for w in &r.wallets {
         println!("{} wallet ({})", w.scheme, w.script_type);

@@ -505,9 +505,12 @@ impl Node {
         let request = serde_json::json!({"wallet_id": wallet_id, "path": path.to_string(), "count": count, "signers": signers});
         let result = self
             .presign_batch(session, wallet_id, path, count, signers)
-            .instrument(tracing::info_span!("presign", node = self.id(), %session, wallet = %wallet_id))
+            .instrument(
+                tracing::info_span!("presign", node = self.id(), %session, wallet = %wallet_id),
+            )
             .await;
-        self.recorded(session, "presign", &request, started_at, result).await
+        self.recorded(session, "presign", &request, started_at, result)
+            .await
     }
 
     async fn presign_batch(
@@ -524,7 +527,8 @@ impl Node {
             Some(s) => s,
             None => self.pick_signers(&wallet, &[])?,
         };
-        let timeout = Limits::ms(self.inner.config.limits.presign_timeout_ms * u64::from(count.max(1)));
+        let timeout =
+            Limits::ms(self.inner.config.limits.presign_timeout_ms * u64::from(count.max(1)));
         let outcomes = self
             .coordinate(
                 session,
@@ -546,7 +550,9 @@ impl Node {
             })
             .collect();
         if lists.len() != signers.len() || lists.windows(2).any(|w| w[0] != w[1]) {
-            return Err(NodeError::Disagreement("signers hold different presignatures".into()));
+            return Err(NodeError::Disagreement(
+                "signers hold different presignatures".into(),
+            ));
         }
         Ok(PresignReport {
             wallet_id: wallet_id.into(),

@@ -33,6 +33,9 @@ pub struct NodeConfig {
     pub limits: Limits,
     #[serde(default)]
     pub primes: PrimesConfig,
+    /// This node's own spending policy, checked before it signs anything.
+    #[serde(default)]
+    pub policy: mpc_bitcoin::policy::Policy,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,6 +133,8 @@ pub struct Limits {
     pub full_sign_timeout_ms: u64,
     /// Presignatures live this long before they are destroyed unused.
     pub presignature_ttl_ms: u64,
+    /// How long a message for a session this node has not registered yet is held.
+    pub session_hold_ms: u64,
 }
 
 impl Default for Limits {
@@ -144,6 +149,7 @@ impl Default for Limits {
             sign_timeout_ms: 10_000,
             full_sign_timeout_ms: 120_000,
             presignature_ttl_ms: 3_600_000,
+            session_hold_ms: 10_000,
         }
     }
 }

@@ -13,6 +13,8 @@ pub enum NodeError {
     Protocol(#[from] mpc_protocols::ProtocolError),
     #[error("{0}")]
     Wallet(#[from] mpc_bitcoin::WalletError),
+    #[error(transparent)]
+    Policy(#[from] mpc_bitcoin::policy::PolicyViolation),
     #[error("not found: {0}")]
     NotFound(String),
     #[error("invalid request: {0}")]

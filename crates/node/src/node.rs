@@ -89,7 +89,11 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| NodeError::Config(format!("{}: {e}", config.data_dir.display())))?;
         let store = Store::open(&config.store_url(), &key_source(&config)?, config.id).await?;
-        let (router, control) = Router::new(config.id, RouterLimits::default());
+        let limits = RouterLimits {
+            hold_time: Limits::ms(config.limits.session_hold_ms),
+            ..RouterLimits::default()
+        };
+        let (router, control) = Router::new(config.id, limits);
         let me = config
             .peer(config.id)
             .ok_or_else(|| NodeError::Config("this node is not in cluster.nodes".into()))?;
@@ -624,6 +628,7 @@ impl Node {
                         .await;
                 });
             }
+            self.inner.router.sweep();
             tokio::time::sleep(interval).await;
         }
     }

@@ -9,11 +9,12 @@
 //! `bitcoinconsensus`, and returns it. A failed attempt is retried once with another signer
 //! set that avoids the nodes that failed.
 
-use std::time::Instant;
+use std::{collections::HashMap, time::Instant};
 
 use mpc_bitcoin::{
     bitcoin::{consensus, psbt::Psbt},
     finalize::{finalize, insert_signature, InputSignature},
+    policy::{self, SpendSummary},
     psbt::{analyze, parse_psbt, spent_outputs, JobMessage, SigningJob},
     verify::verify_transaction,
     Scheme, WalletError, WalletKey,
@@ -87,6 +88,31 @@ impl RequestWallets {
 }
 
 impl Node {
+    /// Applies this node's spending policy to a PSBT whose inputs `jobs` describes.
+    async fn check_policy(
+        &self,
+        psbt: &Psbt,
+        jobs: &[SigningJob],
+        wallets: &RequestWallets,
+    ) -> Result<SpendSummary, NodeError> {
+        let mut input_wallet = vec![0usize; psbt.inputs.len()];
+        for job in jobs {
+            input_wallet[job.input] = job.wallet;
+        }
+        let keys = wallets.keys();
+        let summary = policy::summarize(psbt, &keys, &input_wallet)?;
+        let since = now_ms() - 24 * 3600 * 1000;
+        let mut spent_24h = HashMap::new();
+        for (i, record) in wallets.records.iter().enumerate() {
+            spent_24h.insert(i, self.inner.store.spent_since(&record.id, since).await?);
+        }
+        let config = &self.inner.config;
+        config
+            .policy
+            .check(psbt, &summary, &keys, &spent_24h, &config.cluster.network)?;
+        Ok(summary)
+    }
+
     async fn request_wallets(&self, wallet_ids: &[String]) -> Result<RequestWallets, NodeError> {
         if wallet_ids.is_empty() || wallet_ids.len() > 8 {
             return Err(NodeError::InvalidRequest("name 1 to 8 wallets".into()));
@@ -125,6 +151,7 @@ impl Node {
             let psbt = parse_psbt(psbt_base64)?;
             // The coordinator checks first, so a bad request starts no session at all.
             let jobs = analyze(&psbt, &wallets.keys())?;
+            self.check_policy(&psbt, &jobs, &wallets).await?;
             let mut attempts = Vec::new();
             let mut exclude: Vec<NodeId> = Vec::new();
             let mut last_error = None;
@@ -362,6 +389,8 @@ impl Node {
                 "one presignature slot per input expected".into(),
             ));
         }
+        // This node's own limits, whatever the coordinator decided.
+        let summary = self.check_policy(&psbt, &jobs, &wallets).await?;
         let limits = &self.inner.config.limits;
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in &jobs {
@@ -429,6 +458,13 @@ impl Node {
                 }
             };
             outcomes.push(outcome);
+        }
+        // Counted once this node has signed, whether or not the transaction is broadcast.
+        for (w, amount) in &summary.leaving_by_wallet {
+            self.inner
+                .store
+                .record_spend(session, &wallets.records[*w].id, *amount, now_ms())
+                .await?;
         }
         Ok(Outcome::Sign { inputs: outcomes })
     }

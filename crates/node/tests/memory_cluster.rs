@@ -69,6 +69,7 @@ fn config(id: u16, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
             pool_target: 0,
             ..Default::default()
         },
+        policy: Default::default(),
     }
 }
 
@@ -288,7 +289,11 @@ async fn dkg_presign_and_sign_a_mixed_transaction() {
         .script_pubkey(&Chain::Receive.path(9).unwrap())
         .unwrap();
     let err = n1
-        .sign_psbt(Uuid::new_v4(), std::slice::from_ref(&ecdsa.id), &foreign.to_string())
+        .sign_psbt(
+            Uuid::new_v4(),
+            std::slice::from_ref(&ecdsa.id),
+            &foreign.to_string(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, NodeError::Wallet(_)), "{err}");

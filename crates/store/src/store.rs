@@ -693,6 +693,44 @@ impl Store {
         Ok(inserted == 1)
     }
 
+    // ---- spending (policy) ----
+
+    /// Records that `wallet_id` sent `amount_sats` in signing session `session` (idempotent).
+    pub async fn record_spend(
+        &self,
+        session: Uuid,
+        wallet_id: &str,
+        amount_sats: u64,
+        at_ms: i64,
+    ) -> Result<()> {
+        let amount = i64::try_from(amount_sats)
+            .map_err(|_| StoreError::Invalid(format!("amount {amount_sats} out of range")))?;
+        sqlx::query(
+            "INSERT INTO spends (session, wallet_id, amount_sats, at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (session, wallet_id) DO NOTHING",
+        )
+        .bind(session.to_string())
+        .bind(wallet_id)
+        .bind(amount)
+        .bind(at_ms)
+        .execute(&self.inner.pool)
+        .await
+        .context(|| format!("recording spends/{session}/{wallet_id}"))?;
+        Ok(())
+    }
+
+    /// Total `wallet_id` sent since `since_ms`.
+    pub async fn spent_since(&self, wallet_id: &str, since_ms: i64) -> Result<u64> {
+        let rows: Vec<(i64,)> =
+            sqlx::query_as("SELECT amount_sats FROM spends WHERE wallet_id = $1 AND at >= $2")
+                .bind(wallet_id)
+                .bind(since_ms)
+                .fetch_all(&self.inner.pool)
+                .await
+                .context(|| format!("summing spends of {wallet_id}"))?;
+        Ok(rows.iter().map(|(a,)| u64::try_from(*a).unwrap_or(0)).sum())
+    }
+
     // ---- ceremonies ----
 
     /// Inserts or replaces a ceremony record.

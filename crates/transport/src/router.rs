@@ -291,6 +291,12 @@ impl Router {
         }
     }
 
+    /// Drops held messages older than the hold time (call periodically).
+    pub fn sweep(&self) {
+        let mut state = self.lock();
+        self.expire_held(&mut state);
+    }
+
     /// Number of messages held for unknown sessions (for health and tests).
     pub fn held_count(&self) -> usize {
         let mut state = self.lock();

@@ -1,0 +1,520 @@
+//! Five real node processes on loopback (QUIC + mutual TLS, one SQLite store each), driven
+//! only through the network: aux info, DKG for both schemes, a mixed P2WPKH + P2TR
+//! transaction (one input from a presignature), attacks on one node's mesh endpoint, a signer
+//! killed mid-signing, and a restart of every node from its store.
+
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use mpc_api::Role;
+use mpc_bitcoin::{
+    bitcoin::{consensus, Amount, Transaction},
+    build::{build_psbt, synthetic_funding, Payment},
+    psbt::{parse_psbt, spent_outputs},
+    verify::verify_transaction,
+    Chain, WalletKey,
+};
+use mpc_node::{
+    config::Limits,
+    control::{Control, Proposal, ProposalBody},
+};
+use mpc_transport::{
+    certs::{self, ClusterCa, TlsIdentity},
+    quic::{MeshConfig, PeerConfig, QuicMesh},
+    Envelope, Router, RouterLimits, SessionId, Transport,
+};
+use mpc_wallet::{
+    client::{ApiClient, ClientError},
+    devnet::{wallet_key_from_api, Devnet, DevnetOptions},
+};
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+fn options(dir: &Path) -> DevnetOptions {
+    DevnetOptions {
+        nodes: 5,
+        threshold: 3,
+        dir: dir.to_path_buf(),
+        binary: env!("CARGO_BIN_EXE_mpc-wallet").into(),
+        limits: Limits {
+            full_sign_timeout_ms: 40_000,
+            sign_timeout_ms: 10_000,
+            session_hold_ms: 1_000,
+            ..Limits::default()
+        },
+        policy: Default::default(),
+    }
+}
+
+async fn sign(
+    client: &ApiClient,
+    wallet: &str,
+    also: &[&str],
+    psbt: &str,
+) -> Result<Value, ClientError> {
+    client
+        .post(
+            &format!("/api/v1/wallets/{wallet}/psbt/sign"),
+            &json!({"psbt": psbt, "additional_wallets": also}),
+        )
+        .await
+}
+
+/// Checks a signing answer independently and returns the ECDSA `r` values it contains.
+fn verify_answer(answer: &Value) -> Vec<Vec<u8>> {
+    let psbt = parse_psbt(answer["psbt"].as_str().unwrap()).unwrap();
+    let spent = spent_outputs(&psbt).unwrap();
+    let tx: Transaction =
+        consensus::encode::deserialize_hex(answer["raw_transaction"].as_str().unwrap()).unwrap();
+    verify_transaction(&tx, &spent).unwrap();
+    tx.input
+        .iter()
+        .zip(&spent)
+        .filter(|(_, out)| out.script_pubkey.is_p2wpkh())
+        .map(|(input, _)| {
+            let der = input.witness.nth(0).unwrap();
+            let sig =
+                mpc_bitcoin::bitcoin::secp256k1::ecdsa::Signature::from_der(&der[..der.len() - 1])
+                    .unwrap();
+            sig.serialize_compact()[..32].to_vec()
+        })
+        .collect()
+}
+
+fn spend(inputs: &[(&WalletKey, &str, u64)], to: &WalletKey) -> String {
+    let spendable: Vec<_> = inputs
+        .iter()
+        .enumerate()
+        .map(|(k, (w, p, amount))| {
+            synthetic_funding(
+                w,
+                &p.parse().unwrap(),
+                Amount::from_sat(*amount),
+                &format!("{k}-{}", Uuid::new_v4()),
+            )
+            .unwrap()
+        })
+        .collect();
+    let total: u64 = inputs.iter().map(|(_, _, a)| a).sum();
+    build_psbt(
+        &spendable,
+        &[Payment {
+            script_pubkey: to.chain_address(Chain::Receive, 9).unwrap().script_pubkey(),
+            amount: Amount::from_sat(total - 2_000),
+            owner: None,
+        }],
+    )
+    .unwrap()
+    .to_string()
+}
+
+async fn refused(client: &ApiClient) -> (u64, u64) {
+    let h: Value = client.get("/api/v1/cluster/health").await.unwrap();
+    (
+        h["refused"]["connections"].as_u64().unwrap(),
+        h["refused"]["frames"].as_u64().unwrap(),
+    )
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A rogue endpoint that dials node `target` of the devnet as node `me`.
+async fn rogue(
+    devnet: &Devnet,
+    me: u16,
+    target: u16,
+    identity: TlsIdentity,
+    max_frame: usize,
+) -> (QuicMesh, tokio::sync::mpsc::UnboundedReceiver<Envelope>) {
+    let target_addr = devnet.nodes.iter().find(|n| n.id == target).unwrap().quic;
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = MeshConfig::new(
+        me,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        vec![PeerConfig {
+            id: target,
+            address: target_addr,
+        }],
+        identity,
+    );
+    config.max_frame_bytes = max_frame;
+    let (router, control) = Router::new(me, RouterLimits::default());
+    (QuicMesh::start(config, router).await.unwrap(), control)
+}
+
+fn identity(
+    dir: &Path,
+    ca: &ClusterCa,
+    id: u16,
+    not_before: time::OffsetDateTime,
+    days: i64,
+) -> TlsIdentity {
+    let cert = ca
+        .issue_node(id, &["127.0.0.1".parse().unwrap()], not_before, days)
+        .unwrap();
+    TlsIdentity {
+        ca_pem: std::fs::read_to_string(certs::ca_cert_path(dir)).unwrap(),
+        cert_pem: cert.cert_pem,
+        key_pem: cert.key_pem,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a_restart() {
+    let dir = std::env::temp_dir().join(format!("mpc-cluster-test-{}", Uuid::new_v4()));
+    let mut devnet = Devnet::create(options(&dir)).unwrap();
+    devnet.start_all().unwrap();
+    let all: Vec<u16> = (1..=5).collect();
+    devnet
+        .wait_live(&all, 5, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let admin = devnet.client(1, Role::Admin).unwrap();
+    let signer = devnet.client(1, Role::Signer).unwrap();
+    let mut r_values: Vec<Vec<u8>> = Vec::new();
+
+    // ---- ceremonies through the network ------------------------------------------------
+    admin
+        .ceremony("/api/v1/aux-info", &json!({}), None)
+        .await
+        .unwrap();
+    let ecdsa = admin
+        .ceremony(
+            "/api/v1/dkg/initiate",
+            &json!({"protocol": "cggmp24", "name": "e"}),
+            None,
+        )
+        .await
+        .unwrap();
+    let taproot = admin
+        .ceremony(
+            "/api/v1/dkg/initiate",
+            &json!({"protocol": "frost", "name": "t"}),
+            None,
+        )
+        .await
+        .unwrap();
+    let (eid, tid) = (
+        ecdsa["id"].as_str().unwrap().to_string(),
+        taproot["id"].as_str().unwrap().to_string(),
+    );
+    // Every node reports the same wallet.
+    for id in 1..=5 {
+        let w: Value = devnet
+            .client(id, Role::Viewer)
+            .unwrap()
+            .get(&format!("/api/v1/wallets/{eid}"))
+            .await
+            .unwrap();
+        assert_eq!(w["public_key"], ecdsa["public_key"]);
+        assert_eq!(w["state"], "active");
+    }
+    let ekey = wallet_key_from_api(&ecdsa).unwrap();
+    let tkey = wallet_key_from_api(&taproot).unwrap();
+    admin
+        .ceremony(
+            &format!("/api/v1/wallets/{eid}/presignatures"),
+            &json!({"path": "m/0/0", "count": 2}),
+            None,
+        )
+        .await
+        .unwrap();
+
+    // ---- a mixed transaction, one input from a presignature ------------------------------
+    let psbt = spend(&[(&ekey, "m/0/0", 50_000), (&tkey, "m/0/0", 60_000)], &tkey);
+    let first = sign(&signer, &eid, &[&tid], &psbt).await.unwrap();
+    let methods: Vec<&str> = first["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["presignature", "frost"]);
+    r_values.extend(verify_answer(&first));
+    let first_signers: Vec<u16> = serde_json::from_value(first["signers"].clone()).unwrap();
+
+    // ---- attacks on node 3's mesh endpoint; node 3 keeps serving ------------------------
+    let node3 = devnet.client(3, Role::Viewer).unwrap();
+    let cert_dir = dir.join("certs");
+    let ca = ClusterCa::from_pem(
+        &std::fs::read_to_string(certs::ca_cert_path(&cert_dir)).unwrap(),
+        &std::fs::read_to_string(certs::ca_key_path(&cert_dir)).unwrap(),
+    )
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let (conns0, frames0) = refused(&node3).await;
+
+    // A certificate from another CA.
+    let stranger = ClusterCa::generate("stranger", 1).unwrap();
+    let (mesh, _) = rogue(
+        &devnet,
+        2,
+        3,
+        identity(&cert_dir, &stranger, 2, now - time::Duration::hours(1), 1),
+        4 << 20,
+    )
+    .await;
+    let _ = mesh
+        .send(
+            3,
+            Envelope {
+                protocol: 0,
+                session: SessionId([1; 16]),
+                round: 0,
+                from: 2,
+                to: Some(3),
+                payload: vec![],
+            },
+        )
+        .await;
+    wait_for("the foreign certificate to be refused", async || {
+        refused(&node3).await.0 > conns0
+    })
+    .await;
+    drop(mesh);
+    // An expired certificate from the right CA.
+    let (conns1, _) = refused(&node3).await;
+    let (mesh, _) = rogue(
+        &devnet,
+        2,
+        3,
+        identity(&cert_dir, &ca, 2, now - time::Duration::days(3), 1),
+        4 << 20,
+    )
+    .await;
+    let _ = mesh
+        .send(
+            3,
+            Envelope {
+                protocol: 0,
+                session: SessionId([1; 16]),
+                round: 0,
+                from: 2,
+                to: Some(3),
+                payload: vec![],
+            },
+        )
+        .await;
+    wait_for("the expired certificate to be refused", async || {
+        refused(&node3).await.0 > conns1
+    })
+    .await;
+    drop(mesh);
+
+    // Node 2's real certificate (stolen; node 2 itself is stopped meanwhile, or the two would
+    // keep replacing each other's connection), used to claim to be node 1, to send garbage,
+    // an oversize frame, a replayed protocol message and a replayed proposal.
+    devnet.stop(2, Signal::SIGTERM).unwrap();
+    let node2 = TlsIdentity::load(
+        &certs::ca_cert_path(&cert_dir),
+        &certs::node_cert_path(&cert_dir, 2),
+        &certs::node_key_path(&cert_dir, 2),
+    )
+    .unwrap();
+    let (mesh, mut control) = rogue(&devnet, 2, 3, node2, 16 << 20).await;
+    let envelope = |from: u16, session: SessionId, protocol: u8, payload: Vec<u8>| Envelope {
+        protocol,
+        session,
+        round: 1,
+        from,
+        to: None,
+        payload,
+    };
+    // A message for a session nobody runs: held for session_hold_ms, then dropped.
+    mesh.send(3, envelope(2, SessionId([9; 16]), 6, b"unknown".to_vec()))
+        .await
+        .unwrap();
+    mesh.send(
+        3,
+        envelope(1, SessionId([7; 16]), 6, b"I am node 1".to_vec()),
+    )
+    .await
+    .unwrap();
+    mesh.send_raw_frame(3, b"\x00\x00\x00\x10not an envelope at all")
+        .await
+        .unwrap();
+    // Node 3 stops reading at its limit, so the sender sees its stream stopped.
+    let _ = mesh
+        .send(3, envelope(2, SessionId([8; 16]), 6, vec![0; 5 << 20]))
+        .await;
+    let old_sub_session =
+        SessionId::from_uuid(first["session"].as_str().unwrap().parse().unwrap()).derive("input/1");
+    mesh.send(3, envelope(2, old_sub_session, 6, b"replayed".to_vec()))
+        .await
+        .unwrap();
+    wait_for("four refused frames", async || {
+        refused(&node3).await.1 >= frames0 + 4
+    })
+    .await;
+    // A replayed signing proposal (same session id as the first signing).
+    if first_signers.contains(&3) {
+        let session: Uuid = first["session"].as_str().unwrap().parse().unwrap();
+        let proposal = Control::Propose(Proposal {
+            session,
+            body: ProposalBody::Sign {
+                wallet_ids: vec![eid.clone(), tid.clone()],
+                psbt: psbt.clone(),
+                signers: first_signers.clone(),
+                presignatures: vec![None, None],
+            },
+        });
+        mesh.send(3, proposal.envelope(session, 2, 3).unwrap())
+            .await
+            .unwrap();
+        // Node 3 takes the rogue for node 2: skip its heartbeats, wait for the answer.
+        let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let envelope = control.recv().await.unwrap();
+                match Control::from_envelope(&envelope).unwrap() {
+                    Control::Heartbeat { .. } => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .unwrap();
+        match outcome {
+            Control::Outcome {
+                result: Err(reason),
+                ..
+            } => assert!(reason.contains("already used"), "{reason}"),
+            other => panic!("replayed proposal answered with {other:?}"),
+        }
+    }
+    drop(mesh);
+    devnet.start(2).unwrap();
+    let log3 = std::fs::read_to_string(devnet.node_dir(3).join("node.log")).unwrap();
+    for needle in [
+        "TLS handshake refused",
+        "sender field says node 1",
+        "frame exceeds",
+        "has finished (replayed message)",
+    ] {
+        assert!(log3.contains(needle), "node 3's log lacks {needle:?}");
+    }
+    // Still serving: every node live, and node 3 coordinates a signing.
+    devnet
+        .wait_live(&all, 5, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let again = sign(
+        &devnet.client(3, Role::Signer).unwrap(),
+        &tid,
+        &[],
+        &spend(&[(&tkey, "m/0/2", 30_000)], &tkey),
+    )
+    .await
+    .unwrap();
+    verify_answer(&again);
+    let log3 = std::fs::read_to_string(devnet.node_dir(3).join("node.log")).unwrap();
+    assert!(
+        log3.contains("never registered"),
+        "the unknown-session message was not dropped"
+    );
+
+    // ---- foreign inputs are refused, with the input named --------------------------------
+    let mut foreign = parse_psbt(&spend(&[(&ekey, "m/0/3", 10_000)], &tkey)).unwrap();
+    foreign.inputs[0]
+        .witness_utxo
+        .as_mut()
+        .unwrap()
+        .script_pubkey = tkey
+        .chain_address(Chain::Receive, 3)
+        .unwrap()
+        .script_pubkey();
+    match sign(&signer, &eid, &[], &foreign.to_string()).await {
+        Err(ClientError::Api {
+            status: 422,
+            code,
+            message,
+            ..
+        }) => {
+            assert_eq!(code, "psbt_refused");
+            assert!(message.contains("input 0"), "{message}");
+        }
+        other => panic!("foreign input accepted: {other:?}"),
+    }
+
+    // ---- a signer killed mid-signing -------------------------------------------------------
+    // Interactive ECDSA (no presignature for m/0/5) takes seconds; kill a non-coordinator
+    // signer during it. The attempt fails naming it; the retry with another set succeeds.
+    let psbt = spend(&[(&ekey, "m/0/5", 40_000)], &tkey);
+    let signing = tokio::spawn({
+        let signer = signer.clone();
+        let eid = eid.clone();
+        async move { sign(&signer, &eid, &[], &psbt).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let victim = 2;
+    devnet.stop(victim, Signal::SIGKILL).unwrap();
+    let answer = signing.await.unwrap().unwrap();
+    let attempts = answer["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    let failure = attempts[0]["error"].as_str().unwrap();
+    assert!(
+        failure.contains(&format!("[{victim}]")),
+        "the failure names node {victim}: {failure}"
+    );
+    let final_signers: Vec<u16> = serde_json::from_value(answer["signers"].clone()).unwrap();
+    assert!(!final_signers.contains(&victim));
+    r_values.extend(verify_answer(&answer));
+
+    // The spare presignature still signs with the victim down if its set is live; otherwise
+    // the coordinator falls back to interactive signing. Either way, no r repeats.
+    devnet.start(victim).unwrap();
+    devnet
+        .wait_live(&all, 5, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let answer = sign(
+        &signer,
+        &eid,
+        &[],
+        &spend(&[(&ekey, "m/0/0", 20_000)], &tkey),
+    )
+    .await
+    .unwrap();
+    r_values.extend(verify_answer(&answer));
+
+    // ---- restart every node from its store: the same wallets sign again -----------------
+    devnet.stop_all().unwrap();
+    devnet.start_all().unwrap();
+    devnet
+        .wait_live(&all, 5, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let after = sign(
+        &signer,
+        &eid,
+        &[&tid],
+        &spend(&[(&ekey, "m/1/0", 30_000), (&tkey, "m/1/0", 30_000)], &tkey),
+    )
+    .await
+    .unwrap();
+    r_values.extend(verify_answer(&after));
+    let w: Value = signer.get(&format!("/api/v1/wallets/{eid}")).await.unwrap();
+    assert_eq!(w["public_key"], ecdsa["public_key"]);
+
+    // No two ECDSA signatures in this test share a nonce.
+    let distinct: HashSet<&Vec<u8>> = r_values.iter().collect();
+    assert_eq!(distinct.len(), r_values.len(), "an ECDSA nonce was reused");
+    assert!(r_values.len() >= 4);
+
+    drop(devnet);
+    let _ = std::fs::remove_dir_all(&dir);
+}
