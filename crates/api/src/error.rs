@@ -2,11 +2,14 @@
 //! stable codes clients can match on.
 
 use axum::{
-    http::StatusCode,
+    extract::Request,
+    http::{header, StatusCode},
+    middleware::Next,
     response::{IntoResponse, Response},
     Json,
 };
-use mpc_node::NodeError;
+use mpc_bitcoin::spend::SpendError;
+use mpc_node::{utxos::UtxoError, NodeError};
 use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -30,7 +33,8 @@ pub struct ErrorBody {
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Stable machine-readable code, e.g. `not_found`, `forbidden`, `psbt_refused`.
+    /// Stable machine-readable code, e.g. `not_found`, `forbidden`, `psbt_refused`,
+    /// `insufficient_funds`, `rate_limited`.
     pub code: String,
     pub message: String,
     #[schema(value_type = Object)]
@@ -110,6 +114,109 @@ impl From<NodeError> for ApiError {
             | NodeError::Internal(_) => Self::internal(message),
         }
     }
+}
+
+impl From<UtxoError> for ApiError {
+    fn from(e: UtxoError) -> Self {
+        let message = e.to_string();
+        match e {
+            UtxoError::Node(e) => e.into(),
+            UtxoError::Spend(spend) => {
+                let status = match spend {
+                    SpendError::BadAddress { .. } => StatusCode::BAD_REQUEST,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                let details = match &spend {
+                    SpendError::InsufficientFunds {
+                        needed,
+                        available,
+                        utxos,
+                    } => {
+                        json!({"needed_sats": needed, "available_sats": available, "utxos": utxos})
+                    }
+                    SpendError::Dust { amount, minimum } => {
+                        json!({"amount_sats": amount, "minimum_sats": minimum})
+                    }
+                    SpendError::WrongNetwork {
+                        expected, found, ..
+                    } => json!({"expected": expected, "found": found}),
+                    _ => Value::Null,
+                };
+                Self::new(status, spend.code(), message).with_details(details)
+            }
+            UtxoError::Invalid(_) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+            }
+            UtxoError::Duplicate { outpoint } => {
+                Self::new(StatusCode::CONFLICT, "utxo_conflict", message)
+                    .with_details(json!({"outpoint": outpoint}))
+            }
+            UtxoError::Busy { outpoint } => Self::new(StatusCode::CONFLICT, "utxo_busy", message)
+                .with_details(json!({"outpoint": outpoint})),
+        }
+    }
+}
+
+/// A stable code for an error response that did not come from a handler (axum's own 405,
+/// path and query rejections, a panic turned into 500, ...).
+fn code_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "invalid_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        s if s.is_server_error() => "internal",
+        _ => "http_error",
+    }
+}
+
+/// The code of a JSON body rejection, by its status.
+pub(crate) fn body_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ => "invalid_body",
+    }
+}
+
+/// Middleware: every error response leaves in the one JSON shape. Responses the handlers
+/// made are JSON already; anything else (axum's 405, path and query rejections) is
+/// rewrapped, keeping its status, its text as the message and its headers (`Allow`).
+pub async fn normalize(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut out = ApiError::new(status, code_for(status), message).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 impl IntoResponse for ApiError {

@@ -34,7 +34,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(rejection) => Err(ApiError::new(
                 rejection.status(),
-                "invalid_body",
+                crate::error::body_code(rejection.status()),
                 rejection.body_text(),
             )),
         }
@@ -53,8 +53,8 @@ fn accepted(ceremony: Uuid) -> Response {
 
 /// Runs a ceremony in the background; its record is the client's way to follow it.
 async fn spawn_ceremony<F, Fut, T>(
-    node: &Node,
-    kind: &str,
+    state: &AppState,
+    kind: &'static str,
     request: Value,
     run: F,
 ) -> Result<Response, ApiError>
@@ -64,11 +64,14 @@ where
     T: Send + 'static,
 {
     let session = Uuid::new_v4();
-    node.ceremony_started(session, kind, request).await?;
-    let node = node.clone();
+    state.node.ceremony_started(session, kind, request).await?;
+    let node = state.node.clone();
+    let metrics = state.metrics.clone();
     tokio::spawn(async move {
+        let started = std::time::Instant::now();
         // The node records the outcome (and logs failures) itself.
-        let _ = run(node, session).await;
+        let outcome = run(node, session).await;
+        metrics.ceremony_finished(kind, outcome.is_ok(), started.elapsed().as_secs_f64());
     });
     Ok(accepted(session))
 }
@@ -151,7 +154,7 @@ pub struct CeremonyAccepted {
     security(("bearer" = [])))]
 pub async fn aux_info(State(s): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(ADMIN)?;
-    spawn_ceremony(&s.node, "aux-info", json!({}), |node, session| async move {
+    spawn_ceremony(&s, "aux-info", json!({}), |node, session| async move {
         node.run_aux_info(session).await
     })
     .await
@@ -189,7 +192,7 @@ pub async fn dkg_initiate(
         network: req.network,
     };
     let json = serde_json::to_value(&request).map_err(|e| ApiError::internal(e.to_string()))?;
-    spawn_ceremony(&s.node, "keygen", json, move |node, session| async move {
+    spawn_ceremony(&s, "keygen", json, move |node, session| async move {
         node.create_wallet(session, request).await
     })
     .await
@@ -394,7 +397,7 @@ pub async fn presignatures(
     }
     s.node.active_wallet(&id).await?;
     let json = serde_json::to_value(&req).map_err(|e| ApiError::internal(e.to_string()))?;
-    spawn_ceremony(&s.node, "presign", json, move |node, session| async move {
+    spawn_ceremony(&s, "presign", json, move |node, session| async move {
         node.generate_presignatures(session, &id, &path, req.count, req.signers)
             .await
     })
@@ -428,9 +431,52 @@ pub async fn sign_psbt(
     caller.require(SIGN)?;
     let mut wallets = vec![id];
     wallets.extend(req.additional_wallets);
-    Ok(Json(
-        s.node
-            .sign_psbt(Uuid::new_v4(), &wallets, &req.psbt)
-            .await?,
-    ))
+    let report = s
+        .node
+        .sign_psbt(Uuid::new_v4(), &wallets, &req.psbt)
+        .await?;
+    s.metrics.signed(&report);
+    // Registered outputs this transaction spends are spent now; the signature stands even
+    // if this bookkeeping fails.
+    if let Err(e) = s.node.record_signed(&report).await {
+        tracing::warn!(txid = %report.txid, error = %e, "could not mark registered outputs spent");
+    }
+    Ok(Json(report))
+}
+
+/// This document (OpenAPI 3.1, generated from the handlers).
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
+pub async fn openapi_json(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        s.spec.get().cloned().unwrap_or_default(),
+    )
+        .into_response()
+}
+
+// ---- presignature pool --------------------------------------------------------------------
+
+#[derive(Serialize, ToSchema)]
+pub struct PoolStats {
+    node: u16,
+    /// One entry per ECDSA wallet: levels per (path, signer set), target, utilization,
+    /// generated and used totals, last refill and generation-time percentiles.
+    #[schema(value_type = Vec<Object>)]
+    wallets: Vec<mpc_node::pool::WalletPoolStats>,
+}
+
+/// Presignature pool levels and statistics of every ECDSA wallet, as this node sees them.
+#[utoipa::path(get, path = "/api/v1/presignatures/stats", tag = "wallets",
+    responses((status = 200, body = PoolStats), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn presignature_stats(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<PoolStats>, ApiError> {
+    caller.require(READ)?;
+    Ok(Json(PoolStats {
+        node: s.node.id(),
+        wallets: s.node.pool_stats().await?,
+    }))
 }

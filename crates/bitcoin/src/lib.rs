@@ -6,6 +6,8 @@
 //!   and the sighash it computes itself.
 //! * [`finalize`]: signatures into the PSBT, finalization, extraction.
 //! * [`build`]: unsigned PSBTs with the derivation records signers need.
+//! * [`spend`]: paying from registered outputs: recipient checks, coin selection (BDK's),
+//!   fee math, the unsigned PSBT with change to the wallet.
 //! * [`local`]: signing a PSBT in one process (demo, tests, baseline benchmarks).
 //! * [`verify`]: the whole transaction through Bitcoin Core's script interpreter
 //!   (`bitcoinconsensus`), with the spent outputs, plus standardness checks consensus omits.
@@ -17,6 +19,7 @@ pub mod keys;
 pub mod local;
 pub mod policy;
 pub mod psbt;
+pub mod spend;
 pub mod verify;
 
 pub use bitcoin;

@@ -18,7 +18,8 @@ use mpc_bitcoin::{
     Scheme, WalletKey,
 };
 use mpc_node::config::{
-    ApiConfig, ClusterConfig, Limits, NodeConfig, PeerEntry, PrimesConfig, StoreConfig, TlsConfig,
+    ApiConfig, ClusterConfig, Limits, NodeConfig, PeerEntry, PoolConfig, PoolLimits, PrimesConfig,
+    StoreConfig, TlsConfig,
 };
 use mpc_protocols::signature::PublicKey;
 use mpc_transport::certs;
@@ -43,6 +44,36 @@ pub struct DevnetOptions {
     pub limits: Limits,
     /// Every node's spending policy.
     pub policy: mpc_bitcoin::policy::Policy,
+    /// The presignature pool (node 1 leads refill).
+    pub pool: PoolConfig,
+    /// PostgreSQL admin URL: each node gets its own new database there instead of SQLite.
+    pub postgres_admin_url: Option<String>,
+}
+
+impl DevnetOptions {
+    /// The devnet's defaults: a pool of 50 per (path, signer set), so a burst of 50 ECDSA
+    /// signatures can be served once it has filled (minutes, in the background).
+    pub fn new(nodes: u16, threshold: u16, dir: PathBuf, binary: PathBuf) -> Self {
+        Self {
+            nodes,
+            threshold,
+            dir,
+            binary,
+            limits: Limits::default(),
+            policy: Default::default(),
+            pool: PoolConfig {
+                defaults: PoolLimits {
+                    target: 50,
+                    low_water: 10,
+                    max: 60,
+                    batch: 10,
+                    ..PoolLimits::default()
+                },
+                ..PoolConfig::default()
+            },
+            postgres_admin_url: None,
+        }
+    }
 }
 
 /// One node process.
@@ -81,6 +112,26 @@ fn random_bytes<const N: usize>() -> [u8; N] {
 }
 
 impl Devnet {
+    /// Writes certificates, keys, the JWT secret and every node's config into `dir` (and
+    /// creates the nodes' PostgreSQL databases if asked to).
+    pub async fn create_with_databases(options: DevnetOptions) -> Result<Self> {
+        let devnet = Self::create(options)?;
+        if let Some(admin) = devnet.options.postgres_admin_url.clone() {
+            let tag = uuid::Uuid::new_v4().simple().to_string();
+            for node in &devnet.nodes {
+                let url = mpc_store::create_postgres_database(
+                    &admin,
+                    &format!("mpc_devnet_{tag}_node{}", node.id),
+                )
+                .await?;
+                let mut config = NodeConfig::load(&node.config)?;
+                config.store.url = Some(url);
+                std::fs::write(&node.config, toml::to_string(&config)?)?;
+            }
+        }
+        Ok(devnet)
+    }
+
     /// Writes certificates, keys, the JWT secret and every node's config into `dir`.
     pub fn create(options: DevnetOptions) -> Result<Self> {
         let dir = &options.dir;
@@ -155,6 +206,7 @@ impl Devnet {
                     import_index: Some(usize::from(id - 1)),
                 },
                 policy: options.policy.clone(),
+                pool: options.pool.clone(),
             };
             let path = node_dir.join("node.toml");
             std::fs::write(&path, toml::to_string(&config)?)?;
@@ -183,6 +235,11 @@ impl Devnet {
     }
 
     pub fn start(&mut self, id: u16) -> Result<()> {
+        self.start_with_env(id, &[])
+    }
+
+    /// Starts node `id` with extra environment variables (e.g. a crash point).
+    pub fn start_with_env(&mut self, id: u16, env: &[(&str, &str)]) -> Result<()> {
         let binary = self.options.binary.clone();
         let node = self.node_mut(id)?;
         let log = std::fs::OpenOptions::new()
@@ -197,6 +254,7 @@ impl Devnet {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -243,6 +301,19 @@ impl Devnet {
             child.wait()?;
         }
         Ok(())
+    }
+
+    /// Whether node `id`'s process is still running (reaps it if it exited).
+    pub fn is_running(&mut self, id: u16) -> Result<bool> {
+        let node = self.node_mut(id)?;
+        let exited = match node.child.as_mut() {
+            None => return Ok(false),
+            Some(child) => child.try_wait()?.is_some(),
+        };
+        if exited {
+            node.child = None;
+        }
+        Ok(!exited)
     }
 
     pub fn stop_all(&mut self) -> Result<()> {

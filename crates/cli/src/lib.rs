@@ -3,6 +3,7 @@
 //! integration tests drive the same devnet.
 
 pub mod client;
+pub mod commands;
 pub mod demo;
 pub mod devnet;
 pub mod fixtures;

@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use mpc_wallet::{demo, devnet, fixtures, node_cmd, report};
+use clap::{CommandFactory, Parser, Subcommand};
+use mpc_wallet::{
+    commands::{self, Conn},
+    demo, devnet, fixtures, node_cmd, report,
+};
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +65,53 @@ enum Command {
     /// Aux info for a node set, run in one process (test fixtures).
     #[command(subcommand, name = "aux-info")]
     AuxInfo(AuxInfoCommand),
+    /// Wallets through a node's API: create (DKG), list, show, address, descriptor.
+    Wallet {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: commands::WalletCommand,
+    },
+    /// The UTXO registry: register a wallet's funding outputs, list them.
+    Utxo {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: commands::UtxoCommand,
+    },
+    /// Sign a PSBT through the cluster.
+    Sign {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        args: commands::SignArgs,
+    },
+    /// Pay from a wallet's registered outputs (coin selection, change, signing).
+    Send {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(flatten)]
+        args: commands::SendArgs,
+    },
+    /// The presignature pool.
+    Pool {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: commands::PoolCommand,
+    },
+    /// The cluster as a node sees it.
+    Cluster {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: commands::ClusterCommand,
+    },
+    /// API tokens.
+    #[command(subcommand)]
+    Token(commands::TokenCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -158,14 +208,12 @@ fn main() -> Result<()> {
         } => {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
-                let options = devnet::DevnetOptions {
+                let options = devnet::DevnetOptions::new(
                     nodes,
                     threshold,
                     dir,
-                    binary: std::env::current_exe().context("locating the mpc-wallet binary")?,
-                    limits: Default::default(),
-                    policy: Default::default(),
-                };
+                    std::env::current_exe().context("locating the mpc-wallet binary")?,
+                );
                 let (report, mut devnet) = devnet::run(options).await?;
                 print(&report, json)?;
                 if keep_running {
@@ -208,5 +256,29 @@ fn main() -> Result<()> {
             parties,
             out,
         }) => fixtures::generate_aux_info(&primes, parties, &out),
+        Command::Wallet { conn, command } => {
+            commands::run_api(conn.json, commands::wallet(&conn, &command))
+        }
+        Command::Utxo { conn, command } => {
+            commands::run_api(conn.json, commands::utxo(&conn, &command))
+        }
+        Command::Sign { conn, args } => commands::run_api(conn.json, commands::sign(&conn, &args)),
+        Command::Send { conn, args } => commands::run_api(conn.json, commands::send(&conn, &args)),
+        Command::Pool { conn, command } => {
+            commands::run_api(conn.json, commands::pool(&conn, &command))
+        }
+        Command::Cluster { conn, command } => {
+            commands::run_api(conn.json, commands::cluster(&conn, &command))
+        }
+        Command::Token(command) => commands::token(&command),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "mpc-wallet",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     }
 }

@@ -26,21 +26,18 @@ pub async fn run(config_path: &Path) -> Result<()> {
     let config = NodeConfig::load(config_path)?;
     let api = config.api.listen;
     let jwt = match api {
-        Some(_) => Some(Arc::new(mpc_api::Jwt::hs256(
+        Some(_) => Some(Arc::new(mpc_api::jwt_from_config(
             &jwt_secret(&config)?,
-            &config.api.jwt_issuer,
-            &config.api.jwt_audience,
+            &config.api,
         )?)),
         None => None,
     };
+    let api_config = config.api.clone();
     let node = Node::start(config).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = match (api, jwt) {
         (Some(addr), Some(jwt)) => {
-            let state = mpc_api::AppState {
-                node: node.clone(),
-                jwt,
-            };
+            let state = mpc_api::AppState::new(node.clone(), jwt, &api_config)?;
             let mut rx = stop_rx.clone();
             info!(node = node.id(), %addr, "API listening");
             Some(tokio::spawn(mpc_api::serve(addr, state, async move {

@@ -36,19 +36,21 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 fn options(dir: &Path) -> DevnetOptions {
-    DevnetOptions {
-        nodes: 5,
-        threshold: 3,
-        dir: dir.to_path_buf(),
-        binary: env!("CARGO_BIN_EXE_mpc-wallet").into(),
-        limits: Limits {
-            full_sign_timeout_ms: 40_000,
-            sign_timeout_ms: 10_000,
-            session_hold_ms: 1_000,
-            ..Limits::default()
-        },
-        policy: Default::default(),
-    }
+    let mut options = DevnetOptions::new(
+        5,
+        3,
+        dir.to_path_buf(),
+        env!("CARGO_BIN_EXE_mpc-wallet").into(),
+    );
+    options.limits = Limits {
+        full_sign_timeout_ms: 40_000,
+        sign_timeout_ms: 10_000,
+        session_hold_ms: 1_000,
+        ..Limits::default()
+    };
+    // Presignatures are created explicitly here, so the test knows which inputs use one.
+    options.pool.enabled = false;
+    options
 }
 
 async fn sign(

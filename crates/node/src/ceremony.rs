@@ -21,7 +21,7 @@ use uuid::Uuid;
 use crate::{
     config::Limits,
     control::{Outcome, ProposalBody, WalletSpec},
-    delivery::{connect, run_blocking, SessionParties},
+    delivery::{connect, run_blocking, run_blocking_background, SessionParties},
     keys::{keygen_indices, wallet_info, WalletInfo},
     now_ms, Node, NodeError,
 };
@@ -630,10 +630,11 @@ impl Node {
                 Limits::ms(limits.presign_timeout_ms),
             );
             let (share, path_owned, indices_owned) = (share.clone(), path.clone(), indices.clone());
-            let presig = run_blocking(move || async move {
+            let presig = run_blocking_background(move || async move {
                 ecdsa::presign(&eid, &share, &indices_owned, &path_owned, party, &mut OsRng).await
             })
             .await??;
+            crate::failpoint::crash_point("presign:generated");
             let now = now_ms();
             let record = PresignatureRecord {
                 id: eid.to_string(),
@@ -644,12 +645,13 @@ impl Node {
                 state: PresignatureState::Ready,
                 public: encoding::encode(presig.public())?,
                 created_at: now,
-                expires_at: now + limits.presignature_ttl_ms as i64,
+                expires_at: now + self.inner.config.pool.limits_for(wallet_id).ttl_ms as i64,
                 consumed_at: None,
             };
             store
                 .insert_presignature(&record, &presig.to_bytes()?)
                 .await?;
+            crate::failpoint::crash_point("presign:stored");
             ids.push(record.id);
         }
         Ok(Outcome::Presign { ids })

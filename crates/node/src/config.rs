@@ -36,6 +36,81 @@ pub struct NodeConfig {
     /// This node's own spending policy, checked before it signs anything.
     #[serde(default)]
     pub policy: mpc_bitcoin::policy::Policy,
+    #[serde(default)]
+    pub pool: PoolConfig,
+}
+
+/// Pool sizes for one wallet.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolLimits {
+    /// Ready presignatures to keep per (path, signer set).
+    pub target: u32,
+    /// Refill starts below this level and runs until `target`.
+    pub low_water: u32,
+    /// Never more than this many ready per (path, signer set).
+    pub max: u32,
+    /// Presignatures per generation run.
+    pub batch: u32,
+    /// Presignatures are destroyed unused after this long.
+    pub ttl_ms: u64,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        Self {
+            target: 100,
+            low_water: 20,
+            max: 150,
+            batch: 20,
+            ttl_ms: 3_600_000,
+        }
+    }
+}
+
+/// The presignature pool service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    pub enabled: bool,
+    /// The node that drives refill (static cluster backend); default: the lowest node id.
+    pub leader: Option<NodeId>,
+    /// Limits for every wallet without an override (`[pool.defaults]`).
+    pub defaults: PoolLimits,
+    /// Per-wallet overrides of the limits, by wallet id (`[pool.wallets.<id>]`).
+    pub wallets: std::collections::HashMap<String, PoolLimits>,
+    /// Generation runs the leader drives at once (each uses every core for seconds).
+    pub concurrency: usize,
+    /// How often the leader looks at pool levels.
+    pub interval_ms: u64,
+    /// Signer sets kept per path (sets that include the leader first).
+    pub signer_sets_per_path: usize,
+    /// Funded paths remembered per wallet (besides the root).
+    pub max_paths_per_wallet: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            leader: None,
+            defaults: PoolLimits::default(),
+            wallets: Default::default(),
+            concurrency: 1,
+            interval_ms: 2_000,
+            signer_sets_per_path: 1,
+            max_paths_per_wallet: 20,
+        }
+    }
+}
+
+impl PoolConfig {
+    pub fn limits_for(&self, wallet_id: &str) -> PoolLimits {
+        self.wallets
+            .get(wallet_id)
+            .copied()
+            .unwrap_or(self.defaults)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,6 +171,41 @@ pub struct ApiConfig {
     pub jwt_issuer: String,
     #[serde(default = "default_audience")]
     pub jwt_audience: String,
+    /// A PEM public key whose tokens are accepted besides HS256 ones (tokens issued by an
+    /// external identity provider). Only `jwt_public_key_algorithm` is accepted with it.
+    #[serde(default)]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// `RS256` or `EdDSA`: the one algorithm of `jwt_public_key_file`.
+    #[serde(default)]
+    pub jwt_public_key_algorithm: Option<String>,
+    /// Sustained requests per second per token (0: no per-token limit).
+    #[serde(default = "default_rate_token")]
+    pub rate_limit_per_second: u32,
+    /// Requests a token may make at once before the sustained rate applies.
+    #[serde(default = "default_burst_token")]
+    pub rate_limit_burst: u32,
+    /// Sustained requests per second per client IP address (0: no per-address limit).
+    #[serde(default = "default_rate_ip")]
+    pub rate_limit_ip_per_second: u32,
+    #[serde(default = "default_burst_ip")]
+    pub rate_limit_ip_burst: u32,
+    /// Serve `/metrics` without a token (for a scraper on a private network). Default: any
+    /// role's token is needed.
+    #[serde(default)]
+    pub metrics_public: bool,
+}
+
+fn default_rate_token() -> u32 {
+    50
+}
+fn default_burst_token() -> u32 {
+    100
+}
+fn default_rate_ip() -> u32 {
+    100
+}
+fn default_burst_ip() -> u32 {
+    200
 }
 
 fn default_issuer() -> String {
@@ -112,6 +222,13 @@ impl Default for ApiConfig {
             jwt_secret_file: None,
             jwt_issuer: default_issuer(),
             jwt_audience: default_audience(),
+            jwt_public_key_file: None,
+            jwt_public_key_algorithm: None,
+            rate_limit_per_second: default_rate_token(),
+            rate_limit_burst: default_burst_token(),
+            rate_limit_ip_per_second: default_rate_ip(),
+            rate_limit_ip_burst: default_burst_ip(),
+            metrics_public: false,
         }
     }
 }
@@ -131,8 +248,6 @@ pub struct Limits {
     pub sign_timeout_ms: u64,
     /// Full interactive ECDSA signing, per input.
     pub full_sign_timeout_ms: u64,
-    /// Presignatures live this long before they are destroyed unused.
-    pub presignature_ttl_ms: u64,
     /// How long a message for a session this node has not registered yet is held.
     pub session_hold_ms: u64,
 }
@@ -148,7 +263,6 @@ impl Default for Limits {
             presign_timeout_ms: 120_000,
             sign_timeout_ms: 10_000,
             full_sign_timeout_ms: 120_000,
-            presignature_ttl_ms: 3_600_000,
             session_hold_ms: 10_000,
         }
     }
@@ -217,6 +331,15 @@ impl NodeConfig {
         }
         mpc_bitcoin::parse_network(&self.cluster.network)
             .map_err(|e| NodeError::Config(e.to_string()))?;
+        for (name, l) in std::iter::once(("pool.defaults", &self.pool.defaults))
+            .chain(self.pool.wallets.iter().map(|(k, v)| (k.as_str(), v)))
+        {
+            if !(l.low_water <= l.target && l.target <= l.max && l.batch >= 1 && l.batch <= 100) {
+                return bad(format!(
+                    "{name}: need low_water <= target <= max and 1 <= batch <= 100"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -229,6 +352,13 @@ impl NodeConfig {
 
     pub fn peer(&self, id: NodeId) -> Option<&PeerEntry> {
         self.cluster.nodes.iter().find(|p| p.id == id)
+    }
+
+    /// The node that drives presignature refill under the static cluster backend.
+    pub fn pool_leader(&self) -> NodeId {
+        self.pool
+            .leader
+            .unwrap_or_else(|| self.node_ids().first().copied().unwrap_or(self.id))
     }
 
     pub fn store_url(&self) -> String {

@@ -243,3 +243,47 @@ where
         .await
         .map_err(|e| crate::NodeError::Internal(format!("protocol thread: {e}")))
 }
+
+/// Lowers the calling thread to the idle scheduling class until dropped, so background work
+/// (presignature generation) yields the CPU to signing. Blocking-pool threads are reused, so
+/// the normal class is restored afterwards.
+struct IdlePriority;
+
+impl IdlePriority {
+    fn enter() -> Self {
+        use thread_priority::unix::*;
+        if let Err(e) = set_thread_priority_and_policy(
+            thread_native_id(),
+            thread_priority::ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        ) {
+            warn!(error = ?e, "could not lower the generation thread's priority");
+        }
+        IdlePriority
+    }
+}
+
+impl Drop for IdlePriority {
+    fn drop(&mut self) {
+        use thread_priority::unix::*;
+        let _ = set_thread_priority_and_policy(
+            thread_native_id(),
+            thread_priority::ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+        );
+    }
+}
+
+/// [`run_blocking`] at idle priority: for work that must not slow down signing.
+pub async fn run_blocking_background<T, F, Fut>(start: F) -> Result<T, crate::NodeError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+{
+    run_blocking(move || async move {
+        let _idle = IdlePriority::enter();
+        start().await
+    })
+    .await
+}

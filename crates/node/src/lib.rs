@@ -4,17 +4,22 @@
 //! * [`node`]: start-up, the control-message dispatcher, heartbeats, coordination helpers.
 //! * [`ceremony`]: aux info, key generation and presignatures, as coordinator and participant.
 //! * [`signing`]: the signing coordinator and the signer, which checks the PSBT itself.
+//! * [`pool`]: the presignature pool: background refill, levels and statistics.
 //! * [`delivery`]: runs a protocol over the mesh.
+//! * [`utxos`]: the UTXO registry and payments from it (coin selection, change, signing).
 
 pub mod ceremony;
 pub mod config;
 pub mod control;
 pub mod delivery;
 pub mod error;
+pub mod failpoint;
 pub mod health;
 pub mod keys;
 pub mod node;
+pub mod pool;
 pub mod signing;
+pub mod utxos;
 
 pub use config::NodeConfig;
 pub use error::NodeError;

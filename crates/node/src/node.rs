@@ -50,6 +50,7 @@ pub(crate) struct Inner {
     pub router: Arc<Router>,
     pub health: Health,
     pub shares: ShareCache,
+    pub pool: crate::pool::PoolState,
     /// Presignatures this node (as coordinator) has picked for a signing in progress.
     pub reserved: Mutex<HashSet<String>>,
     waiters: Mutex<HashMap<Uuid, Waiter>>,
@@ -156,6 +157,7 @@ impl Node {
                 router,
                 health,
                 shares: ShareCache::default(),
+                pool: Default::default(),
                 reserved: Mutex::new(HashSet::new()),
                 waiters: Mutex::new(HashMap::new()),
                 commit_waiters: Mutex::new(HashMap::new()),
@@ -166,6 +168,7 @@ impl Node {
         node.spawn(node.clone().dispatch(control));
         node.spawn(node.clone().heartbeats());
         node.spawn(node.clone().prime_pool());
+        node.spawn(node.clone().pool_service());
         info!(node = node.id(), "node started");
         node
     }
@@ -255,6 +258,7 @@ impl Node {
     /// Runs our part of a proposal and reports the outcome to its coordinator.
     async fn answer(&self, coordinator: NodeId, proposal: Proposal) {
         let session = proposal.session;
+        let is_sign = matches!(proposal.body, ProposalBody::Sign { .. });
         let result = self.participate(coordinator, proposal).await;
         if let Err(e) = &result {
             warn!(error = %e, "refused or failed");
@@ -267,6 +271,9 @@ impl Node {
             .await
         {
             warn!(error = %e, "could not report the outcome to the coordinator");
+        }
+        if is_sign {
+            crate::failpoint::crash_point("sign:reported");
         }
     }
 
@@ -425,7 +432,11 @@ impl Node {
                 Ok(Some((from, Ok(outcome)))) => {
                     outcomes.insert(from, outcome);
                 }
-                Ok(Some((from, Err(reason)))) => failures.push((from, reason)),
+                Ok(Some((from, Err(reason)))) => {
+                    // One refusal fails the attempt: do not wait for the others' deadlines.
+                    failures.push((from, reason));
+                    break;
+                }
                 Ok(None) => break,
                 Err(_) if tokio::time::Instant::now() >= deadline => break,
                 Err(_) => {

@@ -337,6 +337,14 @@ impl Node {
             )
             .await;
         self.release_presignatures(&presignatures);
+        if outcomes.is_err() {
+            // Some signers may have consumed theirs; never offer these again.
+            for id in presignatures.iter().flatten() {
+                if let Err(e) = self.inner.store.discard_presignature(id, now_ms()).await {
+                    warn!(presignature = %id, error = %e, "could not discard a presignature");
+                }
+            }
+        }
         let outcomes = outcomes?;
         let per_signer: Vec<&Vec<InputOutcome>> = outcomes
             .iter()
@@ -391,6 +399,7 @@ impl Node {
         }
         // This node's own limits, whatever the coordinator decided.
         let summary = self.check_policy(&psbt, &jobs, &wallets).await?;
+        self.note_funded_paths(&psbt, &jobs, &wallets.keys(), &wallets.records);
         let limits = &self.inner.config.limits;
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in &jobs {
@@ -495,6 +504,7 @@ impl Node {
         }
         let share = self.ecdsa_share(wallet).await?;
         // Invariant 1: consumed and committed before anything derived from it leaves the node.
+        crate::failpoint::crash_point("consume:before");
         let secret = store
             .consume_presignature(id, now_ms())
             .await?
@@ -503,6 +513,7 @@ impl Node {
                     "presignature {id} was already used or has expired"
                 ))
             })?;
+        crate::failpoint::crash_point("consume:committed");
         let presig = Presignature::from_bytes(&secret)?;
         let public = presig.public().clone();
         let partial = presig.issue_partial_signature(&share, &job.path, indices, preimage)?;

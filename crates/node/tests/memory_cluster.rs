@@ -3,6 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use mpc_bitcoin::policy::Policy;
 use mpc_bitcoin::{
     bitcoin::Amount,
     build::{build_psbt, synthetic_funding, Payment},
@@ -70,16 +71,25 @@ fn config(id: u16, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
             ..Default::default()
         },
         policy: Default::default(),
+        pool: mpc_node::config::PoolConfig {
+            enabled: false,
+            ..Default::default()
+        },
     }
 }
 
 async fn cluster(n: u16, t: u16) -> (Cluster, MemoryNetwork) {
+    cluster_with(n, t, |_| Policy::default()).await
+}
+
+async fn cluster_with(n: u16, t: u16, policy: impl Fn(u16) -> Policy) -> (Cluster, MemoryNetwork) {
     let dir = tempdir::new();
     let network = MemoryNetwork::new();
     let aux = mpc_testkit::aux_info(usize::from(n));
     let mut nodes = Vec::new();
     for id in 1..=n {
-        let cfg = config(id, n, t, &dir.0);
+        let mut cfg = config(id, n, t, &dir.0);
+        cfg.policy = policy(id);
         std::fs::create_dir_all(&cfg.data_dir).unwrap();
         let store = Store::open(
             &cfg.store_url(),
@@ -354,4 +364,121 @@ async fn a_dead_signer_is_named_and_the_retry_succeeds() {
     let first = report.attempts[0].error.as_deref().unwrap();
     assert!(first.contains('2'), "the failure names node 2: {first}");
     assert_eq!(report.signers, [1, 3]);
+}
+
+/// Policy on nodes 2 and 3 only; node 1 coordinates with none, so each refusal comes from a
+/// signer's own check, with the rule named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_signer_enforces_its_own_policy() {
+    let allowed = mpc_testkit::schnorr_wallet(2, 3, mpc_bitcoin::bitcoin::Network::Regtest).1;
+    let allowed_address = allowed.chain_address(Chain::Receive, 0).unwrap();
+    let strict = Policy {
+        max_amount_per_tx_sats: Some(100_000),
+        max_amount_per_24h_sats: Some(150_000),
+        allowed_destinations: Some(vec![allowed_address.to_string()]),
+        max_fee_sats: Some(5_000),
+        max_fee_rate_sat_vb: Some(20.0),
+        networks: vec![],
+    };
+    let (c, _net) = cluster_with(3, 2, |id| {
+        if id == 1 {
+            Policy::default()
+        } else {
+            strict.clone()
+        }
+    })
+    .await;
+    let n1 = &c.nodes[0];
+    let taproot = n1
+        .create_wallet(Uuid::new_v4(), wallet_request("t", Scheme::Schnorr))
+        .await
+        .unwrap();
+    let key = mpc_node::keys::wallet_key(&n1.store().wallet(&taproot.id).await.unwrap().unwrap())
+        .unwrap();
+    let psbt = |amount: u64, fee: u64, to: &mpc_bitcoin::bitcoin::Address| {
+        let input = synthetic_funding(
+            &key,
+            &Chain::Receive.path(0).unwrap(),
+            Amount::from_sat(amount + fee),
+            &Uuid::new_v4().to_string(),
+        )
+        .unwrap();
+        build_psbt(
+            &[input],
+            &[Payment {
+                script_pubkey: to.script_pubkey(),
+                amount: Amount::from_sat(amount),
+                owner: None,
+            }],
+        )
+        .unwrap()
+        .to_string()
+    };
+    let stranger = key.chain_address(Chain::Receive, 7).unwrap();
+    // Each signer (2 and 3, in turn, with coordinator 1) refuses, naming the rule.
+    let refused_by_both = async |psbt: String, rule: &str| {
+        for signers in [vec![1u16, 2], vec![1, 3]] {
+            let err = n1
+                .coordinate(
+                    Uuid::new_v4(),
+                    ProposalBody::Sign {
+                        wallet_ids: vec![taproot.id.clone()],
+                        psbt: psbt.clone(),
+                        signers: signers.clone(),
+                        presignatures: vec![None],
+                    },
+                    &signers,
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(rule) && text.contains(&format!("node {}", signers[1])),
+                "{signers:?}: {text}"
+            );
+        }
+    };
+    refused_by_both(
+        psbt(120_000, 1_000, &allowed_address),
+        "max_amount_per_tx_sats",
+    )
+    .await;
+    refused_by_both(psbt(10_000, 1_000, &stranger), "allowed_destinations").await;
+    refused_by_both(psbt(10_000, 50_000, &allowed_address), "max_fee_sats").await;
+    refused_by_both(psbt(10_000, 4_900, &allowed_address), "max_fee_rate_sat_vb").await;
+    // Within limits: signs (with both strict signers, through the normal coordinator path).
+    let ok = n1
+        .coordinate(
+            Uuid::new_v4(),
+            ProposalBody::Sign {
+                wallet_ids: vec![taproot.id.clone()],
+                psbt: psbt(90_000, 1_000, &allowed_address),
+                signers: vec![2, 3],
+                presignatures: vec![None],
+            },
+            &[2, 3],
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(ok.is_ok(), "{ok:?}");
+    // The rolling 24 h limit now refuses another 70 000 (91 000 already sent by 2 and 3).
+    refused_by_both(
+        psbt(60_000, 1_000, &allowed_address),
+        "max_amount_per_24h_sats",
+    )
+    .await;
+    // A strict coordinator refuses before starting any session.
+    let err = c.nodes[1]
+        .sign_psbt(
+            Uuid::new_v4(),
+            std::slice::from_ref(&taproot.id),
+            &psbt(120_000, 1_000, &allowed_address),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, NodeError::Policy(v) if v.rule == "max_amount_per_tx_sats"),
+        "{err}"
+    );
 }

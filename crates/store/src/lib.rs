@@ -10,11 +10,14 @@
 //! data `"{table}/{row id}/{store id}"`, so a value moved to another row or store fails to open
 //! ([`StoreError::Tampered`]) instead of being used.
 
+mod admin;
 mod crypto;
 mod error;
 mod records;
 mod store;
+mod utxos;
 
+pub use admin::create_postgres_database;
 pub use crypto::{generate_key_file, KeySource};
 pub use error::{Result, StoreError};
 pub use records::{
@@ -22,4 +25,5 @@ pub use records::{
     WalletState,
 };
 pub use store::Store;
+pub use utxos::{NewUtxo, Reservation, UtxoOrigin, UtxoRecord, UtxoState};
 pub use zeroize::Zeroizing;

@@ -433,8 +433,13 @@ impl Store {
         self.inner.pool.close().await;
     }
 
-    async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
         begin_write(&self.inner.pool, self.inner.backend).await
+    }
+
+    /// The connection pool, for the other `impl Store` blocks of this crate (`utxos.rs`).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.inner.pool
     }
 
     fn ad(&self, table: &str, id: &str) -> String {
@@ -991,6 +996,25 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Presignatures of `wallet_id` consumed at or after `since_ms` (pool usage statistics).
+    pub async fn presignatures_consumed_since(
+        &self,
+        wallet_id: &str,
+        since_ms: i64,
+    ) -> Result<u64> {
+        const T: &str = "presignatures";
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS used FROM presignatures \
+             WHERE wallet_id = $1 AND state = 'consumed' AND consumed_at >= $2",
+        )
+        .bind(wallet_id)
+        .bind(since_ms)
+        .fetch_one(&self.inner.pool)
+        .await
+        .context(|| format!("counting used presignatures of wallet {wallet_id}"))?;
+        to_u64(get(&row, "used", T)?, T, wallet_id)
     }
 
     // ---- epoch ----

@@ -1,0 +1,277 @@
+//! The networked cluster against the in-process baseline: 5 node processes on loopback
+//! (QUIC + mTLS, SQLite stores), 3-of-5, everything through the REST API.
+//!
+//! `cargo bench -p mpc-wallet --bench cluster [-- --quick]`
+//!
+//! For each protocol: the time the coordinating node reports (ceremony duration or the sign
+//! response's `duration_ms`), the client-side latency, and the same protocol run in one
+//! process over `mpc_protocols::sim` (the baseline), with their ratio. Then the presignature
+//! pool: refill rate, and a burst of 50 ECDSA signatures served from it.
+
+use std::time::{Duration, Instant};
+
+use mpc_api::Role;
+use mpc_bitcoin::{
+    bitcoin::Amount,
+    build::{build_psbt, synthetic_funding, Payment},
+    Chain, WalletKey,
+};
+use mpc_protocols::{ecdsa::SighashPreimage, local, DerivationPath};
+use mpc_wallet::{
+    client::ApiClient,
+    devnet::{wallet_key_from_api, Devnet, DevnetOptions},
+};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn row(phase: &str, cluster: &mut [f64], client: Option<&mut [f64]>, baseline: &mut [f64]) {
+    let c50 = pct(cluster, 0.5);
+    let b50 = pct(baseline, 0.5);
+    let client = client
+        .map(|c| format!("{:.2} / {:.2}", pct(c, 0.5), pct(c, 0.99)))
+        .unwrap_or_else(|| "-".into());
+    println!(
+        "| {phase} | {} | {c50:.2} | {:.2} | {client} | {b50:.2} | {:.2}x |",
+        cluster.len(),
+        pct(cluster, 0.9),
+        c50 / b50
+    );
+}
+
+fn spend(key: &WalletKey, path: &str, to: &WalletKey) -> String {
+    let input = synthetic_funding(
+        key,
+        &path.parse().unwrap(),
+        Amount::from_sat(20_000),
+        &Uuid::new_v4().to_string(),
+    )
+    .unwrap();
+    build_psbt(
+        &[input],
+        &[Payment {
+            script_pubkey: to.chain_address(Chain::Receive, 0).unwrap().script_pubkey(),
+            amount: Amount::from_sat(19_000),
+            owner: None,
+        }],
+    )
+    .unwrap()
+    .to_string()
+}
+
+async fn ceremony_ms(client: &ApiClient, path: &str, body: Value) -> (f64, Value) {
+    let accepted: Value = client.post(path, &body).await.unwrap();
+    let id = accepted["ceremony_id"].as_str().unwrap().to_string();
+    let result = client.wait_ceremony(&id, None).await.unwrap();
+    let record: Value = client
+        .get(&format!("/api/v1/ceremonies/{id}"))
+        .await
+        .unwrap();
+    (record["duration_ms"].as_f64().unwrap(), result)
+}
+
+async fn sign(client: &ApiClient, wallet: &str, psbt: String) -> (f64, f64, Value) {
+    let t0 = Instant::now();
+    let answer: Value = client
+        .post(
+            &format!("/api/v1/wallets/{wallet}/psbt/sign"),
+            &json!({"psbt": psbt}),
+        )
+        .await
+        .unwrap();
+    let client_ms = t0.elapsed().as_secs_f64() * 1e3;
+    (answer["duration_ms"].as_f64().unwrap(), client_ms, answer)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let reps = if quick { 3 } else { 20 };
+    let dir = std::env::temp_dir().join(format!("mpc-bench-{}", Uuid::new_v4()));
+    let mut options =
+        DevnetOptions::new(5, 3, dir.clone(), env!("CARGO_BIN_EXE_mpc-wallet").into());
+    options.pool.enabled = false; // measured separately below
+    let mut devnet = Devnet::create(options).unwrap();
+    devnet.start_all().unwrap();
+    let all: Vec<u16> = (1..=5).collect();
+    devnet
+        .wait_live(&all, 5, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let admin = devnet.client(1, Role::Admin).unwrap();
+    let signer = devnet.client(1, Role::Signer).unwrap();
+    let primes: mpc_protocols::ecdsa::PrimesFile =
+        serde_json::from_slice(mpc_wallet::devnet::FIXTURE_PRIMES).unwrap();
+
+    println!(
+        "5 node processes, 3-of-5, {} cores",
+        std::thread::available_parallelism()
+            .map(|c| c.get())
+            .unwrap_or(1)
+    );
+    println!("| phase | runs | cluster p50 ms | cluster p90 ms | client p50 / p99 ms | in-process p50 ms | ratio |");
+    println!("|---|---|---|---|---|---|---|");
+
+    let (aux_ms, _) = ceremony_ms(&admin, "/api/v1/aux-info", json!({})).await;
+    let t0 = Instant::now();
+    let aux = local::aux_info(primes.primes.clone()).unwrap();
+    row(
+        "aux info (n = 5)",
+        &mut [aux_ms],
+        None,
+        &mut [t0.elapsed().as_secs_f64() * 1e3],
+    );
+
+    let (mut cluster, mut base) = (Vec::new(), Vec::new());
+    let mut ecdsa = Value::Null;
+    for _ in 0..reps.min(5) {
+        let (ms, w) = ceremony_ms(
+            &admin,
+            "/api/v1/dkg/initiate",
+            json!({"protocol": "cggmp24", "name": "bench"}),
+        )
+        .await;
+        cluster.push(ms);
+        ecdsa = w;
+        let t0 = Instant::now();
+        local::ecdsa_keygen(3, &aux).unwrap();
+        base.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    row("ECDSA keygen (CGGMP24)", &mut cluster, None, &mut base);
+    let (mut cluster, mut base) = (Vec::new(), Vec::new());
+    let mut taproot = Value::Null;
+    for _ in 0..reps.min(5) {
+        let (ms, w) = ceremony_ms(
+            &admin,
+            "/api/v1/dkg/initiate",
+            json!({"protocol": "frost", "name": "bench"}),
+        )
+        .await;
+        cluster.push(ms);
+        taproot = w;
+        let t0 = Instant::now();
+        local::schnorr_keygen(3, 5).unwrap();
+        base.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    row("FROST DKG", &mut cluster, None, &mut base);
+    let eid = ecdsa["id"].as_str().unwrap().to_string();
+    let tid = taproot["id"].as_str().unwrap().to_string();
+    let ekey = wallet_key_from_api(&ecdsa).unwrap();
+    let tkey = wallet_key_from_api(&taproot).unwrap();
+    let shares = local::ecdsa_keygen(3, &aux).unwrap();
+    let signers = [0u16, 1, 2];
+
+    // Presignatures: one per run, so each ceremony is one presignature.
+    let presigs = if quick { 2 } else { 5 };
+    let (mut cluster, mut base) = (Vec::new(), Vec::new());
+    for _ in 0..presigs {
+        let (ms, _) = ceremony_ms(
+            &admin,
+            &format!("/api/v1/wallets/{eid}/presignatures"),
+            json!({"path": "m", "count": 1}),
+        )
+        .await;
+        cluster.push(ms);
+        let t0 = Instant::now();
+        local::presign(&shares, &signers, &DerivationPath::root()).unwrap();
+        base.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    row(
+        "ECDSA presignature (3 signers)",
+        &mut cluster,
+        None,
+        &mut base,
+    );
+
+    // Online signing from those presignatures (input at path m).
+    let (mut cluster, mut client, mut base) = (Vec::new(), Vec::new(), Vec::new());
+    let msg = SighashPreimage::new(b"bench".to_vec());
+    for _ in 0..presigs {
+        let (node_ms, client_ms, answer) = sign(&signer, &eid, spend(&ekey, "m", &tkey)).await;
+        assert_eq!(answer["inputs"][0]["method"], "presignature");
+        cluster.push(node_ms);
+        client.push(client_ms);
+        let p = local::presign(&shares, &signers, &DerivationPath::root()).unwrap();
+        let t0 = Instant::now();
+        local::sign_with_presignatures(&shares, p, &msg).unwrap();
+        base.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    row(
+        "ECDSA online sign from a presignature",
+        &mut cluster,
+        Some(&mut client),
+        &mut base,
+    );
+
+    let (mut cluster, mut client, mut base) = (Vec::new(), Vec::new(), Vec::new());
+    let frost = local::schnorr_keygen(3, 5).unwrap();
+    for _ in 0..reps * 2 {
+        let (node_ms, client_ms, _) = sign(&signer, &tid, spend(&tkey, "m/0/0", &tkey)).await;
+        cluster.push(node_ms);
+        client.push(client_ms);
+        let t0 = Instant::now();
+        local::schnorr_sign(&frost, &signers, &"m/0/0".parse().unwrap(), &[1; 32]).unwrap();
+        base.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    row("FROST sign", &mut cluster, Some(&mut client), &mut base);
+
+    // ---- the pool: refill rate, then a burst served from it ----------------------------
+    // The pool service generates in batches through the same ceremony; drive it directly so
+    // nothing else runs during the other measurements.
+    let burst: usize = if quick { 10 } else { 50 };
+    let t0 = Instant::now();
+    let mut generated = 0;
+    while generated < burst {
+        let count = (burst - generated).min(10);
+        ceremony_ms(
+            &admin,
+            &format!("/api/v1/wallets/{eid}/presignatures"),
+            json!({"path": "m", "count": count}),
+        )
+        .await;
+        generated += count;
+    }
+    let refill_min = t0.elapsed().as_secs_f64() / 60.0;
+    println!(
+        "\npool refill: {burst} presignatures (3-of-5, batches of 10) in {:.1} s = {:.1} per minute",
+        refill_min * 60.0,
+        burst as f64 / refill_min
+    );
+    let concurrency = 10;
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..concurrency {
+        let (signer, eid, ekey, tkey) = (signer.clone(), eid.clone(), ekey.clone(), tkey.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for _ in (k..burst).step_by(concurrency) {
+                out.push(sign(&signer, &eid, spend(&ekey, "m", &tkey)).await);
+            }
+            out
+        }));
+    }
+    let (mut node_ms, mut client_ms, mut from_pool) = (Vec::new(), Vec::new(), 0);
+    for t in tasks {
+        for (n, c, answer) in t.await.unwrap() {
+            node_ms.push(n);
+            client_ms.push(c);
+            from_pool += usize::from(answer["inputs"][0]["method"] == "presignature");
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "burst: {burst} ECDSA signatures, {concurrency} concurrent clients, {from_pool} from the pool: \
+         {:.1} signatures/s; node p50 {:.2} ms p99 {:.2} ms; client p50 {:.2} ms p99 {:.2} ms",
+        burst as f64 / secs,
+        pct(&mut node_ms, 0.5),
+        pct(&mut node_ms, 0.99),
+        pct(&mut client_ms, 0.5),
+        pct(&mut client_ms, 0.99),
+    );
+    drop(devnet);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,465 @@
+//! The UTXO registry and paying from it.
+//!
+//! A client registers a wallet's funding outputs (outpoint, amount, derivation path) with a
+//! node; the node derives the path's script with the wallet's key and stores it, so the
+//! registry only ever holds outputs the wallet can spend. To pay, the node selects registered
+//! outputs (BDK's coin selection, in `mpc_bitcoin::spend`), reserves them and the wallet's
+//! next change index in one store transaction (so concurrent requests never pick the same
+//! output), builds the PSBT with change to `m/1/i`, and signs it like any other PSBT: every
+//! signer checks it on its own. On success the inputs are marked spent and the change output
+//! is registered; on failure the reservation is released.
+//!
+//! The registry is this node's: outputs registered through one node are spent through it.
+
+use std::str::FromStr;
+
+use mpc_bitcoin::{
+    bitcoin::{consensus, Address, Amount, OutPoint, ScriptBuf, Transaction, TxOut},
+    spend::{self, Candidate, SpendError},
+    Chain, Scheme, WalletKey,
+};
+use mpc_protocols::DerivationPath;
+use mpc_store::{NewUtxo, Reservation, StoreError, UtxoRecord};
+use rand_core::OsRng;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::{keys::wallet_key, now_ms, signing::SignReport, Node, NodeError};
+
+/// A reservation older than this is taken to belong to a request that died (the process
+/// stopped mid-signing), and its outputs are spendable again. Longer than any signing run.
+pub const RESERVATION_TTL_MS: i64 = 3_600_000;
+/// Most outputs registered in one request.
+pub const MAX_REGISTER: usize = 1_000;
+/// Attempts at selecting and reserving when a concurrent request took a selected output.
+const RESERVE_ATTEMPTS: usize = 3;
+
+/// Failures of the registry and of paying from it.
+#[derive(Debug, thiserror::Error)]
+pub enum UtxoError {
+    /// The request cannot be paid as asked (funds, dust, address, network, fee rate).
+    #[error(transparent)]
+    Spend(#[from] SpendError),
+    /// The registration is malformed or does not match the wallet.
+    #[error("{0}")]
+    Invalid(String),
+    /// The outpoint is already registered with another wallet, amount or path.
+    #[error("output {outpoint} is already registered with a different wallet, amount or path")]
+    Duplicate { outpoint: String },
+    /// Concurrent requests kept taking the selected outputs.
+    #[error("output {outpoint} was taken by a concurrent request; try again")]
+    Busy { outpoint: String },
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+impl From<StoreError> for UtxoError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AlreadyExists { id, .. } => UtxoError::Duplicate { outpoint: id },
+            other => UtxoError::Node(NodeError::Store(other)),
+        }
+    }
+}
+
+/// An output to register.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterUtxo {
+    /// `txid:vout`.
+    pub outpoint: String,
+    pub amount_sats: u64,
+    /// The wallet's derivation path that receives it, e.g. `m/0/3`.
+    pub path: String,
+}
+
+/// A registered output as clients see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct UtxoInfo {
+    pub outpoint: String,
+    pub amount_sats: u64,
+    pub path: String,
+    pub address: String,
+    pub script_pubkey: String,
+    /// `registered` or `change`.
+    pub origin: &'static str,
+    /// `available`, `reserved` or `spent`.
+    pub state: &'static str,
+    pub spent_by: Option<String>,
+    pub spent_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+/// A payment from a wallet's registered outputs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendRequest {
+    pub wallet_id: String,
+    pub recipient: String,
+    pub amount_sats: u64,
+    pub fee_rate_sat_vb: f64,
+}
+
+/// The change output of a payment.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeOutput {
+    pub vout: u32,
+    pub index: u32,
+    pub path: String,
+    pub address: String,
+    pub script_pubkey: String,
+    pub amount_sats: u64,
+}
+
+/// What the payment spent and paid, beside the signing report.
+#[derive(Debug, Clone, Serialize)]
+pub struct SpendDetails {
+    pub inputs: Vec<String>,
+    pub inputs_sats: u64,
+    pub recipient: String,
+    pub amount_sats: u64,
+    pub fee_sats: u64,
+    /// Fee over the signed transaction's virtual size.
+    pub fee_rate_sat_vb: f64,
+    pub change: Option<ChangeOutput>,
+}
+
+/// A signed payment: the same report as `psbt/sign`, plus what was spent.
+#[derive(Debug, Clone, Serialize)]
+pub struct SendReport {
+    #[serde(flatten)]
+    pub signed: SignReport,
+    pub spend: SpendDetails,
+}
+
+fn utxo_info(record: &UtxoRecord, key: &WalletKey) -> UtxoInfo {
+    let address = hex::decode(&record.script_pubkey)
+        .ok()
+        .map(ScriptBuf::from_bytes)
+        .and_then(|s| Address::from_script(&s, key.network).ok())
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    UtxoInfo {
+        outpoint: record.outpoint.clone(),
+        amount_sats: record.amount_sats,
+        path: record.path.clone(),
+        address,
+        script_pubkey: record.script_pubkey.clone(),
+        origin: record.origin.as_str(),
+        state: record.state.as_str(),
+        spent_by: record.spent_by.clone(),
+        spent_at_ms: record.spent_at,
+        created_at_ms: record.created_at,
+    }
+}
+
+/// A stored output as a coin-selection candidate; rows that no longer parse are skipped
+/// with a warning rather than failing every payment of the wallet.
+fn candidate(record: &UtxoRecord) -> Option<Candidate> {
+    let parsed = (|| {
+        Some(Candidate {
+            outpoint: OutPoint::from_str(&record.outpoint).ok()?,
+            txout: TxOut {
+                value: Amount::from_sat(record.amount_sats),
+                script_pubkey: ScriptBuf::from_bytes(hex::decode(&record.script_pubkey).ok()?),
+            },
+            path: record.path.parse().ok()?,
+        })
+    })();
+    if parsed.is_none() {
+        warn!(outpoint = %record.outpoint, "registered output does not parse; skipped");
+    }
+    parsed
+}
+
+impl Node {
+    /// Registers funding outputs of an active wallet, all or none. Each path must derive a
+    /// script of the wallet; that script is what is stored and later spent.
+    pub async fn register_utxos(
+        &self,
+        wallet_id: &str,
+        utxos: &[RegisterUtxo],
+    ) -> Result<Vec<UtxoInfo>, UtxoError> {
+        if utxos.is_empty() || utxos.len() > MAX_REGISTER {
+            return Err(UtxoError::Invalid(format!(
+                "register 1 to {MAX_REGISTER} outputs per request"
+            )));
+        }
+        let record = self.active_wallet(wallet_id).await?;
+        let key = wallet_key(&record)?;
+        let mut rows = Vec::with_capacity(utxos.len());
+        for (i, u) in utxos.iter().enumerate() {
+            let bad = |what: String| UtxoError::Invalid(format!("utxos[{i}]: {what}"));
+            let outpoint = OutPoint::from_str(u.outpoint.trim())
+                .map_err(|e| bad(format!("outpoint {:?} is not txid:vout ({e})", u.outpoint)))?;
+            if u.amount_sats == 0 || Amount::from_sat(u.amount_sats) > Amount::MAX_MONEY {
+                return Err(bad(format!(
+                    "amount {} sats is out of range",
+                    u.amount_sats
+                )));
+            }
+            let path = DerivationPath::from_str(&u.path)
+                .map_err(|e| bad(format!("path {:?}: {e}", u.path)))?;
+            let script = key.script_pubkey(&path).map_err(|e| bad(e.to_string()))?;
+            rows.push(NewUtxo {
+                outpoint: outpoint.to_string(),
+                amount_sats: u.amount_sats,
+                path: path.to_string(),
+                script_pubkey: hex::encode(script.as_bytes()),
+            });
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = rows.iter().find(|r| !seen.insert(r.outpoint.clone())) {
+            return Err(UtxoError::Invalid(format!(
+                "output {} appears twice in the request",
+                dup.outpoint
+            )));
+        }
+        self.store()
+            .insert_utxos(wallet_id, &rows, now_ms())
+            .await?;
+        // Funded paths get presignatures banked by the pool (ECDSA wallets only).
+        if key.scheme == Scheme::Ecdsa {
+            for row in &rows {
+                if let Ok(path) = row.path.parse() {
+                    self.note_funded(wallet_id, path);
+                }
+            }
+        }
+        info!(
+            node = self.id(),
+            wallet = wallet_id,
+            count = rows.len(),
+            "registered outputs"
+        );
+        let registered: std::collections::HashSet<&str> =
+            rows.iter().map(|r| r.outpoint.as_str()).collect();
+        Ok(self
+            .store()
+            .utxos(wallet_id, true)
+            .await?
+            .iter()
+            .filter(|r| registered.contains(r.outpoint.as_str()))
+            .map(|r| utxo_info(r, &key))
+            .collect())
+    }
+
+    /// A wallet's registered outputs, oldest first; spent ones only if asked.
+    pub async fn utxos(
+        &self,
+        wallet_id: &str,
+        include_spent: bool,
+    ) -> Result<Vec<UtxoInfo>, UtxoError> {
+        let record = self
+            .store()
+            .wallet(wallet_id)
+            .await?
+            .ok_or_else(|| NodeError::NotFound(format!("wallet {wallet_id}")))?;
+        let key = wallet_key(&record)?;
+        Ok(self
+            .store()
+            .utxos(wallet_id, include_spent)
+            .await?
+            .iter()
+            .map(|r| utxo_info(r, &key))
+            .collect())
+    }
+
+    /// The wallet's next unused change index and its address.
+    pub async fn next_change(&self, wallet_id: &str) -> Result<(u32, Address), UtxoError> {
+        let record = self.active_wallet(wallet_id).await?;
+        let key = wallet_key(&record)?;
+        let index = self.store().next_change_index(wallet_id).await?;
+        let address = key
+            .chain_address(Chain::Change, index)
+            .map_err(NodeError::from)?;
+        Ok((index, address))
+    }
+
+    /// Pays `amount_sats` to `recipient` from the wallet's registered outputs, with change to
+    /// its next change address, signed through the cluster.
+    pub async fn send(&self, session: Uuid, req: &SendRequest) -> Result<SendReport, UtxoError> {
+        let record = self.active_wallet(&req.wallet_id).await?;
+        let key = wallet_key(&record)?;
+        // Client mistakes first, before anything is selected or reserved.
+        let recipient = spend::parse_recipient(&req.recipient, key.network)?.script_pubkey();
+        let fee_rate = spend::fee_rate(req.fee_rate_sat_vb)?;
+        let amount = Amount::from_sat(req.amount_sats);
+        let reservation = session.to_string();
+
+        let mut attempt = 0;
+        let (candidates, selection, change_index) = loop {
+            attempt += 1;
+            let now = now_ms();
+            let stale = now - RESERVATION_TTL_MS;
+            let candidates: Vec<Candidate> = self
+                .store()
+                .spendable_utxos(&req.wallet_id, stale)
+                .await?
+                .iter()
+                .filter_map(candidate)
+                .collect();
+            // All change scripts of a wallet have the same length, which is all selection
+            // needs; the index itself is allocated with the reservation.
+            let next = self.store().next_change_index(&req.wallet_id).await?;
+            let change_script = key
+                .script_pubkey(&Chain::Change.path(next).map_err(NodeError::from)?)
+                .map_err(NodeError::from)?;
+            let selection = spend::select_coins(
+                key.scheme,
+                &candidates,
+                &recipient,
+                amount,
+                fee_rate,
+                &change_script,
+                &mut OsRng,
+            )?;
+            let outpoints: Vec<String> = selection
+                .selected
+                .iter()
+                .map(|&i| candidates[i].outpoint.to_string())
+                .collect();
+            match self
+                .store()
+                .reserve_utxos(
+                    &req.wallet_id,
+                    &outpoints,
+                    &reservation,
+                    now,
+                    stale,
+                    selection.change.is_some(),
+                )
+                .await?
+            {
+                Reservation::Reserved { change_index } => {
+                    break (candidates, selection, change_index)
+                }
+                Reservation::Conflict { outpoint } if attempt >= RESERVE_ATTEMPTS => {
+                    return Err(UtxoError::Busy { outpoint })
+                }
+                Reservation::Conflict { .. } => continue,
+            }
+        };
+
+        let result = self
+            .sign_selection(
+                session,
+                &req.wallet_id,
+                &key,
+                &candidates,
+                &selection,
+                &recipient,
+                amount,
+                change_index,
+            )
+            .await;
+        match result {
+            Ok((signed, change)) => {
+                let inputs: Vec<String> = selection
+                    .selected
+                    .iter()
+                    .map(|&i| candidates[i].outpoint.to_string())
+                    .collect();
+                let change_row = change.as_ref().map(|c| NewUtxo {
+                    outpoint: format!("{}:{}", signed.txid, c.vout),
+                    amount_sats: c.amount_sats,
+                    path: c.path.clone(),
+                    script_pubkey: c.script_pubkey.clone(),
+                });
+                // The transaction is signed and verified: the client gets it even if this
+                // bookkeeping fails (the reservation then expires after its TTL).
+                if let Err(e) = self
+                    .store()
+                    .complete_spend(
+                        &req.wallet_id,
+                        &reservation,
+                        &signed.txid,
+                        change_row.as_ref(),
+                        now_ms(),
+                    )
+                    .await
+                {
+                    warn!(node = self.id(), txid = %signed.txid, error = %e, "could not record the spend");
+                }
+                let vsize =
+                    consensus::encode::deserialize_hex::<Transaction>(&signed.raw_transaction)
+                        .map(|tx| tx.vsize())
+                        .unwrap_or(1)
+                        .max(1);
+                let spend = SpendDetails {
+                    inputs,
+                    inputs_sats: selection.inputs_total.to_sat(),
+                    recipient: req.recipient.trim().to_string(),
+                    amount_sats: req.amount_sats,
+                    fee_sats: selection.fee.to_sat(),
+                    fee_rate_sat_vb: selection.fee.to_sat() as f64 / vsize as f64,
+                    change,
+                };
+                Ok(SendReport { signed, spend })
+            }
+            Err(e) => {
+                if let Err(release) = self.store().release_utxos(&reservation).await {
+                    warn!(node = self.id(), error = %release, "could not release reserved outputs");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Builds the PSBT for a reserved selection and signs it.
+    #[allow(clippy::too_many_arguments)]
+    async fn sign_selection(
+        &self,
+        session: Uuid,
+        wallet_id: &str,
+        key: &WalletKey,
+        candidates: &[Candidate],
+        selection: &spend::Selection,
+        recipient: &ScriptBuf,
+        amount: Amount,
+        change_index: Option<u32>,
+    ) -> Result<(SignReport, Option<ChangeOutput>), UtxoError> {
+        let change_path = Chain::Change
+            .path(change_index.unwrap_or(0))
+            .map_err(NodeError::from)?;
+        let psbt = spend::build_spend(key, candidates, selection, recipient, amount, &change_path)
+            .map_err(NodeError::from)?;
+        let change = match (selection.change, change_index) {
+            (Some(value), Some(index)) => Some(ChangeOutput {
+                vout: 1,
+                index,
+                path: change_path.to_string(),
+                address: key
+                    .address(&change_path)
+                    .map_err(NodeError::from)?
+                    .to_string(),
+                script_pubkey: hex::encode(
+                    key.script_pubkey(&change_path)
+                        .map_err(NodeError::from)?
+                        .as_bytes(),
+                ),
+                amount_sats: value.to_sat(),
+            }),
+            _ => None,
+        };
+        let signed = self
+            .sign_psbt(session, &[wallet_id.to_string()], &psbt.to_string())
+            .await?;
+        Ok((signed, change))
+    }
+
+    /// Marks registered outputs spent by a transaction signed through `psbt/sign`.
+    pub async fn record_signed(&self, report: &SignReport) -> Result<u64, UtxoError> {
+        let tx: Transaction = consensus::encode::deserialize_hex(&report.raw_transaction)
+            .map_err(|e| NodeError::Internal(format!("signed transaction does not parse: {e}")))?;
+        let outpoints: Vec<String> = tx
+            .input
+            .iter()
+            .map(|i| i.previous_output.to_string())
+            .collect();
+        Ok(self
+            .store()
+            .mark_utxos_spent(&outpoints, &report.txid, now_ms())
+            .await?)
+    }
+}

@@ -1,0 +1,442 @@
+//! The UTXO registry: a wallet's funding outputs as registered through this node, their
+//! reservation while a transaction that spends them is being signed, and the wallet's next
+//! unused change index. Public data only: outpoints, amounts, paths and scripts.
+
+use std::fmt;
+
+use sqlx::{any::AnyRow, Row};
+
+use crate::error::{Context, Result, StoreError};
+use crate::store::Store;
+
+const T: &str = "utxos";
+
+/// Where a registered output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UtxoOrigin {
+    /// Registered by a client (`POST /wallets/{id}/utxos`).
+    Registered,
+    /// The change output of a transaction this node built and signed.
+    Change,
+}
+
+/// Whether an output can be spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UtxoState {
+    Available,
+    /// A transaction being signed spends it; no other request may select it meanwhile.
+    Reserved,
+    Spent,
+}
+
+impl UtxoOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UtxoOrigin::Registered => "registered",
+            UtxoOrigin::Change => "change",
+        }
+    }
+}
+
+impl UtxoState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UtxoState::Available => "available",
+            UtxoState::Reserved => "reserved",
+            UtxoState::Spent => "spent",
+        }
+    }
+}
+
+impl fmt::Display for UtxoState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An output to register. The caller has checked that `script_pubkey` is the wallet's script
+/// at `path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUtxo {
+    /// `txid:vout`.
+    pub outpoint: String,
+    pub amount_sats: u64,
+    pub path: String,
+    /// Hex.
+    pub script_pubkey: String,
+}
+
+/// A registered output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UtxoRecord {
+    pub outpoint: String,
+    pub wallet_id: String,
+    pub amount_sats: u64,
+    pub path: String,
+    pub script_pubkey: String,
+    pub origin: UtxoOrigin,
+    pub state: UtxoState,
+    pub reserved_by: Option<String>,
+    pub spent_by: Option<String>,
+    pub spent_at: Option<i64>,
+    pub created_at: i64,
+}
+
+/// The result of trying to reserve outputs for a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// All reserved; `change_index` is allocated if change was asked for.
+    Reserved { change_index: Option<u32> },
+    /// This output is no longer available (another request took it); nothing was reserved.
+    Conflict { outpoint: String },
+}
+
+fn corrupt(id: &str, reason: String) -> StoreError {
+    StoreError::Corrupt {
+        table: T,
+        id: id.to_owned(),
+        reason,
+    }
+}
+
+fn column<'r, V>(row: &'r AnyRow, name: &str) -> Result<V>
+where
+    V: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    row.try_get(name).context(|| format!("reading {T}.{name}"))
+}
+
+fn sats(amount: u64) -> Result<i64> {
+    i64::try_from(amount).map_err(|_| StoreError::Invalid(format!("amount {amount} out of range")))
+}
+
+fn utxo_from_row(row: &AnyRow) -> Result<UtxoRecord> {
+    let outpoint: String = column(row, "outpoint")?;
+    let amount: i64 = column(row, "amount_sats")?;
+    let origin = match column::<String>(row, "origin")?.as_str() {
+        "registered" => UtxoOrigin::Registered,
+        "change" => UtxoOrigin::Change,
+        other => return Err(corrupt(&outpoint, format!("unknown origin {other:?}"))),
+    };
+    let state = match column::<String>(row, "state")?.as_str() {
+        "available" => UtxoState::Available,
+        "reserved" => UtxoState::Reserved,
+        "spent" => UtxoState::Spent,
+        other => return Err(corrupt(&outpoint, format!("unknown state {other:?}"))),
+    };
+    Ok(UtxoRecord {
+        wallet_id: column(row, "wallet_id")?,
+        amount_sats: u64::try_from(amount)
+            .map_err(|_| corrupt(&outpoint, format!("negative amount {amount}")))?,
+        path: column(row, "path")?,
+        script_pubkey: column(row, "script_pubkey")?,
+        origin,
+        state,
+        reserved_by: column(row, "reserved_by")?,
+        spent_by: column(row, "spent_by")?,
+        spent_at: column(row, "spent_at")?,
+        created_at: column(row, "created_at")?,
+        outpoint,
+    })
+}
+
+macro_rules! select_utxo {
+    ($rest:literal) => {
+        concat!(
+            "SELECT outpoint, wallet_id, amount_sats, path, script_pubkey, origin, state, ",
+            "reserved_by, spent_by, spent_at, created_at FROM utxos ",
+            $rest
+        )
+    };
+}
+
+/// Inserts one output in `tx`; an outpoint already registered with the same wallet, amount
+/// and path is accepted again (idempotent), anything else is refused.
+async fn insert_utxo(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    wallet_id: &str,
+    utxo: &NewUtxo,
+    origin: UtxoOrigin,
+    now_ms: i64,
+) -> Result<()> {
+    let ctx = || format!("registering {T}/{}", utxo.outpoint);
+    let inserted = sqlx::query(
+        "INSERT INTO utxos (outpoint, wallet_id, amount_sats, path, script_pubkey, origin, \
+         state, reserved_by, reserved_at, spent_by, spent_at, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'available', NULL, NULL, NULL, NULL, $7) \
+         ON CONFLICT (outpoint) DO NOTHING",
+    )
+    .bind(&utxo.outpoint)
+    .bind(wallet_id)
+    .bind(sats(utxo.amount_sats)?)
+    .bind(&utxo.path)
+    .bind(&utxo.script_pubkey)
+    .bind(origin.as_str())
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await
+    .context(ctx)?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(());
+    }
+    let existing = sqlx::query(select_utxo!("WHERE outpoint = $1"))
+        .bind(&utxo.outpoint)
+        .fetch_one(&mut **tx)
+        .await
+        .context(ctx)?;
+    let existing = utxo_from_row(&existing)?;
+    if existing.wallet_id == wallet_id
+        && existing.amount_sats == utxo.amount_sats
+        && existing.path == utxo.path
+    {
+        Ok(())
+    } else {
+        Err(StoreError::AlreadyExists {
+            table: T,
+            id: utxo.outpoint.clone(),
+        })
+    }
+}
+
+impl Store {
+    /// Registers funding outputs of `wallet_id`, all or none. Registering an output again
+    /// with the same wallet, amount and path is a no-op; with different ones it is refused
+    /// ([`StoreError::AlreadyExists`]).
+    pub async fn insert_utxos(
+        &self,
+        wallet_id: &str,
+        utxos: &[NewUtxo],
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for utxo in utxos {
+            insert_utxo(&mut tx, wallet_id, utxo, UtxoOrigin::Registered, now_ms).await?;
+        }
+        tx.commit()
+            .await
+            .context(|| format!("registering outputs of wallet {wallet_id}"))
+    }
+
+    /// The registered outputs of `wallet_id`, oldest first; spent ones only if asked.
+    pub async fn utxos(&self, wallet_id: &str, include_spent: bool) -> Result<Vec<UtxoRecord>> {
+        let query = if include_spent {
+            select_utxo!("WHERE wallet_id = $1 ORDER BY created_at, outpoint")
+        } else {
+            select_utxo!("WHERE wallet_id = $1 AND state <> 'spent' ORDER BY created_at, outpoint")
+        };
+        sqlx::query(query)
+            .bind(wallet_id)
+            .fetch_all(self.pool())
+            .await
+            .context(|| format!("listing outputs of wallet {wallet_id}"))?
+            .iter()
+            .map(utxo_from_row)
+            .collect()
+    }
+
+    /// Outputs of `wallet_id` that may be selected now: available, or reserved by a request
+    /// that started before `stale_before_ms` (its process died before it finished).
+    pub async fn spendable_utxos(
+        &self,
+        wallet_id: &str,
+        stale_before_ms: i64,
+    ) -> Result<Vec<UtxoRecord>> {
+        sqlx::query(select_utxo!(
+            "WHERE wallet_id = $1 AND (state = 'available' \
+             OR (state = 'reserved' AND reserved_at < $2)) ORDER BY created_at, outpoint"
+        ))
+        .bind(wallet_id)
+        .bind(stale_before_ms)
+        .fetch_all(self.pool())
+        .await
+        .context(|| format!("listing spendable outputs of wallet {wallet_id}"))?
+        .iter()
+        .map(utxo_from_row)
+        .collect()
+    }
+
+    /// Reserves `outpoints` of `wallet_id` for request `reservation`, all or none, and
+    /// allocates the wallet's next change index if `with_change`, in one transaction: two
+    /// concurrent requests can never select the same output or get the same change index.
+    pub async fn reserve_utxos(
+        &self,
+        wallet_id: &str,
+        outpoints: &[String],
+        reservation: &str,
+        now_ms: i64,
+        stale_before_ms: i64,
+        with_change: bool,
+    ) -> Result<Reservation> {
+        let ctx = || format!("reserving outputs of wallet {wallet_id} for {reservation}");
+        let mut tx = self.begin_write().await?;
+        for outpoint in outpoints {
+            let claimed = sqlx::query(
+                "UPDATE utxos SET state = 'reserved', reserved_by = $3, reserved_at = $4 \
+                 WHERE outpoint = $1 AND wallet_id = $2 AND (state = 'available' \
+                 OR (state = 'reserved' AND reserved_at < $5))",
+            )
+            .bind(outpoint)
+            .bind(wallet_id)
+            .bind(reservation)
+            .bind(now_ms)
+            .bind(stale_before_ms)
+            .execute(&mut *tx)
+            .await
+            .context(ctx)?
+            .rows_affected();
+            if claimed != 1 {
+                tx.rollback().await.context(ctx)?;
+                return Ok(Reservation::Conflict {
+                    outpoint: outpoint.clone(),
+                });
+            }
+        }
+        let change_index = if with_change {
+            let next: i64 = sqlx::query_scalar(
+                "INSERT INTO change_indices (wallet_id, next_index) VALUES ($1, 1) \
+                 ON CONFLICT (wallet_id) DO UPDATE SET next_index = change_indices.next_index + 1 \
+                 RETURNING next_index",
+            )
+            .bind(wallet_id)
+            .fetch_one(&mut *tx)
+            .await
+            .context(ctx)?;
+            let index = next - 1;
+            // Non-hardened indices only: a threshold key cannot derive hardened children.
+            Some(
+                u32::try_from(index)
+                    .ok()
+                    .filter(|i| *i < 0x8000_0000)
+                    .ok_or_else(|| {
+                        StoreError::Invalid(format!(
+                            "wallet {wallet_id} has used every change index"
+                        ))
+                    })?,
+            )
+        } else {
+            None
+        };
+        tx.commit().await.context(ctx)?;
+        Ok(Reservation::Reserved { change_index })
+    }
+
+    /// Returns the outputs reserved by `reservation` to the available set (its transaction
+    /// was not signed). The change index it allocated stays used: indices are never reused.
+    pub async fn release_utxos(&self, reservation: &str) -> Result<u64> {
+        sqlx::query(
+            "UPDATE utxos SET state = 'available', reserved_by = NULL, reserved_at = NULL \
+             WHERE reserved_by = $1 AND state = 'reserved'",
+        )
+        .bind(reservation)
+        .execute(self.pool())
+        .await
+        .context(|| format!("releasing outputs reserved by {reservation}"))
+        .map(|r| r.rows_affected())
+    }
+
+    /// Marks the outputs reserved by `reservation` spent by `txid` and registers the
+    /// transaction's change output, in one transaction.
+    pub async fn complete_spend(
+        &self,
+        wallet_id: &str,
+        reservation: &str,
+        txid: &str,
+        change: Option<&NewUtxo>,
+        now_ms: i64,
+    ) -> Result<u64> {
+        let ctx = || format!("recording transaction {txid} of wallet {wallet_id}");
+        let mut tx = self.begin_write().await?;
+        let spent = sqlx::query(
+            "UPDATE utxos SET state = 'spent', spent_by = $2, spent_at = $3 \
+             WHERE reserved_by = $1 AND state = 'reserved'",
+        )
+        .bind(reservation)
+        .bind(txid)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await
+        .context(ctx)?
+        .rows_affected();
+        if let Some(change) = change {
+            insert_utxo(&mut tx, wallet_id, change, UtxoOrigin::Change, now_ms).await?;
+        }
+        tx.commit().await.context(ctx)?;
+        Ok(spent)
+    }
+
+    /// Marks registered outputs among `outpoints` spent by `txid` (a PSBT signed through
+    /// `psbt/sign` spent them). Unregistered outpoints are ignored. Returns how many changed.
+    pub async fn mark_utxos_spent(
+        &self,
+        outpoints: &[String],
+        txid: &str,
+        now_ms: i64,
+    ) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let mut changed = 0;
+        for outpoint in outpoints {
+            changed += sqlx::query(
+                "UPDATE utxos SET state = 'spent', spent_by = $2, spent_at = $3 \
+                 WHERE outpoint = $1 AND state <> 'spent'",
+            )
+            .bind(outpoint)
+            .bind(txid)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .context(|| format!("marking {T}/{outpoint} spent"))?
+            .rows_affected();
+        }
+        tx.commit()
+            .await
+            .context(|| format!("marking outputs spent by {txid}"))?;
+        Ok(changed)
+    }
+
+    /// The wallet's next unused change index (m/1/i); 0 before any change was made.
+    pub async fn next_change_index(&self, wallet_id: &str) -> Result<u32> {
+        let next: Option<i64> =
+            sqlx::query_scalar("SELECT next_index FROM change_indices WHERE wallet_id = $1")
+                .bind(wallet_id)
+                .fetch_optional(self.pool())
+                .await
+                .context(|| format!("reading the change index of wallet {wallet_id}"))?;
+        let next = next.unwrap_or(0);
+        u32::try_from(next).map_err(|_| StoreError::Corrupt {
+            table: "change_indices",
+            id: wallet_id.to_owned(),
+            reason: format!("index {next} out of range"),
+        })
+    }
+
+    /// Ceremonies this node coordinated, counted by (kind, state): metrics, and the proof
+    /// that a refused request started none.
+    pub async fn ceremony_counts(&self) -> Result<Vec<(String, String, u64)>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT kind, state, COUNT(*) FROM ceremonies GROUP BY kind, state ORDER BY kind, state",
+        )
+        .fetch_all(self.pool())
+        .await
+        .context(|| "counting ceremonies".into())?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, s, n)| (k, s, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    /// Protocol sessions this node has taken part in, by protocol (every session id is
+    /// recorded once, before the node runs its part).
+    pub async fn session_counts(&self) -> Result<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT protocol, COUNT(*) FROM sessions_seen GROUP BY protocol ORDER BY protocol",
+        )
+        .fetch_all(self.pool())
+        .await
+        .context(|| "counting sessions".into())?;
+        Ok(rows
+            .into_iter()
+            .map(|(p, n)| (p, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+}
