@@ -13,6 +13,7 @@
 mod admin;
 mod crypto;
 mod error;
+mod fencing;
 mod records;
 mod store;
 mod utxos;

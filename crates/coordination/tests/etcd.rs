@@ -1,0 +1,493 @@
+//! The etcd backend against a real etcd (`scripts/with-etcd` starts one and sets
+//! `MPC_TEST_ETCD_ENDPOINTS`). Without it every test prints why it skipped, unless
+//! `MPC_REQUIRE_ETCD` is set, in which case they fail.
+//!
+//! Tests that need a process that can be paused or killed re-run this test binary as a child
+//! (`child_process`, selected by `MPC_COORDINATION_CHILD`), and talk to it over stdin/stdout.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mpc_coordination::{split_endpoints, ClusterBackend, EtcdBackend, FencingToken};
+use mpc_store::{generate_key_file, KeySource, Store};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+const ENDPOINTS_ENV: &str = "MPC_TEST_ETCD_ENDPOINTS";
+const CHILD_ENV: &str = "MPC_COORDINATION_CHILD";
+/// Short leases so the tests finish quickly; etcd's minimum with default timing is 2 s.
+const TTL: Duration = Duration::from_secs(2);
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "mpc_coordination=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// The endpoints, or `None` (after printing why) if no etcd was provided.
+fn endpoints() -> Option<Vec<String>> {
+    init_tracing();
+    match std::env::var(ENDPOINTS_ENV) {
+        Ok(value) if !split_endpoints(&value).is_empty() => Some(split_endpoints(&value)),
+        _ => {
+            assert!(
+                std::env::var_os("MPC_REQUIRE_ETCD").is_none(),
+                "MPC_REQUIRE_ETCD is set but {ENDPOINTS_ENV} is not"
+            );
+            eprintln!("skipped: {ENDPOINTS_ENV} is not set (run under scripts/with-etcd)");
+            None
+        }
+    }
+}
+
+/// A prefix of its own for every test, so tests (and runs) sharing one etcd do not meet.
+fn fresh_prefix() -> String {
+    format!("/mpc-test-{}", Uuid::new_v4().simple())
+}
+
+async fn backend(endpoints: &[String], prefix: &str) -> ClusterBackend {
+    ClusterBackend::Etcd(EtcdBackend::connect(endpoints, prefix).await.unwrap())
+}
+
+fn median(values: &mut [Duration]) -> Duration {
+    values.sort();
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+// ---- (i) lock contention ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lock_contention_one_holder_at_a_time_and_tokens_increase() {
+    let Some(endpoints) = endpoints() else { return };
+    let prefix = fresh_prefix();
+    const ROUNDS: u64 = 15;
+
+    // Two coordinators with their own connections race for one lock. Under the lock each
+    // does a non-atomic read-modify-write of a counter key in etcd: any overlap loses updates.
+    let held = Arc::new(AtomicBool::new(false));
+    let last_token = Arc::new(Mutex::new(FencingToken(0)));
+    // (who released, when): to measure the hand-off to the other coordinator.
+    let last_release: Arc<Mutex<Option<(usize, Instant)>>> = Arc::new(Mutex::new(None));
+    let handoffs = Arc::new(Mutex::new(Vec::new()));
+    let counter_key = format!("{prefix}/counter");
+    let mut tasks = Vec::new();
+    for who in 0..2usize {
+        let coordinator = backend(&endpoints, &prefix).await;
+        let ClusterBackend::Etcd(etcd) = &coordinator else {
+            unreachable!()
+        };
+        let mut kv = etcd.client().kv_client();
+        let (held, last_token, last_release, handoffs, counter_key) = (
+            held.clone(),
+            last_token.clone(),
+            last_release.clone(),
+            handoffs.clone(),
+            counter_key.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..ROUNDS {
+                let guard = coordinator.lock("dkg", TTL).await.unwrap();
+                let acquired = Instant::now();
+                assert!(!held.swap(true, Ordering::SeqCst), "two holders at once");
+                if let Some((from, at)) = *last_release.lock().unwrap() {
+                    if from != who {
+                        handoffs.lock().unwrap().push(acquired - at);
+                    }
+                }
+                {
+                    let mut last = last_token.lock().unwrap();
+                    assert!(
+                        guard.token() > *last,
+                        "token {} after {}",
+                        guard.token(),
+                        *last
+                    );
+                    *last = guard.token();
+                }
+                let current = kv.get(counter_key.clone(), None).await.unwrap();
+                let value: u64 = current
+                    .kvs()
+                    .first()
+                    .map(|kv| kv.value_str().unwrap().parse().unwrap())
+                    .unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                kv.put(counter_key.clone(), (value + 1).to_string(), None)
+                    .await
+                    .unwrap();
+                guard.check().unwrap();
+                held.store(false, Ordering::SeqCst);
+                *last_release.lock().unwrap() = Some((who, Instant::now()));
+                guard.unlock().await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+
+    let coordinator = backend(&endpoints, &prefix).await;
+    let ClusterBackend::Etcd(etcd) = &coordinator else {
+        unreachable!()
+    };
+    let total = etcd
+        .client()
+        .kv_client()
+        .get(counter_key, None)
+        .await
+        .unwrap();
+    let total: u64 = total.kvs()[0].value_str().unwrap().parse().unwrap();
+    assert_eq!(total, 2 * ROUNDS, "an update was lost: the lock let two in");
+
+    let mut handoffs = handoffs.lock().unwrap().clone();
+    assert!(!handoffs.is_empty(), "the lock never changed hands");
+    let count = handoffs.len();
+    let max = handoffs.iter().max().copied().unwrap_or_default();
+    let median = median(&mut handoffs);
+    println!(
+        "lock hand-off between coordinators: {count} hand-offs, median {median:?}, max {max:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_lock_attempt_leaves_nothing_behind() {
+    let Some(endpoints) = endpoints() else { return };
+    let prefix = fresh_prefix();
+    let a = backend(&endpoints, &prefix).await;
+    let b = backend(&endpoints, &prefix).await;
+    let held = a.lock("refill", TTL).await.unwrap();
+    // b waits, gives up; its queued key must not block the next holder.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), b.lock("refill", TTL))
+            .await
+            .is_err()
+    );
+    held.unlock().await.unwrap();
+    let started = Instant::now();
+    let next = tokio::time::timeout(TTL, a.lock("refill", TTL))
+        .await
+        .expect("a cancelled waiter blocked the lock")
+        .unwrap();
+    println!("lock after a cancelled waiter: {:?}", started.elapsed());
+    next.unlock().await.unwrap();
+
+    // Prefixes isolate clusters: the same lock name under another prefix is independent.
+    let other = backend(&endpoints, &fresh_prefix()).await;
+    let _mine = a.lock("dkg", TTL).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), other.lock("dkg", TTL))
+        .await
+        .expect("another prefix's lock contended")
+        .unwrap();
+}
+
+// ---- (ii) fencing under lock loss ----
+
+/// Sends `<rest>` of every `CHILD <rest>` in a child's stdout, with the child's index (the
+/// first may share its line with libtest's `test child_process ... `).
+async fn forward_lines(
+    index: usize,
+    child: &mut Child,
+    lines: mpsc::UnboundedSender<(usize, String)>,
+) {
+    let stdout = child.stdout.take().unwrap();
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            if let Some(at) = line.find("CHILD ") {
+                if lines.send((index, line[at + 6..].to_owned())).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+}
+
+fn spawn_child(role: &str, envs: &[(&str, String)]) -> Child {
+    let exe = std::env::current_exe().unwrap();
+    let mut command = Command::new(exe);
+    command
+        .args([
+            "--exact",
+            "child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, role)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    command.spawn().unwrap()
+}
+
+async fn expect_line(
+    lines: &mut mpsc::UnboundedReceiver<(usize, String)>,
+    within: Duration,
+) -> (usize, String) {
+    tokio::time::timeout(within, lines.recv())
+        .await
+        .expect("no line from the child in time")
+        .expect("the child's stdout closed")
+}
+
+fn signal(child: &Child, signal: Signal) {
+    let pid = child.id().expect("child already reaped");
+    kill(Pid::from_raw(i32::try_from(pid).unwrap()), signal).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_holder_past_its_lease_is_fenced_off() {
+    let Some(endpoints) = endpoints() else { return };
+    let prefix = fresh_prefix();
+    let dir = std::env::temp_dir().join(format!("mpc-fencing-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("store.key");
+    generate_key_file(&key_file).unwrap();
+    let url = format!("sqlite://{}", dir.join("node.db").display());
+    let store = Store::open(&url, &KeySource::KeyFile(key_file.clone()), 1)
+        .await
+        .unwrap();
+
+    let mut child = spawn_child(
+        "fence",
+        &[
+            (ENDPOINTS_ENV, endpoints.join(",")),
+            ("MPC_CHILD_PREFIX", prefix.clone()),
+            ("MPC_CHILD_STORE", url.clone()),
+            ("MPC_CHILD_KEY", key_file.display().to_string()),
+        ],
+    );
+    let (tx, mut lines) = mpsc::unbounded_channel();
+    forward_lines(0, &mut child, tx).await;
+    let (_, line) = expect_line(&mut lines, Duration::from_secs(60)).await;
+    let old: u64 = line
+        .strip_prefix("LOCKED ")
+        .unwrap_or_else(|| panic!("unexpected {line:?}"))
+        .parse()
+        .unwrap();
+
+    // The child holds the lock: we cannot take it.
+    let parent = backend(&endpoints, &prefix).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), parent.lock("ceremony", TTL))
+            .await
+            .is_err(),
+        "the lock was free while the child held it"
+    );
+
+    // Pause the child past its lease; the lock comes to us with a higher token.
+    signal(&child, Signal::SIGSTOP);
+    let paused = Instant::now();
+    let guard = tokio::time::timeout(4 * TTL, parent.lock("ceremony", TTL))
+        .await
+        .expect("the paused child's lease did not expire")
+        .unwrap();
+    let takeover = paused.elapsed();
+    assert!(
+        guard.token().0 > old,
+        "new token {} <= old {old}",
+        guard.token()
+    );
+    assert!(store
+        .admit_fencing_token("ceremony", guard.token().0)
+        .await
+        .unwrap());
+    println!(
+        "lock taken over {takeover:?} after pausing its holder (lease {TTL:?}); tokens {old} -> {}",
+        guard.token()
+    );
+
+    // Resume the child: it still believes it holds the lock and tries to act with its token.
+    signal(&child, Signal::SIGCONT);
+    let stdin = child.stdin.as_mut().unwrap();
+    stdin.write_all(b"GO\n").await.unwrap();
+    stdin.flush().await.unwrap();
+    let (_, line) = expect_line(&mut lines, Duration::from_secs(30)).await;
+    assert_eq!(
+        line, "ADMIT false",
+        "the stale holder's action was admitted"
+    );
+    let (_, line) = expect_line(&mut lines, Duration::from_secs(30)).await;
+    assert_eq!(
+        line, "LOSS-REPORTED true",
+        "the stale holder was not told of the loss"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "child failed: {status}");
+
+    assert_eq!(
+        store.fencing_token("ceremony").await.unwrap(),
+        Some(guard.token().0)
+    );
+    guard.check().unwrap();
+    guard.unlock().await.unwrap();
+    store.close().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---- (iii) leader failover ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_leader_is_replaced_within_two_lease_periods() {
+    let Some(endpoints) = endpoints() else { return };
+    let prefix = fresh_prefix();
+    let (tx, mut lines) = mpsc::unbounded_channel();
+    let mut children = Vec::new();
+    for index in 0..3 {
+        let mut child = spawn_child(
+            "candidate",
+            &[
+                (ENDPOINTS_ENV, endpoints.join(",")),
+                ("MPC_CHILD_PREFIX", prefix.clone()),
+                ("MPC_CHILD_ID", format!("node-{index}")),
+            ],
+        );
+        forward_lines(index, &mut child, tx.clone()).await;
+        children.push(child);
+    }
+    let observer = backend(&endpoints, &prefix).await;
+
+    // Everyone campaigns; exactly one leads.
+    let mut campaigning = 0;
+    let (leader_index, first_token) = loop {
+        let (index, line) = expect_line(&mut lines, Duration::from_secs(60)).await;
+        if line.starts_with("CAMPAIGNING") {
+            campaigning += 1;
+        } else if let Some(rest) = line.strip_prefix("LEADER ") {
+            let token: u64 = rest.parse().unwrap();
+            break (index, token);
+        }
+    };
+    let info = observer.leader("pool-refill").await.unwrap().unwrap();
+    assert_eq!(info.candidate, format!("node-{leader_index}"));
+    assert_eq!(info.token, FencingToken(first_token));
+    // Let the others queue up behind the leader.
+    while campaigning < 3 {
+        let (_, line) = expect_line(&mut lines, Duration::from_secs(60)).await;
+        assert!(line.starts_with("CAMPAIGNING"), "unexpected {line:?}");
+        campaigning += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Kill the leader without a chance to resign: its lease has to expire.
+    signal(&children[leader_index], Signal::SIGKILL);
+    let killed = Instant::now();
+    let (new_index, new_token) = loop {
+        let (index, line) = expect_line(&mut lines, 4 * TTL).await;
+        if let Some(rest) = line.strip_prefix("LEADER ") {
+            break (index, rest.parse::<u64>().unwrap());
+        }
+    };
+    let failover = killed.elapsed();
+    let observed = observer.leader("pool-refill").await.unwrap().unwrap();
+    println!(
+        "leader failover: node-{leader_index} killed, node-{new_index} leads after {failover:?} \
+         (lease {TTL:?}); tokens {first_token} -> {new_token}"
+    );
+    assert_ne!(new_index, leader_index);
+    assert_eq!(observed.candidate, format!("node-{new_index}"));
+    assert!(new_token > first_token);
+    assert!(
+        failover <= 2 * TTL,
+        "failover took {failover:?}, more than two lease periods"
+    );
+    for child in &mut children {
+        let _ = child.start_kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn election_handles_follow_leadership() {
+    let Some(endpoints) = endpoints() else { return };
+    let prefix = fresh_prefix();
+    let a = backend(&endpoints, &prefix).await;
+    let b = backend(&endpoints, &prefix).await;
+    let mut first = a.spawn_election("pool-refill", "a", TTL);
+    let first_token = match first.current() {
+        Some(token) => token,
+        None => tokio::time::timeout(Duration::from_secs(10), first.changed())
+            .await
+            .unwrap()
+            .unwrap(),
+    };
+    let mut second = b.spawn_election("pool-refill", "b", TTL);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_leader());
+    // Dropping the handle gives leadership up (the lease is revoked, no expiry wait).
+    let dropped = Instant::now();
+    drop(first);
+    let second_token = tokio::time::timeout(Duration::from_secs(10), second.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    println!(
+        "leadership handed over {:?} after the leader stepped down",
+        dropped.elapsed()
+    );
+    assert!(second_token > first_token);
+    let info = a.leader("pool-refill").await.unwrap().unwrap();
+    assert_eq!(info.candidate, "b");
+}
+
+// ---- children ----
+
+/// Runs as a child process when `MPC_COORDINATION_CHILD` is set; a no-op otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_process() {
+    let Ok(role) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    init_tracing();
+    let endpoints = split_endpoints(&std::env::var(ENDPOINTS_ENV).unwrap());
+    let prefix = std::env::var("MPC_CHILD_PREFIX").unwrap();
+    let coordinator = backend(&endpoints, &prefix).await;
+    match role.as_str() {
+        "fence" => {
+            let url = std::env::var("MPC_CHILD_STORE").unwrap();
+            let key = KeySource::KeyFile(std::env::var("MPC_CHILD_KEY").unwrap().into());
+            let store = Store::open(&url, &key, 1).await.unwrap();
+            let mut guard = coordinator.lock("ceremony", TTL).await.unwrap();
+            println!("CHILD LOCKED {}", guard.token());
+            // Paused and resumed by the parent somewhere around here.
+            let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+            let go = stdin.next_line().await.unwrap();
+            assert_eq!(go.as_deref(), Some("GO"));
+            // A coordinator that does not look at its guard: the store must stop it.
+            let admitted = store
+                .admit_fencing_token("ceremony", guard.token().0)
+                .await
+                .unwrap();
+            println!("CHILD ADMIT {admitted}");
+            let reported = tokio::time::timeout(Duration::from_secs(10), guard.lost())
+                .await
+                .is_ok();
+            println!("CHILD LOSS-REPORTED {}", reported && guard.is_lost());
+            store.close().await;
+        }
+        "candidate" => {
+            let id = std::env::var("MPC_CHILD_ID").unwrap();
+            println!("CHILD CAMPAIGNING {id}");
+            let mut leadership = coordinator.campaign("pool-refill", &id, TTL).await.unwrap();
+            println!("CHILD LEADER {}", leadership.token());
+            leadership.lost().await;
+            println!("CHILD LOST");
+        }
+        other => panic!("unknown child role {other}"),
+    }
+}
