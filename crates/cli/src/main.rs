@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use mpc_wallet::{
+    backup,
     commands::{self, Conn},
     demo, devnet, fixtures, node_cmd, report,
 };
@@ -55,6 +56,27 @@ enum Command {
     Node {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Back up this node's store to a file: secrets stay sealed under the node's
+    /// key-encryption key (not in the file); presignatures are never included.
+    Backup {
+        #[arg(long)]
+        config: PathBuf,
+        /// The backup file to create (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore this node's store from its own backup (stop the node first). Starts a new
+    /// presignature epoch: the presignature pool is empty afterwards.
+    Restore {
+        #[arg(long)]
+        config: PathBuf,
+        /// A file made by `mpc-wallet backup` for this node.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace a store that already holds data.
+        #[arg(long)]
+        force: bool,
     },
     /// Cluster certificates.
     #[command(subcommand)]
@@ -226,6 +248,18 @@ fn main() -> Result<()> {
         Command::Node { config } => {
             init_logs();
             tokio::runtime::Runtime::new()?.block_on(node_cmd::run(&config))
+        }
+        Command::Backup { config, out } => {
+            init_logs();
+            tokio::runtime::Runtime::new()?.block_on(backup::backup(&config, &out))
+        }
+        Command::Restore {
+            config,
+            from,
+            force,
+        } => {
+            init_logs();
+            tokio::runtime::Runtime::new()?.block_on(backup::restore(&config, &from, force))
         }
         Command::Certs(CertsCommand::Init {
             nodes,

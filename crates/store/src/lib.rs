@@ -11,6 +11,7 @@
 //! ([`StoreError::Tampered`]) instead of being used.
 
 mod admin;
+pub mod backup;
 mod crypto;
 mod error;
 mod fencing;
@@ -19,6 +20,10 @@ mod store;
 mod utxos;
 
 pub use admin::create_postgres_database;
+pub use backup::{
+    create_backup, read_backup_header, restore_backup, Backup, BackupError, BackupHeader,
+    RestoreSummary,
+};
 pub use crypto::{generate_key_file, KeySource};
 pub use error::{Result, StoreError};
 pub use records::{

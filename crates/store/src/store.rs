@@ -15,7 +15,7 @@ use crate::records::{
     PresignatureState, WalletRecord, WalletState,
 };
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// How long an SQLite writer waits for the write lock before failing with SQLITE_BUSY.
 const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 20000";
@@ -49,7 +49,7 @@ impl fmt::Debug for Store {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -57,7 +57,7 @@ fn now_ms() -> i64 {
 }
 
 /// Reads one column, naming the table and column if it does not decode.
-fn get<'r, T>(row: &'r AnyRow, column: &str, table: &str) -> Result<T>
+pub(crate) fn get<'r, T>(row: &'r AnyRow, column: &str, table: &str) -> Result<T>
 where
     T: Decode<'r, Any> + Type<Any>,
 {
@@ -128,7 +128,10 @@ fn connection_url(url: &str) -> Result<(Backend, String)> {
 /// Starts a transaction that will write. On SQLite it takes the write lock at once (`BEGIN
 /// IMMEDIATE`), so the busy timeout applies; a deferred transaction that read first would
 /// fail with SQLITE_BUSY when it later tried to write.
-async fn begin_write(pool: &AnyPool, backend: Backend) -> Result<Transaction<'static, Any>> {
+pub(crate) async fn begin_write(
+    pool: &AnyPool,
+    backend: Backend,
+) -> Result<Transaction<'static, Any>> {
     match backend {
         Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
         Backend::Postgres => pool.begin().await,
@@ -136,7 +139,7 @@ async fn begin_write(pool: &AnyPool, backend: Backend) -> Result<Transaction<'st
     .context(|| "starting a transaction".into())
 }
 
-async fn read_epoch<'e, E>(executor: E) -> Result<u64>
+pub(crate) async fn read_epoch<'e, E>(executor: E) -> Result<u64>
 where
     E: sqlx::Executor<'e, Database = Any>,
 {
@@ -154,7 +157,7 @@ where
         })
 }
 
-async fn load_meta(pool: &AnyPool) -> Result<HashMap<String, Vec<u8>>> {
+pub(crate) async fn load_meta(pool: &AnyPool) -> Result<HashMap<String, Vec<u8>>> {
     let rows = sqlx::query("SELECT key, value FROM meta")
         .fetch_all(pool)
         .await
@@ -164,7 +167,7 @@ async fn load_meta(pool: &AnyPool) -> Result<HashMap<String, Vec<u8>>> {
         .collect()
 }
 
-async fn kek_from(key: &KeySource, salt: &[u8], params: &str) -> Result<Key> {
+pub(crate) async fn kek_from(key: &KeySource, salt: &[u8], params: &str) -> Result<Key> {
     match key {
         KeySource::KeyFile(path) => crypto::read_key_file(path),
         KeySource::Passphrase(passphrase) => {
@@ -178,7 +181,7 @@ async fn kek_from(key: &KeySource, salt: &[u8], params: &str) -> Result<Key> {
     }
 }
 
-fn dek_ad(store_id: Uuid) -> String {
+pub(crate) fn dek_ad(store_id: Uuid) -> String {
     format!("meta/dek/{store_id}")
 }
 
@@ -266,6 +269,41 @@ async fn open_meta(
         .ok_or(StoreError::WrongKey)?;
     let dek: [u8; 32] = dek[..].try_into().map_err(|_| StoreError::WrongKey)?;
     Ok((store_id, Zeroizing::new(dek)))
+}
+
+/// Connects to the database at `url` and brings its schema up to date (no `meta` yet).
+pub(crate) async fn connect(url: &str) -> Result<(AnyPool, Backend)> {
+    sqlx::any::install_default_drivers();
+    let (backend, url) = connection_url(url)?;
+    let options = match backend {
+        Backend::Sqlite => AnyPoolOptions::new()
+            .max_connections(SQLITE_CONNECTIONS)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the writer; FULL makes every commit
+                    // durable, which at-most-once presignatures rely on.
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous = FULL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query(SQLITE_BUSY_TIMEOUT).execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            }),
+        Backend::Postgres => AnyPoolOptions::new().max_connections(POSTGRES_CONNECTIONS),
+    };
+    let pool = options
+        .acquire_timeout(Duration::from_secs(60))
+        .connect(&url)
+        .await
+        .context(|| format!("connecting to the {backend:?} database"))?;
+    MIGRATOR.run(&pool).await?;
+    Ok((pool, backend))
 }
 
 /// Column lists, so every reader decodes the same columns.
@@ -362,36 +400,7 @@ impl Store {
     /// Opens (creating if needed) the store at `url` ("sqlite://path" or "postgres://...") for
     /// node `node_id`, runs the migrations, and unlocks it with `key`.
     pub async fn open(url: &str, key: &KeySource, node_id: u16) -> Result<Store> {
-        sqlx::any::install_default_drivers();
-        let (backend, url) = connection_url(url)?;
-        let options = match backend {
-            Backend::Sqlite => AnyPoolOptions::new()
-                .max_connections(SQLITE_CONNECTIONS)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        // WAL lets readers run beside the writer; FULL makes every commit
-                        // durable, which at-most-once presignatures rely on.
-                        sqlx::query("PRAGMA journal_mode = WAL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query("PRAGMA synchronous = FULL")
-                            .execute(&mut *conn)
-                            .await?;
-                        sqlx::query(SQLITE_BUSY_TIMEOUT).execute(&mut *conn).await?;
-                        sqlx::query("PRAGMA foreign_keys = ON")
-                            .execute(&mut *conn)
-                            .await?;
-                        Ok(())
-                    })
-                }),
-            Backend::Postgres => AnyPoolOptions::new().max_connections(POSTGRES_CONNECTIONS),
-        };
-        let pool = options
-            .acquire_timeout(Duration::from_secs(60))
-            .connect(&url)
-            .await
-            .context(|| format!("connecting to the {backend:?} database"))?;
-        MIGRATOR.run(&pool).await?;
+        let (pool, backend) = connect(url).await?;
 
         let meta = load_meta(&pool).await?;
         let created = if meta.contains_key("store_id") {

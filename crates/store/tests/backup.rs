@@ -1,0 +1,538 @@
+//! Backup and restore of a store: round trip, presignatures never restored and a new epoch,
+//! another node's backup refused, tampered files refused. Runs on SQLite and, when
+//! `MPC_TEST_POSTGRES_URL` is set, on a fresh PostgreSQL database (as `store.rs`).
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use mpc_store::{
+    create_backup, generate_key_file, read_backup_header, restore_backup, BackupError,
+    CeremonyRecord, KeySource, NewUtxo, PresignatureRecord, PresignatureState, Store, StoreError,
+    WalletRecord, WalletState,
+};
+use sqlx::{AnyPool, AssertSqlSafe, Connection};
+use uuid::Uuid;
+
+const PG_ENV: &str = "MPC_TEST_POSTGRES_URL";
+const NOW: i64 = 1_700_000_000_000;
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// One test's database and scratch directory (key files, extra SQLite files).
+#[derive(Clone)]
+struct Db {
+    url: String,
+    dir: PathBuf,
+}
+
+impl Db {
+    fn key(&self) -> KeySource {
+        KeySource::KeyFile(self.dir.join("store.key"))
+    }
+
+    async fn open(&self) -> Store {
+        Store::open(&self.url, &self.key(), 1).await.unwrap()
+    }
+
+    /// A plain connection pool around the store, to inspect and tamper with rows.
+    async fn raw(&self) -> AnyPool {
+        sqlx::any::install_default_drivers();
+        AnyPool::connect(&self.url).await.unwrap()
+    }
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mpc-store-test-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The admin URL with its database name replaced.
+fn database_url(admin: &str, name: &str) -> String {
+    let (base, query) = match admin.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (admin, String::new()),
+    };
+    let host_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[host_start..].find('/') {
+        Some(slash) => &base[..host_start + slash],
+        None => base,
+    };
+    format!("{base}/{name}{query}")
+}
+
+/// Runs `test` on a fresh database of `kind`, then drops the database and the directory,
+/// even if the test panicked.
+async fn run<F, Fut>(kind: Kind, test: F)
+where
+    F: FnOnce(Db) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let admin = match kind {
+        Kind::Sqlite => None,
+        Kind::Postgres => match std::env::var(PG_ENV) {
+            Ok(url) => Some(url),
+            Err(_) => {
+                // The test script sets MPC_REQUIRE_POSTGRES so a missing server fails there.
+                assert!(
+                    std::env::var_os("MPC_REQUIRE_POSTGRES").is_none(),
+                    "MPC_REQUIRE_POSTGRES is set but {PG_ENV} is not"
+                );
+                eprintln!("skipped: {PG_ENV} is not set");
+                return;
+            }
+        },
+    };
+    let dir = temp_dir();
+    generate_key_file(&dir.join("store.key")).unwrap();
+    let name = format!("mpc_store_test_{}", Uuid::new_v4().simple());
+    let url = match &admin {
+        None => format!("sqlite://{}", dir.join("store.db").display()),
+        Some(admin) => {
+            let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+            sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+            database_url(admin, &name)
+        }
+    };
+    let outcome = tokio::spawn(test(Db {
+        url,
+        dir: dir.clone(),
+    }))
+    .await;
+    if let Some(admin) = &admin {
+        let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    crate::run(crate::Kind::Sqlite, super::$name).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    crate::run(crate::Kind::Postgres, super::$name).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    round_trip_restores_everything_but_presignatures,
+    forced_restore_replaces_a_store_and_its_presignatures,
+    another_nodes_or_clusters_backup_is_refused,
+    tampered_or_foreign_key_backups_are_refused,
+);
+
+const CLUSTER: &str = "sha256:cluster-a";
+const SHARE: &[u8] = b"key share secret of wallet w1";
+const AUX: &[u8] = b"aux info secret";
+const PRIMES: &[u8] = b"safe primes secret";
+const PRESIG: &[u8] = b"presignature secret";
+
+fn wallet(id: &str) -> WalletRecord {
+    WalletRecord {
+        id: id.into(),
+        name: format!("wallet {id}"),
+        scheme: "ecdsa".into(),
+        threshold: 2,
+        participants: vec![1, 2, 3],
+        network: "regtest".into(),
+        public_key: "02aa".into(),
+        chain_code: "cc".into(),
+        state: WalletState::Pending,
+        session: Uuid::new_v4(),
+        created_at: NOW,
+        activated_at: None,
+    }
+}
+
+fn presig(id: &str, epoch: u64) -> PresignatureRecord {
+    PresignatureRecord {
+        id: id.into(),
+        wallet_id: "w1".into(),
+        path: "m/0/0".into(),
+        signers: vec![1, 2, 3],
+        epoch,
+        state: PresignatureState::Ready,
+        public: b"public".to_vec(),
+        created_at: NOW,
+        expires_at: i64::MAX,
+        consumed_at: None,
+    }
+}
+
+/// A store with a row in every table, and one ready presignature.
+async fn populate(store: &Store) {
+    store.add_primes(PRIMES).await.unwrap();
+    store
+        .put_aux_info(&[1, 2, 3], AUX, "digest", Uuid::new_v4())
+        .await
+        .unwrap();
+    store.insert_wallet(&wallet("w1"), SHARE).await.unwrap();
+    store
+        .set_wallet_state("w1", WalletState::Active)
+        .await
+        .unwrap();
+    store
+        .put_ceremony(&CeremonyRecord {
+            id: "c1".into(),
+            kind: "dkg".into(),
+            state: "succeeded".into(),
+            coordinator: 1,
+            request: serde_json::json!({"wallet": "w1"}),
+            result: Some(serde_json::json!({"id": "w1"})),
+            error: None,
+            started_at: NOW,
+            finished_at: Some(NOW + 5),
+        })
+        .await
+        .unwrap();
+    assert!(store
+        .mark_session_seen(Uuid::new_v4(), "keygen")
+        .await
+        .unwrap());
+    store
+        .record_spend(Uuid::new_v4(), "w1", 1234, NOW)
+        .await
+        .unwrap();
+    store
+        .insert_utxos(
+            "w1",
+            &[NewUtxo {
+                outpoint: format!("{}:0", "ab".repeat(32)),
+                amount_sats: 50_000,
+                path: "m/0/0".into(),
+                script_pubkey: "0014".to_string() + &"11".repeat(20),
+            }],
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.next_change_index("w1").await.unwrap(), 0);
+    store
+        .insert_presignature(&presig("p1", 1), PRESIG)
+        .await
+        .unwrap();
+}
+
+/// Drops every table: an empty database, as after wiping a node's store.
+async fn wipe(db: &Db) {
+    let raw = db.raw().await;
+    for table in [
+        "presignatures",
+        "key_shares",
+        "spends",
+        "utxos",
+        "change_indices",
+        "restores",
+        "wallets",
+        "primes",
+        "aux_info",
+        "ceremonies",
+        "sessions_seen",
+        "fencing_tokens",
+        "meta",
+        "_sqlx_migrations",
+    ] {
+        sqlx::query(AssertSqlSafe(format!("DROP TABLE IF EXISTS {table}")))
+            .execute(&raw)
+            .await
+            .unwrap();
+    }
+    raw.close().await;
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn round_trip_restores_everything_but_presignatures(db: Db) {
+    let store = db.open().await;
+    populate(&store).await;
+    let before_wallet = store.wallet("w1").await.unwrap().unwrap();
+    let before_store_id = store.store_id();
+    store.close().await;
+
+    let backup = create_backup(&db.url, &db.key(), 1, CLUSTER).await.unwrap();
+    let header = read_backup_header(&backup.bytes).unwrap();
+    assert_eq!(header, backup.header);
+    assert_eq!(
+        (header.node_id, header.cluster.as_str(), header.epoch),
+        (1, CLUSTER, 1)
+    );
+    assert_eq!(header.rows["key_shares"], 1);
+    assert!(!header.rows.contains_key("presignatures"));
+    // Secrets stay sealed: no plaintext, in raw or hex form, and no presignature at all.
+    for secret in [SHARE, AUX, PRIMES, PRESIG] {
+        assert!(!contains(&backup.bytes, secret));
+        assert!(!contains(&backup.bytes, hex::encode(secret).as_bytes()));
+    }
+    assert!(!contains(&backup.bytes, b"p1"));
+
+    // Into the populated store: refused without force.
+    let err = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackupError::NotEmpty { .. }), "{err}");
+    assert!(err.to_string().contains("--force"), "{err}");
+
+    wipe(&db).await;
+    let summary = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            summary.epoch,
+            summary.presignatures_deleted,
+            summary.replaced_rows
+        ),
+        (2, 0, 0)
+    );
+
+    let store = db.open().await;
+    assert_eq!(store.store_id(), before_store_id);
+    assert_eq!(store.epoch().await.unwrap(), 2);
+    assert_eq!(store.wallet("w1").await.unwrap().unwrap(), before_wallet);
+    assert_eq!(&store.key_share("w1").await.unwrap().unwrap()[..], SHARE);
+    assert_eq!(
+        &store.aux_info(&[1, 2, 3]).await.unwrap().unwrap().0[..],
+        AUX
+    );
+    assert_eq!(&store.take_primes().await.unwrap().unwrap()[..], PRIMES);
+    let c = store.ceremony("c1").await.unwrap().unwrap();
+    assert_eq!(c.result, Some(serde_json::json!({"id": "w1"})));
+    assert_eq!(store.spent_since("w1", 0).await.unwrap(), 1234);
+    assert_eq!(store.utxos("w1", true).await.unwrap().len(), 1);
+    // The pool is empty, and a presignature made under the old epoch cannot come back.
+    assert!(store.presignature("p1").await.unwrap().is_none());
+    assert!(store
+        .ready_presignatures("w1", "m/0/0", &[1, 2, 3], NOW, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let err = store
+        .insert_presignature(&presig("p-old", 1), PRESIG)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::WrongEpoch {
+                record: 1,
+                current: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    store
+        .insert_presignature(&presig("p-new", 2), PRESIG)
+        .await
+        .unwrap();
+    assert_eq!(
+        &store
+            .consume_presignature("p-new", NOW)
+            .await
+            .unwrap()
+            .unwrap()[..],
+        PRESIG
+    );
+    store.close().await;
+
+    // A backup of the restored store restores too (and records its restore history).
+    let again = create_backup(&db.url, &db.key(), 1, CLUSTER).await.unwrap();
+    assert_eq!(again.header.rows["restores"], 1);
+    assert_eq!(again.header.epoch, 2);
+}
+
+async fn forced_restore_replaces_a_store_and_its_presignatures(db: Db) {
+    let store = db.open().await;
+    populate(&store).await;
+    store.close().await;
+    let backup = create_backup(&db.url, &db.key(), 1, CLUSTER).await.unwrap();
+
+    // Later: the epoch moved on, more presignatures were made and one was used.
+    let store = db.open().await;
+    assert_eq!(store.bump_epoch().await.unwrap(), 2);
+    assert_eq!(store.bump_epoch().await.unwrap(), 3);
+    store
+        .insert_presignature(&presig("p2", 3), PRESIG)
+        .await
+        .unwrap();
+    store
+        .insert_presignature(&presig("p3", 3), PRESIG)
+        .await
+        .unwrap();
+    store
+        .consume_presignature("p3", NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .insert_wallet(&wallet("w2"), b"later share")
+        .await
+        .unwrap();
+    store.close().await;
+
+    let summary = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, true)
+        .await
+        .unwrap();
+    // Above both the backup's epoch (1) and the replaced store's (3).
+    assert_eq!(summary.epoch, 4);
+    assert_eq!(summary.presignatures_deleted, 3);
+    assert!(summary.replaced_rows > 0);
+
+    let store = db.open().await;
+    assert_eq!(store.epoch().await.unwrap(), 4);
+    for id in ["p1", "p2", "p3"] {
+        assert!(store.presignature(id).await.unwrap().is_none(), "{id}");
+        assert!(store.consume_presignature(id, NOW).await.unwrap().is_none());
+    }
+    assert!(
+        store.wallet("w2").await.unwrap().is_none(),
+        "replaced, not merged"
+    );
+    assert_eq!(&store.key_share("w1").await.unwrap().unwrap()[..], SHARE);
+    let err = store
+        .insert_presignature(&presig("p4", 3), PRESIG)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::WrongEpoch { .. }), "{err}");
+    store.close().await;
+}
+
+async fn another_nodes_or_clusters_backup_is_refused(db: Db) {
+    let store = db.open().await;
+    populate(&store).await;
+    store.close().await;
+    let backup = create_backup(&db.url, &db.key(), 1, CLUSTER).await.unwrap();
+    // Backing up as another node is refused by the store itself.
+    let err = create_backup(&db.url, &db.key(), 2, CLUSTER)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, BackupError::Store(StoreError::WrongNode { .. })),
+        "{err}"
+    );
+
+    wipe(&db).await;
+    let err = restore_backup(&db.url, &db.key(), 3, CLUSTER, &backup.bytes, true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, BackupError::WrongNode { file: 1, config: 3 }),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("node 1") && message.contains("node 3"),
+        "{message}"
+    );
+    let err = restore_backup(&db.url, &db.key(), 1, "sha256:other", &backup.bytes, true)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackupError::WrongCluster { .. }), "{err}");
+    // Nothing was written by the refused attempts.
+    let raw = db.raw().await;
+    let tables: i64 = sqlx::query_scalar(if db.url.starts_with("sqlite") {
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'wallets'"
+    } else {
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'wallets'"
+    })
+    .fetch_one(&raw)
+    .await
+    .unwrap();
+    assert_eq!(tables, 0);
+    raw.close().await;
+}
+
+async fn tampered_or_foreign_key_backups_are_refused(db: Db) {
+    let store = db.open().await;
+    populate(&store).await;
+    store.close().await;
+    let backup = create_backup(&db.url, &db.key(), 1, CLUSTER).await.unwrap();
+    let good = backup.bytes.clone();
+    wipe(&db).await;
+
+    let restore = |bytes: Vec<u8>, key: KeySource, node: u16| {
+        let url = db.url.clone();
+        async move { restore_backup(&url, &key, node, CLUSTER, &bytes, false).await }
+    };
+    // One changed character in a public row (the wallet's name).
+    let text = String::from_utf8(good.clone()).unwrap();
+    let renamed = text.replacen("wallet w1", "wallet w9", 1).into_bytes();
+    assert_ne!(renamed, good);
+    let err = restore(renamed, db.key(), 1).await.unwrap_err();
+    assert!(matches!(err, BackupError::Tampered), "{err}");
+    // The header claims another node (so it passes as node 2's file): the tag catches it.
+    let relabeled = text
+        .replacen("\"node_id\":1", "\"node_id\":2", 1)
+        .into_bytes();
+    let err = restore(relabeled, db.key(), 2).await.unwrap_err();
+    assert!(matches!(err, BackupError::Tampered), "{err}");
+    // Every single-byte flip at some spread positions.
+    for at in (0..good.len()).step_by(good.len() / 17 + 1) {
+        let mut flipped = good.clone();
+        flipped[at] ^= 0x01;
+        let err = restore(flipped, db.key(), 1).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BackupError::Tampered
+                    | BackupError::TamperedOrWrongKey
+                    | BackupError::Store(StoreError::WrongKey)
+                    | BackupError::Malformed(_)
+                    | BackupError::WrongNode { .. }
+                    | BackupError::WrongCluster { .. }
+                    | BackupError::Unsupported(_)
+            ),
+            "byte {at}: {err}"
+        );
+    }
+    // Truncated.
+    let err = restore(good[..good.len() - 10].to_vec(), db.key(), 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackupError::Malformed(_)), "{err}");
+    // Another key-encryption key.
+    let other = db.dir.join("other.key");
+    generate_key_file(&other).unwrap();
+    let err = restore(good.clone(), KeySource::KeyFile(other), 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackupError::TamperedOrWrongKey), "{err}");
+
+    // The untouched file still restores after all those refusals.
+    restore(good, db.key(), 1).await.unwrap();
+    let store = db.open().await;
+    assert_eq!(&store.key_share("w1").await.unwrap().unwrap()[..], SHARE);
+    store.close().await;
+}
