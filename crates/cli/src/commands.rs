@@ -155,7 +155,7 @@ pub enum TokenCommand {
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: Duration,
         /// File holding the HS256 secret (at least 32 bytes); else `JWT_SECRET`.
-        #[arg(long)]
+        #[arg(long, env = "JWT_SECRET_FILE")]
         secret_file: Option<PathBuf>,
         /// Sign with this RS256 or EdDSA private key (PEM) instead of the HS256 secret.
         #[arg(long, conflicts_with = "secret_file")]

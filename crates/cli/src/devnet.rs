@@ -348,6 +348,68 @@ impl Devnet {
     }
 
     /// Waits until every running node answers and sees `live` nodes live.
+    /// Presignature pool levels as node 1 reports them (`GET /api/v1/presignatures/stats`).
+    pub async fn pool_levels(&self) -> Result<Value> {
+        let viewer = self.client(1, mpc_api::Role::Viewer)?;
+        Ok(viewer.get("/api/v1/presignatures/stats").await?)
+    }
+
+    /// One line per ECDSA wallet: ready presignatures against the target, and usage.
+    pub fn pool_summary(stats: &Value) -> Vec<String> {
+        let wallets = stats["wallets"].as_array().cloned().unwrap_or_default();
+        wallets
+            .iter()
+            .map(|w| {
+                format!(
+                    "pool {}: {} ready (target {} per signer set, {} sets), {} generated, {} used",
+                    w["wallet_id"].as_str().unwrap_or("?"),
+                    w["ready_total"],
+                    w["target"],
+                    w["levels"].as_array().map_or(0, Vec::len),
+                    w["generated_total"],
+                    w["used_total"],
+                )
+            })
+            .collect()
+    }
+
+    /// Prints the pool levels every few seconds until `stop` resolves (`--keep-running`).
+    pub async fn watch_pool(&self, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tick.tick() => match self.pool_levels().await {
+                    Ok(stats) => Self::pool_summary(&stats).iter().for_each(|l| eprintln!("{l}")),
+                    Err(e) => eprintln!("pool levels unavailable: {e:#}"),
+                },
+            }
+        }
+    }
+
+    /// Writes `env.sh` beside the nodes: node 1's API URL and an admin token for the CLI
+    /// and the README's curl examples (`source devnet/env.sh`).
+    pub fn write_env_file(&self) -> Result<PathBuf> {
+        let path = self.options.dir.join("env.sh");
+        let first = self.nodes.first().context("the devnet has no node")?;
+        let text = format!(
+            "# mpc-wallet devnet: `source` this file (tokens expire; re-run `mpc-wallet token issue`).\n\
+             export MPC_WALLET_URL=http://{}\n\
+             export MPC_WALLET_TOKEN={}\n\
+             export MPC_WALLET_SIGNER_TOKEN={}\n\
+             export MPC_WALLET_VIEWER_TOKEN={}\n\
+             export JWT_SECRET_FILE={}\n",
+            first.api,
+            self.token(mpc_api::Role::Admin)?,
+            self.token(mpc_api::Role::Signer)?,
+            self.token(mpc_api::Role::Viewer)?,
+            std::fs::canonicalize(self.options.dir.join("jwt-secret"))?.display(),
+        );
+        certs::write_private(&path, text.as_bytes())?;
+        Ok(path)
+    }
+
     pub async fn wait_live(&self, ids: &[u16], live: usize, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         for &id in ids {
@@ -510,7 +572,10 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
         })
         .collect::<Result<Vec<_>>>()?;
     let signers: Vec<u16> = serde_json::from_value(signed["signers"].clone())?;
+    let env_file = devnet.write_env_file()?;
     let cluster = json!({
+        "env_file": env_file,
+        "pool": devnet.pool_levels().await?,
         "dir": devnet.options.dir,
         "nodes": devnet.nodes.iter().map(|n| json!({"id": n.id, "api": format!("http://{}", n.api), "quic": n.quic})).collect::<Vec<_>>(),
         "tokens": {

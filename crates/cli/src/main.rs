@@ -239,8 +239,15 @@ fn main() -> Result<()> {
                 let (report, mut devnet) = devnet::run(options).await?;
                 print(&report, json)?;
                 if keep_running {
-                    eprintln!("devnet running; Ctrl-C to stop");
-                    tokio::signal::ctrl_c().await?;
+                    eprintln!(
+                        "devnet running; `source {}/env.sh` for the CLI and curl; Ctrl-C to stop",
+                        devnet.options.dir.display()
+                    );
+                    devnet
+                        .watch_pool(async {
+                            let _ = tokio::signal::ctrl_c().await;
+                        })
+                        .await;
                 }
                 devnet.stop_all()
             })

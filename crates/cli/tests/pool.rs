@@ -70,6 +70,10 @@ async fn the_pool_fills_in_the_background_and_serves_a_burst_of_50() {
     options.pool.interval_ms = 500;
     // On PostgreSQL when the test script provides a server (each node its own database).
     options.postgres_admin_url = std::env::var("MPC_TEST_POSTGRES_URL").ok();
+    assert!(
+        options.postgres_admin_url.is_some() || std::env::var_os("MPC_REQUIRE_POSTGRES").is_none(),
+        "MPC_REQUIRE_POSTGRES is set but MPC_TEST_POSTGRES_URL is not"
+    );
     eprintln!(
         "store backend: {}",
         if options.postgres_admin_url.is_some() {

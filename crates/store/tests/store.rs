@@ -77,6 +77,11 @@ where
         Kind::Postgres => match std::env::var(PG_ENV) {
             Ok(url) => Some(url),
             Err(_) => {
+                // The test script sets MPC_REQUIRE_POSTGRES so a missing server fails there.
+                assert!(
+                    std::env::var_os("MPC_REQUIRE_POSTGRES").is_none(),
+                    "MPC_REQUIRE_POSTGRES is set but {PG_ENV} is not"
+                );
                 eprintln!("skipped: {PG_ENV} is not set");
                 return;
             }

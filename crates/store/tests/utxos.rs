@@ -297,6 +297,10 @@ macro_rules! both {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn postgres() {
                 let Some((store, dir, pg)) = crate::fresh(true).await else {
+                    assert!(
+                        std::env::var_os("MPC_REQUIRE_POSTGRES").is_none(),
+                        "MPC_REQUIRE_POSTGRES is set but MPC_TEST_POSTGRES_URL is not"
+                    );
                     eprintln!("skipped: MPC_TEST_POSTGRES_URL is not set");
                     return;
                 };
