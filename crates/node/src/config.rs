@@ -87,6 +87,10 @@ pub struct PoolConfig {
     pub signer_sets_per_path: usize,
     /// Funded paths remembered per wallet (besides the root).
     pub max_paths_per_wallet: usize,
+    /// Who drives refill (`[pool.coordination]`): `backend = "static"` (the default: `leader`
+    /// above) or `"etcd"` (a lease-based election among the nodes, `endpoints`, `prefix`,
+    /// `lease_ttl_ms`; the `ETCD_ENDPOINTS` environment variable overrides `endpoints`).
+    pub coordination: mpc_coordination::CoordinationConfig,
 }
 
 impl Default for PoolConfig {
@@ -100,6 +104,7 @@ impl Default for PoolConfig {
             interval_ms: 2_000,
             signer_sets_per_path: 1,
             max_paths_per_wallet: 20,
+            coordination: Default::default(),
         }
     }
 }
@@ -307,6 +312,7 @@ impl NodeConfig {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             config.store.url = Some(url);
         }
+        config.pool.coordination.apply_env();
         config.validate()?;
         Ok(config)
     }
@@ -331,6 +337,10 @@ impl NodeConfig {
         }
         mpc_bitcoin::parse_network(&self.cluster.network)
             .map_err(|e| NodeError::Config(e.to_string()))?;
+        self.pool
+            .coordination
+            .validate()
+            .map_err(|e| NodeError::Config(format!("pool.coordination: {e}")))?;
         for (name, l) in std::iter::once(("pool.defaults", &self.pool.defaults))
             .chain(self.pool.wallets.iter().map(|(k, v)| (k.as_str(), v)))
         {

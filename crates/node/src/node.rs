@@ -187,6 +187,7 @@ impl Node {
                 t.abort();
             }
         }
+        self.stop_pool_election();
         if let Some(mesh) = &self.inner.mesh {
             mesh.shutdown().await;
         }

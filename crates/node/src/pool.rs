@@ -2,7 +2,7 @@
 //!
 //! Pools are keyed by (wallet, derivation path, signer set), because cggmp24 binds each
 //! presignature to all three at creation. The leader (under the static cluster backend, a
-//! configured node) keeps every pool between `low_water` and `target` for the wallet's root
+//! configured node; under etcd, the holder of the `pool-refill` election's lease) keeps every pool between `low_water` and `target` for the wallet's root
 //! path and its funded paths, for signer sets of live nodes that include the leader itself,
 //! with a bound on concurrent generation runs; generation threads run at idle priority so
 //! they never starve signing. Every node destroys expired presignatures.
@@ -17,6 +17,7 @@ use std::{
 };
 
 use mpc_bitcoin::{bitcoin::psbt::Psbt, psbt::SigningJob, Scheme, WalletKey};
+use mpc_coordination::{BackendKind, ClusterBackend, ElectionHandle, FencingToken};
 use mpc_protocols::DerivationPath;
 use mpc_store::{WalletRecord, WalletState};
 use mpc_transport::NodeId;
@@ -39,7 +40,12 @@ pub struct PoolState {
     refilling: Mutex<HashSet<PoolKey>>,
     in_flight: Mutex<HashSet<PoolKey>>,
     stats: Mutex<HashMap<String, Generation>>,
+    /// The refill-leader campaign (etcd backend), once connected.
+    election: Mutex<Option<ElectionHandle>>,
 }
+
+/// The election in which nodes campaign for pool refill (etcd backend).
+pub const POOL_ELECTION: &str = "pool-refill";
 
 #[derive(Default, Clone)]
 struct Generation {
@@ -178,9 +184,56 @@ impl Node {
         sets
     }
 
-    /// Whether this node drives refill now (static backend: the configured leader).
+    /// Whether this node drives refill now (static backend: the configured leader; etcd: this
+    /// node holds the `pool-refill` election's lease).
     pub fn is_pool_leader(&self) -> bool {
-        self.inner.config.pool_leader() == self.id()
+        match self.inner.config.pool.coordination.backend {
+            BackendKind::Static => self.inner.config.pool_leader() == self.id(),
+            BackendKind::Etcd => self.pool_leader_token().is_some(),
+        }
+    }
+
+    /// The fencing token of this node's refill leadership (etcd backend), while it leads.
+    pub fn pool_leader_token(&self) -> Option<FencingToken> {
+        match self.inner.pool.election.lock() {
+            Ok(election) => election.as_ref().and_then(ElectionHandle::current),
+            Err(_) => None,
+        }
+    }
+
+    /// Stops campaigning for refill leadership (gives it up at once if held).
+    pub(crate) fn stop_pool_election(&self) {
+        if let Ok(mut election) = self.inner.pool.election.lock() {
+            election.take();
+        }
+    }
+
+    /// Under the etcd backend, connects and starts campaigning if not done yet; a failure is
+    /// logged and retried on the next round (this node does not lead meanwhile).
+    async fn ensure_pool_election(&self) {
+        let coordination = &self.inner.config.pool.coordination;
+        if coordination.backend != BackendKind::Etcd {
+            return;
+        }
+        if matches!(self.inner.pool.election.lock(), Ok(e) if e.is_some()) {
+            return;
+        }
+        match ClusterBackend::from_config(coordination, None).await {
+            Ok(backend) => {
+                let handle = backend.spawn_election(
+                    POOL_ELECTION,
+                    &self.id().to_string(),
+                    coordination.lease_ttl(),
+                );
+                info!(node = self.id(), prefix = %coordination.prefix, "campaigning for pool refill");
+                if let Ok(mut election) = self.inner.pool.election.lock() {
+                    *election = Some(handle);
+                }
+            }
+            Err(e) => {
+                warn!(node = self.id(), error = %e, "cannot reach etcd for the refill election")
+            }
+        }
     }
 
     /// The background service: expiry on every node, refill on the leader.
@@ -189,6 +242,9 @@ impl Node {
         let running = Arc::new(Semaphore::new(config.concurrency.max(1)));
         let interval = Limits::ms(config.interval_ms);
         loop {
+            if config.enabled {
+                self.ensure_pool_election().await;
+            }
             tokio::time::sleep(interval).await;
             match self.inner.store.expire_presignatures(now_ms()).await {
                 Ok(0) => {}
