@@ -21,8 +21,11 @@ use uuid::Uuid;
 
 const ENDPOINTS_ENV: &str = "MPC_TEST_ETCD_ENDPOINTS";
 const CHILD_ENV: &str = "MPC_COORDINATION_CHILD";
-/// Short leases so the tests finish quickly; etcd's minimum with default timing is 2 s.
+/// Short leases where a test waits for one to expire; etcd's minimum with default timing is 2 s.
 const TTL: Duration = Duration::from_secs(2);
+/// Where no lease should expire: long enough that a loaded machine (the whole workspace's
+/// tests at once on two cores) does not miss a keep-alive.
+const LONG_TTL: Duration = Duration::from_secs(10);
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -97,7 +100,7 @@ async fn lock_contention_one_holder_at_a_time_and_tokens_increase() {
         );
         tasks.push(tokio::spawn(async move {
             for _ in 0..ROUNDS {
-                let guard = coordinator.lock("dkg", TTL).await.unwrap();
+                let guard = coordinator.lock("dkg", LONG_TTL).await.unwrap();
                 let acquired = Instant::now();
                 assert!(!held.swap(true, Ordering::SeqCst), "two holders at once");
                 if let Some((from, at)) = *last_release.lock().unwrap() {
@@ -165,16 +168,16 @@ async fn cancelled_lock_attempt_leaves_nothing_behind() {
     let prefix = fresh_prefix();
     let a = backend(&endpoints, &prefix).await;
     let b = backend(&endpoints, &prefix).await;
-    let held = a.lock("refill", TTL).await.unwrap();
+    let held = a.lock("refill", LONG_TTL).await.unwrap();
     // b waits, gives up; its queued key must not block the next holder.
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), b.lock("refill", TTL))
+        tokio::time::timeout(Duration::from_millis(300), b.lock("refill", LONG_TTL))
             .await
             .is_err()
     );
     held.unlock().await.unwrap();
     let started = Instant::now();
-    let next = tokio::time::timeout(TTL, a.lock("refill", TTL))
+    let next = tokio::time::timeout(LONG_TTL, a.lock("refill", LONG_TTL))
         .await
         .expect("a cancelled waiter blocked the lock")
         .unwrap();
@@ -183,8 +186,8 @@ async fn cancelled_lock_attempt_leaves_nothing_behind() {
 
     // Prefixes isolate clusters: the same lock name under another prefix is independent.
     let other = backend(&endpoints, &fresh_prefix()).await;
-    let _mine = a.lock("dkg", TTL).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(2), other.lock("dkg", TTL))
+    let _mine = a.lock("dkg", LONG_TTL).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), other.lock("dkg", LONG_TTL))
         .await
         .expect("another prefix's lock contended")
         .unwrap();
@@ -418,7 +421,7 @@ async fn election_handles_follow_leadership() {
     let prefix = fresh_prefix();
     let a = backend(&endpoints, &prefix).await;
     let b = backend(&endpoints, &prefix).await;
-    let mut first = a.spawn_election("pool-refill", "a", TTL);
+    let mut first = a.spawn_election("pool-refill", "a", LONG_TTL);
     let first_token = match first.current() {
         Some(token) => token,
         None => tokio::time::timeout(Duration::from_secs(10), first.changed())
@@ -426,7 +429,7 @@ async fn election_handles_follow_leadership() {
             .unwrap()
             .unwrap(),
     };
-    let mut second = b.spawn_election("pool-refill", "b", TTL);
+    let mut second = b.spawn_election("pool-refill", "b", LONG_TTL);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!second.is_leader());
     // Dropping the handle gives leadership up (the lease is revoked, no expiry wait).

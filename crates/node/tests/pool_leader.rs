@@ -114,7 +114,9 @@ async fn etcd_backend_elects_one_leader_and_fails_over() {
             return;
         }
     };
-    let ttl_ms = 2_000;
+    // Failover here is by shutdown (the lease is revoked at once); a long lease keeps a
+    // loaded machine from losing leadership by a missed keep-alive.
+    let ttl_ms = 5_000;
     let coordination = CoordinationConfig {
         backend: BackendKind::Etcd,
         endpoints,
