@@ -102,6 +102,8 @@ impl Verifier {
         let mut validation = Validation::new(algorithm);
         validation.algorithms = vec![algorithm];
         validation.leeway = LEEWAY_SECONDS;
+        // jsonwebtoken ignores `nbf` unless asked; a token is not valid before it.
+        validation.validate_nbf = true;
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
@@ -391,6 +393,28 @@ mod tests {
         let mut c = claims(Role::Admin);
         c.exp = c.iat - 2;
         assert!(jwt.verify(&issue_with_secret(SECRET, &c).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn tokens_are_refused_before_not_before() {
+        let jwt = jwt();
+        let mut c = serde_json::to_value(claims(Role::Viewer)).unwrap();
+        let now = c["iat"].as_u64().unwrap();
+        let sign = |c: &serde_json::Value| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                c,
+                &EncodingKey::from_secret(SECRET),
+            )
+            .unwrap()
+        };
+        c["nbf"] = (now + 3600).into();
+        assert!(jwt.verify(&sign(&c)).is_err());
+        // Within the leeway, and in the past, it passes.
+        c["nbf"] = (now + 2).into();
+        assert!(jwt.verify(&sign(&c)).is_ok());
+        c["nbf"] = (now - 60).into();
+        assert!(jwt.verify(&sign(&c)).is_ok());
     }
 
     #[test]
