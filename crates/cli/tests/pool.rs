@@ -47,8 +47,10 @@ fn spend(key: &WalletKey) -> String {
 }
 
 async fn root_ready(client: &ApiClient, wallet: &str) -> u64 {
-    let stats: Vec<Value> = client.get("/api/v1/presignatures/stats").await.unwrap();
-    stats
+    let stats: Value = client.get("/api/v1/presignatures/stats").await.unwrap();
+    stats["wallets"]
+        .as_array()
+        .expect("stats lists wallets")
         .iter()
         .filter(|w| w["wallet_id"] == wallet)
         .flat_map(|w| w["levels"].as_array().cloned().unwrap_or_default())
@@ -115,8 +117,10 @@ async fn the_pool_fills_in_the_background_and_serves_a_burst_of_50() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let fill_secs = t0.elapsed().as_secs_f64();
-    let stats: Vec<Value> = viewer.get("/api/v1/presignatures/stats").await.unwrap();
-    let mine = stats
+    let stats: Value = viewer.get("/api/v1/presignatures/stats").await.unwrap();
+    let mine = stats["wallets"]
+        .as_array()
+        .expect("stats lists wallets")
         .iter()
         .find(|w| w["wallet_id"] == id.as_str())
         .unwrap();
@@ -174,8 +178,10 @@ async fn the_pool_fills_in_the_background_and_serves_a_burst_of_50() {
         BURST as f64 / burst_secs,
         node_ms[node_ms.len() / 2]
     );
-    let stats: Vec<Value> = viewer.get("/api/v1/presignatures/stats").await.unwrap();
-    let mine = stats
+    let stats: Value = viewer.get("/api/v1/presignatures/stats").await.unwrap();
+    let mine = stats["wallets"]
+        .as_array()
+        .expect("stats lists wallets")
         .iter()
         .find(|w| w["wallet_id"] == id.as_str())
         .unwrap();
