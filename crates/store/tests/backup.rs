@@ -2,146 +2,17 @@
 //! another node's backup refused, tampered files refused. Runs on SQLite and, when
 //! `MPC_TEST_POSTGRES_URL` is set, on a fresh PostgreSQL database (as `store.rs`).
 
-use std::future::Future;
-use std::path::PathBuf;
-
 use mpc_store::{
     create_backup, generate_key_file, read_backup_header, restore_backup, BackupError,
     CeremonyRecord, KeySource, NewUtxo, PresignatureRecord, PresignatureState, Store, StoreError,
     WalletRecord, WalletState,
 };
-use sqlx::{AnyPool, AssertSqlSafe, Connection};
+use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-const PG_ENV: &str = "MPC_TEST_POSTGRES_URL";
-const NOW: i64 = 1_700_000_000_000;
-
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    Sqlite,
-    Postgres,
-}
-
-/// One test's database and scratch directory (key files, extra SQLite files).
-#[derive(Clone)]
-struct Db {
-    url: String,
-    dir: PathBuf,
-}
-
-impl Db {
-    fn key(&self) -> KeySource {
-        KeySource::KeyFile(self.dir.join("store.key"))
-    }
-
-    async fn open(&self) -> Store {
-        Store::open(&self.url, &self.key(), 1).await.unwrap()
-    }
-
-    /// A plain connection pool around the store, to inspect and tamper with rows.
-    async fn raw(&self) -> AnyPool {
-        sqlx::any::install_default_drivers();
-        AnyPool::connect(&self.url).await.unwrap()
-    }
-}
-
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("mpc-store-test-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// The admin URL with its database name replaced.
-fn database_url(admin: &str, name: &str) -> String {
-    let (base, query) = match admin.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (admin, String::new()),
-    };
-    let host_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[host_start..].find('/') {
-        Some(slash) => &base[..host_start + slash],
-        None => base,
-    };
-    format!("{base}/{name}{query}")
-}
-
-/// Runs `test` on a fresh database of `kind`, then drops the database and the directory,
-/// even if the test panicked.
-async fn run<F, Fut>(kind: Kind, test: F)
-where
-    F: FnOnce(Db) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let admin = match kind {
-        Kind::Sqlite => None,
-        Kind::Postgres => match std::env::var(PG_ENV) {
-            Ok(url) => Some(url),
-            Err(_) => {
-                // The test script sets MPC_REQUIRE_POSTGRES so a missing server fails there.
-                assert!(
-                    std::env::var_os("MPC_REQUIRE_POSTGRES").is_none(),
-                    "MPC_REQUIRE_POSTGRES is set but {PG_ENV} is not"
-                );
-                eprintln!("skipped: {PG_ENV} is not set");
-                return;
-            }
-        },
-    };
-    let dir = temp_dir();
-    generate_key_file(&dir.join("store.key")).unwrap();
-    let name = format!("mpc_store_test_{}", Uuid::new_v4().simple());
-    let url = match &admin {
-        None => format!("sqlite://{}", dir.join("store.db").display()),
-        Some(admin) => {
-            let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-            sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            conn.close().await.unwrap();
-            database_url(admin, &name)
-        }
-    };
-    let outcome = tokio::spawn(test(Db {
-        url,
-        dir: dir.clone(),
-    }))
-    .await;
-    if let Some(admin) = &admin {
-        let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    }
-    std::fs::remove_dir_all(&dir).unwrap();
-    if let Err(error) = outcome {
-        std::panic::resume_unwind(error.into_panic());
-    }
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    crate::run(crate::Kind::Sqlite, super::$name).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    crate::run(crate::Kind::Postgres, super::$name).await;
-                }
-            )*
-        }
-    };
-}
+#[macro_use]
+mod common;
+use common::*;
 
 on_both_backends!(
     round_trip_restores_everything_but_presignatures,
