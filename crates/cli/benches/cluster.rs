@@ -8,7 +8,7 @@
 //! process over `mpc_protocols::sim` (the baseline), with their ratio. Then the presignature
 //! pool: refill rate, and a burst of 50 ECDSA signatures served from it.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mpc_api::Role;
 use mpc_bitcoin::{
@@ -100,13 +100,7 @@ async fn main() {
     let mut options =
         DevnetOptions::new(5, 3, dir.clone(), env!("CARGO_BIN_EXE_mpc-wallet").into());
     options.pool.enabled = false; // measured separately below
-    let mut devnet = Devnet::create(options).unwrap();
-    devnet.start_all().unwrap();
-    let all: Vec<u16> = (1..=5).collect();
-    devnet
-        .wait_live(&all, 5, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let devnet = Devnet::launch(options).await.unwrap();
     let admin = devnet.client(1, Role::Admin).unwrap();
     let signer = devnet.client(1, Role::Signer).unwrap();
     let primes: mpc_protocols::ecdsa::PrimesFile =

@@ -410,6 +410,18 @@ impl Devnet {
         Ok(path)
     }
 
+    /// Creates the devnet, starts every node and waits until all of them see each other.
+    pub async fn launch(options: DevnetOptions) -> Result<Self> {
+        let mut devnet = Self::create(options)?;
+        devnet.start_all()?;
+        let n = devnet.options.nodes;
+        let ids: Vec<u16> = (1..=n).collect();
+        devnet
+            .wait_live(&ids, usize::from(n), Duration::from_secs(60))
+            .await?;
+        Ok(devnet)
+    }
+
     pub async fn wait_live(&self, ids: &[u16], live: usize, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         for &id in ids {
@@ -474,12 +486,7 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
 
     let t0 = Instant::now();
     let bar = spinner(&format!("starting {n} node processes"));
-    let mut devnet = Devnet::create(options)?;
-    devnet.start_all()?;
-    let ids: Vec<u16> = (1..=n).collect();
-    devnet
-        .wait_live(&ids, usize::from(n), Duration::from_secs(60))
-        .await?;
+    let devnet = Devnet::launch(options).await?;
     bar.finish_and_clear();
     phase("start nodes and mesh", t0);
 

@@ -179,13 +179,8 @@ fn identity(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a_restart() {
     let dir = std::env::temp_dir().join(format!("mpc-cluster-test-{}", Uuid::new_v4()));
-    let mut devnet = Devnet::create(options(&dir)).unwrap();
-    devnet.start_all().unwrap();
+    let mut devnet = Devnet::launch(options(&dir)).await.unwrap();
     let all: Vec<u16> = (1..=5).collect();
-    devnet
-        .wait_live(&all, 5, Duration::from_secs(60))
-        .await
-        .unwrap();
     let admin = devnet.client(1, Role::Admin).unwrap();
     let signer = devnet.client(1, Role::Signer).unwrap();
     let mut r_values: Vec<Vec<u8>> = Vec::new();

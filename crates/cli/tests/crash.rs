@@ -117,13 +117,8 @@ async fn nodes_killed_at_every_durable_step_never_reuse_a_presignature() {
         ..Limits::default()
     };
     options.pool.enabled = false; // the test drives generation itself
-    let mut devnet = Devnet::create(options).unwrap();
-    devnet.start_all().unwrap();
+    let mut devnet = Devnet::launch(options).await.unwrap();
     let all: Vec<u16> = (1..=n).collect();
-    devnet
-        .wait_live(&all, n as usize, Duration::from_secs(60))
-        .await
-        .unwrap();
     let admin1 = devnet.client(1, Role::Admin).unwrap();
     admin1
         .ceremony("/api/v1/aux-info", &json!({}), None)

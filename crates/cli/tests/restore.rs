@@ -136,13 +136,8 @@ async fn a_node_restored_from_its_backup_signs_with_an_empty_presignature_pool()
         ..Limits::default()
     };
     options.pool.enabled = false; // the test makes its presignatures itself
-    let mut devnet = Devnet::create(options).unwrap();
-    devnet.start_all().unwrap();
+    let mut devnet = Devnet::launch(options).await.unwrap();
     let all: Vec<u16> = (1..=5).collect();
-    devnet
-        .wait_live(&all, 5, Duration::from_secs(60))
-        .await
-        .unwrap();
     let admin1 = devnet.client(1, Role::Admin).unwrap();
     admin1
         .ceremony("/api/v1/aux-info", &json!({}), None)
