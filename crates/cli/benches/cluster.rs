@@ -11,15 +11,11 @@
 use std::time::Instant;
 
 use mpc_api::Role;
-use mpc_bitcoin::{
-    bitcoin::Amount,
-    build::{build_psbt, synthetic_funding, Payment},
-    Chain, WalletKey,
-};
+use mpc_bitcoin::WalletKey;
 use mpc_protocols::{ecdsa::SighashPreimage, local, DerivationPath};
 use mpc_wallet::{
     client::ApiClient,
-    devnet::{wallet_key_from_api, Devnet, DevnetOptions},
+    devnet::{synthetic_payment, wallet_key_from_api, Devnet, DevnetOptions},
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -44,23 +40,7 @@ fn row(phase: &str, cluster: &mut [f64], client: Option<&mut [f64]>, baseline: &
 }
 
 fn spend(key: &WalletKey, path: &str, to: &WalletKey) -> String {
-    let input = synthetic_funding(
-        key,
-        &path.parse().unwrap(),
-        Amount::from_sat(20_000),
-        &Uuid::new_v4().to_string(),
-    )
-    .unwrap();
-    build_psbt(
-        &[input],
-        &[Payment {
-            script_pubkey: to.chain_address(Chain::Receive, 0).unwrap().script_pubkey(),
-            amount: Amount::from_sat(19_000),
-            owner: None,
-        }],
-    )
-    .unwrap()
-    .to_string()
+    synthetic_payment(&[(key, path, 20_000)], to, 0, 1_000).unwrap()
 }
 
 async fn ceremony_ms(client: &ApiClient, path: &str, body: Value) -> (f64, Value) {

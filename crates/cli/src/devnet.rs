@@ -12,10 +12,11 @@ use std::{
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mpc_bitcoin::{
-    bitcoin::{bip32::Xpub, consensus, Network, Transaction},
+    bitcoin::{bip32::Xpub, consensus, Amount, Network, Transaction},
+    build::{build_psbt, synthetic_funding, Payment},
     psbt::{parse_psbt, spent_outputs},
     verify::verify_transaction,
-    Scheme, WalletKey,
+    Chain, Scheme, WalletKey,
 };
 use mpc_node::config::{
     ApiConfig, ClusterConfig, Limits, NodeConfig, PeerEntry, PoolConfig, PoolLimits, PrimesConfig,
@@ -450,6 +451,39 @@ impl Drop for Devnet {
             }
         }
     }
+}
+
+/// A PSBT (base64) spending SYNTHETIC outputs `(wallet, path, sats)` to `to`'s receive
+/// address `to_index`, leaving `fee_sats` as the fee: test and benchmark traffic for a devnet.
+pub fn synthetic_payment(
+    inputs: &[(&WalletKey, &str, u64)],
+    to: &WalletKey,
+    to_index: u32,
+    fee_sats: u64,
+) -> Result<String> {
+    let spendable = inputs
+        .iter()
+        .enumerate()
+        .map(|(k, (wallet, path, sats))| {
+            Ok(synthetic_funding(
+                wallet,
+                &path.parse()?,
+                Amount::from_sat(*sats),
+                &format!("{k}-{}", uuid::Uuid::new_v4()),
+            )?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let total: u64 = inputs.iter().map(|(_, _, sats)| sats).sum();
+    let payment = Payment {
+        script_pubkey: to.chain_address(Chain::Receive, to_index)?.script_pubkey(),
+        amount: Amount::from_sat(
+            total
+                .checked_sub(fee_sats)
+                .context("fee above the inputs")?,
+        ),
+        owner: None,
+    };
+    Ok(build_psbt(&spendable, &[payment])?.to_string())
 }
 
 /// A wallet's public side from the API's wallet object (its xpub).

@@ -12,8 +12,7 @@ use std::{
 
 use mpc_api::Role;
 use mpc_bitcoin::{
-    bitcoin::{consensus, Amount, Transaction},
-    build::{build_psbt, synthetic_funding, Payment},
+    bitcoin::{consensus, Transaction},
     psbt::{parse_psbt, spent_outputs},
     verify::verify_transaction,
     Chain, WalletKey,
@@ -29,7 +28,7 @@ use mpc_transport::{
 };
 use mpc_wallet::{
     client::{ApiClient, ClientError},
-    devnet::{wallet_key_from_api, Devnet, DevnetOptions},
+    devnet::{synthetic_payment, wallet_key_from_api, Devnet, DevnetOptions},
 };
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -89,30 +88,7 @@ fn verify_answer(answer: &Value) -> Vec<Vec<u8>> {
 }
 
 fn spend(inputs: &[(&WalletKey, &str, u64)], to: &WalletKey) -> String {
-    let spendable: Vec<_> = inputs
-        .iter()
-        .enumerate()
-        .map(|(k, (w, p, amount))| {
-            synthetic_funding(
-                w,
-                &p.parse().unwrap(),
-                Amount::from_sat(*amount),
-                &format!("{k}-{}", Uuid::new_v4()),
-            )
-            .unwrap()
-        })
-        .collect();
-    let total: u64 = inputs.iter().map(|(_, _, a)| a).sum();
-    build_psbt(
-        &spendable,
-        &[Payment {
-            script_pubkey: to.chain_address(Chain::Receive, 9).unwrap().script_pubkey(),
-            amount: Amount::from_sat(total - 2_000),
-            owner: None,
-        }],
-    )
-    .unwrap()
-    .to_string()
+    synthetic_payment(inputs, to, 9, 2_000).unwrap()
 }
 
 async fn refused(client: &ApiClient) -> (u64, u64) {

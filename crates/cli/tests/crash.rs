@@ -13,17 +13,16 @@ use std::{
 
 use mpc_api::Role;
 use mpc_bitcoin::{
-    bitcoin::{consensus, Amount, Transaction},
-    build::{build_psbt, synthetic_funding, Payment},
+    bitcoin::{consensus, Transaction},
     psbt::{parse_psbt, spent_outputs},
     verify::verify_transaction,
-    Chain, WalletKey,
+    WalletKey,
 };
 use mpc_node::{config::Limits, failpoint::POINTS};
 use mpc_store::{KeySource, Store};
 use mpc_wallet::{
     client::ApiClient,
-    devnet::{wallet_key_from_api, Devnet, DevnetOptions},
+    devnet::{synthetic_payment, wallet_key_from_api, Devnet, DevnetOptions},
 };
 use nix::sys::signal::Signal;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -38,23 +37,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 fn psbt_at(key: &WalletKey, path: &str, to: &WalletKey) -> String {
-    let input = synthetic_funding(
-        key,
-        &path.parse().unwrap(),
-        Amount::from_sat(10_000),
-        &Uuid::new_v4().to_string(),
-    )
-    .unwrap();
-    build_psbt(
-        &[input],
-        &[Payment {
-            script_pubkey: to.chain_address(Chain::Receive, 0).unwrap().script_pubkey(),
-            amount: Amount::from_sat(9_000),
-            owner: None,
-        }],
-    )
-    .unwrap()
-    .to_string()
+    synthetic_payment(&[(key, path, 10_000)], to, 0, 1_000).unwrap()
 }
 
 /// Verifies a signed transaction and returns its ECDSA `r` values.

@@ -8,15 +8,14 @@ use std::{
 
 use mpc_api::Role;
 use mpc_bitcoin::{
-    bitcoin::{consensus, Amount, Transaction},
-    build::{build_psbt, synthetic_funding, Payment},
+    bitcoin::{consensus, Transaction},
     psbt::{parse_psbt, spent_outputs},
     verify::verify_transaction,
-    Chain, WalletKey,
+    WalletKey,
 };
 use mpc_wallet::{
     client::ApiClient,
-    devnet::{wallet_key_from_api, Devnet, DevnetOptions},
+    devnet::{synthetic_payment, wallet_key_from_api, Devnet, DevnetOptions},
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -24,26 +23,7 @@ use uuid::Uuid;
 const BURST: usize = 50;
 
 fn spend(key: &WalletKey) -> String {
-    let input = synthetic_funding(
-        key,
-        &"m".parse().unwrap(),
-        Amount::from_sat(20_000),
-        &Uuid::new_v4().to_string(),
-    )
-    .unwrap();
-    build_psbt(
-        &[input],
-        &[Payment {
-            script_pubkey: key
-                .chain_address(Chain::Receive, 1)
-                .unwrap()
-                .script_pubkey(),
-            amount: Amount::from_sat(19_000),
-            owner: None,
-        }],
-    )
-    .unwrap()
-    .to_string()
+    synthetic_payment(&[(key, "m", 20_000)], key, 1, 1_000).unwrap()
 }
 
 async fn root_ready(client: &ApiClient, wallet: &str) -> u64 {

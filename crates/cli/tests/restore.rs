@@ -11,17 +11,16 @@ use std::{
 
 use mpc_api::Role;
 use mpc_bitcoin::{
-    bitcoin::{consensus, Amount, Transaction},
-    build::{build_psbt, synthetic_funding, Payment},
+    bitcoin::{consensus, Transaction},
     psbt::{parse_psbt, spent_outputs},
     verify::verify_transaction,
-    Chain, WalletKey,
+    WalletKey,
 };
 use mpc_node::config::Limits;
 use mpc_store::{KeySource, Store};
 use mpc_wallet::{
     client::ApiClient,
-    devnet::{wallet_key_from_api, Devnet, DevnetOptions},
+    devnet::{synthetic_payment, wallet_key_from_api, Devnet, DevnetOptions},
 };
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -47,26 +46,7 @@ fn cli(args: &[&str]) -> Output {
 }
 
 fn psbt_at(key: &WalletKey, path: &str) -> String {
-    let input = synthetic_funding(
-        key,
-        &path.parse().unwrap(),
-        Amount::from_sat(20_000),
-        &Uuid::new_v4().to_string(),
-    )
-    .unwrap();
-    build_psbt(
-        &[input],
-        &[Payment {
-            script_pubkey: key
-                .chain_address(Chain::Receive, 7)
-                .unwrap()
-                .script_pubkey(),
-            amount: Amount::from_sat(18_000),
-            owner: None,
-        }],
-    )
-    .unwrap()
-    .to_string()
+    synthetic_payment(&[(key, path, 20_000)], key, 7, 2_000).unwrap()
 }
 
 /// Signs through `client`'s node, verifies the transaction with bitcoinconsensus (with the
