@@ -398,7 +398,7 @@ pub async fn presignatures(
     s.node.active_wallet(&id).await?;
     let json = serde_json::to_value(&req).map_err(|e| ApiError::internal(e.to_string()))?;
     spawn_ceremony(&s, "presign", json, move |node, session| async move {
-        node.generate_presignatures(session, &id, &path, req.count, req.signers)
+        node.generate_presignatures(session, &id, &path, req.count, req.signers, None)
             .await
     })
     .await

@@ -1,9 +1,11 @@
 //! `mpc-wallet devnet`: a local cluster of node processes on loopback, each with its own
 //! certificate, key-encryption key and SQLite store; then aux info, one ECDSA and one Taproot
 //! wallet, and a transaction spending synthetic outputs of both, all through the nodes' APIs.
+//! The tests also run it with one node per network namespace (`DevnetOptions::hosts` and
+//! `launcher`).
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -12,7 +14,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mpc_bitcoin::{
-    bitcoin::{bip32::Xpub, consensus, Amount, Network, Transaction},
+    bitcoin::{bip32::Xpub, consensus, Amount, Network, Psbt, Transaction},
     build::{build_psbt, synthetic_funding, Payment},
     psbt::{parse_psbt, spent_outputs},
     verify::verify_transaction,
@@ -49,7 +51,27 @@ pub struct DevnetOptions {
     pub pool: PoolConfig,
     /// PostgreSQL admin URL: each node gets its own new database there instead of SQLite.
     pub postgres_admin_url: Option<String>,
+    /// Every node's cluster backend (static by default; etcd for the multi-machine tests).
+    pub coordination: mpc_coordination::CoordinationConfig,
+    /// Load the checked-in aux info into the stores instead of running the ceremony (for
+    /// tests whose subject is not aux info; see `fixtures::import_aux_info`).
+    pub aux_info_fixture: bool,
+    /// Each node's address (entry `id - 1`), used for its QUIC and API listen addresses and
+    /// as its certificate's IP SAN, on fixed ports ([`FIXED_QUIC_PORT_BASE`] + id and
+    /// [`FIXED_API_PORT_BASE`] + id): the nodes then live in other network namespaces or
+    /// hosts, whose free ports cannot be probed from here. `None`: loopback, free ports.
+    pub hosts: Option<Vec<IpAddr>>,
+    /// A command prefix per node (entry `id - 1`) that the node binary is run under, e.g.
+    /// `["ip", "netns", "exec", "ns1"]`. The prefix must exec the binary rather than fork it,
+    /// so that the process id (and so `signal`, `stop`, `Drop`) is the node's. `None`: the
+    /// binary is run directly.
+    pub launcher: Option<Vec<Vec<String>>>,
 }
+
+/// With [`DevnetOptions::hosts`], node `id` listens for QUIC on this port + `id`.
+pub const FIXED_QUIC_PORT_BASE: u16 = 7400;
+/// With [`DevnetOptions::hosts`], node `id` serves its API on this port + `id`.
+pub const FIXED_API_PORT_BASE: u16 = 8400;
 
 impl DevnetOptions {
     /// The devnet's defaults: a pool of 50 per (path, signer set), so a burst of 50 ECDSA
@@ -73,6 +95,10 @@ impl DevnetOptions {
                 ..PoolConfig::default()
             },
             postgres_admin_url: None,
+            coordination: Default::default(),
+            aux_info_fixture: false,
+            hosts: None,
+            launcher: None,
         }
     }
 }
@@ -130,6 +156,9 @@ impl Devnet {
                 std::fs::write(&node.config, toml::to_string(&config)?)?;
             }
         }
+        if devnet.options.aux_info_fixture {
+            crate::fixtures::import_aux_info(&devnet).await?;
+        }
         Ok(devnet)
     }
 
@@ -152,22 +181,34 @@ impl Devnet {
         }
         let primes_file = dir.join("fixture-primes.json");
         std::fs::write(&primes_file, FIXTURE_PRIMES)?;
+        for (what, len) in [
+            ("hosts", options.hosts.as_ref().map(Vec::len)),
+            ("launcher", options.launcher.as_ref().map(Vec::len)),
+        ] {
+            if len.is_some_and(|len| len != usize::from(n)) {
+                bail!("{what} has {len:?} entries for {n} nodes");
+            }
+        }
+        let host = |id: u16| match &options.hosts {
+            Some(hosts) => hosts[usize::from(id - 1)],
+            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        };
         let cert_dir = dir.join("certs");
-        certs::init_cluster(
-            &cert_dir,
-            n,
-            |_| vec!["127.0.0.1".parse().expect("literal IP")],
-            30,
-        )?;
+        certs::init_cluster(&cert_dir, n, |id| vec![host(id)], 30)?;
         let jwt_secret = dir.join("jwt-secret");
         certs::write_private(&jwt_secret, hex::encode(random_bytes::<32>()).as_bytes())?;
 
         let mut peers = Vec::new();
         for id in 1..=n {
+            let (quic, api) = if options.hosts.is_some() {
+                (FIXED_QUIC_PORT_BASE + id, FIXED_API_PORT_BASE + id)
+            } else {
+                (free_port(true)?, free_port(false)?)
+            };
             peers.push(PeerEntry {
                 id,
-                address: SocketAddr::from(([127, 0, 0, 1], free_port(true)?)),
-                api: Some(SocketAddr::from(([127, 0, 0, 1], free_port(false)?))),
+                address: SocketAddr::new(host(id), quic),
+                api: Some(SocketAddr::new(host(id), api)),
             });
         }
         let mut nodes = Vec::new();
@@ -208,6 +249,7 @@ impl Devnet {
                 },
                 policy: options.policy.clone(),
                 pool: options.pool.clone(),
+                coordination: options.coordination.clone(),
             };
             let path = node_dir.join("node.toml");
             std::fs::write(&path, toml::to_string(&config)?)?;
@@ -242,12 +284,24 @@ impl Devnet {
     /// Starts node `id` with extra environment variables (e.g. a crash point).
     pub fn start_with_env(&mut self, id: u16, env: &[(&str, &str)]) -> Result<()> {
         let binary = self.options.binary.clone();
+        let prefix = usize::from(id)
+            .checked_sub(1)
+            .and_then(|index| self.options.launcher.as_ref()?.get(index).cloned())
+            .unwrap_or_default();
         let node = self.node_mut(id)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(node.config.with_file_name("node.log"))?;
-        let child = Command::new(binary)
+        let mut command = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .arg("node")
             .arg("--config")
             .arg(&node.config)
@@ -260,7 +314,7 @@ impl Devnet {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("starting a node process")?;
+            .with_context(|| format!("starting node {id}'s process"))?;
         node.child = Some(child);
         Ok(())
     }
@@ -413,7 +467,7 @@ impl Devnet {
 
     /// Creates the devnet, starts every node and waits until all of them see each other.
     pub async fn launch(options: DevnetOptions) -> Result<Self> {
-        let mut devnet = Self::create(options)?;
+        let mut devnet = Self::create_with_databases(options).await?;
         devnet.start_all()?;
         let n = devnet.options.nodes;
         let ids: Vec<u16> = (1..=n).collect();
@@ -484,6 +538,17 @@ pub fn synthetic_payment(
         owner: None,
     };
     Ok(build_psbt(&spendable, &[payment])?.to_string())
+}
+
+/// Checks a signed transaction independently of the nodes: every input's witness against the
+/// output it spends (taken from the PSBT), with libbitcoinconsensus. Returns both parsed.
+pub fn verify_signed(psbt: &str, raw_transaction: &str) -> Result<(Psbt, Transaction)> {
+    let psbt = parse_psbt(psbt)?;
+    let spent = spent_outputs(&psbt).map_err(mpc_bitcoin::WalletError::Inputs)?;
+    let tx: Transaction = consensus::encode::deserialize_hex(raw_transaction)
+        .context("the signed transaction's hex")?;
+    verify_transaction(&tx, &spent)?;
+    Ok((psbt, tx))
 }
 
 /// A wallet's public side from the API's wallet object (its xpub).
@@ -583,13 +648,10 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
 
     // Check the node's answer independently of the node.
     let t0 = Instant::now();
-    let signed_psbt = parse_psbt(signed["psbt"].as_str().context("psbt")?)?;
-    let spent = spent_outputs(&signed_psbt).map_err(mpc_bitcoin::WalletError::Inputs)?;
     let raw = signed["raw_transaction"]
         .as_str()
         .context("raw_transaction")?;
-    let tx: Transaction = consensus::encode::deserialize_hex(raw)?;
-    verify_transaction(&tx, &spent)?;
+    let (signed_psbt, tx) = verify_signed(signed["psbt"].as_str().context("psbt")?, raw)?;
     phase("verify (bitcoinconsensus, client side)", t0);
     phase("total", total);
 

@@ -83,3 +83,36 @@ pub fn generate_aux_info(primes: &Path, parties: usize, out: &Path) -> Result<()
     eprintln!("wrote {} ({})", out.display(), file.note);
     Ok(())
 }
+
+/// Loads the checked-in aux info for the devnet's node set (`fixtures/aux-info-<n>.json`, made
+/// by `aux-info generate` from the fixture primes) into each node's store, as if the ceremony
+/// had run over the network. For tests whose subject is not aux info: the real ceremony costs
+/// one to two minutes on a 2-core machine. Call it before the nodes start.
+pub async fn import_aux_info(devnet: &crate::devnet::Devnet) -> Result<()> {
+    let n = devnet.nodes.len();
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../fixtures/aux-info-{n}.json"));
+    let file: AuxInfoFile = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))?;
+    anyhow::ensure!(
+        file.aux_info.len() == n,
+        "{} holds aux info for {} parties, not {n}",
+        path.display(),
+        file.aux_info.len()
+    );
+    let node_set: Vec<u16> = devnet.nodes.iter().map(|node| node.id).collect();
+    let session = uuid::Uuid::new_v4();
+    for (node, aux) in devnet.nodes.iter().zip(&file.aux_info) {
+        let config = mpc_node::NodeConfig::load(&node.config)?;
+        let key = mpc_node::node::key_source(&config)?;
+        let store = mpc_store::Store::open(&config.store_url(), &key, node.id).await?;
+        let digest = hex::encode(aux.public_digest()?);
+        store
+            .put_aux_info(&node_set, &aux.to_bytes()?, &digest, session)
+            .await?;
+        store.close().await;
+    }
+    Ok(())
+}

@@ -345,6 +345,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
                 signers: first_signers.clone(),
                 presignatures: vec![None, None],
             },
+            fencing_token: None,
         });
         mesh.send(3, proposal.envelope(session, 2, 3).unwrap())
             .await

@@ -100,13 +100,12 @@ async fn nodes_killed_at_every_durable_step_never_reuse_a_presignature() {
         ..Limits::default()
     };
     options.pool.enabled = false; // the test drives generation itself
+                                  // Aux info is not under test here (the cluster test and the devnet run it): the
+                                  // checked-in fixture saves minutes.
+    options.aux_info_fixture = true;
     let mut devnet = Devnet::launch(options).await.unwrap();
     let all: Vec<u16> = (1..=n).collect();
     let admin1 = devnet.client(1, Role::Admin).unwrap();
-    admin1
-        .ceremony("/api/v1/aux-info", &json!({}), None)
-        .await
-        .unwrap();
     let wallet = admin1
         .ceremony(
             "/api/v1/dkg/initiate",

@@ -64,6 +64,9 @@ async fn the_pool_fills_in_the_background_and_serves_a_burst_of_50() {
             "SQLite"
         }
     );
+    // Aux info is not under test here (the cluster test and the devnet run it): the
+    // checked-in fixture saves minutes.
+    options.aux_info_fixture = true;
     let mut devnet = Devnet::create_with_databases(options).await.unwrap();
     devnet.start_all().unwrap();
     devnet
@@ -72,10 +75,6 @@ async fn the_pool_fills_in_the_background_and_serves_a_burst_of_50() {
         .unwrap();
     let admin = devnet.client(1, Role::Admin).unwrap();
     let viewer = devnet.client(1, Role::Viewer).unwrap();
-    admin
-        .ceremony("/api/v1/aux-info", &json!({}), None)
-        .await
-        .unwrap();
     let wallet = admin
         .ceremony(
             "/api/v1/dkg/initiate",

@@ -116,13 +116,12 @@ async fn a_node_restored_from_its_backup_signs_with_an_empty_presignature_pool()
         ..Limits::default()
     };
     options.pool.enabled = false; // the test makes its presignatures itself
+                                  // Aux info is not under test here (the cluster test and the devnet run it): the
+                                  // checked-in fixture saves minutes.
+    options.aux_info_fixture = true;
     let mut devnet = Devnet::launch(options).await.unwrap();
     let all: Vec<u16> = (1..=5).collect();
     let admin1 = devnet.client(1, Role::Admin).unwrap();
-    admin1
-        .ceremony("/api/v1/aux-info", &json!({}), None)
-        .await
-        .unwrap();
     let wallet = admin1
         .ceremony(
             "/api/v1/dkg/initiate",

@@ -19,7 +19,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-const ENDPOINTS_ENV: &str = "MPC_TEST_ETCD_ENDPOINTS";
+use mpc_testkit::ETCD_ENDPOINTS_ENV as ENDPOINTS_ENV;
 const CHILD_ENV: &str = "MPC_COORDINATION_CHILD";
 /// Short leases where a test waits for one to expire; etcd's minimum with default timing is 2 s.
 const TTL: Duration = Duration::from_secs(2);
@@ -41,17 +41,7 @@ fn init_tracing() {
 /// The endpoints, or `None` (after printing why) if no etcd was provided.
 fn endpoints() -> Option<Vec<String>> {
     init_tracing();
-    match std::env::var(ENDPOINTS_ENV) {
-        Ok(value) if !split_endpoints(&value).is_empty() => Some(split_endpoints(&value)),
-        _ => {
-            assert!(
-                std::env::var_os("MPC_REQUIRE_ETCD").is_none(),
-                "MPC_REQUIRE_ETCD is set but {ENDPOINTS_ENV} is not"
-            );
-            eprintln!("skipped: {ENDPOINTS_ENV} is not set (run under scripts/with-etcd)");
-            None
-        }
-    }
+    mpc_testkit::test_etcd_endpoints()
 }
 
 /// A prefix of its own for every test, so tests (and runs) sharing one etcd do not meet.

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use mpc_bitcoin::Scheme;
+use mpc_coordination::FencingToken;
 use mpc_protocols::{
     ecdsa::{self, AuxInfoMsg, EcdsaKeyShare, Primes},
     encoding,
@@ -107,17 +108,24 @@ impl Node {
         let started_at = now_ms();
         let span = tracing::info_span!("aux-info", node = self.id(), %session);
         let result = async {
-            self.check_all_live(&node_set)?;
-            let outcomes = self
-                .coordinate(
-                    session,
-                    ProposalBody::AuxInfo {
-                        node_set: node_set.clone(),
-                    },
-                    &node_set,
-                    Limits::ms(self.inner.config.limits.aux_info_timeout_ms),
-                )
-                .await?;
+            let lock = self.ceremony_lock().await?;
+            let outcomes = match self.check_all_live(&node_set) {
+                Ok(()) => {
+                    self.coordinate(
+                        session,
+                        ProposalBody::AuxInfo {
+                            node_set: node_set.clone(),
+                        },
+                        &node_set,
+                        Limits::ms(self.inner.config.limits.aux_info_timeout_ms),
+                        lock.fencing_token,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            lock.release().await;
+            let outcomes = outcomes?;
             let digests: Vec<&String> = outcomes
                 .iter()
                 .filter_map(|(_, o)| match o {
@@ -234,7 +242,7 @@ impl Node {
             name: request.name.clone(),
             scheme: request.scheme,
             threshold: request.threshold.unwrap_or(config.cluster.threshold),
-            participants: participants.clone(),
+            participants,
             network: request
                 .network
                 .clone()
@@ -243,59 +251,74 @@ impl Node {
         let span = tracing::info_span!("keygen", node = self.id(), %session, wallet = %spec.id);
         let result = async {
             self.check_spec(&spec)?;
-            self.check_all_live(&participants)?;
-            let outcomes = self
-                .coordinate(
-                    session,
-                    ProposalBody::Keygen {
-                        wallet: spec.clone(),
-                    },
-                    &participants,
-                    Limits::ms(config.limits.keygen_timeout_ms),
-                )
-                .await;
-            let agreed = outcomes.and_then(|outcomes| {
-                let keys: Vec<(String, String)> = outcomes
-                    .iter()
-                    .filter_map(|(_, o)| match o {
-                        Outcome::Keygen {
-                            public_key,
-                            chain_code,
-                        } => Some((public_key.to_string(), chain_code.clone())),
-                        _ => None,
-                    })
-                    .collect();
-                if keys.len() != participants.len() || keys.windows(2).any(|w| w[0] != w[1]) {
-                    Err(NodeError::Disagreement(format!(
-                        "participants reported different keys: {keys:?}"
-                    )))
-                } else {
-                    Ok(())
-                }
-            });
-            match agreed {
-                Ok(()) => {
-                    let missing = self.finish_ceremony(session, &participants, Ok(())).await;
-                    if !missing.is_empty() {
-                        warn!(
-                            ?missing,
-                            "nodes did not acknowledge the wallet's activation"
-                        );
-                    }
-                    let record = self.active_wallet(&spec.id).await?;
-                    wallet_info(&record)
-                }
-                Err(e) => {
-                    self.finish_ceremony(session, &participants, Err(e.to_string()))
-                        .await;
-                    Err(e)
-                }
-            }
+            // Held until the wallet is committed or aborted everywhere.
+            let lock = self.ceremony_lock().await?;
+            let result = self.keygen_locked(session, &spec, lock.fencing_token).await;
+            lock.release().await;
+            result
         }
         .instrument(span)
         .await;
         self.recorded(session, "keygen", &request, started_at, result)
             .await
+    }
+
+    async fn keygen_locked(
+        &self,
+        session: Uuid,
+        spec: &WalletSpec,
+        fencing_token: Option<FencingToken>,
+    ) -> Result<WalletInfo, NodeError> {
+        let participants = &spec.participants;
+        self.check_all_live(participants)?;
+        let outcomes = self
+            .coordinate(
+                session,
+                ProposalBody::Keygen {
+                    wallet: spec.clone(),
+                },
+                participants,
+                Limits::ms(self.inner.config.limits.keygen_timeout_ms),
+                fencing_token,
+            )
+            .await;
+        let agreed = outcomes.and_then(|outcomes| {
+            let keys: Vec<(String, String)> = outcomes
+                .iter()
+                .filter_map(|(_, o)| match o {
+                    Outcome::Keygen {
+                        public_key,
+                        chain_code,
+                    } => Some((public_key.to_string(), chain_code.clone())),
+                    _ => None,
+                })
+                .collect();
+            if keys.len() != participants.len() || keys.windows(2).any(|w| w[0] != w[1]) {
+                Err(NodeError::Disagreement(format!(
+                    "participants reported different keys: {keys:?}"
+                )))
+            } else {
+                Ok(())
+            }
+        });
+        match agreed {
+            Ok(()) => {
+                let missing = self.finish_ceremony(session, participants, Ok(())).await;
+                if !missing.is_empty() {
+                    warn!(
+                        ?missing,
+                        "nodes did not acknowledge the wallet's activation"
+                    );
+                }
+                let record = self.active_wallet(&spec.id).await?;
+                wallet_info(&record)
+            }
+            Err(e) => {
+                self.finish_ceremony(session, participants, Err(e.to_string()))
+                    .await;
+                Err(e)
+            }
+        }
     }
 
     fn check_spec(&self, spec: &WalletSpec) -> Result<(), NodeError> {
@@ -492,7 +515,8 @@ impl Node {
         Ok(chosen)
     }
 
-    /// Coordinates the generation of `count` presignatures for (wallet, path, signers).
+    /// Coordinates the generation of `count` presignatures for (wallet, path, signers). The
+    /// pool's refill passes its leadership's fencing token; an operator's request passes none.
     pub async fn generate_presignatures(
         &self,
         session: Uuid,
@@ -500,11 +524,12 @@ impl Node {
         path: &DerivationPath,
         count: u32,
         signers: Option<Vec<NodeId>>,
+        fencing_token: Option<FencingToken>,
     ) -> Result<PresignReport, NodeError> {
         let started_at = now_ms();
         let request = serde_json::json!({"wallet_id": wallet_id, "path": path.to_string(), "count": count, "signers": signers});
         let result = self
-            .presign_batch(session, wallet_id, path, count, signers)
+            .presign_batch(session, wallet_id, path, count, signers, fencing_token)
             .instrument(
                 tracing::info_span!("presign", node = self.id(), %session, wallet = %wallet_id),
             )
@@ -520,6 +545,7 @@ impl Node {
         path: &DerivationPath,
         count: u32,
         signers: Option<Vec<NodeId>>,
+        fencing_token: Option<FencingToken>,
     ) -> Result<PresignReport, NodeError> {
         let started = Instant::now();
         let wallet = self.active_wallet(wallet_id).await?;
@@ -540,6 +566,7 @@ impl Node {
                 },
                 &signers,
                 timeout,
+                fencing_token,
             )
             .await?;
         let lists: Vec<&Vec<String>> = outcomes

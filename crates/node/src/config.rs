@@ -38,6 +38,13 @@ pub struct NodeConfig {
     pub policy: mpc_bitcoin::policy::Policy,
     #[serde(default)]
     pub pool: PoolConfig,
+    /// The cluster backend (`[coordination]`): `backend = "static"` (the default, one
+    /// machine: in-process ceremony lock, `pool.leader` drives refill) or `"etcd"` (the
+    /// ceremony lock and the refill leader's lease live in etcd, and ceremony proposals carry
+    /// the lock's fencing token; `endpoints`, `prefix`, `lease_ttl_ms`; the `ETCD_ENDPOINTS`
+    /// environment variable overrides `endpoints`).
+    #[serde(default)]
+    pub coordination: mpc_coordination::CoordinationConfig,
 }
 
 /// Pool sizes for one wallet.
@@ -87,10 +94,6 @@ pub struct PoolConfig {
     pub signer_sets_per_path: usize,
     /// Funded paths remembered per wallet (besides the root).
     pub max_paths_per_wallet: usize,
-    /// Who drives refill (`[pool.coordination]`): `backend = "static"` (the default: `leader`
-    /// above) or `"etcd"` (a lease-based election among the nodes, `endpoints`, `prefix`,
-    /// `lease_ttl_ms`; the `ETCD_ENDPOINTS` environment variable overrides `endpoints`).
-    pub coordination: mpc_coordination::CoordinationConfig,
 }
 
 impl Default for PoolConfig {
@@ -104,7 +107,6 @@ impl Default for PoolConfig {
             interval_ms: 2_000,
             signer_sets_per_path: 1,
             max_paths_per_wallet: 20,
-            coordination: Default::default(),
         }
     }
 }
@@ -255,6 +257,9 @@ pub struct Limits {
     pub full_sign_timeout_ms: u64,
     /// How long a message for a session this node has not registered yet is held.
     pub session_hold_ms: u64,
+    /// How long a coordinator waits for the cluster's ceremony lock before giving up (one DKG
+    /// or aux-info ceremony runs at a time).
+    pub ceremony_lock_wait_ms: u64,
 }
 
 impl Default for Limits {
@@ -269,6 +274,7 @@ impl Default for Limits {
             sign_timeout_ms: 10_000,
             full_sign_timeout_ms: 120_000,
             session_hold_ms: 10_000,
+            ceremony_lock_wait_ms: 300_000,
         }
     }
 }
@@ -312,7 +318,7 @@ impl NodeConfig {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             config.store.url = Some(url);
         }
-        config.pool.coordination.apply_env();
+        config.coordination.apply_env();
         config.validate()?;
         Ok(config)
     }
@@ -337,10 +343,9 @@ impl NodeConfig {
         }
         mpc_bitcoin::parse_network(&self.cluster.network)
             .map_err(|e| NodeError::Config(e.to_string()))?;
-        self.pool
-            .coordination
+        self.coordination
             .validate()
-            .map_err(|e| NodeError::Config(format!("pool.coordination: {e}")))?;
+            .map_err(|e| NodeError::Config(format!("coordination: {e}")))?;
         for (name, l) in std::iter::once(("pool.defaults", &self.pool.defaults))
             .chain(self.pool.wallets.iter().map(|(k, v)| (k.as_str(), v)))
         {
@@ -364,7 +369,8 @@ impl NodeConfig {
         self.cluster.nodes.iter().find(|p| p.id == id)
     }
 
-    /// The node that drives presignature refill under the static cluster backend.
+    /// The node that drives presignature refill under the static cluster backend (ignored
+    /// under etcd, where the nodes elect one).
     pub fn pool_leader(&self) -> NodeId {
         self.pool
             .leader
@@ -376,5 +382,27 @@ impl NodeConfig {
             .url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("store.db").display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The deployment's example configs stay loadable as the config evolves (Docker does not
+    /// run here, so nothing else would notice).
+    #[test]
+    fn the_compose_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/compose");
+        for id in 1..=5u16 {
+            let path = dir.join(format!("node-{id}.toml"));
+            let config = NodeConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(config.id, id);
+            assert_eq!(config.cluster.nodes.len(), 5);
+            assert_eq!(
+                config.coordination.backend,
+                mpc_coordination::BackendKind::Etcd
+            );
+        }
     }
 }

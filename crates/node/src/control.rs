@@ -43,6 +43,10 @@ pub enum Control {
 pub struct Proposal {
     pub session: Uuid,
     pub body: ProposalBody,
+    /// The fencing token of the lock (or leadership) the coordinator proposes under: the
+    /// ceremony lock for DKG and aux info, the refill leadership for pool presignatures
+    /// (etcd backend only; see `locks`).
+    pub fencing_token: Option<u64>,
 }
 
 /// What a wallet is, as proposed for key generation.

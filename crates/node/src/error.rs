@@ -25,6 +25,10 @@ pub enum NodeError {
     Unavailable(String),
     #[error("node(s) {nodes:?} did not respond within {seconds:.1} s")]
     Timeout { nodes: Vec<NodeId>, seconds: f64 },
+    #[error("coordination: {0}")]
+    Coordination(#[from] mpc_coordination::CoordinationError),
+    #[error("stale fencing token {token} for {resource}: a newer lock holder has acted here (the proposer's lock was lost)")]
+    StaleFencingToken { resource: String, token: u64 },
     #[error("nodes disagree: {0}")]
     Disagreement(String),
     #[error("internal: {0}")]

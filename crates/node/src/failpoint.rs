@@ -1,6 +1,8 @@
 //! Crash points for the kill tests: `MPC_WALLET_CRASH_AT=<point>[:<n>]` makes the node kill
 //! itself with SIGKILL the `n`-th time (default first) it reaches `<point>`, exactly as an
-//! operator's `kill -9` or a power cut would. Unset (production), a crash point costs one
+//! operator's `kill -9` or a power cut would. Pause points for the fencing tests:
+//! `MPC_WALLET_PAUSE_AT=<point>:<ms>` makes the node wait `ms` every time it reaches `<point>`
+//! (long enough for a test to SIGSTOP it there). Unset (production), each costs one
 //! environment lookup at start-up.
 
 use std::sync::{
@@ -48,6 +50,27 @@ pub fn crash_point(point: &str) {
         if a.point == point && a.seen.fetch_add(1, Ordering::SeqCst) + 1 == a.nth {
             tracing::error!(point, "crash point reached: SIGKILL");
             let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+fn pause() -> Option<&'static (String, u64)> {
+    static PAUSE: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    PAUSE
+        .get_or_init(|| {
+            let spec = std::env::var("MPC_WALLET_PAUSE_AT").ok()?;
+            let (point, ms) = spec.rsplit_once(':')?;
+            Some((point.to_string(), ms.parse().ok()?))
+        })
+        .as_ref()
+}
+
+/// Waits here if this pause point is armed.
+pub async fn pause_point(point: &str) {
+    if let Some((armed, ms)) = pause() {
+        if armed == point {
+            tracing::warn!(point, ms, "pause point reached: waiting");
+            tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
         }
     }
 }

@@ -5,6 +5,7 @@
 //! * [`ceremony`]: aux info, key generation and presignatures, as coordinator and participant.
 //! * [`signing`]: the signing coordinator and the signer, which checks the PSBT itself.
 //! * [`pool`]: the presignature pool: background refill, levels and statistics.
+//! * [`locks`]: the cluster's ceremony lock and the participants' fencing check.
 //! * [`delivery`]: runs a protocol over the mesh.
 //! * [`utxos`]: the UTXO registry and payments from it (coin selection, change, signing).
 
@@ -16,6 +17,7 @@ pub mod error;
 pub mod failpoint;
 pub mod health;
 pub mod keys;
+pub mod locks;
 pub mod node;
 pub mod pool;
 pub mod signing;

@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use mpc_coordination::{ClusterBackend, FencingToken};
 use mpc_store::{CeremonyRecord, KeySource, Store, Zeroizing};
 use mpc_transport::{
     certs::TlsIdentity,
@@ -57,6 +58,8 @@ pub(crate) struct Inner {
     commit_waiters: Mutex<HashMap<Uuid, CommitWaiter>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     mesh: Option<Arc<QuicMesh>>,
+    /// The cluster backend (ceremony lock, refill election), connected on first use.
+    pub backend: tokio::sync::OnceCell<ClusterBackend>,
 }
 
 /// A running node. Cheap to clone.
@@ -163,6 +166,7 @@ impl Node {
                 commit_waiters: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Vec::new()),
                 mesh,
+                backend: tokio::sync::OnceCell::new(),
             }),
         };
         node.spawn(node.clone().dispatch(control));
@@ -296,6 +300,7 @@ impl Node {
                 proposal.session
             )));
         }
+        self.admit_fencing(&proposal).await?;
         match proposal.body {
             ProposalBody::AuxInfo { node_set } => {
                 self.aux_info_participant(proposal.session, node_set).await
@@ -387,6 +392,7 @@ impl Node {
         body: ProposalBody,
         participants: &[NodeId],
         timeout: Duration,
+        fencing_token: Option<FencingToken>,
     ) -> Result<Vec<(NodeId, Outcome)>, NodeError> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         if let Ok(mut w) = self.inner.waiters.lock() {
@@ -398,7 +404,15 @@ impl Node {
                 },
             );
         }
-        let proposal = Proposal { session, body };
+        if fencing_token.is_some() {
+            // Test hook: lets a test stop this process after its own checks, holding the lock.
+            crate::failpoint::pause_point("propose:fenced").await;
+        }
+        let proposal = Proposal {
+            session,
+            body,
+            fencing_token: fencing_token.map(|t| t.0),
+        };
         for &p in participants {
             let node = self.clone();
             let proposal = proposal.clone();

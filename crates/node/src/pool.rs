@@ -17,7 +17,7 @@ use std::{
 };
 
 use mpc_bitcoin::{bitcoin::psbt::Psbt, psbt::SigningJob, Scheme, WalletKey};
-use mpc_coordination::{BackendKind, ClusterBackend, ElectionHandle, FencingToken};
+use mpc_coordination::{BackendKind, ElectionHandle, FencingToken};
 use mpc_protocols::DerivationPath;
 use mpc_store::{WalletRecord, WalletState};
 use mpc_transport::NodeId;
@@ -187,7 +187,7 @@ impl Node {
     /// Whether this node drives refill now (static backend: the configured leader; etcd: this
     /// node holds the `pool-refill` election's lease).
     pub fn is_pool_leader(&self) -> bool {
-        match self.inner.config.pool.coordination.backend {
+        match self.inner.config.coordination.backend {
             BackendKind::Static => self.inner.config.pool_leader() == self.id(),
             BackendKind::Etcd => self.pool_leader_token().is_some(),
         }
@@ -211,14 +211,14 @@ impl Node {
     /// Under the etcd backend, connects and starts campaigning if not done yet; a failure is
     /// logged and retried on the next round (this node does not lead meanwhile).
     async fn ensure_pool_election(&self) {
-        let coordination = &self.inner.config.pool.coordination;
+        let coordination = &self.inner.config.coordination;
         if coordination.backend != BackendKind::Etcd {
             return;
         }
         if matches!(self.inner.pool.election.lock(), Ok(e) if e.is_some()) {
             return;
         }
-        match ClusterBackend::from_config(coordination, None).await {
+        match self.cluster_backend().await {
             Ok(backend) => {
                 let handle = backend.spawn_election(
                     POOL_ELECTION,
@@ -339,6 +339,7 @@ impl Node {
                                     &key.1,
                                     count,
                                     Some(key.2.clone()),
+                                    node.pool_leader_token(),
                                 )
                                 .await;
                             drop(permit);

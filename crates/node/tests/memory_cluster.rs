@@ -75,6 +75,7 @@ fn config(id: u16, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
             enabled: false,
             ..Default::default()
         },
+        coordination: Default::default(),
     }
 }
 
@@ -164,7 +165,7 @@ async fn dkg_presign_and_sign_a_mixed_transaction() {
     }
     let p00 = Chain::Receive.path(0).unwrap();
     let presigned = n1
-        .generate_presignatures(Uuid::new_v4(), &ecdsa.id, &p00, 2, None)
+        .generate_presignatures(Uuid::new_v4(), &ecdsa.id, &p00, 2, None, None)
         .await
         .unwrap();
     assert_eq!(presigned.ids.len(), 2);
@@ -253,6 +254,7 @@ async fn dkg_presign_and_sign_a_mixed_transaction() {
             },
             &report.signers,
             Duration::from_secs(10),
+            None,
         )
         .await
         .unwrap_err();
@@ -283,6 +285,7 @@ async fn dkg_presign_and_sign_a_mixed_transaction() {
             },
             &report.signers,
             Duration::from_secs(10),
+            None,
         )
         .await
         .unwrap_err();
@@ -318,6 +321,7 @@ async fn dkg_presign_and_sign_a_mixed_transaction() {
             },
             &report.signers,
             Duration::from_secs(10),
+            None,
         )
         .await
         .unwrap_err();
@@ -429,6 +433,7 @@ async fn every_signer_enforces_its_own_policy() {
                     },
                     &signers,
                     Duration::from_secs(10),
+                    None,
                 )
                 .await
                 .unwrap_err();
@@ -459,6 +464,7 @@ async fn every_signer_enforces_its_own_policy() {
             },
             &[2, 3],
             Duration::from_secs(10),
+            None,
         )
         .await;
     assert!(ok.is_ok(), "{ok:?}");

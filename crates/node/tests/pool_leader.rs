@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use mpc_coordination::{split_endpoints, BackendKind, ClusterBackend, CoordinationConfig};
+use mpc_coordination::{BackendKind, ClusterBackend, CoordinationConfig};
 use mpc_node::{
     config::{ClusterConfig, NodeConfig, PeerEntry, PoolConfig, StoreConfig, TlsConfig},
     Node,
@@ -12,8 +12,6 @@ use mpc_node::{
 use mpc_store::{KeySource, Store, Zeroizing};
 use mpc_transport::{memory::MemoryNetwork, Router, RouterLimits, Transport};
 use uuid::Uuid;
-
-const ETCD_ENV: &str = "MPC_TEST_ETCD_ENDPOINTS";
 
 fn config(id: u16, n: u16, dir: &std::path::Path, coordination: CoordinationConfig) -> NodeConfig {
     NodeConfig {
@@ -48,9 +46,9 @@ fn config(id: u16, n: u16, dir: &std::path::Path, coordination: CoordinationConf
         policy: Default::default(),
         pool: PoolConfig {
             interval_ms: 100,
-            coordination,
             ..Default::default()
         },
+        coordination,
     }
 }
 
@@ -103,16 +101,8 @@ async fn static_backend_leader_is_the_configured_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_backend_elects_one_leader_and_fails_over() {
-    let endpoints = match std::env::var(ETCD_ENV) {
-        Ok(value) if !split_endpoints(&value).is_empty() => split_endpoints(&value),
-        _ => {
-            assert!(
-                std::env::var_os("MPC_REQUIRE_ETCD").is_none(),
-                "MPC_REQUIRE_ETCD is set but {ETCD_ENV} is not"
-            );
-            eprintln!("skipped: {ETCD_ENV} is not set (run under scripts/with-etcd)");
-            return;
-        }
+    let Some(endpoints) = mpc_testkit::test_etcd_endpoints() else {
+        return;
     };
     // Failover here is by shutdown (the lease is revoked at once); a long lease keeps a
     // loaded machine from losing leadership by a missed keep-alive.

@@ -91,3 +91,28 @@ pub fn schnorr_wallet(t: u16, n: u16, network: Network) -> (Vec<SchnorrKeyShare>
     .expect("valid key");
     (shares, key)
 }
+
+/// The environment variable `scripts/with-etcd` sets to its etcd's client URLs.
+pub const ETCD_ENDPOINTS_ENV: &str = "MPC_TEST_ETCD_ENDPOINTS";
+
+/// The etcd `scripts/with-etcd` started, or `None` after printing why the caller skips.
+/// Panics instead when `MPC_REQUIRE_ETCD` is set (the test script sets it: there, a missing
+/// etcd is a failure, not a skip).
+pub fn test_etcd_endpoints() -> Option<Vec<String>> {
+    let endpoints: Vec<String> = std::env::var(ETCD_ENDPOINTS_ENV)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if endpoints.is_empty() {
+        assert!(
+            std::env::var_os("MPC_REQUIRE_ETCD").is_none(),
+            "MPC_REQUIRE_ETCD is set but {ETCD_ENDPOINTS_ENV} is not"
+        );
+        eprintln!("skipped: {ETCD_ENDPOINTS_ENV} is not set (run under scripts/with-etcd)");
+        return None;
+    }
+    Some(endpoints)
+}
