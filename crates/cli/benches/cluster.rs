@@ -261,5 +261,11 @@ async fn main() {
         pct(&mut client_ms, 0.99),
     );
     drop(devnet);
-    let _ = std::fs::remove_dir_all(&dir);
+    // MPC_BENCH_KEEP_DIR keeps the node logs (run with RUST_LOG=info,mpc_node=debug for the
+    // per-step timings of signing).
+    if std::env::var_os("MPC_BENCH_KEEP_DIR").is_some() {
+        println!("node logs kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

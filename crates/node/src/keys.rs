@@ -24,6 +24,9 @@ use crate::{Node, NodeError};
 pub struct ShareCache {
     ecdsa: RwLock<HashMap<String, Arc<EcdsaKeyShare>>>,
     schnorr: RwLock<HashMap<String, Arc<SchnorrKeyShare>>>,
+    /// Active wallets' records: an active wallet never changes (only a pending one becomes
+    /// active or aborted), so the signing path need not read it from the store each time.
+    active: RwLock<HashMap<String, WalletRecord>>,
 }
 
 /// A wallet as clients see it.
@@ -108,6 +111,16 @@ pub fn keygen_indices(
 impl Node {
     /// An active wallet's record; pending, aborted and unknown wallets are errors.
     pub async fn active_wallet(&self, id: &str) -> Result<WalletRecord, NodeError> {
+        if let Some(record) = self
+            .inner
+            .shares
+            .active
+            .read()
+            .ok()
+            .and_then(|c| c.get(id).cloned())
+        {
+            return Ok(record);
+        }
         let record = self
             .inner
             .store
@@ -120,6 +133,9 @@ impl Node {
                 record.state,
                 self.id()
             )));
+        }
+        if let Ok(mut c) = self.inner.shares.active.write() {
+            c.insert(id.to_owned(), record.clone());
         }
         Ok(record)
     }

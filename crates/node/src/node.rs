@@ -288,12 +288,15 @@ impl Node {
         coordinator: NodeId,
         proposal: Proposal,
     ) -> Result<Outcome, NodeError> {
-        // Invariant 4: a session id is used once, ever.
-        if !self
-            .inner
-            .store
-            .mark_session_seen(proposal.session, proposal.body.kind())
-            .await?
+        // Invariant 4: a session id is used once, ever. (A signer marks it in the same commit
+        // as its presignatures and spends: `Store::begin_signing`.)
+        let is_sign = matches!(proposal.body, ProposalBody::Sign { .. });
+        if !is_sign
+            && !self
+                .inner
+                .store
+                .mark_session_seen(proposal.session, proposal.body.kind())
+                .await?
         {
             return Err(NodeError::InvalidRequest(format!(
                 "session {} was already used (replay refused)",

@@ -24,9 +24,8 @@ use mpc_protocols::{
     execution::{ExecutionId, ProtocolKind},
     schnorr,
     signature::PublicKey,
-    PartyIndex,
 };
-use mpc_store::WalletRecord;
+use mpc_store::{PresignatureUse, SigningRefusal, WalletRecord};
 use mpc_transport::{NodeId, SessionId};
 use rand_core::OsRng;
 use serde::Serialize;
@@ -152,6 +151,10 @@ impl Node {
             // The coordinator checks first, so a bad request starts no session at all.
             let jobs = analyze(&psbt, &wallets.keys())?;
             self.check_policy(&psbt, &jobs, &wallets).await?;
+            tracing::debug!(
+                prepare_ms = started.elapsed().as_secs_f64() * 1e3,
+                "coordinator: request checked"
+            );
             let mut attempts = Vec::new();
             let mut exclude: Vec<NodeId> = Vec::new();
             let mut last_error = None;
@@ -244,6 +247,7 @@ impl Node {
         attempts: Vec<AttemptReport>,
         started: Instant,
     ) -> Result<SignReport, NodeError> {
+        let t_finish = Instant::now();
         let spent = spent_outputs(&psbt).map_err(WalletError::Inputs)?;
         let tx = finalize(&mut psbt)?;
         // Invariant 8: nothing leaves unverified; the script interpreter gets the spent outputs.
@@ -258,7 +262,13 @@ impl Node {
             attempts,
             duration_ms: started.elapsed().as_secs_f64() * 1e3,
         };
-        info!(txid = %report.txid, signers = ?report.signers, ms = report.duration_ms, "signed and verified");
+        info!(
+            txid = %report.txid,
+            signers = ?report.signers,
+            ms = report.duration_ms,
+            finish_ms = t_finish.elapsed().as_secs_f64() * 1e3,
+            "signed and verified"
+        );
         Ok(report)
     }
 
@@ -311,9 +321,11 @@ impl Node {
         signers: &[NodeId],
         psbt_base64: &str,
     ) -> Result<(Psbt, Vec<InputReport>), NodeError> {
+        let t_start = Instant::now();
         let presignatures = self
             .reserve_presignatures(wallets, jobs, signers, psbt.inputs.len())
             .await?;
+        let t_reserved = Instant::now();
         let limits = &self.inner.config.limits;
         let interactive = jobs
             .iter()
@@ -334,8 +346,15 @@ impl Node {
                 },
                 signers,
                 timeout,
+                None,
             )
             .await;
+        let t_answered = Instant::now();
+        tracing::debug!(
+            reserve_ms = (t_reserved - t_start).as_secs_f64() * 1e3,
+            round_trip_ms = (t_answered - t_reserved).as_secs_f64() * 1e3,
+            "coordinator: signers answered"
+        );
         self.release_presignatures(&presignatures);
         if outcomes.is_err() {
             // Some signers may have consumed theirs; never offer these again.
@@ -387,6 +406,7 @@ impl Node {
         signers: &[NodeId],
         presignatures: &[Option<String>],
     ) -> Result<Outcome, NodeError> {
+        let t_start = Instant::now();
         let wallets = self.request_wallets(wallet_ids).await?;
         let indices = self.check_signers(&wallets.records[0], signers)?;
         let psbt = parse_psbt(psbt_base64)?;
@@ -400,15 +420,79 @@ impl Node {
         // This node's own limits, whatever the coordinator decided.
         let summary = self.check_policy(&psbt, &jobs, &wallets).await?;
         self.note_funded_paths(&psbt, &jobs, &wallets.keys(), &wallets.records);
+        // Each presignature must be for this wallet, path and signer set (checked again where
+        // it is consumed, in the same transaction) and for an ECDSA input.
+        let paths: Vec<String> = jobs.iter().map(|job| job.path.to_string()).collect();
+        let mut chosen: Vec<PresignatureUse> = Vec::new();
+        for (job, path) in jobs.iter().zip(&paths) {
+            if let Some(id) = &presignatures[job.input] {
+                if !matches!(job.message, JobMessage::Ecdsa { .. }) {
+                    return Err(NodeError::InvalidRequest(format!(
+                        "input {} is Taproot: presignatures are ECDSA only",
+                        job.input
+                    )));
+                }
+                chosen.push(PresignatureUse {
+                    id,
+                    wallet_id: &wallets.records[job.wallet].id,
+                    path,
+                    signers,
+                });
+            }
+        }
+        let t_checked = Instant::now();
+        let spends: Vec<(&str, u64)> = summary
+            .leaving_by_wallet
+            .iter()
+            .map(|(w, amount)| (wallets.records[*w].id.as_str(), *amount))
+            .collect();
+        // Invariants 1 and 4, and the 24-hour limit, in one commit before anything derived
+        // from this node's shares leaves it: session marked seen, presignatures consumed,
+        // amounts counted (counted even if the signing then fails: the safe direction).
+        if !chosen.is_empty() {
+            crate::failpoint::crash_point("consume:before");
+        }
+        let secrets = self
+            .inner
+            .store
+            .begin_signing(session, &chosen, &spends, now_ms())
+            .await?
+            .map_err(|refusal| {
+                NodeError::InvalidRequest(match refusal {
+                    SigningRefusal::SessionUsed => {
+                        format!("session {session} was already used (replay refused)")
+                    }
+                    SigningRefusal::PresignatureUnavailable(id) => {
+                        format!(
+                            "presignature {id} was already used, has expired, or is unknown here"
+                        )
+                    }
+                    SigningRefusal::PresignatureBoundElsewhere { id, bound_to } => {
+                        format!("presignature {id} is bound to {bound_to}, not to this input")
+                    }
+                })
+            })?;
+        if !chosen.is_empty() {
+            crate::failpoint::crash_point("consume:committed");
+        }
+        let t_committed = Instant::now();
+        let mut secrets = secrets.into_iter();
         let limits = &self.inner.config.limits;
         let mut outcomes = Vec::with_capacity(jobs.len());
         for job in &jobs {
             let wallet = &wallets.records[job.wallet];
             let sub = SessionId::from_uuid(session).derive(&format!("input/{}", job.input));
             let outcome = match (&job.message, &presignatures[job.input]) {
-                (JobMessage::Ecdsa { preimage, .. }, Some(id)) => {
-                    self.sign_with_presignature(wallet, job, id, signers, &indices, preimage)
-                        .await?
+                (JobMessage::Ecdsa { preimage, .. }, Some(_)) => {
+                    let secret = secrets.next().ok_or_else(|| {
+                        NodeError::Internal("a consumed presignature is missing".into())
+                    })?;
+                    let share = self.ecdsa_share(wallet).await?;
+                    let presig = Presignature::from_bytes(&secret)?;
+                    let public = presig.public().clone();
+                    let partial =
+                        presig.issue_partial_signature(&share, &job.path, &indices, preimage)?;
+                    InputOutcome::Partial { partial, public }
                 }
                 (JobMessage::Ecdsa { preimage, .. }, None) => {
                     let share = self.ecdsa_share(wallet).await?;
@@ -460,64 +544,21 @@ impl Node {
                     InputOutcome::Schnorr(sig)
                 }
                 (JobMessage::Schnorr { .. }, Some(_)) => {
-                    return Err(NodeError::InvalidRequest(format!(
-                        "input {} is Taproot: presignatures are ECDSA only",
-                        job.input
-                    )))
+                    return Err(NodeError::Internal(
+                        "a Taproot input passed the presignature check".into(),
+                    ))
                 }
             };
             outcomes.push(outcome);
         }
-        // Counted once this node has signed, whether or not the transaction is broadcast.
-        for (w, amount) in &summary.leaving_by_wallet {
-            self.inner
-                .store
-                .record_spend(session, &wallets.records[*w].id, *amount, now_ms())
-                .await?;
-        }
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        tracing::debug!(
+            checks_ms = ms(t_start, t_checked),
+            commit_ms = ms(t_checked, t_committed),
+            sign_ms = ms(t_committed, Instant::now()),
+            "signer steps"
+        );
         Ok(Outcome::Sign { inputs: outcomes })
-    }
-
-    /// Consumes presignature `id` durably, then issues the partial signature on the preimage
-    /// this node computed.
-    async fn sign_with_presignature(
-        &self,
-        wallet: &WalletRecord,
-        job: &SigningJob,
-        id: &str,
-        signers: &[NodeId],
-        indices: &[PartyIndex],
-        preimage: &ecdsa::SighashPreimage,
-    ) -> Result<InputOutcome, NodeError> {
-        let store = &self.inner.store;
-        let record = store.presignature(id).await?.ok_or_else(|| {
-            NodeError::InvalidRequest(format!("presignature {id} is unknown here"))
-        })?;
-        if record.wallet_id != wallet.id
-            || record.path != job.path.to_string()
-            || record.signers != signers
-        {
-            return Err(NodeError::InvalidRequest(format!(
-                "presignature {id} is bound to wallet {} path {} signers {:?}, not to this input",
-                record.wallet_id, record.path, record.signers
-            )));
-        }
-        let share = self.ecdsa_share(wallet).await?;
-        // Invariant 1: consumed and committed before anything derived from it leaves the node.
-        crate::failpoint::crash_point("consume:before");
-        let secret = store
-            .consume_presignature(id, now_ms())
-            .await?
-            .ok_or_else(|| {
-                NodeError::InvalidRequest(format!(
-                    "presignature {id} was already used or has expired"
-                ))
-            })?;
-        crate::failpoint::crash_point("consume:committed");
-        let presig = Presignature::from_bytes(&secret)?;
-        let public = presig.public().clone();
-        let partial = presig.issue_partial_signature(&share, &job.path, indices, preimage)?;
-        Ok(InputOutcome::Partial { partial, public })
     }
 }
 

@@ -139,6 +139,91 @@ pub(crate) async fn begin_write(
     .context(|| "starting a transaction".into())
 }
 
+/// What claiming a presignature inside a transaction found.
+enum Claim {
+    /// Marked consumed with its secret deleted (commit to make it so); the sealed secret.
+    Claimed(Vec<u8>),
+    /// Not ready, of another epoch, expired, unknown, or claimed by someone else first.
+    Unavailable,
+    /// Ready, but bound to another (wallet, path, signers): described.
+    BoundElsewhere(String),
+}
+
+/// Claims ready presignature `id` of `epoch` inside `tx` if it is bound to `binding` (wallet,
+/// path, signers) when one is given. The conditional UPDATE is the claim: on PostgreSQL a
+/// concurrent claimer waits on the row lock and then sees state = 'consumed'; on SQLite
+/// writers are serialized.
+async fn claim_presignature(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+    epoch: i64,
+    now_ms: i64,
+    binding: Option<(&str, &str, &[u16])>,
+) -> Result<Claim> {
+    let ctx = || format!("consuming presignatures/{id}");
+    let row: Option<(String, String, String, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT wallet_id, path, signers, sealed FROM presignatures \
+         WHERE id = $1 AND state = 'ready' AND epoch = $2 AND expires_at > $3",
+    )
+    .bind(id)
+    .bind(epoch)
+    .bind(now_ms)
+    .fetch_optional(&mut **tx)
+    .await
+    .context(ctx)?;
+    let Some((wallet_id, path, signers, sealed)) = row else {
+        return Ok(Claim::Unavailable);
+    };
+    if let Some((want_wallet, want_path, want_signers)) = binding {
+        if wallet_id != want_wallet || path != want_path || signers != id_list(want_signers) {
+            return Ok(Claim::BoundElsewhere(format!(
+                "wallet {wallet_id} path {path} signers [{signers}]"
+            )));
+        }
+    }
+    let claimed = sqlx::query(
+        "UPDATE presignatures SET state = 'consumed', consumed_at = $2, sealed = NULL \
+         WHERE id = $1 AND state = 'ready' AND epoch = $3 AND expires_at > $2",
+    )
+    .bind(id)
+    .bind(now_ms)
+    .bind(epoch)
+    .execute(&mut **tx)
+    .await
+    .context(ctx)?
+    .rows_affected();
+    if claimed != 1 {
+        return Ok(Claim::Unavailable);
+    }
+    sealed
+        .map(Claim::Claimed)
+        .ok_or_else(|| StoreError::Corrupt {
+            table: "presignatures",
+            id: id.to_owned(),
+            reason: "ready presignature without a secret".into(),
+        })
+}
+
+/// A presignature a signer means to use, with what it must be bound to.
+#[derive(Debug, Clone, Copy)]
+pub struct PresignatureUse<'a> {
+    pub id: &'a str,
+    pub wallet_id: &'a str,
+    pub path: &'a str,
+    pub signers: &'a [u16],
+}
+
+/// Why [`Store::begin_signing`] refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigningRefusal {
+    /// The session id was used before (a replayed proposal).
+    SessionUsed,
+    /// This presignature was already used, has expired, is of an old epoch, or is unknown.
+    PresignatureUnavailable(String),
+    /// This presignature is bound to another wallet, path or signer set (described).
+    PresignatureBoundElsewhere { id: String, bound_to: String },
+}
+
 pub(crate) async fn read_epoch<'e, E>(executor: E) -> Result<u64>
 where
     E: sqlx::Executor<'e, Database = Any>,
@@ -888,41 +973,87 @@ impl Store {
         let ctx = || format!("consuming presignatures/{id}");
         let mut tx = self.begin_write().await?;
         let epoch = epoch_i64(read_epoch(&mut *tx).await?)?;
-        // The conditional UPDATE is the claim: on PostgreSQL a concurrent claimer waits on the
-        // row lock and then sees state = 'consumed'; on SQLite writers are serialized.
-        let claimed = sqlx::query(
-            "UPDATE presignatures SET state = 'consumed', consumed_at = $2 \
-             WHERE id = $1 AND state = 'ready' AND epoch = $3 AND expires_at > $2",
+        let Claim::Claimed(sealed) = claim_presignature(&mut tx, id, epoch, now_ms, None).await?
+        else {
+            tx.rollback().await.context(ctx)?;
+            return Ok(None);
+        };
+        tx.commit().await.context(ctx)?;
+        self.unseal("presignatures", id, &sealed).map(Some)
+    }
+
+    /// A signer's one durable step before anything it signs leaves the node, in one committed
+    /// transaction (one commit, not three, on the signing path): the session is marked seen
+    /// (a replay is refused), every presignature named is consumed (all or none), and the
+    /// amounts the transaction sends are recorded against the wallets' 24-hour limits. On
+    /// success it returns the presignature secrets, in order.
+    pub async fn begin_signing(
+        &self,
+        session: Uuid,
+        presignatures: &[PresignatureUse<'_>],
+        spends: &[(&str, u64)],
+        now_ms: i64,
+    ) -> Result<std::result::Result<Vec<Zeroizing<Vec<u8>>>, SigningRefusal>> {
+        let ctx = || format!("starting signing session {session}");
+        let mut tx = self.begin_write().await?;
+        let seen = sqlx::query(
+            "INSERT INTO sessions_seen (session, protocol, seen_at) VALUES ($1, 'sign', $2) \
+             ON CONFLICT (session) DO NOTHING",
         )
-        .bind(id)
+        .bind(session.to_string())
         .bind(now_ms)
-        .bind(epoch)
         .execute(&mut *tx)
         .await
         .context(ctx)?
         .rows_affected();
-        if claimed != 1 {
+        if seen != 1 {
             tx.rollback().await.context(ctx)?;
-            return Ok(None);
+            return Ok(Err(SigningRefusal::SessionUsed));
         }
-        let sealed: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT sealed FROM presignatures WHERE id = $1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await
-                .context(ctx)?;
-        sqlx::query("UPDATE presignatures SET sealed = NULL WHERE id = $1")
-            .bind(id)
+        let mut sealed = Vec::with_capacity(presignatures.len());
+        if !presignatures.is_empty() {
+            let epoch = epoch_i64(read_epoch(&mut *tx).await?)?;
+            for p in presignatures {
+                let binding = Some((p.wallet_id, p.path, p.signers));
+                let refusal = match claim_presignature(&mut tx, p.id, epoch, now_ms, binding)
+                    .await?
+                {
+                    Claim::Claimed(secret) => {
+                        sealed.push(secret);
+                        continue;
+                    }
+                    Claim::Unavailable => SigningRefusal::PresignatureUnavailable(p.id.to_owned()),
+                    Claim::BoundElsewhere(bound_to) => SigningRefusal::PresignatureBoundElsewhere {
+                        id: p.id.to_owned(),
+                        bound_to,
+                    },
+                };
+                tx.rollback().await.context(ctx)?;
+                return Ok(Err(refusal));
+            }
+        }
+        for (wallet_id, amount_sats) in spends {
+            let amount = i64::try_from(*amount_sats)
+                .map_err(|_| StoreError::Invalid(format!("amount {amount_sats} out of range")))?;
+            sqlx::query(
+                "INSERT INTO spends (session, wallet_id, amount_sats, at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (session, wallet_id) DO NOTHING",
+            )
+            .bind(session.to_string())
+            .bind(*wallet_id)
+            .bind(amount)
+            .bind(now_ms)
             .execute(&mut *tx)
             .await
             .context(ctx)?;
+        }
         tx.commit().await.context(ctx)?;
-        let sealed = sealed.ok_or_else(|| StoreError::Corrupt {
-            table: "presignatures",
-            id: id.to_owned(),
-            reason: "ready presignature without a secret".into(),
-        })?;
-        self.unseal("presignatures", id, &sealed).map(Some)
+        presignatures
+            .iter()
+            .zip(&sealed)
+            .map(|(p, sealed)| self.unseal("presignatures", p.id, sealed))
+            .collect::<Result<Vec<_>>>()
+            .map(Ok)
     }
 
     /// Retires a ready presignature without using it (its secret is deleted). `false` if it

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use mpc_store::{
     generate_key_file, Backend, CeremonyRecord, KeySource, PoolLevel, PresignatureRecord,
-    PresignatureState, Store, StoreError, WalletRecord, WalletState, Zeroizing,
+    PresignatureState, PresignatureUse, SigningRefusal, Store, StoreError, WalletRecord,
+    WalletState, Zeroizing,
 };
 use sqlx::AnyPool;
 use uuid::Uuid;
@@ -24,6 +25,7 @@ on_both_backends!(
     tampered_and_swapped_values_are_refused,
     wallet_lifecycle,
     sessions_are_seen_once,
+    begin_signing_is_one_all_or_nothing_commit,
     ceremonies_upsert_and_list,
     presignature_is_consumed_at_most_once_under_concurrency,
     expired_and_other_epoch_presignatures_are_unusable,
@@ -488,6 +490,91 @@ async fn sessions_are_seen_once(db: Db) {
     // Seen sessions survive a restart.
     let again = db.open().await;
     assert!(!again.mark_session_seen(session, "keygen").await.unwrap());
+}
+
+async fn begin_signing_is_one_all_or_nothing_commit(db: Db) {
+    let store = db.open().await;
+    store.insert_wallet(&wallet("w1"), b"share").await.unwrap();
+    for id in ["a", "b"] {
+        store
+            .insert_presignature(&presig(id, "w1", "m", 1, NOW + 60_000), id.as_bytes())
+            .await
+            .unwrap();
+    }
+    let epoch = store.epoch().await.unwrap();
+    assert_eq!(epoch, 1, "the fixtures' presignatures are of epoch 1");
+    let for_m = |id| PresignatureUse {
+        id,
+        wallet_id: "w1",
+        path: "m",
+        signers: &[1, 2, 3],
+    };
+    // One unavailable presignature refuses the whole step and changes nothing.
+    let session = Uuid::new_v4();
+    let refused = store
+        .begin_signing(
+            session,
+            &[for_m("a"), for_m("missing")],
+            &[("w1", 500)],
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        Err(SigningRefusal::PresignatureUnavailable("missing".into()))
+    );
+    // So does one bound to another path (or wallet, or signer set).
+    let elsewhere = PresignatureUse {
+        path: "m/0/1",
+        ..for_m("b")
+    };
+    let refused = store
+        .begin_signing(session, &[for_m("a"), elsewhere], &[("w1", 500)], NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        Err(SigningRefusal::PresignatureBoundElsewhere {
+            id: "b".into(),
+            bound_to: "wallet w1 path m signers [1,2,3]".into()
+        })
+    );
+    assert_eq!(
+        store.presignature("a").await.unwrap().unwrap().state,
+        PresignatureState::Ready
+    );
+    assert_eq!(store.spent_since("w1", 0).await.unwrap(), 0);
+    // The same session then succeeds: nothing of the refused attempt was committed.
+    let secrets = store
+        .begin_signing(session, &[for_m("a"), for_m("b")], &[("w1", 500)], NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    let secrets: Vec<Vec<u8>> = secrets.iter().map(|s| s.to_vec()).collect();
+    assert_eq!(secrets, [b"a".to_vec(), b"b".to_vec()]);
+    assert_eq!(store.spent_since("w1", 0).await.unwrap(), 500);
+    for id in ["a", "b"] {
+        assert_eq!(
+            store.presignature(id).await.unwrap().unwrap().state,
+            PresignatureState::Consumed
+        );
+    }
+    // A replay of the session is refused before anything else, and counts nothing.
+    let replay = store
+        .begin_signing(session, &[], &[("w1", 500)], NOW)
+        .await
+        .unwrap();
+    assert_eq!(replay, Err(SigningRefusal::SessionUsed));
+    assert!(!store.mark_session_seen(session, "sign").await.unwrap());
+    assert_eq!(store.spent_since("w1", 0).await.unwrap(), 500);
+    // Without presignatures (FROST, interactive ECDSA) it marks and counts.
+    let frost = store
+        .begin_signing(Uuid::new_v4(), &[], &[("w1", 700)], NOW)
+        .await
+        .unwrap();
+    assert_eq!(frost, Ok(Vec::new()));
+    assert_eq!(store.spent_since("w1", 0).await.unwrap(), 1200);
 }
 
 async fn ceremonies_upsert_and_list(db: Db) {
