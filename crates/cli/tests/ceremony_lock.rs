@@ -1,7 +1,9 @@
 //! The cluster's ceremony lock in a real etcd, with four real node processes: two coordinators
 //! asking for a DKG at once run one after the other, and a coordinator SIGSTOPped while it
 //! holds the lock, past its lease, cannot complete its ceremony once resumed: the nodes that
-//! already admitted the next holder's fencing token refuse its proposal.
+//! already admitted the next holder's fencing token refuse its proposal. Also: each node keeps
+//! its member record (addresses, certificate fingerprint) in etcd on a lease, gone while it is
+//! stopped and back after, and each new wallet's public key is published there.
 //!
 //! Needs `scripts/with-etcd` (`MPC_TEST_ETCD_ENDPOINTS`); skipped with a printed reason
 //! without it, failed if `MPC_REQUIRE_ETCD` is set. FROST DKG only: it needs no aux info, so
@@ -10,7 +12,10 @@
 use std::time::{Duration, Instant};
 
 use mpc_api::Role;
-use mpc_coordination::{BackendKind, CoordinationConfig};
+use std::collections::BTreeMap;
+
+use mpc_coordination::{BackendKind, ClusterBackend, CoordinationConfig, EtcdBackend};
+use mpc_transport::certs;
 use mpc_wallet::{
     client::ApiClient,
     devnet::{Devnet, DevnetOptions},
@@ -63,6 +68,33 @@ fn log_count(devnet: &Devnet, id: u16, needle: &str) -> usize {
         .count()
 }
 
+/// The records the nodes keep in etcd under `dir` (`members`, `wallets`), parsed.
+async fn etcd_records(etcd: &ClusterBackend, dir: &str) -> BTreeMap<String, Value> {
+    etcd.list(dir)
+        .await
+        .expect("etcd list")
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::from_slice(&v).expect("JSON record")))
+        .collect()
+}
+
+/// Waits until `members/<id>` is present (or absent) in etcd.
+async fn wait_member(etcd: &ClusterBackend, id: u16, present: bool, within: Duration) {
+    let deadline = Instant::now() + within;
+    while etcd_records(etcd, "members")
+        .await
+        .contains_key(&id.to_string())
+        != present
+    {
+        assert!(
+            Instant::now() < deadline,
+            "members/{id} still {}present after {within:?}",
+            if present { "not " } else { "" }
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn wallet_names(client: &ApiClient) -> Vec<String> {
     let wallets: Value = client.get("/api/v1/wallets").await.expect("wallets");
     wallets
@@ -105,6 +137,29 @@ async fn one_ceremony_at_a_time_and_a_paused_holder_is_fenced_off() {
         .expect("cluster live");
     let node1 = devnet.client(1, Role::Admin).expect("client 1");
     let node2 = devnet.client(2, Role::Admin).expect("client 2");
+    let etcd = ClusterBackend::Etcd(
+        EtcdBackend::connect(
+            &devnet.options.coordination.endpoints,
+            &devnet.options.coordination.prefix,
+        )
+        .await
+        .expect("etcd"),
+    );
+
+    // ---- membership: every node registered itself, as its certificate and config say ------
+    for id in 1..=4u16 {
+        wait_member(&etcd, id, true, Duration::from_secs(20)).await;
+    }
+    let members = etcd_records(&etcd, "members").await;
+    for node in &devnet.nodes {
+        let member = &members[&node.id.to_string()];
+        let config = mpc_node::NodeConfig::load(&node.config).expect("config");
+        let pem = std::fs::read_to_string(&config.tls.certificate).expect("certificate");
+        let cert = certs::parse_certs(&pem).expect("PEM");
+        assert_eq!(member["certificate_sha256"], certs::fingerprint(&cert[0]));
+        assert_eq!(member["address"], node.quic.to_string());
+        assert_eq!(member["api"], node.api.to_string());
+    }
 
     // ---- contention: node 2 asks while node 1 holds the lock --------------------------
     let first = initiate(&node1, "first", None).await;
@@ -137,6 +192,8 @@ async fn one_ceremony_at_a_time_and_a_paused_holder_is_fenced_off() {
     }
     devnet.signal(1, Signal::SIGSTOP).expect("SIGSTOP node 1");
     let stopped = Instant::now();
+    // A stopped node's presence goes with its lease.
+    wait_member(&etcd, 1, false, Duration::from_millis(3 * LEASE_MS)).await;
     // The lease expires unrenewed; node 2 then gets the lock and runs a DKG without node 1.
     tokio::time::sleep(Duration::from_millis(2 * LEASE_MS + 500)).await;
     let newer = initiate(&node2, "newer", Some(&[2, 3, 4])).await;
@@ -172,6 +229,22 @@ async fn one_ceremony_at_a_time_and_a_paused_holder_is_fenced_off() {
     let after = initiate(&node1, "after", None).await;
     let after = finished(&node1, &after, Duration::from_secs(60)).await;
     assert_eq!(after["state"], "succeeded", "{after}");
+    // Back in etcd after its lease was lost, and every active wallet's public key is
+    // published (by its coordinator) exactly as the nodes hold it; the stale one is not.
+    wait_member(&etcd, 1, true, Duration::from_secs(20)).await;
+    let published = etcd_records(&etcd, "wallets").await;
+    let wallets: Value = node2.get("/api/v1/wallets").await.expect("wallets");
+    let wallets = wallets.as_array().expect("wallet list");
+    assert_eq!(published.len(), wallets.len(), "{published:?}");
+    for w in wallets {
+        let id = w["id"].as_str().expect("id");
+        assert_eq!(published[id]["public_key"], w["public_key"], "{id}");
+        assert_eq!(published[id]["participants"], w["participants"], "{id}");
+    }
+    println!(
+        "etcd: members 1-4 registered with their certificate fingerprints; {} wallet keys published",
+        published.len()
+    );
 
     devnet.stop_all().expect("stop");
     let _ = std::fs::remove_dir_all(&dir);

@@ -83,6 +83,10 @@ impl EtcdBackend {
         &self.client
     }
 
+    pub(crate) fn shared_client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
     fn lock_key(&self, name: &str) -> String {
         format!("{}/locks/{name}", self.prefix)
     }
@@ -211,7 +215,7 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
-    async fn grant(client: &Arc<Client>, ttl: Duration, what: String) -> Result<Lease> {
+    pub(crate) async fn grant(client: &Arc<Client>, ttl: Duration, what: String) -> Result<Lease> {
         let requested = ttl_seconds(ttl);
         let sent = Instant::now();
         let mut leases = client.lease_client();
@@ -259,7 +263,11 @@ impl Lease {
         })
     }
 
-    fn liveness(&self) -> Liveness {
+    pub(crate) fn id(&self) -> i64 {
+        self.id
+    }
+
+    pub(crate) fn liveness(&self) -> Liveness {
         Liveness {
             lost: self.lost.clone(),
             deadline: Some(self.deadline.clone()),

@@ -27,6 +27,7 @@ mod config;
 mod error;
 mod etcd;
 mod fence;
+mod records;
 mod static_backend;
 
 use std::fmt;
@@ -38,6 +39,7 @@ pub use config::{split_endpoints, BackendKind, CoordinationConfig};
 pub use error::{CoordinationError, Result};
 pub use etcd::EtcdBackend;
 pub use fence::Fence;
+pub use records::{Presence, Published};
 pub use static_backend::StaticBackend;
 
 /// A fencing token: strictly greater for each later holder of the same lock (or leadership).

@@ -27,6 +27,8 @@ struct Inner {
     counter: AtomicU64,
     /// The leader's token, taken from the counter once.
     leader_token: FencingToken,
+    /// Presence and published records, by key (this process only).
+    records: Arc<Mutex<std::collections::BTreeMap<String, Vec<u8>>>>,
 }
 
 fn clock_micros() -> u64 {
@@ -46,8 +48,13 @@ impl StaticBackend {
                 locks: Mutex::new(HashMap::new()),
                 counter: AtomicU64::new(seed + 1),
                 leader_token: FencingToken(seed),
+                records: Default::default(),
             }),
         }
+    }
+
+    pub(crate) fn records(&self) -> Arc<Mutex<std::collections::BTreeMap<String, Vec<u8>>>> {
+        self.inner.records.clone()
     }
 
     fn next_token(&self) -> FencingToken {

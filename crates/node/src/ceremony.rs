@@ -311,6 +311,7 @@ impl Node {
                     );
                 }
                 let record = self.active_wallet(&spec.id).await?;
+                self.publish_wallet(&record).await;
                 wallet_info(&record)
             }
             Err(e) => {

@@ -6,6 +6,7 @@
 //! * [`signing`]: the signing coordinator and the signer, which checks the PSBT itself.
 //! * [`pool`]: the presignature pool: background refill, levels and statistics.
 //! * [`locks`]: the cluster's ceremony lock and the participants' fencing check.
+//! * [`membership`]: members' presence and wallets' public keys in the cluster backend.
 //! * [`delivery`]: runs a protocol over the mesh.
 //! * [`utxos`]: the UTXO registry and payments from it (coin selection, change, signing).
 
@@ -18,6 +19,7 @@ pub mod failpoint;
 pub mod health;
 pub mod keys;
 pub mod locks;
+pub mod membership;
 pub mod node;
 pub mod pool;
 pub mod signing;

@@ -173,6 +173,7 @@ impl Node {
         node.spawn(node.clone().heartbeats());
         node.spawn(node.clone().prime_pool());
         node.spawn(node.clone().pool_service());
+        node.spawn(node.clone().membership_service());
         info!(node = node.id(), "node started");
         node
     }

@@ -190,3 +190,10 @@ impl std::fmt::Debug for TlsIdentity {
         f.write_str("TlsIdentity(<key omitted>)")
     }
 }
+
+/// The SHA-256 fingerprint (hex) of a certificate's DER encoding, as operators compare them
+/// (`openssl x509 -noout -fingerprint -sha256`, without the colons).
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(cert.as_ref()))
+}
