@@ -14,7 +14,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mpc_bitcoin::{
-    bitcoin::{bip32::Xpub, consensus, Amount, Network, Psbt, Transaction},
+    bitcoin::{bip32::Xpub, consensus, Amount, Network, Psbt, Transaction, TxOut},
     build::{build_psbt, synthetic_funding, Payment},
     psbt::{parse_psbt, spent_outputs},
     verify::verify_transaction,
@@ -100,6 +100,21 @@ impl DevnetOptions {
             hosts: None,
             launcher: None,
         }
+    }
+
+    /// The 5-process signing tests' cluster (3-of-5): signing timeouts short enough that a
+    /// killed signer fails an attempt quickly, a short hold for early messages, and no
+    /// background pool, so each test knows which inputs use a presignature.
+    pub fn for_signing_tests(dir: PathBuf, binary: PathBuf) -> Self {
+        let mut options = Self::new(5, 3, dir, binary);
+        options.limits = Limits {
+            full_sign_timeout_ms: 40_000,
+            sign_timeout_ms: 10_000,
+            session_hold_ms: 1_000,
+            ..Limits::default()
+        };
+        options.pool.enabled = false;
+        options
     }
 }
 
@@ -540,15 +555,45 @@ pub fn synthetic_payment(
     Ok(build_psbt(&spendable, &[payment])?.to_string())
 }
 
+/// A signed transaction that passed [`verify_signed`], parsed.
+pub struct Verified {
+    pub psbt: Psbt,
+    pub tx: Transaction,
+    /// The outputs its inputs spend, in input order.
+    pub spent: Vec<TxOut>,
+}
+
 /// Checks a signed transaction independently of the nodes: every input's witness against the
-/// output it spends (taken from the PSBT), with libbitcoinconsensus. Returns both parsed.
-pub fn verify_signed(psbt: &str, raw_transaction: &str) -> Result<(Psbt, Transaction)> {
+/// output it spends (taken from the PSBT), with libbitcoinconsensus.
+pub fn verify_signed(psbt: &str, raw_transaction: &str) -> Result<Verified> {
     let psbt = parse_psbt(psbt)?;
     let spent = spent_outputs(&psbt).map_err(mpc_bitcoin::WalletError::Inputs)?;
     let tx: Transaction = consensus::encode::deserialize_hex(raw_transaction)
         .context("the signed transaction's hex")?;
     verify_transaction(&tx, &spent)?;
-    Ok((psbt, tx))
+    Ok(Verified { psbt, tx, spent })
+}
+
+impl Verified {
+    /// The `r` of every P2WPKH input's ECDSA signature (a reused presignature would show as a
+    /// repeated `r`).
+    pub fn ecdsa_r_values(&self) -> Result<Vec<Vec<u8>>> {
+        self.tx
+            .input
+            .iter()
+            .zip(&self.spent)
+            .filter(|(_, out)| out.script_pubkey.is_p2wpkh())
+            .map(|(input, _)| {
+                let der = input
+                    .witness
+                    .nth(0)
+                    .context("a P2WPKH input without a signature")?;
+                let der = der.split_last().map(|(_, d)| d).unwrap_or_default();
+                let sig = mpc_bitcoin::bitcoin::secp256k1::ecdsa::Signature::from_der(der)?;
+                Ok(sig.serialize_compact()[..32].to_vec())
+            })
+            .collect()
+    }
 }
 
 /// A wallet's public side from the API's wallet object (its xpub).
@@ -651,7 +696,11 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
     let raw = signed["raw_transaction"]
         .as_str()
         .context("raw_transaction")?;
-    let (signed_psbt, tx) = verify_signed(signed["psbt"].as_str().context("psbt")?, raw)?;
+    let Verified {
+        psbt: signed_psbt,
+        tx,
+        ..
+    } = verify_signed(signed["psbt"].as_str().context("psbt")?, raw)?;
     phase("verify (bitcoinconsensus, client side)", t0);
     phase("total", total);
 

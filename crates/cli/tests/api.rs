@@ -21,7 +21,6 @@ use mpc_bitcoin::{
     verify::verify_transaction,
     Chain, WalletKey,
 };
-use mpc_node::config::Limits;
 use mpc_wallet::devnet::{wallet_key_from_api, Devnet, DevnetOptions};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -566,16 +565,8 @@ async fn rest_api_and_cli_against_five_node_processes() {
     };
 
     let dir = std::env::temp_dir().join(format!("mpc-api-test-{}", Uuid::new_v4()));
-    let mut options =
-        DevnetOptions::new(5, 3, dir.clone(), env!("CARGO_BIN_EXE_mpc-wallet").into());
-    options.limits = Limits {
-        full_sign_timeout_ms: 40_000,
-        sign_timeout_ms: 10_000,
-        session_hold_ms: 1_000,
-        ..Limits::default()
-    };
-    // Presignatures are created explicitly, so the test knows which inputs use one.
-    options.pool.enabled = false;
+    let options =
+        DevnetOptions::for_signing_tests(dir.clone(), env!("CARGO_BIN_EXE_mpc-wallet").into());
     let mut devnet = Devnet::create(options).unwrap();
     // The nodes' own configuration knobs, through the environment `NodeConfig::load` reads:
     // node 2 limits each token, node 3 each client address; node 1 keeps the defaults.

@@ -11,16 +11,8 @@ use std::{
 };
 
 use mpc_api::Role;
-use mpc_bitcoin::{
-    bitcoin::{consensus, Transaction},
-    psbt::{parse_psbt, spent_outputs},
-    verify::verify_transaction,
-    Chain, WalletKey,
-};
-use mpc_node::{
-    config::Limits,
-    control::{Control, Proposal, ProposalBody},
-};
+use mpc_bitcoin::{psbt::parse_psbt, Chain, WalletKey};
+use mpc_node::control::{Control, Proposal, ProposalBody};
 use mpc_transport::{
     certs::{self, ClusterCa, TlsIdentity},
     quic::{MeshConfig, PeerConfig, QuicMesh},
@@ -28,28 +20,14 @@ use mpc_transport::{
 };
 use mpc_wallet::{
     client::{ApiClient, ClientError},
-    devnet::{synthetic_payment, wallet_key_from_api, Devnet, DevnetOptions},
+    devnet::{synthetic_payment, verify_signed, wallet_key_from_api, Devnet, DevnetOptions},
 };
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 fn options(dir: &Path) -> DevnetOptions {
-    let mut options = DevnetOptions::new(
-        5,
-        3,
-        dir.to_path_buf(),
-        env!("CARGO_BIN_EXE_mpc-wallet").into(),
-    );
-    options.limits = Limits {
-        full_sign_timeout_ms: 40_000,
-        sign_timeout_ms: 10_000,
-        session_hold_ms: 1_000,
-        ..Limits::default()
-    };
-    // Presignatures are created explicitly here, so the test knows which inputs use one.
-    options.pool.enabled = false;
-    options
+    DevnetOptions::for_signing_tests(dir.to_path_buf(), env!("CARGO_BIN_EXE_mpc-wallet").into())
 }
 
 async fn sign(
@@ -68,23 +46,13 @@ async fn sign(
 
 /// Checks a signing answer independently and returns the ECDSA `r` values it contains.
 fn verify_answer(answer: &Value) -> Vec<Vec<u8>> {
-    let psbt = parse_psbt(answer["psbt"].as_str().unwrap()).unwrap();
-    let spent = spent_outputs(&psbt).unwrap();
-    let tx: Transaction =
-        consensus::encode::deserialize_hex(answer["raw_transaction"].as_str().unwrap()).unwrap();
-    verify_transaction(&tx, &spent).unwrap();
-    tx.input
-        .iter()
-        .zip(&spent)
-        .filter(|(_, out)| out.script_pubkey.is_p2wpkh())
-        .map(|(input, _)| {
-            let der = input.witness.nth(0).unwrap();
-            let sig =
-                mpc_bitcoin::bitcoin::secp256k1::ecdsa::Signature::from_der(&der[..der.len() - 1])
-                    .unwrap();
-            sig.serialize_compact()[..32].to_vec()
-        })
-        .collect()
+    verify_signed(
+        answer["psbt"].as_str().unwrap(),
+        answer["raw_transaction"].as_str().unwrap(),
+    )
+    .unwrap()
+    .ecdsa_r_values()
+    .unwrap()
 }
 
 fn spend(inputs: &[(&WalletKey, &str, u64)], to: &WalletKey) -> String {

@@ -12,17 +12,12 @@ use std::{
 };
 
 use mpc_api::Role;
-use mpc_bitcoin::{
-    bitcoin::{consensus, Transaction},
-    psbt::{parse_psbt, spent_outputs},
-    verify::verify_transaction,
-    WalletKey,
-};
+use mpc_bitcoin::WalletKey;
 use mpc_node::{config::Limits, failpoint::POINTS};
 use mpc_store::{KeySource, Store};
 use mpc_wallet::{
     client::ApiClient,
-    devnet::{synthetic_payment, wallet_key_from_api, Devnet, DevnetOptions},
+    devnet::{synthetic_payment, verify_signed, wallet_key_from_api, Devnet, DevnetOptions},
 };
 use nix::sys::signal::Signal;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -42,21 +37,13 @@ fn psbt_at(key: &WalletKey, path: &str, to: &WalletKey) -> String {
 
 /// Verifies a signed transaction and returns its ECDSA `r` values.
 fn r_values(answer: &Value) -> Vec<Vec<u8>> {
-    let psbt = parse_psbt(answer["psbt"].as_str().unwrap()).unwrap();
-    let spent = spent_outputs(&psbt).unwrap();
-    let tx: Transaction =
-        consensus::encode::deserialize_hex(answer["raw_transaction"].as_str().unwrap()).unwrap();
-    verify_transaction(&tx, &spent).unwrap();
-    tx.input
-        .iter()
-        .map(|i| {
-            let der = i.witness.nth(0).unwrap();
-            mpc_bitcoin::bitcoin::secp256k1::ecdsa::Signature::from_der(&der[..der.len() - 1])
-                .unwrap()
-                .serialize_compact()[..32]
-                .to_vec()
-        })
-        .collect()
+    verify_signed(
+        answer["psbt"].as_str().unwrap(),
+        answer["raw_transaction"].as_str().unwrap(),
+    )
+    .unwrap()
+    .ecdsa_r_values()
+    .unwrap()
 }
 
 async fn check_stores_decrypt(dir: &Path, nodes: u16, wallets: &[String]) {

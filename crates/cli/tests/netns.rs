@@ -373,11 +373,12 @@ async fn five_namespaces_generate_sign_and_sign_again_with_one_cut_off() {
     let (report, mut devnet) = devnet::run(options)
         .await
         .unwrap_or_else(|e| panic!("{e:#} (node logs in {})", dir.display()));
-    let (psbt, _) = verify_signed(
+    let psbt = verify_signed(
         &report.transaction.signed_psbt,
         &report.transaction.raw_transaction,
     )
-    .expect("the mixed transaction passes bitcoinconsensus");
+    .expect("the mixed transaction passes bitcoinconsensus")
+    .psbt;
     let spent: Vec<(bool, bool)> = psbt
         .inputs
         .iter()
