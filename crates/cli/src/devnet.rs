@@ -574,6 +574,18 @@ pub fn verify_signed(psbt: &str, raw_transaction: &str) -> Result<Verified> {
     Ok(Verified { psbt, tx, spent })
 }
 
+/// Verifies a signing answer of the API (its `psbt` and `raw_transaction`) with
+/// [`verify_signed`] and returns its ECDSA `r` values ([`Verified::ecdsa_r_values`]).
+pub fn verify_answer(answer: &Value) -> Result<Vec<Vec<u8>>> {
+    verify_signed(
+        answer["psbt"].as_str().context("psbt")?,
+        answer["raw_transaction"]
+            .as_str()
+            .context("raw_transaction")?,
+    )?
+    .ecdsa_r_values()
+}
+
 impl Verified {
     /// The `r` of every P2WPKH input's ECDSA signature (a reused presignature would show as a
     /// repeated `r`).

@@ -20,7 +20,7 @@ use mpc_transport::{
 };
 use mpc_wallet::{
     client::{ApiClient, ClientError},
-    devnet::{synthetic_payment, verify_signed, wallet_key_from_api, Devnet, DevnetOptions},
+    devnet::{synthetic_payment, verify_answer, wallet_key_from_api, Devnet, DevnetOptions},
 };
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -42,17 +42,6 @@ async fn sign(
             &json!({"psbt": psbt, "additional_wallets": also}),
         )
         .await
-}
-
-/// Checks a signing answer independently and returns the ECDSA `r` values it contains.
-fn verify_answer(answer: &Value) -> Vec<Vec<u8>> {
-    verify_signed(
-        answer["psbt"].as_str().unwrap(),
-        answer["raw_transaction"].as_str().unwrap(),
-    )
-    .unwrap()
-    .ecdsa_r_values()
-    .unwrap()
 }
 
 fn spend(inputs: &[(&WalletKey, &str, u64)], to: &WalletKey) -> String {
@@ -186,7 +175,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
         .map(|i| i["method"].as_str().unwrap())
         .collect();
     assert_eq!(methods, ["presignature", "frost"]);
-    r_values.extend(verify_answer(&first));
+    r_values.extend(verify_answer(&first).unwrap());
     let first_signers: Vec<u16> = serde_json::from_value(first["signers"].clone()).unwrap();
 
     // ---- attacks on node 3's mesh endpoint; node 3 keeps serving ------------------------
@@ -362,7 +351,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
     )
     .await
     .unwrap();
-    verify_answer(&again);
+    verify_answer(&again).unwrap();
     // Held messages expire at the node's next sweep after session_hold_ms (1 s here); the
     // sweep runs with the heartbeat, so under load it may come after the signing above.
     let log = devnet.node_dir(3).join("node.log");
@@ -418,7 +407,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
     );
     let final_signers: Vec<u16> = serde_json::from_value(answer["signers"].clone()).unwrap();
     assert!(!final_signers.contains(&victim));
-    r_values.extend(verify_answer(&answer));
+    r_values.extend(verify_answer(&answer).unwrap());
 
     // The spare presignature still signs with the victim down if its set is live; otherwise
     // the coordinator falls back to interactive signing. Either way, no r repeats.
@@ -435,7 +424,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
     )
     .await
     .unwrap();
-    r_values.extend(verify_answer(&answer));
+    r_values.extend(verify_answer(&answer).unwrap());
 
     // ---- restart every node from its store: the same wallets sign again -----------------
     devnet.stop_all().unwrap();
@@ -452,7 +441,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
     )
     .await
     .unwrap();
-    r_values.extend(verify_answer(&after));
+    r_values.extend(verify_answer(&after).unwrap());
     let w: Value = signer.get(&format!("/api/v1/wallets/{eid}")).await.unwrap();
     assert_eq!(w["public_key"], ecdsa["public_key"]);
 

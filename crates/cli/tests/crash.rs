@@ -17,7 +17,7 @@ use mpc_node::{config::Limits, failpoint::POINTS};
 use mpc_store::{KeySource, Store};
 use mpc_wallet::{
     client::ApiClient,
-    devnet::{synthetic_payment, verify_signed, wallet_key_from_api, Devnet, DevnetOptions},
+    devnet::{synthetic_payment, verify_answer, wallet_key_from_api, Devnet, DevnetOptions},
 };
 use nix::sys::signal::Signal;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -33,17 +33,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 fn psbt_at(key: &WalletKey, path: &str, to: &WalletKey) -> String {
     synthetic_payment(&[(key, path, 10_000)], to, 0, 1_000).unwrap()
-}
-
-/// Verifies a signed transaction and returns its ECDSA `r` values.
-fn r_values(answer: &Value) -> Vec<Vec<u8>> {
-    verify_signed(
-        answer["psbt"].as_str().unwrap(),
-        answer["raw_transaction"].as_str().unwrap(),
-    )
-    .unwrap()
-    .ecdsa_r_values()
-    .unwrap()
 }
 
 async fn check_stores_decrypt(dir: &Path, nodes: u16, wallets: &[String]) {
@@ -150,7 +139,7 @@ async fn nodes_killed_at_every_durable_step_never_reuse_a_presignature() {
                 )
                 .await;
             match answer {
-                Ok(a) => signatures.extend(r_values(&a)),
+                Ok(a) => signatures.extend(verify_answer(&a).unwrap()),
                 Err(_) => failed_requests += 1,
             }
         }
@@ -183,7 +172,7 @@ async fn nodes_killed_at_every_durable_step_never_reuse_a_presignature() {
         )
         .await
         .unwrap();
-    signatures.extend(r_values(&last));
+    signatures.extend(verify_answer(&last).unwrap());
     devnet.stop_all().unwrap();
 
     let distinct: HashSet<&Vec<u8>> = signatures.iter().collect();
