@@ -3,7 +3,8 @@
 //! One persistent connection per pair of nodes: the node with the lower id dials, the other
 //! accepts, and both send over it. Each envelope travels on its own unidirectional stream as
 //! one length-prefixed frame (QUIC streams are cheap, and a slow large message does not hold
-//! up small ones). A peer is who its certificate says: it must chain to the cluster CA, name
+//! up small ones). A frame is watched until the peer acknowledges it and resent on the next
+//! connection if its connection dies first. A peer is who its certificate says: it must chain to the cluster CA, name
 //! a configured node, and connect from that node's configured IP; the envelope's sender field
 //! must then match. Anything else is refused and logged, and the node keeps serving.
 
@@ -84,6 +85,8 @@ pub struct MeshStats {
     pub connections_refused: AtomicU64,
     pub frames_refused: AtomicU64,
     pub frames_received: AtomicU64,
+    /// Frames sent again because their connection was lost before the peer acknowledged them.
+    pub frames_resent: AtomicU64,
 }
 
 struct Inner {
@@ -217,12 +220,24 @@ impl QuicMesh {
     /// diagnostics of the receiving side's checks.
     pub async fn send_raw_frame(&self, to: NodeId, bytes: &[u8]) -> Result<(), TransportError> {
         let conn = wait_for_connection(&self.inner, to).await?;
-        let unreachable =
-            |e: &dyn std::fmt::Display| TransportError::Unreachable(to, e.to_string());
-        let mut stream = conn.open_uni().await.map_err(|e| unreachable(&e))?;
-        stream.write_all(bytes).await.map_err(|e| unreachable(&e))?;
-        stream.finish().map_err(|e| unreachable(&e))?;
+        write_frame(&conn, bytes)
+            .await
+            .map_err(|e| TransportError::Unreachable(to, e))?;
         Ok(())
+    }
+
+    /// Closes the connection to `to` at once, losing whatever it had not yet delivered, as
+    /// when it dies (for tests of delivery across a lost connection). The dialer reconnects.
+    pub fn drop_connection(&self, to: NodeId) {
+        let conn = self
+            .inner
+            .connections
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&to).cloned());
+        if let Some(conn) = conn {
+            conn.close(VarInt::from_u32(0), b"dropped");
+        }
     }
 }
 
@@ -250,19 +265,18 @@ impl Transport for QuicMesh {
                     limit: inner.config.max_frame_bytes,
                 });
             }
+            let mut frame = Vec::with_capacity(4 + bytes.len());
+            frame.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&bytes);
             let conn = wait_for_connection(inner, to).await?;
-            let unreachable =
-                |e: &dyn std::fmt::Display| TransportError::Unreachable(to, e.to_string());
-            let mut stream = conn.open_uni().await.map_err(|e| unreachable(&e))?;
-            stream
-                .write_all(&(bytes.len() as u32).to_be_bytes())
+            let stream = write_frame(&conn, &frame)
                 .await
-                .map_err(|e| unreachable(&e))?;
-            stream
-                .write_all(&bytes)
-                .await
-                .map_err(|e| unreachable(&e))?;
-            stream.finish().map_err(|e| unreachable(&e))?;
+                .map_err(|e| TransportError::Unreachable(to, e))?;
+            // A written frame is only delivered once the peer acknowledges it, after this
+            // returns; a connection that dies first (the peer restarted, or this process
+            // stalled past the idle timeout) would lose it silently. The watcher resends it on
+            // the next connection; receivers drop the copy if the first one did arrive.
+            tokio::spawn(confirm_delivery(inner.clone(), to, stream, frame));
             Ok(())
         })
     }
@@ -281,6 +295,56 @@ impl Transport for QuicMesh {
             .collect();
         ids.sort_unstable();
         ids
+    }
+}
+
+/// Resends of one frame after its connection was lost unacknowledged, before giving up.
+const MAX_RESENDS: u32 = 3;
+
+async fn write_frame(conn: &Connection, frame: &[u8]) -> Result<quinn::SendStream, String> {
+    let mut stream = conn.open_uni().await.map_err(|e| e.to_string())?;
+    stream.write_all(frame).await.map_err(|e| e.to_string())?;
+    stream.finish().map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Waits for the peer's acknowledgement of `frame` and resends it while its connection is
+/// lost first (at most [`MAX_RESENDS`] times, each waiting for a new connection).
+async fn confirm_delivery(
+    inner: Arc<Inner>,
+    to: NodeId,
+    mut stream: quinn::SendStream,
+    frame: Vec<u8>,
+) {
+    for resend in 1..=MAX_RESENDS {
+        match stream.stopped().await {
+            // Acknowledged, or refused by the peer (a resend would be refused the same way).
+            Ok(_) => return,
+            Err(e) => {
+                info!(node = inner.config.me, peer = to, error = %e, resend, "frame lost with its connection; resending")
+            }
+        }
+        let written = match wait_for_connection(&inner, to).await {
+            Ok(conn) => write_frame(&conn, &frame).await,
+            Err(e) => Err(e.to_string()),
+        };
+        stream = match written {
+            Ok(s) => {
+                inner.stats.frames_resent.fetch_add(1, Ordering::Relaxed);
+                s
+            }
+            Err(e) => {
+                warn!(node = inner.config.me, peer = to, error = %e, "frame lost: its connection died and no new one came up");
+                return;
+            }
+        };
+    }
+    if stream.stopped().await.is_err() {
+        warn!(
+            node = inner.config.me,
+            peer = to,
+            "frame lost: {MAX_RESENDS} connections died before the peer acknowledged it"
+        );
     }
 }
 

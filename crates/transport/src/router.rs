@@ -6,7 +6,8 @@
 //! * An identical copy of a message already delivered is dropped; a *different* message for
 //!   the same (session, round, sender, recipient) is equivocation and aborts the session.
 //! * Messages for a session that already finished are refused (replays).
-//! * Control messages bypass sessions and go to the node's control channel.
+//! * Control messages bypass sessions and go to the node's control channel, once: an identical
+//!   copy of a recent one (a frame the sender resent after losing its connection) is dropped.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -28,6 +29,8 @@ pub struct RouterLimits {
     /// How many finished session ids are remembered in memory for replay refusal (the
     /// node's store remembers every session id durably).
     pub finished_memory: usize,
+    /// How many recent control messages are remembered to drop resent copies.
+    pub control_memory: usize,
 }
 
 impl Default for RouterLimits {
@@ -37,6 +40,7 @@ impl Default for RouterLimits {
             max_held_messages: 4096,
             max_held_bytes: 64 << 20,
             finished_memory: 100_000,
+            control_memory: 10_000,
         }
     }
 }
@@ -109,7 +113,12 @@ struct State {
     held_bytes: usize,
     finished: HashSet<SessionId>,
     finished_order: VecDeque<SessionId>,
+    control_seen: HashSet<ControlKey>,
+    control_order: VecDeque<ControlKey>,
 }
+
+/// A control message's identity: sender, session and content.
+type ControlKey = (NodeId, SessionId, [u8; 32]);
 
 /// Routes envelopes for one node. Cheap to share (`Arc`).
 pub struct Router {
@@ -246,12 +255,24 @@ impl Router {
                 return Err(Refusal::WrongRecipient(to));
             }
         }
+        let mut state = self.lock();
         if envelope.is_control() {
+            let key = (from, envelope.session, envelope.content_digest());
+            if !state.control_seen.insert(key) {
+                debug!(session = %envelope.session, from, "duplicate control message dropped");
+                return Ok(Routed::Duplicate);
+            }
+            state.control_order.push_back(key);
+            while state.control_order.len() > self.limits.control_memory {
+                if let Some(old) = state.control_order.pop_front() {
+                    state.control_seen.remove(&old);
+                }
+            }
+            drop(state);
             // The node may be shutting down; a dropped control message is then harmless.
             let _ = self.control.send(envelope);
             return Ok(Routed::Control);
         }
-        let mut state = self.lock();
         let session = envelope.session;
         if state.finished.contains(&session) {
             return Err(Refusal::FinishedSession(session));
@@ -366,6 +387,7 @@ mod tests {
             max_held_messages: 3,
             max_held_bytes: 1 << 20,
             finished_memory: 2,
+            control_memory: 2,
         }
     }
 
@@ -410,6 +432,21 @@ mod tests {
         c.protocol = crate::CONTROL;
         assert_eq!(router.deliver(3, c), Ok(Routed::Control));
         assert_eq!(control.recv().await.unwrap().payload, b"ctl");
+        // A resent copy of a control message is dropped; the same content from another
+        // sender or in another session is not a copy.
+        let mut copy = env(9, 3, 0, b"ctl");
+        copy.protocol = crate::CONTROL;
+        assert_eq!(router.deliver(3, copy.clone()), Ok(Routed::Duplicate));
+        let mut other_session = copy.clone();
+        other_session.session = SessionId([10; 16]);
+        assert_eq!(router.deliver(3, other_session), Ok(Routed::Control));
+        let mut other_sender = copy.clone();
+        other_sender.from = 2;
+        assert_eq!(router.deliver(2, other_sender), Ok(Routed::Control));
+        assert!(control.try_recv().is_ok() && control.try_recv().is_ok());
+        assert!(control.try_recv().is_err());
+        // Memory is bounded (2 here): the oldest is forgotten.
+        assert_eq!(router.deliver(3, copy), Ok(Routed::Control));
         // Finished: replays refused, re-registration refused.
         drop(inbox);
         assert!(matches!(

@@ -358,3 +358,23 @@ async fn still_serving_pair(
     expect_message(&mut inb, b"a").await;
     expect_message(&mut ina, b"b").await;
 }
+
+/// A frame whose connection dies before the peer acknowledged it (here closed right after the
+/// send returned, before anything went out) is resent on the next connection and delivered
+/// once. On one runtime thread nothing runs between the send and the close, so the first copy
+/// cannot have left.
+#[tokio::test(flavor = "current_thread")]
+async fn a_frame_lost_with_its_connection_is_resent() {
+    let c = Cluster::new(2);
+    let (n1, _r1) = c.start(1).await;
+    let (_n2, r2) = c.start(2).await;
+    wait_until("connected", || n1.connected_peers() == [2]).await;
+    let mut in2 = r2.register(SessionId([1; 16]), &[1, 2]).unwrap();
+    n1.send(2, envelope(1, 1, Some(2), b"lost once"))
+        .await
+        .unwrap();
+    n1.drop_connection(2);
+    expect_message(&mut in2, b"lost once").await;
+    assert_eq!(n1.stats().frames_resent.load(Ordering::Relaxed), 1);
+    expect_nothing(&mut in2).await;
+}
