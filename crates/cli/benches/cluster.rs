@@ -1,7 +1,7 @@
 //! The networked cluster against the in-process baseline: 5 node processes on loopback
 //! (QUIC + mTLS, SQLite stores), 3-of-5, everything through the REST API.
 //!
-//! `cargo bench -p mpc-wallet --bench cluster [-- --quick]`
+//! `cargo bench -p mpc-wallet --bench cluster [-- [--quick] [--skip-pool]]`
 //!
 //! For each protocol: the time the coordinating node reports (ceremony duration or the sign
 //! response's `duration_ms`), the client-side latency, and the same protocol run in one
@@ -207,7 +207,28 @@ async fn main() {
         pct(&mut overhead, 0.99)
     );
 
-    // ---- the pool: refill rate, then a burst served from it ----------------------------
+    if !std::env::args().any(|a| a == "--skip-pool") {
+        pool(&admin, &signer, &eid, &ekey, &tkey, quick).await;
+    }
+    drop(devnet);
+    // MPC_BENCH_KEEP_DIR keeps the node logs (run with RUST_LOG=info,mpc_node=debug for the
+    // per-step timings of signing).
+    if std::env::var_os("MPC_BENCH_KEEP_DIR").is_some() {
+        println!("node logs kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The pool: refill rate, then a burst of ECDSA signatures served from it.
+async fn pool(
+    admin: &ApiClient,
+    signer: &ApiClient,
+    eid: &str,
+    ekey: &WalletKey,
+    tkey: &WalletKey,
+    quick: bool,
+) {
     // The pool service generates in batches through the same ceremony; drive it directly so
     // nothing else runs during the other measurements.
     let burst: usize = if quick { 10 } else { 50 };
@@ -216,7 +237,7 @@ async fn main() {
     while generated < burst {
         let count = (burst - generated).min(10);
         ceremony_ms(
-            &admin,
+            admin,
             &format!("/api/v1/wallets/{eid}/presignatures"),
             json!({"path": "m", "count": count}),
         )
@@ -233,7 +254,8 @@ async fn main() {
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for k in 0..concurrency {
-        let (signer, eid, ekey, tkey) = (signer.clone(), eid.clone(), ekey.clone(), tkey.clone());
+        let (signer, eid) = (signer.clone(), eid.to_string());
+        let (ekey, tkey) = (ekey.clone(), tkey.clone());
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             for _ in (k..burst).step_by(concurrency) {
@@ -260,12 +282,4 @@ async fn main() {
         pct(&mut client_ms, 0.5),
         pct(&mut client_ms, 0.99),
     );
-    drop(devnet);
-    // MPC_BENCH_KEEP_DIR keeps the node logs (run with RUST_LOG=info,mpc_node=debug for the
-    // per-step timings of signing).
-    if std::env::var_os("MPC_BENCH_KEEP_DIR").is_some() {
-        println!("node logs kept in {}", dir.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }

@@ -35,7 +35,7 @@ use uuid::Uuid;
 use crate::{
     config::Limits,
     control::{InputOutcome, Outcome, ProposalBody},
-    delivery::{connect, run_blocking, SessionParties},
+    delivery::{connect, connect_gated, run_blocking, ReleaseGate, SessionParties},
     keys::{keygen_indices, wallet_key},
     now_ms, Node, NodeError,
 };
@@ -397,6 +397,45 @@ impl Node {
         Ok((psbt, reports))
     }
 
+    /// Starts this node's FROST signing of one Taproot input, its messages after the first
+    /// round held behind `gate`.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_frost(
+        &self,
+        session: Uuid,
+        job: &SigningJob,
+        sighash: [u8; 32],
+        wallet: &WalletRecord,
+        signers: &[NodeId],
+        indices: &[u16],
+        gate: ReleaseGate,
+    ) -> Result<FrostRun, NodeError> {
+        let share = self.schnorr_share(wallet).await?;
+        let sub = SessionId::from_uuid(session).derive(&format!("input/{}", job.input));
+        // A sub-session this node already ran means the session was used before.
+        let inbox = self.register_session(sub, signers).map_err(|_| {
+            NodeError::InvalidRequest(format!(
+                "session {session} was already used (replay refused)"
+            ))
+        })?;
+        let party = connect_gated(
+            SessionParties {
+                session: sub,
+                protocol: ProtocolKind::SchnorrSign,
+                nodes: signers.to_vec(),
+                me: self.id(),
+            },
+            inbox,
+            self.inner.transport.clone(),
+            Limits::ms(self.inner.config.limits.sign_timeout_ms),
+            Some(gate),
+        );
+        let (path, indices) = (job.path.clone(), indices.to_vec());
+        Ok(tokio::spawn(run_blocking(move || async move {
+            schnorr::sign(&share, &indices, &path, &sighash, party, &mut OsRng).await
+        })))
+    }
+
     /// The signer's side: every check made here, on this node's own data.
     pub(crate) async fn sign_participant(
         &self,
@@ -416,6 +455,28 @@ impl Node {
             return Err(NodeError::InvalidRequest(
                 "one presignature slot per input expected".into(),
             ));
+        }
+        // FROST inputs start now, all at once, for the sighashes computed here: their first
+        // round (nonce commitments, which reveal nothing about the share) travels while the
+        // policy check and the durable commit below run; the second (the signature shares)
+        // waits behind the gate until both passed, and never leaves if either refuses.
+        let (release, gate) = ReleaseGate::new();
+        let mut frost_runs = HashMap::new();
+        for job in &jobs {
+            if let JobMessage::Schnorr { sighash, .. } = &job.message {
+                let run = self
+                    .start_frost(
+                        session,
+                        job,
+                        *sighash,
+                        &wallets.records[job.wallet],
+                        signers,
+                        &indices,
+                        gate.clone(),
+                    )
+                    .await?;
+                frost_runs.insert(job.input, run);
+            }
         }
         // This node's own limits, whatever the coordinator decided.
         let summary = self.check_policy(&psbt, &jobs, &wallets).await?;
@@ -472,6 +533,7 @@ impl Node {
                     }
                 })
             })?;
+        release.open();
         if !chosen.is_empty() {
             crate::failpoint::crash_point("consume:committed");
         }
@@ -523,24 +585,13 @@ impl Node {
                     .await??;
                     InputOutcome::Ecdsa(sig)
                 }
-                (JobMessage::Schnorr { sighash, .. }, None) => {
-                    let share = self.schnorr_share(wallet).await?;
-                    let party = connect(
-                        SessionParties {
-                            session: sub,
-                            protocol: ProtocolKind::SchnorrSign,
-                            nodes: signers.to_vec(),
-                            me: self.id(),
-                        },
-                        self.register_session(sub, signers)?,
-                        self.inner.transport.clone(),
-                        Limits::ms(limits.sign_timeout_ms),
-                    );
-                    let (path, sighash, indices) = (job.path.clone(), *sighash, indices.clone());
-                    let sig = run_blocking(move || async move {
-                        schnorr::sign(&share, &indices, &path, &sighash, party, &mut OsRng).await
-                    })
-                    .await??;
+                (JobMessage::Schnorr { .. }, None) => {
+                    let run = frost_runs.remove(&job.input).ok_or_else(|| {
+                        NodeError::Internal("a Taproot input was not started".into())
+                    })?;
+                    let sig = run
+                        .await
+                        .map_err(|e| NodeError::Internal(format!("FROST task: {e}")))???;
                     InputOutcome::Schnorr(sig)
                 }
                 (JobMessage::Schnorr { .. }, Some(_)) => {
@@ -561,6 +612,14 @@ impl Node {
         Ok(Outcome::Sign { inputs: outcomes })
     }
 }
+
+/// A FROST signing running on its own thread.
+type FrostRun = tokio::task::JoinHandle<
+    Result<
+        Result<mpc_protocols::signature::SchnorrSignature, mpc_protocols::ProtocolError>,
+        NodeError,
+    >,
+>;
 
 /// Turns the signers' results for one input into one verified signature.
 fn combine_input(
