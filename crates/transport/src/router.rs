@@ -111,10 +111,43 @@ struct State {
     sessions: HashMap<SessionId, Session>,
     held: VecDeque<Held>,
     held_bytes: usize,
-    finished: HashSet<SessionId>,
-    finished_order: VecDeque<SessionId>,
-    control_seen: HashSet<ControlKey>,
-    control_order: VecDeque<ControlKey>,
+    finished: Recent<SessionId>,
+    control_seen: Recent<ControlKey>,
+}
+
+/// The last `limit` distinct keys inserted (older ones forgotten first).
+struct Recent<K> {
+    keys: HashSet<K>,
+    order: VecDeque<K>,
+}
+
+impl<K> Default for Recent<K> {
+    fn default() -> Self {
+        Self {
+            keys: HashSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Recent<K> {
+    fn contains(&self, key: &K) -> bool {
+        self.keys.contains(key)
+    }
+
+    /// Remembers `key`; false if it was already remembered.
+    fn insert(&mut self, key: K, limit: usize) -> bool {
+        if !self.keys.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        while self.order.len() > limit {
+            if let Some(old) = self.order.pop_front() {
+                self.keys.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 /// A control message's identity: sender, session and content.
@@ -226,14 +259,7 @@ impl Router {
     fn finish(&self, session: SessionId) {
         let mut state = self.lock();
         state.sessions.remove(&session);
-        if state.finished.insert(session) {
-            state.finished_order.push_back(session);
-            while state.finished_order.len() > self.limits.finished_memory {
-                if let Some(old) = state.finished_order.pop_front() {
-                    state.finished.remove(&old);
-                }
-            }
-        }
+        state.finished.insert(session, self.limits.finished_memory);
     }
 
     /// Marks a session id as used without running it here (e.g. one this node refused), so
@@ -258,15 +284,9 @@ impl Router {
         let mut state = self.lock();
         if envelope.is_control() {
             let key = (from, envelope.session, envelope.content_digest());
-            if !state.control_seen.insert(key) {
+            if !state.control_seen.insert(key, self.limits.control_memory) {
                 debug!(session = %envelope.session, from, "duplicate control message dropped");
                 return Ok(Routed::Duplicate);
-            }
-            state.control_order.push_back(key);
-            while state.control_order.len() > self.limits.control_memory {
-                if let Some(old) = state.control_order.pop_front() {
-                    state.control_seen.remove(&old);
-                }
             }
             drop(state);
             // The node may be shutting down; a dropped control message is then harmless.
