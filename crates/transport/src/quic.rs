@@ -4,9 +4,10 @@
 //! accepts, and both send over it. Each envelope travels on its own unidirectional stream as
 //! one length-prefixed frame (QUIC streams are cheap, and a slow large message does not hold
 //! up small ones). A frame is watched until the peer acknowledges it and resent on the next
-//! connection if its connection dies first. A peer is who its certificate says: it must chain to the cluster CA, name
-//! a configured node, and connect from that node's configured IP; the envelope's sender field
-//! must then match. Anything else is refused and logged, and the node keeps serving.
+//! connection if its connection dies first. A peer is who its certificate says: it must chain
+//! to the cluster CA, name a configured node, and connect from that node's configured IP; the
+//! envelope's sender field must then match. Anything else is refused and logged, and the node
+//! keeps serving.
 
 use std::{
     collections::HashMap,
@@ -316,35 +317,35 @@ async fn confirm_delivery(
     mut stream: quinn::SendStream,
     frame: Vec<u8>,
 ) {
-    for resend in 1..=MAX_RESENDS {
-        match stream.stopped().await {
-            // Acknowledged, or refused by the peer (a resend would be refused the same way).
-            Ok(_) => return,
-            Err(e) => {
-                info!(node = inner.config.me, peer = to, error = %e, resend, "frame lost with its connection; resending")
-            }
+    let me = inner.config.me;
+    for resend in 1.. {
+        // Ok: acknowledged, or refused by the peer (a resend would be refused the same way).
+        let Err(e) = stream.stopped().await else {
+            return;
+        };
+        if resend > MAX_RESENDS {
+            warn!(
+                node = me,
+                peer = to,
+                "frame lost: {MAX_RESENDS} connections died before the peer acknowledged it"
+            );
+            return;
         }
+        info!(node = me, peer = to, error = %e, resend, "frame lost with its connection; resending");
         let written = match wait_for_connection(&inner, to).await {
             Ok(conn) => write_frame(&conn, &frame).await,
             Err(e) => Err(e.to_string()),
         };
-        stream = match written {
+        match written {
             Ok(s) => {
                 inner.stats.frames_resent.fetch_add(1, Ordering::Relaxed);
-                s
+                stream = s;
             }
             Err(e) => {
-                warn!(node = inner.config.me, peer = to, error = %e, "frame lost: its connection died and no new one came up");
+                warn!(node = me, peer = to, error = %e, "frame lost: its connection died and no new one came up");
                 return;
             }
-        };
-    }
-    if stream.stopped().await.is_err() {
-        warn!(
-            node = inner.config.me,
-            peer = to,
-            "frame lost: {MAX_RESENDS} connections died before the peer acknowledged it"
-        );
+        }
     }
 }
 
