@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::{
     config::Limits,
     control::{Outcome, ProposalBody, WalletSpec},
-    delivery::{connect, run_blocking, run_blocking_background, SessionParties},
+    delivery::{run_blocking, run_blocking_background},
     keys::{keygen_indices, wallet_info, WalletInfo},
     now_ms, Node, NodeError,
 };
@@ -185,18 +185,13 @@ impl Node {
         let indices: Vec<PartyIndex> = (0..n).collect();
         let eid = ExecutionId::derive(ProtocolKind::AuxInfo, "", session, &indices, &[]);
         let sid = SessionId::from_uuid(session);
-        let inbox = self.register_session(sid, &node_set)?;
-        let party = connect::<AuxInfoMsg>(
-            SessionParties {
-                session: sid,
-                protocol: ProtocolKind::AuxInfo,
-                nodes: node_set.clone(),
-                me: self.id(),
-            },
-            inbox,
-            self.inner.transport.clone(),
+        let party = self.join_session::<AuxInfoMsg>(
+            sid,
+            ProtocolKind::AuxInfo,
+            &node_set,
             Limits::ms(self.inner.config.limits.aux_info_timeout_ms),
-        );
+            None,
+        )?;
         let result = run_blocking(move || async move {
             ecdsa::generate_aux_info(&eid, i, n, primes, party, &mut OsRng).await
         })
@@ -379,18 +374,13 @@ impl Node {
                     &indices,
                     &t.to_be_bytes(),
                 );
-                let inbox = self.register_session(sid, &spec.participants)?;
-                let party = connect(
-                    SessionParties {
-                        session: sid,
-                        protocol: ProtocolKind::EcdsaKeygen,
-                        nodes: spec.participants.clone(),
-                        me: self.id(),
-                    },
-                    inbox,
-                    self.inner.transport.clone(),
+                let party = self.join_session(
+                    sid,
+                    ProtocolKind::EcdsaKeygen,
+                    &spec.participants,
                     timeout,
-                );
+                    None,
+                )?;
                 let share = run_blocking(move || async move {
                     ecdsa::keygen(&eid, i, n, t, party, &mut OsRng).await
                 })
@@ -412,18 +402,13 @@ impl Node {
                     &indices,
                     &t.to_be_bytes(),
                 );
-                let inbox = self.register_session(sid, &spec.participants)?;
-                let party = connect(
-                    SessionParties {
-                        session: sid,
-                        protocol: ProtocolKind::SchnorrKeygen,
-                        nodes: spec.participants.clone(),
-                        me: self.id(),
-                    },
-                    inbox,
-                    self.inner.transport.clone(),
+                let party = self.join_session(
+                    sid,
+                    ProtocolKind::SchnorrKeygen,
+                    &spec.participants,
                     timeout,
-                );
+                    None,
+                )?;
                 let share = run_blocking(move || async move {
                     schnorr::keygen(&eid, i, n, t, party, &mut OsRng).await
                 })
@@ -645,18 +630,13 @@ impl Node {
                 &indices,
                 &path.to_bytes(),
             );
-            let inbox = self.register_session(sid, signers)?;
-            let party = connect(
-                SessionParties {
-                    session: sid,
-                    protocol: ProtocolKind::EcdsaPresign,
-                    nodes: signers.to_vec(),
-                    me: self.id(),
-                },
-                inbox,
-                self.inner.transport.clone(),
+            let party = self.join_session(
+                sid,
+                ProtocolKind::EcdsaPresign,
+                signers,
                 Limits::ms(limits.presign_timeout_ms),
-            );
+                None,
+            )?;
             let (share, path_owned, indices_owned) = (share.clone(), path.clone(), indices.clone());
             let presig = run_blocking_background(move || async move {
                 ecdsa::presign(&eid, &share, &indices_owned, &path_owned, party, &mut OsRng).await

@@ -244,22 +244,10 @@ impl<M: Serialize + ProtocolMessage> Sink<Outgoing<M>> for OutgoingMessages<M> {
 /// A protocol party connected to the mesh.
 pub type MeshParty<M> = MpcParty<M, (IncomingMessages<M>, OutgoingMessages<M>)>;
 
-/// Connects a registered session to the mesh and returns the party for the protocol. Must be
-/// called inside the tokio runtime (it spawns the sending task).
+/// Connects a registered session to the mesh and returns the party for the protocol; with a
+/// `gate`, every message after the first round is held behind it. Must be called inside the
+/// tokio runtime (it spawns the sending task).
 pub fn connect<M>(
-    parties: SessionParties,
-    inbox: SessionInbox,
-    transport: Arc<dyn Transport>,
-    timeout: Duration,
-) -> MeshParty<M>
-where
-    M: Serialize + DeserializeOwned + ProtocolMessage,
-{
-    connect_gated(parties, inbox, transport, timeout, None)
-}
-
-/// [`connect`], with every message after the first round held behind `gate`.
-pub fn connect_gated<M>(
     parties: SessionParties,
     inbox: SessionInbox,
     transport: Arc<dyn Transport>,
@@ -293,16 +281,13 @@ where
         }) as Pin<Box<dyn Future<Output = ()> + Send>>
     });
     tokio::spawn(async move {
+        let mut gate = gate;
         let mut first_round = None;
-        let mut released = gate.is_none();
         while let Some((to, envelope)) = rx.recv().await {
             let first = *first_round.get_or_insert(envelope.round);
-            if !released && envelope.round != first {
-                released = match gate.clone() {
-                    Some(gate) => gate.decided().await,
-                    None => true,
-                };
-                if !released {
+            // The first later-round message waits for the decision; once released, no gate.
+            if let Some(gate) = gate.take_if(|_| envelope.round != first) {
+                if !gate.decided().await {
                     warn!(%session, "later rounds withheld: this node refused the session");
                     return;
                 }

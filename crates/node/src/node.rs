@@ -9,12 +9,15 @@ use std::{
 };
 
 use mpc_coordination::{ClusterBackend, FencingToken};
+use mpc_protocols::ProtocolKind;
 use mpc_store::{CeremonyRecord, KeySource, Store, Zeroizing};
 use mpc_transport::{
     certs::TlsIdentity,
     quic::{MeshConfig, PeerConfig, QuicMesh},
     Envelope, NodeId, Router, RouterLimits, SessionId, Transport,
 };
+use round_based::ProtocolMessage;
+use serde::{de::DeserializeOwned, Serialize};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
@@ -25,6 +28,7 @@ use uuid::Uuid;
 use crate::{
     config::{Limits, NodeConfig},
     control::{Control, Outcome, Proposal, ProposalBody},
+    delivery::{connect, MeshParty, ReleaseGate, SessionParties},
     health::Health,
     keys::ShareCache,
     now_ms, NodeError,
@@ -721,15 +725,36 @@ impl Node {
         }
     }
 
-    /// Registers a protocol session with the router (sub-sessions included).
-    pub(crate) fn register_session(
+    /// Registers a protocol session (sub-sessions included) with its parties, in protocol-index
+    /// order, and connects this node's party to the mesh (see [`connect`] for `gate`).
+    pub(crate) fn join_session<M>(
         &self,
         session: SessionId,
-        parties: &[NodeId],
-    ) -> Result<mpc_transport::SessionInbox, NodeError> {
-        self.inner
+        protocol: ProtocolKind,
+        nodes: &[NodeId],
+        timeout: Duration,
+        gate: Option<ReleaseGate>,
+    ) -> Result<MeshParty<M>, NodeError>
+    where
+        M: Serialize + DeserializeOwned + ProtocolMessage,
+    {
+        let inbox = self
+            .inner
             .router
-            .register(session, parties)
-            .map_err(|e| NodeError::InvalidRequest(e.to_string()))
+            .register(session, nodes)
+            .map_err(|e| NodeError::InvalidRequest(e.to_string()))?;
+        let parties = SessionParties {
+            session,
+            protocol,
+            nodes: nodes.to_vec(),
+            me: self.id(),
+        };
+        Ok(connect(
+            parties,
+            inbox,
+            self.inner.transport.clone(),
+            timeout,
+            gate,
+        ))
     }
 }

@@ -35,7 +35,7 @@ use uuid::Uuid;
 use crate::{
     config::Limits,
     control::{InputOutcome, Outcome, ProposalBody},
-    delivery::{connect, connect_gated, run_blocking, ReleaseGate, SessionParties},
+    delivery::{run_blocking, ReleaseGate},
     keys::{keygen_indices, wallet_key},
     now_ms, Node, NodeError,
 };
@@ -413,23 +413,19 @@ impl Node {
         let share = self.schnorr_share(wallet).await?;
         let sub = SessionId::from_uuid(session).derive(&format!("input/{}", job.input));
         // A sub-session this node already ran means the session was used before.
-        let inbox = self.register_session(sub, signers).map_err(|_| {
-            NodeError::InvalidRequest(format!(
-                "session {session} was already used (replay refused)"
-            ))
-        })?;
-        let party = connect_gated(
-            SessionParties {
-                session: sub,
-                protocol: ProtocolKind::SchnorrSign,
-                nodes: signers.to_vec(),
-                me: self.id(),
-            },
-            inbox,
-            self.inner.transport.clone(),
-            Limits::ms(self.inner.config.limits.sign_timeout_ms),
-            Some(gate),
-        );
+        let party = self
+            .join_session(
+                sub,
+                ProtocolKind::SchnorrSign,
+                signers,
+                Limits::ms(self.inner.config.limits.sign_timeout_ms),
+                Some(gate),
+            )
+            .map_err(|_| {
+                NodeError::InvalidRequest(format!(
+                    "session {session} was already used (replay refused)"
+                ))
+            })?;
         let (path, indices) = (job.path.clone(), indices.to_vec());
         Ok(tokio::spawn(run_blocking(move || async move {
             schnorr::sign(&share, &indices, &path, &sighash, party, &mut OsRng).await
@@ -565,17 +561,13 @@ impl Node {
                         &indices,
                         &preimage.sighash(),
                     );
-                    let party = connect(
-                        SessionParties {
-                            session: sub,
-                            protocol: ProtocolKind::EcdsaSign,
-                            nodes: signers.to_vec(),
-                            me: self.id(),
-                        },
-                        self.register_session(sub, signers)?,
-                        self.inner.transport.clone(),
+                    let party = self.join_session(
+                        sub,
+                        ProtocolKind::EcdsaSign,
+                        signers,
                         Limits::ms(limits.full_sign_timeout_ms),
-                    );
+                        None,
+                    )?;
                     let (path, preimage, indices) =
                         (job.path.clone(), preimage.clone(), indices.clone());
                     let sig = run_blocking(move || async move {
