@@ -14,7 +14,7 @@ use mpc_store::{CeremonyRecord, KeySource, Store, Zeroizing};
 use mpc_transport::{
     certs::TlsIdentity,
     quic::{MeshConfig, PeerConfig, QuicMesh},
-    Envelope, NodeId, Router, RouterLimits, SessionId, Transport,
+    Envelope, NodeId, Recent, Router, RouterLimits, SessionId, Transport,
 };
 use round_based::ProtocolMessage;
 use serde::{de::DeserializeOwned, Serialize};
@@ -56,8 +56,10 @@ pub(crate) struct Inner {
     pub health: Health,
     pub shares: ShareCache,
     pub pool: crate::pool::PoolState,
-    /// Presignatures this node (as coordinator) has picked for a signing in progress.
-    pub reserved: Mutex<HashSet<String>>,
+    /// Presignatures this node (as coordinator) has offered to signers. Each is consumed or
+    /// discarded by that signing and never offered again, but a ready-list read that began
+    /// before the consumption committed may still show it; this keeps it out of later picks.
+    pub offered: Mutex<Recent<String>>,
     waiters: Mutex<HashMap<Uuid, Waiter>>,
     commit_waiters: Mutex<HashMap<Uuid, CommitWaiter>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -165,7 +167,7 @@ impl Node {
                 health,
                 shares: ShareCache::default(),
                 pool: Default::default(),
-                reserved: Mutex::new(HashSet::new()),
+                offered: Mutex::new(Recent::default()),
                 waiters: Mutex::new(HashMap::new()),
                 commit_waiters: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Vec::new()),

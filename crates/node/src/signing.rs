@@ -272,7 +272,8 @@ impl Node {
         Ok(report)
     }
 
-    /// Reserves a ready presignature for each ECDSA job, if this node signs and holds one.
+    /// Picks a ready presignature for each ECDSA job, if this node signs and holds one, and
+    /// marks it offered.
     async fn reserve_presignatures(
         &self,
         wallets: &RequestWallets,
@@ -294,22 +295,14 @@ impl Node {
                 .store
                 .ready_presignatures(&wallet.id, &job.path.to_string(), signers, now_ms(), 16)
                 .await?;
-            if let Ok(mut reserved) = self.inner.reserved.lock() {
-                if let Some(p) = ready.into_iter().find(|p| !reserved.contains(&p.id)) {
-                    reserved.insert(p.id.clone());
+            if let Ok(mut offered) = self.inner.offered.lock() {
+                if let Some(p) = ready.into_iter().find(|p| !offered.contains(&p.id)) {
+                    offered.insert(p.id.clone(), OFFERED_MEMORY);
                     chosen[job.input] = Some(p.id);
                 }
             }
         }
         Ok(chosen)
-    }
-
-    fn release_presignatures(&self, ids: &[Option<String>]) {
-        if let Ok(mut reserved) = self.inner.reserved.lock() {
-            for id in ids.iter().flatten() {
-                reserved.remove(id);
-            }
-        }
     }
 
     async fn sign_attempt(
@@ -355,7 +348,6 @@ impl Node {
             round_trip_ms = (t_answered - t_reserved).as_secs_f64() * 1e3,
             "coordinator: signers answered"
         );
-        self.release_presignatures(&presignatures);
         if outcomes.is_err() {
             // Some signers may have consumed theirs; never offer these again.
             for id in presignatures.iter().flatten() {
@@ -604,6 +596,10 @@ impl Node {
         Ok(Outcome::Sign { inputs: outcomes })
     }
 }
+
+/// How many offered presignature ids a coordinator remembers: far more than can be offered
+/// while one ready-list read is in flight.
+const OFFERED_MEMORY: usize = 10_000;
 
 /// A FROST signing running on its own thread.
 type FrostRun = tokio::task::JoinHandle<

@@ -16,7 +16,7 @@ pub mod router;
 use futures::future::BoxFuture;
 
 pub use envelope::{Envelope, SessionId, CONTROL};
-pub use router::{Router, RouterLimits, SessionEvent, SessionInbox};
+pub use router::{Recent, Router, RouterLimits, SessionEvent, SessionInbox};
 
 /// A node's id in the cluster config (1-based; the certificate names it `node-<id>`).
 pub type NodeId = u16;

@@ -116,7 +116,7 @@ struct State {
 }
 
 /// The last `limit` distinct keys inserted (older ones forgotten first).
-struct Recent<K> {
+pub struct Recent<K> {
     keys: HashSet<K>,
     order: VecDeque<K>,
 }
@@ -130,14 +130,14 @@ impl<K> Default for Recent<K> {
     }
 }
 
-impl<K: std::hash::Hash + Eq + Copy> Recent<K> {
-    fn contains(&self, key: &K) -> bool {
+impl<K: std::hash::Hash + Eq + Clone> Recent<K> {
+    pub fn contains(&self, key: &K) -> bool {
         self.keys.contains(key)
     }
 
     /// Remembers `key`; false if it was already remembered.
-    fn insert(&mut self, key: K, limit: usize) -> bool {
-        if !self.keys.insert(key) {
+    pub fn insert(&mut self, key: K, limit: usize) -> bool {
+        if !self.keys.insert(key.clone()) {
             return false;
         }
         self.order.push_back(key);
