@@ -146,9 +146,20 @@ pub fn summarize(
     })
 }
 
+/// The refusal of the rolling 24-hour limit: `wallet` already sent `spent` sats, `amount`
+/// more would exceed `max`.
+pub fn spend_limit_violation(wallet: &str, spent: u64, amount: u64, max: u64) -> PolicyViolation {
+    violation(
+        "max_amount_per_24h_sats",
+        format!("wallet {wallet} already sent {spent} sats in 24 h; {amount} more exceeds {max}"),
+    )
+}
+
 impl Policy {
     /// Checks the summary of a PSBT. `spent_24h[w]` is what wallet `w` has already sent in
-    /// the last 24 hours (as recorded by this node); `networks` are the wallets' networks.
+    /// the last 24 hours (as recorded by this node), where known: a wallet missing from it
+    /// has only this transaction checked against the 24-hour limit. That is a pre-check; the
+    /// store enforces the limit when it records the spend (`Store::begin_signing`).
     pub fn check(
         &self,
         psbt: &Psbt,
@@ -183,14 +194,12 @@ impl Policy {
         if let Some(max) = self.max_amount_per_24h_sats {
             for (w, amount) in &summary.leaving_by_wallet {
                 let before = spent_24h.get(w).copied().unwrap_or(0);
-                if before + amount > max {
-                    return Err(violation(
-                        "max_amount_per_24h_sats",
-                        format!(
-                            "wallet {} already sent {before} sats in 24 h; {amount} more exceeds {max}",
-                            wallets.get(*w).map(|k| k.master_key.to_string()).unwrap_or_default()
-                        ),
-                    ));
+                if before.saturating_add(*amount) > max {
+                    let wallet = wallets
+                        .get(*w)
+                        .map(|k| k.master_key.to_string())
+                        .unwrap_or_default();
+                    return Err(spend_limit_violation(&wallet, before, *amount, max));
                 }
             }
         }

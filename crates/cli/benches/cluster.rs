@@ -1,7 +1,8 @@
 //! The networked cluster against the in-process baseline: 5 node processes on loopback
 //! (QUIC + mTLS, SQLite stores), 3-of-5, everything through the REST API.
 //!
-//! `cargo bench -p mpc-wallet --bench cluster [-- [--quick] [--skip-pool]]`
+//! `cargo bench -p mpc-wallet --bench cluster [-- [--quick] [--skip-pool] [--frost-only]]`
+//! (`--frost-only`: FROST DKG and signing alone, without aux info; for profiling that path.)
 //!
 //! For each protocol: the time the coordinating node reports (ceremony duration or the sign
 //! response's `duration_ms`), the client-side latency, and the same protocol run in one
@@ -83,8 +84,6 @@ async fn main() {
     let devnet = Devnet::launch(options).await.unwrap();
     let admin = devnet.client(1, Role::Admin).unwrap();
     let signer = devnet.client(1, Role::Signer).unwrap();
-    let primes: mpc_protocols::ecdsa::PrimesFile =
-        serde_json::from_slice(mpc_wallet::devnet::FIXTURE_PRIMES).unwrap();
 
     println!(
         "5 node processes, 3-of-5, {} cores",
@@ -95,7 +94,91 @@ async fn main() {
     println!("| phase | runs | cluster p50 ms | cluster p90 ms | client p50 / p99 ms | in-process p50 ms | ratio |");
     println!("|---|---|---|---|---|---|---|");
 
-    let (aux_ms, _) = ceremony_ms(&admin, "/api/v1/aux-info", json!({})).await;
+    let taproot = dkg(&admin, "frost", "FROST DKG", reps, || {
+        local::schnorr_keygen(3, 5).unwrap();
+    })
+    .await;
+    let tid = taproot["id"].as_str().unwrap().to_string();
+    let tkey = wallet_key_from_api(&taproot).unwrap();
+
+    let (mut cluster, mut client, mut base) = (Vec::new(), Vec::new(), Vec::new());
+    let frost = local::schnorr_keygen(3, 5).unwrap();
+    let signers = [0u16, 1, 2];
+    for _ in 0..reps * 2 {
+        let (node_ms, client_ms, _) = sign(&signer, &tid, spend(&tkey, "m/0/0", &tkey)).await;
+        cluster.push(node_ms);
+        client.push(client_ms);
+        let t0 = Instant::now();
+        local::schnorr_sign(&frost, &signers, &"m/0/0".parse().unwrap(), &[1; 32]).unwrap();
+        base.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut overhead = api_overhead(&cluster, &client);
+    row("FROST sign", &mut cluster, Some(&mut client), &mut base);
+
+    if !std::env::args().any(|a| a == "--frost-only") {
+        let (eid, ekey) = ecdsa(&admin, &signer, &tkey, reps, quick, &mut overhead).await;
+        if !std::env::args().any(|a| a == "--skip-pool") {
+            pool(&admin, &signer, &eid, &ekey, &tkey, quick).await;
+        }
+    }
+    println!(
+        "\nAPI overhead per signing request (client latency minus the node's own duration_ms, \
+         HTTP + JSON + auth + rate limit + PSBT decode), {} requests: p50 {:.2} ms, p99 {:.2} ms",
+        overhead.len(),
+        pct(&mut overhead, 0.5),
+        pct(&mut overhead, 0.99)
+    );
+
+    drop(devnet);
+    // MPC_BENCH_KEEP_DIR keeps the node logs (run with RUST_LOG=info,mpc_node=debug for the
+    // per-step timings of signing).
+    if std::env::var_os("MPC_BENCH_KEEP_DIR").is_some() {
+        println!("node logs kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Up to 5 key generations of `protocol` through the cluster, each followed by `baseline` in
+/// process; prints the row and returns the last wallet.
+async fn dkg(
+    admin: &ApiClient,
+    protocol: &str,
+    phase: &str,
+    reps: usize,
+    baseline: impl Fn(),
+) -> Value {
+    let (mut cluster, mut base) = (Vec::new(), Vec::new());
+    let mut wallet = Value::Null;
+    for _ in 0..reps.min(5) {
+        let (ms, w) = ceremony_ms(
+            admin,
+            "/api/v1/dkg/initiate",
+            json!({"protocol": protocol, "name": "bench"}),
+        )
+        .await;
+        cluster.push(ms);
+        wallet = w;
+        let t0 = Instant::now();
+        baseline();
+        base.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    row(phase, &mut cluster, None, &mut base);
+    wallet
+}
+
+/// Aux info, ECDSA keygen, presignatures and online signing from them; returns the wallet.
+async fn ecdsa(
+    admin: &ApiClient,
+    signer: &ApiClient,
+    tkey: &WalletKey,
+    reps: usize,
+    quick: bool,
+    overhead: &mut Vec<f64>,
+) -> (String, WalletKey) {
+    let primes: mpc_protocols::ecdsa::PrimesFile =
+        serde_json::from_slice(mpc_wallet::devnet::FIXTURE_PRIMES).unwrap();
+    let (aux_ms, _) = ceremony_ms(admin, "/api/v1/aux-info", json!({})).await;
     let t0 = Instant::now();
     let aux = local::aux_info(primes.primes.clone()).unwrap();
     row(
@@ -105,42 +188,12 @@ async fn main() {
         &mut [t0.elapsed().as_secs_f64() * 1e3],
     );
 
-    let (mut cluster, mut base) = (Vec::new(), Vec::new());
-    let mut ecdsa = Value::Null;
-    for _ in 0..reps.min(5) {
-        let (ms, w) = ceremony_ms(
-            &admin,
-            "/api/v1/dkg/initiate",
-            json!({"protocol": "cggmp24", "name": "bench"}),
-        )
-        .await;
-        cluster.push(ms);
-        ecdsa = w;
-        let t0 = Instant::now();
+    let ecdsa = dkg(admin, "cggmp24", "ECDSA keygen (CGGMP24)", reps, || {
         local::ecdsa_keygen(3, &aux).unwrap();
-        base.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    row("ECDSA keygen (CGGMP24)", &mut cluster, None, &mut base);
-    let (mut cluster, mut base) = (Vec::new(), Vec::new());
-    let mut taproot = Value::Null;
-    for _ in 0..reps.min(5) {
-        let (ms, w) = ceremony_ms(
-            &admin,
-            "/api/v1/dkg/initiate",
-            json!({"protocol": "frost", "name": "bench"}),
-        )
-        .await;
-        cluster.push(ms);
-        taproot = w;
-        let t0 = Instant::now();
-        local::schnorr_keygen(3, 5).unwrap();
-        base.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    row("FROST DKG", &mut cluster, None, &mut base);
+    })
+    .await;
     let eid = ecdsa["id"].as_str().unwrap().to_string();
-    let tid = taproot["id"].as_str().unwrap().to_string();
     let ekey = wallet_key_from_api(&ecdsa).unwrap();
-    let tkey = wallet_key_from_api(&taproot).unwrap();
     let shares = local::ecdsa_keygen(3, &aux).unwrap();
     let signers = [0u16, 1, 2];
 
@@ -149,7 +202,7 @@ async fn main() {
     let (mut cluster, mut base) = (Vec::new(), Vec::new());
     for _ in 0..presigs {
         let (ms, _) = ceremony_ms(
-            &admin,
+            admin,
             &format!("/api/v1/wallets/{eid}/presignatures"),
             json!({"path": "m", "count": 1}),
         )
@@ -170,7 +223,7 @@ async fn main() {
     let (mut cluster, mut client, mut base) = (Vec::new(), Vec::new(), Vec::new());
     let msg = SighashPreimage::new(b"bench".to_vec());
     for _ in 0..presigs {
-        let (node_ms, client_ms, answer) = sign(&signer, &eid, spend(&ekey, "m", &tkey)).await;
+        let (node_ms, client_ms, answer) = sign(signer, &eid, spend(&ekey, "m", tkey)).await;
         assert_eq!(answer["inputs"][0]["method"], "presignature");
         cluster.push(node_ms);
         client.push(client_ms);
@@ -179,7 +232,7 @@ async fn main() {
         local::sign_with_presignatures(&shares, p, &msg).unwrap();
         base.push(t0.elapsed().as_secs_f64() * 1e3);
     }
-    let mut overhead = api_overhead(&cluster, &client);
+    overhead.extend(api_overhead(&cluster, &client));
     row(
         "ECDSA online sign from a presignature",
         &mut cluster,
@@ -187,37 +240,7 @@ async fn main() {
         &mut base,
     );
 
-    let (mut cluster, mut client, mut base) = (Vec::new(), Vec::new(), Vec::new());
-    let frost = local::schnorr_keygen(3, 5).unwrap();
-    for _ in 0..reps * 2 {
-        let (node_ms, client_ms, _) = sign(&signer, &tid, spend(&tkey, "m/0/0", &tkey)).await;
-        cluster.push(node_ms);
-        client.push(client_ms);
-        let t0 = Instant::now();
-        local::schnorr_sign(&frost, &signers, &"m/0/0".parse().unwrap(), &[1; 32]).unwrap();
-        base.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    overhead.extend(api_overhead(&cluster, &client));
-    row("FROST sign", &mut cluster, Some(&mut client), &mut base);
-    println!(
-        "\nAPI overhead per signing request (client latency minus the node's own duration_ms, \
-         HTTP + JSON + auth + rate limit + PSBT decode), {} requests: p50 {:.2} ms, p99 {:.2} ms",
-        overhead.len(),
-        pct(&mut overhead, 0.5),
-        pct(&mut overhead, 0.99)
-    );
-
-    if !std::env::args().any(|a| a == "--skip-pool") {
-        pool(&admin, &signer, &eid, &ekey, &tkey, quick).await;
-    }
-    drop(devnet);
-    // MPC_BENCH_KEEP_DIR keeps the node logs (run with RUST_LOG=info,mpc_node=debug for the
-    // per-step timings of signing).
-    if std::env::var_os("MPC_BENCH_KEEP_DIR").is_some() {
-        println!("node logs kept in {}", dir.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    (eid, ekey)
 }
 
 /// The pool: refill rate, then a burst of ECDSA signatures served from it.

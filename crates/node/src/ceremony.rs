@@ -190,7 +190,6 @@ impl Node {
             ProtocolKind::AuxInfo,
             &node_set,
             Limits::ms(self.inner.config.limits.aux_info_timeout_ms),
-            None,
         )?;
         let result = run_blocking(move || async move {
             ecdsa::generate_aux_info(&eid, i, n, primes, party, &mut OsRng).await
@@ -374,13 +373,8 @@ impl Node {
                     &indices,
                     &t.to_be_bytes(),
                 );
-                let party = self.join_session(
-                    sid,
-                    ProtocolKind::EcdsaKeygen,
-                    &spec.participants,
-                    timeout,
-                    None,
-                )?;
+                let party =
+                    self.join_session(sid, ProtocolKind::EcdsaKeygen, &spec.participants, timeout)?;
                 let share = run_blocking(move || async move {
                     ecdsa::keygen(&eid, i, n, t, party, &mut OsRng).await
                 })
@@ -407,7 +401,6 @@ impl Node {
                     ProtocolKind::SchnorrKeygen,
                     &spec.participants,
                     timeout,
-                    None,
                 )?;
                 let share = run_blocking(move || async move {
                     schnorr::keygen(&eid, i, n, t, party, &mut OsRng).await
@@ -635,7 +628,6 @@ impl Node {
                 ProtocolKind::EcdsaPresign,
                 signers,
                 Limits::ms(limits.presign_timeout_ms),
-                None,
             )?;
             let (share, path_owned, indices_owned) = (share.clone(), path.clone(), indices.clone());
             let presig = run_blocking_background(move || async move {

@@ -7,7 +7,8 @@
 use mpc_protocols::{
     ecdsa::{PartialSignature, PresignaturePublic},
     encoding,
-    signature::{EcdsaSignature, PublicKey, SchnorrSignature},
+    schnorr::SchnorrSignatureShare,
+    signature::{EcdsaSignature, PublicKey},
     DerivationPath,
 };
 use mpc_transport::{Envelope, NodeId, SessionId, CONTROL};
@@ -124,7 +125,8 @@ pub enum InputOutcome {
         public: PresignaturePublic,
     },
     Ecdsa(EcdsaSignature),
-    Schnorr(SchnorrSignature),
+    /// FROST: this signer's share, aggregated by the coordinator.
+    FrostShare(SchnorrSignatureShare),
 }
 
 impl Control {

@@ -6,10 +6,6 @@
 //! the sender's index in the session; outgoing ones are encoded, addressed by node id and
 //! sent from an async task. A session deadline ends the incoming stream with an error that
 //! names the parties not heard from in the last round.
-//!
-//! A session may be connected behind a [`ReleaseGate`]: its first round goes out at once,
-//! later rounds only once the node opens the gate (after its durable commit), and if the node
-//! refuses instead, nothing more leaves and the protocol stops.
 
 use std::{
     collections::HashMap,
@@ -25,7 +21,7 @@ use mpc_protocols::{encoding, ProtocolKind};
 use mpc_transport::{Envelope, NodeId, SessionEvent, SessionId, SessionInbox, Transport};
 use round_based::{Incoming, MessageDestination, MessageType, MpcParty, Outgoing, ProtocolMessage};
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::warn;
 
 /// Why a session's message stream failed.
@@ -42,45 +38,6 @@ pub enum DeliveryError {
     Fault(String),
     #[error("outgoing channel closed")]
     Closed,
-}
-
-/// The node's side of a [`ReleaseGate`]: open it once the session's later rounds may leave.
-/// Dropping it unopened refuses them.
-pub struct Release(watch::Sender<Option<bool>>);
-
-impl Release {
-    pub fn open(self) {
-        self.0.send_replace(Some(true));
-    }
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        self.0
-            .send_if_modified(|state| state.is_none() && state.replace(false).is_none());
-    }
-}
-
-/// Holds a session's messages after its first round until the node releases them: FROST's
-/// nonce commitments (round 1) reveal nothing about the share and can travel while the node's
-/// durable commit runs; its signature share (round 2) must wait for that commit.
-#[derive(Clone)]
-pub struct ReleaseGate(watch::Receiver<Option<bool>>);
-
-impl ReleaseGate {
-    /// A closed gate and its handle.
-    pub fn new() -> (Release, ReleaseGate) {
-        let (tx, rx) = watch::channel(None);
-        (Release(tx), ReleaseGate(rx))
-    }
-
-    /// Waits for the node's decision: `true` when opened, `false` when refused.
-    async fn decided(mut self) -> bool {
-        matches!(
-            self.0.wait_for(Option::is_some).await.map(|v| *v),
-            Ok(Some(true))
-        )
-    }
 }
 
 /// The session's parties, by index, and this node's place among them.
@@ -108,8 +65,6 @@ pub struct IncomingMessages<M> {
     next_id: u64,
     /// Highest round heard from each node, for naming the silent ones on timeout.
     rounds: HashMap<NodeId, u16>,
-    /// Resolves if the node refuses to release this session's later rounds.
-    refused: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     _msg: std::marker::PhantomData<fn() -> M>,
 }
 
@@ -152,14 +107,6 @@ impl<M: DeserializeOwned> Stream for IncomingMessages<M> {
                 }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => break,
-            }
-        }
-        if let Some(refused) = this.refused.as_mut() {
-            if refused.as_mut().poll(cx).is_ready() {
-                this.refused = None;
-                return Poll::Ready(Some(Err(DeliveryError::Fault(
-                    "this node refused to release the session's later rounds".into(),
-                ))));
             }
         }
         match this.deadline.as_mut().poll(cx) {
@@ -244,20 +191,18 @@ impl<M: Serialize + ProtocolMessage> Sink<Outgoing<M>> for OutgoingMessages<M> {
 /// A protocol party connected to the mesh.
 pub type MeshParty<M> = MpcParty<M, (IncomingMessages<M>, OutgoingMessages<M>)>;
 
-/// Connects a registered session to the mesh and returns the party for the protocol; with a
-/// `gate`, every message after the first round is held behind it. Must be called inside the
-/// tokio runtime (it spawns the sending task).
+/// Connects a registered session to the mesh and returns the party for the protocol. Must be
+/// called inside the tokio runtime (it spawns the sending task).
 pub fn connect<M>(
     parties: SessionParties,
     inbox: SessionInbox,
     transport: Arc<dyn Transport>,
     timeout: Duration,
-    gate: Option<ReleaseGate>,
 ) -> MeshParty<M>
 where
     M: Serialize + DeserializeOwned + ProtocolMessage,
 {
-    MpcParty::connected(delivery(parties, inbox, transport, timeout, gate))
+    MpcParty::connected(delivery(parties, inbox, transport, timeout))
 }
 
 fn delivery<M>(
@@ -265,7 +210,6 @@ fn delivery<M>(
     inbox: SessionInbox,
     transport: Arc<dyn Transport>,
     timeout: Duration,
-    gate: Option<ReleaseGate>,
 ) -> (IncomingMessages<M>, OutgoingMessages<M>)
 where
     M: Serialize + DeserializeOwned + ProtocolMessage,
@@ -273,25 +217,8 @@ where
     let parties = Arc::new(parties);
     let (tx, mut rx) = mpsc::unbounded_channel::<(NodeId, Envelope)>();
     let session = parties.session;
-    let refused = gate.clone().map(|gate| {
-        Box::pin(async move {
-            if gate.decided().await {
-                std::future::pending::<()>().await
-            }
-        }) as Pin<Box<dyn Future<Output = ()> + Send>>
-    });
     tokio::spawn(async move {
-        let mut gate = gate;
-        let mut first_round = None;
         while let Some((to, envelope)) = rx.recv().await {
-            let first = *first_round.get_or_insert(envelope.round);
-            // The first later-round message waits for the decision; once released, no gate.
-            if let Some(gate) = gate.take_if(|_| envelope.round != first) {
-                if !gate.decided().await {
-                    warn!(%session, "later rounds withheld: this node refused the session");
-                    return;
-                }
-            }
             if let Err(e) = transport.send(to, envelope).await {
                 // The protocol notices through its own deadline; say which peer failed.
                 warn!(%session, to, error = %e, "protocol message not delivered");
@@ -305,7 +232,6 @@ where
         timeout,
         next_id: 0,
         rounds: HashMap::new(),
-        refused,
         _msg: std::marker::PhantomData,
     };
     let outgoing = OutgoingMessages {
@@ -372,83 +298,4 @@ where
         start().await
     })
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use futures::{SinkExt, StreamExt};
-    use mpc_transport::{memory::MemoryNetwork, Router, RouterLimits, SessionEvent};
-    use serde::Deserialize;
-
-    use super::*;
-
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, round_based::ProtocolMessage)]
-    enum Msg {
-        Commitment(Commitment),
-        Share(Share),
-    }
-
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    struct Commitment(u8);
-
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    struct Share(u8);
-
-    /// Node 1's messages after the first round leave only once its gate opens; refused, they
-    /// never leave and its own incoming stream ends with an error.
-    #[tokio::test]
-    async fn later_rounds_wait_for_the_gate() {
-        for open in [true, false] {
-            let network = MemoryNetwork::new();
-            let (router1, _control1) = Router::new(1, RouterLimits::default());
-            let (router2, _control2) = Router::new(2, RouterLimits::default());
-            let transport1: Arc<dyn Transport> = Arc::new(network.join(router1.clone()));
-            let _transport2 = network.join(router2.clone());
-            let session = SessionId([7; 16]);
-            let mut at2 = router2.register(session, &[1, 2]).expect("register at 2");
-            let (release, gate) = ReleaseGate::new();
-            let (mut incoming, mut outgoing) = delivery::<Msg>(
-                SessionParties {
-                    session,
-                    protocol: ProtocolKind::SchnorrSign,
-                    nodes: vec![1, 2],
-                    me: 1,
-                },
-                router1.register(session, &[1, 2]).expect("register at 1"),
-                transport1,
-                Duration::from_secs(5),
-                Some(gate),
-            );
-            outgoing
-                .send(Outgoing::broadcast(Msg::Commitment(Commitment(1))))
-                .await
-                .expect("send");
-            outgoing
-                .send(Outgoing::broadcast(Msg::Share(Share(2))))
-                .await
-                .expect("send");
-            let received = |event: Option<SessionEvent>| match event {
-                Some(SessionEvent::Message(e)) => {
-                    encoding::decode::<Msg>(&e.payload).expect("decode")
-                }
-                other => panic!("expected a message, got {other:?}"),
-            };
-            assert_eq!(received(at2.recv().await), Msg::Commitment(Commitment(1)));
-            let early = tokio::time::timeout(Duration::from_millis(200), at2.recv()).await;
-            assert!(early.is_err(), "round 2 left before the gate opened");
-            if open {
-                release.open();
-                assert_eq!(received(at2.recv().await), Msg::Share(Share(2)));
-            } else {
-                drop(release);
-                let refused = tokio::time::timeout(Duration::from_secs(1), incoming.next()).await;
-                assert!(
-                    matches!(refused, Ok(Some(Err(DeliveryError::Fault(_))))),
-                    "{refused:?}"
-                );
-                let late = tokio::time::timeout(Duration::from_millis(200), at2.recv()).await;
-                assert!(late.is_err(), "round 2 left although the node refused");
-            }
-        }
-    }
 }

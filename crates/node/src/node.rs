@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::{
     config::{Limits, NodeConfig},
     control::{Control, Outcome, Proposal, ProposalBody},
-    delivery::{connect, MeshParty, ReleaseGate, SessionParties},
+    delivery::{connect, MeshParty, SessionParties},
     health::Health,
     keys::ShareCache,
     now_ms, NodeError,
@@ -728,14 +728,13 @@ impl Node {
     }
 
     /// Registers a protocol session (sub-sessions included) with its parties, in protocol-index
-    /// order, and connects this node's party to the mesh (see [`connect`] for `gate`).
+    /// order, and connects this node's party to the mesh.
     pub(crate) fn join_session<M>(
         &self,
         session: SessionId,
         protocol: ProtocolKind,
         nodes: &[NodeId],
         timeout: Duration,
-        gate: Option<ReleaseGate>,
     ) -> Result<MeshParty<M>, NodeError>
     where
         M: Serialize + DeserializeOwned + ProtocolMessage,
@@ -756,7 +755,6 @@ impl Node {
             inbox,
             self.inner.transport.clone(),
             timeout,
-            gate,
         ))
     }
 }

@@ -25,7 +25,7 @@ use mpc_protocols::{
     schnorr,
     signature::PublicKey,
 };
-use mpc_store::{PresignatureUse, SigningRefusal, WalletRecord};
+use mpc_store::{PresignatureUse, SigningRefusal, SpendLimit, WalletRecord};
 use mpc_transport::{NodeId, SessionId};
 use rand_core::OsRng;
 use serde::Serialize;
@@ -35,7 +35,7 @@ use uuid::Uuid;
 use crate::{
     config::Limits,
     control::{InputOutcome, Outcome, ProposalBody},
-    delivery::{run_blocking, ReleaseGate},
+    delivery::run_blocking,
     keys::{keygen_indices, wallet_key},
     now_ms, Node, NodeError,
 };
@@ -87,12 +87,17 @@ impl RequestWallets {
 }
 
 impl Node {
-    /// Applies this node's spending policy to a PSBT whose inputs `jobs` describes.
+    /// Applies this node's spending policy to a PSBT whose inputs `jobs` describes. With
+    /// `history`, the 24-hour limit is checked against what the wallets sent (read when a
+    /// limit is set): the coordinator's early refusal. A signer leaves that rule to its
+    /// signing transaction ([`Self::spend_limit`]), where concurrent signings cannot both
+    /// pass it.
     async fn check_policy(
         &self,
         psbt: &Psbt,
         jobs: &[SigningJob],
         wallets: &RequestWallets,
+        history: bool,
     ) -> Result<SpendSummary, NodeError> {
         let mut input_wallet = vec![0usize; psbt.inputs.len()];
         for job in jobs {
@@ -100,16 +105,31 @@ impl Node {
         }
         let keys = wallets.keys();
         let summary = policy::summarize(psbt, &keys, &input_wallet)?;
-        let since = now_ms() - 24 * 3600 * 1000;
         let mut spent_24h = HashMap::new();
-        for (i, record) in wallets.records.iter().enumerate() {
-            spent_24h.insert(i, self.inner.store.spent_since(&record.id, since).await?);
+        if let (true, Some(limit)) = (history, self.spend_limit()) {
+            for (i, record) in wallets.records.iter().enumerate() {
+                let spent = self
+                    .inner
+                    .store
+                    .spent_since(&record.id, limit.since_ms)
+                    .await?;
+                spent_24h.insert(i, spent);
+            }
         }
         let config = &self.inner.config;
         config
             .policy
             .check(psbt, &summary, &keys, &spent_24h, &config.cluster.network)?;
         Ok(summary)
+    }
+
+    /// This node's rolling 24-hour limit, if its policy sets one.
+    fn spend_limit(&self) -> Option<SpendLimit> {
+        let max_sats = self.inner.config.policy.max_amount_per_24h_sats?;
+        Some(SpendLimit {
+            max_sats,
+            since_ms: now_ms() - 24 * 3600 * 1000,
+        })
     }
 
     async fn request_wallets(&self, wallet_ids: &[String]) -> Result<RequestWallets, NodeError> {
@@ -150,7 +170,7 @@ impl Node {
             let psbt = parse_psbt(psbt_base64)?;
             // The coordinator checks first, so a bad request starts no session at all.
             let jobs = analyze(&psbt, &wallets.keys())?;
-            self.check_policy(&psbt, &jobs, &wallets).await?;
+            self.check_policy(&psbt, &jobs, &wallets, true).await?;
             tracing::debug!(
                 prepare_ms = started.elapsed().as_secs_f64() * 1e3,
                 "coordinator: request checked"
@@ -374,7 +394,9 @@ impl Node {
             let wallet = &wallets.records[job.wallet];
             let key = &wallets.keys[job.wallet];
             let results: Vec<&InputOutcome> = per_signer.iter().map(|inputs| &inputs[k]).collect();
-            let (signature, method) = combine_input(wallet, key, job, signers, &results)?;
+            let (signature, method) = self
+                .combine_input(wallet, key, job, signers, &results)
+                .await?;
             insert_signature(&mut psbt, job, &signature)?;
             reports.push(InputReport {
                 input: job.input,
@@ -389,9 +411,9 @@ impl Node {
         Ok((psbt, reports))
     }
 
-    /// Starts this node's FROST signing of one Taproot input, its messages after the first
-    /// round held behind `gate`.
-    #[allow(clippy::too_many_arguments)]
+    /// Starts this node's FROST signing of one Taproot input: the nonce commitments go out at
+    /// once; the signature share comes back to the caller, which sends it only after its own
+    /// checks and durable commit.
     async fn start_frost(
         &self,
         session: Uuid,
@@ -400,7 +422,6 @@ impl Node {
         wallet: &WalletRecord,
         signers: &[NodeId],
         indices: &[u16],
-        gate: ReleaseGate,
     ) -> Result<FrostRun, NodeError> {
         let share = self.schnorr_share(wallet).await?;
         let sub = SessionId::from_uuid(session).derive(&format!("input/{}", job.input));
@@ -411,7 +432,6 @@ impl Node {
                 ProtocolKind::SchnorrSign,
                 signers,
                 Limits::ms(self.inner.config.limits.sign_timeout_ms),
-                Some(gate),
             )
             .map_err(|_| {
                 NodeError::InvalidRequest(format!(
@@ -420,7 +440,7 @@ impl Node {
             })?;
         let (path, indices) = (job.path.clone(), indices.to_vec());
         Ok(tokio::spawn(run_blocking(move || async move {
-            schnorr::sign(&share, &indices, &path, &sighash, party, &mut OsRng).await
+            schnorr::sign_share(&share, &indices, &path, &sighash, party, &mut OsRng).await
         })))
     }
 
@@ -444,11 +464,10 @@ impl Node {
                 "one presignature slot per input expected".into(),
             ));
         }
-        // FROST inputs start now, all at once, for the sighashes computed here: their first
+        // FROST inputs start now, all at once, for the sighashes computed here: their one
         // round (nonce commitments, which reveal nothing about the share) travels while the
-        // policy check and the durable commit below run; the second (the signature shares)
-        // waits behind the gate until both passed, and never leaves if either refuses.
-        let (release, gate) = ReleaseGate::new();
+        // policy check and the durable commit below run; the signature shares leave only in
+        // this node's outcome, after both passed, and never if either refuses.
         let mut frost_runs = HashMap::new();
         for job in &jobs {
             if let JobMessage::Schnorr { sighash, .. } = &job.message {
@@ -460,14 +479,13 @@ impl Node {
                         &wallets.records[job.wallet],
                         signers,
                         &indices,
-                        gate.clone(),
                     )
                     .await?;
                 frost_runs.insert(job.input, run);
             }
         }
         // This node's own limits, whatever the coordinator decided.
-        let summary = self.check_policy(&psbt, &jobs, &wallets).await?;
+        let summary = self.check_policy(&psbt, &jobs, &wallets, false).await?;
         self.note_funded_paths(&psbt, &jobs, &wallets.keys(), &wallets.records);
         // Each presignature must be for this wallet, path and signer set (checked again where
         // it is consumed, in the same transaction) and for an ECDSA input.
@@ -496,32 +514,41 @@ impl Node {
             .map(|(w, amount)| (wallets.records[*w].id.as_str(), *amount))
             .collect();
         // Invariants 1 and 4, and the 24-hour limit, in one commit before anything derived
-        // from this node's shares leaves it: session marked seen, presignatures consumed,
-        // amounts counted (counted even if the signing then fails: the safe direction).
+        // from this node's shares leaves it: session marked seen, amounts checked against the
+        // limit and counted (counted even if the signing then fails: the safe direction),
+        // presignatures consumed.
         if !chosen.is_empty() {
             crate::failpoint::crash_point("consume:before");
         }
         let secrets = self
             .inner
             .store
-            .begin_signing(session, &chosen, &spends, now_ms())
+            .begin_signing(session, &chosen, &spends, self.spend_limit(), now_ms())
             .await?
-            .map_err(|refusal| {
-                NodeError::InvalidRequest(match refusal {
-                    SigningRefusal::SessionUsed => {
-                        format!("session {session} was already used (replay refused)")
-                    }
-                    SigningRefusal::PresignatureUnavailable(id) => {
-                        format!(
-                            "presignature {id} was already used, has expired, or is unknown here"
-                        )
-                    }
-                    SigningRefusal::PresignatureBoundElsewhere { id, bound_to } => {
-                        format!("presignature {id} is bound to {bound_to}, not to this input")
-                    }
-                })
+            .map_err(|refusal| match refusal {
+                SigningRefusal::SessionUsed => NodeError::InvalidRequest(format!(
+                    "session {session} was already used (replay refused)"
+                )),
+                SigningRefusal::PresignatureUnavailable(id) => NodeError::InvalidRequest(format!(
+                    "presignature {id} was already used, has expired, or is unknown here"
+                )),
+                SigningRefusal::PresignatureBoundElsewhere { id, bound_to } => {
+                    NodeError::InvalidRequest(format!(
+                        "presignature {id} is bound to {bound_to}, not to this input"
+                    ))
+                }
+                SigningRefusal::SpendLimit {
+                    wallet_id,
+                    spent_sats,
+                    amount_sats,
+                    max_sats,
+                } => NodeError::Policy(policy::spend_limit_violation(
+                    &wallet_id,
+                    spent_sats,
+                    amount_sats,
+                    max_sats,
+                )),
             })?;
-        release.open();
         if !chosen.is_empty() {
             crate::failpoint::crash_point("consume:committed");
         }
@@ -558,7 +585,6 @@ impl Node {
                         ProtocolKind::EcdsaSign,
                         signers,
                         Limits::ms(limits.full_sign_timeout_ms),
-                        None,
                     )?;
                     let (path, preimage, indices) =
                         (job.path.clone(), preimage.clone(), indices.clone());
@@ -573,10 +599,10 @@ impl Node {
                     let run = frost_runs.remove(&job.input).ok_or_else(|| {
                         NodeError::Internal("a Taproot input was not started".into())
                     })?;
-                    let sig = run
+                    let share = run
                         .await
                         .map_err(|e| NodeError::Internal(format!("FROST task: {e}")))???;
-                    InputOutcome::Schnorr(sig)
+                    InputOutcome::FrostShare(share)
                 }
                 (JobMessage::Schnorr { .. }, Some(_)) => {
                     return Err(NodeError::Internal(
@@ -601,57 +627,88 @@ impl Node {
 /// while one ready-list read is in flight.
 const OFFERED_MEMORY: usize = 10_000;
 
-/// A FROST signing running on its own thread.
+/// A signer's FROST run (one input) on its own thread.
 type FrostRun = tokio::task::JoinHandle<
-    Result<
-        Result<mpc_protocols::signature::SchnorrSignature, mpc_protocols::ProtocolError>,
-        NodeError,
-    >,
+    Result<Result<schnorr::SchnorrSignatureShare, mpc_protocols::ProtocolError>, NodeError>,
 >;
 
-/// Turns the signers' results for one input into one verified signature.
-fn combine_input(
-    wallet: &WalletRecord,
-    key: &WalletKey,
-    job: &SigningJob,
-    signers: &[NodeId],
-    results: &[&InputOutcome],
-) -> Result<(InputSignature, &'static str), NodeError> {
-    match (&job.message, results.first()) {
-        (JobMessage::Ecdsa { preimage, .. }, Some(InputOutcome::Partial { public, .. })) => {
-            let mut partials = Vec::with_capacity(results.len());
-            for r in results {
-                match r {
-                    InputOutcome::Partial { partial, public: p } if p == public => {
-                        partials.push(partial.clone())
-                    }
-                    _ => {
-                        return Err(NodeError::Disagreement(format!(
-                            "signers answered input {} with different presignatures",
-                            job.input
-                        )))
+impl Node {
+    /// Turns the signers' results for one input into one verified signature.
+    async fn combine_input(
+        &self,
+        wallet: &WalletRecord,
+        key: &WalletKey,
+        job: &SigningJob,
+        signers: &[NodeId],
+        results: &[&InputOutcome],
+    ) -> Result<(InputSignature, &'static str), NodeError> {
+        match (&job.message, results.first()) {
+            (JobMessage::Ecdsa { preimage, .. }, Some(InputOutcome::Partial { public, .. })) => {
+                let mut partials = Vec::with_capacity(results.len());
+                for r in results {
+                    match r {
+                        InputOutcome::Partial { partial, public: p } if p == public => {
+                            partials.push(partial.clone())
+                        }
+                        _ => {
+                            return Err(NodeError::Disagreement(format!(
+                                "signers answered input {} with different presignatures",
+                                job.input
+                            )))
+                        }
                     }
                 }
+                let binding = PresignatureBinding {
+                    master_key: PublicKey::try_from(wallet.public_key.clone())?,
+                    path: job.path.clone(),
+                    signers: keygen_indices(&wallet.participants, signers)?,
+                };
+                let child = PublicKey(key.derive(&job.path)?.serialize());
+                let public: &PresignaturePublic = public;
+                let sig = ecdsa::combine(public, &binding, &partials, preimage, &child)?;
+                Ok((InputSignature::Ecdsa(sig), "presignature"))
             }
-            let binding = PresignatureBinding {
-                master_key: PublicKey::try_from(wallet.public_key.clone())?,
-                path: job.path.clone(),
-                signers: keygen_indices(&wallet.participants, signers)?,
-            };
-            let child = PublicKey(key.derive(&job.path)?.serialize());
-            let public: &PresignaturePublic = public;
-            let sig = ecdsa::combine(public, &binding, &partials, preimage, &child)?;
-            Ok((InputSignature::Ecdsa(sig), "presignature"))
+            (JobMessage::Ecdsa { .. }, Some(InputOutcome::Ecdsa(sig))) => {
+                Ok((InputSignature::Ecdsa(*sig), "interactive"))
+            }
+            (JobMessage::Schnorr { sighash, .. }, Some(InputOutcome::FrostShare(_))) => {
+                // Results come in signer order; each share must claim its sender's index.
+                let indices = keygen_indices(&wallet.participants, signers)?;
+                let mut shares = Vec::with_capacity(results.len());
+                for ((r, node), index) in results.iter().zip(signers).zip(indices) {
+                    match r {
+                        InputOutcome::FrostShare(share) if share.signer() == index => {
+                            shares.push(*share)
+                        }
+                        InputOutcome::FrostShare(share) => {
+                            return Err(NodeError::Refused {
+                                node: *node,
+                                reason: format!(
+                                    "its FROST share for input {} claims signer index {}, \
+                                     not its own {index}",
+                                    job.input,
+                                    share.signer()
+                                ),
+                            })
+                        }
+                        _ => {
+                            return Err(NodeError::Disagreement(format!(
+                                "signers answered Taproot input {} with something other than \
+                                 a FROST signature share",
+                                job.input
+                            )))
+                        }
+                    }
+                }
+                // Only the public part of this node's share is used.
+                let key_share = self.schnorr_share(wallet).await?;
+                let sig = schnorr::aggregate(&key_share, &job.path, sighash, &shares)?;
+                Ok((InputSignature::Schnorr(sig), "frost"))
+            }
+            _ => Err(NodeError::Disagreement(format!(
+                "unexpected signer results for input {}",
+                job.input
+            ))),
         }
-        (JobMessage::Ecdsa { .. }, Some(InputOutcome::Ecdsa(sig))) => {
-            Ok((InputSignature::Ecdsa(*sig), "interactive"))
-        }
-        (JobMessage::Schnorr { .. }, Some(InputOutcome::Schnorr(sig))) => {
-            Ok((InputSignature::Schnorr(*sig), "frost"))
-        }
-        _ => Err(NodeError::Disagreement(format!(
-            "unexpected signer results for input {}",
-            job.input
-        ))),
     }
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use crate::{
     ecdsa::{self, AuxInfo, EcdsaKeyShare, Presignature, Primes, SighashPreimage},
     execution::{ExecutionId, ProtocolKind},
-    schnorr::{self, SchnorrKeyShare},
+    schnorr::{self, SchnorrKeyShare, SchnorrSignatureShare},
     signature::{EcdsaSignature, SchnorrSignature},
     sim, DerivationPath, PartyIndex, ProtocolError,
 };
@@ -158,20 +158,33 @@ pub fn schnorr_keygen(t: u16, n: u16) -> Result<Vec<SchnorrKeyShare>, ProtocolEr
     }))
 }
 
-/// FROST signing of a BIP-341 sighash by `signers`, for the key at `path`.
+/// FROST signing of a BIP-341 sighash by `signers`, for the key at `path`: every signer's
+/// share, then the aggregation by the first signer (the coordinator's part).
 pub fn schnorr_sign(
     shares: &[SchnorrKeyShare],
     signers: &[PartyIndex],
     path: &DerivationPath,
     sighash: &[u8; 32],
 ) -> Result<SchnorrSignature, ProtocolError> {
+    let signature_shares = schnorr_signature_shares(shares, signers, path, sighash)?;
+    let coordinator = select(shares, signers)?
+        .first()
+        .copied()
+        .ok_or_else(|| ProtocolError::Signing("no signers".into()))?;
+    schnorr::aggregate(coordinator, path, sighash, &signature_shares)
+}
+
+/// The signers' FROST signature shares, not yet aggregated.
+pub fn schnorr_signature_shares(
+    shares: &[SchnorrKeyShare],
+    signers: &[PartyIndex],
+    path: &DerivationPath,
+    sighash: &[u8; 32],
+) -> Result<Vec<SchnorrSignatureShare>, ProtocolError> {
     let mine = select(shares, signers)?;
     let t = signers.len() as u16;
-    let sigs = collect(sim::run(t, |j, party| {
+    collect(sim::run(t, |j, party| {
         let share = mine[usize::from(j)];
-        async move { schnorr::sign(share, signers, path, sighash, party, &mut OsRng).await }
-    }))?;
-    sigs.into_iter()
-        .next()
-        .ok_or_else(|| ProtocolError::Signing("no signers".into()))
+        async move { schnorr::sign_share(share, signers, path, sighash, party, &mut OsRng).await }
+    }))
 }

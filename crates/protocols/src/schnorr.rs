@@ -1,12 +1,22 @@
 //! FROST threshold Schnorr with the Bitcoin ciphersuite (givre): BIP-340 signatures for
 //! key-path Taproot spends, tweaked per BIP-341 with an empty script tree.
 //!
-//! FROST signing has no presignatures here: the two rounds are cheap (under a millisecond of
-//! CPU), and fresh nonces per run mean there is no nonce state to keep at-most-once.
+//! Signing follows RFC 9591's shape: the signers exchange nonce commitments (one round), each
+//! computes its signature share, and one party (the coordinator) aggregates the shares and
+//! verifies the result. The signers need not see the final signature, so the second broadcast
+//! round and every signer's own aggregation that givre's all-in-one `full_signing` makes are
+//! left out. There are no presignatures here: fresh nonces per run mean there is no nonce
+//! state to keep at-most-once.
 
-use givre::ciphersuite::{Bitcoin, Ciphersuite};
+use givre::{
+    ciphersuite::{Bitcoin, Ciphersuite},
+    signing::{aggregate::AggregateOptions, round1::PublicCommitments, round2::SigShare},
+};
 use rand_core::{CryptoRng, RngCore};
-use round_based::Mpc;
+use round_based::{
+    rounds_router::{simple_store::RoundInput, RoundsRouter},
+    Delivery, Mpc, MpcParty, Outgoing, SinkExt,
+};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -26,8 +36,27 @@ type KeygenLevel = givre::keygen::security_level::SecurityLevel128;
 
 /// Message type of FROST key generation (CGGMP21 DKG, as givre ships it).
 pub type KeygenMsg = givre::keygen::msg::threshold::Msg<Curve, KeygenLevel, ProtocolDigest>;
-/// Message type of FROST interactive signing.
-pub type SigningMsg = givre::signing::full_signing::Msg<Curve>;
+/// The one message signers exchange: a signer's commitments to its two fresh nonces.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, round_based::ProtocolMessage)]
+pub enum SigningMsg {
+    Commitments(PublicCommitments<Curve>),
+}
+
+/// One signer's FROST signature share with the nonce commitments it was made with; the
+/// coordinator aggregates `t` of them. Not secret: FROST sends exactly this in the clear.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct SchnorrSignatureShare {
+    signer: PartyIndex,
+    commitments: PublicCommitments<Curve>,
+    share: SigShare<Curve>,
+}
+
+impl SchnorrSignatureShare {
+    /// The signer's index from key generation.
+    pub fn signer(&self) -> PartyIndex {
+        self.signer
+    }
+}
 
 /// A FROST key share. Secret; the secret scalar is zeroized on drop by `generic-ec`.
 #[derive(Clone, Serialize, Deserialize)]
@@ -111,41 +140,109 @@ where
     Ok(SchnorrKeyShare(share))
 }
 
-/// Signs the BIP-341 key-path sighash `sighash` (computed by this signer from the PSBT) for
-/// the output key at `path`: the child key tweaked with an empty script tree.
-///
-/// Returns the signature after verifying it (libsecp256k1) against the tweaked output key.
-pub async fn sign<M, R>(
+/// This signer's share of the BIP-340 signature of the BIP-341 key-path sighash `sighash`
+/// (computed by this signer from the PSBT) for the output key at `path`: the child key tweaked
+/// with an empty script tree. One round: the signers broadcast nonce commitments; the share
+/// is returned, not sent, so the caller decides when it may leave the node.
+pub async fn sign_share<M, R>(
     share: &SchnorrKeyShare,
     signers: &[PartyIndex],
     path: &DerivationPath,
     sighash: &[u8; 32],
     party: M,
     rng: &mut R,
-) -> Result<SchnorrSignature, ProtocolError>
+) -> Result<SchnorrSignatureShare, ProtocolError>
 where
     M: Mpc<ProtocolMessage = SigningMsg>,
     R: RngCore + CryptoRng,
 {
     let i = position_in_signer_set(signers, share.index(), share.n(), share.threshold())?;
-    let mut builder = givre::signing::<Bitcoin>(i, &share.0, signers, sighash);
+    let failed = |what: &str, e: &dyn std::error::Error| {
+        ProtocolError::Signing(format!("{what}: {}", ProtocolError::chain(e)))
+    };
+    let MpcParty { delivery, .. } = party.into_party();
+    let (incoming, mut outgoing) = delivery.split();
+    let mut rounds = RoundsRouter::<SigningMsg>::builder();
+    let round1 = rounds.add_round(RoundInput::<PublicCommitments<Curve>>::broadcast(
+        i,
+        share.threshold(),
+    ));
+    let mut rounds = rounds.listen(incoming);
+
+    // Fresh nonces for this run only; they are moved into the share computation and dropped.
+    let (nonces, commitments) = givre::signing::round1::commit::<Bitcoin>(rng, &share.0);
+    outgoing
+        .send(Outgoing::broadcast(SigningMsg::Commitments(commitments)))
+        .await
+        .map_err(|e| failed("sending the nonce commitments", &e))?;
+    let received = rounds
+        .complete(round1)
+        .await
+        .map_err(|e| failed("receiving the nonce commitments", &e))?;
+    let commitment_list: Vec<_> = signers
+        .iter()
+        .copied()
+        .zip(received.iter_including_me(&commitments).copied())
+        .collect();
+
+    let mut options = givre::signing::round2::SigningOptions::<Bitcoin>::new(
+        &share.0,
+        nonces,
+        sighash,
+        &commitment_list,
+    );
     if !path.is_root() {
-        builder = builder
+        options = options
             .set_derivation_path(path.indices().iter().copied())
             .map_err(|e| ProtocolError::InvalidPath(format!("{path}: {e}")))?;
     }
     // givre's docs claim an empty-tree tweak by default, but without this call no tweak is
     // applied at all and the signature would not match the P2TR output key.
-    let sig = builder
+    let signature_share = options
         .set_taproot_tweak(None)
-        .map_err(|e| ProtocolError::Signing(format!("{e:?}")))?
-        .sign(rng, party)
-        .await
-        .map_err(|e| ProtocolError::Signing(format!("{e:?}")))?;
+        .map_err(|e| failed("taproot tweak", &e))?
+        .sign()
+        .map_err(|e| failed("signature share", &e))?;
+    Ok(SchnorrSignatureShare {
+        signer: share.index(),
+        commitments,
+        share: signature_share,
+    })
+}
+
+/// Combines `t` signature shares into the signature for the output key at `path`, by any
+/// holder of a share of the same key (only its public part is used), and verifies it with
+/// libsecp256k1 against that output key.
+pub fn aggregate(
+    key: &SchnorrKeyShare,
+    path: &DerivationPath,
+    sighash: &[u8; 32],
+    shares: &[SchnorrSignatureShare],
+) -> Result<SchnorrSignature, ProtocolError> {
+    let mut list: Vec<_> = shares
+        .iter()
+        .map(|s| (s.signer, s.commitments, s.share))
+        .collect();
+    list.sort_by_key(|(signer, ..)| *signer);
+    let signers: Vec<PartyIndex> = list.iter().map(|(signer, ..)| *signer).collect();
+    let first = signers.first().copied().unwrap_or_default();
+    position_in_signer_set(&signers, first, key.n(), key.threshold())?;
+    let failed = |e: &dyn std::error::Error| ProtocolError::Combine(ProtocolError::chain(e));
+    let mut options = AggregateOptions::<Bitcoin>::new(key.0.as_ref(), &list, sighash);
+    if !path.is_root() {
+        options = options
+            .set_derivation_path(path.indices().iter().copied())
+            .map_err(|e| ProtocolError::InvalidPath(format!("{path}: {e}")))?;
+    }
+    let sig = options
+        .set_taproot_tweak(None)
+        .map_err(|e| failed(&e))?
+        .aggregate()
+        .map_err(|e| failed(&e))?;
     let mut bytes = [0u8; 64];
     sig.write_to_slice(&mut bytes);
     let sig = SchnorrSignature(bytes);
-    let (_tweak, output_key) = taproot_output_key(&share.derive_public_key(path)?.x_only(), None)?;
+    let (_tweak, output_key) = taproot_output_key(&key.derive_public_key(path)?.x_only(), None)?;
     sig.verify(&output_key, sighash)?;
     Ok(sig)
 }

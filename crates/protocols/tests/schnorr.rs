@@ -1,7 +1,7 @@
 //! FROST (BIP-340 / BIP-341) in one process, and the BIP-340 test vectors.
 
 use bitcoin::{key::TapTweak, secp256k1 as secp29};
-use mpc_protocols::{local, schnorr, signature::verify_bip340, DerivationPath};
+use mpc_protocols::{local, schnorr, signature::verify_bip340, DerivationPath, ProtocolError};
 
 /// Independent check through rust-bitcoin (libsecp256k1 0.29): tweak the derived internal
 /// key with an empty script tree and verify the signature against the output key.
@@ -59,6 +59,48 @@ fn every_signer_set_of_three_of_five_signs() {
         let sighash = [k as u8; 32];
         let sig = local::schnorr_sign(&shares, &signers, &path, &sighash).unwrap();
         check(&sig, &internal.0, &sighash);
+    }
+}
+
+/// The coordinator's aggregation: any holder of a share can aggregate, in any order; shares
+/// that do not belong together, a different message or path, a share twice or too few shares
+/// are refused.
+#[test]
+fn aggregation_refuses_shares_that_do_not_belong_together() {
+    let shares = local::schnorr_keygen(3, 5).unwrap();
+    let signers = [0u16, 2, 4];
+    let path: DerivationPath = "m/0/3".parse().unwrap();
+    let sighash = [9; 32];
+    let a = local::schnorr_signature_shares(&shares, &signers, &path, &sighash).unwrap();
+    let b = local::schnorr_signature_shares(&shares, &signers, &path, &sighash).unwrap();
+    assert_eq!(
+        a.iter().map(|s| s.signer()).collect::<Vec<_>>(),
+        signers.to_vec()
+    );
+
+    let reversed: Vec<_> = a.iter().rev().copied().collect();
+    let sig = schnorr::aggregate(&shares[1], &path, &sighash, &reversed).unwrap();
+    check(
+        &sig,
+        &shares[0].derive_public_key(&path).unwrap().0,
+        &sighash,
+    );
+
+    // One share made with another run's nonces.
+    let mixed = [a[0], a[1], b[2]];
+    let err = schnorr::aggregate(&shares[0], &path, &sighash, &mixed);
+    assert!(matches!(err, Err(ProtocolError::Combine(_))), "{err:?}");
+    let other_path: DerivationPath = "m/0/4".parse().unwrap();
+    for (path, sighash) in [(&path, [8; 32]), (&other_path, sighash)] {
+        let err = schnorr::aggregate(&shares[0], path, &sighash, &a);
+        assert!(matches!(err, Err(ProtocolError::Combine(_))), "{err:?}");
+    }
+    for wrong in [vec![a[0], a[0], a[1]], a[..2].to_vec(), Vec::new()] {
+        let err = schnorr::aggregate(&shares[0], &path, &sighash, &wrong);
+        assert!(
+            matches!(err, Err(ProtocolError::InvalidSignerSet { .. })),
+            "{err:?}"
+        );
     }
 }
 

@@ -30,6 +30,6 @@ pub use records::{
     Backend, CeremonyRecord, PoolLevel, PresignatureRecord, PresignatureState, WalletRecord,
     WalletState,
 };
-pub use store::{PresignatureUse, SigningRefusal, Store};
+pub use store::{PresignatureUse, SigningRefusal, SpendLimit, Store};
 pub use utxos::{NewUtxo, Reservation, UtxoOrigin, UtxoRecord, UtxoState};
 pub use zeroize::Zeroizing;

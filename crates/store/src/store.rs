@@ -222,6 +222,39 @@ pub enum SigningRefusal {
     PresignatureUnavailable(String),
     /// This presignature is bound to another wallet, path or signer set (described).
     PresignatureBoundElsewhere { id: String, bound_to: String },
+    /// The wallet already sent `spent_sats` within the limit's window; `amount_sats` more
+    /// would exceed `max_sats`.
+    SpendLimit {
+        wallet_id: String,
+        spent_sats: u64,
+        amount_sats: u64,
+        max_sats: u64,
+    },
+}
+
+/// A rolling spending limit that [`Store::begin_signing`] enforces in its own transaction, so
+/// that concurrent signings cannot each pass it on their own: what a wallet sent since
+/// `since_ms` plus this signing must stay within `max_sats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpendLimit {
+    pub max_sats: u64,
+    pub since_ms: i64,
+}
+
+/// What `wallet_id` sent since `since_ms`, as recorded here.
+async fn sum_spends<'e, E>(executor: E, wallet_id: &str, since_ms: i64) -> Result<u64>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    // Summed here: SUM over BIGINT is NUMERIC on PostgreSQL, which the Any driver cannot read.
+    let rows: Vec<(i64,)> =
+        sqlx::query_as("SELECT amount_sats FROM spends WHERE wallet_id = $1 AND at >= $2")
+            .bind(wallet_id)
+            .bind(since_ms)
+            .fetch_all(executor)
+            .await
+            .context(|| format!("summing spends of {wallet_id}"))?;
+    Ok(rows.iter().map(|(a,)| u64::try_from(*a).unwrap_or(0)).sum())
 }
 
 pub(crate) async fn read_epoch<'e, E>(executor: E) -> Result<u64>
@@ -820,14 +853,7 @@ impl Store {
 
     /// Total `wallet_id` sent since `since_ms`.
     pub async fn spent_since(&self, wallet_id: &str, since_ms: i64) -> Result<u64> {
-        let rows: Vec<(i64,)> =
-            sqlx::query_as("SELECT amount_sats FROM spends WHERE wallet_id = $1 AND at >= $2")
-                .bind(wallet_id)
-                .bind(since_ms)
-                .fetch_all(&self.inner.pool)
-                .await
-                .context(|| format!("summing spends of {wallet_id}"))?;
-        Ok(rows.iter().map(|(a,)| u64::try_from(*a).unwrap_or(0)).sum())
+        sum_spends(&self.inner.pool, wallet_id, since_ms).await
     }
 
     // ---- ceremonies ----
@@ -984,14 +1010,15 @@ impl Store {
 
     /// A signer's one durable step before anything it signs leaves the node, in one committed
     /// transaction (one commit, not three, on the signing path): the session is marked seen
-    /// (a replay is refused), every presignature named is consumed (all or none), and the
-    /// amounts the transaction sends are recorded against the wallets' 24-hour limits. On
+    /// (a replay is refused), the amounts the transaction sends are checked against `limit`
+    /// (when given) and recorded, and every presignature named is consumed (all or none). On
     /// success it returns the presignature secrets, in order.
     pub async fn begin_signing(
         &self,
         session: Uuid,
         presignatures: &[PresignatureUse<'_>],
         spends: &[(&str, u64)],
+        limit: Option<SpendLimit>,
         now_ms: i64,
     ) -> Result<std::result::Result<Vec<Zeroizing<Vec<u8>>>, SigningRefusal>> {
         let ctx = || format!("starting signing session {session}");
@@ -1009,6 +1036,31 @@ impl Store {
         if seen != 1 {
             tx.rollback().await.context(ctx)?;
             return Ok(Err(SigningRefusal::SessionUsed));
+        }
+        if let Some(limit) = limit {
+            let mut by_wallet: Vec<&(&str, u64)> = spends.iter().collect();
+            by_wallet.sort(); // one lock order for every signing
+            for &&(wallet_id, amount_sats) in &by_wallet {
+                if self.inner.backend == Backend::Postgres {
+                    // Signings of one wallet take turns here, so the sum below sees every
+                    // spend committed before; SQLite's BEGIN IMMEDIATE already serializes.
+                    sqlx::query("SELECT id FROM wallets WHERE id = $1 FOR UPDATE")
+                        .bind(wallet_id)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .context(ctx)?;
+                }
+                let spent_sats = sum_spends(&mut *tx, wallet_id, limit.since_ms).await?;
+                if spent_sats.saturating_add(amount_sats) > limit.max_sats {
+                    tx.rollback().await.context(ctx)?;
+                    return Ok(Err(SigningRefusal::SpendLimit {
+                        wallet_id: wallet_id.to_owned(),
+                        spent_sats,
+                        amount_sats,
+                        max_sats: limit.max_sats,
+                    }));
+                }
+            }
         }
         let mut sealed = Vec::with_capacity(presignatures.len());
         if !presignatures.is_empty() {

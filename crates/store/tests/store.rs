@@ -7,8 +7,8 @@ use std::path::Path;
 
 use mpc_store::{
     generate_key_file, Backend, CeremonyRecord, KeySource, PoolLevel, PresignatureRecord,
-    PresignatureState, PresignatureUse, SigningRefusal, Store, StoreError, WalletRecord,
-    WalletState, Zeroizing,
+    PresignatureState, PresignatureUse, SigningRefusal, SpendLimit, Store, StoreError,
+    WalletRecord, WalletState, Zeroizing,
 };
 use sqlx::AnyPool;
 use uuid::Uuid;
@@ -26,6 +26,7 @@ on_both_backends!(
     wallet_lifecycle,
     sessions_are_seen_once,
     begin_signing_is_one_all_or_nothing_commit,
+    spend_limit_holds_under_concurrent_signings,
     ceremonies_upsert_and_list,
     presignature_is_consumed_at_most_once_under_concurrency,
     expired_and_other_epoch_presignatures_are_unusable,
@@ -35,6 +36,36 @@ on_both_backends!(
     concurrent_writers_do_not_fail,
     reopening_gives_back_everything,
 );
+
+/// Runs `tasks` calls of `work(handle, t)` at once (released together by a barrier), spread
+/// over `store` and three more handles with their own pools, so the race is between
+/// connections and not inside one pool; their results, in order of `t`.
+async fn race<T, F, Fut>(db: &Db, store: &Store, tasks: usize, work: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(Store, usize) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let mut handles = vec![store.clone()];
+    for _ in 0..3 {
+        handles.push(db.open().await);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(tasks));
+    let mut running = Vec::new();
+    for t in 0..tasks {
+        let work = work(handles[t % handles.len()].clone(), t);
+        let barrier = barrier.clone();
+        running.push(tokio::spawn(async move {
+            barrier.wait().await;
+            work.await
+        }));
+    }
+    let mut results = Vec::new();
+    for task in running {
+        results.push(task.await.unwrap());
+    }
+    results
+}
 
 fn wallet(id: &str) -> WalletRecord {
     WalletRecord {
@@ -516,6 +547,7 @@ async fn begin_signing_is_one_all_or_nothing_commit(db: Db) {
             session,
             &[for_m("a"), for_m("missing")],
             &[("w1", 500)],
+            None,
             NOW,
         )
         .await
@@ -530,7 +562,7 @@ async fn begin_signing_is_one_all_or_nothing_commit(db: Db) {
         ..for_m("b")
     };
     let refused = store
-        .begin_signing(session, &[for_m("a"), elsewhere], &[("w1", 500)], NOW)
+        .begin_signing(session, &[for_m("a"), elsewhere], &[("w1", 500)], None, NOW)
         .await
         .unwrap();
     assert_eq!(
@@ -547,7 +579,13 @@ async fn begin_signing_is_one_all_or_nothing_commit(db: Db) {
     assert_eq!(store.spent_since("w1", 0).await.unwrap(), 0);
     // The same session then succeeds: nothing of the refused attempt was committed.
     let secrets = store
-        .begin_signing(session, &[for_m("a"), for_m("b")], &[("w1", 500)], NOW)
+        .begin_signing(
+            session,
+            &[for_m("a"), for_m("b")],
+            &[("w1", 500)],
+            None,
+            NOW,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -562,7 +600,7 @@ async fn begin_signing_is_one_all_or_nothing_commit(db: Db) {
     }
     // A replay of the session is refused before anything else, and counts nothing.
     let replay = store
-        .begin_signing(session, &[], &[("w1", 500)], NOW)
+        .begin_signing(session, &[], &[("w1", 500)], None, NOW)
         .await
         .unwrap();
     assert_eq!(replay, Err(SigningRefusal::SessionUsed));
@@ -570,11 +608,76 @@ async fn begin_signing_is_one_all_or_nothing_commit(db: Db) {
     assert_eq!(store.spent_since("w1", 0).await.unwrap(), 500);
     // Without presignatures (FROST, interactive ECDSA) it marks and counts.
     let frost = store
-        .begin_signing(Uuid::new_v4(), &[], &[("w1", 700)], NOW)
+        .begin_signing(Uuid::new_v4(), &[], &[("w1", 700)], None, NOW)
         .await
         .unwrap();
     assert_eq!(frost, Ok(Vec::new()));
     assert_eq!(store.spent_since("w1", 0).await.unwrap(), 1200);
+}
+
+/// The rolling limit is checked where the spend is recorded: of 12 concurrent signings of
+/// 30 000 sats each (through four separate pools) under a limit of 100 000, with 20 000 sent
+/// inside the window and 50 000 before it, exactly two pass; a refusal records nothing.
+async fn spend_limit_holds_under_concurrent_signings(db: Db) {
+    const TASKS: usize = 12;
+    let store = db.open().await;
+    for id in ["w", "other"] {
+        store.insert_wallet(&wallet(id), b"share").await.unwrap();
+    }
+    let limit = SpendLimit {
+        max_sats: 100_000,
+        since_ms: NOW - 1_000,
+    };
+    for (at, amount) in [(NOW - 5_000, 50_000), (NOW - 500, 20_000)] {
+        store
+            .begin_signing(Uuid::new_v4(), &[], &[("w", amount)], None, at)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    // Another wallet's spends do not count against this one.
+    store
+        .begin_signing(Uuid::new_v4(), &[], &[("other", 90_000)], Some(limit), NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    let results = race(&db, &store, TASKS, |handle, _| async move {
+        handle
+            .begin_signing(Uuid::new_v4(), &[], &[("w", 30_000)], Some(limit), NOW)
+            .await
+            .unwrap()
+    })
+    .await;
+    let mut passed = 0;
+    for result in results {
+        match result {
+            Ok(_) => passed += 1,
+            Err(refusal) => {
+                let SigningRefusal::SpendLimit {
+                    wallet_id,
+                    spent_sats,
+                    amount_sats,
+                    max_sats,
+                } = refusal
+                else {
+                    panic!("unexpected refusal {refusal:?}");
+                };
+                assert_eq!(
+                    (wallet_id.as_str(), spent_sats, amount_sats, max_sats),
+                    ("w", 80_000, 30_000, 100_000)
+                );
+            }
+        }
+    }
+    assert_eq!(
+        passed, 2,
+        "20 000 + 2 x 30 000 fits in 100 000; a third does not"
+    );
+    assert_eq!(
+        store.spent_since("w", limit.since_ms).await.unwrap(),
+        80_000
+    );
+    assert_eq!(store.spent_since("w", 0).await.unwrap(), 130_000);
 }
 
 async fn ceremonies_upsert_and_list(db: Db) {
@@ -617,30 +720,18 @@ async fn presignature_is_consumed_at_most_once_under_concurrency(db: Db) {
             .await
             .unwrap();
     }
-    // Separate handles: separate pools, so the race is between connections, not in one pool.
-    let mut handles = vec![store.clone()];
-    for _ in 0..3 {
-        handles.push(db.open().await);
-    }
-    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(TASKS * IDS.len()));
-    let mut tasks = Vec::new();
-    for id in IDS {
-        for t in 0..TASKS {
-            let handle = handles[t % handles.len()].clone();
-            let barrier = barrier.clone();
-            tasks.push(tokio::spawn(async move {
-                barrier.wait().await;
-                let secret = handle.consume_presignature(id, NOW).await.unwrap();
-                (id, bytes(secret))
-            }));
-        }
-    }
-    let mut winners = Vec::new();
-    for task in tasks {
-        if let (id, Some(secret)) = task.await.unwrap() {
-            winners.push((id, secret));
-        }
-    }
+    let results = race(&db, &store, TASKS * IDS.len(), |handle, t| async move {
+        let id = IDS[t / TASKS];
+        (
+            id,
+            bytes(handle.consume_presignature(id, NOW).await.unwrap()),
+        )
+    })
+    .await;
+    let mut winners: Vec<(&str, Vec<u8>)> = results
+        .into_iter()
+        .filter_map(|(id, secret)| secret.map(|s| (id, s)))
+        .collect();
     winners.sort();
     let expected: Vec<(&str, Vec<u8>)> = IDS
         .iter()
@@ -919,24 +1010,13 @@ async fn primes_are_taken_once_under_concurrency(db: Db) {
         added.insert(primes);
     }
     assert_eq!(store.primes_count().await.unwrap(), SETS as u64);
-    let mut handles = vec![store.clone()];
-    for _ in 0..3 {
-        handles.push(db.open().await);
-    }
-    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2 * SETS));
-    let mut tasks = Vec::new();
-    for t in 0..2 * SETS {
-        let handle = handles[t % handles.len()].clone();
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            bytes(handle.take_primes().await.unwrap())
-        }));
-    }
-    let mut taken = Vec::new();
-    for task in tasks {
-        taken.extend(task.await.unwrap());
-    }
+    let taken: Vec<Vec<u8>> = race(&db, &store, 2 * SETS, |handle, _| async move {
+        bytes(handle.take_primes().await.unwrap())
+    })
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
     assert_eq!(taken.len(), SETS, "every set is handed out");
     let distinct: HashSet<Vec<u8>> = taken.into_iter().collect();
     assert_eq!(distinct, added, "and none twice");
@@ -948,42 +1028,29 @@ async fn concurrent_writers_do_not_fail(db: Db) {
     const TASKS: usize = 64;
     let store = db.open().await;
     store.insert_wallet(&wallet("w"), b"share").await.unwrap();
-    let mut handles = vec![store.clone()];
-    for _ in 0..3 {
-        handles.push(db.open().await);
-    }
-    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(TASKS));
-    let mut tasks = Vec::new();
-    for t in 0..TASKS {
-        let handle = handles[t % handles.len()].clone();
-        let barrier = barrier.clone();
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            let id = format!("p{t}");
-            handle
-                .insert_presignature(&presig(&id, "w", "m", 1, NOW + 1000), id.as_bytes())
-                .await
-                .unwrap();
-            assert!(handle
-                .mark_session_seen(Uuid::new_v4(), "signing")
-                .await
-                .unwrap());
-            handle.add_primes(id.as_bytes()).await.unwrap();
-            handle
-                .put_ceremony(&ceremony(&id, NOW + t as i64))
-                .await
-                .unwrap();
-            handle
-                .put_aux_info(&[1, 2, 3], id.as_bytes(), &id, Uuid::new_v4())
-                .await
-                .unwrap();
-            let taken = handle.consume_presignature(&id, NOW).await.unwrap();
-            assert_eq!(bytes(taken), Some(id.into_bytes()));
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
+    race(&db, &store, TASKS, |handle, t| async move {
+        let id = format!("p{t}");
+        handle
+            .insert_presignature(&presig(&id, "w", "m", 1, NOW + 1000), id.as_bytes())
+            .await
+            .unwrap();
+        assert!(handle
+            .mark_session_seen(Uuid::new_v4(), "signing")
+            .await
+            .unwrap());
+        handle.add_primes(id.as_bytes()).await.unwrap();
+        handle
+            .put_ceremony(&ceremony(&id, NOW + t as i64))
+            .await
+            .unwrap();
+        handle
+            .put_aux_info(&[1, 2, 3], id.as_bytes(), &id, Uuid::new_v4())
+            .await
+            .unwrap();
+        let taken = handle.consume_presignature(&id, NOW).await.unwrap();
+        assert_eq!(bytes(taken), Some(id.into_bytes()));
+    })
+    .await;
     assert_eq!(store.primes_count().await.unwrap(), TASKS as u64);
     assert_eq!(store.ceremonies(1000).await.unwrap().len(), TASKS);
     let levels = store.presignature_counts("w", NOW).await.unwrap();
