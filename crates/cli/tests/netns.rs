@@ -352,6 +352,10 @@ async fn five_namespaces_generate_sign_and_sign_again_with_one_cut_off() {
     // No background presignatures competing with the timed ceremonies (2-core CI machines);
     // `devnet::run` makes the one it uses explicitly.
     options.pool.enabled = false;
+    // The checked-in aux info instead of a minute of CPU: this test is about the network
+    // between namespaces; the aux-info ceremony over QUIC runs in the cluster and API tests
+    // and in the main job.
+    options.aux_info_fixture = true;
     options.coordination = CoordinationConfig {
         backend: BackendKind::Etcd,
         endpoints: vec![etcd.url.clone()],
@@ -369,7 +373,7 @@ async fn five_namespaces_generate_sign_and_sign_again_with_one_cut_off() {
             .collect(),
     );
 
-    // ---- aux info, both DKGs, a presignature and a mixed transaction, all across namespaces
+    // ---- both DKGs, a presignature and a mixed transaction, all across namespaces
     let (report, mut devnet) = devnet::run(options)
         .await
         .unwrap_or_else(|e| panic!("{e:#} (node logs in {})", dir.display()));

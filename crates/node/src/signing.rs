@@ -671,7 +671,14 @@ impl Node {
             (JobMessage::Ecdsa { .. }, Some(InputOutcome::Ecdsa(sig))) => {
                 Ok((InputSignature::Ecdsa(*sig), "interactive"))
             }
-            (JobMessage::Schnorr { sighash, .. }, Some(InputOutcome::FrostShare(_))) => {
+            (
+                JobMessage::Schnorr {
+                    sighash,
+                    internal_key,
+                    ..
+                },
+                Some(InputOutcome::FrostShare(_)),
+            ) => {
                 // Results come in signer order; each share must claim its sender's index.
                 let indices = keygen_indices(&wallet.participants, signers)?;
                 let mut shares = Vec::with_capacity(results.len());
@@ -700,9 +707,12 @@ impl Node {
                         }
                     }
                 }
-                // Only the public part of this node's share is used.
+                // Only the public part of this node's share is used; the signature must verify
+                // against the key the PSBT check derived (rust-bitcoin) and matched.
                 let key_share = self.schnorr_share(wallet).await?;
-                let sig = schnorr::aggregate(&key_share, &job.path, sighash, &shares)?;
+                let internal_key = internal_key.serialize();
+                let sig =
+                    schnorr::aggregate(&key_share, &job.path, &internal_key, sighash, &shares)?;
                 Ok((InputSignature::Schnorr(sig), "frost"))
             }
             _ => Err(NodeError::Disagreement(format!(

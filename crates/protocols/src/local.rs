@@ -171,7 +171,8 @@ pub fn schnorr_sign(
         .first()
         .copied()
         .ok_or_else(|| ProtocolError::Signing("no signers".into()))?;
-    schnorr::aggregate(coordinator, path, sighash, &signature_shares)
+    let internal_key = coordinator.derive_public_key(path)?.x_only();
+    schnorr::aggregate(coordinator, path, &internal_key, sighash, &signature_shares)
 }
 
 /// The signers' FROST signature shares, not yet aggregated.

@@ -212,10 +212,13 @@ where
 
 /// Combines `t` signature shares into the signature for the output key at `path`, by any
 /// holder of a share of the same key (only its public part is used), and verifies it with
-/// libsecp256k1 against that output key.
+/// libsecp256k1 against the output key of `internal_key`: the x-only key at `path` as the
+/// caller derived it on its own (the node: rust-bitcoin's BIP-32 on the wallet's xpub, the
+/// key its PSBT check matched against the spent script).
 pub fn aggregate(
     key: &SchnorrKeyShare,
     path: &DerivationPath,
+    internal_key: &[u8; 32],
     sighash: &[u8; 32],
     shares: &[SchnorrSignatureShare],
 ) -> Result<SchnorrSignature, ProtocolError> {
@@ -242,7 +245,7 @@ pub fn aggregate(
     let mut bytes = [0u8; 64];
     sig.write_to_slice(&mut bytes);
     let sig = SchnorrSignature(bytes);
-    let (_tweak, output_key) = taproot_output_key(&key.derive_public_key(path)?.x_only(), None)?;
+    let (_tweak, output_key) = taproot_output_key(internal_key, None)?;
     sig.verify(&output_key, sighash)?;
     Ok(sig)
 }

@@ -63,8 +63,8 @@ fn every_signer_set_of_three_of_five_signs() {
 }
 
 /// The coordinator's aggregation: any holder of a share can aggregate, in any order; shares
-/// that do not belong together, a different message or path, a share twice or too few shares
-/// are refused.
+/// that do not belong together, a different message or path, a key other than the expected
+/// one, a share twice or too few shares are refused.
 #[test]
 fn aggregation_refuses_shares_that_do_not_belong_together() {
     let shares = local::schnorr_keygen(3, 5).unwrap();
@@ -78,25 +78,32 @@ fn aggregation_refuses_shares_that_do_not_belong_together() {
         signers.to_vec()
     );
 
+    let internal = shares[0].derive_public_key(&path).unwrap();
+    let aggregate = |path: &DerivationPath, sighash: &[u8; 32], sig_shares: &[_]| {
+        schnorr::aggregate(&shares[1], path, &internal.x_only(), sighash, sig_shares)
+    };
     let reversed: Vec<_> = a.iter().rev().copied().collect();
-    let sig = schnorr::aggregate(&shares[1], &path, &sighash, &reversed).unwrap();
-    check(
-        &sig,
-        &shares[0].derive_public_key(&path).unwrap().0,
-        &sighash,
-    );
+    let sig = aggregate(&path, &sighash, &reversed).unwrap();
+    check(&sig, &internal.0, &sighash);
 
     // One share made with another run's nonces.
     let mixed = [a[0], a[1], b[2]];
-    let err = schnorr::aggregate(&shares[0], &path, &sighash, &mixed);
+    let err = aggregate(&path, &sighash, &mixed);
     assert!(matches!(err, Err(ProtocolError::Combine(_))), "{err:?}");
     let other_path: DerivationPath = "m/0/4".parse().unwrap();
     for (path, sighash) in [(&path, [8; 32]), (&other_path, sighash)] {
-        let err = schnorr::aggregate(&shares[0], path, &sighash, &a);
+        let err = aggregate(path, &sighash, &a);
         assert!(matches!(err, Err(ProtocolError::Combine(_))), "{err:?}");
     }
+    // A valid signature, but not for the key the caller expects.
+    let elsewhere = shares[0].derive_public_key(&other_path).unwrap().x_only();
+    let err = schnorr::aggregate(&shares[1], &path, &elsewhere, &sighash, &a);
+    assert!(
+        matches!(err, Err(ProtocolError::InvalidSignature)),
+        "{err:?}"
+    );
     for wrong in [vec![a[0], a[0], a[1]], a[..2].to_vec(), Vec::new()] {
-        let err = schnorr::aggregate(&shares[0], &path, &sighash, &wrong);
+        let err = aggregate(&path, &sighash, &wrong);
         assert!(
             matches!(err, Err(ProtocolError::InvalidSignerSet { .. })),
             "{err:?}"
