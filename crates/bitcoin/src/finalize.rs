@@ -1,6 +1,6 @@
 //! Putting signatures into a PSBT, finalizing it and extracting the transaction.
 
-use bitcoin::{key::Secp256k1, psbt::Psbt, Transaction};
+use bitcoin::{psbt::Psbt, Transaction};
 use miniscript::psbt::PsbtExt;
 use mpc_protocols::signature::{EcdsaSignature, SchnorrSignature};
 
@@ -75,16 +75,15 @@ pub fn insert_signature(
 /// Finalizes every input (miniscript's finalizer, which also runs its own interpreter over
 /// the satisfaction) and extracts the network transaction.
 pub fn finalize(psbt: &mut Psbt) -> Result<Transaction, WalletError> {
-    psbt.finalize_mut(&Secp256k1::verification_only())
-        .map_err(|errors| {
-            WalletError::Finalize(
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+    psbt.finalize_mut(crate::secp()).map_err(|errors| {
+        WalletError::Finalize(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
     psbt.clone()
         .extract_tx()
         .map_err(|e| WalletError::Finalize(e.to_string()))

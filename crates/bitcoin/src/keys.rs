@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use bitcoin::{
     bip32::{ChainCode, ChildNumber, Fingerprint, Xpub},
-    key::{CompressedPublicKey, Secp256k1},
+    key::CompressedPublicKey,
     secp256k1::{self, XOnlyPublicKey},
     Address, Network, NetworkKind, ScriptBuf,
 };
@@ -152,7 +152,7 @@ impl WalletKey {
         let steps = to_bip32(path)?;
         let child = self
             .xpub()?
-            .derive_pub(&Secp256k1::verification_only(), &steps)
+            .derive_pub(crate::secp(), &steps)
             .map_err(|e| WalletError::InvalidPath(format!("{path}: {e}")))?;
         Ok(child.public_key)
     }
@@ -163,16 +163,17 @@ impl WalletKey {
     }
 
     pub fn address(&self, path: &DerivationPath) -> Result<Address, WalletError> {
-        let key = self.derive(path)?;
-        Ok(match self.scheme {
+        Ok(self.address_of(self.derive(path)?))
+    }
+
+    /// The address paying to `key`, a key this wallet derived (for Schnorr, the internal key).
+    pub fn address_of(&self, key: secp256k1::PublicKey) -> Address {
+        match self.scheme {
             Scheme::Ecdsa => Address::p2wpkh(&CompressedPublicKey(key), self.network),
-            Scheme::Schnorr => Address::p2tr(
-                &Secp256k1::verification_only(),
-                XOnlyPublicKey::from(key),
-                None,
-                self.network,
-            ),
-        })
+            Scheme::Schnorr => {
+                Address::p2tr(crate::secp(), XOnlyPublicKey::from(key), None, self.network)
+            }
+        }
     }
 
     /// Address `index` on `chain`.

@@ -27,6 +27,17 @@ pub use error::{InputError, InputProblem, WalletError};
 pub use keys::{Chain, Scheme, WalletKey};
 pub use psbt::{analyze, JobMessage, SigningJob};
 
+/// The process's one libsecp256k1 verification context. With `rand-std`, rust-bitcoin's
+/// `Secp256k1::verification_only()` re-randomises every new context (a point multiplication)
+/// and was, per signing, more work than the derivations it served; verifying and deriving
+/// public keys need no blinding, so one shared context does.
+pub(crate) fn secp() -> &'static bitcoin::secp256k1::Secp256k1<bitcoin::secp256k1::VerifyOnly> {
+    static SECP: std::sync::LazyLock<
+        bitcoin::secp256k1::Secp256k1<bitcoin::secp256k1::VerifyOnly>,
+    > = std::sync::LazyLock::new(bitcoin::secp256k1::Secp256k1::verification_only);
+    &SECP
+}
+
 /// Parses a network name; accepts `mainnet` as well as rust-bitcoin's `bitcoin`.
 pub fn parse_network(s: &str) -> Result<bitcoin::Network, WalletError> {
     match s {

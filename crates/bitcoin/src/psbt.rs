@@ -7,7 +7,6 @@
 
 use bitcoin::{
     hashes::Hash,
-    key::Secp256k1,
     psbt::Psbt,
     secp256k1::XOnlyPublicKey,
     sighash::{EcdsaSighashType, Prevouts, SighashCache, TapSighashType},
@@ -177,17 +176,15 @@ fn analyze_input(
     let wallet = wallets[wallet_index];
     let path =
         from_bip32(bip32_path).map_err(|e| InputProblem::BadPath(bip32_path.to_string(), e))?;
-    let expected_script = wallet
-        .script_pubkey(&path)
+    // One derivation serves both the ownership check and the signing key.
+    let key = wallet
+        .derive(&path)
         .map_err(|e| InputProblem::BadPath(path.to_string(), e.to_string()))?;
-    if &expected_script != script {
+    if &wallet.address_of(key).script_pubkey() != script {
         return Err(InputProblem::ScriptMismatch {
             path: path.to_string(),
         });
     }
-    let key = wallet
-        .derive(&path)
-        .map_err(|e| InputProblem::BadPath(path.to_string(), e.to_string()))?;
     let raw_sighash_type = input.sighash_type.map(|t| t.to_u32());
 
     let message = if script.is_p2wpkh() {
@@ -317,7 +314,7 @@ pub(crate) fn verify_job_signature(
     signature: &crate::finalize::InputSignature,
 ) -> Result<(), String> {
     use crate::finalize::InputSignature;
-    let secp = Secp256k1::verification_only();
+    let secp = crate::secp();
     match (&job.message, signature) {
         (JobMessage::Ecdsa { public_key, .. }, InputSignature::Ecdsa(sig)) => {
             let sig = bitcoin::secp256k1::ecdsa::Signature::from_compact(&sig.to_compact())
@@ -328,7 +325,7 @@ pub(crate) fn verify_job_signature(
         }
         (JobMessage::Schnorr { internal_key, .. }, InputSignature::Schnorr(sig)) => {
             use bitcoin::key::TapTweak;
-            let (output_key, _) = internal_key.tap_tweak(&secp, None);
+            let (output_key, _) = internal_key.tap_tweak(secp, None);
             let sig = bitcoin::secp256k1::schnorr::Signature::from_slice(&sig.to_bytes())
                 .map_err(|e| e.to_string())?;
             let msg = bitcoin::secp256k1::Message::from_digest(job.message.sighash());

@@ -2,7 +2,10 @@
 //! (QUIC + mTLS, SQLite stores), 3-of-5, everything through the REST API.
 //!
 //! `cargo bench -p mpc-wallet --bench cluster [-- [--quick] [--skip-pool] [--frost-only]]`
-//! (`--frost-only`: FROST DKG and signing alone, without aux info; for profiling that path.)
+//! (`--frost-only`: FROST DKG and signing alone, without aux info; for profiling that path.
+//! `MPC_BENCH_FROST_SIGNINGS=N` sets the number of FROST signings, 40 by default; above the
+//! API's rate limit, raise it for the nodes with `MPC_WALLET_NODE__API__RATE_LIMIT_PER_SECOND`
+//! and `MPC_WALLET_NODE__API__RATE_LIMIT_BURST`.)
 //!
 //! For each protocol: the time the coordinating node reports (ceremony duration or the sign
 //! response's `duration_ms`), the client-side latency, and the same protocol run in one
@@ -104,7 +107,11 @@ async fn main() {
     let (mut cluster, mut client, mut base) = (Vec::new(), Vec::new(), Vec::new());
     let frost = local::schnorr_keygen(3, 5).unwrap();
     let signers = [0u16, 1, 2];
-    for _ in 0..reps * 2 {
+    let signings: usize = std::env::var("MPC_BENCH_FROST_SIGNINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(reps * 2);
+    for _ in 0..signings {
         let (node_ms, client_ms, _) = sign(&signer, &tid, spend(&tkey, "m/0/0", &tkey)).await;
         cluster.push(node_ms);
         client.push(client_ms);

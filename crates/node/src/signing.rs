@@ -394,9 +394,7 @@ impl Node {
             let wallet = &wallets.records[job.wallet];
             let key = &wallets.keys[job.wallet];
             let results: Vec<&InputOutcome> = per_signer.iter().map(|inputs| &inputs[k]).collect();
-            let (signature, method) = self
-                .combine_input(wallet, key, job, signers, &results)
-                .await?;
+            let (signature, method) = self.combine_input(wallet, job, signers, &results).await?;
             insert_signature(&mut psbt, job, &signature)?;
             reports.push(InputReport {
                 input: job.input,
@@ -637,13 +635,19 @@ impl Node {
     async fn combine_input(
         &self,
         wallet: &WalletRecord,
-        key: &WalletKey,
         job: &SigningJob,
         signers: &[NodeId],
         results: &[&InputOutcome],
     ) -> Result<(InputSignature, &'static str), NodeError> {
         match (&job.message, results.first()) {
-            (JobMessage::Ecdsa { preimage, .. }, Some(InputOutcome::Partial { public, .. })) => {
+            (
+                JobMessage::Ecdsa {
+                    preimage,
+                    public_key,
+                    ..
+                },
+                Some(InputOutcome::Partial { public, .. }),
+            ) => {
                 let mut partials = Vec::with_capacity(results.len());
                 for r in results {
                     match r {
@@ -663,7 +667,8 @@ impl Node {
                     path: job.path.clone(),
                     signers: keygen_indices(&wallet.participants, signers)?,
                 };
-                let child = PublicKey(key.derive(&job.path)?.serialize());
+                // The key the PSBT check derived (rust-bitcoin) and matched to the spent script.
+                let child = PublicKey(public_key.serialize());
                 let public: &PresignaturePublic = public;
                 let sig = ecdsa::combine(public, &binding, &partials, preimage, &child)?;
                 Ok((InputSignature::Ecdsa(sig), "presignature"))

@@ -257,7 +257,7 @@ pub fn taproot_output_key(
     internal: &[u8; 32],
     merkle_root: Option<[u8; 32]>,
 ) -> Result<([u8; 32], [u8; 32]), ProtocolError> {
-    use secp256k1::{Scalar, Secp256k1, XOnlyPublicKey};
+    use secp256k1::{Scalar, XOnlyPublicKey};
     use sha2::{Digest, Sha256};
 
     let x_only = XOnlyPublicKey::from_byte_array(*internal)
@@ -274,7 +274,7 @@ pub fn taproot_output_key(
     let scalar = Scalar::from_be_bytes(tweak)
         .map_err(|_| ProtocolError::InvalidKeyMaterial("taproot tweak overflows".into()))?;
     let (output, _parity) = x_only
-        .add_tweak(&Secp256k1::verification_only(), &scalar)
+        .add_tweak(secp256k1::SECP256K1, &scalar)
         .map_err(|e| ProtocolError::InvalidKeyMaterial(format!("taproot tweak: {e}")))?;
     Ok((tweak, output.serialize()))
 }

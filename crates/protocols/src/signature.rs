@@ -1,7 +1,7 @@
 //! Public keys and signatures in the byte formats Bitcoin uses, each checked with libsecp256k1
 //! (an implementation independent of the protocol crates' own arithmetic).
 
-use secp256k1::{ecdsa, schnorr, Message, Secp256k1, XOnlyPublicKey};
+use secp256k1::{ecdsa, schnorr, Message, XOnlyPublicKey};
 use serde::{Deserialize, Serialize};
 
 use crate::ProtocolError;
@@ -116,14 +116,14 @@ impl EcdsaSignature {
     /// Verifies with libsecp256k1 (which also refuses high-S signatures).
     pub fn verify(&self, key: &PublicKey, sighash: &[u8; 32]) -> Result<(), ProtocolError> {
         let sig = self.to_secp()?;
-        Secp256k1::verification_only()
+        secp256k1::SECP256K1
             .verify_ecdsa(Message::from_digest(*sighash), &sig, &key.to_secp()?)
             .map_err(|_| ProtocolError::InvalidSignature)
     }
 
     /// The recovery id (0..=3) that recovers `key` from this signature and `sighash`.
     pub fn recovery_id(&self, key: &PublicKey, sighash: &[u8; 32]) -> Result<u8, ProtocolError> {
-        let secp = Secp256k1::verification_only();
+        let secp = secp256k1::SECP256K1;
         let expected = key.to_secp()?;
         let msg = Message::from_digest(*sighash);
         for id in 0..4 {
@@ -175,7 +175,7 @@ pub fn verify_bip340(
     let key = XOnlyPublicKey::from_byte_array(*x_only_key)
         .map_err(|_| ProtocolError::InvalidSignature)?;
     let sig = schnorr::Signature::from_byte_array(*signature);
-    Secp256k1::verification_only()
+    secp256k1::SECP256K1
         .verify_schnorr(&sig, message, &key)
         .map_err(|_| ProtocolError::InvalidSignature)
 }
