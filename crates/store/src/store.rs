@@ -396,6 +396,10 @@ pub(crate) async fn connect(url: &str) -> Result<(AnyPool, Backend)> {
     let options = match backend {
         Backend::Sqlite => AnyPoolOptions::new()
             .max_connections(SQLITE_CONNECTIONS)
+            // A connection to a local file does not go stale; the default ping before every
+            // checkout is one more round trip to the connection's worker thread on every
+            // signing's commit.
+            .test_before_acquire(false)
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     // WAL lets readers run beside the writer; FULL makes every commit
