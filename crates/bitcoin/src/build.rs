@@ -40,8 +40,12 @@ enum Origin {
     Schnorr(XOnlyPublicKey, bitcoin::bip32::KeySource),
 }
 
-fn origin(wallet: &WalletKey, path: &DerivationPath) -> Result<Origin, WalletError> {
-    let key = wallet.derive(path)?;
+/// `key` is the wallet's key at `path`, derived by the caller.
+fn origin(
+    wallet: &WalletKey,
+    path: &DerivationPath,
+    key: bitcoin::secp256k1::PublicKey,
+) -> Result<Origin, WalletError> {
     let source = (wallet.fingerprint()?, to_bip32(path)?.into());
     Ok(match wallet.scheme {
         Scheme::Ecdsa => Origin::Ecdsa(key, source),
@@ -75,7 +79,9 @@ pub fn build_psbt(inputs: &[SpendableOutput], payments: &[Payment]) -> Result<Ps
     let mut psbt =
         Psbt::from_unsigned_tx(tx).map_err(|e| WalletError::MalformedPsbt(e.to_string()))?;
     for (psbt_input, spend) in psbt.inputs.iter_mut().zip(inputs) {
-        if spend.wallet.script_pubkey(&spend.path)? != spend.txout.script_pubkey {
+        // One derivation serves both the script check and the derivation record.
+        let key = spend.wallet.derive(&spend.path)?;
+        if spend.wallet.address_of(key).script_pubkey() != spend.txout.script_pubkey {
             return Err(WalletError::InvalidPath(format!(
                 "{} of the wallet does not pay to the script of {}",
                 spend.path, spend.outpoint
@@ -85,7 +91,7 @@ pub fn build_psbt(inputs: &[SpendableOutput], payments: &[Payment]) -> Result<Ps
             witness_utxo: Some(spend.txout.clone()),
             ..Input::default()
         };
-        match origin(&spend.wallet, &spend.path)? {
+        match origin(&spend.wallet, &spend.path, key)? {
             Origin::Ecdsa(key, source) => {
                 psbt_input.bip32_derivation.insert(key, source);
             }
@@ -98,7 +104,7 @@ pub fn build_psbt(inputs: &[SpendableOutput], payments: &[Payment]) -> Result<Ps
     for (psbt_output, payment) in psbt.outputs.iter_mut().zip(payments) {
         *psbt_output = Output::default();
         if let Some((wallet, path)) = &payment.owner {
-            match origin(wallet, path)? {
+            match origin(wallet, path, wallet.derive(path)?)? {
                 Origin::Ecdsa(key, source) => {
                     psbt_output.bip32_derivation.insert(key, source);
                 }
