@@ -26,6 +26,14 @@ use mpc_wallet::{
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+/// A count from the environment variable `name`, or `default` when unset or unparsable.
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * p).round() as usize]
@@ -109,10 +117,7 @@ async fn main() {
     let (mut cluster, mut client, mut base) = (Vec::new(), Vec::new(), Vec::new());
     let frost = local::schnorr_keygen(3, 5).unwrap();
     let signers = [0u16, 1, 2];
-    let signings: usize = std::env::var("MPC_BENCH_FROST_SIGNINGS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(reps * 2);
+    let signings = env_count("MPC_BENCH_FROST_SIGNINGS", reps * 2);
     for _ in 0..signings {
         let (node_ms, client_ms, _) = sign(&signer, &tid, spend(&tkey, "m/0/0", &tkey)).await;
         cluster.push(node_ms);
@@ -231,11 +236,7 @@ async fn ecdsa(
     // Online signing from those presignatures (input at path m), and from more made in one
     // ceremony when MPC_BENCH_ECDSA_SIGNINGS asks for more samples than `presigs`; the
     // in-process baseline (a 4 s presignature before each) is taken `presigs` times.
-    let signings: usize = std::env::var("MPC_BENCH_ECDSA_SIGNINGS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(presigs)
-        .max(presigs);
+    let signings = env_count("MPC_BENCH_ECDSA_SIGNINGS", presigs).max(presigs);
     if signings > presigs {
         ceremony_ms(
             admin,
