@@ -21,6 +21,9 @@ pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 20000";
 /// SQLite takes one writer at a time, so a few connections (for concurrent readers) suffice.
 const SQLITE_CONNECTIONS: u32 = 4;
+/// The connection for commits that need not be fsync'd: one, so those writers queue in the
+/// pool instead of polling for SQLite's write lock.
+const SQLITE_UNSYNCED_CONNECTIONS: u32 = 1;
 const POSTGRES_CONNECTIONS: u32 = 8;
 
 /// One node's encrypted store. Cheap to clone: clones share the connection pool and keys.
@@ -31,6 +34,9 @@ pub struct Store {
 
 struct Inner {
     pool: AnyPool,
+    /// SQLite only: the same file through a connection that commits without fsync, for
+    /// [`Durability::ProcessCrash`] transactions (PostgreSQL sets that per transaction).
+    unsynced: Option<AnyPool>,
     backend: Backend,
     store_id: Uuid,
     node_id: u16,
@@ -123,6 +129,19 @@ fn connection_url(url: &str) -> Result<(Backend, String)> {
         "postgres" | "postgresql" => Ok((Backend::Postgres, url.to_owned())),
         other => Err(StoreError::UnsupportedUrl(other.to_owned())),
     }
+}
+
+/// What a committed transaction must survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// A power cut: the commit returns once the log is on the disk (SQLite `synchronous =
+    /// FULL`, PostgreSQL's default). Every write but one kind.
+    PowerCut,
+    /// A crash of this process: the commit returns once the operating system has the log
+    /// (SQLite WAL with `synchronous = NORMAL`, PostgreSQL `synchronous_commit = off`); a
+    /// power cut or a crash of the machine or database server just after may undo it. Only
+    /// for records whose loss reveals nothing: see [`Store::begin_signing`].
+    ProcessCrash,
 }
 
 /// Starts a transaction that will write. On SQLite it takes the write lock at once (`BEGIN
@@ -239,6 +258,15 @@ pub enum SigningRefusal {
 pub struct SpendLimit {
     pub max_sats: u64,
     pub since_ms: i64,
+}
+
+/// What a signer's commit must survive (reasons at [`Store::begin_signing`]).
+fn signing_durability(consumes_presignatures: bool, limit: Option<SpendLimit>) -> Durability {
+    if consumes_presignatures || limit.is_some() {
+        Durability::PowerCut
+    } else {
+        Durability::ProcessCrash
+    }
 }
 
 /// What `wallet_id` sent since `since_ms`, as recorded here.
@@ -403,38 +431,57 @@ pub(crate) async fn connect(url: &str) -> Result<(AnyPool, Backend)> {
     sqlx::any::install_default_drivers();
     let (backend, url) = connection_url(url)?;
     let options = match backend {
-        Backend::Sqlite => AnyPoolOptions::new()
-            .max_connections(SQLITE_CONNECTIONS)
-            // A connection to a local file does not go stale; the default ping before every
-            // checkout is one more round trip to the connection's worker thread on every
-            // signing's commit.
-            .test_before_acquire(false)
-            .after_connect(|conn, _| {
-                Box::pin(async move {
-                    // WAL lets readers run beside the writer; FULL makes every commit
-                    // durable, which at-most-once presignatures rely on.
-                    sqlx::query("PRAGMA journal_mode = WAL")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA synchronous = FULL")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query(SQLITE_BUSY_TIMEOUT).execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA foreign_keys = ON")
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(())
-                })
-            }),
+        // FULL makes every commit durable, which at-most-once presignatures rely on.
+        Backend::Sqlite => sqlite_pool_options(SQLITE_CONNECTIONS, "PRAGMA synchronous = FULL"),
         Backend::Postgres => AnyPoolOptions::new().max_connections(POSTGRES_CONNECTIONS),
     };
-    let pool = options
-        .acquire_timeout(Duration::from_secs(60))
-        .connect(&url)
-        .await
-        .context(|| format!("connecting to the {backend:?} database"))?;
+    let pool = open_pool(options, &url, backend).await?;
     MIGRATOR.run(&pool).await?;
     Ok((pool, backend))
+}
+
+/// SQLite: a second pool on the (already migrated) file at `url`, whose commits are not
+/// fsync'd. `None` for PostgreSQL.
+async fn connect_unsynced(url: &str) -> Result<Option<AnyPool>> {
+    let (backend, url) = connection_url(url)?;
+    if backend != Backend::Sqlite {
+        return Ok(None);
+    }
+    // In WAL mode NORMAL syncs only at checkpoints: a commit survives this process
+    // crashing, not a power cut.
+    let options = sqlite_pool_options(SQLITE_UNSYNCED_CONNECTIONS, "PRAGMA synchronous = NORMAL");
+    Ok(Some(open_pool(options, &url, backend).await?))
+}
+
+fn sqlite_pool_options(connections: u32, synchronous: &'static str) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(connections)
+        // A connection to a local file does not go stale; the default ping before every
+        // checkout is one more round trip to the connection's worker thread on every
+        // signing's commit.
+        .test_before_acquire(false)
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                // WAL lets readers run beside the writer.
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query(synchronous).execute(&mut *conn).await?;
+                sqlx::query(SQLITE_BUSY_TIMEOUT).execute(&mut *conn).await?;
+                sqlx::query("PRAGMA foreign_keys = ON")
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        })
+}
+
+async fn open_pool(options: AnyPoolOptions, url: &str, backend: Backend) -> Result<AnyPool> {
+    options
+        .acquire_timeout(Duration::from_secs(60))
+        .connect(url)
+        .await
+        .context(|| format!("connecting to the {backend:?} database"))
 }
 
 /// Column lists, so every reader decodes the same columns.
@@ -543,10 +590,12 @@ impl Store {
             Some(created) => created,
             None => open_meta(&load_meta(&pool).await?, key, node_id).await?,
         };
+        let unsynced = connect_unsynced(url).await?;
         tracing::debug!(%store_id, node_id, ?backend, "store opened");
         Ok(Store {
             inner: Arc::new(Inner {
                 pool,
+                unsynced,
                 backend,
                 store_id,
                 node_id,
@@ -570,11 +619,35 @@ impl Store {
 
     /// Closes the pool (for all clones), waiting for connections in use to come back.
     pub async fn close(&self) {
+        if let Some(unsynced) = &self.inner.unsynced {
+            unsynced.close().await;
+        }
         self.inner.pool.close().await;
     }
 
     pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>> {
         begin_write(&self.inner.pool, self.inner.backend).await
+    }
+
+    /// [`Store::begin_write`] for a transaction whose commit must survive `durability`.
+    pub(crate) async fn begin_write_for(
+        &self,
+        durability: Durability,
+    ) -> Result<Transaction<'static, Any>> {
+        match (durability, &self.inner.unsynced) {
+            (Durability::PowerCut, _) => self.begin_write().await,
+            (Durability::ProcessCrash, Some(unsynced)) => {
+                begin_write(unsynced, self.inner.backend).await
+            }
+            (Durability::ProcessCrash, None) => {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("SET LOCAL synchronous_commit = off")
+                    .execute(&mut *tx)
+                    .await
+                    .context(|| "relaxing the commit's durability".into())?;
+                Ok(tx)
+            }
+        }
     }
 
     /// The connection pool, for the other `impl Store` blocks of this crate (`utxos.rs`).
@@ -1026,6 +1099,13 @@ impl Store {
     /// (a replay is refused), the amounts the transaction sends are checked against `limit`
     /// (when given) and recorded, and every presignature named is consumed (all or none). On
     /// success it returns the presignature secrets, in order.
+    ///
+    /// The commit is fsync'd ([`Durability::PowerCut`]) when it consumes a presignature
+    /// (invariant 1: reused, it would reveal the key) or counts a spend against a limit.
+    /// Otherwise (FROST, or ECDSA signing without a presignature, and no limit) it need only
+    /// survive a crash of this process: both protocols draw fresh nonces on every run, so a
+    /// session forgotten in a power cut and replayed afterwards would sign the same sighashes
+    /// again and reveal nothing; it saves an fsync on every such signing.
     pub async fn begin_signing(
         &self,
         session: Uuid,
@@ -1035,7 +1115,8 @@ impl Store {
         now_ms: i64,
     ) -> Result<std::result::Result<Vec<Zeroizing<Vec<u8>>>, SigningRefusal>> {
         let ctx = || format!("starting signing session {session}");
-        let mut tx = self.begin_write().await?;
+        let durability = signing_durability(!presignatures.is_empty(), limit);
+        let mut tx = self.begin_write_for(durability).await?;
         let seen = sqlx::query(
             "INSERT INTO sessions_seen (session, protocol, seen_at) VALUES ($1, 'sign', $2) \
              ON CONFLICT (session) DO NOTHING",
@@ -1263,5 +1344,56 @@ impl Store {
             tracing::info!(epoch = next, "presignature epoch bumped");
             return Ok(next);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_signings_that_consume_or_count_against_a_limit_are_fsynced() {
+        let limit = Some(SpendLimit {
+            max_sats: 1,
+            since_ms: 0,
+        });
+        assert_eq!(signing_durability(false, None), Durability::ProcessCrash);
+        assert_eq!(signing_durability(true, None), Durability::PowerCut);
+        assert_eq!(signing_durability(false, limit), Durability::PowerCut);
+        assert_eq!(signing_durability(true, limit), Durability::PowerCut);
+    }
+
+    /// SQLite reports `synchronous` as 1 for NORMAL and 2 for FULL.
+    async fn synchronous(store: &Store, durability: Durability) -> i64 {
+        let mut tx = store.begin_write_for(durability).await.unwrap();
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        level
+    }
+
+    #[tokio::test]
+    async fn sqlite_commits_are_fsynced_unless_asked_otherwise() {
+        let dir = std::env::temp_dir().join(format!("mpc-store-unit-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        crypto::generate_key_file(&dir.join("key")).unwrap();
+        let url = format!("sqlite://{}", dir.join("store.db").display());
+        let store = Store::open(&url, &KeySource::KeyFile(dir.join("key")), 1)
+            .await
+            .unwrap();
+        assert_eq!(synchronous(&store, Durability::PowerCut).await, 2);
+        assert_eq!(synchronous(&store, Durability::ProcessCrash).await, 1);
+        // Everything else goes through the default pool.
+        let mut conn = store.pool().acquire().await.unwrap();
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(level, 2);
+        drop(conn);
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -27,6 +27,7 @@ on_both_backends!(
     sessions_are_seen_once,
     begin_signing_is_one_all_or_nothing_commit,
     spend_limit_holds_under_concurrent_signings,
+    fsynced_and_unfsynced_signings_share_the_database,
     ceremonies_upsert_and_list,
     presignature_is_consumed_at_most_once_under_concurrency,
     expired_and_other_epoch_presignatures_are_unusable,
@@ -613,6 +614,78 @@ async fn begin_signing_is_one_all_or_nothing_commit(db: Db) {
         .unwrap();
     assert_eq!(frost, Ok(Vec::new()));
     assert_eq!(store.spent_since("w1", 0).await.unwrap(), 1200);
+}
+
+/// Signings that consume a presignature (their commit fsync'd) and signings that do not (on
+/// SQLite, committed through a second pool that skips the fsync) race on one wallet through
+/// four handles: every one commits, the spends add up, every presignature is consumed once,
+/// and after reopening the store every session is still refused as seen.
+async fn fsynced_and_unfsynced_signings_share_the_database(db: Db) {
+    const TASKS: usize = 24;
+    let store = db.open().await;
+    store.insert_wallet(&wallet("w"), b"share").await.unwrap();
+    for t in (1..TASKS).step_by(2) {
+        let id = format!("p{t}");
+        store
+            .insert_presignature(&presig(&id, "w", "m", 1, NOW + 60_000), id.as_bytes())
+            .await
+            .unwrap();
+    }
+    let sessions: Vec<Uuid> = (0..TASKS).map(|_| Uuid::new_v4()).collect();
+    let results = race(&db, &store, TASKS, |handle, t| {
+        let session = sessions[t];
+        async move {
+            let id = format!("p{t}");
+            let uses = match t % 2 {
+                1 => vec![PresignatureUse {
+                    id: &id,
+                    wallet_id: "w",
+                    path: "m",
+                    signers: &[1, 2, 3],
+                }],
+                _ => Vec::new(),
+            };
+            let secrets = handle
+                .begin_signing(session, &uses, &[("w", 1_000)], None, NOW)
+                .await
+                .unwrap()
+                .unwrap();
+            secrets.iter().map(|s| s.to_vec()).collect::<Vec<_>>()
+        }
+    })
+    .await;
+    for (t, secrets) in results.iter().enumerate() {
+        let expected: Vec<Vec<u8>> = match t % 2 {
+            1 => vec![format!("p{t}").into_bytes()],
+            _ => Vec::new(),
+        };
+        assert_eq!(secrets, &expected, "signing {t}");
+    }
+    assert_eq!(
+        store.spent_since("w", 0).await.unwrap(),
+        1_000 * TASKS as u64
+    );
+    store.close().await;
+    let reopened = db.open().await;
+    for t in (1..TASKS).step_by(2) {
+        let record = reopened
+            .presignature(&format!("p{t}"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.state, PresignatureState::Consumed);
+    }
+    for session in sessions {
+        let replay = reopened
+            .begin_signing(session, &[], &[("w", 1)], None, NOW)
+            .await
+            .unwrap();
+        assert_eq!(replay, Err(SigningRefusal::SessionUsed));
+    }
+    assert_eq!(
+        reopened.spent_since("w", 0).await.unwrap(),
+        1_000 * TASKS as u64
+    );
 }
 
 /// The rolling limit is checked where the spend is recorded: of 12 concurrent signings of
