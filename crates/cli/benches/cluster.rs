@@ -5,9 +5,11 @@
 //! (`--frost-only`: FROST DKG and signing alone, without aux info; for profiling that path.
 //! `MPC_BENCH_ECDSA_SIGNINGS=N` sets the number of ECDSA online signings, 5 by default (the extra
 //! presignatures are made in one ceremony first).
+//! `MPC_BENCH_PAUSE_MS=N` idles N ms before each signing request (0 by default: back to back).
 //! `MPC_BENCH_FROST_SIGNINGS=N` sets the number of FROST signings, 40 by default; above the
-//! API's rate limit, raise it for the nodes with `MPC_WALLET_NODE__API__RATE_LIMIT_PER_SECOND`
-//! and `MPC_WALLET_NODE__API__RATE_LIMIT_BURST`.)
+//! API's rate limits, raise them for the nodes with `MPC_WALLET_NODE__API__RATE_LIMIT_PER_SECOND`,
+//! `MPC_WALLET_NODE__API__RATE_LIMIT_BURST` and the per-address pair
+//! `MPC_WALLET_NODE__API__RATE_LIMIT_IP_PER_SECOND`, `MPC_WALLET_NODE__API__RATE_LIMIT_IP_BURST`.)
 //!
 //! For each protocol: the time the coordinating node reports (ceremony duration or the sign
 //! response's `duration_ms`), the client-side latency, and the same protocol run in one
@@ -74,6 +76,9 @@ fn api_overhead(node_ms: &[f64], client_ms: &[f64]) -> Vec<f64> {
 }
 
 async fn sign(client: &ApiClient, wallet: &str, psbt: String) -> (f64, f64, Value) {
+    // An idle cluster before each request: isolated signings instead of back-to-back ones.
+    let pause_ms = env_count("MPC_BENCH_PAUSE_MS", 0) as u64;
+    tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
     let t0 = Instant::now();
     let answer: Value = client
         .post(
