@@ -40,7 +40,8 @@ struct Inner {
     /// SQLite only: the same file through a connection that commits without fsync, for
     /// [`Durability::ProcessCrash`] transactions (PostgreSQL sets that per transaction).
     unsynced: Option<AnyPool>,
-    /// Commits through `unsynced` so far: the checkpointer works only when this moved.
+    /// Transactions begun through `unsynced` so far (committed or not): the checkpointer
+    /// works only when this moved.
     unsynced_commits: AtomicU64,
     backend: Backend,
     store_id: Uuid,
