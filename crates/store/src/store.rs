@@ -5,7 +5,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Decode, Row, Transaction, Type};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Decode, Row, Transaction, Type};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -289,14 +289,39 @@ fn spawn_checkpointer(inner: Weak<Inner>) {
                 continue;
             }
             checkpointed = commits;
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&inner.pool)
-                .await
-            {
+            if let Err(e) = checkpoint(&inner).await {
                 tracing::warn!(error = %e, "checkpointing the write-ahead log failed");
             }
         }
     });
+}
+
+/// One passive checkpoint; when it moved the whole log into the database file, also the
+/// write that restarts the log. SQLite restarts a fully checkpointed log on the first write
+/// after it and fsyncs the new log header then, even with `synchronous = NORMAL` (a frame
+/// must not reach the disk before the header that makes it valid). Left to the next signing,
+/// that fsync lands in its commit: isolated signings, each after a checkpoint, measured
+/// commits of 2.0-2.6 ms instead of 0.6 ms.
+async fn checkpoint(inner: &Inner) -> std::result::Result<(), sqlx::Error> {
+    // (busy, frames in the log, frames checkpointed)
+    let (busy, logged, done): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&inner.pool)
+        .await?;
+    let (true, Some(unsynced)) = (busy == 0 && logged > 0 && done == logged, &inner.unsynced)
+    else {
+        return Ok(());
+    };
+    // Through the unsynced connection: only the header's fsync, none for the commit, and a
+    // signing arriving meanwhile queues for the connection instead of polling for the lock.
+    // Rewriting the user version (unused) with its own value writes a page, changes nothing.
+    let mut conn = unsynced.acquire().await?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::query(AssertSqlSafe(format!("PRAGMA user_version = {version}")))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// What a signer's commit must survive (reasons at [`Store::begin_signing`]).
@@ -1514,6 +1539,40 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        store.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// After a signing, the checkpointer moves the log into the database file and restarts
+    /// the log itself, so the next signing's commit appends to the log instead of restarting
+    /// it (and paying that restart's fsync). A restart draws new salts into the log header.
+    #[tokio::test]
+    async fn the_checkpointer_restarts_the_log_before_the_next_signing() {
+        let (store, dir) = sqlite_store().await;
+        let wal = dir.join("store.db-wal");
+        // Bytes 12..24 of the log header: checkpoint sequence number and the two salts.
+        let header = || std::fs::read(&wal).unwrap()[12..24].to_vec();
+        let sign = || async {
+            store
+                .begin_signing(Uuid::new_v4(), &[], &[], None, 0)
+                .await
+                .unwrap()
+                .unwrap()
+        };
+        sign().await;
+        let written = header();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while header() == written {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the checkpointer did not restart the log"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let restarted = header();
+        // The checkpointer's next look is up to 100 ms away; this commit takes far less.
+        sign().await;
+        assert_eq!(header(), restarted, "the signing restarted the log itself");
         store.close().await;
         std::fs::remove_dir_all(&dir).unwrap();
     }

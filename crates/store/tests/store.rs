@@ -31,6 +31,7 @@ on_both_backends!(
     ceremonies_upsert_and_list,
     presignature_is_consumed_at_most_once_under_concurrency,
     expired_and_other_epoch_presignatures_are_unusable,
+    a_corrupt_epoch_makes_presignatures_unusable,
     bump_epoch_invalidates_every_presignature,
     presignature_counts_per_path_and_signers,
     primes_are_taken_once_under_concurrency,
@@ -956,6 +957,40 @@ async fn expired_and_other_epoch_presignatures_are_unusable(db: Db) {
     )
     .await
     .is_none());
+}
+
+/// An epoch in `meta` that is not a number lists nothing and stops a consumption with an
+/// error: never a guess (a lenient parse would read "1x" as epoch 1).
+async fn a_corrupt_epoch_makes_presignatures_unusable(db: Db) {
+    let store = db.open().await;
+    let raw = db.raw().await;
+    store.insert_wallet(&wallet("w"), b"share").await.unwrap();
+    let p = presig("p", "w", "m/0/1", 1, NOW + 1000);
+    store.insert_presignature(&p, b"p").await.unwrap();
+    let listed = store
+        .ready_presignatures("w", "m/0/1", &[1, 2, 3], NOW, 10)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "listed before the corruption");
+    sqlx::query("UPDATE meta SET value = $1 WHERE key = 'epoch'")
+        .bind(b"1x".to_vec())
+        .execute(&raw)
+        .await
+        .unwrap();
+    let listed = store
+        .ready_presignatures("w", "m/0/1", &[1, 2, 3], NOW, 10)
+        .await;
+    assert!(
+        listed.as_ref().map_or(true, Vec::is_empty),
+        "listed under a corrupt epoch: {listed:?}"
+    );
+    let error = store.consume_presignature("p", NOW).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::Corrupt { table: "meta", .. }),
+        "{error}"
+    );
+    let still = store.presignature("p").await.unwrap().unwrap();
+    assert_eq!(still.state, PresignatureState::Ready, "nothing consumed");
 }
 
 async fn bump_epoch_invalidates_every_presignature(db: Db) {
