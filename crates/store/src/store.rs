@@ -307,8 +307,8 @@ async fn checkpoint(inner: &Inner) -> std::result::Result<(), sqlx::Error> {
     let (busy, logged, done): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
         .fetch_one(&inner.pool)
         .await?;
-    let (true, Some(unsynced)) = (busy == 0 && logged > 0 && done == logged, &inner.unsynced)
-    else {
+    let moved_whole_log = busy == 0 && logged > 0 && done == logged;
+    let Some(unsynced) = inner.unsynced.as_ref().filter(|_| moved_whole_log) else {
         return Ok(());
     };
     // Through the unsynced connection: only the header's fsync, none for the commit, and a
