@@ -40,8 +40,8 @@ struct Inner {
     /// SQLite only: the same file through a connection that commits without fsync, for
     /// [`Durability::ProcessCrash`] transactions (PostgreSQL sets that per transaction).
     unsynced: Option<AnyPool>,
-    /// Transactions begun through `unsynced` so far (committed or not): the checkpointer
-    /// works only when this moved.
+    /// Unsynced transactions committed so far ([`Store::commit_for`]): the checkpointer works
+    /// only when this moved.
     unsynced_commits: AtomicU64,
     backend: Backend,
     store_id: Uuid,
@@ -711,6 +711,21 @@ impl Store {
         begin_write(&self.inner.pool, self.inner.backend).await
     }
 
+    /// Commits `tx` from [`Store::begin_write_for`] with the same `durability`.
+    pub(crate) async fn commit_for(
+        &self,
+        tx: Transaction<'static, Any>,
+        durability: Durability,
+    ) -> std::result::Result<(), sqlx::Error> {
+        tx.commit().await?;
+        if durability == Durability::ProcessCrash {
+            // Counted once committed: counted at the start, a checkpoint running during the
+            // transaction would take the count without its frames, and none would follow.
+            self.inner.unsynced_commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// [`Store::begin_write`] for a transaction whose commit must survive `durability`.
     pub(crate) async fn begin_write_for(
         &self,
@@ -719,8 +734,6 @@ impl Store {
         match (durability, &self.inner.unsynced) {
             (Durability::PowerCut, _) => self.begin_write().await,
             (Durability::ProcessCrash, Some(unsynced)) => {
-                // Counted at the start: a rollback only costs the checkpointer a look.
-                self.inner.unsynced_commits.fetch_add(1, Ordering::Relaxed);
                 begin_write(unsynced, self.inner.backend).await
             }
             (Durability::ProcessCrash, None) => {
@@ -1277,7 +1290,7 @@ impl Store {
             .await
             .context(ctx)?;
         }
-        tx.commit().await.context(ctx)?;
+        self.commit_for(tx, durability).await.context(ctx)?;
         presignatures
             .iter()
             .zip(&sealed)
