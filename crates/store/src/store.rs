@@ -1537,23 +1537,39 @@ mod tests {
         tokio::time::sleep(5 * SQLITE_CHECKPOINT_INTERVAL).await;
         assert_eq!(written(), before, "checkpointed with no unsynced commit");
         for _ in 0..400 {
-            store
-                .begin_signing(Uuid::new_v4(), &[], &[], None, 0)
-                .await
-                .unwrap()
-                .unwrap();
+            unsynced_signing(&store).await;
         }
-        // Generous: one interval is 100 ms, but a loaded machine may delay the task.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while written() == before {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no checkpoint moved the signings into the database file"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_change(
+            written,
+            before,
+            "no checkpoint moved the signings into the database file",
+        )
+        .await;
         store.close().await;
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A signing whose commit is not fsync'd (no presignature, no limit).
+    async fn unsynced_signing(store: &Store) {
+        store
+            .begin_signing(Uuid::new_v4(), &[], &[], None, 0)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Polls `read` until it differs from `from` (the background task's work shows in files);
+    /// the new value. Generous: one interval is 100 ms, but a loaded machine may delay the task.
+    async fn wait_for_change<T: PartialEq>(read: impl Fn() -> T, from: T, failure: &str) -> T {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = read();
+            if now != from {
+                return now;
+            }
+            assert!(std::time::Instant::now() < deadline, "{failure}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// After a signing, the checkpointer moves the log into the database file and restarts
@@ -1565,26 +1581,11 @@ mod tests {
         let wal = dir.join("store.db-wal");
         // Bytes 12..24 of the log header: checkpoint sequence number and the two salts.
         let header = || std::fs::read(&wal).unwrap()[12..24].to_vec();
-        let sign = || async {
-            store
-                .begin_signing(Uuid::new_v4(), &[], &[], None, 0)
-                .await
-                .unwrap()
-                .unwrap()
-        };
-        sign().await;
-        let written = header();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while header() == written {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the checkpointer did not restart the log"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let restarted = header();
+        unsynced_signing(&store).await;
+        let restarted =
+            wait_for_change(header, header(), "the checkpointer did not restart the log").await;
         // The checkpointer's next look is up to 100 ms away; this commit takes far less.
-        sign().await;
+        unsynced_signing(&store).await;
         assert_eq!(header(), restarted, "the signing restarted the log itself");
         store.close().await;
         std::fs::remove_dir_all(&dir).unwrap();
