@@ -5,6 +5,7 @@
 //! * [`ceremony`]: aux info, key generation and presignatures, as coordinator and participant.
 //! * [`signing`]: the signing coordinator and the signer, which checks the PSBT itself.
 //! * [`pool`]: the presignature pool: background refill, levels and statistics.
+//! * `ready`: the coordinator's memory of ready presignatures (a hint; signers decide).
 //! * [`locks`]: the cluster's ceremony lock and the participants' fencing check.
 //! * [`membership`]: members' presence and wallets' public keys in the cluster backend.
 //! * [`delivery`]: runs a protocol over the mesh.
@@ -22,6 +23,7 @@ pub mod locks;
 pub mod membership;
 pub mod node;
 pub mod pool;
+mod ready;
 pub mod signing;
 pub mod utxos;
 

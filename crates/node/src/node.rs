@@ -14,7 +14,7 @@ use mpc_store::{CeremonyRecord, KeySource, Store, Zeroizing};
 use mpc_transport::{
     certs::TlsIdentity,
     quic::{MeshConfig, PeerConfig, QuicMesh},
-    Envelope, NodeId, Recent, Router, RouterLimits, SessionId, Transport,
+    Envelope, NodeId, Router, RouterLimits, SessionId, Transport,
 };
 use round_based::ProtocolMessage;
 use serde::{de::DeserializeOwned, Serialize};
@@ -31,7 +31,9 @@ use crate::{
     delivery::{connect, MeshParty, SessionParties},
     health::Health,
     keys::ShareCache,
-    now_ms, NodeError,
+    now_ms,
+    ready::ReadyPresignatures,
+    NodeError,
 };
 
 type OutcomeSender = mpsc::UnboundedSender<(NodeId, Result<Outcome, String>)>;
@@ -56,10 +58,9 @@ pub(crate) struct Inner {
     pub health: Health,
     pub shares: ShareCache,
     pub pool: crate::pool::PoolState,
-    /// Presignatures this node (as coordinator) has offered to signers. Each is consumed or
-    /// discarded by that signing and never offered again, but a ready-list read that began
-    /// before the consumption committed may still show it; this keeps it out of later picks.
-    pub offered: Mutex<Recent<String>>,
+    /// The ready presignatures this node can offer as coordinator, remembered between
+    /// signings, and those it offered or consumed (never offered again).
+    pub(crate) ready: Mutex<ReadyPresignatures>,
     waiters: Mutex<HashMap<Uuid, Waiter>>,
     commit_waiters: Mutex<HashMap<Uuid, CommitWaiter>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -167,7 +168,7 @@ impl Node {
                 health,
                 shares: ShareCache::default(),
                 pool: Default::default(),
-                offered: Mutex::new(Recent::default()),
+                ready: Mutex::default(),
                 waiters: Mutex::new(HashMap::new()),
                 commit_waiters: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Vec::new()),

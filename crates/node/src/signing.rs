@@ -37,7 +37,9 @@ use crate::{
     control::{InputOutcome, Outcome, ProposalBody},
     delivery::run_blocking,
     keys::{keygen_indices, wallet_key},
-    now_ms, Node, NodeError,
+    now_ms,
+    ready::{ReadyKey, ReadyPresignatures, READ_AHEAD},
+    Node, NodeError,
 };
 
 /// How one input was signed.
@@ -293,7 +295,7 @@ impl Node {
     }
 
     /// Picks a ready presignature for each ECDSA job, if this node signs and holds one, and
-    /// marks it offered.
+    /// marks it used. Remembered ones first; the store is read only when none is remembered.
     async fn reserve_presignatures(
         &self,
         wallets: &RequestWallets,
@@ -309,20 +311,40 @@ impl Node {
             if !matches!(job.message, JobMessage::Ecdsa { .. }) {
                 continue;
             }
-            let wallet = &wallets.records[job.wallet];
-            let ready = self
-                .inner
-                .store
-                .ready_presignatures(&wallet.id, &job.path.to_string(), signers, now_ms(), 16)
-                .await?;
-            if let Ok(mut offered) = self.inner.offered.lock() {
-                if let Some(p) = ready.into_iter().find(|p| !offered.contains(&p.id)) {
-                    offered.insert(p.id.clone(), OFFERED_MEMORY);
-                    chosen[job.input] = Some(p.id);
+            let key = ReadyKey {
+                wallet_id: wallets.records[job.wallet].id.clone(),
+                path: job.path.to_string(),
+                signers: signers.to_vec(),
+            };
+            let remembered = self.ready()?.take(&key, now_ms());
+            chosen[job.input] = match remembered {
+                Some(id) => Some(id),
+                None => {
+                    let listed = self
+                        .inner
+                        .store
+                        .ready_presignatures(
+                            &key.wallet_id,
+                            &key.path,
+                            signers,
+                            now_ms(),
+                            READ_AHEAD,
+                        )
+                        .await?;
+                    let mut ready = self.ready()?;
+                    ready.remember(key.clone(), listed);
+                    ready.take(&key, now_ms())
                 }
-            }
+            };
         }
         Ok(chosen)
+    }
+
+    fn ready(&self) -> Result<std::sync::MutexGuard<'_, ReadyPresignatures>, NodeError> {
+        self.inner
+            .ready
+            .lock()
+            .map_err(|_| NodeError::Internal("ready-presignature lock".into()))
     }
 
     async fn sign_attempt(
@@ -549,6 +571,7 @@ impl Node {
             })?;
         if !chosen.is_empty() {
             crate::failpoint::crash_point("consume:committed");
+            self.ready()?.used(chosen.iter().map(|p| p.id));
         }
         let t_committed = Instant::now();
         let mut secrets = secrets.into_iter();
@@ -620,10 +643,6 @@ impl Node {
         Ok(Outcome::Sign { inputs: outcomes })
     }
 }
-
-/// How many offered presignature ids a coordinator remembers: far more than can be offered
-/// while one ready-list read is in flight.
-const OFFERED_MEMORY: usize = 10_000;
 
 /// A signer's FROST run (one input) on its own thread.
 type FrostRun = tokio::task::JoinHandle<

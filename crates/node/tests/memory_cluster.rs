@@ -328,6 +328,66 @@ async fn dkg_presign_and_sign_a_mixed_transaction() {
     assert!(err.to_string().contains("not this wallet's"), "{err}");
 }
 
+/// A coordinator remembers the ready presignatures it read; one consumed meanwhile in a signing
+/// that another node coordinated (this node signing) is never offered from that memory: the
+/// next request signs in one attempt, interactively, instead of failing on a used presignature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presignature_used_under_another_coordinator_is_not_offered_again() {
+    let (c, _net) = cluster(3, 2).await;
+    let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
+    let ecdsa = n1
+        .create_wallet(Uuid::new_v4(), wallet_request("e", Scheme::Ecdsa))
+        .await
+        .unwrap();
+    let key =
+        mpc_node::keys::wallet_key(&n1.store().wallet(&ecdsa.id).await.unwrap().unwrap()).unwrap();
+    let p00 = Chain::Receive.path(0).unwrap();
+    let presigned = n1
+        .generate_presignatures(Uuid::new_v4(), &ecdsa.id, &p00, 2, None, None)
+        .await
+        .unwrap();
+    // Node 1 and node 2 both pick signers {1, 2}: the presignatures' set.
+    assert_eq!(presigned.signers, [1, 2]);
+    let spend = |funding: &str| {
+        let input = synthetic_funding(&key, &p00, Amount::from_sat(50_000), funding).unwrap();
+        let payment = Payment {
+            script_pubkey: key
+                .chain_address(Chain::Receive, 9)
+                .unwrap()
+                .script_pubkey(),
+            amount: Amount::from_sat(40_000),
+            owner: None,
+        };
+        build_psbt(&[input], &[payment]).unwrap().to_string()
+    };
+    let wallets = std::slice::from_ref(&ecdsa.id);
+    let sign = |node: &Node, funding: &'static str| {
+        let (node, psbt) = (node.clone(), spend(funding));
+        async move {
+            node.sign_psbt(Uuid::new_v4(), wallets, &psbt)
+                .await
+                .unwrap()
+        }
+    };
+
+    // Node 1 reads both, uses one and remembers the other; node 2 then uses that other one.
+    let first = sign(n1, "a").await;
+    let second = sign(n2, "b").await;
+    let mut used: Vec<String> = [&first, &second]
+        .iter()
+        .map(|r| r.inputs[0].presignature.clone().unwrap())
+        .collect();
+    used.sort();
+    let mut made = presigned.ids.clone();
+    made.sort();
+    assert_eq!(used, made, "each signing used one of the two presignatures");
+
+    let third = sign(n1, "c").await;
+    assert_eq!(third.attempts.len(), 1, "{:?}", third.attempts);
+    assert_eq!(third.inputs[0].method, "interactive");
+    assert_eq!(third.inputs[0].presignature, None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_signer_is_named_and_the_retry_succeeds() {
     let (c, net) = cluster(3, 2).await;
