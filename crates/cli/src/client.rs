@@ -15,6 +15,8 @@ pub enum ClientError {
         code: String,
         message: String,
         details: Value,
+        /// Seconds to wait before asking again (a 429's `Retry-After`).
+        retry_after: Option<u64>,
     },
     #[error("request to {url} failed: {reason}")]
     Transport { url: String, reason: String },
@@ -61,6 +63,11 @@ impl ApiClient {
         };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let body: Value = resp.json().await.map_err(transport)?;
         if status.is_success() {
             serde_json::from_value(body).map_err(|e| ClientError::Transport {
@@ -74,6 +81,7 @@ impl ApiClient {
                 code: err["code"].as_str().unwrap_or("unknown").to_string(),
                 message: err["message"].as_str().unwrap_or("").to_string(),
                 details: err["details"].clone(),
+                retry_after,
             })
         }
     }
@@ -92,14 +100,28 @@ impl ApiClient {
         self.send(self.http.post(&url).json(body), &url).await
     }
 
-    /// Polls a ceremony until it finishes; returns its result.
+    /// Polls a ceremony until it finishes; returns its result. A poll refused by the rate
+    /// limit is retried after the `Retry-After` the node gave: the ceremony runs on either way,
+    /// and giving up would report a failure for a ceremony that may succeed.
     pub async fn wait_ceremony(
         &self,
         id: &str,
         bar: Option<&ProgressBar>,
     ) -> Result<Value, ClientError> {
         loop {
-            let c: Value = self.get(&format!("/api/v1/ceremonies/{id}")).await?;
+            let c: Value = match self.get(&format!("/api/v1/ceremonies/{id}")).await {
+                Ok(c) => c,
+                Err(ClientError::Api {
+                    status: 429,
+                    retry_after,
+                    ..
+                }) => {
+                    let wait = Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 60));
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match c["state"].as_str() {
                 Some("succeeded") => return Ok(c["result"].clone()),
                 Some("failed") => {
@@ -126,9 +148,13 @@ impl ApiClient {
         bar: Option<&ProgressBar>,
     ) -> Result<Value, ClientError> {
         let accepted: Value = self.post(path, body).await?;
+        let url = format!("{}{path}", self.base);
         let id = accepted["ceremony_id"]
             .as_str()
-            .unwrap_or_default()
+            .ok_or_else(|| ClientError::Transport {
+                url,
+                reason: format!("no ceremony_id in the answer: {accepted}"),
+            })?
             .to_string();
         self.wait_ceremony(&id, bar).await
     }

@@ -771,6 +771,7 @@ pub fn print_json_error(err: &anyhow::Error) -> bool {
             code,
             message,
             details,
+            ..
         }) => {
             println!(
                 "{}",

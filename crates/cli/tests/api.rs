@@ -21,7 +21,10 @@ use mpc_bitcoin::{
     verify::verify_transaction,
     Chain, WalletKey,
 };
-use mpc_wallet::devnet::{wallet_key_from_api, Devnet, DevnetOptions};
+use mpc_wallet::{
+    client::ApiClient,
+    devnet::{wallet_key_from_api, Devnet, DevnetOptions},
+};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -1967,6 +1970,35 @@ async fn rest_api_and_cli_against_five_node_processes() {
     api.get(2, wallets_route, wallets_route, Some(&limited_admin))
         .await
         .ok("the limited token after Retry-After");
+    // The CLI's client waits out a 429 while polling a ceremony instead of reporting a failure
+    // for a ceremony that runs on: a presignature (seconds of CPU) through node 2, polled every
+    // 50 ms by a token allowed one request a second after a burst of 3.
+    let throttled_before = api
+        .metrics(&devnet, 2)
+        .await
+        .sum("mpc_api_rate_limited_total", &[("limit", "token")]);
+    let client = ApiClient::new(api.bases[&2].clone(), devnet.token(Role::Admin).ok());
+    let presigned = client
+        .ceremony(&e_presign_path, &json!({"path": "m/0/9", "count": 1}), None)
+        .await
+        .expect("a ceremony polled through the rate limit");
+    assert_eq!(
+        presigned["ids"].as_array().map(Vec::len),
+        Some(1),
+        "{presigned}"
+    );
+    let throttled = api
+        .metrics(&devnet, 2)
+        .await
+        .sum("mpc_api_rate_limited_total", &[("limit", "token")])
+        - throttled_before;
+    eprintln!(
+        "[api test] fact: the client's ceremony polls were refused {throttled} times and waited"
+    );
+    assert!(
+        throttled >= 1.0,
+        "no poll met the limit: the check proves nothing"
+    );
     phase("per-token rate limit (node 2)");
 
     // Node 3 limits each address: fresh tokens do not help, /healthz is exempt.
