@@ -86,8 +86,12 @@ impl ApiClient {
         }
     }
 
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        let url = format!("{}{path}", self.base);
+        let url = self.url(path);
         self.send(self.http.get(&url), &url).await
     }
 
@@ -96,7 +100,7 @@ impl ApiClient {
         path: &str,
         body: &B,
     ) -> Result<T, ClientError> {
-        let url = format!("{}{path}", self.base);
+        let url = self.url(path);
         self.send(self.http.post(&url).json(body), &url).await
     }
 
@@ -148,11 +152,10 @@ impl ApiClient {
         bar: Option<&ProgressBar>,
     ) -> Result<Value, ClientError> {
         let accepted: Value = self.post(path, body).await?;
-        let url = format!("{}{path}", self.base);
         let id = accepted["ceremony_id"]
             .as_str()
             .ok_or_else(|| ClientError::Transport {
-                url,
+                url: self.url(path),
                 reason: format!("no ceremony_id in the answer: {accepted}"),
             })?
             .to_string();

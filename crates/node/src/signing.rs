@@ -316,26 +316,18 @@ impl Node {
                 path: job.path.to_string(),
                 signers: signers.to_vec(),
             };
-            let remembered = self.ready()?.take(&key, now_ms());
-            chosen[job.input] = match remembered {
-                Some(id) => Some(id),
-                None => {
-                    let listed = self
-                        .inner
-                        .store
-                        .ready_presignatures(
-                            &key.wallet_id,
-                            &key.path,
-                            signers,
-                            now_ms(),
-                            READ_AHEAD,
-                        )
-                        .await?;
-                    let mut ready = self.ready()?;
-                    ready.remember(key.clone(), listed);
-                    ready.take(&key, now_ms())
-                }
-            };
+            let mut picked = self.ready()?.take(&key, now_ms());
+            if picked.is_none() {
+                let listed = self
+                    .inner
+                    .store
+                    .ready_presignatures(&key.wallet_id, &key.path, signers, now_ms(), READ_AHEAD)
+                    .await?;
+                let mut ready = self.ready()?;
+                ready.remember(key.clone(), listed);
+                picked = ready.take(&key, now_ms());
+            }
+            chosen[job.input] = picked;
         }
         Ok(chosen)
     }
