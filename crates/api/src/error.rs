@@ -89,11 +89,15 @@ impl From<NodeError> for ApiError {
         match &e {
             NodeError::NotFound(_) => Self::not_found(message),
             NodeError::InvalidRequest(_) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message),
+            NodeError::LimitExceeded { limit, .. } => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded", message)
+                .with_details(json!({"limit": limit})),
             NodeError::Wallet(w) => match w {
                 mpc_bitcoin::WalletError::Inputs(inputs) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "psbt_refused", message)
                     .with_details(json!({
-                        "inputs": inputs.iter().map(|i| json!({"input": i.input, "reason": i.problem.to_string()})).collect::<Vec<_>>()
+                        "inputs": inputs.iter().map(|i| json!({"input": i.input, "code": i.problem.code(), "reason": i.problem.to_string()})).collect::<Vec<_>>()
                     })),
+                mpc_bitcoin::WalletError::InvalidTransaction(problem) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_transaction", message)
+                    .with_details(json!({"rule": problem.code(), "input": problem.input(), "output": problem.output()})),
                 mpc_bitcoin::WalletError::MalformedPsbt(_) => Self::new(StatusCode::BAD_REQUEST, "malformed_psbt", message),
                 _ => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "wallet_error", message),
             },

@@ -24,10 +24,16 @@ pub struct UtxoEntry {
     /// `txid:vout`.
     #[schema(example = "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b:0")]
     outpoint: String,
-    amount_sats: u64,
+    /// The amount; taken from `funding_transaction` when that is given (and then checked
+    /// against it if given too). Required without it.
+    amount_sats: Option<u64>,
     /// The wallet's path that receives it, e.g. `m/0/3`; its script is derived by the node.
     #[schema(example = "m/0/0")]
     path: String,
+    /// The transaction that created the output (consensus encoding, hex), whose txid must be
+    /// the outpoint's. Required for P2WPKH (cggmp24) wallets: every signer checks each spent
+    /// amount against it, since BIP-143 signatures commit only to their own input's amount.
+    funding_transaction: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -89,8 +95,9 @@ pub struct UtxoQuery {
     include_spent: Option<bool>,
 }
 
-/// Registers funding outputs of a wallet (outpoint, amount, path). The node derives the
-/// path's script with the wallet's key and stores it; registering an output again with the
+/// Registers funding outputs of a wallet (outpoint, path, and the funding transaction, which
+/// P2WPKH outputs require). The node derives the path's script with the wallet's key, checks
+/// the funding transaction's txid and output against it, and stores both; registering an output again with the
 /// same data is a no-op. The registry is this node's: spend them through this node.
 #[utoipa::path(post, path = "/api/v1/wallets/{id}/utxos", tag = "wallets", request_body = RegisterUtxosRequest,
     params(("id" = String, Path, description = "wallet id")),
@@ -111,6 +118,7 @@ pub async fn register_utxos(
             outpoint: u.outpoint,
             amount_sats: u.amount_sats,
             path: u.path,
+            funding_transaction: u.funding_transaction,
         })
         .collect();
     let registered = s.node.register_utxos(&id, &utxos).await?;

@@ -13,7 +13,7 @@ use mpc_protocols::DerivationPath;
 
 use crate::{
     keys::{to_bip32, Scheme, WalletKey},
-    WalletError,
+    InputError, InputProblem, WalletError,
 };
 
 /// An output one of our wallets can spend.
@@ -21,6 +21,9 @@ use crate::{
 pub struct SpendableOutput {
     pub outpoint: OutPoint,
     pub txout: TxOut,
+    /// The transaction that created the output: required for P2WPKH (it proves the amount
+    /// to every signer, see [`crate::psbt::spent_outputs`]), optional for P2TR.
+    pub funding_transaction: Option<Transaction>,
     pub wallet: WalletKey,
     pub path: DerivationPath,
 }
@@ -78,7 +81,27 @@ pub fn build_psbt(inputs: &[SpendableOutput], payments: &[Payment]) -> Result<Ps
     };
     let mut psbt =
         Psbt::from_unsigned_tx(tx).map_err(|e| WalletError::MalformedPsbt(e.to_string()))?;
-    for (psbt_input, spend) in psbt.inputs.iter_mut().zip(inputs) {
+    for (index, (psbt_input, spend)) in psbt.inputs.iter_mut().zip(inputs).enumerate() {
+        let refuse = |problem| {
+            WalletError::Inputs(vec![InputError {
+                input: index,
+                problem,
+            }])
+        };
+        match &spend.funding_transaction {
+            Some(funding) => {
+                let proven = usize::try_from(spend.outpoint.vout)
+                    .ok()
+                    .and_then(|vout| funding.output.get(vout));
+                if funding.compute_txid() != spend.outpoint.txid || proven != Some(&spend.txout) {
+                    return Err(refuse(InputProblem::UtxoMismatch));
+                }
+            }
+            None if !spend.txout.script_pubkey.is_p2tr() => {
+                return Err(refuse(InputProblem::AmountUnproven))
+            }
+            None => {}
+        }
         // One derivation serves both the script check and the derivation record.
         let key = spend.wallet.derive(&spend.path)?;
         if spend.wallet.address_of(key).script_pubkey() != spend.txout.script_pubkey {
@@ -89,6 +112,7 @@ pub fn build_psbt(inputs: &[SpendableOutput], payments: &[Payment]) -> Result<Ps
         }
         *psbt_input = Input {
             witness_utxo: Some(spend.txout.clone()),
+            non_witness_utxo: spend.funding_transaction.clone(),
             ..Input::default()
         };
         match origin(&spend.wallet, &spend.path, key)? {
@@ -120,22 +144,42 @@ pub fn build_psbt(inputs: &[SpendableOutput], payments: &[Payment]) -> Result<Ps
     Ok(psbt)
 }
 
-/// SYNTHETIC funding, for the demo and tests only: an outpoint of a made-up transaction that
-/// exists on no chain, paying `amount` to `wallet` at `path`. The txid is a hash of the
-/// label, so it is recognisably not a real transaction's.
+/// SYNTHETIC funding, for the demo and tests only: output 0 of a made-up transaction that
+/// exists on no chain, paying `amount` to `wallet` at `path`. Its one input spends an outpoint
+/// whose txid is a hash of the label, so it is recognisably not a real transaction; it is a
+/// whole transaction so that signers can check the amount against its txid as they would a
+/// real one's.
 pub fn synthetic_funding(
     wallet: &WalletKey,
     path: &DerivationPath,
     amount: Amount,
     label: &str,
 ) -> Result<SpendableOutput, WalletError> {
-    let txid = Txid::hash(format!("mpc-wallet SYNTHETIC funding: {label}").as_bytes());
+    let txout = TxOut {
+        value: amount,
+        script_pubkey: wallet.script_pubkey(path)?,
+    };
+    let funding = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint {
+                txid: Txid::hash(format!("mpc-wallet SYNTHETIC funding: {label}").as_bytes()),
+                vout: 0,
+            },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![txout.clone()],
+    };
     Ok(SpendableOutput {
-        outpoint: OutPoint { txid, vout: 0 },
-        txout: TxOut {
-            value: amount,
-            script_pubkey: wallet.script_pubkey(path)?,
+        outpoint: OutPoint {
+            txid: funding.compute_txid(),
+            vout: 0,
         },
+        txout,
+        funding_transaction: Some(funding),
         wallet: wallet.clone(),
         path: path.clone(),
     })

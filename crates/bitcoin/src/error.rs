@@ -15,6 +15,8 @@ pub enum WalletError {
     Inputs(Vec<InputError>),
     #[error("PSBT is malformed: {0}")]
     MalformedPsbt(String),
+    #[error("transaction refused: {0}")]
+    InvalidTransaction(#[from] crate::validity::TxProblem),
     #[error("signature for input {input}: {reason}")]
     Signature { input: usize, reason: String },
     #[error("finalize: {0}")]
@@ -53,6 +55,13 @@ pub enum InputProblem {
     MissingUtxo,
     #[error("non_witness_utxo does not match the outpoint it claims to spend")]
     UtxoMismatch,
+    #[error("witness_utxo disagrees with the output of non_witness_utxo it claims to be")]
+    WitnessUtxoMismatch,
+    #[error(
+        "P2WPKH input without non_witness_utxo: its amount must be proven by the previous \
+         transaction (BIP-143 commits only to each input's own amount)"
+    )]
+    AmountUnproven,
     #[error("unsupported script type {0} (only P2WPKH and key-path P2TR are signed)")]
     UnsupportedScript(String),
     #[error("no derivation path of this wallet (bip32_derivation / tap_key_origins with its fingerprint)")]
@@ -68,10 +77,31 @@ pub enum InputProblem {
     },
     #[error("taproot script-path spends are not signed (leaf hashes present)")]
     ScriptPath,
-    #[error("sighash type {0:#x} is not standard for this script type")]
-    NonStandardSighash(u32),
-    #[error("SIGHASH_SINGLE without a matching output")]
-    SingleWithoutOutput,
+    #[error(
+        "sighash type {0:#x} refused: only SIGHASH_ALL (P2WPKH) and SIGHASH_DEFAULT or \
+         SIGHASH_ALL (P2TR) commit to every input and output"
+    )]
+    SighashTypeRefused(u32),
     #[error("sighash: {0}")]
     Sighash(String),
+}
+
+impl InputProblem {
+    /// Stable machine-readable code, as the API reports it per input.
+    pub fn code(&self) -> &'static str {
+        match self {
+            InputProblem::MissingUtxo => "missing_utxo",
+            InputProblem::UtxoMismatch => "utxo_mismatch",
+            InputProblem::WitnessUtxoMismatch => "witness_utxo_mismatch",
+            InputProblem::AmountUnproven => "amount_unproven",
+            InputProblem::UnsupportedScript(_) => "unsupported_script",
+            InputProblem::NotOurs => "not_ours",
+            InputProblem::BadPath(..) => "bad_path",
+            InputProblem::ScriptMismatch { .. } => "script_mismatch",
+            InputProblem::WrongScheme { .. } => "wrong_scheme",
+            InputProblem::ScriptPath => "script_path",
+            InputProblem::SighashTypeRefused(_) => "sighash_type_refused",
+            InputProblem::Sighash(_) => "sighash",
+        }
+    }
 }

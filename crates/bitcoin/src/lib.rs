@@ -9,6 +9,8 @@
 //! * [`spend`]: paying from registered outputs: recipient checks, coin selection (BDK's),
 //!   fee math, the unsigned PSBT with change to the wallet.
 //! * [`local`]: signing a PSBT in one process (demo, tests, baseline benchmarks).
+//! * [`validity`]: the consensus rules that need no chain and the relay policy, checked
+//!   before signing.
 //! * [`verify`]: the whole transaction through Bitcoin Core's script interpreter
 //!   (`bitcoinconsensus`), with the spent outputs, plus standardness checks consensus omits.
 
@@ -20,12 +22,14 @@ pub mod local;
 pub mod policy;
 pub mod psbt;
 pub mod spend;
+pub mod validity;
 pub mod verify;
 
 pub use bitcoin;
 pub use error::{InputError, InputProblem, WalletError};
 pub use keys::{Chain, Scheme, WalletKey};
 pub use psbt::{analyze, JobMessage, SigningJob};
+pub use validity::{TxProblem, TxRules};
 
 /// The process's one libsecp256k1 verification context. With `rand-std`, rust-bitcoin's
 /// `Secp256k1::verification_only()` re-randomises every new context (a point multiplication)

@@ -48,7 +48,7 @@ pub fn sign_psbt(
     mode: EcdsaMode,
 ) -> Result<Vec<(SigningJob, InputSignature)>, WalletError> {
     let keys: Vec<&WalletKey> = wallets.iter().map(LocalWallet::key).collect();
-    let jobs = analyze(psbt, &keys)?;
+    let jobs = analyze(psbt, &keys, &crate::TxRules::default())?;
     let mut signed = Vec::with_capacity(jobs.len());
     for job in jobs {
         let signature = match (&wallets[job.wallet], &job.message) {

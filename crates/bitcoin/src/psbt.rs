@@ -16,6 +16,7 @@ use mpc_protocols::{ecdsa::SighashPreimage, DerivationPath};
 
 use crate::{
     keys::{from_bip32, Scheme, WalletKey},
+    validity::{check_input_count, check_transaction, TxRules},
     InputError, InputProblem, WalletError,
 };
 
@@ -56,27 +57,22 @@ impl JobMessage {
     }
 }
 
-/// The spent outputs of every input, in input order. Every input must have one.
+/// The spent output of every input, in input order, each proven to the signer (design
+/// invariant 9): the amount a signature commits to is never taken from the request alone.
+///
+/// * A P2WPKH input needs `non_witness_utxo`, the previous transaction, whose txid must be
+///   the outpoint's: BIP-143 commits only to the signed input's own amount, so amounts taken
+///   from `witness_utxo` could be misstated for different inputs in different requests over
+///   one transaction, and the signatures combined into a transaction whose real fee nobody
+///   approved.
+/// * A P2TR input may carry `witness_utxo` alone: BIP-341 commits every signature to every
+///   input's amount and script, so a misstated one makes every Taproot signature invalid.
+/// * Where both are present they must agree.
 pub fn spent_outputs(psbt: &Psbt) -> Result<Vec<TxOut>, Vec<InputError>> {
     let mut errors = Vec::new();
     let mut outputs = Vec::with_capacity(psbt.inputs.len());
     for (index, (input, txin)) in psbt.inputs.iter().zip(&psbt.unsigned_tx.input).enumerate() {
-        let spent = if let Some(utxo) = &input.witness_utxo {
-            Ok(utxo.clone())
-        } else if let Some(prev_tx) = &input.non_witness_utxo {
-            if prev_tx.compute_txid() != txin.previous_output.txid {
-                Err(InputProblem::UtxoMismatch)
-            } else {
-                prev_tx
-                    .output
-                    .get(txin.previous_output.vout as usize)
-                    .cloned()
-                    .ok_or(InputProblem::UtxoMismatch)
-            }
-        } else {
-            Err(InputProblem::MissingUtxo)
-        };
-        match spent {
+        match proven_spent_output(input, txin) {
             Ok(out) => outputs.push(out),
             Err(problem) => errors.push(InputError {
                 input: index,
@@ -91,9 +87,42 @@ pub fn spent_outputs(psbt: &Psbt) -> Result<Vec<TxOut>, Vec<InputError>> {
     }
 }
 
-/// Analyzes every input of `psbt` against `wallets`: each input must belong to one of them.
-/// Returns one job per input, or every refused input with its reason.
-pub fn analyze(psbt: &Psbt, wallets: &[&WalletKey]) -> Result<Vec<SigningJob>, WalletError> {
+fn proven_spent_output(
+    input: &bitcoin::psbt::Input,
+    txin: &bitcoin::TxIn,
+) -> Result<TxOut, InputProblem> {
+    let from_previous = match &input.non_witness_utxo {
+        Some(prev_tx) => {
+            if prev_tx.compute_txid() != txin.previous_output.txid {
+                return Err(InputProblem::UtxoMismatch);
+            }
+            let out = usize::try_from(txin.previous_output.vout)
+                .ok()
+                .and_then(|vout| prev_tx.output.get(vout))
+                .ok_or(InputProblem::UtxoMismatch)?;
+            Some(out.clone())
+        }
+        None => None,
+    };
+    match (from_previous, &input.witness_utxo) {
+        (Some(proven), Some(claimed)) if &proven != claimed => {
+            Err(InputProblem::WitnessUtxoMismatch)
+        }
+        (Some(proven), _) => Ok(proven),
+        (None, Some(claimed)) if claimed.script_pubkey.is_p2tr() => Ok(claimed.clone()),
+        (None, Some(_)) => Err(InputProblem::AmountUnproven),
+        (None, None) => Err(InputProblem::MissingUtxo),
+    }
+}
+
+/// Analyzes every input of `psbt` against `wallets`: each input must belong to one of them,
+/// and the transaction must be valid under `rules` ([`crate::validity`]). Returns one job per
+/// input, or every refused input with its reason.
+pub fn analyze(
+    psbt: &Psbt,
+    wallets: &[&WalletKey],
+    rules: &TxRules,
+) -> Result<Vec<SigningJob>, WalletError> {
     if psbt.inputs.len() != psbt.unsigned_tx.input.len()
         || psbt.outputs.len() != psbt.unsigned_tx.output.len()
     {
@@ -101,12 +130,10 @@ pub fn analyze(psbt: &Psbt, wallets: &[&WalletKey]) -> Result<Vec<SigningJob>, W
             "input/output maps do not match the unsigned transaction".into(),
         ));
     }
-    if psbt.inputs.is_empty() {
-        return Err(WalletError::MalformedPsbt(
-            "transaction has no inputs".into(),
-        ));
-    }
+    // Before any per-input work: the count bounds what one request can cost.
+    check_input_count(psbt.inputs.len(), rules.max_inputs)?;
     let spent = spent_outputs(psbt).map_err(WalletError::Inputs)?;
+    check_transaction(&psbt.unsigned_tx, &spent, rules)?;
     let fingerprints = wallets
         .iter()
         .map(|w| w.fingerprint())
@@ -194,18 +221,12 @@ fn analyze_input(
                 expected: "cggmp24 (ECDSA)",
             });
         }
+        // Invariant 9: only SIGHASH_ALL commits to every input and output; any other type
+        // leaves a signature its holder could reuse in a transaction no policy saw.
         let sighash_type = match raw_sighash_type {
-            None => EcdsaSighashType::All,
-            Some(raw) => EcdsaSighashType::from_standard(raw)
-                .map_err(|_| InputProblem::NonStandardSighash(raw))?,
+            None | Some(0x01) => EcdsaSighashType::All,
+            Some(raw) => return Err(InputProblem::SighashTypeRefused(raw)),
         };
-        if matches!(
-            sighash_type,
-            EcdsaSighashType::Single | EcdsaSighashType::SinglePlusAnyoneCanPay
-        ) && index >= psbt.unsigned_tx.output.len()
-        {
-            return Err(InputProblem::SingleWithoutOutput);
-        }
         JobMessage::Ecdsa {
             preimage: segwit_v0_preimage(cache, index, script, spent[index].value, sighash_type)?,
             sighash_type,
@@ -219,19 +240,10 @@ fn analyze_input(
             });
         }
         let sighash_type = match raw_sighash_type {
-            None => TapSighashType::Default,
-            Some(raw) => u8::try_from(raw)
-                .ok()
-                .and_then(|b| TapSighashType::from_consensus_u8(b).ok())
-                .ok_or(InputProblem::NonStandardSighash(raw))?,
+            None | Some(0x00) => TapSighashType::Default,
+            Some(0x01) => TapSighashType::All,
+            Some(raw) => return Err(InputProblem::SighashTypeRefused(raw)),
         };
-        if matches!(
-            sighash_type,
-            TapSighashType::Single | TapSighashType::SinglePlusAnyoneCanPay
-        ) && index >= psbt.unsigned_tx.output.len()
-        {
-            return Err(InputProblem::SingleWithoutOutput);
-        }
         let internal_key = XOnlyPublicKey::from(key);
         if let Some(claimed) = input.tap_internal_key {
             if claimed != internal_key {
@@ -292,7 +304,7 @@ pub fn taproot_key_spend(
     Ok((sig_msg, sighash.to_byte_array()))
 }
 
-fn describe_script(script: &Script) -> String {
+pub(crate) fn describe_script(script: &Script) -> String {
     match Address::from_script(script, bitcoin::Network::Bitcoin) {
         Ok(addr) => format!("{:?}", addr.address_type()).to_lowercase(),
         Err(_) if script.is_op_return() => "op_return".into(),

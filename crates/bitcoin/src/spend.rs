@@ -140,6 +140,8 @@ pub fn predicted_weight(scheme: Scheme, inputs: usize, output_scripts: &[&Script
 pub struct Candidate {
     pub outpoint: OutPoint,
     pub txout: TxOut,
+    /// The transaction that created it (required to spend P2WPKH outputs).
+    pub funding_transaction: Option<Transaction>,
     pub path: DerivationPath,
 }
 
@@ -260,6 +262,7 @@ pub fn build_spend(
             SpendableOutput {
                 outpoint: c.outpoint,
                 txout: c.txout.clone(),
+                funding_transaction: c.funding_transaction.clone(),
                 wallet: wallet.clone(),
                 path: c.path.clone(),
             }
@@ -284,7 +287,6 @@ pub fn build_spend(
 mod tests {
     use super::*;
     use crate::{keys::Chain, policy};
-    use bitcoin::{hashes::Hash, Txid};
     use mpc_protocols::signature::PublicKey;
     use rand::{rngs::StdRng, SeedableRng};
 
@@ -303,15 +305,17 @@ mod tests {
             .enumerate()
             .map(|(i, &a)| {
                 let path = Chain::Receive.path(i as u32).unwrap();
+                let funded = crate::build::synthetic_funding(
+                    w,
+                    &path,
+                    Amount::from_sat(a),
+                    &format!("test {i}"),
+                )
+                .unwrap();
                 Candidate {
-                    outpoint: OutPoint {
-                        txid: Txid::hash(format!("test {i}").as_bytes()),
-                        vout: i as u32,
-                    },
-                    txout: TxOut {
-                        value: Amount::from_sat(a),
-                        script_pubkey: w.script_pubkey(&path).unwrap(),
-                    },
+                    outpoint: funded.outpoint,
+                    txout: funded.txout,
+                    funding_transaction: funded.funding_transaction,
                     path,
                 }
             })
@@ -546,9 +550,14 @@ mod tests {
             let change_path = Chain::Change.path(4).unwrap();
             let psbt = build_spend(&w, &cands, &sel, &to, amount, &change_path).unwrap();
             // Every input is the wallet's, at its path, and the signer's analysis agrees.
-            let jobs = crate::analyze(&psbt, &[&w]).unwrap();
+            let jobs = crate::analyze(&psbt, &[&w], &crate::TxRules::default()).unwrap();
             assert_eq!(jobs.len(), sel.selected.len());
-            let summary = policy::summarize(&psbt, &[&w], &vec![0; jobs.len()]).unwrap();
+            let within_gap = policy::ChangeRule {
+                next_unused: vec![0],
+                gap: 20,
+            };
+            let summary =
+                policy::summarize(&psbt, &[&w], &vec![0; jobs.len()], &within_gap).unwrap();
             assert_eq!(summary.payments_sats, amount.to_sat());
             assert_eq!(summary.fee_sats, sel.fee.to_sat());
             let change_value = sel.change.expect("change").to_sat();
@@ -560,6 +569,15 @@ mod tests {
                 "{}",
                 summary.fee_rate_sat_vb
             );
+            // The same output beyond the change gap is a payment, not change.
+            let beyond_gap = policy::ChangeRule {
+                next_unused: vec![0],
+                gap: 4,
+            };
+            let summary =
+                policy::summarize(&psbt, &[&w], &vec![0; jobs.len()], &beyond_gap).unwrap();
+            assert_eq!(summary.change_sats, 0);
+            assert_eq!(summary.payments_sats, amount.to_sat() + change_value);
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use mpc_bitcoin::{
     bitcoin::{Amount, Network},
     build::{build_psbt, synthetic_funding, Payment},
-    policy::{summarize, Policy},
+    policy::{summarize, ChangeRule, Policy},
     Chain, WalletKey,
 };
 
@@ -39,6 +39,14 @@ fn psbt(
     build_psbt(&[input], &payments).unwrap()
 }
 
+/// A wallet that has used no change index yet, with the default gap.
+fn first_change() -> ChangeRule {
+    ChangeRule {
+        next_unused: vec![0],
+        gap: Policy::default().change_gap,
+    }
+}
+
 #[test]
 fn every_rule_refuses_and_names_itself() {
     let (_, key) = mpc_testkit::schnorr_wallet(2, 3, Network::Regtest);
@@ -53,11 +61,11 @@ fn every_rule_refuses_and_names_itself() {
             .to_string()]),
         max_fee_sats: Some(5_000),
         max_fee_rate_sat_vb: Some(20.0),
-        networks: vec![],
+        ..Policy::default()
     };
     let wallets = [&key];
     let check = |p: &mpc_bitcoin::bitcoin::psbt::Psbt, spent: u64| {
-        let summary = summarize(p, &wallets, &[0]).unwrap();
+        let summary = summarize(p, &wallets, &[0], &first_change()).unwrap();
         policy
             .check(
                 p,
@@ -106,7 +114,7 @@ fn every_rule_refuses_and_names_itself() {
         .chain_address(Chain::Receive, 1)
         .unwrap()
         .script_pubkey();
-    let summary = summarize(&fake, &wallets, &[0]).unwrap();
+    let summary = summarize(&fake, &wallets, &[0], &first_change()).unwrap();
     assert_eq!(summary.change_sats, 0);
     assert_eq!(
         rule(policy.check(&fake, &summary, &wallets, &HashMap::new(), "regtest")),
@@ -118,7 +126,7 @@ fn every_rule_refuses_and_names_itself() {
         ..Policy::default()
     };
     let p = psbt(&key, 1_000, 0, 500, &friend);
-    let summary = summarize(&p, &wallets, &[0]).unwrap();
+    let summary = summarize(&p, &wallets, &[0], &first_change()).unwrap();
     assert_eq!(
         rule(mainnet_only.check(&p, &summary, &wallets, &HashMap::new(), "regtest")),
         "networks"

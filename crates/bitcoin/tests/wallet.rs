@@ -18,7 +18,7 @@ use mpc_bitcoin::{
     local::{sign_psbt, EcdsaMode, LocalWallet},
     psbt::{analyze, spent_outputs},
     verify::verify_transaction,
-    Chain, InputProblem, WalletError, WalletKey,
+    Chain, InputProblem, TxRules, WalletError, WalletKey,
 };
 use mpc_protocols::DerivationPath;
 
@@ -288,50 +288,29 @@ fn tampered_signatures_wrong_amounts_and_high_s_are_caught() {
     assert!(err.to_string().contains("high-S"), "{err}");
 }
 
+/// Only the types that commit to every input and output are signed: SIGHASH_ALL for P2WPKH
+/// (explicit or absent), SIGHASH_DEFAULT or SIGHASH_ALL for P2TR.
 #[test]
-fn every_standard_sighash_type_signs_and_verifies() {
+fn the_sighash_types_that_commit_to_the_whole_transaction_sign_and_verify() {
     let fx = Fixture::new();
-    let ecdsa_types = [
-        EcdsaSighashType::Single,
-        EcdsaSighashType::SinglePlusAnyoneCanPay,
-        EcdsaSighashType::All,
-        EcdsaSighashType::None,
-        EcdsaSighashType::AllPlusAnyoneCanPay,
-        EcdsaSighashType::NonePlusAnyoneCanPay,
-    ];
-    let tap_types = [
-        TapSighashType::Single,
-        TapSighashType::SinglePlusAnyoneCanPay,
-        TapSighashType::Default,
-        TapSighashType::All,
-        TapSighashType::None,
-        TapSighashType::AllPlusAnyoneCanPay,
-        TapSighashType::NonePlusAnyoneCanPay,
-    ];
-    // SINGLE inputs first, so each has an output at its index.
-    let spec: Vec<(bool, String)> = [(true, 0), (true, 1), (false, 0), (false, 1)]
-        .into_iter()
-        .chain((2..6).map(|k| (true, k)))
-        .chain((2..7).map(|k| (false, k)))
-        .map(|(e, k)| (e, format!("m/0/{k}")))
-        .collect();
-    let spec_ref: Vec<(bool, &str)> = spec.iter().map(|(e, p)| (*e, p.as_str())).collect();
-    let inputs = fx.inputs(&spec_ref);
-    let mut psbt = fx.psbt(&inputs, 4);
-    for (k, (is_ecdsa, p)) in spec.iter().enumerate() {
-        let index: usize = p.rsplit('/').next().unwrap().parse().unwrap();
-        psbt.inputs[k].sighash_type = Some(if *is_ecdsa {
-            PsbtSighashType::from(ecdsa_types[index])
-        } else {
-            PsbtSighashType::from(tap_types[index])
-        });
-    }
+    let inputs = fx.inputs(&[
+        (true, "m/0/0"),
+        (true, "m/0/1"),
+        (false, "m/0/0"),
+        (false, "m/0/1"),
+        (false, "m/0/2"),
+    ]);
+    let mut psbt = fx.psbt(&inputs, 2);
+    psbt.inputs[1].sighash_type = Some(PsbtSighashType::from(EcdsaSighashType::All));
+    psbt.inputs[3].sighash_type = Some(PsbtSighashType::from(TapSighashType::Default));
+    psbt.inputs[4].sighash_type = Some(PsbtSighashType::from(TapSighashType::All));
     sign_psbt(&mut psbt, &fx.wallets(), &[1, 2], EcdsaMode::Interactive).unwrap();
     let spent = spent_outputs(&psbt).unwrap();
     let tx = finalize(&mut psbt).unwrap();
     verify_transaction(&tx, &spent).unwrap();
-    // Non-default Taproot types carry the type byte (65 bytes).
-    assert_eq!(tx.input[2].witness.nth(0).unwrap().len(), 65);
+    // SIGHASH_ALL on Taproot carries the type byte (65 bytes); DEFAULT does not (64).
+    assert_eq!(tx.input[3].witness.nth(0).unwrap().len(), 64);
+    assert_eq!(tx.input[4].witness.nth(0).unwrap().len(), 65);
 }
 
 #[test]
@@ -360,13 +339,16 @@ fn inputs_that_are_not_ours_are_refused_each_with_its_reason() {
         .insert(key, (fp, "m/0/9".parse().unwrap()));
     // Input 4: no spent output.
     psbt.inputs[4].witness_utxo = None;
-    // Input 5: a P2PKH script, which we never sign.
-    psbt.inputs[5].witness_utxo = Some(TxOut {
-        value: Amount::from_sat(1),
-        script_pubkey: ScriptBuf::new_p2pkh(&mpc_bitcoin::bitcoin::PubkeyHash::all_zeros()),
-    });
+    psbt.inputs[4].non_witness_utxo = None;
+    // Input 5: a P2PKH script, which we never sign (its funding transaction pays one).
+    let p2pkh = ScriptBuf::new_p2pkh(&mpc_bitcoin::bitcoin::PubkeyHash::all_zeros());
+    let mut funding = inputs[5].funding_transaction.clone().unwrap();
+    funding.output[0].script_pubkey = p2pkh.clone();
+    psbt.unsigned_tx.input[5].previous_output.txid = funding.compute_txid();
+    psbt.inputs[5].witness_utxo = Some(funding.output[0].clone());
+    psbt.inputs[5].non_witness_utxo = Some(funding);
 
-    let err = analyze(&psbt, &[&fx.ecdsa, &fx.schnorr]).unwrap_err();
+    let err = analyze(&psbt, &[&fx.ecdsa, &fx.schnorr], &TxRules::default()).unwrap_err();
     let WalletError::Inputs(errors) = &err else {
         panic!("{err}")
     };
@@ -376,7 +358,8 @@ fn inputs_that_are_not_ours_are_refused_each_with_its_reason() {
     assert_eq!(errors[0].input, 4);
 
     psbt.inputs[4].witness_utxo = Some(inputs[4].txout.clone());
-    let err = analyze(&psbt, &[&fx.ecdsa, &fx.schnorr]).unwrap_err();
+    psbt.inputs[4].non_witness_utxo = inputs[4].funding_transaction.clone();
+    let err = analyze(&psbt, &[&fx.ecdsa, &fx.schnorr], &TxRules::default()).unwrap_err();
     let WalletError::Inputs(errors) = &err else {
         panic!("{err}")
     };
@@ -401,7 +384,7 @@ fn inputs_that_are_not_ours_are_refused_each_with_its_reason() {
     // Signing with only the ECDSA wallet refuses the Schnorr input too.
     let only_ecdsa = fx.inputs(&[(true, "m/0/0"), (false, "m/0/1")]);
     let psbt = fx.psbt(&only_ecdsa, 2);
-    let err = analyze(&psbt, &[&fx.ecdsa]).unwrap_err();
+    let err = analyze(&psbt, &[&fx.ecdsa], &TxRules::default()).unwrap_err();
     assert!(err.to_string().contains("input 1"), "{err}");
 }
 
@@ -423,7 +406,7 @@ fn a_utxo_that_does_not_match_its_outpoint_is_refused() {
         txid: Txid::all_zeros(),
         vout: 0,
     };
-    let err = analyze(&psbt, &[&fx.ecdsa]).unwrap_err();
+    let err = analyze(&psbt, &[&fx.ecdsa], &TxRules::default()).unwrap_err();
     assert!(
         matches!(&err, WalletError::Inputs(e) if e[0].problem == InputProblem::UtxoMismatch),
         "{err}"

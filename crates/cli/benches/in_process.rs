@@ -217,7 +217,7 @@ fn wallet_phases(
         "PSBT analysis (2 inputs: ownership + sighashes)",
         "3",
         iterations,
-        || analyze(&psbt, &[&ecdsa, &taproot]).expect("analyze"),
+        || analyze(&psbt, &[&ecdsa, &taproot], &mpc_bitcoin::TxRules::default()).expect("analyze"),
         rows,
     )
     .pop()

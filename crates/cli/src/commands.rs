@@ -87,12 +87,17 @@ pub enum UtxoCommand {
         /// txid:vout
         #[arg(long)]
         outpoint: String,
-        /// Amount in satoshis.
+        /// Amount in satoshis (taken from --funding-transaction when given; required without).
         #[arg(long)]
-        amount: u64,
+        amount: Option<u64>,
         /// The wallet's path that receives it, e.g. m/0/0.
         #[arg(long)]
         path: String,
+        /// The transaction that created the output, hex (or a file holding it; `-` reads
+        /// standard input). Required for P2WPKH wallets: every signer checks the amount
+        /// against it.
+        #[arg(long)]
+        funding_transaction: Option<String>,
     },
     /// A wallet's registered outputs.
     List {
@@ -489,11 +494,21 @@ pub async fn utxo(conn: &Conn, command: &UtxoCommand) -> Result<()> {
             outpoint,
             amount,
             path,
+            funding_transaction,
         } => {
+            let funding_transaction = funding_transaction
+                .as_deref()
+                .map(read_hex_argument)
+                .transpose()?;
             let added: Value = api
                 .post(
                     &format!("/api/v1/wallets/{wallet}/utxos"),
-                    &json!({"utxos": [{"outpoint": outpoint, "amount_sats": amount, "path": path}]}),
+                    &json!({"utxos": [{
+                        "outpoint": outpoint,
+                        "amount_sats": amount,
+                        "path": path,
+                        "funding_transaction": funding_transaction,
+                    }]}),
                 )
                 .await?;
             output(conn, &added, print_list)
@@ -509,14 +524,33 @@ pub async fn utxo(conn: &Conn, command: &UtxoCommand) -> Result<()> {
     }
 }
 
-/// Reads a PSBT file (base64 text or BIP-174 binary; `-` for stdin) as base64.
-fn read_psbt(path: &Path) -> Result<String> {
+/// A file's bytes, or standard input's for `-`.
+fn read_input(path: &Path) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     if path.as_os_str() == "-" {
         std::io::stdin().read_to_end(&mut bytes)?;
     } else {
         bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     }
+    Ok(bytes)
+}
+
+/// A hex argument given inline, or as a file holding it (`-` for standard input).
+fn read_hex_argument(argument: &str) -> Result<String> {
+    let text = if hex::decode(argument.trim()).is_ok() {
+        argument.to_owned()
+    } else {
+        String::from_utf8(read_input(Path::new(argument))?)
+            .with_context(|| format!("{argument} does not hold hex text"))?
+    };
+    let text = text.trim().to_owned();
+    hex::decode(&text).with_context(|| format!("{argument} is neither hex nor a file of hex"))?;
+    Ok(text)
+}
+
+/// Reads a PSBT file (base64 text or BIP-174 binary; `-` for stdin) as base64.
+fn read_psbt(path: &Path) -> Result<String> {
+    let bytes = read_input(path)?;
     if bytes.starts_with(b"psbt\xff") {
         let psbt = mpc_bitcoin::bitcoin::psbt::Psbt::deserialize(&bytes)
             .context("the file is not a valid binary PSBT")?;

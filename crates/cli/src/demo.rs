@@ -10,7 +10,7 @@ use mpc_bitcoin::{
     finalize::{finalize, insert_signature, InputSignature},
     psbt::{analyze, spent_outputs, JobMessage},
     verify::verify_transaction,
-    Scheme, WalletKey,
+    Scheme, TxRules, WalletKey,
 };
 use mpc_protocols::{
     ecdsa::{Primes, PrimesFile},
@@ -95,7 +95,7 @@ pub fn run(threshold: u16, parties: u16) -> Result<Report> {
     let (mut psbt, inputs) = report::synthetic_spend(&ecdsa, &taproot)?;
 
     // Each input's sighash is recomputed from the PSBT, as every signer does.
-    let jobs = analyze(&psbt, &[&ecdsa, &taproot])?;
+    let jobs = analyze(&psbt, &[&ecdsa, &taproot], &TxRules::default())?;
     let mut reports = Vec::new();
     for job in &jobs {
         let (signature, method) = match &job.message {

@@ -439,6 +439,7 @@ fn registration(outputs: &[SpendableOutput]) -> Value {
         "outpoint": o.outpoint.to_string(),
         "amount_sats": o.txout.value.to_sat(),
         "path": o.path.to_string(),
+        "funding_transaction": o.funding_transaction.as_ref().map(consensus::encode::serialize_hex),
     })).collect::<Vec<_>>()})
 }
 
@@ -1417,6 +1418,7 @@ async fn rest_api_and_cli_against_five_node_processes() {
             vout: t_change_vout,
         },
         txout: t_tx.output[t_change_vout as usize].clone(),
+        funding_transaction: Some(t_tx.clone()),
         wallet: tkey.clone(),
         path: "m/1/0".parse().unwrap(),
     };

@@ -260,6 +260,15 @@ pub struct Limits {
     /// How long a coordinator waits for the cluster's ceremony lock before giving up (one DKG
     /// or aux-info ceremony runs at a time).
     pub ceremony_lock_wait_ms: u64,
+    /// Most inputs in one PSBT, checked by the coordinator and by every signer before any
+    /// session starts.
+    pub max_inputs_per_psbt: usize,
+    /// Most ECDSA inputs of one PSBT signed interactively (no presignature ready): each costs
+    /// every signer seconds of CPU, one after another.
+    pub max_interactive_inputs: usize,
+    /// The longest a signing request may take, whatever its inputs: the bound on the
+    /// coordinator's wait.
+    pub max_sign_request_ms: u64,
 }
 
 impl Default for Limits {
@@ -275,6 +284,9 @@ impl Default for Limits {
             full_sign_timeout_ms: 120_000,
             session_hold_ms: 10_000,
             ceremony_lock_wait_ms: 300_000,
+            max_inputs_per_psbt: mpc_bitcoin::validity::DEFAULT_MAX_INPUTS,
+            max_interactive_inputs: 4,
+            max_sign_request_ms: 600_000,
         }
     }
 }
@@ -343,6 +355,14 @@ impl NodeConfig {
         }
         mpc_bitcoin::parse_network(&self.cluster.network)
             .map_err(|e| NodeError::Config(e.to_string()))?;
+        let limits = &self.limits;
+        if limits.max_inputs_per_psbt == 0 || limits.max_sign_request_ms < limits.sign_timeout_ms {
+            return bad(
+                "limits: max_inputs_per_psbt must be at least 1 and max_sign_request_ms at \
+                 least sign_timeout_ms"
+                    .into(),
+            );
+        }
         self.coordination
             .validate()
             .map_err(|e| NodeError::Config(format!("coordination: {e}")))?;

@@ -19,6 +19,10 @@ pub enum NodeError {
     NotFound(String),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A request over one of this node's configured limits (`[limits]`), refused before any
+    /// session starts.
+    #[error("limit {limit} exceeded: {detail}")]
+    LimitExceeded { limit: &'static str, detail: String },
     #[error("refused by node {node}: {reason}")]
     Refused { node: NodeId, reason: String },
     #[error("not enough live nodes: {0}")]

@@ -12,6 +12,7 @@
 //! * [`utxos`]: the UTXO registry and payments from it (coin selection, change, signing).
 
 pub mod ceremony;
+mod change;
 pub mod config;
 pub mod control;
 pub mod delivery;

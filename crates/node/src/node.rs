@@ -61,6 +61,8 @@ pub(crate) struct Inner {
     /// The ready presignatures this node can offer as coordinator, remembered between
     /// signings, and those it offered or consumed (never offered again).
     pub(crate) ready: Mutex<ReadyPresignatures>,
+    /// Each wallet's next unused change index, as far as this node knows (`change.rs`).
+    pub(crate) change_next: Mutex<HashMap<String, u32>>,
     waiters: Mutex<HashMap<Uuid, Waiter>>,
     commit_waiters: Mutex<HashMap<Uuid, CommitWaiter>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -169,6 +171,7 @@ impl Node {
                 shares: ShareCache::default(),
                 pool: Default::default(),
                 ready: Mutex::default(),
+                change_next: Mutex::default(),
                 waiters: Mutex::new(HashMap::new()),
                 commit_waiters: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Vec::new()),

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mpc_bitcoin::{bitcoin::psbt::Psbt, psbt::SigningJob, Scheme, WalletKey};
+use mpc_bitcoin::{policy::SpendSummary, psbt::SigningJob, Chain, Scheme, WalletKey};
 use mpc_coordination::{BackendKind, ElectionHandle, FencingToken};
 use mpc_protocols::DerivationPath;
 use mpc_store::{WalletRecord, WalletState};
@@ -97,35 +97,26 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 
 impl Node {
     /// Remembers the paths a PSBT spends from and pays change to: those hold funds, so the
-    /// pool keeps presignatures for them.
+    /// pool keeps presignatures for them. Both are proven: an input's path derives the script
+    /// it spends (the PSBT check), and a change output is one the change rule accepted, whose
+    /// path derives its script. Any other derivation record on an output is ignored, so a
+    /// request cannot steer the pool to paths that hold nothing.
     pub(crate) fn note_funded_paths(
         &self,
-        psbt: &Psbt,
         jobs: &[SigningJob],
+        summary: &SpendSummary,
         keys: &[&WalletKey],
         records: &[WalletRecord],
     ) {
-        let mut paths: Vec<(usize, DerivationPath)> = jobs
+        let inputs = jobs.iter().map(|j| (j.wallet, j.path.clone()));
+        let change = summary
+            .change
             .iter()
-            .filter(|j| keys[j.wallet].scheme == Scheme::Ecdsa)
-            .map(|j| (j.wallet, j.path.clone()))
-            .collect();
-        for output in &psbt.outputs {
-            for (fingerprint, path) in output.bip32_derivation.values() {
-                if let Some(w) = keys
-                    .iter()
-                    .position(|k| k.fingerprint().ok().as_ref() == Some(fingerprint))
-                {
-                    if let Ok(p) =
-                        DerivationPath::new(path.into_iter().map(|c| u32::from(*c)).collect())
-                    {
-                        paths.push((w, p));
-                    }
-                }
+            .filter_map(|c| Some((c.wallet, Chain::Change.path(c.index).ok()?)));
+        for (w, path) in inputs.chain(change) {
+            if keys[w].scheme == Scheme::Ecdsa {
+                self.note_funded(&records[w].id, path);
             }
-        }
-        for (w, path) in paths {
-            self.note_funded(&records[w].id, path);
         }
     }
 
@@ -145,13 +136,24 @@ impl Node {
         }
     }
 
+    /// The paths of `wallet_id` known to hold funds, newest first.
+    pub fn funded_paths(&self, wallet_id: &str) -> Vec<DerivationPath> {
+        self.inner
+            .pool
+            .funded
+            .lock()
+            .ok()
+            .and_then(|funded| {
+                funded
+                    .get(wallet_id)
+                    .map(|f| f.iter().rev().cloned().collect())
+            })
+            .unwrap_or_default()
+    }
+
     fn pool_paths(&self, wallet_id: &str) -> Vec<DerivationPath> {
         let mut paths = vec![DerivationPath::root()];
-        if let Ok(funded) = self.inner.pool.funded.lock() {
-            if let Some(f) = funded.get(wallet_id) {
-                paths.extend(f.iter().rev().cloned());
-            }
-        }
+        paths.extend(self.funded_paths(wallet_id));
         paths
     }
 

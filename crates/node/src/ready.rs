@@ -85,6 +85,14 @@ impl ReadyPresignatures {
         }
     }
 
+    /// Presignatures taken for a request that was then refused before it was proposed:
+    /// nobody consumed them, so they may be offered again (after a store read lists them).
+    pub fn put_back<'a>(&mut self, ids: impl IntoIterator<Item = &'a Option<String>>) {
+        for id in ids.into_iter().flatten() {
+            self.used.remove(id);
+        }
+    }
+
     /// Presignatures this node consumed as a signer: forgotten, and kept out of any store read
     /// that began before the consumption committed.
     pub fn used<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {

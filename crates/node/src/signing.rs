@@ -14,10 +14,10 @@ use std::{collections::HashMap, time::Instant};
 use mpc_bitcoin::{
     bitcoin::{consensus, psbt::Psbt},
     finalize::{finalize, insert_signature, InputSignature},
-    policy::{self, SpendSummary},
+    policy::{self, ChangeRule, SpendSummary},
     psbt::{analyze, parse_psbt, spent_outputs, JobMessage, SigningJob},
     verify::verify_transaction,
-    Scheme, WalletError, WalletKey,
+    Scheme, TxRules, WalletError, WalletKey,
 };
 use mpc_protocols::{
     ecdsa::{self, Presignature, PresignatureBinding, PresignaturePublic},
@@ -106,7 +106,15 @@ impl Node {
             input_wallet[job.input] = job.wallet;
         }
         let keys = wallets.keys();
-        let summary = policy::summarize(psbt, &keys, &input_wallet)?;
+        let mut next_unused = Vec::with_capacity(wallets.records.len());
+        for record in &wallets.records {
+            next_unused.push(self.next_change_index(&record.id).await?);
+        }
+        let change_rule = ChangeRule {
+            next_unused,
+            gap: self.inner.config.policy.change_gap,
+        };
+        let summary = policy::summarize(psbt, &keys, &input_wallet, &change_rule)?;
         let mut spent_24h = HashMap::new();
         if let (true, Some(limit)) = (history, self.spend_limit()) {
             for (i, record) in wallets.records.iter().enumerate() {
@@ -123,6 +131,23 @@ impl Node {
             .policy
             .check(psbt, &summary, &keys, &spent_24h, &config.cluster.network)?;
         Ok(summary)
+    }
+
+    /// The transaction rules of this node's policy and limits.
+    fn tx_rules(&self) -> TxRules {
+        let config = &self.inner.config;
+        config.policy.tx_rules(config.limits.max_inputs_per_psbt)
+    }
+
+    /// Remembers the change indices a signed transaction used, so later change must stay
+    /// within the gap of them. Failing to record only makes this node stricter.
+    async fn note_change_used(&self, wallets: &RequestWallets, summary: &SpendSummary) {
+        for change in &summary.change {
+            let wallet_id = &wallets.records[change.wallet].id;
+            if let Err(e) = self.note_change_index_used(wallet_id, change.index).await {
+                warn!(wallet = %wallet_id, index = change.index, error = %e, "could not record a used change index");
+            }
+        }
     }
 
     /// This node's rolling 24-hour limit, if its policy sets one.
@@ -171,8 +196,8 @@ impl Node {
             let wallets = self.request_wallets(wallet_ids).await?;
             let psbt = parse_psbt(psbt_base64)?;
             // The coordinator checks first, so a bad request starts no session at all.
-            let jobs = analyze(&psbt, &wallets.keys())?;
-            self.check_policy(&psbt, &jobs, &wallets, true).await?;
+            let jobs = analyze(&psbt, &wallets.keys(), &self.tx_rules())?;
+            let summary = self.check_policy(&psbt, &jobs, &wallets, true).await?;
             tracing::debug!(
                 prepare_ms = started.elapsed().as_secs_f64() * 1e3,
                 "coordinator: request checked"
@@ -214,8 +239,10 @@ impl Node {
                             error: None,
                             duration_ms,
                         });
-                        return self
-                            .finish_signing(session, psbt, signers, inputs, attempts, started);
+                        let report =
+                            self.finish_signing(session, psbt, signers, inputs, attempts, started)?;
+                        self.note_change_used(&wallets, &summary).await;
+                        return Ok(report);
                     }
                     Err(e) => {
                         warn!(attempt, ?signers, error = %e, "signing attempt failed");
@@ -354,14 +381,21 @@ impl Node {
             .await?;
         let t_reserved = Instant::now();
         let limits = &self.inner.config.limits;
-        let interactive = jobs
-            .iter()
-            .filter(|j| {
-                matches!(j.message, JobMessage::Ecdsa { .. }) && presignatures[j.input].is_none()
-            })
-            .count() as u64;
-        let timeout =
-            Limits::ms(limits.sign_timeout_ms + interactive * limits.full_sign_timeout_ms);
+        let interactive = interactive_inputs(jobs, &presignatures);
+        if interactive > limits.max_interactive_inputs {
+            self.ready()?.put_back(&presignatures);
+            return Err(interactive_limit(
+                interactive,
+                limits.max_interactive_inputs,
+            ));
+        }
+        // Bounded whatever the request: one deadline per interactive input, up to a cap.
+        let timeout = Limits::ms(
+            limits
+                .sign_timeout_ms
+                .saturating_add(interactive as u64 * limits.full_sign_timeout_ms)
+                .min(limits.max_sign_request_ms),
+        );
         let outcomes = self
             .coordinate(
                 session,
@@ -469,12 +503,18 @@ impl Node {
         let wallets = self.request_wallets(wallet_ids).await?;
         let indices = self.check_signers(&wallets.records[0], signers)?;
         let psbt = parse_psbt(psbt_base64)?;
-        // Invariant 2: the sighashes are computed here, from the PSBT and its spent outputs.
-        let jobs = analyze(&psbt, &wallets.keys())?;
+        // Invariants 2 and 9: the sighashes are computed here, from the PSBT and the spent
+        // outputs proven to this node, for a transaction valid by this node's rules.
+        let jobs = analyze(&psbt, &wallets.keys(), &self.tx_rules())?;
         if presignatures.len() != psbt.inputs.len() {
             return Err(NodeError::InvalidRequest(
                 "one presignature slot per input expected".into(),
             ));
+        }
+        let max_interactive = self.inner.config.limits.max_interactive_inputs;
+        let interactive = interactive_inputs(&jobs, presignatures);
+        if interactive > max_interactive {
+            return Err(interactive_limit(interactive, max_interactive));
         }
         // FROST inputs start now, all at once, for the sighashes computed here: their one
         // round (nonce commitments, which reveal nothing about the share) travels while the
@@ -498,7 +538,7 @@ impl Node {
         }
         // This node's own limits, whatever the coordinator decided.
         let summary = self.check_policy(&psbt, &jobs, &wallets, false).await?;
-        self.note_funded_paths(&psbt, &jobs, &wallets.keys(), &wallets.records);
+        self.note_funded_paths(&jobs, &summary, &wallets.keys(), &wallets.records);
         // Each presignature must be for this wallet, path and signer set (checked again where
         // it is consumed, in the same transaction) and for an ECDSA input.
         let paths: Vec<String> = jobs.iter().map(|job| job.path.to_string()).collect();
@@ -565,6 +605,7 @@ impl Node {
             crate::failpoint::crash_point("consume:committed");
             self.ready()?.used(chosen.iter().map(|p| p.id));
         }
+        self.note_change_used(&wallets, &summary).await;
         let t_committed = Instant::now();
         let mut secrets = secrets.into_iter();
         let limits = &self.inner.config.limits;
@@ -633,6 +674,26 @@ impl Node {
             "signer steps"
         );
         Ok(Outcome::Sign { inputs: outcomes })
+    }
+}
+
+/// ECDSA inputs without a presignature: signed interactively.
+fn interactive_inputs(jobs: &[SigningJob], presignatures: &[Option<String>]) -> usize {
+    jobs.iter()
+        .filter(|j| {
+            matches!(j.message, JobMessage::Ecdsa { .. })
+                && presignatures.get(j.input).is_none_or(Option::is_none)
+        })
+        .count()
+}
+
+fn interactive_limit(count: usize, max: usize) -> NodeError {
+    NodeError::LimitExceeded {
+        limit: "max_interactive_inputs",
+        detail: format!(
+            "{count} ECDSA inputs have no presignature ready; at most {max} are signed \
+             interactively per request"
+        ),
     }
 }
 

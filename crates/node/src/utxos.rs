@@ -1,8 +1,10 @@
 //! The UTXO registry and paying from it.
 //!
-//! A client registers a wallet's funding outputs (outpoint, amount, derivation path) with a
-//! node; the node derives the path's script with the wallet's key and stores it, so the
-//! registry only ever holds outputs the wallet can spend. To pay, the node selects registered
+//! A client registers a wallet's funding outputs (outpoint, derivation path, and the funding
+//! transaction, or for P2TR at least the amount) with a node; the node derives the path's
+//! script with the wallet's key, checks the funding transaction against the outpoint, and
+//! stores both, so the registry only ever holds outputs the wallet can spend, and a payment's
+//! PSBT can prove every P2WPKH input's amount to the signers (`non_witness_utxo`). To pay, the node selects registered
 //! outputs (BDK's coin selection, in `mpc_bitcoin::spend`), reserves them and the wallet's
 //! next change index in one store transaction (so concurrent requests never pick the same
 //! output), builds the PSBT with change to `m/1/i`, and signs it like any other PSBT: every
@@ -69,9 +71,17 @@ impl From<StoreError> for UtxoError {
 pub struct RegisterUtxo {
     /// `txid:vout`.
     pub outpoint: String,
-    pub amount_sats: u64,
+    /// The output's amount: taken from `funding_transaction` when that is given (and then
+    /// checked against it if given too).
+    #[serde(default)]
+    pub amount_sats: Option<u64>,
     /// The wallet's derivation path that receives it, e.g. `m/0/3`.
     pub path: String,
+    /// The transaction that created the output (consensus encoding, hex). Required for
+    /// P2WPKH outputs: BIP-143 signatures commit only to their own input's amount, so every
+    /// signer checks each amount against the previous transaction's txid.
+    #[serde(default)]
+    pub funding_transaction: Option<String>,
 }
 
 /// A registered output as clients see it.
@@ -154,7 +164,8 @@ fn utxo_info(record: &UtxoRecord, key: &WalletKey) -> UtxoInfo {
 }
 
 /// A stored output as a coin-selection candidate; rows that no longer parse are skipped
-/// with a warning rather than failing every payment of the wallet.
+/// with a warning rather than failing every payment of the wallet. The funding transaction is
+/// attached after selection ([`Node::attach_funding`]).
 fn candidate(record: &UtxoRecord) -> Option<Candidate> {
     let parsed = (|| {
         Some(Candidate {
@@ -163,6 +174,7 @@ fn candidate(record: &UtxoRecord) -> Option<Candidate> {
                 value: Amount::from_sat(record.amount_sats),
                 script_pubkey: ScriptBuf::from_bytes(hex::decode(&record.script_pubkey).ok()?),
             },
+            funding_transaction: None,
             path: record.path.parse().ok()?,
         })
     })();
@@ -170,6 +182,36 @@ fn candidate(record: &UtxoRecord) -> Option<Candidate> {
         warn!(outpoint = %record.outpoint, "registered output does not parse; skipped");
     }
     parsed
+}
+
+/// Checks a registration's funding transaction: it decodes, has the outpoint's txid, and its
+/// output there pays `script`. Returns the output's amount.
+fn check_funding(
+    raw: &str,
+    outpoint: &OutPoint,
+    script: &ScriptBuf,
+) -> Result<(Transaction, Amount), String> {
+    let funding: Transaction = consensus::encode::deserialize_hex(raw.trim())
+        .map_err(|e| format!("funding_transaction does not decode: {e}"))?;
+    if funding.compute_txid() != outpoint.txid {
+        return Err(format!(
+            "funding_transaction has txid {}, not the outpoint's {}",
+            funding.compute_txid(),
+            outpoint.txid
+        ));
+    }
+    let out = usize::try_from(outpoint.vout)
+        .ok()
+        .and_then(|vout| funding.output.get(vout))
+        .ok_or_else(|| format!("funding_transaction has no output {}", outpoint.vout))?;
+    if &out.script_pubkey != script {
+        return Err(format!(
+            "output {} of the funding transaction does not pay the wallet's script at this path",
+            outpoint.vout
+        ));
+    }
+    let amount = out.value;
+    Ok((funding, amount))
 }
 
 impl Node {
@@ -192,20 +234,49 @@ impl Node {
             let bad = |what: String| UtxoError::Invalid(format!("utxos[{i}]: {what}"));
             let outpoint = OutPoint::from_str(u.outpoint.trim())
                 .map_err(|e| bad(format!("outpoint {:?} is not txid:vout ({e})", u.outpoint)))?;
-            if u.amount_sats == 0 || Amount::from_sat(u.amount_sats) > Amount::MAX_MONEY {
-                return Err(bad(format!(
-                    "amount {} sats is out of range",
-                    u.amount_sats
-                )));
-            }
             let path = DerivationPath::from_str(&u.path)
                 .map_err(|e| bad(format!("path {:?}: {e}", u.path)))?;
             let script = key.script_pubkey(&path).map_err(|e| bad(e.to_string()))?;
+            let (funding, amount) = match &u.funding_transaction {
+                Some(raw) => {
+                    let (funding, amount) = check_funding(raw, &outpoint, &script).map_err(bad)?;
+                    if u.amount_sats
+                        .is_some_and(|claimed| claimed != amount.to_sat())
+                    {
+                        return Err(bad(format!(
+                            "amount_sats {:?} is not the funding transaction's {} sats",
+                            u.amount_sats,
+                            amount.to_sat()
+                        )));
+                    }
+                    (Some(consensus::encode::serialize_hex(&funding)), amount)
+                }
+                None if key.scheme == Scheme::Ecdsa => {
+                    return Err(bad(
+                        "funding_transaction is required for P2WPKH outputs: every signer \
+                         checks the amount against the previous transaction"
+                            .into(),
+                    ))
+                }
+                None => (
+                    None,
+                    Amount::from_sat(u.amount_sats.ok_or_else(|| {
+                        bad("amount_sats is required without funding_transaction".into())
+                    })?),
+                ),
+            };
+            if amount == Amount::ZERO || amount > Amount::MAX_MONEY {
+                return Err(bad(format!(
+                    "amount {} sats is out of range",
+                    amount.to_sat()
+                )));
+            }
             rows.push(NewUtxo {
                 outpoint: outpoint.to_string(),
-                amount_sats: u.amount_sats,
+                amount_sats: amount.to_sat(),
                 path: path.to_string(),
                 script_pubkey: hex::encode(script.as_bytes()),
+                funding_transaction: funding,
             });
         }
         let mut seen = std::collections::HashSet::new();
@@ -269,7 +340,7 @@ impl Node {
     pub async fn next_change(&self, wallet_id: &str) -> Result<(u32, Address), UtxoError> {
         let record = self.active_wallet(wallet_id).await?;
         let key = wallet_key(&record)?;
-        let index = self.store().next_change_index(wallet_id).await?;
+        let index = self.next_change_index(wallet_id).await?;
         let address = key
             .chain_address(Chain::Change, index)
             .map_err(NodeError::from)?;
@@ -301,7 +372,7 @@ impl Node {
                 .collect();
             // All change scripts of a wallet have the same length, which is all selection
             // needs; the index itself is allocated with the reservation.
-            let next = self.store().next_change_index(&req.wallet_id).await?;
+            let next = self.next_change_index(&req.wallet_id).await?;
             let change_script = key
                 .script_pubkey(&Chain::Change.path(next).map_err(NodeError::from)?)
                 .map_err(NodeError::from)?;
@@ -332,7 +403,10 @@ impl Node {
                 .await?
             {
                 Reservation::Reserved { change_index } => {
-                    break (candidates, selection, change_index)
+                    if let Some(index) = change_index {
+                        self.remember_change_next(&req.wallet_id, index + 1);
+                    }
+                    break (candidates, selection, change_index);
                 }
                 Reservation::Conflict { outpoint } if attempt >= RESERVE_ATTEMPTS => {
                     return Err(UtxoError::Busy { outpoint })
@@ -360,11 +434,13 @@ impl Node {
                     .iter()
                     .map(|&i| candidates[i].outpoint.to_string())
                     .collect();
+                // The signed transaction is the change output's funding transaction.
                 let change_row = change.as_ref().map(|c| NewUtxo {
                     outpoint: format!("{}:{}", signed.txid, c.vout),
                     amount_sats: c.amount_sats,
                     path: c.path.clone(),
                     script_pubkey: c.script_pubkey.clone(),
+                    funding_transaction: Some(signed.raw_transaction.clone()),
                 });
                 // The transaction is signed and verified: the client gets it even if this
                 // bookkeeping fails (the reservation then expires after its TTL).
@@ -422,7 +498,8 @@ impl Node {
         let change_path = Chain::Change
             .path(change_index.unwrap_or(0))
             .map_err(NodeError::from)?;
-        let psbt = spend::build_spend(key, candidates, selection, recipient, amount, &change_path)
+        let candidates = self.attach_funding(candidates, selection).await?;
+        let psbt = spend::build_spend(key, &candidates, selection, recipient, amount, &change_path)
             .map_err(NodeError::from)?;
         let change = match (selection.change, change_index) {
             (Some(value), Some(index)) => Some(ChangeOutput {
@@ -446,6 +523,35 @@ impl Node {
             .sign_psbt(session, &[wallet_id.to_string()], &psbt.to_string())
             .await?;
         Ok((signed, change))
+    }
+
+    /// The candidates with the stored funding transaction of each selected one attached.
+    async fn attach_funding(
+        &self,
+        candidates: &[Candidate],
+        selection: &spend::Selection,
+    ) -> Result<Vec<Candidate>, UtxoError> {
+        let outpoints: Vec<String> = selection
+            .selected
+            .iter()
+            .map(|&i| candidates[i].outpoint.to_string())
+            .collect();
+        let stored = self.store().funding_transactions(&outpoints).await?;
+        let mut candidates = candidates.to_vec();
+        for &i in &selection.selected {
+            let txid = candidates[i].outpoint.txid.to_string();
+            if let Some(raw) = stored.get(&txid) {
+                let funding = consensus::encode::deserialize_hex(raw).map_err(|e| {
+                    NodeError::Store(StoreError::Corrupt {
+                        table: "funding_transactions",
+                        id: txid.clone(),
+                        reason: e.to_string(),
+                    })
+                })?;
+                candidates[i].funding_transaction = Some(funding);
+            }
+        }
+        Ok(candidates)
     }
 
     /// Marks registered outputs spent by a transaction signed through `psbt/sign`.

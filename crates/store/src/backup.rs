@@ -51,7 +51,7 @@ pub const BACKUP_FORMAT_VERSION: u32 = 1;
 /// The newest migration whose tables this module knows. A new migration must update
 /// [`TABLES`] and this number (a unit test below fails until it does), so a backup never
 /// silently leaves out a table or a column.
-pub const BACKUP_SCHEMA_VERSION: i64 = 5;
+pub const BACKUP_SCHEMA_VERSION: i64 = 6;
 /// The oldest schema a backup is made of (the first with the `restores` table).
 const OLDEST_SCHEMA_VERSION: i64 = 4;
 
@@ -199,6 +199,16 @@ const TABLES: &[TableSpec] = &[
         since: 5,
         order: "resource",
         columns: &[("resource", Text), ("token", Int), ("updated_at", Int)],
+    },
+    TableSpec {
+        name: "funding_transactions",
+        since: 6,
+        order: "txid",
+        columns: &[
+            ("txid", Text),
+            ("raw_transaction", Text),
+            ("created_at", Int),
+        ],
     },
 ];
 

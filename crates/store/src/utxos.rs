@@ -55,7 +55,8 @@ impl fmt::Display for UtxoState {
 }
 
 /// An output to register. The caller has checked that `script_pubkey` is the wallet's script
-/// at `path`.
+/// at `path`, and that `funding_transaction`, if given, has the outpoint's txid and pays this
+/// amount to this script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUtxo {
     /// `txid:vout`.
@@ -64,6 +65,8 @@ pub struct NewUtxo {
     pub path: String,
     /// Hex.
     pub script_pubkey: String,
+    /// The transaction that created the output (consensus encoding, hex).
+    pub funding_transaction: Option<String>,
 }
 
 /// A registered output.
@@ -177,6 +180,9 @@ async fn insert_utxo(
     .await
     .context(ctx)?
     .rows_affected();
+    if let Some(raw) = &utxo.funding_transaction {
+        insert_funding_transaction(tx, &utxo.outpoint, raw, now_ms).await?;
+    }
     if inserted == 1 {
         return Ok(());
     }
@@ -199,7 +205,80 @@ async fn insert_utxo(
     }
 }
 
+/// The txid part of `txid:vout`.
+fn txid_of(outpoint: &str) -> &str {
+    outpoint.split_once(':').map_or(outpoint, |(txid, _)| txid)
+}
+
+/// Stores the funding transaction of `outpoint` (once per txid).
+async fn insert_funding_transaction(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    outpoint: &str,
+    raw: &str,
+    now_ms: i64,
+) -> Result<()> {
+    let txid = txid_of(outpoint);
+    sqlx::query(
+        "INSERT INTO funding_transactions (txid, raw_transaction, created_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (txid) DO NOTHING",
+    )
+    .bind(txid)
+    .bind(raw)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await
+    .context(|| format!("storing funding transaction {txid}"))?;
+    Ok(())
+}
+
 impl Store {
+    /// The funding transaction (hex) of each of `outpoints` that has one stored, by txid.
+    pub async fn funding_transactions(
+        &self,
+        outpoints: &[String],
+    ) -> Result<std::collections::HashMap<String, String>> {
+        let mut found = std::collections::HashMap::new();
+        for outpoint in outpoints {
+            let txid = txid_of(outpoint);
+            if found.contains_key(txid) {
+                continue;
+            }
+            let raw: Option<String> = sqlx::query_scalar(
+                "SELECT raw_transaction FROM funding_transactions WHERE txid = $1",
+            )
+            .bind(txid)
+            .fetch_optional(self.pool())
+            .await
+            .context(|| format!("reading funding transaction {txid}"))?;
+            if let Some(raw) = raw {
+                found.insert(txid.to_owned(), raw);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Raises the wallet's next unused change index past `index`, a change index a signed
+    /// transaction used (signed here, or by signers whose signatures this node checked).
+    pub async fn note_change_index_used(&self, wallet_id: &str, index: u32) -> Result<u32> {
+        let next = i64::from(index) + 1;
+        let stored: i64 = sqlx::query_scalar(
+            "INSERT INTO change_indices (wallet_id, next_index) VALUES ($1, $2) \
+             ON CONFLICT (wallet_id) DO UPDATE SET next_index = CASE \
+             WHEN change_indices.next_index < excluded.next_index THEN excluded.next_index \
+             ELSE change_indices.next_index END RETURNING next_index",
+        )
+        .bind(wallet_id)
+        .bind(next)
+        .fetch_one(self.pool())
+        .await
+        .context(|| format!("recording change index {index} of wallet {wallet_id}"))?;
+        u32::try_from(stored).map_err(|_| StoreError::Corrupt {
+            table: "change_indices",
+            id: wallet_id.to_owned(),
+            reason: format!("index {stored} out of range"),
+        })
+    }
+
     /// Registers funding outputs of `wallet_id`, all or none. Registering an output again
     /// with the same wallet, amount and path is a no-op; with different ones it is refused
     /// ([`StoreError::AlreadyExists`]).

@@ -101,6 +101,7 @@ async fn populate(store: &Store) {
                 amount_sats: 50_000,
                 path: "m/0/0".into(),
                 script_pubkey: "0014".to_string() + &"11".repeat(20),
+                funding_transaction: Some("02000000".into()),
             }],
             NOW,
         )
@@ -129,6 +130,7 @@ async fn wipe(db: &Db) {
         "ceremonies",
         "sessions_seen",
         "fencing_tokens",
+        "funding_transactions",
         "meta",
         "_sqlx_migrations",
     ] {

@@ -77,6 +77,7 @@ fn utxo(n: u32, amount: u64) -> NewUtxo {
         amount_sats: amount,
         path: format!("m/0/{n}"),
         script_pubkey: format!("0014{:040x}", n),
+        funding_transaction: None,
     }
 }
 
@@ -184,6 +185,7 @@ async fn registry_lifecycle(store: &Store) {
         amount_sats: 25_000,
         path: "m/1/1".into(),
         script_pubkey: "0014ff".into(),
+        funding_transaction: Some(format!("{:064x}", 99)),
     };
     assert_eq!(
         store
@@ -311,7 +313,63 @@ macro_rules! both {
     )*};
 }
 
+/// A registered output's funding transaction is kept by txid (once for several outputs of
+/// one transaction) and read back for spending.
+async fn funding_transactions_are_kept_by_txid(store: &Store) {
+    store.insert_wallet(&wallet("w1"), b"share").await.unwrap();
+    let mut a = utxo(0, 10_000);
+    a.funding_transaction = Some("0200aa".into());
+    let mut b = a.clone();
+    b.outpoint = a.outpoint.replace(":0", ":7");
+    let c = utxo(3, 30_000);
+    store
+        .insert_utxos("w1", &[a.clone(), b.clone(), c.clone()], NOW)
+        .await
+        .unwrap();
+    let found = store
+        .funding_transactions(&[a.outpoint.clone(), b.outpoint.clone(), c.outpoint.clone()])
+        .await
+        .unwrap();
+    let txid = a.outpoint.split(':').next().unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[txid], "0200aa");
+}
+
+/// The next change index is only ever raised by a used index, never lowered, and allocation
+/// continues after it.
+async fn a_used_change_index_raises_the_next_one(store: &Store) {
+    store.insert_wallet(&wallet("w1"), b"share").await.unwrap();
+    assert_eq!(store.next_change_index("w1").await.unwrap(), 0);
+    assert_eq!(store.note_change_index_used("w1", 4).await.unwrap(), 5);
+    assert_eq!(store.note_change_index_used("w1", 2).await.unwrap(), 5);
+    assert_eq!(store.next_change_index("w1").await.unwrap(), 5);
+    let a = utxo(0, 10_000);
+    store
+        .insert_utxos("w1", std::slice::from_ref(&a), NOW)
+        .await
+        .unwrap();
+    let reserved = store
+        .reserve_utxos(
+            "w1",
+            std::slice::from_ref(&a.outpoint),
+            "req",
+            NOW,
+            NOW - 1,
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        reserved,
+        Reservation::Reserved {
+            change_index: Some(5)
+        }
+    );
+}
+
 both!(
     registry_lifecycle,
-    change_indices_are_unique_under_concurrency
+    change_indices_are_unique_under_concurrency,
+    funding_transactions_are_kept_by_txid,
+    a_used_change_index_raises_the_next_one
 );

@@ -19,9 +19,10 @@ pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
 
-/// `../shared/vectors` beside the repository (BIP-340 / BIP-341 test vectors).
+/// `fixtures/vectors`: the BIP-340 and BIP-341 test vectors, copied into the repository
+/// unchanged from the BIPs (`bip340-test-vectors.csv`, `bip341-wallet-test-vectors.json`).
 pub fn vectors_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
+    fixtures_dir().join("vectors")
 }
 
 fn read(path: PathBuf) -> Vec<u8> {

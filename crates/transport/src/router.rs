@@ -148,6 +148,13 @@ impl<K: std::hash::Hash + Eq + Clone> Recent<K> {
         }
         true
     }
+
+    /// Forgets `key` (linear in the number remembered: for rare corrections).
+    pub fn remove(&mut self, key: &K) {
+        if self.keys.remove(key) {
+            self.order.retain(|k| k != key);
+        }
+    }
 }
 
 /// A control message's identity: sender, session and content.
