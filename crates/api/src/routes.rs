@@ -102,7 +102,8 @@ pub struct ClusterHealth {
     #[schema(value_type = Vec<Object>)]
     nodes: Vec<mpc_node::health::PeerStatus>,
     live: usize,
-    /// Connections and frames the mesh refused since start.
+    /// Connections and frames the mesh refused since start (`frames_over_quota`: those of
+    /// them refused because their peer was over one of its quotas).
     #[schema(value_type = Object)]
     refused: Value,
 }
@@ -125,6 +126,7 @@ pub async fn cluster_health(
             json!({
                 "connections": m.connections_refused.load(Relaxed),
                 "frames": m.frames_refused.load(Relaxed),
+                "frames_over_quota": m.frames_over_quota.load(Relaxed),
                 "frames_received": m.frames_received.load(Relaxed),
             })
         })

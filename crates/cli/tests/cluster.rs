@@ -16,7 +16,7 @@ use mpc_node::control::{Control, Proposal, ProposalBody};
 use mpc_transport::{
     certs::{self, ClusterCa, TlsIdentity},
     quic::{MeshConfig, PeerConfig, QuicMesh},
-    Envelope, Router, RouterLimits, SessionId, Transport,
+    ControlInbox, Envelope, Router, RouterLimits, SessionId, Transport,
 };
 use mpc_wallet::{
     client::{ApiClient, ClientError},
@@ -71,7 +71,7 @@ async fn rogue(
     target: u16,
     identity: TlsIdentity,
     max_frame: usize,
-) -> (QuicMesh, tokio::sync::mpsc::UnboundedReceiver<Envelope>) {
+) -> (QuicMesh, ControlInbox) {
     let target_addr = devnet.nodes.iter().find(|n| n.id == target).unwrap().quic;
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()

@@ -14,7 +14,7 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 use crate::NodeError;
-use mpc_transport::NodeId;
+use mpc_transport::{NodeId, RouterLimits};
 
 /// Everything one node needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -257,6 +257,17 @@ pub struct Limits {
     pub full_sign_timeout_ms: u64,
     /// How long a message for a session this node has not registered yet is held.
     pub session_hold_ms: u64,
+    /// Messages one peer may have held for sessions this node has not registered yet, and
+    /// their bytes. Each peer has its own share: one over it is refused, the others are not.
+    pub max_held_messages_per_peer: usize,
+    pub max_held_bytes_per_peer: usize,
+    /// Control messages one peer may have waiting for this node, and their bytes.
+    pub max_control_queue_per_peer: usize,
+    pub max_control_queue_bytes_per_peer: usize,
+    /// Frames one peer may have in flight to this node at once (QUIC streams); more wait.
+    pub max_streams_per_peer: u32,
+    /// How long one frame may take to arrive once its stream opened; a stalled stream is reset.
+    pub frame_read_timeout_ms: u64,
     /// How long a coordinator waits for the cluster's ceremony lock before giving up (one DKG
     /// or aux-info ceremony runs at a time).
     pub ceremony_lock_wait_ms: u64,
@@ -273,6 +284,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        let router = RouterLimits::default();
         Self {
             max_frame_bytes: 4 << 20,
             heartbeat_interval_ms: 500,
@@ -283,6 +295,12 @@ impl Default for Limits {
             sign_timeout_ms: 10_000,
             full_sign_timeout_ms: 120_000,
             session_hold_ms: 10_000,
+            max_held_messages_per_peer: router.max_held_messages_per_peer,
+            max_held_bytes_per_peer: router.max_held_bytes_per_peer,
+            max_control_queue_per_peer: router.max_control_queue_per_peer,
+            max_control_queue_bytes_per_peer: router.max_control_queue_bytes_per_peer,
+            max_streams_per_peer: 32,
+            frame_read_timeout_ms: 10_000,
             ceremony_lock_wait_ms: 300_000,
             max_inputs_per_psbt: mpc_bitcoin::validity::DEFAULT_MAX_INPUTS,
             max_interactive_inputs: 4,
@@ -294,6 +312,37 @@ impl Default for Limits {
 impl Limits {
     pub fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
+    }
+
+    /// The router's bounds from these limits.
+    pub fn router(&self) -> RouterLimits {
+        RouterLimits {
+            hold_time: Self::ms(self.session_hold_ms),
+            max_held_messages_per_peer: self.max_held_messages_per_peer,
+            max_held_bytes_per_peer: self.max_held_bytes_per_peer,
+            max_control_queue_per_peer: self.max_control_queue_per_peer,
+            max_control_queue_bytes_per_peer: self.max_control_queue_bytes_per_peer,
+            ..RouterLimits::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.max_held_messages_per_peer == 0
+            || self.max_control_queue_per_peer == 0
+            || self.max_streams_per_peer == 0
+            || self.frame_read_timeout_ms == 0
+        {
+            return Err("the per-peer quotas and frame_read_timeout_ms must be positive".into());
+        }
+        // Else a peer's largest message could never be held or queued.
+        if self
+            .max_held_bytes_per_peer
+            .min(self.max_control_queue_bytes_per_peer)
+            < self.max_frame_bytes
+        {
+            return Err("max_held_bytes_per_peer and max_control_queue_bytes_per_peer must be at least max_frame_bytes".into());
+        }
+        Ok(())
     }
 }
 
@@ -366,6 +415,9 @@ impl NodeConfig {
         self.coordination
             .validate()
             .map_err(|e| NodeError::Config(format!("coordination: {e}")))?;
+        self.limits
+            .validate()
+            .map_err(|e| NodeError::Config(format!("limits: {e}")))?;
         for (name, l) in std::iter::once(("pool.defaults", &self.pool.defaults))
             .chain(self.pool.wallets.iter().map(|(k, v)| (k.as_str(), v)))
         {
@@ -424,5 +476,20 @@ mod tests {
                 mpc_coordination::BackendKind::Etcd
             );
         }
+    }
+
+    #[test]
+    fn per_peer_quotas_must_fit_one_frame() {
+        assert!(Limits::default().validate().is_ok());
+        let small = Limits {
+            max_held_bytes_per_peer: (4 << 20) - 1,
+            ..Limits::default()
+        };
+        assert!(small.validate().is_err());
+        let none = Limits {
+            max_streams_per_peer: 0,
+            ..Limits::default()
+        };
+        assert!(none.validate().is_err());
     }
 }

@@ -14,7 +14,7 @@ use mpc_store::{CeremonyRecord, KeySource, Store, Zeroizing};
 use mpc_transport::{
     certs::TlsIdentity,
     quic::{MeshConfig, PeerConfig, QuicMesh},
-    Envelope, NodeId, Router, RouterLimits, SessionId, Transport,
+    ControlInbox, NodeId, Router, SessionId, Transport,
 };
 use round_based::ProtocolMessage;
 use serde::{de::DeserializeOwned, Serialize};
@@ -102,11 +102,7 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| NodeError::Config(format!("{}: {e}", config.data_dir.display())))?;
         let store = Store::open(&config.store_url(), &key_source(&config)?, config.id).await?;
-        let limits = RouterLimits {
-            hold_time: Limits::ms(config.limits.session_hold_ms),
-            ..RouterLimits::default()
-        };
-        let (router, control) = Router::new(config.id, limits);
+        let (router, control) = Router::new(config.id, config.limits.router());
         let me = config
             .peer(config.id)
             .ok_or_else(|| NodeError::Config("this node is not in cluster.nodes".into()))?;
@@ -131,6 +127,8 @@ impl Node {
             identity,
         );
         mesh_config.max_frame_bytes = config.limits.max_frame_bytes;
+        mesh_config.max_streams_per_peer = config.limits.max_streams_per_peer;
+        mesh_config.frame_read_timeout = Limits::ms(config.limits.frame_read_timeout_ms);
         let mesh = Arc::new(QuicMesh::start(mesh_config, router.clone()).await?);
         let node = Self::assemble(config, store, mesh.clone(), router, control, Some(mesh));
         node.import_primes().await?;
@@ -143,7 +141,7 @@ impl Node {
         store: Store,
         transport: Arc<dyn Transport>,
         router: Arc<Router>,
-        control: mpsc::UnboundedReceiver<Envelope>,
+        control: ControlInbox,
     ) -> Self {
         Self::assemble(config, store, transport, router, control, None)
     }
@@ -153,7 +151,7 @@ impl Node {
         store: Store,
         transport: Arc<dyn Transport>,
         router: Arc<Router>,
-        control: mpsc::UnboundedReceiver<Envelope>,
+        control: ControlInbox,
         mesh: Option<Arc<QuicMesh>>,
     ) -> Self {
         let health = Health::new(
@@ -244,7 +242,7 @@ impl Node {
         Ok(())
     }
 
-    async fn dispatch(self, mut control: mpsc::UnboundedReceiver<Envelope>) {
+    async fn dispatch(self, mut control: ControlInbox) {
         while let Some(envelope) = control.recv().await {
             // The router has checked that `from` is the authenticated sender.
             let from = envelope.from;

@@ -2,7 +2,8 @@
 //!
 //! * [`envelope`]: the versioned binary envelope every message travels in.
 //! * [`router`]: delivers envelopes to the protocol session they belong to; holds early ones,
-//!   drops duplicates, refuses equivocation, strangers and replays from finished sessions.
+//!   drops duplicates, refuses equivocation, strangers and replays from finished sessions;
+//!   every peer has its own quota of what the router keeps for it.
 //! * [`quic`]: the real transport, QUIC with mutual TLS; a node's identity is its certificate.
 //! * [`memory`]: the same interface over in-memory channels, for unit tests.
 //! * [`certs`]: the cluster CA and node certificates.
@@ -11,12 +12,13 @@ pub mod certs;
 pub mod envelope;
 pub mod memory;
 pub mod quic;
+mod refusal_log;
 pub mod router;
 
 use futures::future::BoxFuture;
 
 pub use envelope::{Envelope, SessionId, CONTROL};
-pub use router::{Recent, Router, RouterLimits, SessionEvent, SessionInbox};
+pub use router::{ControlInbox, Recent, Router, RouterLimits, SessionEvent, SessionInbox};
 
 /// A node's id in the cluster config (1-based; the certificate names it `node-<id>`).
 pub type NodeId = u16;

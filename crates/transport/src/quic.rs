@@ -8,6 +8,12 @@
 //! to the cluster CA, name a configured node, and connect from that node's configured IP; the
 //! envelope's sender field must then match. Anything else is refused and logged, and the node
 //! keeps serving.
+//!
+//! A peer gets a bounded share of this node: its connection has at most
+//! `max_streams_per_peer` streams open at once (more wait for the earlier ones to be read),
+//! receive windows sized to frames, and each frame must arrive within `frame_read_timeout`
+//! or its stream is reset. The router bounds what it keeps per peer (held and control
+//! messages). So one peer over its share is refused, and the others' frames go on.
 
 use std::{
     collections::HashMap,
@@ -16,7 +22,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::future::BoxFuture;
@@ -30,7 +36,9 @@ use tracing::{debug, info, warn};
 
 use crate::{
     certs::{parse_certs, parse_key, TlsIdentity},
-    node_name, Envelope, NodeId, Router, Transport, TransportError,
+    node_name,
+    refusal_log::RefusalLog,
+    Envelope, NodeId, Router, SessionId, Transport, TransportError,
 };
 
 const ALPN: &[u8] = b"mpc-wallet/1";
@@ -58,6 +66,13 @@ pub struct MeshConfig {
     pub idle_timeout: Duration,
     /// How long a send waits for a connection to a peer to come up.
     pub connect_wait: Duration,
+    /// Streams (frames in flight) one peer may have open towards this node at once; its
+    /// further sends wait until earlier frames were read. Bounds a peer's frames in memory
+    /// to this many times `max_frame_bytes`.
+    pub max_streams_per_peer: u32,
+    /// How long one frame may take to arrive once its stream is open; a stream still
+    /// incomplete then (a stalled or trickling sender) is reset.
+    pub frame_read_timeout: Duration,
 }
 
 impl MeshConfig {
@@ -76,6 +91,8 @@ impl MeshConfig {
             keep_alive: Duration::from_millis(500),
             idle_timeout: Duration::from_secs(3),
             connect_wait: Duration::from_secs(3),
+            max_streams_per_peer: 32,
+            frame_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -85,6 +102,9 @@ impl MeshConfig {
 pub struct MeshStats {
     pub connections_refused: AtomicU64,
     pub frames_refused: AtomicU64,
+    /// Of `frames_refused`: frames from a peer over one of its quotas (held messages, control
+    /// queue) or not complete within the frame deadline.
+    pub frames_over_quota: AtomicU64,
     pub frames_received: AtomicU64,
     /// Frames sent again because their connection was lost before the peer acknowledged them.
     pub frames_resent: AtomicU64,
@@ -97,6 +117,7 @@ struct Inner {
     connections: Mutex<HashMap<NodeId, Connection>>,
     changed: Notify,
     stats: MeshStats,
+    refusal_log: RefusalLog,
 }
 
 /// A running mesh. Dropping it (or [`QuicMesh::shutdown`]) closes every connection.
@@ -153,8 +174,16 @@ fn transport_config(config: &MeshConfig) -> Result<Arc<TransportConfig>, Transpo
     let mut t = TransportConfig::default();
     t.keep_alive_interval(Some(config.keep_alive));
     t.max_idle_timeout(Some(config.idle_timeout.try_into().map_err(tls_err)?));
-    t.max_concurrent_uni_streams(VarInt::from_u32(1024));
+    // What a peer may send unread: one whole frame per stream, two per connection (quinn's
+    // default connection window is unbounded). Every stream is read at once, so the windows
+    // only pace a peer; they never hold up a frame.
+    // (A window beyond QUIC's largest value is that value.)
+    let window = |bytes: u64| VarInt::from_u64(bytes).unwrap_or(VarInt::MAX);
+    let frame = (config.max_frame_bytes as u64).saturating_add(4);
+    t.max_concurrent_uni_streams(VarInt::from_u32(config.max_streams_per_peer));
     t.max_concurrent_bidi_streams(VarInt::from_u32(0));
+    t.stream_receive_window(window(frame));
+    t.receive_window(window(frame.saturating_mul(2)));
     Ok(Arc::new(t))
 }
 
@@ -174,6 +203,7 @@ impl QuicMesh {
             connections: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             stats: MeshStats::default(),
+            refusal_log: RefusalLog::new(Duration::from_secs(1)),
         });
         let mut tasks = vec![tokio::spawn(accept_loop(inner.clone()))];
         let me = inner.config.me;
@@ -225,6 +255,22 @@ impl QuicMesh {
             .await
             .map_err(|e| TransportError::Unreachable(to, e))?;
         Ok(())
+    }
+
+    /// Opens a stream to `to` and writes `bytes` on it without finishing it, as a peer that
+    /// stalls mid-frame does (for tests of the receiver's quotas). Dropping the returned
+    /// stream finishes it.
+    pub async fn open_raw_stream(
+        &self,
+        to: NodeId,
+        bytes: &[u8],
+    ) -> Result<quinn::SendStream, TransportError> {
+        let conn = wait_for_connection(&self.inner, to).await?;
+        let unreachable =
+            |e: &dyn std::fmt::Display| TransportError::Unreachable(to, e.to_string());
+        let mut stream = conn.open_uni().await.map_err(|e| unreachable(&e))?;
+        stream.write_all(bytes).await.map_err(|e| unreachable(&e))?;
+        Ok(stream)
     }
 
     /// Closes the connection to `to` at once, losing whatever it had not yet delivered, as
@@ -509,46 +555,123 @@ fn authenticate(config: &MeshConfig, conn: &Connection) -> Result<NodeId, String
 }
 
 async fn read_loop(inner: &Arc<Inner>, peer: NodeId, conn: &Connection) {
-    loop {
-        let mut stream = match conn.accept_uni().await {
-            Ok(s) => s,
-            Err(_) => return,
-        };
+    // The connection admits at most `max_streams_per_peer` streams at once, so at most that
+    // many of these tasks run per peer.
+    while let Ok(stream) = conn.accept_uni().await {
         let inner = inner.clone();
-        tokio::spawn(async move {
-            let limit = inner.config.max_frame_bytes;
-            let refuse = |reason: String| {
-                inner.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
-                warn!(node = inner.config.me, peer, %reason, "frame refused");
-            };
-            let bytes = match stream.read_to_end(limit + 4).await {
-                Ok(b) => b,
-                Err(quinn::ReadToEndError::TooLong) => {
-                    let _ = stream.stop(REFUSED);
-                    return refuse(format!("frame exceeds the {limit}-byte limit"));
-                }
-                Err(e) => return refuse(format!("read: {e}")),
-            };
-            let Some((len, body)) = bytes.split_first_chunk::<4>() else {
-                return refuse("frame shorter than its length prefix".into());
-            };
-            if u32::from_be_bytes(*len) as usize != body.len() {
-                return refuse("length prefix does not match the frame".into());
-            }
-            let envelope = match Envelope::decode(body) {
-                Ok(e) => e,
-                Err(e) => return refuse(e.to_string()),
-            };
-            let session = envelope.session;
-            match inner.router.deliver(peer, envelope) {
-                Ok(_) => {
-                    inner.stats.frames_received.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(refusal) => {
-                    inner.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
-                    warn!(node = inner.config.me, peer, %session, %refusal, "envelope refused");
-                }
-            }
-        });
+        tokio::spawn(async move { receive_frame(&inner, peer, stream).await });
+    }
+}
+
+/// Reads one frame from `peer` and hands its envelope to the router.
+async fn receive_frame(inner: &Inner, peer: NodeId, mut stream: quinn::RecvStream) {
+    let envelope = match read_frame(&inner.config, &mut stream).await {
+        Ok(envelope) => envelope,
+        Err(refused) => return inner.refused(peer, None, &refused),
+    };
+    let session = envelope.session;
+    match inner.router.deliver(peer, envelope) {
+        Ok(_) => {
+            inner.stats.frames_received.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(refusal) => inner.refused(peer, Some(session), &FrameRefused::Router(refusal)),
+    }
+}
+
+/// Why a received frame was refused.
+#[derive(Debug, thiserror::Error)]
+enum FrameRefused {
+    #[error("frame exceeds the {0}-byte limit")]
+    TooLarge(usize),
+    #[error("frame incomplete after {0:?}; stream reset")]
+    Late(Duration),
+    #[error("read: {0}")]
+    Read(quinn::ReadToEndError),
+    #[error("frame shorter than its length prefix")]
+    NoPrefix,
+    #[error("length prefix does not match the frame")]
+    PrefixMismatch,
+    #[error(transparent)]
+    Malformed(TransportError),
+    #[error(transparent)]
+    Router(crate::router::Refusal),
+}
+
+impl FrameRefused {
+    /// A short name of the reason, for rate-limiting its log lines.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::TooLarge(_) => "too large",
+            Self::Late(_) => "late",
+            Self::Read(_) => "read",
+            Self::NoPrefix | Self::PrefixMismatch | Self::Malformed(_) => "malformed",
+            Self::Router(refusal) => refusal.kind(),
+        }
+    }
+
+    /// Whether the peer was over one of its quotas (the frame deadline is one).
+    fn is_over_quota(&self) -> bool {
+        match self {
+            Self::Late(_) => true,
+            Self::Router(refusal) => refusal.is_over_quota(),
+            Self::TooLarge(_)
+            | Self::Read(_)
+            | Self::NoPrefix
+            | Self::PrefixMismatch
+            | Self::Malformed(_) => false,
+        }
+    }
+}
+
+/// Reads one length-prefixed frame within the frame deadline; an oversize or late frame's
+/// stream is stopped, which makes the sender reset it.
+async fn read_frame(
+    config: &MeshConfig,
+    stream: &mut quinn::RecvStream,
+) -> Result<Envelope, FrameRefused> {
+    let limit = config.max_frame_bytes;
+    let read = tokio::time::timeout(config.frame_read_timeout, stream.read_to_end(limit + 4));
+    let bytes = match read.await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(quinn::ReadToEndError::TooLong)) => {
+            let _ = stream.stop(REFUSED);
+            return Err(FrameRefused::TooLarge(limit));
+        }
+        Ok(Err(e)) => return Err(FrameRefused::Read(e)),
+        Err(_) => {
+            let _ = stream.stop(REFUSED);
+            return Err(FrameRefused::Late(config.frame_read_timeout));
+        }
+    };
+    let Some((len, body)) = bytes.split_first_chunk::<4>() else {
+        return Err(FrameRefused::NoPrefix);
+    };
+    if u32::from_be_bytes(*len) as usize != body.len() {
+        return Err(FrameRefused::PrefixMismatch);
+    }
+    Envelope::decode(body).map_err(FrameRefused::Malformed)
+}
+
+impl Inner {
+    /// Counts a refused frame of `peer`'s and logs it: at most one line a second per peer and
+    /// kind of refusal, so a flood cannot flood the log nor hide another kind.
+    fn refused(&self, peer: NodeId, session: Option<SessionId>, refused: &FrameRefused) {
+        self.stats.frames_refused.fetch_add(1, Ordering::Relaxed);
+        if refused.is_over_quota() {
+            self.stats.frames_over_quota.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(unlogged) = self
+            .refusal_log
+            .admit((peer, refused.kind()), Instant::now())
+        {
+            warn!(
+                node = self.config.me,
+                peer,
+                session = session.map(tracing::field::display),
+                reason = %refused,
+                unlogged,
+                "frame refused"
+            );
+        }
     }
 }

@@ -6,12 +6,16 @@
 //! * An identical copy of a message already delivered is dropped; a *different* message for
 //!   the same (session, round, sender, recipient) is equivocation and aborts the session.
 //! * Messages for a session that already finished are refused (replays).
-//! * Control messages bypass sessions and go to the node's control channel, once: an identical
-//!   copy of a recent one (a frame the sender resent after losing its connection) is dropped.
+//! * Control messages bypass sessions and go to the node's [`ControlInbox`], once: an
+//!   identical copy of a recent one (a frame the sender resent after losing its connection) is
+//!   dropped.
+//! * Every peer has its own share of what the router keeps for peers: held messages, queued
+//!   control messages, remembered control messages. A peer over its share is refused and the
+//!   others' shares are untouched, so one authenticated peer cannot starve another.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -20,27 +24,36 @@ use tracing::{debug, warn};
 
 use crate::{Envelope, NodeId, SessionId};
 
-/// Bounds on what the router holds for sessions it does not know yet.
+/// Bounds on what the router keeps. Every bound but `finished_memory` is per peer: a peer that
+/// fills its share is refused without touching another peer's.
 #[derive(Debug, Clone)]
 pub struct RouterLimits {
+    /// How long a message for a session this node has not registered yet is held.
     pub hold_time: Duration,
-    pub max_held_messages: usize,
-    pub max_held_bytes: usize,
+    /// Messages one peer may have held at once, and their payload bytes.
+    pub max_held_messages_per_peer: usize,
+    pub max_held_bytes_per_peer: usize,
     /// How many finished session ids are remembered in memory for replay refusal (the
     /// node's store remembers every session id durably).
     pub finished_memory: usize,
-    /// How many recent control messages are remembered to drop resent copies.
-    pub control_memory: usize,
+    /// How many recent control messages of each peer are remembered to drop resent copies.
+    pub control_memory_per_peer: usize,
+    /// Control messages one peer may have waiting in the [`ControlInbox`] (received, not yet
+    /// taken by the node), and their payload bytes.
+    pub max_control_queue_per_peer: usize,
+    pub max_control_queue_bytes_per_peer: usize,
 }
 
 impl Default for RouterLimits {
     fn default() -> Self {
         Self {
             hold_time: Duration::from_secs(10),
-            max_held_messages: 4096,
-            max_held_bytes: 64 << 20,
+            max_held_messages_per_peer: 1024,
+            max_held_bytes_per_peer: 16 << 20,
             finished_memory: 100_000,
-            control_memory: 10_000,
+            control_memory_per_peer: 4096,
+            max_control_queue_per_peer: 256,
+            max_control_queue_bytes_per_peer: 16 << 20,
         }
     }
 }
@@ -64,8 +77,33 @@ pub enum Refusal {
         from: NodeId,
         round: u16,
     },
-    #[error("holding area full; message for unknown session {0} dropped")]
-    HoldFull(SessionId),
+    #[error("node {from} has its share of the holding area full; message for unknown session {session} dropped")]
+    HoldQuotaExceeded { session: SessionId, from: NodeId },
+    #[error("node {from} has its share of the control queue full; control message for session {session} dropped")]
+    ControlQuotaExceeded { session: SessionId, from: NodeId },
+}
+
+impl Refusal {
+    /// A short name of the reason (for logs that group refusals).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Impersonation { .. } => "impersonation",
+            Self::WrongRecipient(_) => "wrong recipient",
+            Self::FinishedSession(_) => "replay",
+            Self::NotParticipant { .. } => "not a participant",
+            Self::Equivocation { .. } => "equivocation",
+            Self::HoldQuotaExceeded { .. } => "hold quota",
+            Self::ControlQuotaExceeded { .. } => "control quota",
+        }
+    }
+
+    /// Whether the sender was over one of its quotas (rather than the message being wrong).
+    pub fn is_over_quota(&self) -> bool {
+        matches!(
+            self,
+            Self::HoldQuotaExceeded { .. } | Self::ControlQuotaExceeded { .. }
+        )
+    }
 }
 
 /// What happened to an accepted envelope.
@@ -100,19 +138,51 @@ struct Session {
     seen: HashMap<(NodeId, u8, u16, Option<NodeId>), [u8; 32]>,
 }
 
+/// Messages and payload bytes one peer has in one bounded area.
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    messages: usize,
+    bytes: usize,
+}
+
+impl Usage {
+    /// Counts one more message of `size` bytes, unless that would exceed either bound.
+    fn try_add(&mut self, size: usize, max_messages: usize, max_bytes: usize) -> bool {
+        if self.messages >= max_messages || self.bytes + size > max_bytes {
+            return false;
+        }
+        self.messages += 1;
+        self.bytes += size;
+        true
+    }
+
+    fn remove(&mut self, size: usize) {
+        self.messages = self.messages.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(size);
+    }
+}
+
 struct Held {
     at: Instant,
-    from: NodeId,
     envelope: Envelope,
 }
+
+/// One peer's held messages, oldest first.
+#[derive(Default)]
+struct HeldFrom {
+    messages: VecDeque<Held>,
+    usage: Usage,
+}
+
+/// A control message's identity within its sender's memory: session and content.
+type ControlKey = (SessionId, [u8; 32]);
 
 #[derive(Default)]
 struct State {
     sessions: HashMap<SessionId, Session>,
-    held: VecDeque<Held>,
-    held_bytes: usize,
+    held: HashMap<NodeId, HeldFrom>,
     finished: Recent<SessionId>,
-    control_seen: Recent<ControlKey>,
+    control_seen: HashMap<NodeId, Recent<ControlKey>>,
 }
 
 /// The last `limit` distinct keys inserted (older ones forgotten first).
@@ -157,8 +227,14 @@ impl<K: std::hash::Hash + Eq + Clone> Recent<K> {
     }
 }
 
-/// A control message's identity: sender, session and content.
-type ControlKey = (NodeId, SessionId, [u8; 32]);
+/// Each peer's control messages waiting in the [`ControlInbox`]: the router adds, the inbox
+/// takes away.
+type ControlQueued = Arc<Mutex<HashMap<NodeId, Usage>>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep serving.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Routes envelopes for one node. Cheap to share (`Arc`).
 pub struct Router {
@@ -166,6 +242,7 @@ pub struct Router {
     limits: RouterLimits,
     state: Mutex<State>,
     control: mpsc::UnboundedSender<Envelope>,
+    control_queued: ControlQueued,
 }
 
 /// A registered session's incoming messages. Dropping it finishes the session: later
@@ -194,28 +271,47 @@ impl Drop for SessionInbox {
     }
 }
 
+/// The node's control messages, in arrival order. The queue holds at most each peer's
+/// share ([`RouterLimits::max_control_queue_per_peer`]); taking a message frees its place.
+pub struct ControlInbox {
+    rx: mpsc::UnboundedReceiver<Envelope>,
+    queued: ControlQueued,
+}
+
+impl ControlInbox {
+    /// The next control message; `None` once the router is gone.
+    pub async fn recv(&mut self) -> Option<Envelope> {
+        let envelope = self.rx.recv().await?;
+        if let Some(usage) = lock(&self.queued).get_mut(&envelope.from) {
+            usage.remove(envelope.payload.len());
+        }
+        Some(envelope)
+    }
+}
+
 impl Router {
-    /// A router for node `me`; control envelopes go to the returned receiver.
-    pub fn new(me: NodeId, limits: RouterLimits) -> (Arc<Self>, mpsc::UnboundedReceiver<Envelope>) {
-        let (control, control_rx) = mpsc::unbounded_channel();
+    /// A router for node `me`; control envelopes go to the returned inbox.
+    pub fn new(me: NodeId, limits: RouterLimits) -> (Arc<Self>, ControlInbox) {
+        let (control, rx) = mpsc::unbounded_channel();
+        let control_queued = ControlQueued::default();
+        let inbox = ControlInbox {
+            rx,
+            queued: control_queued.clone(),
+        };
         (
             Arc::new(Self {
                 me,
                 limits,
                 state: Mutex::new(State::default()),
                 control,
+                control_queued,
             }),
-            control_rx,
+            inbox,
         )
     }
 
     pub fn local_id(&self) -> NodeId {
         self.me
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock leaves plain data behind; keep serving.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Registers a session with its participants (this node among them) and delivers any
@@ -226,7 +322,7 @@ impl Router {
         participants: &[NodeId],
     ) -> Result<SessionInbox, RegisterError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         if state.finished.contains(&session) {
             return Err(RegisterError::AlreadyFinished(session));
         }
@@ -241,18 +337,23 @@ impl Router {
                 seen: HashMap::new(),
             },
         );
-        let held: Vec<Held> = {
-            let (mine, rest): (Vec<_>, Vec<_>) = state
-                .held
+        self.expire_held(&mut state);
+        let mut mine = Vec::new();
+        for (&from, held) in state.held.iter_mut() {
+            let (for_session, rest): (VecDeque<_>, VecDeque<_>) = held
+                .messages
                 .drain(..)
                 .partition(|h| h.envelope.session == session);
-            state.held = rest.into();
-            mine
-        };
-        for h in held {
-            state.held_bytes -= h.envelope.payload.len();
-            if let Err(refusal) = deliver_to_session(&mut state, h.from, h.envelope) {
-                warn!(%session, %refusal, "held message refused");
+            held.messages = rest;
+            for h in for_session {
+                held.usage.remove(h.envelope.payload.len());
+                mine.push((from, h.envelope));
+            }
+        }
+        state.held.retain(|_, held| !held.messages.is_empty());
+        for (from, envelope) in mine {
+            if let Err(refusal) = deliver_to_session(&mut state, from, envelope) {
+                warn!(%session, from, %refusal, "held message refused");
             }
         }
         drop(state);
@@ -264,7 +365,7 @@ impl Router {
     }
 
     fn finish(&self, session: SessionId) {
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         state.sessions.remove(&session);
         state.finished.insert(session, self.limits.finished_memory);
     }
@@ -288,19 +389,30 @@ impl Router {
                 return Err(Refusal::WrongRecipient(to));
             }
         }
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
+        let session = envelope.session;
         if envelope.is_control() {
-            let key = (from, envelope.session, envelope.content_digest());
-            if !state.control_seen.insert(key, self.limits.control_memory) {
-                debug!(session = %envelope.session, from, "duplicate control message dropped");
+            let key = (session, envelope.content_digest());
+            let seen = state.control_seen.entry(from).or_default();
+            if seen.contains(&key) {
+                debug!(%session, from, "duplicate control message dropped");
                 return Ok(Routed::Duplicate);
             }
+            let queued = lock(&self.control_queued).entry(from).or_default().try_add(
+                envelope.payload.len(),
+                self.limits.max_control_queue_per_peer,
+                self.limits.max_control_queue_bytes_per_peer,
+            );
+            if !queued {
+                return Err(Refusal::ControlQuotaExceeded { session, from });
+            }
+            // Remembered only once queued: a refused message resent later is not a copy.
+            seen.insert(key, self.limits.control_memory_per_peer);
             drop(state);
             // The node may be shutting down; a dropped control message is then harmless.
             let _ = self.control.send(envelope);
             return Ok(Routed::Control);
         }
-        let session = envelope.session;
         if state.finished.contains(&session) {
             return Err(Refusal::FinishedSession(session));
         }
@@ -308,48 +420,61 @@ impl Router {
             return deliver_to_session(&mut state, from, envelope);
         }
         self.expire_held(&mut state);
-        let size = envelope.payload.len();
-        if state.held.len() >= self.limits.max_held_messages
-            || state.held_bytes + size > self.limits.max_held_bytes
-        {
-            return Err(Refusal::HoldFull(session));
+        let held = state.held.entry(from).or_default();
+        if !held.usage.try_add(
+            envelope.payload.len(),
+            self.limits.max_held_messages_per_peer,
+            self.limits.max_held_bytes_per_peer,
+        ) {
+            return Err(Refusal::HoldQuotaExceeded { session, from });
         }
-        state.held_bytes += size;
-        state.held.push_back(Held {
+        held.messages.push_back(Held {
             at: Instant::now(),
-            from,
             envelope,
         });
         Ok(Routed::Held)
     }
 
     fn expire_held(&self, state: &mut State) {
-        while let Some(front) = state.held.front() {
-            if front.at.elapsed() < self.limits.hold_time {
-                break;
+        let hold_time = self.limits.hold_time;
+        state.held.retain(|&from, held| {
+            let mut dropped = 0usize;
+            let mut oldest = None;
+            while held
+                .messages
+                .front()
+                .is_some_and(|h| h.at.elapsed() >= hold_time)
+            {
+                if let Some(h) = held.messages.pop_front() {
+                    held.usage.remove(h.envelope.payload.len());
+                    oldest.get_or_insert(h.envelope.session);
+                    dropped += 1;
+                }
             }
-            if let Some(h) = state.held.pop_front() {
-                state.held_bytes -= h.envelope.payload.len();
+            // One line per peer and sweep, not per message: a peer may hold many.
+            if let Some(session) = oldest {
                 warn!(
-                    session = %h.envelope.session,
-                    from = h.from,
-                    "dropped a message for a session this node never registered"
+                    %session,
+                    from,
+                    dropped,
+                    "dropped messages for sessions this node never registered"
                 );
             }
-        }
+            !held.messages.is_empty()
+        });
     }
 
     /// Drops held messages older than the hold time (call periodically).
     pub fn sweep(&self) {
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         self.expire_held(&mut state);
     }
 
     /// Number of messages held for unknown sessions (for health and tests).
     pub fn held_count(&self) -> usize {
-        let mut state = self.lock();
+        let mut state = lock(&self.state);
         self.expire_held(&mut state);
-        state.held.len()
+        state.held.values().map(|h| h.messages.len()).sum()
     }
 }
 
@@ -395,6 +520,8 @@ fn deliver_to_session(
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt;
+
     use super::*;
 
     fn env(session: u8, from: NodeId, round: u16, payload: &[u8]) -> Envelope {
@@ -411,16 +538,30 @@ mod tests {
     fn limits() -> RouterLimits {
         RouterLimits {
             hold_time: Duration::from_millis(200),
-            max_held_messages: 3,
-            max_held_bytes: 1 << 20,
+            max_held_messages_per_peer: 3,
+            max_held_bytes_per_peer: 1 << 20,
             finished_memory: 2,
-            control_memory: 2,
+            control_memory_per_peer: 2,
+            max_control_queue_per_peer: 8,
+            max_control_queue_bytes_per_peer: 1 << 20,
         }
+    }
+
+    fn control(session: u8, from: NodeId, payload: &[u8]) -> Envelope {
+        Envelope {
+            protocol: crate::CONTROL,
+            ..env(session, from, 0, payload)
+        }
+    }
+
+    /// The control message waiting in the inbox now, if any.
+    fn next_control(inbox: &mut ControlInbox) -> Option<Envelope> {
+        inbox.recv().now_or_never().flatten()
     }
 
     #[tokio::test]
     async fn delivers_holds_dedups_and_refuses() {
-        let (router, mut control) = Router::new(1, limits());
+        let (router, mut control_inbox) = Router::new(1, limits());
         // Early message: held, then delivered on registration.
         assert_eq!(router.deliver(2, env(7, 2, 1, b"a")), Ok(Routed::Held));
         let mut inbox = router.register(SessionId([7; 16]), &[1, 2, 3]).unwrap();
@@ -455,24 +596,31 @@ mod tests {
         other.to = Some(5);
         assert_eq!(router.deliver(3, other), Err(Refusal::WrongRecipient(5)));
         // Control bypasses sessions.
-        let mut c = env(9, 3, 0, b"ctl");
-        c.protocol = crate::CONTROL;
-        assert_eq!(router.deliver(3, c), Ok(Routed::Control));
-        assert_eq!(control.recv().await.unwrap().payload, b"ctl");
+        assert_eq!(
+            router.deliver(3, control(9, 3, b"ctl")),
+            Ok(Routed::Control)
+        );
+        assert_eq!(control_inbox.recv().await.unwrap().payload, b"ctl");
         // A resent copy of a control message is dropped; the same content from another
         // sender or in another session is not a copy.
-        let mut copy = env(9, 3, 0, b"ctl");
-        copy.protocol = crate::CONTROL;
+        let copy = control(9, 3, b"ctl");
         assert_eq!(router.deliver(3, copy.clone()), Ok(Routed::Duplicate));
-        let mut other_session = copy.clone();
-        other_session.session = SessionId([10; 16]);
-        assert_eq!(router.deliver(3, other_session), Ok(Routed::Control));
-        let mut other_sender = copy.clone();
-        other_sender.from = 2;
-        assert_eq!(router.deliver(2, other_sender), Ok(Routed::Control));
-        assert!(control.try_recv().is_ok() && control.try_recv().is_ok());
-        assert!(control.try_recv().is_err());
-        // Memory is bounded (2 here): the oldest is forgotten.
+        assert_eq!(
+            router.deliver(3, control(10, 3, b"ctl")),
+            Ok(Routed::Control)
+        );
+        assert_eq!(
+            router.deliver(2, control(9, 2, b"ctl")),
+            Ok(Routed::Control)
+        );
+        assert!(next_control(&mut control_inbox).is_some());
+        assert!(next_control(&mut control_inbox).is_some());
+        assert!(next_control(&mut control_inbox).is_none());
+        // Memory is bounded (2 per peer here): the oldest is forgotten.
+        assert_eq!(
+            router.deliver(3, control(11, 3, b"ctl")),
+            Ok(Routed::Control)
+        );
         assert_eq!(router.deliver(3, copy), Ok(Routed::Control));
         // Finished: replays refused, re-registration refused.
         drop(inbox);
@@ -494,7 +642,10 @@ mod tests {
         }
         assert_eq!(
             router.deliver(2, env(3, 2, 1, b"x")),
-            Err(Refusal::HoldFull(SessionId([3; 16])))
+            Err(Refusal::HoldQuotaExceeded {
+                session: SessionId([3; 16]),
+                from: 2
+            })
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(router.held_count(), 0);
@@ -505,6 +656,114 @@ mod tests {
         assert_eq!(router.deliver(5, env(4, 5, 1, b"x")), Ok(Routed::Held));
         let mut inbox = router.register(SessionId([4; 16]), &[1, 2]).unwrap();
         assert!(inbox.receiver().try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn held_messages_are_bounded_per_peer_in_bytes_and_count() {
+        let (router, _control) = Router::new(
+            1,
+            RouterLimits {
+                max_held_bytes_per_peer: 100,
+                ..limits()
+            },
+        );
+        // Node 2 fills its 100 bytes; what would exceed them is refused.
+        assert_eq!(router.deliver(2, env(1, 2, 1, &[0; 60])), Ok(Routed::Held));
+        assert_eq!(
+            router.deliver(2, env(2, 2, 1, &[0; 41])),
+            Err(Refusal::HoldQuotaExceeded {
+                session: SessionId([2; 16]),
+                from: 2
+            })
+        );
+        assert_eq!(router.deliver(2, env(2, 2, 1, &[0; 40])), Ok(Routed::Held));
+        assert!(router.deliver(2, env(3, 2, 1, &[0; 1])).is_err());
+        // Node 3's share is its own: a full 100 bytes, then its count (3) is the bound.
+        assert_eq!(router.deliver(3, env(4, 3, 1, &[0; 100])), Ok(Routed::Held));
+        assert_eq!(router.deliver(3, env(5, 3, 1, b"")), Ok(Routed::Held));
+        assert_eq!(router.deliver(3, env(6, 3, 1, b"")), Ok(Routed::Held));
+        assert!(matches!(
+            router.deliver(3, env(7, 3, 1, b"")),
+            Err(Refusal::HoldQuotaExceeded { from: 3, .. })
+        ));
+        assert_eq!(router.held_count(), 5);
+        // Node 3's early message is delivered when its session registers.
+        let mut inbox = router.register(SessionId([4; 16]), &[1, 3]).unwrap();
+        assert!(matches!(inbox.recv().await, Some(SessionEvent::Message(e)) if e.from == 3));
+        // Delivering node 2's held messages frees its share.
+        let _first = router.register(SessionId([1; 16]), &[1, 2]).unwrap();
+        assert_eq!(router.deliver(2, env(8, 2, 1, &[0; 60])), Ok(Routed::Held));
+        assert_eq!(router.held_count(), 4);
+    }
+
+    #[tokio::test]
+    async fn the_control_queue_is_bounded_per_peer_and_freed_as_the_node_takes_messages() {
+        let (router, mut inbox) = Router::new(1, limits());
+        for i in 0..8u8 {
+            assert_eq!(
+                router.deliver(2, control(i, 2, b"flood")),
+                Ok(Routed::Control)
+            );
+        }
+        assert_eq!(
+            router.deliver(2, control(8, 2, b"flood")),
+            Err(Refusal::ControlQuotaExceeded {
+                session: SessionId([8; 16]),
+                from: 2
+            })
+        );
+        // Node 2's full share does not touch node 3's.
+        assert_eq!(
+            router.deliver(3, control(0, 3, b"mine")),
+            Ok(Routed::Control)
+        );
+        // The node takes one of node 2's: its place is free again, and the refused message,
+        // sent again, is queued (it was never remembered as seen).
+        assert_eq!(next_control(&mut inbox).map(|e| e.from), Some(2));
+        assert_eq!(
+            router.deliver(2, control(8, 2, b"flood")),
+            Ok(Routed::Control)
+        );
+        let mut from_3 = 0;
+        while let Some(envelope) = next_control(&mut inbox) {
+            from_3 += usize::from(envelope.from == 3);
+        }
+        assert_eq!(from_3, 1);
+
+        // The bytes are bounded too.
+        let (router, _inbox) = Router::new(
+            1,
+            RouterLimits {
+                max_control_queue_bytes_per_peer: 10,
+                ..limits()
+            },
+        );
+        assert_eq!(
+            router.deliver(2, control(0, 2, &[0; 8])),
+            Ok(Routed::Control)
+        );
+        assert!(router.deliver(2, control(1, 2, &[0; 3])).is_err());
+        assert_eq!(
+            router.deliver(3, control(0, 3, &[0; 10])),
+            Ok(Routed::Control)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_control_flood_does_not_make_the_router_forget_another_peers_messages() {
+        let (router, mut inbox) = Router::new(1, limits());
+        let resent = control(0, 3, b"proposal");
+        assert_eq!(router.deliver(3, resent.clone()), Ok(Routed::Control));
+        // Node 2 sends more distinct messages than the memory holds (2 per peer here).
+        for i in 0..4u8 {
+            assert_eq!(
+                router.deliver(2, control(i, 2, b"flood")),
+                Ok(Routed::Control)
+            );
+        }
+        while next_control(&mut inbox).is_some() {}
+        // Node 3's resent copy is still recognised and dropped.
+        assert_eq!(router.deliver(3, resent), Ok(Routed::Duplicate));
     }
 
     #[tokio::test]

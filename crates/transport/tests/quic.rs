@@ -1,12 +1,18 @@
 //! The QUIC mesh on loopback with real TLS: who gets in, what gets through, and that the
 //! node keeps serving after every refusal.
 
-use std::{net::SocketAddr, sync::atomic::Ordering, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::atomic::Ordering,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use mpc_transport::{
     certs::{ClusterCa, TlsIdentity},
     quic::{MeshConfig, PeerConfig, QuicMesh},
-    Envelope, NodeId, Router, RouterLimits, SessionEvent, SessionId, SessionInbox, Transport,
+    ControlInbox, Envelope, NodeId, Router, RouterLimits, SessionEvent, SessionId, SessionInbox,
+    Transport, CONTROL,
 };
 use time::OffsetDateTime;
 
@@ -63,24 +69,37 @@ impl Cluster {
         c
     }
 
-    async fn start(&self, me: NodeId) -> (QuicMesh, Arc<Router>) {
+    /// Node `me`'s config with a valid certificate.
+    fn node_config(&self, me: NodeId) -> MeshConfig {
         let identity = self.identity(
             &self.ca,
             me,
             OffsetDateTime::now_utc() - time::Duration::hours(1),
             1,
         );
-        self.start_with(self.config(me, identity)).await
+        self.config(me, identity)
+    }
+
+    async fn start(&self, me: NodeId) -> (QuicMesh, Arc<Router>) {
+        self.start_with(self.node_config(me)).await
     }
 
     async fn start_with(&self, config: MeshConfig) -> (QuicMesh, Arc<Router>) {
-        let (router, control) = Router::new(config.me, RouterLimits::default());
+        let (mesh, router, control) = self.start_with_control(config).await;
         // Control messages are not used here; keep the channel open for the test's life.
         std::mem::forget(control);
+        (mesh, router)
+    }
+
+    async fn start_with_control(
+        &self,
+        config: MeshConfig,
+    ) -> (QuicMesh, Arc<Router>, ControlInbox) {
+        let (router, control) = Router::new(config.me, RouterLimits::default());
         // A just-stopped node's port may take a moment to be released.
         for _ in 0..50 {
             match QuicMesh::start(config.clone(), router.clone()).await {
-                Ok(mesh) => return (mesh, router),
+                Ok(mesh) => return (mesh, router, control),
                 Err(mpc_transport::TransportError::Io(e))
                     if e.kind() == std::io::ErrorKind::AddrInUse =>
                 {
@@ -377,4 +396,162 @@ async fn a_frame_lost_with_its_connection_is_resent() {
     expect_message(&mut in2, b"lost once").await;
     assert_eq!(n1.stats().frames_resent.load(Ordering::Relaxed), 1);
     expect_nothing(&mut in2).await;
+}
+
+/// Frames node 3 has received or refused so far.
+fn frames_seen(mesh: &QuicMesh) -> u64 {
+    mesh.stats().frames_received.load(Ordering::Relaxed)
+        + mesh.stats().frames_refused.load(Ordering::Relaxed)
+}
+
+fn over_quota(mesh: &QuicMesh) -> u64 {
+    mesh.stats().frames_over_quota.load(Ordering::Relaxed)
+}
+
+/// Three nodes, all connected; node 3 started from `config3`.
+async fn three_nodes(
+    c: &Cluster,
+    config3: MeshConfig,
+) -> ([QuicMesh; 3], Arc<Router>, ControlInbox) {
+    let (n1, _) = c.start(1).await;
+    let (n2, _) = c.start(2).await;
+    let (n3, r3, control3) = c.start_with_control(config3).await;
+    wait_until("node 3 connected", || n3.connected_peers() == [1, 2]).await;
+    ([n1, n2, n3], r3, control3)
+}
+
+/// Node 2 sends node 3 as many messages for sessions node 3 does not run as the whole
+/// holding area took before peers had shares; node 1's early message is still held and
+/// delivered when its session registers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_hold_quota_does_not_crowd_out_another_peers_early_message() {
+    let c = Cluster::new(3);
+    let ([n1, n2, n3], r3, _control3) = three_nodes(&c, c.node_config(3)).await;
+    let flood = 4096;
+    for i in 0..flood {
+        n2.send(3, envelope(2, 2, None, &u32::to_be_bytes(i)))
+            .await
+            .unwrap();
+    }
+    wait_until("the flood received", || {
+        frames_seen(&n3) == u64::from(flood)
+    })
+    .await;
+    let share = RouterLimits::default().max_held_messages_per_peer;
+    assert_eq!(over_quota(&n3), u64::from(flood) - share as u64);
+    assert_eq!(r3.held_count(), share);
+
+    n1.send(3, envelope(1, 1, None, b"early")).await.unwrap();
+    wait_until("node 1's message held", || r3.held_count() == share + 1).await;
+    let mut in3 = r3.register(SessionId([1; 16]), &[1, 3]).unwrap();
+    expect_message(&mut in3, b"early").await;
+}
+
+/// `from`'s message in session 1 reaches node 3's inbox `in3`.
+async fn gets_through(mesh: &QuicMesh, from: NodeId, in3: &mut SessionInbox, payload: &[u8]) {
+    mesh.send(3, envelope(1, from, Some(3), payload))
+        .await
+        .unwrap();
+    expect_message(in3, payload).await;
+}
+
+/// The error code with which the receiver stopped a stalled stream, waiting up to 5 s.
+async fn stop_code(stream: &quinn::SendStream) -> Option<quinn::VarInt> {
+    tokio::time::timeout(Duration::from_secs(5), stream.stopped())
+        .await
+        .expect("the stalled stream was never reset")
+        .expect("the connection was lost")
+}
+
+/// Node 2 opens a stream and writes half a frame, then nothing: node 3 resets the stream
+/// after its frame deadline, and node 1's messages go through meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_frame_is_reset_after_the_deadline_while_another_peer_gets_through() {
+    let c = Cluster::new(3);
+    let mut config3 = c.node_config(3);
+    config3.frame_read_timeout = Duration::from_secs(1);
+    let ([n1, n2, n3], r3, _control3) = three_nodes(&c, config3).await;
+    let mut in3 = r3.register(SessionId([1; 16]), &[1, 2, 3]).unwrap();
+
+    let mut half = 100u32.to_be_bytes().to_vec();
+    half.extend([0; 10]);
+    let opened = Instant::now();
+    let stalled = n2.open_raw_stream(3, &half).await.unwrap();
+    gets_through(&n1, 1, &mut in3, b"meanwhile").await;
+
+    assert_eq!(stop_code(&stalled).await, Some(quinn::VarInt::from_u32(1)));
+    assert!(opened.elapsed() >= Duration::from_secs(1));
+    assert_eq!(over_quota(&n3), 1);
+    // Node 2 is not shut out: its next whole frame is delivered.
+    drop(stalled);
+    gets_through(&n2, 2, &mut in3, b"whole").await;
+}
+
+/// Node 2 opens as many streams as node 3 allows a peer and stalls on each: its next stream
+/// waits, node 1 still gets through, and once the deadline reset the stalled ones node 2's
+/// next frame is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_many_open_streams_waits_while_another_gets_through() {
+    let c = Cluster::new(3);
+    let mut config3 = c.node_config(3);
+    config3.frame_read_timeout = Duration::from_secs(2);
+    let streams = config3.max_streams_per_peer;
+    let ([n1, n2, n3], r3, _control3) = three_nodes(&c, config3).await;
+    let mut in3 = r3.register(SessionId([1; 16]), &[1, 2, 3]).unwrap();
+
+    let mut stalled = Vec::new();
+    for _ in 0..streams {
+        stalled.push(n2.open_raw_stream(3, &[0]).await.unwrap());
+    }
+    let one_more = tokio::time::timeout(Duration::from_millis(500), n2.open_raw_stream(3, &[0]));
+    assert!(
+        one_more.await.is_err(),
+        "node 2 opened more than {streams} streams at once"
+    );
+    gets_through(&n1, 1, &mut in3, b"meanwhile").await;
+
+    for stream in &stalled {
+        assert!(stop_code(stream).await.is_some());
+    }
+    assert_eq!(over_quota(&n3), u64::from(streams));
+    // Dropping a stopped stream resets it (as the mesh's own sender does), freeing its slot.
+    drop(stalled);
+    gets_through(&n2, 2, &mut in3, b"after").await;
+}
+
+/// Node 2 sends more control messages than its share of node 3's control queue while node 3
+/// is not taking any: the excess is refused, and node 1's control message is queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_flood_from_one_peer_does_not_drop_another_peers_control_messages() {
+    let c = Cluster::new(3);
+    let ([n1, n2, n3], _r3, mut control3) = three_nodes(&c, c.node_config(3)).await;
+    let control = |from: NodeId, payload: &[u8]| Envelope {
+        protocol: CONTROL,
+        round: 0,
+        ..envelope(0, from, Some(3), payload)
+    };
+    let share = RouterLimits::default().max_control_queue_per_peer;
+    let flood = share as u32 + 100;
+    for i in 0..flood {
+        n2.send(3, control(2, &i.to_be_bytes())).await.unwrap();
+    }
+    wait_until("the flood received", || {
+        frames_seen(&n3) == u64::from(flood)
+    })
+    .await;
+    n1.send(3, control(1, b"proposal")).await.unwrap();
+    wait_until("node 1's message received", || {
+        frames_seen(&n3) == u64::from(flood) + 1
+    })
+    .await;
+
+    let mut queued = [0usize; 3];
+    while let Ok(Some(envelope)) =
+        tokio::time::timeout(Duration::from_millis(200), control3.recv()).await
+    {
+        queued[usize::from(envelope.from)] += 1;
+    }
+    assert_eq!(queued[1], 1, "node 1's control message was lost");
+    assert_eq!(queued[2], share);
+    assert_eq!(over_quota(&n3), u64::from(flood) - share as u64);
 }
