@@ -1,7 +1,7 @@
 //! Three nodes over the in-memory mesh with real SQLite stores: DKG for both schemes,
 //! presignatures, signing a mixed transaction, and what signers refuse.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use mpc_bitcoin::policy::Policy;
 use mpc_bitcoin::{
@@ -11,120 +11,14 @@ use mpc_bitcoin::{
     verify::verify_transaction,
     Chain, Scheme,
 };
-use mpc_node::{
-    ceremony::CreateWallet,
-    config::{ClusterConfig, NodeConfig, PeerEntry, StoreConfig, TlsConfig},
-    control::ProposalBody,
-    Node, NodeError,
-};
-use mpc_store::{KeySource, Store, Zeroizing};
-use mpc_transport::{memory::MemoryNetwork, Router, RouterLimits, Transport};
+use mpc_node::{ceremony::CreateWallet, control::ProposalBody, Node, NodeError};
 use uuid::Uuid;
 
-struct Cluster {
-    nodes: Vec<Node>,
-    _dir: tempdir::TempDirGuard,
-}
+mod common;
+use common::{start, Cluster};
 
-mod tempdir {
-    pub struct TempDirGuard(pub std::path::PathBuf);
-    impl Drop for TempDirGuard {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    pub fn new() -> TempDirGuard {
-        let p = std::env::temp_dir().join(format!("mpc-node-test-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDirGuard(p)
-    }
-}
-
-fn config(id: u16, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
-    NodeConfig {
-        id,
-        data_dir: dir.join(format!("node-{id}")),
-        tls: TlsConfig {
-            ca: "unused".into(),
-            certificate: "unused".into(),
-            private_key: "unused".into(),
-        },
-        store: StoreConfig {
-            url: None,
-            key_file: None,
-        },
-        cluster: ClusterConfig {
-            threshold: t,
-            network: "regtest".into(),
-            nodes: (1..=n)
-                .map(|i| PeerEntry {
-                    id: i,
-                    address: format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
-                    api: None,
-                })
-                .collect(),
-        },
-        api: Default::default(),
-        limits: Default::default(),
-        primes: mpc_node::config::PrimesConfig {
-            pool_target: 0,
-            ..Default::default()
-        },
-        policy: Default::default(),
-        pool: mpc_node::config::PoolConfig {
-            enabled: false,
-            ..Default::default()
-        },
-        coordination: Default::default(),
-    }
-}
-
-async fn cluster(n: u16, t: u16) -> (Cluster, MemoryNetwork) {
-    cluster_with(n, t, |_| Policy::default()).await
-}
-
-async fn cluster_with(n: u16, t: u16, policy: impl Fn(u16) -> Policy) -> (Cluster, MemoryNetwork) {
-    let dir = tempdir::new();
-    let network = MemoryNetwork::new();
-    let aux = mpc_testkit::aux_info(usize::from(n));
-    let mut nodes = Vec::new();
-    for id in 1..=n {
-        let mut cfg = config(id, n, t, &dir.0);
-        cfg.policy = policy(id);
-        std::fs::create_dir_all(&cfg.data_dir).unwrap();
-        let store = Store::open(
-            &cfg.store_url(),
-            &KeySource::Passphrase(Zeroizing::new(format!("passphrase of node {id}"))),
-            id,
-        )
-        .await
-        .unwrap();
-        // Fixture aux info instead of the 40 s ceremony (the process test runs it for real).
-        let ids: Vec<u16> = (1..=n).collect();
-        let a = &aux[usize::from(id - 1)];
-        store
-            .put_aux_info(
-                &ids,
-                &a.to_bytes().unwrap(),
-                &hex::encode(a.public_digest().unwrap()),
-                Uuid::new_v4(),
-            )
-            .await
-            .unwrap();
-        let (router, control) = Router::new(id, RouterLimits::default());
-        let transport: Arc<dyn Transport> = Arc::new(network.join(router.clone()));
-        nodes.push(Node::with_transport(cfg, store, transport, router, control));
-    }
-    // Wait for heartbeats to make everyone live.
-    for _ in 0..100 {
-        if nodes.iter().all(|n| {
-            n.health().live_nodes().len() == usize::from(n.config().cluster.nodes.len() as u16)
-        }) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    (Cluster { nodes, _dir: dir }, network)
+async fn cluster(n: u16, t: u16) -> Cluster {
+    start(n, t, |_| {}).await
 }
 
 fn wallet_request(name: &str, scheme: Scheme) -> CreateWallet {
@@ -143,7 +37,7 @@ async fn dkg_presign_and_sign_a_mixed_transaction() {
         .with_test_writer()
         .with_env_filter("warn")
         .try_init();
-    let (c, _net) = cluster(3, 2).await;
+    let c = cluster(3, 2).await;
     let n1 = &c.nodes[0];
     let ecdsa = n1
         .create_wallet(Uuid::new_v4(), wallet_request("e", Scheme::Ecdsa))
@@ -333,7 +227,7 @@ async fn dkg_presign_and_sign_a_mixed_transaction() {
 /// next request signs in one attempt, interactively, instead of failing on a used presignature.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_presignature_used_under_another_coordinator_is_not_offered_again() {
-    let (c, _net) = cluster(3, 2).await;
+    let c = cluster(3, 2).await;
     let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
     let ecdsa = n1
         .create_wallet(Uuid::new_v4(), wallet_request("e", Scheme::Ecdsa))
@@ -390,7 +284,7 @@ async fn a_presignature_used_under_another_coordinator_is_not_offered_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_signer_is_named_and_the_retry_succeeds() {
-    let (c, net) = cluster(3, 2).await;
+    let c = cluster(3, 2).await;
     let n1 = &c.nodes[0];
     let taproot = n1
         .create_wallet(Uuid::new_v4(), wallet_request("t", Scheme::Schnorr))
@@ -419,7 +313,7 @@ async fn a_dead_signer_is_named_and_the_retry_succeeds() {
     .unwrap()
     .to_string();
     // Node 2 is still considered live (heartbeats are recent) when it dies.
-    net.disconnect(2);
+    c.network.disconnect(2);
     let report = n1
         .sign_psbt(Uuid::new_v4(), std::slice::from_ref(&taproot.id), &psbt)
         .await
@@ -444,11 +338,9 @@ async fn every_signer_enforces_its_own_policy() {
         max_fee_rate_sat_vb: Some(20.0),
         networks: vec![],
     };
-    let (c, _net) = cluster_with(3, 2, |id| {
-        if id == 1 {
-            Policy::default()
-        } else {
-            strict.clone()
+    let c = start(3, 2, |cfg| {
+        if cfg.id != 1 {
+            cfg.policy = strict.clone();
         }
     })
     .await;

@@ -1,0 +1,120 @@
+//! What the node's test files share: nodes over the in-memory mesh, each with its own SQLite
+//! store holding the fixture aux info (so ECDSA needs no 40 s ceremony; the process tests run
+//! it for real).
+
+// Each test file uses a different part of the harness.
+#![allow(dead_code)]
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use mpc_node::{
+    config::{ClusterConfig, NodeConfig, PeerEntry, StoreConfig, TlsConfig},
+    Node,
+};
+use mpc_store::{KeySource, Store, Zeroizing};
+use mpc_transport::{memory::MemoryNetwork, Router, RouterLimits, Transport};
+use uuid::Uuid;
+
+/// A running in-process cluster; its directory is removed when it is dropped.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub network: MemoryNetwork,
+    dir: PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Node `id` of an `n`-node cluster with threshold `t`: static backend, pool off, no primes
+/// pool. The TLS files are not used on the memory mesh.
+pub fn config(id: u16, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
+    NodeConfig {
+        id,
+        data_dir: dir.join(format!("node-{id}")),
+        tls: TlsConfig {
+            ca: "unused".into(),
+            certificate: "unused".into(),
+            private_key: "unused".into(),
+        },
+        store: StoreConfig {
+            url: None,
+            key_file: None,
+        },
+        cluster: ClusterConfig {
+            threshold: t,
+            network: "regtest".into(),
+            nodes: (1..=n)
+                .map(|i| PeerEntry {
+                    id: i,
+                    address: format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
+                    api: None,
+                })
+                .collect(),
+        },
+        api: Default::default(),
+        limits: Default::default(),
+        primes: mpc_node::config::PrimesConfig {
+            pool_target: 0,
+            ..Default::default()
+        },
+        policy: Default::default(),
+        pool: mpc_node::config::PoolConfig {
+            enabled: false,
+            ..Default::default()
+        },
+        coordination: Default::default(),
+    }
+}
+
+/// Starts nodes 1..=`n` (threshold `t`) with [`config`] as `adjust` changes it, and waits
+/// until every node hears every other.
+pub async fn start(n: u16, t: u16, adjust: impl Fn(&mut NodeConfig)) -> Cluster {
+    let dir = std::env::temp_dir().join(format!("mpc-node-test-{}", Uuid::new_v4().simple()));
+    let network = MemoryNetwork::new();
+    let aux = mpc_testkit::aux_info(usize::from(n));
+    let ids: Vec<u16> = (1..=n).collect();
+    let mut nodes = Vec::new();
+    for id in 1..=n {
+        let mut cfg = config(id, n, t, &dir);
+        adjust(&mut cfg);
+        cfg.validate().unwrap();
+        std::fs::create_dir_all(&cfg.data_dir).unwrap();
+        let store = Store::open(
+            &cfg.store_url(),
+            &KeySource::Passphrase(Zeroizing::new(format!("passphrase of node {id}"))),
+            id,
+        )
+        .await
+        .unwrap();
+        let a = &aux[usize::from(id - 1)];
+        store
+            .put_aux_info(
+                &ids,
+                &a.to_bytes().unwrap(),
+                &hex::encode(a.public_digest().unwrap()),
+                Uuid::new_v4(),
+            )
+            .await
+            .unwrap();
+        let (router, control) = Router::new(id, RouterLimits::default());
+        let transport: Arc<dyn Transport> = Arc::new(network.join(router.clone()));
+        nodes.push(Node::with_transport(cfg, store, transport, router, control));
+    }
+    for _ in 0..100 {
+        if nodes
+            .iter()
+            .all(|node| node.health().live_nodes().len() == usize::from(n))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Cluster {
+        nodes,
+        network,
+        dir,
+    }
+}
