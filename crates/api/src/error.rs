@@ -111,7 +111,7 @@ impl From<NodeError> for ApiError {
                 Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message).with_details(json!({"nodes": nodes}))
             }
             NodeError::Disagreement(_) => Self::new(StatusCode::BAD_GATEWAY, "disagreement", message),
-            NodeError::StaleFencingToken { .. } => Self::new(StatusCode::CONFLICT, "stale_fencing_token", message),
+            NodeError::FencingTokenRefused(_) => Self::new(StatusCode::CONFLICT, "fencing_token_refused", message),
             NodeError::Coordination(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "coordination_unavailable", message),
             NodeError::Config(_)
             | NodeError::Store(_)

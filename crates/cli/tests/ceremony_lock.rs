@@ -1,7 +1,7 @@
 //! The cluster's ceremony lock in a real etcd, with four real node processes: two coordinators
 //! asking for a DKG at once run one after the other, and a coordinator SIGSTOPped while it
-//! holds the lock, past its lease, cannot complete its ceremony once resumed: the nodes that
-//! already admitted the next holder's fencing token refuse its proposal. Also: each node keeps
+//! holds the lock, past its lease, cannot complete its ceremony once resumed: every node checks
+//! its fencing token against etcd and refuses it as stale. Also: each node keeps
 //! its member record (addresses, certificate fingerprint) in etcd on a lease, gone while it is
 //! stopped and back after, and each new wallet's public key is published there.
 //!

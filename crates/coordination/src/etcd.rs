@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use crate::config::{validate_name, validate_prefix};
 use crate::error::{Context, CoordinationError, Result};
 use crate::{
-    FencingToken, GuardInner, LeaderInfo, Leadership, LeadershipInner, Liveness, LockGuard,
+    FencingToken, GuardInner, Holder, LeaderInfo, Leadership, LeadershipInner, Liveness, LockGuard,
+    TokenSource,
 };
 
 /// Several machines: locks, leases and elections in etcd, every key under `prefix`.
@@ -171,6 +172,42 @@ impl EtcdBackend {
     /// The leader: the candidate key with the lowest creation revision under the election.
     pub async fn leader(&self, election: &str) -> Result<Option<LeaderInfo>> {
         validate_name(election)?;
+        let (first, _) = self
+            .first_created(&self.election_key(election), "leader")
+            .await?;
+        Ok(first.map(|(token, value)| LeaderInfo {
+            candidate: String::from_utf8_lossy(&value).into_owned(),
+            token,
+        }))
+    }
+
+    /// Who holds `source`'s lock or leads its election now: the key created first under it,
+    /// as a participant checks a proposal's token against it.
+    pub async fn holder(&self, source: TokenSource<'_>) -> Result<Holder> {
+        validate_name(source.name())?;
+        let (dir, is_election) = match source {
+            TokenSource::Lock(name) => (self.lock_key(name), false),
+            TokenSource::Leader { election, .. } => (self.election_key(election), true),
+        };
+        let (first, revision) = self.first_created(&dir, "holder").await?;
+        Ok(match first {
+            Some((token, value)) => Holder::Held {
+                token,
+                candidate: is_election.then(|| String::from_utf8_lossy(&value).into_owned()),
+            },
+            None => Holder::Free { revision },
+        })
+    }
+
+    /// The key created first under `dir/` (the Lock and election APIs queue holders by
+    /// creation revision, the lowest holds) as (its token, its value), and etcd's revision at
+    /// the read. etcd-client reads are linearizable unless asked to be serializable, so the
+    /// answer is the cluster's current state, not a lagging member's.
+    async fn first_created(
+        &self,
+        dir: &str,
+        what: &str,
+    ) -> Result<(Option<(FencingToken, Vec<u8>)>, u64)> {
         let options = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Ascend)
@@ -178,17 +215,19 @@ impl EtcdBackend {
         let found = self
             .client
             .kv_client()
-            .get(format!("{}/", self.election_key(election)), Some(options))
+            .get(format!("{dir}/"), Some(options))
             .await
-            .context(|| format!("reading the leader of {election}"))?;
-        let Some(kv) = found.kvs().first() else {
-            return Ok(None);
-        };
-        let candidate = String::from_utf8_lossy(kv.value()).into_owned();
-        Ok(Some(LeaderInfo {
-            candidate,
-            token: token_of(kv.create_revision(), "leader key")?,
-        }))
+            .context(|| format!("reading the {what} of {dir}"))?;
+        let revision = found
+            .header()
+            .and_then(|h| u64::try_from(h.revision()).ok())
+            .ok_or_else(|| CoordinationError::Protocol(format!("{what} of {dir}: no revision")))?;
+        let first = found
+            .kvs()
+            .first()
+            .map(|kv| Ok((token_of(kv.create_revision(), what)?, kv.value().to_vec())))
+            .transpose()?;
+        Ok((first, revision))
     }
 }
 

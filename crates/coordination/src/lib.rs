@@ -13,13 +13,15 @@
 //! # Fencing
 //!
 //! A lock can be lost while its holder still believes it holds it: a process paused (GC, swap,
-//! SIGSTOP) longer than its lease comes back after another process took the lock. etcd is
-//! trusted for liveness only (design invariant 7), so every action taken under a lock carries
-//! the lock's [`FencingToken`], and **the node that performs the action** checks it against
-//! the highest token it has seen for that resource, durably, refusing lower ones
-//! (`mpc_store::Store::admit_fencing_token`; [`Fence`] is the same rule in memory). Tokens of
-//! successive holders of one lock strictly increase, so once the new holder has acted at a
-//! node, the old holder's actions are refused there.
+//! SIGSTOP) longer than its lease comes back after another process took the lock. So every
+//! action taken under a lock carries the lock's [`FencingToken`], and **the node that performs
+//! the action** checks it against the lock service before acting
+//! ([`ClusterBackend::check_token`]): it must be the token of the current holder (for an
+//! election, of the current leader, which must be the proposer), as one linearizable etcd
+//! read shows now. An older holder's token is refused as stale, a token above the current
+//! holder's as one nobody holds, and a node that cannot read etcd refuses too: etcd is trusted
+//! for liveness only (design invariant 7), so its absence may stop an action, and nothing a
+//! peer sends alone can let one through or change what a node stores (design invariant 10).
 //!
 //! This crate knows nothing of the node, the store or the transport.
 
@@ -38,7 +40,7 @@ use tokio::sync::watch;
 pub use config::{split_endpoints, BackendKind, CoordinationConfig};
 pub use error::{CoordinationError, Result};
 pub use etcd::EtcdBackend;
-pub use fence::Fence;
+pub use fence::{Holder, TokenRefusal, TokenSource};
 pub use records::{Presence, Published};
 pub use static_backend::StaticBackend;
 
@@ -119,6 +121,25 @@ impl ClusterBackend {
         match self {
             ClusterBackend::Static(b) => b.leader(election),
             ClusterBackend::Etcd(b) => b.leader(election).await,
+        }
+    }
+
+    /// Whether an action under `source` carrying `token` may go ahead: `Ok(Ok(()))` only if
+    /// `token` is the current holder's (see [`Holder::admits`]); `Ok(Err(refusal))` if not;
+    /// `Err` if the backend cannot be read, and then nothing may be admitted either. The
+    /// static backend refuses every token: its tokens are one process's counter, which no
+    /// other process can check.
+    pub async fn check_token(
+        &self,
+        source: TokenSource<'_>,
+        token: FencingToken,
+    ) -> Result<Result<(), TokenRefusal>> {
+        match self {
+            ClusterBackend::Static(_) => Ok(Err(TokenRefusal::Unverifiable {
+                resource: source.name().to_owned(),
+                token,
+            })),
+            ClusterBackend::Etcd(b) => Ok(b.holder(source).await?.admits(source, token)),
         }
     }
 

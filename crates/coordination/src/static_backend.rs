@@ -13,8 +13,9 @@ use crate::{
 ///
 /// Fencing tokens come from one counter per backend, seeded with the wall clock in
 /// microseconds, so they also keep increasing across restarts of the process (as long as the
-/// clock does not step back by more than the restart took), which matters because nodes
-/// persist the highest token they have seen.
+/// clock does not step back by more than the restart took). They order this process's holders
+/// only: no other process can check them, so proposals carry none under this backend and
+/// [`crate::ClusterBackend::check_token`] refuses any.
 #[derive(Debug, Clone)]
 pub struct StaticBackend {
     inner: Arc<Inner>,
@@ -118,7 +119,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::{ClusterBackend, Fence};
+    use crate::{ClusterBackend, TokenRefusal, TokenSource};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn locks_exclude_and_tokens_increase() {
@@ -211,20 +212,22 @@ mod tests {
         assert!(nobody.leader("pool").await.unwrap().is_none());
     }
 
-    #[test]
-    fn fence_refuses_lower_tokens_only() {
-        let fence = Fence::new();
-        assert!(fence.admit("w1", FencingToken(5)));
+    #[tokio::test]
+    async fn no_token_can_be_checked() {
+        let backend = ClusterBackend::Static(StaticBackend::new(Some("1".into())));
+        let guard = backend
+            .lock("ceremony", Duration::from_secs(5))
+            .await
+            .unwrap();
+        // Not even this process's own holder's: another process could not check it.
+        let refusal = backend
+            .check_token(TokenSource::Lock("ceremony"), guard.token())
+            .await
+            .unwrap()
+            .unwrap_err();
         assert!(
-            fence.admit("w1", FencingToken(5)),
-            "the same holder acts again"
+            matches!(refusal, TokenRefusal::Unverifiable { .. }),
+            "{refusal}"
         );
-        assert!(fence.admit("w1", FencingToken(9)));
-        assert!(!fence.admit("w1", FencingToken(5)), "stale holder");
-        assert!(
-            fence.admit("w2", FencingToken(1)),
-            "resources are independent"
-        );
-        assert_eq!(fence.highest("w1"), Some(FencingToken(9)));
     }
 }

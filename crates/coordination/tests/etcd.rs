@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mpc_coordination::{split_endpoints, ClusterBackend, EtcdBackend, FencingToken};
-use mpc_store::{generate_key_file, KeySource, Store};
+use mpc_coordination::{
+    split_endpoints, ClusterBackend, EtcdBackend, FencingToken, Holder, TokenRefusal, TokenSource,
+};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -21,6 +22,8 @@ use uuid::Uuid;
 
 use mpc_testkit::ETCD_ENDPOINTS_ENV as ENDPOINTS_ENV;
 const CHILD_ENV: &str = "MPC_COORDINATION_CHILD";
+/// The lock DKG and aux info run under, as a participant checks its proposals' tokens.
+const CEREMONY: TokenSource<'static> = TokenSource::Lock("ceremony");
 /// Short leases where a test waits for one to expire; etcd's minimum with default timing is 2 s.
 const TTL: Duration = Duration::from_secs(2);
 /// Where no lease should expire: long enough that a loaded machine (the whole workspace's
@@ -245,22 +248,11 @@ fn signal(child: &Child, signal: Signal) {
 async fn paused_holder_past_its_lease_is_fenced_off() {
     let Some(endpoints) = endpoints() else { return };
     let prefix = fresh_prefix();
-    let dir = std::env::temp_dir().join(format!("mpc-fencing-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key_file = dir.join("store.key");
-    generate_key_file(&key_file).unwrap();
-    let url = format!("sqlite://{}", dir.join("node.db").display());
-    let store = Store::open(&url, &KeySource::KeyFile(key_file.clone()), 1)
-        .await
-        .unwrap();
-
     let mut child = spawn_child(
         "fence",
         &[
             (ENDPOINTS_ENV, endpoints.join(",")),
             ("MPC_CHILD_PREFIX", prefix.clone()),
-            ("MPC_CHILD_STORE", url.clone()),
-            ("MPC_CHILD_KEY", key_file.display().to_string()),
         ],
     );
     let (tx, mut lines) = mpsc::unbounded_channel();
@@ -294,25 +286,44 @@ async fn paused_holder_past_its_lease_is_fenced_off() {
         "new token {} <= old {old}",
         guard.token()
     );
-    assert!(store
-        .admit_fencing_token("ceremony", guard.token().0)
-        .await
-        .unwrap());
+    assert_eq!(
+        parent.check_token(CEREMONY, guard.token()).await.unwrap(),
+        Ok(())
+    );
     println!(
         "lock taken over {takeover:?} after pausing its holder (lease {TTL:?}); tokens {old} -> {}",
         guard.token()
     );
 
-    // Resume the child: it still believes it holds the lock and tries to act with its token.
+    // Resume the child: it still believes it holds the lock and asks to act with its token,
+    // which the node asked checks against etcd.
     signal(&child, Signal::SIGCONT);
     let stdin = child.stdin.as_mut().unwrap();
     stdin.write_all(b"GO\n").await.unwrap();
     stdin.flush().await.unwrap();
     let (_, line) = expect_line(&mut lines, Duration::from_secs(30)).await;
+    let token: u64 = line
+        .strip_prefix("ACT ")
+        .unwrap_or_else(|| panic!("unexpected {line:?}"))
+        .parse()
+        .unwrap();
+    let refusal = parent
+        .check_token(CEREMONY, FencingToken(token))
+        .await
+        .unwrap()
+        .expect_err("the stale holder's action was admitted");
     assert_eq!(
-        line, "ADMIT false",
-        "the stale holder's action was admitted"
+        refusal,
+        TokenRefusal::Stale {
+            resource: "ceremony".into(),
+            token: FencingToken(old),
+            current: Holder::Held {
+                token: guard.token(),
+                candidate: None
+            },
+        }
     );
+    println!("the resumed holder's token was refused: {refusal}");
     let (_, line) = expect_line(&mut lines, Duration::from_secs(30)).await;
     assert_eq!(
         line, "LOSS-REPORTED true",
@@ -323,15 +334,114 @@ async fn paused_holder_past_its_lease_is_fenced_off() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "child failed: {status}");
-
-    assert_eq!(
-        store.fencing_token("ceremony").await.unwrap(),
-        Some(guard.token().0)
-    );
     guard.check().unwrap();
     guard.unlock().await.unwrap();
-    store.close().await;
-    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A participant's check (`ClusterBackend::check_token`) against a real etcd: only the token of
+/// whoever holds the lock right now passes; a made-up larger one never does, whether the lock
+/// is held or free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_current_lock_holders_token_passes_the_check() {
+    let Some(endpoints) = endpoints() else { return };
+    let prefix = fresh_prefix();
+    let a = backend(&endpoints, &prefix).await;
+    let b = backend(&endpoints, &prefix).await;
+    let check = |token: u64| b.check_token(CEREMONY, FencingToken(token));
+    let bogus = 1u64 << 60;
+
+    let first = a.lock("ceremony", LONG_TTL).await.unwrap();
+    let t1 = first.token().0;
+    assert_eq!(check(t1).await.unwrap(), Ok(()));
+    for (token, stale) in [
+        (t1 - 1, true),
+        (t1 + 1, false),
+        (bogus, false),
+        (u64::MAX, false),
+    ] {
+        let refusal = check(token).await.unwrap().unwrap_err();
+        assert_eq!(
+            matches!(refusal, TokenRefusal::Stale { .. }),
+            stale,
+            "{refusal}"
+        );
+        assert!(
+            refusal.to_string().contains(&format!("token is {t1}")),
+            "{refusal}"
+        );
+    }
+    first.unlock().await.unwrap();
+
+    // Released: the old holder's token is stale, a made-up one is ahead of etcd itself.
+    assert!(matches!(
+        check(t1).await.unwrap(),
+        Err(TokenRefusal::Stale {
+            current: Holder::Free { .. },
+            ..
+        })
+    ));
+    assert!(matches!(
+        check(bogus).await.unwrap(),
+        Err(TokenRefusal::Ahead {
+            current: Holder::Free { .. },
+            ..
+        })
+    ));
+
+    // The next holder's token passes; the first holder's stays stale.
+    let second = a.lock("ceremony", LONG_TTL).await.unwrap();
+    assert!(second.token().0 > t1);
+    assert_eq!(check(second.token().0).await.unwrap(), Ok(()));
+    assert!(matches!(
+        check(t1).await.unwrap(),
+        Err(TokenRefusal::Stale { .. })
+    ));
+    // Another lock's holder says nothing about this one.
+    let other = a.lock("refill", LONG_TTL).await.unwrap();
+    assert!(check(other.token().0).await.unwrap().is_err());
+    second.unlock().await.unwrap();
+    other.unlock().await.unwrap();
+}
+
+/// The same for an election: the leader's token passes only when the leader proposes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_current_leader_passes_the_check_with_its_token() {
+    let Some(endpoints) = endpoints() else { return };
+    let prefix = fresh_prefix();
+    let a = backend(&endpoints, &prefix).await;
+    let b = backend(&endpoints, &prefix).await;
+    let proposed_by = |candidate| TokenSource::Leader {
+        election: "pool-refill",
+        candidate,
+    };
+
+    let leadership = a.campaign("pool-refill", "2", LONG_TTL).await.unwrap();
+    let token = leadership.token();
+    assert_eq!(
+        b.check_token(proposed_by("2"), token).await.unwrap(),
+        Ok(())
+    );
+    let refusal = b
+        .check_token(proposed_by("3"), token)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(&refusal, TokenRefusal::OtherCandidate { leader, proposer, .. }
+            if leader == "2" && proposer == "3"),
+        "{refusal}"
+    );
+    assert!(matches!(
+        b.check_token(proposed_by("2"), FencingToken(token.0 + 1))
+            .await
+            .unwrap(),
+        Err(TokenRefusal::Ahead { .. })
+    ));
+    leadership.resign().await.unwrap();
+    assert!(matches!(
+        b.check_token(proposed_by("2"), token).await.unwrap(),
+        Err(TokenRefusal::Stale { .. })
+    ));
 }
 
 // ---- (iii) leader failover ----
@@ -452,26 +562,18 @@ async fn child_process() {
     let coordinator = backend(&endpoints, &prefix).await;
     match role.as_str() {
         "fence" => {
-            let url = std::env::var("MPC_CHILD_STORE").unwrap();
-            let key = KeySource::KeyFile(std::env::var("MPC_CHILD_KEY").unwrap().into());
-            let store = Store::open(&url, &key, 1).await.unwrap();
             let mut guard = coordinator.lock("ceremony", TTL).await.unwrap();
             println!("CHILD LOCKED {}", guard.token());
             // Paused and resumed by the parent somewhere around here.
             let mut stdin = BufReader::new(tokio::io::stdin()).lines();
             let go = stdin.next_line().await.unwrap();
             assert_eq!(go.as_deref(), Some("GO"));
-            // A coordinator that does not look at its guard: the store must stop it.
-            let admitted = store
-                .admit_fencing_token("ceremony", guard.token().0)
-                .await
-                .unwrap();
-            println!("CHILD ADMIT {admitted}");
+            // A coordinator that does not look at its guard: the node it asks must stop it.
+            println!("CHILD ACT {}", guard.token());
             let reported = tokio::time::timeout(Duration::from_secs(10), guard.lost())
                 .await
                 .is_ok();
             println!("CHILD LOSS-REPORTED {}", reported && guard.is_lost());
-            store.close().await;
         }
         "candidate" => {
             let id = std::env::var("MPC_CHILD_ID").unwrap();

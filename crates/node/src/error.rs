@@ -31,8 +31,9 @@ pub enum NodeError {
     Timeout { nodes: Vec<NodeId>, seconds: f64 },
     #[error("coordination: {0}")]
     Coordination(#[from] mpc_coordination::CoordinationError),
-    #[error("stale fencing token {token} for {resource}: a newer lock holder has acted here (the proposer's lock was lost)")]
-    StaleFencingToken { resource: String, token: u64 },
+    /// A proposal's fencing token is not the one etcd shows for the current holder.
+    #[error(transparent)]
+    FencingTokenRefused(#[from] mpc_coordination::TokenRefusal),
     #[error("nodes disagree: {0}")]
     Disagreement(String),
     #[error("internal: {0}")]

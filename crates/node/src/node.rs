@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     mesh: Option<Arc<QuicMesh>>,
     /// The cluster backend (ceremony lock, refill election), connected on first use.
     pub backend: tokio::sync::OnceCell<ClusterBackend>,
+    /// Held while a proposal's fencing token is checked and recorded (`locks`).
+    pub(crate) fencing: tokio::sync::Mutex<()>,
 }
 
 /// A running node. Cheap to clone.
@@ -175,6 +177,7 @@ impl Node {
                 tasks: Mutex::new(Vec::new()),
                 mesh,
                 backend: tokio::sync::OnceCell::new(),
+                fencing: tokio::sync::Mutex::new(()),
             }),
         };
         node.spawn(node.clone().dispatch(control));
@@ -312,7 +315,7 @@ impl Node {
                 proposal.session
             )));
         }
-        self.admit_fencing(&proposal).await?;
+        self.admit_fencing(coordinator, &proposal).await?;
         match proposal.body {
             ProposalBody::AuxInfo { node_set } => {
                 self.aux_info_participant(proposal.session, node_set).await

@@ -1,11 +1,8 @@
 //! Three nodes over the in-memory mesh with real SQLite stores: DKG for both schemes,
 //! presignatures, signing a mixed transaction, and what signers refuse.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{cluster, cluster_with, wallet_request};
 use mpc_bitcoin::policy::Policy;
 use mpc_bitcoin::{
     bitcoin::Amount,
@@ -17,13 +14,20 @@ use mpc_bitcoin::{
 use mpc_node::{control::ProposalBody, Node, NodeError};
 use uuid::Uuid;
 
+mod common;
+use common::{start, wallet_request, Cluster};
+
+async fn cluster(n: u16, t: u16) -> Cluster {
+    start(n, t, |_| {}).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dkg_presign_and_sign_a_mixed_transaction() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("warn")
         .try_init();
-    let (c, _net) = cluster(3, 2).await;
+    let c = cluster(3, 2).await;
     let n1 = &c.nodes[0];
     let ecdsa = n1
         .create_wallet(Uuid::new_v4(), wallet_request("e", Scheme::Ecdsa))
@@ -216,7 +220,7 @@ async fn dkg_presign_and_sign_a_mixed_transaction() {
 /// next request signs in one attempt, interactively, instead of failing on a used presignature.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_presignature_used_under_another_coordinator_is_not_offered_again() {
-    let (c, _net) = cluster(3, 2).await;
+    let c = cluster(3, 2).await;
     let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
     let ecdsa = n1
         .create_wallet(Uuid::new_v4(), wallet_request("e", Scheme::Ecdsa))
@@ -273,7 +277,7 @@ async fn a_presignature_used_under_another_coordinator_is_not_offered_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_signer_is_named_and_the_retry_succeeds() {
-    let (c, net) = cluster(3, 2).await;
+    let c = cluster(3, 2).await;
     let n1 = &c.nodes[0];
     let taproot = n1
         .create_wallet(Uuid::new_v4(), wallet_request("t", Scheme::Schnorr))
@@ -302,7 +306,7 @@ async fn a_dead_signer_is_named_and_the_retry_succeeds() {
     .unwrap()
     .to_string();
     // Node 2 is still considered live (heartbeats are recent) when it dies.
-    net.disconnect(2);
+    c.network.disconnect(2);
     let report = n1
         .sign_psbt(Uuid::new_v4(), std::slice::from_ref(&taproot.id), &psbt)
         .await
@@ -327,11 +331,9 @@ async fn every_signer_enforces_its_own_policy() {
         max_fee_rate_sat_vb: Some(20.0),
         ..Policy::default()
     };
-    let (c, _net) = cluster_with(3, 2, |id| {
-        if id == 1 {
-            Policy::default()
-        } else {
-            strict.clone()
+    let c = start(3, 2, |cfg| {
+        if cfg.id != 1 {
+            cfg.policy = strict.clone();
         }
     })
     .await;

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{cluster_configured, wallet_request, Cluster};
+use common::{start, wallet_request, Cluster};
 use mpc_bitcoin::{
     bitcoin::{
         bip32::{DerivationPath as Bip32Path, Fingerprint},
@@ -109,16 +109,12 @@ async fn node_2_state(c: &Cluster, wallet_id: &str, p: &str) -> (usize, u64) {
     (ready, store.spent_since(wallet_id, 0).await.unwrap())
 }
 
-fn default_cluster() -> impl Fn(&mut mpc_node::config::NodeConfig) {
-    |_| {}
-}
-
 /// SIGHASH_NONE, SINGLE or ANYONECANPAY signatures could be reused in a transaction no policy
 /// saw: refused by the honest signer (both schemes) and by the coordinator's own check, with
 /// the presignature offered for it left unused and no spend counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weak_sighash_types_get_no_signature_and_consume_nothing() {
-    let (c, _net) = cluster_configured(3, 2, default_cluster()).await;
+    let c = start(3, 2, |_| {}).await;
     let n1 = &c.nodes[0];
     let (ecdsa_id, ekey) = wallet(&c, Scheme::Ecdsa).await;
     let (taproot_id, tkey) = wallet(&c, Scheme::Schnorr).await;
@@ -183,7 +179,7 @@ async fn weak_sighash_types_get_no_signature_and_consume_nothing() {
 /// signer wants the previous transaction, and nothing is consumed on the refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_p2wpkh_amount_must_be_proven_to_every_signer() {
-    let (c, _net) = cluster_configured(3, 2, default_cluster()).await;
+    let c = start(3, 2, |_| {}).await;
     let n1 = &c.nodes[0];
     let (ecdsa_id, ekey) = wallet(&c, Scheme::Ecdsa).await;
     let presigned = n1
@@ -222,7 +218,7 @@ async fn a_p2wpkh_amount_must_be_proven_to_every_signer() {
 /// The same outpoint twice, dust, a non-standard script: refused by the honest signer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signers_refuse_transactions_no_node_would_accept() {
-    let (c, _net) = cluster_configured(3, 2, default_cluster()).await;
+    let c = start(3, 2, |_| {}).await;
     let n1 = &c.nodes[0];
     let (taproot_id, tkey) = wallet(&c, Scheme::Schnorr).await;
     let base = spend(&[funding(&tkey, "m/0/0", 100_000)], 10_000, "m/1/0");
@@ -269,7 +265,7 @@ async fn signers_refuse_transactions_no_node_would_accept() {
 /// transaction with change at m/1/0, node 2 accepts change one index further.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_off_the_change_chain_or_beyond_the_gap_counts_as_spending() {
-    let (c, _net) = cluster_configured(3, 2, |cfg| {
+    let c = start(3, 2, |cfg| {
         if cfg.id == 2 {
             cfg.policy = Policy {
                 max_amount_per_tx_sats: Some(50_000),
@@ -315,7 +311,7 @@ async fn change_off_the_change_chain_or_beyond_the_gap_counts_as_spending() {
 /// fingerprint, or our own receive address) do not make the pool bank presignatures there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_records_that_are_not_change_do_not_steer_the_pool() {
-    let (c, _net) = cluster_configured(3, 2, default_cluster()).await;
+    let c = start(3, 2, |_| {}).await;
     let n1 = &c.nodes[0];
     let (ecdsa_id, ekey) = wallet(&c, Scheme::Ecdsa).await;
     let mut psbt = spend(&[funding(&ekey, "m/0/0", 400_000)], 10_000, "m/1/0");
@@ -358,7 +354,7 @@ async fn output_records_that_are_not_change_do_not_steer_the_pool() {
 /// before any session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_signer_bounds_inputs_and_interactive_signings() {
-    let (c, _net) = cluster_configured(3, 2, |cfg| {
+    let c = start(3, 2, |cfg| {
         if cfg.id == 2 {
             cfg.limits.max_inputs_per_psbt = 2;
             cfg.limits.max_interactive_inputs = 1;

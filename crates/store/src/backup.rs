@@ -1,8 +1,8 @@
 //! Backup and restore of one node's store.
 //!
-//! A backup holds every row of the store except presignatures, exactly as at rest: secrets stay
-//! sealed under the store's data-encryption key (DEK), and the DEK stays sealed under the
-//! key-encryption key (KEK), which is never in the file. The file is
+//! A backup holds every row of the store except presignatures and fencing tokens, exactly as
+//! at rest: secrets stay sealed under the store's data-encryption key (DEK), and the DEK stays
+//! sealed under the key-encryption key (KEK), which is never in the file. The file is
 //!
 //! ```text
 //! {header JSON}\n{body JSON}\nhmac-sha256 <64 hex>\n
@@ -25,6 +25,10 @@
 //! current epoch, so a presignature record made before the restore (a run still in flight in
 //! a process that was not stopped) is refused too. After a restore the node holds no
 //! presignature secret at all; its pool starts empty and refills with new ones.
+//!
+//! Backups leave out fencing tokens too, and a restore empties that table: they are cluster
+//! state that etcd owns, checked there before every use, and rows from the past could only be
+//! out of date (or a poisoned value an older version stored from a peer unchecked).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -192,14 +196,6 @@ const TABLES: &[TableSpec] = &[
             ("restored_at", Int),
         ],
     },
-    // Restored as backed up: a restored node then accepts a fencing token only at or above
-    // the highest it had admitted at backup time (without the rows it would accept any).
-    TableSpec {
-        name: "fencing_tokens",
-        since: 5,
-        order: "resource",
-        columns: &[("resource", Text), ("token", Int), ("updated_at", Int)],
-    },
     TableSpec {
         name: "funding_transactions",
         since: 6,
@@ -217,8 +213,24 @@ fn tables_at(version: i64) -> impl DoubleEndedIterator<Item = &'static TableSpec
     TABLES.iter().filter(move |t| t.since <= version)
 }
 
-/// Tables a backup leaves out on purpose (design invariant 1: never restore a presignature).
-const NEVER_BACKED_UP: &[&str] = &["presignatures"];
+/// Tables a backup leaves out on purpose, with the migration that created each; a restore
+/// empties them. Presignatures: design invariant 1, never restore one. Fencing tokens: cluster
+/// state that etcd owns; the node checks every token against etcd and records it anew, and a
+/// row brought back could only be out of date (or a value older versions stored from a peer
+/// unchecked). Backups made before they were left out carry them; a restore ignores them.
+const NEVER_BACKED_UP: &[(&str, i64)] = &[("presignatures", 1), ("fencing_tokens", 5)];
+
+fn never_backed_up(name: &str) -> bool {
+    NEVER_BACKED_UP.iter().any(|(n, _)| *n == name)
+}
+
+/// The tables of [`NEVER_BACKED_UP`] a store at schema `version` has.
+fn never_backed_up_at(version: i64) -> impl Iterator<Item = &'static str> {
+    NEVER_BACKED_UP
+        .iter()
+        .filter(move |(_, since)| *since <= version)
+        .map(|(name, _)| *name)
+}
 
 /// Tables whose `sealed` column is checked to open before a restore writes anything, with the
 /// column that names the row (the sealing's associated data).
@@ -402,6 +414,10 @@ pub async fn restore_backup(
         )));
     }
     check_body(&body, header.schema_version)?;
+    let left_out: Vec<&String> = body.tables.keys().filter(|t| never_backed_up(t)).collect();
+    if !left_out.is_empty() {
+        tracing::info!(tables = ?left_out, "the backup's rows of these tables are not restored");
+    }
     check_sealed(&body, &Sealer::new(&dek)?, header.store_id)?;
 
     let (pool, backend) = store::connect(url).await?;
@@ -569,7 +585,7 @@ async fn check_schema(pool: &AnyPool, backend: Backend) -> Result<i64, BackupErr
         .filter(|n| {
             n.as_str() != "_sqlx_migrations"
                 && n.as_str() != "meta"
-                && !NEVER_BACKED_UP.contains(&n.as_str())
+                && !never_backed_up(n)
                 && !tables_at(version).any(|t| t.name == n.as_str())
         })
         .collect();
@@ -715,10 +731,11 @@ async fn dump(
 /// kinds.
 fn check_body(body: &Body, version: i64) -> Result<(), BackupError> {
     let expected = tables_at(version).count();
-    if body.tables.len() != expected {
+    // An older backup's fencing tokens are left out, not refused.
+    let restored = body.tables.keys().filter(|t| !never_backed_up(t)).count();
+    if restored != expected {
         return Err(BackupError::Malformed(format!(
-            "{} tables, expected {expected}",
-            body.tables.len()
+            "{restored} tables, expected {expected}"
         )));
     }
     for spec in tables_at(version) {
@@ -832,11 +849,7 @@ async fn write(
     // Emptiness is decided inside the writing transaction, so nothing slips in between.
     let mut replaced_rows = 0;
     let mut occupied = Vec::new();
-    for table in NEVER_BACKED_UP
-        .iter()
-        .copied()
-        .chain(tables_at(version).map(|t| t.name))
-    {
+    for table in never_backed_up_at(version).chain(tables_at(version).map(|t| t.name)) {
         let n = count(&mut tx, table).await?;
         if n > 0 {
             occupied.push(format!("{table} {n}"));
@@ -864,11 +877,17 @@ async fn write(
         .map_err(|_| StoreError::Invalid(format!("epoch {epoch} out of range")))?;
 
     // Children before parents (foreign keys), presignatures first.
-    let presignatures_deleted = sqlx::query("DELETE FROM presignatures")
-        .execute(&mut *tx)
-        .await
-        .context(|| "deleting presignatures".into())?
-        .rows_affected();
+    let mut presignatures_deleted = 0;
+    for table in never_backed_up_at(version) {
+        let deleted = sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
+            .execute(&mut *tx)
+            .await
+            .context(|| format!("clearing {table}"))?
+            .rows_affected();
+        if table == "presignatures" {
+            presignatures_deleted = deleted;
+        }
+    }
     for spec in tables_at(version).rev() {
         sqlx::query(AssertSqlSafe(format!("DELETE FROM {}", spec.name)))
             .execute(&mut *tx)
@@ -967,7 +986,7 @@ mod tests {
                     .unwrap_or_default();
                 assert!(
                     name == "meta"
-                        || NEVER_BACKED_UP.contains(&name)
+                        || never_backed_up(name)
                         || TABLES.iter().any(|t| t.name == name),
                     "table {name} of migration {} is not in backup.rs",
                     m.version

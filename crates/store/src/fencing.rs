@@ -1,7 +1,11 @@
-//! Fencing tokens: the durable half of the cluster locks' safety (design invariant 7). Each
-//! action a node accepts under a cluster lock or leadership carries that lock's fencing token;
-//! the node remembers the highest token per resource and refuses lower ones, so a coordinator
-//! whose lock expired (a paused process) cannot act after its successor has.
+//! Fencing tokens a node acted under: per resource, the last token the node checked against
+//! the lock service and admitted (`mpc_node::locks`). The check is what guards: a token is
+//! admitted only if etcd shows it as the current holder's, so nothing here can refuse a
+//! token, and nothing a peer sends unchecked is written here (design invariant 10). The
+//! record is for operators, and lets the node warn when etcd's holder is below what it
+//! recorded (etcd recreated, or a value that older versions stored from a peer unchecked).
+//!
+//! Tokens are cluster state that etcd owns: backups do not carry this table (`backup.rs`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,39 +25,28 @@ fn token_i64(token: u64) -> Result<i64> {
 }
 
 impl Store {
-    /// Admits `token` for `resource`: `true` if it is at least the highest token admitted for
-    /// that resource so far (which it then becomes), `false` if a higher one was admitted
-    /// before (the caller must refuse the action). One atomic statement: concurrent callers
-    /// (other connections, other processes on the same database) cannot both pass with
-    /// tokens out of order.
-    pub async fn admit_fencing_token(&self, resource: &str, token: u64) -> Result<bool> {
+    /// Records `token` as the token this node last acted under for `resource`, replacing
+    /// whatever was recorded, higher or lower. Call it only with a token checked against the
+    /// lock service.
+    pub async fn record_fencing_token(&self, resource: &str, token: u64) -> Result<()> {
         if resource.is_empty() {
             return Err(StoreError::Invalid("empty fencing resource".into()));
         }
-        let value = token_i64(token)?;
-        let affected = sqlx::query(
+        sqlx::query(
             "INSERT INTO fencing_tokens (resource, token, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (resource) DO UPDATE SET token = excluded.token, \
-             updated_at = excluded.updated_at \
-             WHERE fencing_tokens.token <= excluded.token",
+             updated_at = excluded.updated_at",
         )
         .bind(resource)
-        .bind(value)
+        .bind(token_i64(token)?)
         .bind(now_ms())
         .execute(self.pool())
         .await
-        .context(|| format!("admitting fencing_tokens/{resource}"))?
-        .rows_affected();
-        let admitted = affected == 1;
-        if admitted {
-            tracing::debug!(resource, token, "fencing token admitted");
-        } else {
-            tracing::warn!(resource, token, "stale fencing token refused");
-        }
-        Ok(admitted)
+        .context(|| format!("recording fencing_tokens/{resource}"))?;
+        Ok(())
     }
 
-    /// The highest fencing token admitted for `resource`.
+    /// The token this node last acted under for `resource`.
     pub async fn fencing_token(&self, resource: &str) -> Result<Option<u64>> {
         let row: Option<(i64,)> =
             sqlx::query_as("SELECT token FROM fencing_tokens WHERE resource = $1")

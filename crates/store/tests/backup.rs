@@ -19,6 +19,8 @@ on_both_backends!(
     forced_restore_replaces_a_store_and_its_presignatures,
     another_nodes_or_clusters_backup_is_refused,
     tampered_or_foreign_key_backups_are_refused,
+    backups_leave_fencing_tokens_out_and_a_restore_empties_them,
+    an_older_backup_with_poisoned_fencing_tokens_restores_without_them,
 );
 
 const CLUSTER: &str = "sha256:cluster-a";
@@ -407,5 +409,65 @@ async fn tampered_or_foreign_key_backups_are_refused(db: Db) {
     restore(good, db.key(), 1).await.unwrap();
     let store = db.open().await;
     assert_eq!(&store.key_share("w1").await.unwrap().unwrap()[..], SHARE);
+    store.close().await;
+}
+
+/// A token far above any etcd revision, as a peer could make older versions store.
+const POISONED: i64 = 1 << 60;
+
+async fn backups_leave_fencing_tokens_out_and_a_restore_empties_them(db: Db) {
+    let store = db.open().await;
+    populate(&store).await;
+    store.close().await;
+    // A table poisoned under older versions, which stored any token a peer sent.
+    let raw = db.raw().await;
+    sqlx::query(
+        "INSERT INTO fencing_tokens (resource, token, updated_at) VALUES ('ceremony', $1, $2)",
+    )
+    .bind(POISONED)
+    .bind(NOW)
+    .execute(&raw)
+    .await
+    .unwrap();
+    raw.close().await;
+
+    let backup = create_backup(&db.url, &db.key(), 1, CLUSTER).await.unwrap();
+    assert!(
+        !backup.header.rows.contains_key("fencing_tokens"),
+        "{:?}",
+        backup.header.rows
+    );
+    assert!(!contains(&backup.bytes, b"fencing_tokens"));
+    assert!(!contains(&backup.bytes, POISONED.to_string().as_bytes()));
+
+    // Restored over the poisoned store: the table comes back empty, everything else as was.
+    restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, true)
+        .await
+        .unwrap();
+    let store = db.open().await;
+    assert_eq!(store.fencing_token("ceremony").await.unwrap(), None);
+    assert_eq!(&store.key_share("w1").await.unwrap().unwrap()[..], SHARE);
+    store.close().await;
+}
+
+/// Made by the version before fencing tokens were left out of backups, of node 1 of
+/// `sha256:cluster-a`, with `ceremony` = 2^60 and `pool-refill` = 2^59 stored unchecked.
+const OLDER_BACKUP: &[u8] = include_bytes!("fixtures/poisoned-fencing.backup");
+
+async fn an_older_backup_with_poisoned_fencing_tokens_restores_without_them(db: Db) {
+    let header = read_backup_header(OLDER_BACKUP).unwrap();
+    assert_eq!(header.rows["fencing_tokens"], 2);
+    let key = KeySource::KeyFile(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/poisoned-fencing.key"),
+    );
+    let summary = restore_backup(&db.url, &key, 1, CLUSTER, OLDER_BACKUP, false)
+        .await
+        .unwrap();
+    assert_eq!(summary.epoch, 2);
+    let store = Store::open(&db.url, &key, 1).await.unwrap();
+    assert_eq!(store.store_id(), header.store_id);
+    assert_eq!(store.fencing_token("ceremony").await.unwrap(), None);
+    assert_eq!(store.fencing_token("pool-refill").await.unwrap(), None);
     store.close().await;
 }

@@ -1,10 +1,13 @@
-//! The in-memory cluster the node's test suites share: `n` nodes over the in-memory mesh,
-//! each with a real SQLite store (in a temporary directory) and the fixture aux info.
-#![allow(dead_code)] // each test binary uses its own part
+//! What the node's test files share: nodes over the in-memory mesh, each with its own SQLite
+//! store holding the fixture aux info (so ECDSA needs no 40 s ceremony; the process tests run
+//! it for real).
 
-use std::{sync::Arc, time::Duration};
+// Each test file uses a different part of the harness.
+#![allow(dead_code)]
 
-use mpc_bitcoin::{policy::Policy, Scheme};
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use mpc_bitcoin::Scheme;
 use mpc_node::{
     ceremony::CreateWallet,
     config::{ClusterConfig, NodeConfig, PeerEntry, StoreConfig, TlsConfig},
@@ -14,25 +17,21 @@ use mpc_store::{KeySource, Store, Zeroizing};
 use mpc_transport::{memory::MemoryNetwork, Router, RouterLimits, Transport};
 use uuid::Uuid;
 
+/// A running in-process cluster; its directory is removed when it is dropped.
 pub struct Cluster {
     pub nodes: Vec<Node>,
-    pub _dir: tempdir::TempDirGuard,
+    pub network: MemoryNetwork,
+    dir: PathBuf,
 }
 
-pub mod tempdir {
-    pub struct TempDirGuard(pub std::path::PathBuf);
-    impl Drop for TempDirGuard {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    pub fn new() -> TempDirGuard {
-        let p = std::env::temp_dir().join(format!("mpc-node-test-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDirGuard(p)
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
+/// Node `id` of an `n`-node cluster with threshold `t`: static backend, pool off, no primes
+/// pool. The TLS files are not used on the memory mesh.
 pub fn config(id: u16, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
     NodeConfig {
         id,
@@ -72,31 +71,18 @@ pub fn config(id: u16, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
     }
 }
 
-pub async fn cluster(n: u16, t: u16) -> (Cluster, MemoryNetwork) {
-    cluster_with(n, t, |_| Policy::default()).await
-}
-
-pub async fn cluster_with(
-    n: u16,
-    t: u16,
-    policy: impl Fn(u16) -> Policy,
-) -> (Cluster, MemoryNetwork) {
-    cluster_configured(n, t, |cfg| cfg.policy = policy(cfg.id)).await
-}
-
-/// A cluster whose node configurations `configure` adjusts (policy, limits) before start.
-pub async fn cluster_configured(
-    n: u16,
-    t: u16,
-    configure: impl Fn(&mut NodeConfig),
-) -> (Cluster, MemoryNetwork) {
-    let dir = tempdir::new();
+/// Starts nodes 1..=`n` (threshold `t`) with [`config`] as `adjust` changes it, and waits
+/// until every node hears every other.
+pub async fn start(n: u16, t: u16, adjust: impl Fn(&mut NodeConfig)) -> Cluster {
+    let dir = std::env::temp_dir().join(format!("mpc-node-test-{}", Uuid::new_v4().simple()));
     let network = MemoryNetwork::new();
     let aux = mpc_testkit::aux_info(usize::from(n));
+    let ids: Vec<u16> = (1..=n).collect();
     let mut nodes = Vec::new();
     for id in 1..=n {
-        let mut cfg = config(id, n, t, &dir.0);
-        configure(&mut cfg);
+        let mut cfg = config(id, n, t, &dir);
+        adjust(&mut cfg);
+        cfg.validate().unwrap();
         std::fs::create_dir_all(&cfg.data_dir).unwrap();
         let store = Store::open(
             &cfg.store_url(),
@@ -105,8 +91,6 @@ pub async fn cluster_configured(
         )
         .await
         .unwrap();
-        // Fixture aux info instead of the 40 s ceremony (the process test runs it for real).
-        let ids: Vec<u16> = (1..=n).collect();
         let a = &aux[usize::from(id - 1)];
         store
             .put_aux_info(
@@ -121,18 +105,23 @@ pub async fn cluster_configured(
         let transport: Arc<dyn Transport> = Arc::new(network.join(router.clone()));
         nodes.push(Node::with_transport(cfg, store, transport, router, control));
     }
-    // Wait for heartbeats to make everyone live.
     for _ in 0..100 {
-        if nodes.iter().all(|n| {
-            n.health().live_nodes().len() == usize::from(n.config().cluster.nodes.len() as u16)
-        }) {
+        if nodes
+            .iter()
+            .all(|node| node.health().live_nodes().len() == usize::from(n))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    (Cluster { nodes, _dir: dir }, network)
+    Cluster {
+        nodes,
+        network,
+        dir,
+    }
 }
 
+/// A request for a wallet of `scheme` over every node, with the cluster's threshold.
 pub fn wallet_request(name: &str, scheme: Scheme) -> CreateWallet {
     CreateWallet {
         name: name.into(),
