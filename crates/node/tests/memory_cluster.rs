@@ -1,7 +1,7 @@
 //! Three nodes over the in-memory mesh with real SQLite stores: DKG for both schemes,
 //! presignatures, signing a mixed transaction, and what signers refuse.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use mpc_bitcoin::policy::Policy;
 use mpc_bitcoin::{
@@ -12,14 +12,16 @@ use mpc_bitcoin::{
     Chain, Scheme,
 };
 use mpc_node::{
-    ceremony::CreateWallet,
+    ceremony::{CreateWallet, PresignReport},
     config::{ClusterConfig, NodeConfig, PeerEntry, StoreConfig, TlsConfig},
     control::ProposalBody,
     Node, NodeError,
 };
-use mpc_store::{KeySource, Store, Zeroizing};
-use mpc_transport::{memory::MemoryNetwork, Router, RouterLimits, Transport};
+use mpc_transport::memory::MemoryNetwork;
 use uuid::Uuid;
+
+mod common;
+use common::start_node;
 
 struct Cluster {
     nodes: Vec<Node>,
@@ -52,6 +54,7 @@ fn config(id: u16, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
         store: StoreConfig {
             url: None,
             key_file: None,
+            rollback_guard_file: None,
         },
         cluster: ClusterConfig {
             threshold: t,
@@ -92,17 +95,11 @@ async fn cluster_with(n: u16, t: u16, policy: impl Fn(u16) -> Policy) -> (Cluste
         let mut cfg = config(id, n, t, &dir.0);
         cfg.policy = policy(id);
         std::fs::create_dir_all(&cfg.data_dir).unwrap();
-        let store = Store::open(
-            &cfg.store_url(),
-            &KeySource::Passphrase(Zeroizing::new(format!("passphrase of node {id}"))),
-            id,
-        )
-        .await
-        .unwrap();
+        let node = start_node(cfg, &network).await;
         // Fixture aux info instead of the 40 s ceremony (the process test runs it for real).
         let ids: Vec<u16> = (1..=n).collect();
         let a = &aux[usize::from(id - 1)];
-        store
+        node.store()
             .put_aux_info(
                 &ids,
                 &a.to_bytes().unwrap(),
@@ -111,11 +108,14 @@ async fn cluster_with(n: u16, t: u16, policy: impl Fn(u16) -> Policy) -> (Cluste
             )
             .await
             .unwrap();
-        let (router, control) = Router::new(id, RouterLimits::default());
-        let transport: Arc<dyn Transport> = Arc::new(network.join(router.clone()));
-        nodes.push(Node::with_transport(cfg, store, transport, router, control));
+        nodes.push(node);
     }
-    // Wait for heartbeats to make everyone live.
+    wait_all_live(&nodes).await;
+    (Cluster { nodes, _dir: dir }, network)
+}
+
+/// Waits for heartbeats to make everyone live.
+async fn wait_all_live(nodes: &[Node]) {
     for _ in 0..100 {
         if nodes.iter().all(|n| {
             n.health().live_nodes().len() == usize::from(n.config().cluster.nodes.len() as u16)
@@ -124,7 +124,6 @@ async fn cluster_with(n: u16, t: u16, policy: impl Fn(u16) -> Policy) -> (Cluste
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    (Cluster { nodes, _dir: dir }, network)
 }
 
 fn wallet_request(name: &str, scheme: Scheme) -> CreateWallet {
@@ -328,30 +327,24 @@ async fn dkg_presign_and_sign_a_mixed_transaction() {
     assert!(err.to_string().contains("not this wallet's"), "{err}");
 }
 
-/// A coordinator remembers the ready presignatures it read; one consumed meanwhile in a signing
-/// that another node coordinated (this node signing) is never offered from that memory: the
-/// next request signs in one attempt, interactively, instead of failing on a used presignature.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_presignature_used_under_another_coordinator_is_not_offered_again() {
-    let (c, _net) = cluster(3, 2).await;
-    let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
-    let ecdsa = n1
-        .create_wallet(Uuid::new_v4(), wallet_request("e", Scheme::Ecdsa))
-        .await
-        .unwrap();
-    let key =
-        mpc_node::keys::wallet_key(&n1.store().wallet(&ecdsa.id).await.unwrap().unwrap()).unwrap();
-    let p00 = Chain::Receive.path(0).unwrap();
-    let presigned = n1
-        .generate_presignatures(Uuid::new_v4(), &ecdsa.id, &p00, 2, None, None)
-        .await
-        .unwrap();
-    // Node 1 and node 2 both pick signers {1, 2}: the presignatures' set.
-    assert_eq!(presigned.signers, [1, 2]);
-    let spend = |funding: &str| {
-        let input = synthetic_funding(&key, &p00, Amount::from_sat(50_000), funding).unwrap();
+/// An ECDSA wallet made by `node`, whose PSBTs spend a made-up output at m/0/0.
+struct EcdsaWallet {
+    id: String,
+    key: mpc_bitcoin::WalletKey,
+}
+
+impl EcdsaWallet {
+    fn path() -> mpc_protocols::DerivationPath {
+        Chain::Receive.path(0).unwrap()
+    }
+
+    /// A PSBT spending 50 000 sats from a made-up output `funding` names.
+    fn spend(&self, funding: &str) -> String {
+        let input =
+            synthetic_funding(&self.key, &Self::path(), Amount::from_sat(50_000), funding).unwrap();
         let payment = Payment {
-            script_pubkey: key
+            script_pubkey: self
+                .key
                 .chain_address(Chain::Receive, 9)
                 .unwrap()
                 .script_pubkey(),
@@ -359,10 +352,45 @@ async fn a_presignature_used_under_another_coordinator_is_not_offered_again() {
             owner: None,
         };
         build_psbt(&[input], &[payment]).unwrap().to_string()
-    };
+    }
+}
+
+/// A new ECDSA wallet and two presignatures at its path, for signers {1, 2} (the set node 1
+/// picks).
+async fn presigned_wallet(node: &Node) -> (EcdsaWallet, PresignReport) {
+    let record = node
+        .create_wallet(Uuid::new_v4(), wallet_request("e", Scheme::Ecdsa))
+        .await
+        .unwrap();
+    let stored = node.store().wallet(&record.id).await.unwrap().unwrap();
+    let key = mpc_node::keys::wallet_key(&stored).unwrap();
+    let presigned = node
+        .generate_presignatures(
+            Uuid::new_v4(),
+            &record.id,
+            &EcdsaWallet::path(),
+            2,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(presigned.signers, [1, 2]);
+    (EcdsaWallet { id: record.id, key }, presigned)
+}
+
+/// A coordinator remembers the ready presignatures it read; one consumed meanwhile in a signing
+/// that another node coordinated (this node signing) is never offered from that memory: the
+/// next request signs in one attempt, interactively, instead of failing on a used presignature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presignature_used_under_another_coordinator_is_not_offered_again() {
+    let (c, _net) = cluster(3, 2).await;
+    let (n1, n2) = (&c.nodes[0], &c.nodes[1]);
+    // Node 1 and node 2 both pick signers {1, 2}: the presignatures' set.
+    let (ecdsa, presigned) = presigned_wallet(n1).await;
     let wallets = std::slice::from_ref(&ecdsa.id);
     let sign = |node: &Node, funding: &'static str| {
-        let (node, psbt) = (node.clone(), spend(funding));
+        let (node, psbt) = (node.clone(), ecdsa.spend(funding));
         async move {
             node.sign_psbt(Uuid::new_v4(), wallets, &psbt)
                 .await
@@ -547,4 +575,127 @@ async fn every_signer_enforces_its_own_policy() {
         matches!(&err, NodeError::Policy(v) if v.rule == "max_amount_per_tx_sats"),
         "{err}"
     );
+}
+
+/// Copies node's SQLite store files (with its log) from `from` to `to`, so that `to` holds the
+/// store as it was, and no file it did not have.
+fn copy_store_files(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for file in ["store.db", "store.db-wal", "store.db-shm"] {
+        let _ = std::fs::remove_file(to.join(file));
+        if from.join(file).exists() {
+            std::fs::copy(from.join(file), to.join(file)).unwrap();
+        }
+    }
+}
+
+/// Stops node `id`, runs `while_stopped` on its data directory, and starts it again.
+async fn restart(
+    c: &mut Cluster,
+    net: &MemoryNetwork,
+    id: u16,
+    while_stopped: impl FnOnce(&std::path::Path),
+) {
+    let index = usize::from(id - 1);
+    let node = c.nodes[index].clone();
+    node.shutdown().await;
+    net.disconnect(id);
+    while_stopped(&node.config().data_dir);
+    c.nodes[index] = start_node(node.config().clone(), net).await;
+    wait_all_live(&c.nodes).await;
+}
+
+/// The finding of issue 17 (class 9): node 2's store goes back to a copy made before a
+/// signing (a VM snapshot, point-in-time recovery, replica failover), which holds the used
+/// presignature as ready. At its restart node 2 sees its store is behind its guard file and
+/// retires every presignature: a coordinator that offers the used one again (compromised, or
+/// itself rolled back) is refused instead of getting a second partial signature with it, which
+/// would give the key away. The cluster signs on, and node 2 signs with new presignatures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_store_was_copied_back_never_signs_with_a_used_presignature_again() {
+    let (mut c, net) = cluster(3, 2).await;
+    let n1 = c.nodes[0].clone();
+    let (ecdsa, presigned) = presigned_wallet(&n1).await;
+    let spend = |funding: &str| ecdsa.spend(funding);
+    let wallets = std::slice::from_ref(&ecdsa.id);
+
+    // A normal restart of node 2 (its store copied meanwhile) keeps both presignatures.
+    let copy = c._dir.0.join("node-2-copy");
+    restart(&mut c, &net, 2, |data| copy_store_files(data, &copy)).await;
+    let store2 = c.nodes[1].store().clone();
+    assert_eq!(store2.epoch().await.unwrap(), 1);
+    for id in &presigned.ids {
+        let p = store2.presignature(id).await.unwrap().unwrap();
+        assert_eq!(p.state, mpc_store::PresignatureState::Ready, "{id}");
+    }
+
+    // Signed with one of them: consumed at nodes 1 and 2.
+    let report = n1
+        .sign_psbt(Uuid::new_v4(), wallets, &spend("a"))
+        .await
+        .unwrap();
+    assert_eq!(report.inputs[0].method, "presignature");
+    let used = report.inputs[0].presignature.clone().unwrap();
+
+    // Node 2's store goes back to the copy, where `used` is ready again.
+    restart(&mut c, &net, 2, |data| copy_store_files(&copy, data)).await;
+    let store2 = c.nodes[1].store().clone();
+    assert_eq!(
+        store2.epoch().await.unwrap(),
+        2,
+        "a new epoch at the restart"
+    );
+    for id in &presigned.ids {
+        let p = store2.presignature(id).await.unwrap().unwrap();
+        assert_eq!(p.state, mpc_store::PresignatureState::Expired, "{id}");
+    }
+
+    // A coordinator asks node 2 alone for a partial signature of another transaction with the
+    // used presignature: refused.
+    let err = n1
+        .coordinate(
+            Uuid::new_v4(),
+            ProposalBody::Sign {
+                wallet_ids: vec![ecdsa.id.clone()],
+                psbt: spend("b"),
+                signers: vec![1, 2],
+                presignatures: vec![Some(used.clone())],
+            },
+            &[2],
+            Duration::from_secs(10),
+            None,
+        )
+        .await
+        .expect_err("node 2 gave a second partial signature with a used presignature");
+    assert!(
+        matches!(&err, NodeError::Refused { node: 2, reason } if reason.contains("already used")),
+        "{err}"
+    );
+
+    // The cluster signs on: node 1's offer of the other presignature is refused by node 2 too,
+    // and the retry without node 2 signs interactively.
+    let report = n1
+        .sign_psbt(Uuid::new_v4(), wallets, &spend("c"))
+        .await
+        .unwrap();
+    assert_eq!(report.signers, [1, 3], "{:?}", report.attempts);
+
+    // Node 2 signs again with presignatures of its new epoch.
+    let fresh = n1
+        .generate_presignatures(
+            Uuid::new_v4(),
+            &ecdsa.id,
+            &EcdsaWallet::path(),
+            1,
+            Some(vec![1, 2]),
+            None,
+        )
+        .await
+        .unwrap();
+    let report = n1
+        .sign_psbt(Uuid::new_v4(), wallets, &spend("d"))
+        .await
+        .unwrap();
+    assert_eq!(report.signers, [1, 2]);
+    assert_eq!(report.inputs[0].presignature.as_ref(), fresh.ids.first());
 }

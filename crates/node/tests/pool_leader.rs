@@ -2,16 +2,17 @@
 //! lease-based election in a real etcd (`scripts/with-etcd` sets `MPC_TEST_ETCD_ENDPOINTS`;
 //! skipped with a printed reason without it, failed if `MPC_REQUIRE_ETCD` is set).
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use mpc_coordination::{BackendKind, ClusterBackend, CoordinationConfig};
 use mpc_node::{
     config::{ClusterConfig, NodeConfig, PeerEntry, PoolConfig, StoreConfig, TlsConfig},
     Node,
 };
-use mpc_store::{KeySource, Store, Zeroizing};
-use mpc_transport::{memory::MemoryNetwork, Router, RouterLimits, Transport};
+use mpc_transport::memory::MemoryNetwork;
 use uuid::Uuid;
+
+mod common;
 
 fn config(id: u16, n: u16, dir: &std::path::Path, coordination: CoordinationConfig) -> NodeConfig {
     NodeConfig {
@@ -25,6 +26,7 @@ fn config(id: u16, n: u16, dir: &std::path::Path, coordination: CoordinationConf
         store: StoreConfig {
             url: None,
             key_file: None,
+            rollback_guard_file: None,
         },
         cluster: ClusterConfig {
             threshold: 2,
@@ -59,16 +61,7 @@ async fn nodes(n: u16, coordination: CoordinationConfig, dir: &std::path::Path) 
         let cfg = config(id, n, dir, coordination.clone());
         cfg.validate().unwrap();
         std::fs::create_dir_all(&cfg.data_dir).unwrap();
-        let store = Store::open(
-            &cfg.store_url(),
-            &KeySource::Passphrase(Zeroizing::new(format!("passphrase of node {id}"))),
-            id,
-        )
-        .await
-        .unwrap();
-        let (router, control) = Router::new(id, RouterLimits::default());
-        let transport: Arc<dyn Transport> = Arc::new(network.join(router.clone()));
-        nodes.push(Node::with_transport(cfg, store, transport, router, control));
+        nodes.push(common::start_node(cfg, &network).await);
     }
     nodes
 }

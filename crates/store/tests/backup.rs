@@ -4,8 +4,8 @@
 
 use mpc_store::{
     create_backup, generate_key_file, read_backup_header, restore_backup, BackupError,
-    CeremonyRecord, KeySource, NewUtxo, PresignatureRecord, PresignatureState, Store, StoreError,
-    WalletRecord, WalletState,
+    CeremonyRecord, KeySource, NewUtxo, PresignatureRecord, PresignatureState, RestoreOptions,
+    Store, StoreError, WalletRecord, WalletState,
 };
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
@@ -26,6 +26,14 @@ const SHARE: &[u8] = b"key share secret of wallet w1";
 const AUX: &[u8] = b"aux info secret";
 const PRIMES: &[u8] = b"safe primes secret";
 const PRESIG: &[u8] = b"presignature secret";
+const FORCED: RestoreOptions = RestoreOptions {
+    force: true,
+    epoch_above: 0,
+};
+const UNFORCED: RestoreOptions = RestoreOptions {
+    force: false,
+    epoch_above: 0,
+};
 
 fn wallet(id: &str) -> WalletRecord {
     WalletRecord {
@@ -168,14 +176,14 @@ async fn round_trip_restores_everything_but_presignatures(db: Db) {
     assert!(!contains(&backup.bytes, b"p1"));
 
     // Into the populated store: refused without force.
-    let err = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, false)
+    let err = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, UNFORCED)
         .await
         .unwrap_err();
     assert!(matches!(err, BackupError::NotEmpty { .. }), "{err}");
     assert!(err.to_string().contains("--force"), "{err}");
 
     wipe(&db).await;
-    let summary = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, false)
+    let summary = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, UNFORCED)
         .await
         .unwrap();
     assert_eq!(
@@ -272,7 +280,7 @@ async fn forced_restore_replaces_a_store_and_its_presignatures(db: Db) {
         .unwrap();
     store.close().await;
 
-    let summary = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, true)
+    let summary = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, FORCED)
         .await
         .unwrap();
     // Above both the backup's epoch (1) and the replaced store's (3).
@@ -315,7 +323,7 @@ async fn another_nodes_or_clusters_backup_is_refused(db: Db) {
     );
 
     wipe(&db).await;
-    let err = restore_backup(&db.url, &db.key(), 3, CLUSTER, &backup.bytes, true)
+    let err = restore_backup(&db.url, &db.key(), 3, CLUSTER, &backup.bytes, FORCED)
         .await
         .unwrap_err();
     assert!(
@@ -327,7 +335,7 @@ async fn another_nodes_or_clusters_backup_is_refused(db: Db) {
         message.contains("node 1") && message.contains("node 3"),
         "{message}"
     );
-    let err = restore_backup(&db.url, &db.key(), 1, "sha256:other", &backup.bytes, true)
+    let err = restore_backup(&db.url, &db.key(), 1, "sha256:other", &backup.bytes, FORCED)
         .await
         .unwrap_err();
     assert!(matches!(err, BackupError::WrongCluster { .. }), "{err}");
@@ -355,7 +363,7 @@ async fn tampered_or_foreign_key_backups_are_refused(db: Db) {
 
     let restore = |bytes: Vec<u8>, key: KeySource, node: u16| {
         let url = db.url.clone();
-        async move { restore_backup(&url, &key, node, CLUSTER, &bytes, false).await }
+        async move { restore_backup(&url, &key, node, CLUSTER, &bytes, UNFORCED).await }
     };
     // One changed character in a public row (the wallet's name).
     let text = String::from_utf8(good.clone()).unwrap();
