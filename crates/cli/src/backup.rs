@@ -85,13 +85,22 @@ pub async fn restore(config_path: &Path, from: &Path, force: bool) -> Result<()>
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
     }
+    // Above the epoch the node's rollback guard file saw: the restored store is behind what
+    // the node did, and must not look rolled back at the next start.
+    let guard_file = config.rollback_guard_file();
+    let witnessed = mpc_store::witnessed_position(&guard_file)
+        .with_context(|| format!("reading {}", guard_file.display()))?;
+    let options = mpc_store::RestoreOptions {
+        force,
+        epoch_above: witnessed.map_or(0, |at| at.epoch),
+    };
     let summary = mpc_store::restore_backup(
         &config.store_url(),
         &key,
         config.id,
         &cluster,
         &bytes,
-        force,
+        options,
     )
     .await
     .with_context(|| format!("restoring {} into node {}", from.display(), config.id))?;

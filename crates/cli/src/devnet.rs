@@ -244,6 +244,7 @@ impl Devnet {
                 store: StoreConfig {
                     url: None,
                     key_file: Some(key_file),
+                    rollback_guard_file: None,
                 },
                 cluster: ClusterConfig {
                     threshold: options.threshold,

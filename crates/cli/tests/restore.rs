@@ -311,6 +311,19 @@ async fn a_node_restored_from_its_backup_signs_with_an_empty_presignature_pool()
     assert!(old_ready.iter().all(|p| Value::String(p.id.clone()) != id));
 
     devnet.stop_all().unwrap();
+    // The restored store (behind what node 2 did before) was not taken for a rolled-back one
+    // at node 2's start: still epoch 2, and its rollback guard file holds the backup's one
+    // consumption and the fresh one, of epoch 2.
+    let store = open_store(&node2, 2).await;
+    assert_eq!(store.epoch().await.unwrap(), 2);
+    store.close().await;
+    assert_eq!(
+        mpc_store::witnessed_position(&node2.join("rollback-guard")).unwrap(),
+        Some(mpc_store::Position {
+            epoch: 2,
+            consumed: 2
+        })
+    );
     eprintln!(
         "restore test: backup {backup_ms:.0} ms ({} bytes), restore {restore_ms:.0} ms, \
          total {:.0} s",

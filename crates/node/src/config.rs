@@ -141,6 +141,13 @@ pub struct StoreConfig {
     /// `MPC_WALLET_PASSPHRASE` (stretched with Argon2id).
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// The rollback guard file: the highest count of consumed presignatures this node has
+    /// acted on, kept outside the database so that a store brought back to an older state
+    /// is recognized (its presignatures are then retired). Default: `rollback-guard` in the
+    /// data directory. It is worth most on another disk than the database's, which is
+    /// already so with PostgreSQL.
+    #[serde(default)]
+    pub rollback_guard_file: Option<PathBuf>,
 }
 
 /// The cluster as every node sees it. All nodes must carry the same list.
@@ -447,6 +454,13 @@ impl NodeConfig {
         self.pool
             .leader
             .unwrap_or_else(|| self.node_ids().first().copied().unwrap_or(self.id))
+    }
+
+    pub fn rollback_guard_file(&self) -> PathBuf {
+        self.store
+            .rollback_guard_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("rollback-guard"))
     }
 
     pub fn store_url(&self) -> String {

@@ -97,6 +97,16 @@ pub fn key_source(config: &NodeConfig) -> Result<KeySource, NodeError> {
     }
 }
 
+/// Checks the store against the node's rollback guard file before anything can use a
+/// presignature from it (every service starts after this); a rolled-back store has its
+/// presignatures retired (the store logs the details).
+async fn guard_store(config: &NodeConfig, store: &Store) -> Result<(), NodeError> {
+    let path = config.rollback_guard_file();
+    let check = store.guard_against_rollback(&path).await?;
+    info!(node = config.id, path = %path.display(), ?check, "store checked for a rollback");
+    Ok(())
+}
+
 impl Node {
     /// Opens the store, starts the QUIC mesh and every background service.
     pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
@@ -104,6 +114,7 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| NodeError::Config(format!("{}: {e}", config.data_dir.display())))?;
         let store = Store::open(&config.store_url(), &key_source(&config)?, config.id).await?;
+        guard_store(&config, &store).await?;
         let (router, control) = Router::new(config.id, config.limits.router());
         let me = config
             .peer(config.id)
@@ -137,15 +148,19 @@ impl Node {
         Ok(node)
     }
 
-    /// Builds a node over any transport (the in-memory mesh in tests).
-    pub fn with_transport(
+    /// Builds a node over any transport (the in-memory mesh in tests), checking its store
+    /// against the rollback guard file first as [`Node::start`] does.
+    pub async fn with_transport(
         config: NodeConfig,
         store: Store,
         transport: Arc<dyn Transport>,
         router: Arc<Router>,
         control: ControlInbox,
-    ) -> Self {
-        Self::assemble(config, store, transport, router, control, None)
+    ) -> Result<Self, NodeError> {
+        guard_store(&config, &store).await?;
+        Ok(Self::assemble(
+            config, store, transport, router, control, None,
+        ))
     }
 
     fn assemble(

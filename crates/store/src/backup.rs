@@ -20,9 +20,9 @@
 //! may be used at most once (design invariant 1), and a backup is a copy from the past, so any
 //! presignature in it may have been used since. Therefore (1) backups never contain
 //! presignature rows; (2) the restoring transaction deletes every presignature row already in
-//! the target; (3) it sets the epoch above both the backup's and the target's, and every
-//! presignature path in `store.rs` (insert, listing, consume, expire) accepts only rows of the
-//! current epoch, so a presignature record made before the restore (a run still in flight in
+//! the target; (3) it sets the epoch above the backup's, the target's and the one in the node's
+//! rollback guard file (`rollback.rs`, given by the caller), and every presignature path in
+//! `store.rs` (insert, listing, consume, expire) accepts only rows of the current epoch, so a presignature record made before the restore (a run still in flight in
 //! a process that was not stopped) is refused too. After a restore the node holds no
 //! presignature secret at all; its pool starts empty and refills with new ones.
 //!
@@ -340,17 +340,28 @@ pub async fn create_backup(
     result
 }
 
+/// How a restore treats its target.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreOptions {
+    /// Replace a store that holds rows.
+    pub force: bool,
+    /// The restored store's epoch is above this too: the epoch in the node's rollback guard
+    /// file ([`crate::witnessed_position`]), so the restored store, behind what the node did,
+    /// is not then taken for a rolled-back one.
+    pub epoch_above: u64,
+}
+
 /// Restores `file` into the store at `url` for node `node_id` of `cluster`. Refuses another
 /// node's or cluster's backup, a file that does not authenticate under `key`, and a target
-/// that holds any row unless `force`. Stop the node first: a running node keeps the old
-/// data-encryption key in memory.
+/// that holds any row unless `options.force`. Stop the node first: a running node keeps the
+/// old data-encryption key in memory.
 pub async fn restore_backup(
     url: &str,
     key: &KeySource,
     node_id: u16,
     cluster: &str,
     file: &[u8],
-    force: bool,
+    options: RestoreOptions,
 ) -> Result<RestoreSummary, BackupError> {
     let parsed = Parsed::new(file)?;
     let header = parsed.header.clone();
@@ -421,7 +432,7 @@ pub async fn restore_backup(
     check_sealed(&body, &Sealer::new(&dek)?, header.store_id)?;
 
     let (pool, backend) = store::connect(url).await?;
-    let result = write(&pool, backend, &header, &body, &meta, file, force).await;
+    let result = write(&pool, backend, &header, &body, &meta, file, options).await;
     pool.close().await;
     let summary = result?;
     tracing::info!(
@@ -835,7 +846,7 @@ async fn write(
     body: &Body,
     meta: &HashMap<String, Vec<u8>>,
     file: &[u8],
-    force: bool,
+    options: RestoreOptions,
 ) -> Result<RestoreSummary, BackupError> {
     let version = check_schema(pool, backend).await?;
     if version != header.schema_version {
@@ -856,7 +867,7 @@ async fn write(
         }
         replaced_rows += n;
     }
-    if replaced_rows > 0 && !force {
+    if replaced_rows > 0 && !options.force {
         tx.rollback().await.context(|| "rolling back".into())?;
         return Err(BackupError::NotEmpty {
             rows: replaced_rows,
@@ -872,7 +883,7 @@ async fn write(
     } else {
         0
     };
-    let epoch = header.epoch.max(target_epoch) + 1;
+    let epoch = header.epoch.max(target_epoch).max(options.epoch_above) + 1;
     let epoch_i64 = i64::try_from(epoch)
         .map_err(|_| StoreError::Invalid(format!("epoch {epoch} out of range")))?;
 

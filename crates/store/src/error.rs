@@ -47,6 +47,8 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Crypto(String),
+    #[error("rollback guard file {}: {reason}", path.display())]
+    RollbackGuard { path: PathBuf, reason: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

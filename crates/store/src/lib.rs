@@ -16,13 +16,14 @@ mod crypto;
 mod error;
 mod fencing;
 mod records;
+mod rollback;
 mod store;
 mod utxos;
 
 pub use admin::create_postgres_database;
 pub use backup::{
     create_backup, read_backup_header, restore_backup, Backup, BackupError, BackupHeader,
-    RestoreSummary,
+    RestoreOptions, RestoreSummary,
 };
 pub use crypto::{generate_key_file, KeySource};
 pub use error::{Result, StoreError};
@@ -30,6 +31,7 @@ pub use records::{
     Backend, CeremonyRecord, PoolLevel, PresignatureRecord, PresignatureState, WalletRecord,
     WalletState,
 };
+pub use rollback::{witnessed_position, GuardCheck, Position};
 pub use store::{PresignatureUse, SigningRefusal, SpendLimit, Store};
 pub use utxos::{NewUtxo, Reservation, UtxoOrigin, UtxoRecord, UtxoState};
 pub use zeroize::Zeroizing;

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -15,6 +15,7 @@ use crate::records::{
     id_list, parse_id_list, Backend, CeremonyRecord, PoolLevel, PresignatureRecord,
     PresignatureState, WalletRecord, WalletState,
 };
+use crate::rollback::{Position, RollbackGuard};
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -48,6 +49,9 @@ struct Inner {
     node_id: u16,
     /// Seals and opens every secret row under the data-encryption key.
     dek: Sealer,
+    /// Set once the store was checked against its rollback guard file
+    /// ([`Store::guard_against_rollback`]); every consumption is witnessed there after.
+    guard: OnceLock<RollbackGuard>,
 }
 
 // Hand-written: the key material inside must never be printed.
@@ -358,22 +362,63 @@ where
     })
 }
 
-pub(crate) async fn read_epoch<'e, E>(executor: E) -> Result<u64>
+/// The `meta` key counting consumed presignatures (see `rollback.rs`).
+const CONSUMED: &str = "presignatures_consumed";
+const READ_META: &str = "SELECT value FROM meta WHERE key = $1";
+
+/// A `meta` value that is a decimal number (the epoch, the consumption count), read with
+/// `select` (which takes the key as `$1`).
+async fn read_meta_number<'e, E>(
+    executor: E,
+    select: &'static str,
+    key: &'static str,
+) -> Result<u64>
 where
     E: sqlx::Executor<'e, Database = Any>,
 {
-    let value: Vec<u8> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'epoch'")
+    let value: Vec<u8> = sqlx::query_scalar(select)
+        .bind(key)
         .fetch_one(executor)
         .await
-        .context(|| "reading the epoch".into())?;
+        .context(|| format!("reading meta/{key}"))?;
     String::from_utf8(value)
         .ok()
         .and_then(|text| text.parse().ok())
         .ok_or_else(|| StoreError::Corrupt {
             table: "meta",
-            id: "epoch".into(),
+            id: key.into(),
             reason: "not a number".into(),
         })
+}
+
+pub(crate) async fn read_epoch<'e, E>(executor: E) -> Result<u64>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    read_meta_number(executor, READ_META, "epoch").await
+}
+
+/// Adds `count` consumed presignatures to the store's count inside `tx` and returns the
+/// store's position after it. Called last before the commit: on PostgreSQL the row stays
+/// locked until then, so concurrent consumers take turns and each commit's count is exact.
+async fn count_consumed(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    epoch: u64,
+    count: usize,
+) -> Result<Position> {
+    let select = match backend {
+        Backend::Sqlite => READ_META, // writers are serialized already
+        Backend::Postgres => "SELECT value FROM meta WHERE key = $1 FOR UPDATE",
+    };
+    let consumed = read_meta_number(&mut **tx, select, CONSUMED).await? + count as u64;
+    sqlx::query("UPDATE meta SET value = $1 WHERE key = $2")
+        .bind(consumed.to_string().into_bytes())
+        .bind(CONSUMED)
+        .execute(&mut **tx)
+        .await
+        .context(|| format!("counting meta/{CONSUMED}"))?;
+    Ok(Position { epoch, consumed })
 }
 
 pub(crate) async fn load_meta(pool: &AnyPool) -> Result<HashMap<String, Vec<u8>>> {
@@ -667,6 +712,13 @@ impl Store {
             Some(created) => created,
             None => open_meta(&load_meta(&pool).await?, key, node_id).await?,
         };
+        // Stores made before the count existed start it at zero.
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+            .bind(CONSUMED)
+            .bind(b"0".to_vec())
+            .execute(&pool)
+            .await
+            .context(|| format!("initializing meta/{CONSUMED}"))?;
         let unsynced = connect_unsynced(url).await?;
         tracing::debug!(%store_id, node_id, ?backend, "store opened");
         let store = Store {
@@ -678,6 +730,7 @@ impl Store {
                 store_id,
                 node_id,
                 dek: Sealer::new(&dek)?,
+                guard: OnceLock::new(),
             }),
         };
         if store.inner.unsynced.is_some() {
@@ -750,6 +803,34 @@ impl Store {
     /// The connection pool, for the other `impl Store` blocks of this crate (`utxos.rs`).
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.inner.pool
+    }
+
+    pub(crate) fn rollback_guard(&self) -> Option<&RollbackGuard> {
+        self.inner.guard.get()
+    }
+
+    pub(crate) fn set_rollback_guard(&self, guard: RollbackGuard) -> Result<()> {
+        self.inner
+            .guard
+            .set(guard)
+            .map_err(|_| StoreError::Invalid("the store is already guarded".into()))
+    }
+
+    /// Waits until the guard file (if the store has one) holds `at`: after a consuming
+    /// commit, before the secret goes back to be used.
+    async fn witness(&self, at: Position) -> Result<()> {
+        match self.rollback_guard() {
+            Some(guard) => guard.witness(at).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The store's epoch and count of consumed presignatures.
+    pub async fn position(&self) -> Result<Position> {
+        Ok(Position {
+            epoch: read_epoch(&self.inner.pool).await?,
+            consumed: read_meta_number(&self.inner.pool, READ_META, CONSUMED).await?,
+        })
     }
 
     fn ad(&self, table: &str, id: &str) -> String {
@@ -1172,8 +1253,9 @@ impl Store {
     }
 
     /// Consumes a presignature at most once: marks it consumed and deletes its secret in one
-    /// committed transaction, and only then returns the secret. `None` if it is not ready, not
-    /// of the current epoch, expired, unknown, or someone else consumed it first.
+    /// committed transaction (counted, and witnessed in the rollback guard file if the store
+    /// has one), and only then returns the secret. `None` if it is not ready, not of the
+    /// current epoch, expired, unknown, or someone else consumed it first.
     pub async fn consume_presignature(
         &self,
         id: &str,
@@ -1181,13 +1263,16 @@ impl Store {
     ) -> Result<Option<Zeroizing<Vec<u8>>>> {
         let ctx = || format!("consuming presignatures/{id}");
         let mut tx = self.begin_write().await?;
-        let epoch = epoch_i64(read_epoch(&mut *tx).await?)?;
-        let Claim::Claimed(sealed) = claim_presignature(&mut tx, id, epoch, now_ms, None).await?
+        let epoch = read_epoch(&mut *tx).await?;
+        let Claim::Claimed(sealed) =
+            claim_presignature(&mut tx, id, epoch_i64(epoch)?, now_ms, None).await?
         else {
             tx.rollback().await.context(ctx)?;
             return Ok(None);
         };
+        let position = count_consumed(&mut tx, self.inner.backend, epoch, 1).await?;
         tx.commit().await.context(ctx)?;
+        self.witness(position).await?;
         self.unseal("presignatures", id, &sealed).map(Some)
     }
 
@@ -1196,6 +1281,10 @@ impl Store {
     /// (a replay is refused), the amounts the transaction sends are checked against `limit`
     /// (when given) and recorded, and every presignature named is consumed (all or none). On
     /// success it returns the presignature secrets, in order.
+    ///
+    /// Consumed presignatures are counted in the same transaction, and when the store has a
+    /// rollback guard file, the secrets are returned only once that file holds the count
+    /// (see `rollback.rs`): a store copied back to before this commit is then recognized.
     ///
     /// The commit is fsync'd ([`Durability::PowerCut`]) when it consumes a presignature
     /// (invariant 1: reused, it would reveal the key) or counts a spend against a limit.
@@ -1254,13 +1343,13 @@ impl Store {
             }
         }
         let mut sealed = Vec::with_capacity(presignatures.len());
+        let mut epoch = 0;
         if !presignatures.is_empty() {
-            let epoch = epoch_i64(read_epoch(&mut *tx).await?)?;
+            epoch = read_epoch(&mut *tx).await?;
             for p in presignatures {
                 let binding = Some((p.wallet_id, p.path, p.signers));
-                let refusal = match claim_presignature(&mut tx, p.id, epoch, now_ms, binding)
-                    .await?
-                {
+                let claim = claim_presignature(&mut tx, p.id, epoch_i64(epoch)?, now_ms, binding);
+                let refusal = match claim.await? {
                     Claim::Claimed(secret) => {
                         sealed.push(secret);
                         continue;
@@ -1290,7 +1379,14 @@ impl Store {
             .await
             .context(ctx)?;
         }
+        let position = match presignatures.len() {
+            0 => None,
+            n => Some(count_consumed(&mut tx, self.inner.backend, epoch, n).await?),
+        };
         self.commit_for(tx, durability).await.context(ctx)?;
+        if let Some(position) = position {
+            self.witness(position).await?;
+        }
         presignatures
             .iter()
             .zip(&sealed)
@@ -1410,11 +1506,27 @@ impl Store {
     /// Starts a new epoch: every existing presignature becomes unusable and its secret is
     /// deleted. Run after restoring a backup, whose presignatures may have been used since.
     pub async fn bump_epoch(&self) -> Result<u64> {
+        Ok(self.start_epoch_after(0).await?.0)
+    }
+
+    /// Ready presignatures, of any epoch or age.
+    pub(crate) async fn ready_presignature_count(&self) -> Result<u64> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM presignatures WHERE state = 'ready'")
+                .fetch_one(&self.inner.pool)
+                .await
+                .context(|| "counting ready presignatures".into())?;
+        to_u64(count, "presignatures", "*")
+    }
+
+    /// [`Store::bump_epoch`] to an epoch above both the current one and `floor`; the new
+    /// epoch and how many ready presignatures it retired.
+    pub(crate) async fn start_epoch_after(&self, floor: u64) -> Result<(u64, u64)> {
         let ctx = || "bumping the epoch".to_owned();
         loop {
             let mut tx = self.begin_write().await?;
             let current = read_epoch(&mut *tx).await?;
-            let next = current + 1;
+            let next = current.max(floor) + 1;
             // Compare-and-set, so two concurrent bumps on PostgreSQL cannot both write the
             // same value; the loser retries.
             let swapped =
@@ -1429,17 +1541,19 @@ impl Store {
                 tx.rollback().await.context(ctx)?;
                 continue;
             }
-            sqlx::query("UPDATE presignatures SET state = 'expired' WHERE state = 'ready'")
-                .execute(&mut *tx)
-                .await
-                .context(ctx)?;
+            let retired =
+                sqlx::query("UPDATE presignatures SET state = 'expired' WHERE state = 'ready'")
+                    .execute(&mut *tx)
+                    .await
+                    .context(ctx)?
+                    .rows_affected();
             sqlx::query("UPDATE presignatures SET sealed = NULL WHERE sealed IS NOT NULL")
                 .execute(&mut *tx)
                 .await
                 .context(ctx)?;
             tx.commit().await.context(ctx)?;
-            tracing::info!(epoch = next, "presignature epoch bumped");
-            return Ok(next);
+            tracing::info!(epoch = next, retired, "presignature epoch bumped");
+            return Ok((next, retired));
         }
     }
 }

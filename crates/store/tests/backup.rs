@@ -4,8 +4,8 @@
 
 use mpc_store::{
     create_backup, generate_key_file, read_backup_header, restore_backup, BackupError,
-    CeremonyRecord, KeySource, NewUtxo, PresignatureRecord, PresignatureState, Store, StoreError,
-    WalletRecord, WalletState,
+    CeremonyRecord, KeySource, NewUtxo, PresignatureRecord, PresignatureState, RestoreOptions,
+    Store, StoreError, WalletRecord, WalletState,
 };
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
@@ -28,6 +28,14 @@ const SHARE: &[u8] = b"key share secret of wallet w1";
 const AUX: &[u8] = b"aux info secret";
 const PRIMES: &[u8] = b"safe primes secret";
 const PRESIG: &[u8] = b"presignature secret";
+const FORCED: RestoreOptions = RestoreOptions {
+    force: true,
+    epoch_above: 0,
+};
+const UNFORCED: RestoreOptions = RestoreOptions {
+    force: false,
+    epoch_above: 0,
+};
 
 fn wallet(id: &str) -> WalletRecord {
     WalletRecord {
@@ -172,14 +180,14 @@ async fn round_trip_restores_everything_but_presignatures(db: Db) {
     assert!(!contains(&backup.bytes, b"p1"));
 
     // Into the populated store: refused without force.
-    let err = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, false)
+    let err = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, UNFORCED)
         .await
         .unwrap_err();
     assert!(matches!(err, BackupError::NotEmpty { .. }), "{err}");
     assert!(err.to_string().contains("--force"), "{err}");
 
     wipe(&db).await;
-    let summary = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, false)
+    let summary = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, UNFORCED)
         .await
         .unwrap();
     assert_eq!(
@@ -276,7 +284,7 @@ async fn forced_restore_replaces_a_store_and_its_presignatures(db: Db) {
         .unwrap();
     store.close().await;
 
-    let summary = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, true)
+    let summary = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, FORCED)
         .await
         .unwrap();
     // Above both the backup's epoch (1) and the replaced store's (3).
@@ -319,7 +327,7 @@ async fn another_nodes_or_clusters_backup_is_refused(db: Db) {
     );
 
     wipe(&db).await;
-    let err = restore_backup(&db.url, &db.key(), 3, CLUSTER, &backup.bytes, true)
+    let err = restore_backup(&db.url, &db.key(), 3, CLUSTER, &backup.bytes, FORCED)
         .await
         .unwrap_err();
     assert!(
@@ -331,7 +339,7 @@ async fn another_nodes_or_clusters_backup_is_refused(db: Db) {
         message.contains("node 1") && message.contains("node 3"),
         "{message}"
     );
-    let err = restore_backup(&db.url, &db.key(), 1, "sha256:other", &backup.bytes, true)
+    let err = restore_backup(&db.url, &db.key(), 1, "sha256:other", &backup.bytes, FORCED)
         .await
         .unwrap_err();
     assert!(matches!(err, BackupError::WrongCluster { .. }), "{err}");
@@ -359,7 +367,7 @@ async fn tampered_or_foreign_key_backups_are_refused(db: Db) {
 
     let restore = |bytes: Vec<u8>, key: KeySource, node: u16| {
         let url = db.url.clone();
-        async move { restore_backup(&url, &key, node, CLUSTER, &bytes, false).await }
+        async move { restore_backup(&url, &key, node, CLUSTER, &bytes, UNFORCED).await }
     };
     // One changed character in a public row (the wallet's name).
     let text = String::from_utf8(good.clone()).unwrap();
@@ -441,7 +449,7 @@ async fn backups_leave_fencing_tokens_out_and_a_restore_empties_them(db: Db) {
     assert!(!contains(&backup.bytes, POISONED.to_string().as_bytes()));
 
     // Restored over the poisoned store: the table comes back empty, everything else as was.
-    restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, true)
+    restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, FORCED)
         .await
         .unwrap();
     let store = db.open().await;
@@ -461,7 +469,7 @@ async fn an_older_backup_with_poisoned_fencing_tokens_restores_without_them(db: 
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/poisoned-fencing.key"),
     );
-    let summary = restore_backup(&db.url, &key, 1, CLUSTER, OLDER_BACKUP, false)
+    let summary = restore_backup(&db.url, &key, 1, CLUSTER, OLDER_BACKUP, UNFORCED)
         .await
         .unwrap();
     assert_eq!(summary.epoch, 2);

@@ -14,7 +14,7 @@ use mpc_node::{
     Node,
 };
 use mpc_store::{KeySource, Store, Zeroizing};
-use mpc_transport::{memory::MemoryNetwork, Router, RouterLimits, Transport};
+use mpc_transport::{memory::MemoryNetwork, Router, Transport};
 use uuid::Uuid;
 
 /// A running in-process cluster; its directory is removed when it is dropped.
@@ -44,6 +44,7 @@ pub fn config(id: u16, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
         store: StoreConfig {
             url: None,
             key_file: None,
+            rollback_guard_file: None,
         },
         cluster: ClusterConfig {
             threshold: t,
@@ -84,15 +85,10 @@ pub async fn start(n: u16, t: u16, adjust: impl Fn(&mut NodeConfig)) -> Cluster 
         adjust(&mut cfg);
         cfg.validate().unwrap();
         std::fs::create_dir_all(&cfg.data_dir).unwrap();
-        let store = Store::open(
-            &cfg.store_url(),
-            &KeySource::Passphrase(Zeroizing::new(format!("passphrase of node {id}"))),
-            id,
-        )
-        .await
-        .unwrap();
+        let node = start_node(cfg, &network).await;
+        // Fixture aux info instead of the 40 s ceremony (the process tests run it for real).
         let a = &aux[usize::from(id - 1)];
-        store
+        node.store()
             .put_aux_info(
                 &ids,
                 &a.to_bytes().unwrap(),
@@ -101,23 +97,44 @@ pub async fn start(n: u16, t: u16, adjust: impl Fn(&mut NodeConfig)) -> Cluster 
             )
             .await
             .unwrap();
-        let (router, control) = Router::new(id, RouterLimits::default());
-        let transport: Arc<dyn Transport> = Arc::new(network.join(router.clone()));
-        nodes.push(Node::with_transport(cfg, store, transport, router, control));
+        nodes.push(node);
     }
-    for _ in 0..100 {
-        if nodes
-            .iter()
-            .all(|node| node.health().live_nodes().len() == usize::from(n))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_all_live(&nodes).await;
     Cluster {
         nodes,
         network,
         dir,
+    }
+}
+
+/// Opens node `cfg.id`'s store (under a passphrase of its own) and starts the node on
+/// `network`, its store checked against its rollback guard file as every start does.
+pub async fn start_node(cfg: NodeConfig, network: &MemoryNetwork) -> Node {
+    let id = cfg.id;
+    let store = Store::open(
+        &cfg.store_url(),
+        &KeySource::Passphrase(Zeroizing::new(format!("passphrase of node {id}"))),
+        id,
+    )
+    .await
+    .unwrap();
+    let (router, control) = Router::new(id, cfg.limits.router());
+    let transport: Arc<dyn Transport> = Arc::new(network.join(router.clone()));
+    Node::with_transport(cfg, store, transport, router, control)
+        .await
+        .unwrap()
+}
+
+/// Waits (at most 5 s) until every node hears every other.
+pub async fn wait_all_live(nodes: &[Node]) {
+    for _ in 0..100 {
+        if nodes
+            .iter()
+            .all(|node| node.health().live_nodes().len() == nodes.len())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

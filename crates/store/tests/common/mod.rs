@@ -26,6 +26,38 @@ pub enum Kind {
 pub struct Db {
     pub url: String,
     pub dir: PathBuf,
+    /// PostgreSQL: the admin connection and this test's database name.
+    postgres: Option<(String, String)>,
+}
+
+/// The test's database as it was at one moment ([`Db::snapshot`]).
+pub enum Snapshot {
+    /// SQLite: a directory with copies of the files that existed.
+    Files(PathBuf),
+    /// PostgreSQL: a database made from the test's database as a template.
+    Database(String),
+}
+
+/// SQLite's files for the test's store.
+const SQLITE_FILES: [&str; 3] = ["store.db", "store.db-wal", "store.db-shm"];
+
+/// Runs `sql` on the admin connection, retrying while the database it copies still counts a
+/// closing connection of the store (PostgreSQL takes a moment to notice one ended).
+async fn admin_sql(admin: &str, sql: &str) {
+    let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
+    for attempt in 0.. {
+        match sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if attempt < 50 && e.to_string().contains("being accessed by other users") => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("{sql}: {e}"),
+        }
+    }
+    conn.close().await.unwrap();
 }
 
 impl Db {
@@ -35,6 +67,49 @@ impl Db {
 
     pub async fn open(&self) -> Store {
         Store::open(&self.url, &self.key(), 1).await.unwrap()
+    }
+
+    /// Copies the database as it is now; every store on it must be closed (a VM snapshot, a
+    /// backup of the database files, a point in time to recover to).
+    pub async fn snapshot(&self) -> Snapshot {
+        match &self.postgres {
+            None => {
+                let copy = self
+                    .dir
+                    .join(format!("snapshot-{}", Uuid::new_v4().simple()));
+                std::fs::create_dir_all(&copy).unwrap();
+                for file in SQLITE_FILES {
+                    if self.dir.join(file).exists() {
+                        std::fs::copy(self.dir.join(file), copy.join(file)).unwrap();
+                    }
+                }
+                Snapshot::Files(copy)
+            }
+            Some((admin, name)) => {
+                let copy = format!("{name}_{}", Uuid::new_v4().simple());
+                admin_sql(admin, &format!("CREATE DATABASE {copy} TEMPLATE {name}")).await;
+                Snapshot::Database(copy)
+            }
+        }
+    }
+
+    /// Puts the database back as it was at `snapshot`; every store on it must be closed.
+    pub async fn roll_back_to(&self, snapshot: &Snapshot) {
+        match (snapshot, &self.postgres) {
+            (Snapshot::Files(copy), None) => {
+                for file in SQLITE_FILES {
+                    let _ = std::fs::remove_file(self.dir.join(file));
+                    if copy.join(file).exists() {
+                        std::fs::copy(copy.join(file), self.dir.join(file)).unwrap();
+                    }
+                }
+            }
+            (Snapshot::Database(copy), Some((admin, name))) => {
+                admin_sql(admin, &format!("DROP DATABASE {name} WITH (FORCE)")).await;
+                admin_sql(admin, &format!("CREATE DATABASE {name} TEMPLATE {copy}")).await;
+            }
+            _ => panic!("a snapshot of another backend"),
+        }
     }
 
     /// A plain connection pool around the store, to inspect and tamper with rows.
@@ -104,16 +179,26 @@ where
     let outcome = tokio::spawn(test(Db {
         url,
         dir: dir.clone(),
+        postgres: admin.clone().map(|admin| (admin, name.clone())),
     }))
     .await;
     if let Some(admin) = &admin {
+        // The test's database and any snapshots of it (named after it).
         let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+        let databases: Vec<String> =
+            sqlx::query_scalar("SELECT datname::TEXT FROM pg_database WHERE datname LIKE $1")
+                .bind(format!("{name}%"))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        for database in databases {
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
     if let Err(error) = outcome {
