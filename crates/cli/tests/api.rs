@@ -15,7 +15,7 @@ use std::{
 use base64::Engine;
 use mpc_api::Role;
 use mpc_bitcoin::{
-    bitcoin::{consensus, Address, Amount, OutPoint, Transaction, TxOut},
+    bitcoin::{consensus, psbt::PsbtSighashType, Address, Amount, OutPoint, Transaction, TxOut},
     build::{build_psbt, synthetic_funding, Payment, SpendableOutput},
     psbt::{parse_psbt, spent_outputs},
     verify::verify_transaction,
@@ -1164,19 +1164,50 @@ async fn rest_api_and_cli_against_five_node_processes() {
         }
     }
     // The same outpoint with other data conflicts; bad entries are refused whole.
-    let mut conflicting = registration(&e_funded[..1]);
+    // (A Taproot output may be registered by amount alone; an ECDSA one needs its funding
+    // transaction, which fixes the amount.)
+    let mut conflicting = registration(&t_funded[..1]);
     conflicting["utxos"][0]["amount_sats"] = json!(1);
+    conflicting["utxos"][0]["funding_transaction"] = Value::Null;
     let r = api
         .post(
             1,
             utxos_route,
-            &format!("/api/v1/wallets/{eid}/utxos"),
+            &format!("/api/v1/wallets/{tid}/utxos"),
             Some(signer),
             conflicting,
         )
         .await;
     assert_error(&r, 409, "utxo_conflict", "conflicting registration");
+    let funding_hex = |o: &SpendableOutput| {
+        consensus::encode::serialize_hex(o.funding_transaction.as_ref().unwrap())
+    };
+    let other = fund(&ekey, &[("m/0/5", 1_000)]).remove(0);
     for (entry, what) in [
+        (
+            json!({"outpoint": e_funded[0].outpoint.to_string(), "path": "m/0/0"}),
+            "P2WPKH output without its funding transaction",
+        ),
+        (
+            json!({"outpoint": e_funded[0].outpoint.to_string(), "path": "m/0/0",
+                   "funding_transaction": funding_hex(&other)}),
+            "funding transaction of another txid",
+        ),
+        (
+            json!({"outpoint": e_funded[0].outpoint.to_string(), "path": "m/0/0",
+                   "amount_sats": 1, "funding_transaction": funding_hex(&e_funded[0])}),
+            "amount other than the funding transaction's",
+        ),
+        (
+            json!({"outpoint": e_funded[0].outpoint.to_string(), "path": "m/0/1",
+                   "funding_transaction": funding_hex(&e_funded[0])}),
+            "funding output paying another path's script",
+        ),
+        (
+            json!({"outpoint": e_funded[0].outpoint.to_string(), "path": "m/0/0",
+                   "funding_transaction": "00zz"}),
+            "funding transaction that does not decode",
+        ),
         (
             json!({"outpoint": "nope", "amount_sats": 1000, "path": "m/0/0"}),
             "bad outpoint",
@@ -1692,6 +1723,64 @@ async fn rest_api_and_cli_against_five_node_processes() {
         .await;
     assert_error(&r, 422, "psbt_refused", "foreign input");
     assert_eq!(r.json()["error"]["details"]["inputs"][0]["input"], 1);
+    // What a signer token cannot get signed, each refused with its code before any session
+    // (the presignature for m/0/7 stays ready: the signing below uses it).
+    let mixed = parse_psbt(&psbt).unwrap();
+    let mut weak = mixed.clone();
+    weak.inputs[0].sighash_type = Some(PsbtSighashType::from_u32(0x82));
+    let mut unproven = mixed.clone();
+    unproven.inputs[0].non_witness_utxo = None;
+    let mut dust = mixed.clone();
+    dust.unsigned_tx.output[0].value = Amount::from_sat(1);
+    for (bad, code, detail, what) in [
+        (
+            weak,
+            "psbt_refused",
+            json!({"inputs": [{"input": 0, "code": "sighash_type_refused"}]}),
+            "SIGHASH_NONE|ANYONECANPAY",
+        ),
+        (
+            unproven,
+            "psbt_refused",
+            json!({"inputs": [{"input": 0, "code": "amount_unproven"}]}),
+            "amount without its previous transaction",
+        ),
+        (
+            dust,
+            "invalid_transaction",
+            json!({"rule": "dust_output", "output": 0}),
+            "dust output",
+        ),
+    ] {
+        let r = api
+            .post(
+                1,
+                sign_route,
+                &e_sign_path,
+                Some(signer),
+                json!({"psbt": bad.to_string(), "additional_wallets": [tid]}),
+            )
+            .await;
+        assert_error(&r, 422, code, what);
+        let details = &r.json()["error"]["details"];
+        match code {
+            "psbt_refused" => {
+                let refused = &details["inputs"][0];
+                assert_eq!(
+                    refused["input"], detail["inputs"][0]["input"],
+                    "{what}: {details}"
+                );
+                assert_eq!(
+                    refused["code"], detail["inputs"][0]["code"],
+                    "{what}: {details}"
+                );
+            }
+            _ => {
+                assert_eq!(details["rule"], detail["rule"], "{what}: {details}");
+                assert_eq!(details["output"], detail["output"], "{what}: {details}");
+            }
+        }
+    }
 
     let r = api
         .post(1, sign_route, &e_sign_path, Some(signer), sign_body)
