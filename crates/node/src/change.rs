@@ -7,7 +7,14 @@
 //! transactions it signed (it checked them). It is kept in the store (`change_indices`, only
 //! ever raised) and remembered in memory, since every signing reads it.
 
+use mpc_transport::NodeId;
+use tracing::{debug, info, warn, Instrument};
+
 use crate::{Node, NodeError};
+
+/// Signed-transaction notices checked at once; more are dropped (they are advisory, and a
+/// peer must not be able to queue unbounded verification work here).
+pub(crate) const NOTICE_CHECKS: usize = 2;
 
 impl Node {
     /// The next change index of `wallet_id` this node knows to be unused.
@@ -41,6 +48,39 @@ impl Node {
             let entry = known.entry(wallet_id.to_owned()).or_insert(next);
             *entry = (*entry).max(next);
         }
+    }
+
+    /// A peer's notice of a transaction the cluster signed: checked and learned from in the
+    /// background, if a check slot is free.
+    pub(crate) fn signed_arrived(
+        &self,
+        from: NodeId,
+        wallet_ids: Vec<String>,
+        psbt: String,
+        raw_transaction: String,
+    ) {
+        let Ok(permit) = self.inner.notice_checks.clone().try_acquire_owned() else {
+            debug!(
+                node = self.id(),
+                from, "busy: a signed-transaction notice dropped"
+            );
+            return;
+        };
+        let node = self.clone();
+        let span = tracing::info_span!("signed-notice", node = self.id(), from);
+        tokio::spawn(
+            async move {
+                match node
+                    .learn_from_signed(&wallet_ids, &psbt, &raw_transaction)
+                    .await
+                {
+                    Ok(learned) => info!(learned, "learned from a signed transaction"),
+                    Err(e) => warn!(error = %e, "signed-transaction notice refused"),
+                }
+                drop(permit);
+            }
+            .instrument(span),
+        );
     }
 
     fn change_next(

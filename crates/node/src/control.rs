@@ -38,6 +38,16 @@ pub enum Control {
         session: Uuid,
         reason: String,
     },
+    /// A transaction the cluster signed, sent to the wallets' other participants so they learn
+    /// its change indices. Advisory: a receiver learns only what it verifies itself (every
+    /// input's signature by the wallets' keys, for this exact PSBT).
+    Signed {
+        wallet_ids: Vec<String>,
+        /// The unsigned PSBT the signers checked (base64).
+        psbt: String,
+        /// The signed transaction (hex).
+        raw_transaction: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

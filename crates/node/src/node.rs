@@ -63,6 +63,8 @@ pub(crate) struct Inner {
     pub(crate) ready: Mutex<ReadyPresignatures>,
     /// Each wallet's next unused change index, as far as this node knows (`change.rs`).
     pub(crate) change_next: Mutex<HashMap<String, u32>>,
+    /// Bounds the signed-transaction notices checked at once (`change.rs`).
+    pub(crate) notice_checks: Arc<tokio::sync::Semaphore>,
     waiters: Mutex<HashMap<Uuid, Waiter>>,
     commit_waiters: Mutex<HashMap<Uuid, CommitWaiter>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -187,6 +189,7 @@ impl Node {
                 pool: Default::default(),
                 ready: Mutex::default(),
                 change_next: Mutex::default(),
+                notice_checks: Arc::new(tokio::sync::Semaphore::new(crate::change::NOTICE_CHECKS)),
                 waiters: Mutex::new(HashMap::new()),
                 commit_waiters: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Vec::new()),
@@ -283,6 +286,11 @@ impl Node {
                 Control::Abort { session, reason } => {
                     self.commit_arrived(from, session, Err(reason))
                 }
+                Control::Signed {
+                    wallet_ids,
+                    psbt,
+                    raw_transaction,
+                } => self.signed_arrived(from, wallet_ids, psbt, raw_transaction),
             }
         }
     }

@@ -34,7 +34,7 @@ use uuid::Uuid;
 
 use crate::{
     config::Limits,
-    control::{InputOutcome, Outcome, ProposalBody},
+    control::{Control, InputOutcome, Outcome, ProposalBody},
     delivery::run_blocking,
     keys::{keygen_indices, wallet_key},
     now_ms,
@@ -106,14 +106,7 @@ impl Node {
             input_wallet[job.input] = job.wallet;
         }
         let keys = wallets.keys();
-        let mut next_unused = Vec::with_capacity(wallets.records.len());
-        for record in &wallets.records {
-            next_unused.push(self.next_change_index(&record.id).await?);
-        }
-        let change_rule = ChangeRule {
-            next_unused,
-            gap: self.inner.config.policy.change_gap,
-        };
+        let change_rule = self.change_rule(wallets).await?;
         let summary = policy::summarize(psbt, &keys, &input_wallet, &change_rule)?;
         let mut spent_24h = HashMap::new();
         if let (true, Some(limit)) = (history, self.spend_limit()) {
@@ -131,6 +124,81 @@ impl Node {
             .policy
             .check(psbt, &summary, &keys, &spent_24h, &config.cluster.network)?;
         Ok(summary)
+    }
+
+    /// Where change may go for `wallets`, as this node knows their change indices.
+    async fn change_rule(&self, wallets: &RequestWallets) -> Result<ChangeRule, NodeError> {
+        let mut next_unused = Vec::with_capacity(wallets.records.len());
+        for record in &wallets.records {
+            next_unused.push(self.next_change_index(&record.id).await?);
+        }
+        Ok(ChangeRule {
+            next_unused,
+            gap: self.inner.config.policy.change_gap,
+        })
+    }
+
+    /// Learns from a transaction other nodes signed: its change indices (within this node's
+    /// own gap, so a notice never widens what this node accepts) and its funded paths. Only
+    /// after checking that the wallets' keys signed exactly this PSBT's transaction: every
+    /// input analyzed as for signing, then the whole transaction verified by Bitcoin Core's
+    /// interpreter with the proven spent outputs. Returns the change indices learned.
+    pub async fn learn_from_signed(
+        &self,
+        wallet_ids: &[String],
+        psbt_base64: &str,
+        raw_transaction: &str,
+    ) -> Result<usize, NodeError> {
+        let wallets = self.request_wallets(wallet_ids).await?;
+        let psbt = parse_psbt(psbt_base64)?;
+        let jobs = analyze(&psbt, &wallets.keys(), &self.tx_rules())?;
+        let tx: mpc_bitcoin::bitcoin::Transaction =
+            consensus::encode::deserialize_hex(raw_transaction).map_err(|e| {
+                NodeError::InvalidRequest(format!("signed transaction does not decode: {e}"))
+            })?;
+        if tx.compute_txid() != psbt.unsigned_tx.compute_txid() {
+            return Err(NodeError::InvalidRequest(
+                "the signed transaction is not the PSBT's".into(),
+            ));
+        }
+        let spent = spent_outputs(&psbt).map_err(WalletError::Inputs)?;
+        verify_transaction(&tx, &spent)?;
+        let mut input_wallet = vec![0usize; psbt.inputs.len()];
+        for job in &jobs {
+            input_wallet[job.input] = job.wallet;
+        }
+        let change_rule = self.change_rule(&wallets).await?;
+        let summary = policy::summarize(&psbt, &wallets.keys(), &input_wallet, &change_rule)?;
+        self.note_change_used(&wallets, &summary).await;
+        self.note_funded_paths(&jobs, &summary, &wallets.keys(), &wallets.records);
+        Ok(summary.change.len())
+    }
+
+    /// Tells the wallets' participants that did not sign about a transaction the cluster
+    /// signed (in the background; a notice lost changes nothing but what they learn).
+    fn announce_signed(&self, wallets: &RequestWallets, psbt_base64: &str, report: &SignReport) {
+        let notice = Control::Signed {
+            wallet_ids: wallets.records.iter().map(|r| r.id.clone()).collect(),
+            psbt: psbt_base64.to_owned(),
+            raw_transaction: report.raw_transaction.clone(),
+        };
+        let others: Vec<NodeId> = wallets.records[0]
+            .participants
+            .iter()
+            .copied()
+            .filter(|n| *n != self.id() && !report.signers.contains(n))
+            .collect();
+        let (node, session) = (self.clone(), report.session);
+        tokio::spawn(
+            async move {
+                for to in others {
+                    if let Err(e) = node.send_control(to, session, &notice).await {
+                        tracing::debug!(to, error = %e, "signed-transaction notice not sent");
+                    }
+                }
+            }
+            .in_current_span(),
+        );
     }
 
     /// The transaction rules of this node's policy and limits.
@@ -242,6 +310,7 @@ impl Node {
                         let report =
                             self.finish_signing(session, psbt, signers, inputs, attempts, started)?;
                         self.note_change_used(&wallets, &summary).await;
+                        self.announce_signed(&wallets, psbt_base64, &report);
                         return Ok(report);
                     }
                     Err(e) => {

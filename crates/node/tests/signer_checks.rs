@@ -70,6 +70,32 @@ fn spend(inputs: &[SpendableOutput], pay: u64, change_path: &str) -> Psbt {
     .unwrap()
 }
 
+/// `coordinator` proposes `psbt` for `signers` without checking it itself, to `to`.
+async fn propose(
+    coordinator: &Node,
+    wallet_id: &str,
+    psbt: &Psbt,
+    signers: &[u16],
+    to: &[u16],
+    presignatures: Vec<Option<String>>,
+) -> Result<(), NodeError> {
+    coordinator
+        .coordinate(
+            Uuid::new_v4(),
+            ProposalBody::Sign {
+                wallet_ids: vec![wallet_id.to_owned()],
+                psbt: psbt.to_string(),
+                signers: signers.to_vec(),
+                presignatures,
+            },
+            to,
+            Duration::from_secs(30),
+            None,
+        )
+        .await
+        .map(|_| ())
+}
+
 /// Node 1 proposes `psbt` for signers {1, 2} without checking it, and sends it to node 2 only,
 /// so the answer is node 2's own; returns node 2's refusal.
 async fn refused_by_node_2(
@@ -78,24 +104,25 @@ async fn refused_by_node_2(
     psbt: &Psbt,
     presignatures: Vec<Option<String>>,
 ) -> String {
-    let err = n1
-        .coordinate(
-            Uuid::new_v4(),
-            ProposalBody::Sign {
-                wallet_ids: vec![wallet_id.to_owned()],
-                psbt: psbt.to_string(),
-                signers: vec![1, 2],
-                presignatures,
-            },
-            &[2],
-            Duration::from_secs(30),
-            None,
-        )
+    let err = propose(n1, wallet_id, psbt, &[1, 2], &[2], presignatures)
         .await
         .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("node 2"), "{text}");
     text
+}
+
+/// Three nodes; `node` alone limits each transaction to `max_sats` leaving the wallet.
+async fn with_tx_limit_on(node: u16, max_sats: u64) -> Cluster {
+    start(3, 2, |cfg| {
+        if cfg.id == node {
+            cfg.policy = Policy {
+                max_amount_per_tx_sats: Some(max_sats),
+                ..Policy::default()
+            };
+        }
+    })
+    .await
 }
 
 /// What node 2 holds for `wallet_id`: ready presignatures at `p` for {1, 2}, and sats spent.
@@ -265,15 +292,7 @@ async fn signers_refuse_transactions_no_node_would_accept() {
 /// transaction with change at m/1/0, node 2 accepts change one index further.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn change_off_the_change_chain_or_beyond_the_gap_counts_as_spending() {
-    let c = start(3, 2, |cfg| {
-        if cfg.id == 2 {
-            cfg.policy = Policy {
-                max_amount_per_tx_sats: Some(50_000),
-                ..Policy::default()
-            };
-        }
-    })
-    .await;
+    let c = with_tx_limit_on(2, 50_000).await;
     let n1 = &c.nodes[0];
     let (taproot_id, tkey) = wallet(&c, Scheme::Schnorr).await;
     for far in ["m/1/20", "m/1/500", "m/0/1", "m/2/0", "m/1/0/0"] {
@@ -290,20 +309,7 @@ async fn change_off_the_change_chain_or_beyond_the_gap_counts_as_spending() {
     .await
     .unwrap();
     let now_near = spend(&[funding(&tkey, "m/0/0", 400_000)], 10_000, "m/1/20");
-    let report = n1
-        .coordinate(
-            Uuid::new_v4(),
-            ProposalBody::Sign {
-                wallet_ids: vec![taproot_id.clone()],
-                psbt: now_near.to_string(),
-                signers: vec![1, 2],
-                presignatures: vec![None],
-            },
-            &[1, 2],
-            Duration::from_secs(30),
-            None,
-        )
-        .await;
+    let report = propose(n1, &taproot_id, &now_near, &[1, 2], &[1, 2], vec![None]).await;
     assert!(report.is_ok(), "{report:?}");
 }
 
@@ -416,4 +422,56 @@ async fn each_signer_bounds_inputs_and_interactive_signings() {
         ),
         "{err}"
     );
+}
+
+/// A node that did not sign learns the change indices of what the others signed, from their
+/// notice, once it has verified the signatures itself; so its view of the change chain keeps
+/// up, and change further along is still change there. A notice whose signatures do not verify
+/// teaches nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_did_not_sign_learns_the_change_indices_from_verified_notices() {
+    let c = with_tx_limit_on(3, 50_000).await;
+    let (n1, n3) = (&c.nodes[0], &c.nodes[2]);
+    let (taproot_id, tkey) = wallet(&c, Scheme::Schnorr).await;
+    let signed = spend(&[funding(&tkey, "m/0/0", 400_000)], 10_000, "m/1/15");
+    let report = n1
+        .sign_psbt(
+            Uuid::new_v4(),
+            std::slice::from_ref(&taproot_id),
+            &signed.to_string(),
+        )
+        .await
+        .unwrap();
+    assert!(!report.signers.contains(&3), "{:?}", report.signers);
+
+    // A forged notice: the same PSBT with a transaction whose signature is not the wallet's.
+    let mut forged: mpc_bitcoin::bitcoin::Transaction =
+        mpc_bitcoin::bitcoin::consensus::encode::deserialize_hex(&report.raw_transaction).unwrap();
+    let mut witness: Vec<Vec<u8>> = forged.input[0].witness.iter().map(<[u8]>::to_vec).collect();
+    witness[0][5] ^= 1;
+    forged.input[0].witness = mpc_bitcoin::bitcoin::Witness::from_slice(&witness);
+    let err = n3
+        .learn_from_signed(
+            std::slice::from_ref(&taproot_id),
+            &signed.to_string(),
+            &mpc_bitcoin::bitcoin::consensus::encode::serialize_hex(&forged),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("verification"), "{err}");
+
+    // The real notice reaches node 3 in the background.
+    let mut learned = 0;
+    for _ in 0..100 {
+        learned = n3.store().next_change_index(&taproot_id).await.unwrap();
+        if learned == 16 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(learned, 16, "node 3 learned m/1/15 from the notice");
+    // Change at m/1/30 is within node 3's gap now (16 + 20), so not counted as spending.
+    let further = spend(&[funding(&tkey, "m/0/0", 400_000)], 10_000, "m/1/30");
+    let result = propose(n1, &taproot_id, &further, &[1, 3], &[1, 3], vec![None]).await;
+    assert!(result.is_ok(), "{result:?}");
 }
