@@ -113,6 +113,7 @@ impl Node {
     /// Opens the store, starts the QUIC mesh and every background service.
     pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
         config.validate()?;
+        crate::failpoint::log_requested();
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| NodeError::Config(format!("{}: {e}", config.data_dir.display())))?;
         let store = Store::open(&config.store_url(), &key_source(&config)?, config.id).await?;
