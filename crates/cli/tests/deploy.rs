@@ -46,7 +46,9 @@ fn names(mapping: &Yaml) -> BTreeSet<&str> {
 /// `certs/` by `mpc-wallet certs init` and `secrets/node-<id>.kek`.
 fn operator_files(nodes: u16) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("mpc-deploy-test-{}", Uuid::new_v4()));
-    let ips: Vec<String> = (1..=nodes).map(|id| format!("172.28.0.{}", 10 + id)).collect();
+    let ips: Vec<String> = (1..=nodes)
+        .map(|id| format!("172.28.0.{}", 10 + id))
+        .collect();
     let status = Command::new(env!("CARGO_BIN_EXE_mpc-wallet"))
         .args(["certs", "init", "--nodes", &nodes.to_string(), "--out"])
         .arg(dir.join("certs"))
@@ -87,9 +89,16 @@ fn the_compose_file_names_files_that_exist_and_mounts_every_file_a_node_reads() 
         if let Some(context) = build["context"].as_str() {
             let dockerfile = build["dockerfile"].as_str().unwrap_or("Dockerfile");
             let path = deploy.join(context).join(dockerfile);
-            assert!(path.is_file(), "{name}: no Dockerfile at {}", path.display());
+            assert!(
+                path.is_file(),
+                "{name}: no Dockerfile at {}",
+                path.display()
+            );
         } else {
-            assert!(field(service, "image").as_str().is_some(), "{name}: no image");
+            assert!(
+                field(service, "image").as_str().is_some(),
+                "{name}: no image"
+            );
         }
         // What the container sees: mount targets, and secrets under /run/secrets.
         let mut in_container: Vec<(PathBuf, PathBuf)> = Vec::new();
@@ -99,12 +108,18 @@ fn the_compose_file_names_files_that_exist_and_mounts_every_file_a_node_reads() 
             if source.starts_with('.') || source.starts_with('/') {
                 assert!(exists(source), "{name}: {source} does not exist");
             } else {
-                assert!(volumes.contains(source), "{name}: volume {source} is not declared");
+                assert!(
+                    volumes.contains(source),
+                    "{name}: volume {source} is not declared"
+                );
             }
             in_container.push((target.into(), deploy.join(source)));
         }
         for secret in field(service, "secrets").as_vec().into_iter().flatten() {
-            let source = secret.as_str().or(secret["source"].as_str()).expect("secret");
+            let source = secret
+                .as_str()
+                .or(secret["source"].as_str())
+                .expect("secret");
             let target = secret["target"].as_str().unwrap_or(source);
             let file = secrets[source]["file"].as_str();
             let file = file.unwrap_or_else(|| panic!("{name}: secret {source} is not declared"));
@@ -112,7 +127,10 @@ fn the_compose_file_names_files_that_exist_and_mounts_every_file_a_node_reads() 
             in_container.push((Path::new("/run/secrets").join(target), deploy.join(file)));
         }
         for network in names(&service["networks"]) {
-            assert!(networks.contains(network), "{name}: network {network} not declared");
+            assert!(
+                networks.contains(network),
+                "{name}: network {network} not declared"
+            );
         }
 
         let Some((_, config_file)) = in_container
@@ -123,15 +141,31 @@ fn the_compose_file_names_files_that_exist_and_mounts_every_file_a_node_reads() 
         };
         node_configs += 1;
         let config = NodeConfig::load(config_file).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let mounted = |path: &Path| in_container.iter().any(|(target, _)| path.starts_with(target));
+        let mounted = |path: &Path| {
+            in_container
+                .iter()
+                .any(|(target, _)| path.starts_with(target))
+        };
         let tls = &config.tls;
-        for path in [&tls.ca, &tls.certificate, &tls.private_key, &config.data_dir]
-            .into_iter()
-            .chain(config.store.key_file.as_ref())
+        for path in [
+            &tls.ca,
+            &tls.certificate,
+            &tls.private_key,
+            &config.data_dir,
+        ]
+        .into_iter()
+        .chain(config.store.key_file.as_ref())
         {
-            assert!(mounted(path), "{name}: its config names {}, which is not mounted", path.display());
+            assert!(
+                mounted(path),
+                "{name}: its config names {}, which is not mounted",
+                path.display()
+            );
         }
     }
-    assert_eq!(node_configs, nodes, "a node service without {CONFIG_IN_CONTAINER}");
+    assert_eq!(
+        node_configs, nodes,
+        "a node service without {CONFIG_IN_CONTAINER}"
+    );
     let _ = std::fs::remove_dir_all(&made);
 }

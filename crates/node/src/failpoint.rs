@@ -121,7 +121,8 @@ mod tests {
 
     use super::*;
 
-    const NAME: &str = "failpoint::tests::a_crash_point_kills_the_process_only_in_a_failpoints_build";
+    const NAME: &str =
+        "failpoint::tests::a_crash_point_kills_the_process_only_in_a_failpoints_build";
     /// POSIX fixes SIGKILL's number.
     const SIGKILL: i32 = 9;
 
@@ -144,7 +145,10 @@ mod tests {
         if !killed {
             // It ran this test (not an empty filter) and got past the point.
             assert!(child.status.success(), "{child:?}");
-            assert!(String::from_utf8_lossy(&child.stdout).contains("1 passed"), "{child:?}");
+            assert!(
+                String::from_utf8_lossy(&child.stdout).contains("1 passed"),
+                "{child:?}"
+            );
         }
     }
 }
