@@ -128,9 +128,9 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The router and its OpenAPI document, built together from one list of routes.
-pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// Every route, with its OpenAPI description.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(routes::healthz))
         .routes(routes!(metrics::metrics))
         .routes(routes!(routes::openapi_json))
@@ -147,8 +147,11 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(routes::presignature_stats))
         .routes(routes!(routes::sign_psbt))
         .routes(routes!(payments::transactions))
-        .with_state(state.clone())
-        .split_for_parts();
+}
+
+/// The router and its OpenAPI document, built together from one list of routes.
+pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, openapi) = routes().with_state(state.clone()).split_for_parts();
     let _ = state
         .spec
         .set(serde_json::to_string(&openapi).unwrap_or_default());

@@ -12,7 +12,10 @@ use std::{
 
 use mpc_api::Role;
 use mpc_bitcoin::{psbt::parse_psbt, Chain, WalletKey};
-use mpc_node::control::{Control, Proposal, ProposalBody};
+use mpc_node::{
+    control::{Control, Proposal, ProposalBody},
+    refusal::RefusalKind,
+};
 use mpc_transport::{
     certs::{self, ClusterCa, TlsIdentity},
     quic::{MeshConfig, PeerConfig, QuicMesh},
@@ -321,9 +324,13 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
         .unwrap();
         match outcome {
             Control::Outcome {
-                result: Err(reason),
+                result: Err(refusal),
                 ..
-            } => assert!(reason.contains("already used"), "{reason}"),
+            } => assert_eq!(
+                refusal.kind,
+                RefusalKind::SessionReplayed { session },
+                "{refusal:?}"
+            ),
             other => panic!("replayed proposal answered with {other:?}"),
         }
     }

@@ -15,7 +15,7 @@ use mpc_transport::{Envelope, NodeId, SessionId, CONTROL};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::NodeError;
+use crate::{refusal::Refusal, NodeError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Control {
@@ -27,7 +27,7 @@ pub enum Control {
     /// A participant's result for a proposal, sent to the coordinator.
     Outcome {
         session: Uuid,
-        result: Result<Outcome, String>,
+        result: Result<Outcome, Refusal>,
     },
     /// The coordinator saw every participant succeed with the same result.
     Commit {

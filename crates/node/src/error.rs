@@ -1,4 +1,7 @@
 use mpc_transport::NodeId;
+use uuid::Uuid;
+
+use crate::refusal::Refusal;
 
 /// Errors of a node's services. The API maps them to HTTP statuses by kind.
 #[derive(Debug, thiserror::Error)]
@@ -23,8 +26,23 @@ pub enum NodeError {
     /// session starts.
     #[error("limit {limit} exceeded: {detail}")]
     LimitExceeded { limit: &'static str, detail: String },
-    #[error("refused by node {node}: {reason}")]
-    Refused { node: NodeId, reason: String },
+    /// A participant refused the proposal or failed it; its refusal came typed over the
+    /// control channel, so the API answers it as it would answer the same error here.
+    #[error("refused by node {node}: {}", refusal.message)]
+    Refused { node: NodeId, refusal: Refusal },
+    /// A participant answered with something the protocol does not allow (a malformed outcome,
+    /// a share claiming another signer's index): blamed, and left out of the retry.
+    #[error("node {node} misbehaved: {reason}")]
+    Misbehaved { node: NodeId, reason: String },
+    /// A proposal's session id was used before (invariant 4: a replay).
+    #[error("session {0} was already used (replay refused)")]
+    SessionReplayed(Uuid),
+    /// A presignature a proposal names cannot be used here.
+    #[error("presignature {presignature} {detail}")]
+    PresignatureUnavailable {
+        presignature: String,
+        detail: String,
+    },
     #[error("not enough live nodes: {0}")]
     Unavailable(String),
     #[error("node(s) {nodes:?} did not respond within {seconds:.1} s")]
@@ -41,12 +59,31 @@ pub enum NodeError {
 }
 
 impl NodeError {
-    /// Nodes to blame for a failed attempt, so a retry can avoid them.
+    /// Nodes to blame for a failed attempt, so a retry can avoid them. Exhaustive, so a new
+    /// variant must say whether it names a culprit.
     pub fn culprits(&self) -> Vec<NodeId> {
         match self {
             NodeError::Timeout { nodes, .. } => nodes.clone(),
-            NodeError::Refused { node, .. } => vec![*node],
-            _ => Vec::new(),
+            // A signer's own refusal (its policy, its view of the PSBT, its presignatures) or
+            // failure: another signer set may have none.
+            NodeError::Refused { node, .. } | NodeError::Misbehaved { node, .. } => vec![*node],
+            // The coordinator's own errors: no other signer set changes them.
+            NodeError::Config(_)
+            | NodeError::Store(_)
+            | NodeError::Transport(_)
+            | NodeError::Protocol(_)
+            | NodeError::Wallet(_)
+            | NodeError::Policy(_)
+            | NodeError::NotFound(_)
+            | NodeError::InvalidRequest(_)
+            | NodeError::LimitExceeded { .. }
+            | NodeError::SessionReplayed(_)
+            | NodeError::PresignatureUnavailable { .. }
+            | NodeError::Unavailable(_)
+            | NodeError::Coordination(_)
+            | NodeError::FencingTokenRefused(_)
+            | NodeError::Disagreement(_)
+            | NodeError::Internal(_) => Vec::new(),
         }
     }
 }

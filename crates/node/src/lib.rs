@@ -25,6 +25,7 @@ pub mod membership;
 pub mod node;
 pub mod pool;
 mod ready;
+pub mod refusal;
 pub mod signing;
 pub mod utxos;
 

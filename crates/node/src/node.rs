@@ -33,10 +33,11 @@ use crate::{
     keys::ShareCache,
     now_ms,
     ready::ReadyPresignatures,
+    refusal::Refusal,
     NodeError,
 };
 
-type OutcomeSender = mpsc::UnboundedSender<(NodeId, Result<Outcome, String>)>;
+type OutcomeSender = mpsc::UnboundedSender<(NodeId, Result<Outcome, Refusal>)>;
 
 /// A coordinator waiting for participants' outcomes of one session.
 struct Waiter {
@@ -304,7 +305,7 @@ impl Node {
         if let Err(e) = &result {
             warn!(error = %e, "refused or failed");
         }
-        let result = result.map_err(|e| e.to_string());
+        let result = result.map_err(|e| Refusal::from(&e));
         if coordinator == self.id() {
             self.outcome_arrived(coordinator, session, result);
         } else if let Err(e) = self
@@ -334,10 +335,7 @@ impl Node {
                 .mark_session_seen(proposal.session, proposal.body.kind())
                 .await?
         {
-            return Err(NodeError::InvalidRequest(format!(
-                "session {} was already used (replay refused)",
-                proposal.session
-            )));
+            return Err(NodeError::SessionReplayed(proposal.session));
         }
         self.admit_fencing(coordinator, &proposal).await?;
         match proposal.body {
@@ -375,7 +373,7 @@ impl Node {
         }
     }
 
-    fn outcome_arrived(&self, from: NodeId, session: Uuid, result: Result<Outcome, String>) {
+    fn outcome_arrived(&self, from: NodeId, session: Uuid, result: Result<Outcome, Refusal>) {
         let waiters = self.inner.waiters.lock();
         match waiters.ok().as_ref().and_then(|w| w.get(&session)) {
             Some(w) if w.participants.contains(&from) => {
@@ -465,7 +463,7 @@ impl Node {
                             .send_control(p, session, &Control::Propose(proposal))
                             .await
                         {
-                            let _ = tx.send((p, Err(format!("unreachable: {e}"))));
+                            let _ = tx.send((p, Err(Refusal::failed(format!("unreachable: {e}")))));
                         }
                     }
                     .in_current_span(),
@@ -474,7 +472,7 @@ impl Node {
         }
         drop(tx);
         let mut outcomes: HashMap<NodeId, Outcome> = HashMap::new();
-        let mut failures: Vec<(NodeId, String)> = Vec::new();
+        let mut failures: Vec<(NodeId, Refusal)> = Vec::new();
         let started = tokio::time::Instant::now();
         let deadline = started + timeout;
         let mut dead: Vec<NodeId> = Vec::new();
@@ -486,9 +484,9 @@ impl Node {
                 Ok(Some((from, Ok(outcome)))) => {
                     outcomes.insert(from, outcome);
                 }
-                Ok(Some((from, Err(reason)))) => {
+                Ok(Some((from, Err(refusal)))) => {
                     // One refusal fails the attempt: do not wait for the others' deadlines.
-                    failures.push((from, reason));
+                    failures.push((from, refusal));
                     break;
                 }
                 Ok(None) => break,
@@ -508,8 +506,8 @@ impl Node {
         if let Ok(mut w) = self.inner.waiters.lock() {
             w.remove(&session);
         }
-        if let Some((node, reason)) = failures.into_iter().next() {
-            return Err(NodeError::Refused { node, reason });
+        if let Some((node, refusal)) = failures.into_iter().next() {
+            return Err(NodeError::Refused { node, refusal });
         }
         if !dead.is_empty() {
             return Err(NodeError::Timeout {
@@ -595,7 +593,7 @@ impl Node {
         result: Result<(), String>,
     ) {
         let ack = commit_ack_session(session);
-        let result = result.map(|()| Outcome::Committed);
+        let result = result.map(|()| Outcome::Committed).map_err(Refusal::failed);
         if coordinator == self.id() {
             self.outcome_arrived(coordinator, ack, result);
         } else if let Err(e) = self

@@ -498,7 +498,7 @@ impl Node {
             .iter()
             .map(|(node, o)| match o {
                 Outcome::Sign { inputs } if inputs.len() == jobs.len() => Ok(inputs),
-                _ => Err(NodeError::Refused {
+                _ => Err(NodeError::Misbehaved {
                     node: *node,
                     reason: "malformed signing outcome".into(),
                 }),
@@ -548,11 +548,7 @@ impl Node {
                 signers,
                 Limits::ms(self.inner.config.limits.sign_timeout_ms),
             )
-            .map_err(|_| {
-                NodeError::InvalidRequest(format!(
-                    "session {session} was already used (replay refused)"
-                ))
-            })?;
+            .map_err(|_| NodeError::SessionReplayed(session))?;
         let (path, indices) = (job.path.clone(), indices.to_vec());
         Ok(tokio::spawn(run_blocking(move || async move {
             schnorr::sign_share(&share, &indices, &path, &sighash, party, &mut OsRng).await
@@ -647,16 +643,16 @@ impl Node {
             .begin_signing(session, &chosen, &spends, self.spend_limit(), now_ms())
             .await?
             .map_err(|refusal| match refusal {
-                SigningRefusal::SessionUsed => NodeError::InvalidRequest(format!(
-                    "session {session} was already used (replay refused)"
-                )),
-                SigningRefusal::PresignatureUnavailable(id) => NodeError::InvalidRequest(format!(
-                    "presignature {id} was already used, has expired, or is unknown here"
-                )),
+                SigningRefusal::SessionUsed => NodeError::SessionReplayed(session),
+                SigningRefusal::PresignatureUnavailable(id) => NodeError::PresignatureUnavailable {
+                    presignature: id,
+                    detail: "was already used, has expired, or is unknown here".into(),
+                },
                 SigningRefusal::PresignatureBoundElsewhere { id, bound_to } => {
-                    NodeError::InvalidRequest(format!(
-                        "presignature {id} is bound to {bound_to}, not to this input"
-                    ))
+                    NodeError::PresignatureUnavailable {
+                        presignature: id,
+                        detail: format!("is bound to {bound_to}, not to this input"),
+                    }
                 }
                 SigningRefusal::SpendLimit {
                     wallet_id,
@@ -834,7 +830,7 @@ impl Node {
                             shares.push(*share)
                         }
                         InputOutcome::FrostShare(share) => {
-                            return Err(NodeError::Refused {
+                            return Err(NodeError::Misbehaved {
                                 node: *node,
                                 reason: format!(
                                     "its FROST share for input {} claims signer index {}, \

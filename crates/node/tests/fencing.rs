@@ -16,6 +16,7 @@ use mpc_node::{
     control::{ProposalBody, WalletSpec},
     locks::CEREMONY_LOCK,
     pool::POOL_ELECTION,
+    refusal::RefusalKind,
     Node, NodeError,
 };
 use mpc_protocols::DerivationPath;
@@ -77,8 +78,14 @@ fn keygen() -> ProposalBody {
 }
 
 /// `from` proposes `body` under `token` to each node of `to` alone, so that each call returns
-/// once that node has decided; returns what each refused with.
-async fn refusals(from: &Node, to: &[Node], body: &ProposalBody, token: u64) -> Vec<String> {
+/// once that node has decided; returns what each refused with, all refusals of `kind`.
+async fn refusals_of(
+    kind: RefusalKind,
+    from: &Node,
+    to: &[Node],
+    body: &ProposalBody,
+    token: u64,
+) -> Vec<String> {
     let mut refused = Vec::new();
     for node in to {
         let result = from
@@ -91,11 +98,19 @@ async fn refusals(from: &Node, to: &[Node], body: &ProposalBody, token: u64) -> 
             )
             .await;
         match result {
-            Err(NodeError::Refused { node: by, reason }) if by == node.id() => refused.push(reason),
+            Err(NodeError::Refused { node: by, refusal }) if by == node.id() => {
+                assert_eq!(refusal.kind, kind, "{refusal:?}");
+                refused.push(refusal.message)
+            }
             other => panic!("node {} did not refuse token {token}: {other:?}", node.id()),
         }
     }
     refused
+}
+
+/// Refusals of the fencing token itself.
+async fn refusals(from: &Node, to: &[Node], body: &ProposalBody, token: u64) -> Vec<String> {
+    refusals_of(RefusalKind::FencingTokenRefused, from, to, body, token).await
 }
 
 /// Asserts that every refusal says `what`.
@@ -295,7 +310,14 @@ async fn a_refill_proposal_needs_the_current_leaders_token_from_the_leader() {
 async fn a_node_that_cannot_read_etcd_refuses_fenced_proposals() {
     // Nothing listens there: etcd is down for every node.
     let c = cluster(&etcd_config(vec!["http://127.0.0.1:9".into()])).await;
-    let refused = refusals(&c.nodes[0], &c.nodes, &keygen(), 5).await;
+    let refused = refusals_of(
+        RefusalKind::CoordinationUnavailable,
+        &c.nodes[0],
+        &c.nodes,
+        &keygen(),
+        5,
+    )
+    .await;
     all_say(&refused, "etcd");
     assert_eq!(recorded(&c.nodes, CEREMONY_LOCK).await, [None, None, None]);
     shutdown(c).await;

@@ -12,7 +12,9 @@ use mpc_bitcoin::{
     build::{build_psbt, synthetic_funding, Payment},
     Chain, Scheme,
 };
-use mpc_node::{ceremony::PresignReport, control::ProposalBody, Node, NodeError};
+use mpc_node::{
+    ceremony::PresignReport, control::ProposalBody, refusal::RefusalKind, Node, NodeError,
+};
 use uuid::Uuid;
 
 /// An ECDSA wallet made by `node`, whose PSBTs spend a made-up output at m/0/0.
@@ -148,7 +150,9 @@ async fn a_node_whose_store_was_copied_back_never_signs_with_a_used_presignature
         .await
         .expect_err("node 2 gave a second partial signature with a used presignature");
     assert!(
-        matches!(&err, NodeError::Refused { node: 2, reason } if reason.contains("already used")),
+        matches!(&err, NodeError::Refused { node: 2, refusal }
+            if matches!(refusal.kind, RefusalKind::PresignatureUnavailable { .. })
+                && refusal.message.contains("already used")),
         "{err}"
     );
 

@@ -18,7 +18,11 @@ use mpc_bitcoin::{
     policy::Policy,
     InputProblem, Scheme, TxProblem, WalletError, WalletKey,
 };
-use mpc_node::{control::ProposalBody, Node, NodeError};
+use mpc_node::{
+    control::ProposalBody,
+    refusal::{Refusal, RefusalKind},
+    Node, NodeError,
+};
 use mpc_protocols::DerivationPath;
 use uuid::Uuid;
 
@@ -97,19 +101,35 @@ async fn propose(
 }
 
 /// Node 1 proposes `psbt` for signers {1, 2} without checking it, and sends it to node 2 only,
-/// so the answer is node 2's own; returns node 2's refusal.
+/// so the answer is node 2's own; returns node 2's refusal, as it came over the control channel.
 async fn refused_by_node_2(
     n1: &Node,
     wallet_id: &str,
     psbt: &Psbt,
     presignatures: Vec<Option<String>>,
-) -> String {
-    let err = propose(n1, wallet_id, psbt, &[1, 2], &[2], presignatures)
-        .await
-        .unwrap_err();
-    let text = err.to_string();
-    assert!(text.contains("node 2"), "{text}");
-    text
+) -> Refusal {
+    match propose(n1, wallet_id, psbt, &[1, 2], &[2], presignatures).await {
+        Err(NodeError::Refused { node: 2, refusal }) => refusal,
+        other => panic!("not refused by node 2: {other:?}"),
+    }
+}
+
+/// The one input node 2 refused, and its code.
+fn refused_input(refusal: &Refusal) -> (usize, &str) {
+    match &refusal.kind {
+        RefusalKind::Inputs { inputs } if inputs.len() == 1 => {
+            (inputs[0].input, inputs[0].code.as_str())
+        }
+        other => panic!("not one refused input: {other:?}"),
+    }
+}
+
+/// The transaction rule node 2 refused by.
+fn refused_rule(refusal: &Refusal) -> &str {
+    match &refusal.kind {
+        RefusalKind::InvalidTransaction { rule, .. } => rule,
+        other => panic!("not an invalid transaction: {other:?}"),
+    }
 }
 
 /// Three nodes; `node` alone limits each transaction to `max_sats` leaving the wallet.
@@ -162,11 +182,14 @@ async fn weak_sighash_types_get_no_signature_and_consume_nothing() {
     for (raw, name) in [(0x02, "0x2"), (0x03, "0x3"), (0x81, "0x81")] {
         let mut psbt = spend(&[funding(&ekey, "m/0/0", 100_000)], 10_000, "m/1/0");
         psbt.inputs[0].sighash_type = Some(PsbtSighashType::from_u32(raw));
-        let text =
+        let refusal =
             refused_by_node_2(n1, &ecdsa_id, &psbt, vec![Some(presigned.ids[0].clone())]).await;
+        assert_eq!(refused_input(&refusal), (0, "sighash_type_refused"));
         assert!(
-            text.contains(&format!("sighash type {name} refused")),
-            "{text}"
+            refusal
+                .message
+                .contains(&format!("sighash type {name} refused")),
+            "{refusal:?}"
         );
         // Through the coordinator's own check: refused before any session.
         let err = n1
@@ -185,10 +208,13 @@ async fn weak_sighash_types_get_no_signature_and_consume_nothing() {
 
         let mut psbt = spend(&[funding(&tkey, "m/0/0", 100_000)], 10_000, "m/1/0");
         psbt.inputs[0].sighash_type = Some(PsbtSighashType::from_u32(raw));
-        let text = refused_by_node_2(n1, &taproot_id, &psbt, vec![None]).await;
+        let refusal = refused_by_node_2(n1, &taproot_id, &psbt, vec![None]).await;
+        assert_eq!(refused_input(&refusal), (0, "sighash_type_refused"));
         assert!(
-            text.contains(&format!("sighash type {name} refused")),
-            "{text}"
+            refusal
+                .message
+                .contains(&format!("sighash type {name} refused")),
+            "{refusal:?}"
         );
     }
     assert_eq!(node_2_state(&c, &ecdsa_id, "m/0/0").await, before);
@@ -228,16 +254,19 @@ async fn a_p2wpkh_amount_must_be_proven_to_every_signer() {
     // Input 1's amount overstated, its previous transaction left out.
     psbt.inputs[1].non_witness_utxo = None;
     psbt.inputs[1].witness_utxo.as_mut().unwrap().value = Amount::from_sat(900_000);
-    let text = refused_by_node_2(
+    let refusal = refused_by_node_2(
         n1,
         &ecdsa_id,
         &psbt,
         vec![Some(presigned.ids[0].clone()), None],
     )
     .await;
+    assert_eq!(refused_input(&refusal), (1, "amount_unproven"));
     assert!(
-        text.contains("input 1: P2WPKH input without non_witness_utxo"),
-        "{text}"
+        refusal
+            .message
+            .contains("input 1: P2WPKH input without non_witness_utxo"),
+        "{refusal:?}"
     );
     assert_eq!(node_2_state(&c, &ecdsa_id, "m/0/1").await, (1, 0));
 }
@@ -258,21 +287,39 @@ async fn signers_refuse_transactions_no_node_would_accept() {
     twice.inputs.push(twice.inputs[0].clone());
     // The doubled input's value paid out as change, so the fee looks normal.
     twice.unsigned_tx.output[1].value += Amount::from_sat(100_000);
-    let text = refused_by_node_2(n1, &taproot_id, &twice, vec![None, None]).await;
+    let refusal = refused_by_node_2(n1, &taproot_id, &twice, vec![None, None]).await;
+    assert_eq!(
+        refusal.kind,
+        RefusalKind::InvalidTransaction {
+            rule: "duplicate_input".into(),
+            input: Some(1),
+            output: None
+        }
+    );
     assert!(
-        text.contains("input 1 spends the same output as input 0"),
-        "{text}"
+        refusal
+            .message
+            .contains("input 1 spends the same output as input 0"),
+        "{refusal:?}"
     );
 
     let mut dust = base.clone();
     dust.unsigned_tx.output[0].value = Amount::from_sat(100);
-    let text = refused_by_node_2(n1, &taproot_id, &dust, vec![None]).await;
-    assert!(text.contains("below the dust limit"), "{text}");
+    let refusal = refused_by_node_2(n1, &taproot_id, &dust, vec![None]).await;
+    assert_eq!(refused_rule(&refusal), "dust_output");
+    assert!(
+        refusal.message.contains("below the dust limit"),
+        "{refusal:?}"
+    );
 
     let mut odd = base.clone();
     odd.unsigned_tx.output[0].script_pubkey = ScriptBuf::from_bytes(vec![0x51]);
-    let text = refused_by_node_2(n1, &taproot_id, &odd, vec![None]).await;
-    assert!(text.contains("non-standard script"), "{text}");
+    let refusal = refused_by_node_2(n1, &taproot_id, &odd, vec![None]).await;
+    assert_eq!(refused_rule(&refusal), "nonstandard_output");
+    assert!(
+        refusal.message.contains("non-standard script"),
+        "{refusal:?}"
+    );
     let err = n1
         .sign_psbt(
             Uuid::new_v4(),
@@ -297,8 +344,14 @@ async fn change_off_the_change_chain_or_beyond_the_gap_counts_as_spending() {
     let (taproot_id, tkey) = wallet(&c, Scheme::Schnorr).await;
     for far in ["m/1/20", "m/1/500", "m/0/1", "m/2/0", "m/1/0/0"] {
         let psbt = spend(&[funding(&tkey, "m/0/0", 400_000)], 10_000, far);
-        let text = refused_by_node_2(n1, &taproot_id, &psbt, vec![None]).await;
-        assert!(text.contains("max_amount_per_tx_sats"), "{far}: {text}");
+        let refusal = refused_by_node_2(n1, &taproot_id, &psbt, vec![None]).await;
+        assert_eq!(
+            refusal.kind,
+            RefusalKind::Policy {
+                rule: "max_amount_per_tx_sats".into()
+            },
+            "{far}"
+        );
     }
     let near = spend(&[funding(&tkey, "m/0/0", 400_000)], 10_000, "m/1/0");
     n1.sign_psbt(
@@ -374,10 +427,13 @@ async fn each_signer_bounds_inputs_and_interactive_signings() {
         .map(|i| funding(&tkey, &format!("m/0/{i}"), 50_000))
         .collect();
     let psbt = spend(&three, 10_000, "m/1/0");
-    let text = refused_by_node_2(n1, &taproot_id, &psbt, vec![None; 3]).await;
+    let refusal = refused_by_node_2(n1, &taproot_id, &psbt, vec![None; 3]).await;
+    assert_eq!(refused_rule(&refusal), "too_many_inputs");
     assert!(
-        text.contains("3 inputs; this node signs at most 2"),
-        "{text}"
+        refusal
+            .message
+            .contains("3 inputs; this node signs at most 2"),
+        "{refusal:?}"
     );
     let err = n2
         .sign_psbt(
@@ -402,8 +458,13 @@ async fn each_signer_bounds_inputs_and_interactive_signings() {
         .map(|i| funding(&ekey, &format!("m/0/{i}"), 50_000))
         .collect();
     let psbt = spend(&two, 10_000, "m/1/0");
-    let text = refused_by_node_2(n1, &ecdsa_id, &psbt, vec![None, None]).await;
-    assert!(text.contains("max_interactive_inputs"), "{text}");
+    let refusal = refused_by_node_2(n1, &ecdsa_id, &psbt, vec![None, None]).await;
+    assert_eq!(
+        refusal.kind,
+        RefusalKind::LimitExceeded {
+            limit: "max_interactive_inputs".into()
+        }
+    );
     let err = n2
         .sign_psbt(
             Uuid::new_v4(),
