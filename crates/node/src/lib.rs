@@ -26,6 +26,7 @@ pub mod node;
 pub mod pool;
 mod ready;
 pub mod refusal;
+pub mod round;
 pub mod signing;
 pub mod utxos;
 

@@ -21,6 +21,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio::{
     sync::{mpsc, oneshot},
     task::JoinHandle,
+    time::Instant,
 };
 use tracing::{debug, info, warn, Instrument};
 use uuid::Uuid;
@@ -34,6 +35,7 @@ use crate::{
     now_ms,
     ready::ReadyPresignatures,
     refusal::Refusal,
+    round::{Round, Verdict},
     NodeError,
 };
 
@@ -81,6 +83,9 @@ pub(crate) struct Inner {
 pub struct Node {
     pub(crate) inner: Arc<Inner>,
 }
+
+/// How long a coordinator waits for acknowledgements of a commit or abort.
+const ACKNOWLEDGEMENT_WAIT: Duration = Duration::from_secs(5);
 
 /// The session id under which participants acknowledge a commit/abort of `session`.
 fn commit_ack_session(session: Uuid) -> Uuid {
@@ -431,6 +436,9 @@ impl Node {
         timeout: Duration,
         fencing_token: Option<FencingToken>,
     ) -> Result<Vec<(NodeId, Outcome)>, NodeError> {
+        if participants.is_empty() {
+            return Ok(Vec::new());
+        }
         let (tx, mut rx) = mpsc::unbounded_channel();
         if let Ok(mut w) = self.inner.waiters.lock() {
             w.insert(
@@ -471,65 +479,31 @@ impl Node {
             }
         }
         drop(tx);
-        let mut outcomes: HashMap<NodeId, Outcome> = HashMap::new();
-        let mut failures: Vec<(NodeId, Refusal)> = Vec::new();
-        let started = tokio::time::Instant::now();
-        let deadline = started + timeout;
-        let mut dead: Vec<NodeId> = Vec::new();
-        while outcomes.len() + failures.len() < participants.len() {
-            // Wake up regularly to notice a participant that died (no heartbeats) instead of
-            // waiting for the whole deadline.
-            let tick = (tokio::time::Instant::now() + Duration::from_millis(250)).min(deadline);
-            match tokio::time::timeout_at(tick, rx.recv()).await {
-                Ok(Some((from, Ok(outcome)))) => {
-                    outcomes.insert(from, outcome);
-                }
-                Ok(Some((from, Err(refusal)))) => {
-                    // One refusal fails the attempt: do not wait for the others' deadlines.
-                    failures.push((from, refusal));
-                    break;
-                }
-                Ok(None) => break,
-                Err(_) if tokio::time::Instant::now() >= deadline => break,
-                Err(_) => {
-                    dead = participants
-                        .iter()
-                        .copied()
-                        .filter(|p| !outcomes.contains_key(p) && !self.inner.health.is_live(*p))
-                        .collect();
-                    if !dead.is_empty() {
-                        break;
-                    }
-                }
+        let mut round = Round::new(participants, Instant::now(), timeout);
+        let verdict = loop {
+            let decided =
+                match tokio::time::timeout_at(round.wake_at(Instant::now()), rx.recv()).await {
+                    Ok(Some((from, result))) => round.answer(from, result),
+                    Ok(None) => round.closed(Instant::now()),
+                    Err(_) => round.tick(Instant::now(), |p| self.inner.health.is_live(p)),
+                };
+            if let Some(verdict) = decided {
+                break verdict;
             }
-        }
+        };
         if let Ok(mut w) = self.inner.waiters.lock() {
             w.remove(&session);
         }
-        if let Some((node, refusal)) = failures.into_iter().next() {
-            return Err(NodeError::Refused { node, refusal });
+        match verdict {
+            Verdict::Complete(outcomes) => Ok(outcomes),
+            Verdict::Refused { node, refusal } => Err(NodeError::Refused { node, refusal }),
+            Verdict::Dead { nodes, waited } | Verdict::TimedOut { nodes, waited } => {
+                Err(NodeError::Timeout {
+                    nodes,
+                    seconds: waited.as_secs_f64(),
+                })
+            }
         }
-        if !dead.is_empty() {
-            return Err(NodeError::Timeout {
-                nodes: dead,
-                seconds: started.elapsed().as_secs_f64(),
-            });
-        }
-        let missing: Vec<NodeId> = participants
-            .iter()
-            .copied()
-            .filter(|p| !outcomes.contains_key(p))
-            .collect();
-        if !missing.is_empty() {
-            return Err(NodeError::Timeout {
-                nodes: missing,
-                seconds: timeout.as_secs_f64(),
-            });
-        }
-        Ok(participants
-            .iter()
-            .filter_map(|p| outcomes.remove(p).map(|o| (*p, o)))
-            .collect())
     }
 
     /// Tells participants to commit (or abort) `session` and waits briefly for their
@@ -565,24 +539,28 @@ impl Node {
                 warn!(node = self.id(), peer = p, %session, error = %e, "commit/abort not delivered");
             }
         }
-        let mut acked = HashSet::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while acked.len() < participants.len() {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((from, _))) => {
-                    acked.insert(from);
-                }
-                _ => break,
+        // Any answer counts as an acknowledgement (a participant that could not commit says
+        // so, and has been told the outcome all the same); only silence is reported.
+        let mut round = Round::new(participants, Instant::now(), ACKNOWLEDGEMENT_WAIT);
+        let verdict = loop {
+            let decided =
+                match tokio::time::timeout_at(round.wake_at(Instant::now()), rx.recv()).await {
+                    Ok(Some((from, _))) => round.answer(from, Ok(())),
+                    Ok(None) => round.closed(Instant::now()),
+                    // Liveness does not shorten this short wait: a dead node is reported as silent.
+                    Err(_) => round.tick(Instant::now(), |_| true),
+                };
+            if let Some(verdict) = decided {
+                break verdict;
             }
-        }
+        };
         if let Ok(mut w) = self.inner.waiters.lock() {
             w.remove(&ack);
         }
-        participants
-            .iter()
-            .copied()
-            .filter(|p| !acked.contains(p))
-            .collect()
+        match verdict {
+            Verdict::Complete(_) | Verdict::Refused { .. } => Vec::new(),
+            Verdict::Dead { nodes, .. } | Verdict::TimedOut { nodes, .. } => nodes,
+        }
     }
 
     /// Acknowledges a commit/abort to the coordinator.
