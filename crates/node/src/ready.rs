@@ -1,6 +1,5 @@
 //! The coordinator's memory of ready presignatures, so that picking one for a signing usually
-//! costs no database read (the read was 0.66 ms of an isolated ECDSA signing's 4.7 ms; see
-//! BENCHMARKS.md).
+//! costs no database read (a measurable part of an isolated ECDSA signing: BENCHMARKS.md).
 //!
 //! A hint, never an authority: each signer claims the presignature in its own transaction,
 //! which refuses one that is used, expired, of another epoch or bound elsewhere. A stale entry

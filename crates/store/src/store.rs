@@ -304,8 +304,8 @@ fn spawn_checkpointer(inner: Weak<Inner>) {
 /// write that restarts the log. SQLite restarts a fully checkpointed log on the first write
 /// after it and fsyncs the new log header then, even with `synchronous = NORMAL` (a frame
 /// must not reach the disk before the header that makes it valid). Left to the next signing,
-/// that fsync lands in its commit: isolated signings, each after a checkpoint, measured
-/// commits of 2.0-2.6 ms instead of 0.6 ms.
+/// that fsync lands in its commit, several times slower than one without (BENCHMARKS.md,
+/// "The tail, and the checkpointer").
 async fn checkpoint(inner: &Inner) -> std::result::Result<(), sqlx::Error> {
     // (busy, frames in the log, frames checkpointed)
     let (busy, logged, done): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
@@ -558,8 +558,8 @@ async fn connect_unsynced(url: &str) -> Result<Option<AnyPool>> {
     }
     // In WAL mode NORMAL syncs only at checkpoints: a commit survives this process
     // crashing, not a power cut. A checkpoint first fsyncs all the log written since the
-    // last one (6-9 ms under load for the 1000 pages of SQLite's automatic one, on one
-    // signing), so `spawn_checkpointer` does that every 100 ms beside the writers. Its
+    // last one (for the 1000 pages of SQLite's automatic one, milliseconds inside one signing:
+    // BENCHMARKS.md), so `spawn_checkpointer` does that every 100 ms beside the writers. Its
     // passive checkpoints cannot restart the log while writes keep arriving, so this
     // connection still checkpoints itself, with the writers of its pool waiting, once the
     // log reaches 4000 pages: by then all but the last 100 ms of it is already done.
