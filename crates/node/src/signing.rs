@@ -39,6 +39,7 @@ use crate::{
     keys::{keygen_indices, wallet_key},
     now_ms,
     ready::{ReadyKey, ReadyPresignatures, READ_AHEAD},
+    refusal::RefusalKind,
     Node, NodeError,
 };
 
@@ -273,6 +274,7 @@ impl Node {
             let mut attempts = Vec::new();
             let mut exclude: Vec<NodeId> = Vec::new();
             let mut last_error = None;
+            let mut last_refusal = None;
             for attempt in 0..2u32 {
                 let attempt_session = if attempt == 0 {
                     session
@@ -323,6 +325,11 @@ impl Node {
                         let culprits = e.culprits();
                         let retryable = !culprits.is_empty();
                         exclude.extend(culprits);
+                        if let NodeError::Refused { node, refusal } = &e {
+                            if refusal.kind != RefusalKind::Failed {
+                                last_refusal = Some((*node, refusal.clone()));
+                            }
+                        }
                         last_error = Some(e);
                         if !retryable {
                             break;
@@ -341,15 +348,22 @@ impl Node {
                 })
                 .collect::<Vec<_>>()
                 .join("; ");
-            Err(match last_error {
-                Some(NodeError::Timeout { nodes, seconds }) => {
+            Err(match (last_refusal, last_error) {
+                // A signer's own answer says more than a later lack of signers or a timeout,
+                // and keeps its code (`policy_refused`, `psbt_refused`, ...) for the client.
+                (Some((node, mut refusal)), Some(_)) if attempts.len() > 1 => {
+                    refusal.message = format!("{} (attempts: {detail})", refusal.message);
+                    NodeError::Refused { node, refusal }
+                }
+                (Some((node, refusal)), _) => NodeError::Refused { node, refusal },
+                (None, Some(NodeError::Timeout { nodes, seconds })) => {
                     NodeError::Timeout { nodes, seconds }
                 }
-                Some(e) if attempts.len() > 1 => {
+                (None, Some(e)) if attempts.len() > 1 => {
                     NodeError::Unavailable(format!("{e} (attempts: {detail})"))
                 }
-                Some(e) => e,
-                None => NodeError::Internal("no signing attempt ran".into()),
+                (None, Some(e)) => e,
+                (None, None) => NodeError::Internal("no signing attempt ran".into()),
             })
         }
         .instrument(span)

@@ -11,7 +11,7 @@ use mpc_bitcoin::{
     verify::verify_transaction,
     Chain, Scheme,
 };
-use mpc_node::{control::ProposalBody, Node, NodeError};
+use mpc_node::{control::ProposalBody, refusal::RefusalKind, Node, NodeError};
 use uuid::Uuid;
 
 mod common;
@@ -397,6 +397,31 @@ async fn every_signer_enforces_its_own_policy() {
     refused_by_both(psbt(10_000, 1_000, &stranger), "allowed_destinations").await;
     refused_by_both(psbt(10_000, 50_000, &allowed_address), "max_fee_sats").await;
     refused_by_both(psbt(10_000, 4_900, &allowed_address), "max_fee_rate_sat_vb").await;
+    // Through the normal path, lenient node 1 coordinating: one strict signer refuses, the
+    // retry's other strict signer refuses too, and the answer is that refusal, typed, naming
+    // the rule (not "unavailable"), with both attempts in its text.
+    let err = n1
+        .sign_psbt(
+            Uuid::new_v4(),
+            std::slice::from_ref(&taproot.id),
+            &psbt(120_000, 1_000, &allowed_address),
+        )
+        .await
+        .unwrap_err();
+    match &err {
+        NodeError::Refused { node, refusal } => {
+            assert!([2, 3].contains(node), "{err}");
+            assert_eq!(
+                refusal.kind,
+                RefusalKind::Policy {
+                    rule: "max_amount_per_tx_sats".into()
+                },
+                "{err}"
+            );
+            assert!(refusal.message.contains("attempts: signers"), "{err}");
+        }
+        other => panic!("not a signer's refusal: {other}"),
+    }
     // Within limits: signs (with both strict signers, through the normal coordinator path).
     let ok = n1
         .coordinate(
