@@ -1,0 +1,270 @@
+//! Key generation over the network (CGGMP24 or FROST): the wallet is active only after every
+//! participant reported the same key.
+
+use mpc_bitcoin::Scheme;
+use mpc_coordination::FencingToken;
+use mpc_protocols::{
+    ecdsa::{self, EcdsaKeyShare},
+    execution::{ExecutionId, ProtocolKind},
+    schnorr, PartyIndex,
+};
+use mpc_store::{WalletRecord, WalletState};
+use mpc_transport::{NodeId, SessionId};
+use rand_core::OsRng;
+use tracing::{info, warn, Instrument};
+use uuid::Uuid;
+
+use crate::{
+    config::Limits,
+    control::{Outcome, ProposalBody, WalletSpec},
+    delivery::run_blocking,
+    keys::{keygen_indices, wallet_info, WalletInfo},
+    now_ms, Node, NodeError,
+};
+
+use super::{sorted_unique, CreateWallet};
+
+impl Node {
+    /// Coordinates a DKG. The wallet is active only after every participant reported the
+    /// same key; on any failure every participant discards its share.
+    pub async fn create_wallet(
+        &self,
+        session: Uuid,
+        request: CreateWallet,
+    ) -> Result<WalletInfo, NodeError> {
+        let started_at = now_ms();
+        let config = &self.inner.config;
+        let participants = request
+            .participants
+            .clone()
+            .unwrap_or_else(|| config.node_ids());
+        let spec = WalletSpec {
+            id: Uuid::new_v4().to_string(),
+            name: request.name.clone(),
+            scheme: request.scheme,
+            threshold: request.threshold.unwrap_or(config.cluster.threshold),
+            participants,
+            network: request
+                .network
+                .clone()
+                .unwrap_or_else(|| config.cluster.network.clone()),
+        };
+        let span = tracing::info_span!("keygen", node = self.id(), %session, wallet = %spec.id);
+        let result = async {
+            self.check_spec(&spec)?;
+            // Held until the wallet is committed or aborted everywhere.
+            let lock = self.ceremony_lock().await?;
+            let result = self.keygen_locked(session, &spec, lock.fencing_token).await;
+            lock.release().await;
+            result
+        }
+        .instrument(span)
+        .await;
+        self.recorded(session, "keygen", &request, started_at, result)
+            .await
+    }
+
+    async fn keygen_locked(
+        &self,
+        session: Uuid,
+        spec: &WalletSpec,
+        fencing_token: Option<FencingToken>,
+    ) -> Result<WalletInfo, NodeError> {
+        let participants = &spec.participants;
+        self.check_all_live(participants)?;
+        let outcomes = self
+            .coordinate(
+                session,
+                ProposalBody::Keygen {
+                    wallet: spec.clone(),
+                },
+                participants,
+                Limits::ms(self.inner.config.limits.keygen_timeout_ms),
+                fencing_token,
+            )
+            .await;
+        let agreed = outcomes.and_then(|outcomes| {
+            let keys: Vec<(String, String)> = outcomes
+                .iter()
+                .filter_map(|(_, o)| match o {
+                    Outcome::Keygen {
+                        public_key,
+                        chain_code,
+                    } => Some((public_key.to_string(), chain_code.clone())),
+                    _ => None,
+                })
+                .collect();
+            if keys.len() != participants.len() || keys.windows(2).any(|w| w[0] != w[1]) {
+                Err(NodeError::Disagreement(format!(
+                    "participants reported different keys: {keys:?}"
+                )))
+            } else {
+                Ok(())
+            }
+        });
+        match agreed {
+            Ok(()) => {
+                let missing = self.finish_ceremony(session, participants, Ok(())).await;
+                if !missing.is_empty() {
+                    warn!(
+                        ?missing,
+                        "nodes did not acknowledge the wallet's activation"
+                    );
+                }
+                let record = self.active_wallet(&spec.id).await?;
+                self.publish_wallet(&record).await;
+                wallet_info(&record)
+            }
+            Err(e) => {
+                self.finish_ceremony(session, participants, Err(e.to_string()))
+                    .await;
+                Err(e)
+            }
+        }
+    }
+
+    fn check_spec(&self, spec: &WalletSpec) -> Result<(), NodeError> {
+        let bad = |m: String| Err(NodeError::InvalidRequest(m));
+        let cluster = self.inner.config.node_ids();
+        let p = &spec.participants;
+        if !sorted_unique(p) || p.iter().any(|n| !cluster.contains(n)) {
+            return bad(format!(
+                "participants {p:?} must be sorted, unique cluster node ids"
+            ));
+        }
+        if !p.contains(&self.id()) {
+            return bad(format!("node {} is not a participant", self.id()));
+        }
+        ecdsa::check_parameters(0, p.len() as u16, spec.threshold)?;
+        if spec.network != self.inner.config.cluster.network {
+            return bad(format!(
+                "node {} serves {}, not {}",
+                self.id(),
+                self.inner.config.cluster.network,
+                spec.network
+            ));
+        }
+        if spec.name.trim().is_empty() || spec.name.len() > 100 {
+            return bad("wallet name must be 1 to 100 characters".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn keygen_participant(
+        &self,
+        coordinator: NodeId,
+        session: Uuid,
+        spec: WalletSpec,
+    ) -> Result<Outcome, NodeError> {
+        self.check_spec(&spec)?;
+        let store = &self.inner.store;
+        if store.wallet(&spec.id).await?.is_some() {
+            return Err(NodeError::InvalidRequest(format!(
+                "wallet {} already exists",
+                spec.id
+            )));
+        }
+        let n = spec.participants.len() as u16;
+        let t = spec.threshold;
+        let i = keygen_indices(&spec.participants, &[self.id()])?[0];
+        let indices: Vec<PartyIndex> = (0..n).collect();
+        let sid = SessionId::from_uuid(session);
+        let timeout = Limits::ms(self.inner.config.limits.keygen_timeout_ms);
+        let (kind, share_bytes, public_key, chain_code) = match spec.scheme {
+            Scheme::Ecdsa => {
+                let aux = self.aux_info(&spec.participants).await?;
+                let eid = ExecutionId::derive(
+                    ProtocolKind::EcdsaKeygen,
+                    &spec.id,
+                    session,
+                    &indices,
+                    &t.to_be_bytes(),
+                );
+                let party =
+                    self.join_session(sid, ProtocolKind::EcdsaKeygen, &spec.participants, timeout)?;
+                let share = run_blocking(move || async move {
+                    ecdsa::keygen(&eid, i, n, t, party, &mut OsRng).await
+                })
+                .await??;
+                // Check now that the share completes with our aux info.
+                let complete = EcdsaKeyShare::from_parts(share.clone(), aux)?;
+                (
+                    ProtocolKind::EcdsaKeygen,
+                    share.to_bytes()?,
+                    complete.public_key(),
+                    complete.chain_code()?,
+                )
+            }
+            Scheme::Schnorr => {
+                let eid = ExecutionId::derive(
+                    ProtocolKind::SchnorrKeygen,
+                    &spec.id,
+                    session,
+                    &indices,
+                    &t.to_be_bytes(),
+                );
+                let party = self.join_session(
+                    sid,
+                    ProtocolKind::SchnorrKeygen,
+                    &spec.participants,
+                    timeout,
+                )?;
+                let share = run_blocking(move || async move {
+                    schnorr::keygen(&eid, i, n, t, party, &mut OsRng).await
+                })
+                .await??;
+                (
+                    ProtocolKind::SchnorrKeygen,
+                    share.to_bytes()?,
+                    share.public_key(),
+                    share.chain_code()?,
+                )
+            }
+        };
+        let record = WalletRecord {
+            id: spec.id.clone(),
+            name: spec.name.clone(),
+            scheme: spec.scheme.as_str().into(),
+            threshold: t,
+            participants: spec.participants.clone(),
+            network: spec.network.clone(),
+            public_key: public_key.to_string(),
+            chain_code: hex::encode(chain_code),
+            state: WalletState::Pending,
+            session,
+            created_at: now_ms(),
+            activated_at: None,
+        };
+        // Register for the commit before reporting, so it cannot arrive unseen.
+        let commit = self.await_commit(coordinator, session);
+        store.insert_wallet(&record, &share_bytes).await?;
+        info!(node = self.id(), wallet = %spec.id, %kind, "key share stored, awaiting commit");
+        let node = self.clone();
+        let wallet_id = spec.id.clone();
+        tokio::spawn(
+            async move {
+                let decision = match tokio::time::timeout(std::time::Duration::from_secs(60), commit).await {
+                    Ok(Ok(d)) => d,
+                    _ => Err("no commit from the coordinator".into()),
+                };
+                let state = if decision.is_ok() {
+                    WalletState::Active
+                } else {
+                    WalletState::Aborted
+                };
+                let stored = node.inner.store.set_wallet_state(&wallet_id, state).await;
+                match &stored {
+                    Ok(()) => info!(node = node.id(), wallet = %wallet_id, %state, "wallet state set"),
+                    Err(e) => warn!(node = node.id(), wallet = %wallet_id, error = %e, "could not set wallet state"),
+                }
+                let ack = stored.map_err(|e| e.to_string()).and(decision.map(|_| ()));
+                node.acknowledge(coordinator, session, ack).await;
+            }
+            .in_current_span(),
+        );
+        Ok(Outcome::Keygen {
+            public_key,
+            chain_code: hex::encode(chain_code),
+        })
+    }
+}

@@ -1,0 +1,87 @@
+//! Aux info, key generation and presignatures over the network: the coordinator's side
+//! (propose, collect, check that everyone agrees, commit or abort) and the participant's side
+//! (check the proposal against its own state, run the protocol, store the result).
+
+use mpc_bitcoin::Scheme;
+use mpc_transport::NodeId;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Node, NodeError};
+
+/// A request to create a wallet (DKG).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateWallet {
+    pub name: String,
+    pub scheme: Scheme,
+    /// Default: the cluster's threshold.
+    pub threshold: Option<u16>,
+    /// Default: every node of the cluster.
+    pub participants: Option<Vec<NodeId>>,
+    /// Default: the cluster's network.
+    pub network: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuxInfoReport {
+    pub node_set: Vec<NodeId>,
+    pub public_digest: String,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PresignReport {
+    pub wallet_id: String,
+    pub path: String,
+    pub signers: Vec<NodeId>,
+    pub ids: Vec<String>,
+    pub duration_ms: u64,
+}
+
+fn sorted_unique(nodes: &[NodeId]) -> bool {
+    nodes.windows(2).all(|w| w[0] < w[1])
+}
+
+impl Node {
+    fn check_all_live(&self, nodes: &[NodeId]) -> Result<(), NodeError> {
+        let dead: Vec<NodeId> = nodes
+            .iter()
+            .copied()
+            .filter(|n| !self.inner.health.is_live(*n))
+            .collect();
+        if dead.is_empty() {
+            Ok(())
+        } else {
+            Err(NodeError::Unavailable(format!(
+                "this ceremony needs every participant, and node(s) {dead:?} are not live"
+            )))
+        }
+    }
+
+    async fn recorded<T: Serialize>(
+        &self,
+        session: Uuid,
+        kind: &str,
+        request: &impl Serialize,
+        started_at: i64,
+        result: Result<T, NodeError>,
+    ) -> Result<T, NodeError> {
+        let json = result
+            .as_ref()
+            .map(|v| serde_json::to_value(v).unwrap_or(serde_json::Value::Null))
+            .map_err(|e| NodeError::Internal(e.to_string()));
+        let outcome = match (&result, json) {
+            (Ok(_), Ok(v)) => Ok(v),
+            (Err(e), _) => Err(NodeError::Internal(e.to_string())),
+            (Ok(_), Err(e)) => Err(e),
+        };
+        let request = serde_json::to_value(request).unwrap_or(serde_json::Value::Null);
+        self.record_ceremony(session, kind, request, started_at, &outcome)
+            .await;
+        result
+    }
+}
+
+mod aux_info;
+mod keygen;
+mod presign;

@@ -1,0 +1,224 @@
+//! Presignatures over the network: signer sets, batches, and each participant's stored
+//! share of a presignature bound to (wallet, path, signer set).
+
+use std::time::Instant;
+
+use mpc_bitcoin::Scheme;
+use mpc_coordination::FencingToken;
+use mpc_protocols::{
+    ecdsa::{self},
+    encoding,
+    execution::{ExecutionId, ProtocolKind},
+    DerivationPath, PartyIndex,
+};
+use mpc_store::{PresignatureRecord, PresignatureState, WalletRecord};
+use mpc_transport::{NodeId, SessionId};
+use rand_core::OsRng;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::{
+    config::Limits,
+    control::{Outcome, ProposalBody},
+    delivery::run_blocking_background,
+    keys::keygen_indices,
+    now_ms, Node, NodeError,
+};
+
+use super::{sorted_unique, PresignReport};
+
+impl Node {
+    /// Picks a signer set of `t` live participants, this node first if it participates.
+    pub(crate) fn pick_signers(
+        &self,
+        wallet: &WalletRecord,
+        exclude: &[NodeId],
+    ) -> Result<Vec<NodeId>, NodeError> {
+        let t = usize::from(wallet.threshold);
+        let live: Vec<NodeId> = wallet
+            .participants
+            .iter()
+            .copied()
+            .filter(|n| !exclude.contains(n) && self.inner.health.is_live(*n))
+            .collect();
+        let mut chosen: Vec<NodeId> = live.iter().copied().filter(|n| *n == self.id()).collect();
+        chosen.extend(
+            live.iter()
+                .copied()
+                .filter(|n| *n != self.id())
+                .take(t - chosen.len().min(t)),
+        );
+        chosen.truncate(t);
+        if chosen.len() < t {
+            return Err(NodeError::Unavailable(format!(
+                "wallet {} needs {t} signers; live participants: {live:?}",
+                wallet.id
+            )));
+        }
+        chosen.sort_unstable();
+        Ok(chosen)
+    }
+
+    /// Coordinates the generation of `count` presignatures for (wallet, path, signers). The
+    /// pool's refill passes its leadership's fencing token; an operator's request passes none.
+    pub async fn generate_presignatures(
+        &self,
+        session: Uuid,
+        wallet_id: &str,
+        path: &DerivationPath,
+        count: u32,
+        signers: Option<Vec<NodeId>>,
+        fencing_token: Option<FencingToken>,
+    ) -> Result<PresignReport, NodeError> {
+        let started_at = now_ms();
+        let request = serde_json::json!({"wallet_id": wallet_id, "path": path.to_string(), "count": count, "signers": signers});
+        let result = self
+            .presign_batch(session, wallet_id, path, count, signers, fencing_token)
+            .instrument(
+                tracing::info_span!("presign", node = self.id(), %session, wallet = %wallet_id),
+            )
+            .await;
+        self.recorded(session, "presign", &request, started_at, result)
+            .await
+    }
+
+    async fn presign_batch(
+        &self,
+        session: Uuid,
+        wallet_id: &str,
+        path: &DerivationPath,
+        count: u32,
+        signers: Option<Vec<NodeId>>,
+        fencing_token: Option<FencingToken>,
+    ) -> Result<PresignReport, NodeError> {
+        let started = Instant::now();
+        let wallet = self.active_wallet(wallet_id).await?;
+        let signers = match signers {
+            Some(s) => s,
+            None => self.pick_signers(&wallet, &[])?,
+        };
+        let timeout =
+            Limits::ms(self.inner.config.limits.presign_timeout_ms * u64::from(count.max(1)));
+        let outcomes = self
+            .coordinate(
+                session,
+                ProposalBody::Presign {
+                    wallet_id: wallet_id.into(),
+                    path: path.clone(),
+                    signers: signers.clone(),
+                    count,
+                },
+                &signers,
+                timeout,
+                fencing_token,
+            )
+            .await?;
+        let lists: Vec<&Vec<String>> = outcomes
+            .iter()
+            .filter_map(|(_, o)| match o {
+                Outcome::Presign { ids } => Some(ids),
+                _ => None,
+            })
+            .collect();
+        if lists.len() != signers.len() || lists.windows(2).any(|w| w[0] != w[1]) {
+            return Err(NodeError::Disagreement(
+                "signers hold different presignatures".into(),
+            ));
+        }
+        Ok(PresignReport {
+            wallet_id: wallet_id.into(),
+            path: path.to_string(),
+            signers,
+            ids: lists[0].clone(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Checks a signer set for `wallet` with this node in it; returns the key-gen indices.
+    pub(crate) fn check_signers(
+        &self,
+        wallet: &WalletRecord,
+        signers: &[NodeId],
+    ) -> Result<Vec<PartyIndex>, NodeError> {
+        if !sorted_unique(signers) || signers.len() != usize::from(wallet.threshold) {
+            return Err(NodeError::InvalidRequest(format!(
+                "signer set {signers:?} must be {} sorted, distinct nodes",
+                wallet.threshold
+            )));
+        }
+        if !signers.contains(&self.id()) {
+            return Err(NodeError::InvalidRequest(format!(
+                "node {} is not in the signer set {signers:?}",
+                self.id()
+            )));
+        }
+        keygen_indices(&wallet.participants, signers)
+    }
+
+    pub(crate) async fn presign_participant(
+        &self,
+        session: Uuid,
+        wallet_id: &str,
+        path: &DerivationPath,
+        signers: &[NodeId],
+        count: u32,
+    ) -> Result<Outcome, NodeError> {
+        if !(1..=100).contains(&count) {
+            return Err(NodeError::InvalidRequest(format!(
+                "count {count} must be 1 to 100"
+            )));
+        }
+        let wallet = self.active_wallet(wallet_id).await?;
+        if wallet.scheme != Scheme::Ecdsa.as_str() {
+            return Err(NodeError::InvalidRequest(
+                "presignatures exist only for ECDSA wallets".into(),
+            ));
+        }
+        let indices = self.check_signers(&wallet, signers)?;
+        let share = self.ecdsa_share(&wallet).await?;
+        let store = &self.inner.store;
+        let limits = &self.inner.config.limits;
+        let mut ids = Vec::with_capacity(count as usize);
+        for k in 0..count {
+            let sid = SessionId::from_uuid(session).derive(&format!("presign/{k}"));
+            let eid = ExecutionId::derive(
+                ProtocolKind::EcdsaPresign,
+                wallet_id,
+                sid.as_uuid(),
+                &indices,
+                &path.to_bytes(),
+            );
+            let party = self.join_session(
+                sid,
+                ProtocolKind::EcdsaPresign,
+                signers,
+                Limits::ms(limits.presign_timeout_ms),
+            )?;
+            let (share, path_owned, indices_owned) = (share.clone(), path.clone(), indices.clone());
+            let presig = run_blocking_background(move || async move {
+                ecdsa::presign(&eid, &share, &indices_owned, &path_owned, party, &mut OsRng).await
+            })
+            .await??;
+            crate::failpoint::crash_point("presign:generated");
+            let now = now_ms();
+            let record = PresignatureRecord {
+                id: eid.to_string(),
+                wallet_id: wallet_id.into(),
+                path: path.to_string(),
+                signers: signers.to_vec(),
+                epoch: store.epoch().await?,
+                state: PresignatureState::Ready,
+                public: encoding::encode(presig.public())?,
+                created_at: now,
+                expires_at: now + self.inner.config.pool.limits_for(wallet_id).ttl_ms as i64,
+                consumed_at: None,
+            };
+            store
+                .insert_presignature(&record, &presig.to_bytes()?)
+                .await?;
+            crate::failpoint::crash_point("presign:stored");
+            ids.push(record.id);
+        }
+        Ok(Outcome::Presign { ids })
+    }
+}
