@@ -22,9 +22,10 @@
 //! presignature rows; (2) the restoring transaction deletes every presignature row already in
 //! the target; (3) it sets the epoch above the backup's, the target's and the one in the node's
 //! rollback guard file (`rollback.rs`, given by the caller), and every presignature path in
-//! `store.rs` (insert, listing, consume, expire) accepts only rows of the current epoch, so a presignature record made before the restore (a run still in flight in
-//! a process that was not stopped) is refused too. After a restore the node holds no
-//! presignature secret at all; its pool starts empty and refills with new ones.
+//! `presignatures.rs` (insert, listing, consume, expire) accepts only rows of the current epoch,
+//! so a presignature record made before the restore (a run still in flight in a process that
+//! was not stopped) is refused too. After a restore the node holds no presignature secret at
+//! all; its pool starts empty and refills with new ones.
 //!
 //! Backups leave out fencing tokens too, and a restore empties that table: they are cluster
 //! state that etcd owns, checked there before every use, and rows from the past could only be
@@ -43,8 +44,10 @@ use zeroize::Zeroizing;
 
 use crate::crypto::{self, Key, KeySource, Sealer};
 use crate::error::{Context, StoreError};
+use crate::meta::{kek_for, load_meta, read_epoch};
 use crate::records::Backend;
-use crate::store::{self, begin_write, dek_ad, get, kek_from, now_ms, read_epoch};
+use crate::rows::{self, get};
+use crate::store::{self, begin_write, now_ms, sealed_ad};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -398,7 +401,7 @@ pub async fn restore_backup(
     if meta_text(&meta, "kek")? != key.kind() {
         return Err(StoreError::WrongKey.into());
     }
-    let kek = kek_for(&meta, key).await?;
+    let kek = kek_for(&meta, key, meta_text).await?;
     let mac_ok =
         mac_key(&kek, header.store_id).and_then(|k| verify_tag(&k, parsed.content, &parsed.tag))?;
     let dek = open_dek(&meta, &kek, header.store_id);
@@ -539,24 +542,10 @@ fn meta_parse<T: std::str::FromStr>(
         .map_err(|_| BackupError::Malformed(format!("meta {key} does not parse")))
 }
 
-/// The KEK for the store described by `meta` (the Argon2 salt and cost come from `meta`).
-async fn kek_for(meta: &HashMap<String, Vec<u8>>, key: &KeySource) -> Result<Key, BackupError> {
-    Ok(match key {
-        KeySource::KeyFile(_) => kek_from(key, &[], "").await?,
-        KeySource::Passphrase(_) => {
-            let salt = meta.get("argon2_salt").map(Vec::as_slice).unwrap_or(&[]);
-            kek_from(key, salt, &meta_text(meta, "argon2_params")?).await?
-        }
-    })
-}
-
+/// The backup's DEK, opened under `kek` (a backup without one is not of this key).
 fn open_dek(meta: &HashMap<String, Vec<u8>>, kek: &Key, store_id: Uuid) -> Result<Key, StoreError> {
     let sealed = meta.get("dek").ok_or(StoreError::WrongKey)?;
-    let dek = Sealer::new(kek)?
-        .open(&dek_ad(store_id), sealed)
-        .ok_or(StoreError::WrongKey)?;
-    let dek: [u8; 32] = dek[..].try_into().map_err(|_| StoreError::WrongKey)?;
-    Ok(Zeroizing::new(dek))
+    crate::meta::open_dek(sealed, kek, store_id)
 }
 
 // ---- reading ----
@@ -652,16 +641,7 @@ async fn dump(
     }
     .context(|| "starting the backup's read transaction".into())?;
 
-    let meta_rows = sqlx::query("SELECT key, value FROM meta ORDER BY key")
-        .fetch_all(&mut *tx)
-        .await
-        .context(|| "reading meta".into())?;
-    let mut meta = HashMap::new();
-    for row in &meta_rows {
-        let k: String = get(row, "key", "meta")?;
-        let v: Vec<u8> = get(row, "value", "meta")?;
-        meta.insert(k, v);
-    }
+    let meta = load_meta(&mut *tx).await?;
     if !meta.contains_key("store_id") {
         return Err(BackupError::NotInitialized);
     }
@@ -677,7 +657,7 @@ async fn dump(
     if meta_text(&meta, "kek")? != key.kind() {
         return Err(StoreError::WrongKey.into());
     }
-    let kek = kek_for(&meta, key).await?;
+    let kek = kek_for(&meta, key, meta_text).await?;
     open_dek(&meta, &kek, store_id)?;
     let epoch = read_epoch(&mut *tx).await?;
 
@@ -805,10 +785,7 @@ fn check_sealed(body: &Body, dek: &Sealer, store_id: Uuid) -> Result<(), BackupE
                 .and_then(Value::as_str)
                 .and_then(|s| hex::decode(s).ok())
                 .unwrap_or_default();
-            if dek
-                .open(&format!("{table}/{id}/{store_id}"), &sealed)
-                .is_none()
-            {
+            if dek.open(&sealed_ad(table, id, store_id), &sealed).is_none() {
                 return Err(StoreError::Tampered {
                     table,
                     id: id.to_owned(),
@@ -886,8 +863,7 @@ async fn write(
         0
     };
     let epoch = header.epoch.max(target_epoch).max(options.epoch_above) + 1;
-    let epoch_i64 = i64::try_from(epoch)
-        .map_err(|_| StoreError::Invalid(format!("epoch {epoch} out of range")))?;
+    let epoch_i64 = rows::epoch_i64(epoch)?;
 
     // Children before parents (foreign keys), presignatures first.
     let mut presignatures_deleted = 0;
@@ -947,8 +923,7 @@ async fn write(
                 .context(|| format!("restoring a row of {}", spec.name))?;
         }
     }
-    let backup_epoch = i64::try_from(header.epoch)
-        .map_err(|_| StoreError::Invalid(format!("epoch {} out of range", header.epoch)))?;
+    let backup_epoch = rows::epoch_i64(header.epoch)?;
     sqlx::query(
         "INSERT INTO restores (id, backup_sha256, backup_created_at, backup_epoch, epoch, \
          presignatures_deleted, restored_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -11,14 +11,23 @@
 //! ([`StoreError::Tampered`]) instead of being used.
 
 mod admin;
+mod aux_info;
 pub mod backup;
+mod ceremonies;
 mod crypto;
 mod error;
 mod fencing;
+mod meta;
+mod presignatures;
+mod primes;
 mod records;
 mod rollback;
+mod rows;
+mod signing;
+mod spends;
 mod store;
 mod utxos;
+mod wallets;
 
 pub use admin::create_postgres_database;
 pub use backup::{
@@ -32,6 +41,8 @@ pub use records::{
     WalletState,
 };
 pub use rollback::{witnessed_position, GuardCheck, Position};
-pub use store::{PresignatureUse, SigningRefusal, SpendLimit, Store};
+pub use signing::{PresignatureUse, SigningRefusal};
+pub use spends::SpendLimit;
+pub use store::Store;
 pub use utxos::{NewUtxo, Reservation, UtxoOrigin, UtxoRecord, UtxoState};
 pub use zeroize::Zeroizing;

@@ -1,0 +1,143 @@
+//! Decoding rows: reading a column with the table and column named in its error, checked
+//! conversions of integers and ids, and each record type from the columns its `select_*!` macro
+//! lists.
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Decode, Row, Type};
+use uuid::Uuid;
+
+use crate::error::{Context, Result, StoreError};
+use crate::records::{
+    parse_id_list, CeremonyRecord, PresignatureRecord, PresignatureState, WalletRecord, WalletState,
+};
+
+/// Reads one column, naming the table and column if it does not decode.
+pub(crate) fn get<'r, T>(row: &'r AnyRow, column: &str, table: &str) -> Result<T>
+where
+    T: Decode<'r, Any> + Type<Any>,
+{
+    row.try_get(column)
+        .context(|| format!("reading {table}.{column}"))
+}
+
+fn to_u16(value: i64, table: &'static str, id: &str) -> Result<u16> {
+    u16::try_from(value).map_err(|_| StoreError::Corrupt {
+        table,
+        id: id.to_owned(),
+        reason: format!("{value} is not a node id"),
+    })
+}
+
+pub(crate) fn to_u64(value: i64, table: &'static str, id: &str) -> Result<u64> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt {
+        table,
+        id: id.to_owned(),
+        reason: format!("negative count or epoch {value}"),
+    })
+}
+
+pub(crate) fn epoch_i64(epoch: u64) -> Result<i64> {
+    i64::try_from(epoch).map_err(|_| StoreError::Invalid(format!("epoch {epoch} out of range")))
+}
+
+fn parse_uuid(text: &str, table: &'static str, id: &str) -> Result<Uuid> {
+    Uuid::parse_str(text).map_err(|_| StoreError::Corrupt {
+        table,
+        id: id.to_owned(),
+        reason: format!("bad session id {text:?}"),
+    })
+}
+
+/// Column lists, so every reader decodes the same columns.
+macro_rules! select_wallet {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, name, scheme, threshold, participants, network, public_key, chain_code, ",
+            "state, session, created_at, activated_at FROM wallets ",
+            $rest
+        )
+    };
+}
+macro_rules! select_ceremony {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, kind, state, coordinator, request, result, error, started_at, ",
+            "finished_at FROM ceremonies ",
+            $rest
+        )
+    };
+}
+macro_rules! select_presignature {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, wallet_id, path, signers, epoch, state, public, created_at, expires_at, ",
+            "consumed_at FROM presignatures ",
+            $rest
+        )
+    };
+}
+
+pub(crate) use select_ceremony;
+pub(crate) use select_presignature;
+pub(crate) use select_wallet;
+
+pub(crate) fn wallet_from_row(row: &AnyRow) -> Result<WalletRecord> {
+    const T: &str = "wallets";
+    let id: String = get(row, "id", T)?;
+    Ok(WalletRecord {
+        name: get(row, "name", T)?,
+        scheme: get(row, "scheme", T)?,
+        threshold: to_u16(get(row, "threshold", T)?, T, &id)?,
+        participants: parse_id_list(&get::<String>(row, "participants", T)?, T, &id)?,
+        network: get(row, "network", T)?,
+        public_key: get(row, "public_key", T)?,
+        chain_code: get(row, "chain_code", T)?,
+        state: WalletState::parse(&get::<String>(row, "state", T)?, T, &id)?,
+        session: parse_uuid(&get::<String>(row, "session", T)?, T, &id)?,
+        created_at: get(row, "created_at", T)?,
+        activated_at: get(row, "activated_at", T)?,
+        id,
+    })
+}
+
+pub(crate) fn ceremony_from_row(row: &AnyRow) -> Result<CeremonyRecord> {
+    const T: &str = "ceremonies";
+    let id: String = get(row, "id", T)?;
+    let json = |text: String| {
+        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+            table: T,
+            id: id.clone(),
+            reason: format!("bad JSON: {e}"),
+        })
+    };
+    Ok(CeremonyRecord {
+        kind: get(row, "kind", T)?,
+        state: get(row, "state", T)?,
+        coordinator: to_u16(get(row, "coordinator", T)?, T, &id)?,
+        request: json(get(row, "request", T)?)?,
+        result: get::<Option<String>>(row, "result", T)?
+            .map(json)
+            .transpose()?,
+        error: get(row, "error", T)?,
+        started_at: get(row, "started_at", T)?,
+        finished_at: get(row, "finished_at", T)?,
+        id,
+    })
+}
+
+pub(crate) fn presignature_from_row(row: &AnyRow) -> Result<PresignatureRecord> {
+    const T: &str = "presignatures";
+    let id: String = get(row, "id", T)?;
+    Ok(PresignatureRecord {
+        wallet_id: get(row, "wallet_id", T)?,
+        path: get(row, "path", T)?,
+        signers: parse_id_list(&get::<String>(row, "signers", T)?, T, &id)?,
+        epoch: to_u64(get(row, "epoch", T)?, T, &id)?,
+        state: PresignatureState::parse(&get::<String>(row, "state", T)?, T, &id)?,
+        public: get(row, "public", T)?,
+        created_at: get(row, "created_at", T)?,
+        expires_at: get(row, "expires_at", T)?,
+        consumed_at: get(row, "consumed_at", T)?,
+        id,
+    })
+}

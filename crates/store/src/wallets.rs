@@ -1,0 +1,135 @@
+//! Wallets and this node's key share of each (sealed), written together.
+
+use zeroize::Zeroizing;
+
+use crate::error::{Context, Result, StoreError};
+use crate::records::{id_list, WalletRecord, WalletState};
+use crate::rows::{select_wallet, wallet_from_row};
+use crate::store::{now_ms, Store};
+
+impl Store {
+    /// Inserts a wallet and this node's key share in one transaction.
+    pub async fn insert_wallet(&self, wallet: &WalletRecord, share: &[u8]) -> Result<()> {
+        let id = &wallet.id;
+        let ctx = || format!("inserting wallets/{id}");
+        let sealed = self.seal("key_shares", id, share)?;
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO wallets (id, name, scheme, threshold, participants, network, public_key, \
+             chain_code, state, session, created_at, activated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(&wallet.name)
+        .bind(&wallet.scheme)
+        .bind(i64::from(wallet.threshold))
+        .bind(id_list(&wallet.participants))
+        .bind(&wallet.network)
+        .bind(&wallet.public_key)
+        .bind(&wallet.chain_code)
+        .bind(wallet.state.as_str())
+        .bind(wallet.session.to_string())
+        .bind(wallet.created_at)
+        .bind(wallet.activated_at)
+        .execute(&mut *tx)
+        .await
+        .context(ctx)?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(StoreError::AlreadyExists {
+                table: "wallets",
+                id: id.clone(),
+            });
+        }
+        sqlx::query("INSERT INTO key_shares (wallet_id, sealed) VALUES ($1, $2)")
+            .bind(id)
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await
+            .context(ctx)?;
+        tx.commit().await.context(ctx)
+    }
+
+    /// Moves a pending wallet to active (stamping `activated_at`) or aborted (deleting its key
+    /// share in the same transaction). Setting the state it already has is a no-op; anything
+    /// else is refused, so an active wallet's share can never be deleted here.
+    pub async fn set_wallet_state(&self, id: &str, state: WalletState) -> Result<()> {
+        let ctx = || format!("setting wallets/{id} to {state}");
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE wallets SET state = $2, \
+             activated_at = CASE WHEN $2 = 'active' THEN $3 ELSE activated_at END \
+             WHERE id = $1 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(state.as_str())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .context(ctx)?
+        .rows_affected();
+        if changed == 1 && state == WalletState::Aborted {
+            sqlx::query("DELETE FROM key_shares WHERE wallet_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .context(ctx)?;
+        }
+        if changed == 1 && state != WalletState::Pending {
+            return tx.commit().await.context(ctx);
+        }
+        let current: Option<String> = sqlx::query_scalar("SELECT state FROM wallets WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .context(ctx)?;
+        tx.rollback().await.context(ctx)?;
+        match current {
+            None => Err(StoreError::NotFound {
+                table: "wallets",
+                id: id.to_owned(),
+            }),
+            Some(current) if current == state.as_str() => Ok(()),
+            Some(current) => Err(StoreError::InvalidTransition {
+                id: id.to_owned(),
+                from: current,
+                to: state.to_string(),
+            }),
+        }
+    }
+
+    pub async fn wallet(&self, id: &str) -> Result<Option<WalletRecord>> {
+        sqlx::query(select_wallet!("WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .context(|| format!("reading wallets/{id}"))?
+            .as_ref()
+            .map(wallet_from_row)
+            .transpose()
+    }
+
+    /// Every wallet, oldest first.
+    pub async fn wallets(&self) -> Result<Vec<WalletRecord>> {
+        sqlx::query(select_wallet!("ORDER BY created_at, id"))
+            .fetch_all(self.pool())
+            .await
+            .context(|| "listing wallets".into())?
+            .iter()
+            .map(wallet_from_row)
+            .collect()
+    }
+
+    pub async fn key_share(&self, wallet_id: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let sealed: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT sealed FROM key_shares WHERE wallet_id = $1")
+                .bind(wallet_id)
+                .fetch_optional(self.pool())
+                .await
+                .context(|| format!("reading key_shares/{wallet_id}"))?;
+        sealed
+            .map(|sealed| self.unseal("key_shares", wallet_id, &sealed))
+            .transpose()
+    }
+}
