@@ -1,10 +1,9 @@
 //! `mpc-wallet demo`: both schemes end to end in one process, on regtest, spending SYNTHETIC
 //! funding outputs (made-up transactions that exist on no chain).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use mpc_bitcoin::{
     bitcoin::{consensus, Network},
     finalize::{finalize, insert_signature, InputSignature},
@@ -17,7 +16,10 @@ use mpc_protocols::{
     local,
 };
 
-use crate::report::{self, InputReport, Report, TransactionReport, WalletReport};
+use crate::{
+    progress::spinner,
+    report::{self, InputReport, Report, TransactionReport, WalletReport},
+};
 
 use crate::devnet::FIXTURE_PRIMES;
 
@@ -28,11 +30,7 @@ struct Phases {
 impl Phases {
     /// Runs one phase behind a spinner and records its wall time.
     fn run<T>(&mut self, name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let bar = ProgressBar::new_spinner().with_message(name.to_string());
-        if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} [{elapsed}]") {
-            bar.set_style(style);
-        }
-        bar.enable_steady_tick(Duration::from_millis(120));
+        let bar = spinner(name);
         let started = Instant::now();
         let out = f();
         let ms = started.elapsed().as_secs_f64() * 1e3;

@@ -63,8 +63,7 @@ pub fn generate_aux_info(primes: &Path, parties: usize, out: &Path) -> Result<()
         primes.display(),
         file.primes.len()
     );
-    let bar = ProgressBar::new_spinner().with_message(format!("aux info for {parties} parties"));
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let bar = crate::progress::spinner(&format!("aux info for {parties} parties"));
     let started = Instant::now();
     let aux_info = mpc_protocols::local::aux_info(file.primes.into_iter().take(parties).collect())?;
     bar.finish_and_clear();

@@ -9,4 +9,5 @@ pub mod demo;
 pub mod devnet;
 pub mod fixtures;
 pub mod node_cmd;
+pub mod progress;
 pub mod report;

@@ -3,6 +3,9 @@
 //! wallet, and a transaction spending synthetic outputs of both, all through the nodes' APIs.
 //! The tests also run it with one node per network namespace (`DevnetOptions::hosts` and
 //! `launcher`).
+//!
+//! This module is the process supervisor (options, start, stop, signals, tokens, clients);
+//! `scenario` is the main job it runs.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -12,30 +15,24 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
-use mpc_bitcoin::{
-    bitcoin::{bip32::Xpub, consensus, Amount, Network, Psbt, Transaction, TxOut},
-    build::{build_psbt, synthetic_funding, Payment},
-    psbt::{parse_psbt, spent_outputs},
-    verify::verify_transaction,
-    Chain, Scheme, WalletKey,
-};
 use mpc_node::config::{
     ApiConfig, ClusterConfig, Limits, NodeConfig, PeerEntry, PoolConfig, PoolLimits, PrimesConfig,
     StoreConfig, TlsConfig,
 };
-use mpc_protocols::signature::PublicKey;
 use mpc_transport::certs;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::{
-    client::ApiClient,
-    report::{self, InputReport, Report, TransactionReport, WalletReport},
+use crate::client::ApiClient;
+
+mod scenario;
+
+pub use scenario::{
+    run, synthetic_payment, verify_answer, verify_signed, wallet_key_from_api, Verified,
 };
 
 /// The fixture primes, embedded so the devnet works from any directory. Public test
 /// material: the devnet is for development, never for real funds.
-pub const FIXTURE_PRIMES: &[u8] = include_bytes!("../../../fixtures/primes.json");
+pub const FIXTURE_PRIMES: &[u8] = include_bytes!("../../../../fixtures/primes.json");
 
 #[derive(Debug, Clone)]
 pub struct DevnetOptions {
@@ -521,258 +518,4 @@ impl Drop for Devnet {
             }
         }
     }
-}
-
-/// A PSBT (base64) spending SYNTHETIC outputs `(wallet, path, sats)` to `to`'s receive
-/// address `to_index`, leaving `fee_sats` as the fee: test and benchmark traffic for a devnet.
-pub fn synthetic_payment(
-    inputs: &[(&WalletKey, &str, u64)],
-    to: &WalletKey,
-    to_index: u32,
-    fee_sats: u64,
-) -> Result<String> {
-    let spendable = inputs
-        .iter()
-        .enumerate()
-        .map(|(k, (wallet, path, sats))| {
-            Ok(synthetic_funding(
-                wallet,
-                &path.parse()?,
-                Amount::from_sat(*sats),
-                &format!("{k}-{}", uuid::Uuid::new_v4()),
-            )?)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let total: u64 = inputs.iter().map(|(_, _, sats)| sats).sum();
-    let payment = Payment {
-        script_pubkey: to.chain_address(Chain::Receive, to_index)?.script_pubkey(),
-        amount: Amount::from_sat(
-            total
-                .checked_sub(fee_sats)
-                .context("fee above the inputs")?,
-        ),
-        owner: None,
-    };
-    Ok(build_psbt(&spendable, &[payment])?.to_string())
-}
-
-/// A signed transaction that passed [`verify_signed`], parsed.
-pub struct Verified {
-    pub psbt: Psbt,
-    pub tx: Transaction,
-    /// The outputs its inputs spend, in input order.
-    pub spent: Vec<TxOut>,
-}
-
-/// Checks a signed transaction independently of the nodes: every input's witness against the
-/// output it spends (taken from the PSBT), with libbitcoinconsensus.
-pub fn verify_signed(psbt: &str, raw_transaction: &str) -> Result<Verified> {
-    let psbt = parse_psbt(psbt)?;
-    let spent = spent_outputs(&psbt).map_err(mpc_bitcoin::WalletError::Inputs)?;
-    let tx: Transaction = consensus::encode::deserialize_hex(raw_transaction)
-        .context("the signed transaction's hex")?;
-    verify_transaction(&tx, &spent)?;
-    Ok(Verified { psbt, tx, spent })
-}
-
-/// Verifies a signing answer of the API (its `psbt` and `raw_transaction`) with
-/// [`verify_signed`] and returns its ECDSA `r` values ([`Verified::ecdsa_r_values`]).
-pub fn verify_answer(answer: &Value) -> Result<Vec<Vec<u8>>> {
-    verify_signed(
-        answer["psbt"].as_str().context("psbt")?,
-        answer["raw_transaction"]
-            .as_str()
-            .context("raw_transaction")?,
-    )?
-    .ecdsa_r_values()
-}
-
-impl Verified {
-    /// The `r` of every P2WPKH input's ECDSA signature (a reused presignature would show as a
-    /// repeated `r`).
-    pub fn ecdsa_r_values(&self) -> Result<Vec<Vec<u8>>> {
-        self.tx
-            .input
-            .iter()
-            .zip(&self.spent)
-            .filter(|(_, out)| out.script_pubkey.is_p2wpkh())
-            .map(|(input, _)| {
-                let der = input
-                    .witness
-                    .nth(0)
-                    .context("a P2WPKH input without a signature")?;
-                let der = der.split_last().map(|(_, d)| d).unwrap_or_default();
-                let sig = mpc_bitcoin::bitcoin::secp256k1::ecdsa::Signature::from_der(der)?;
-                Ok(sig.serialize_compact()[..32].to_vec())
-            })
-            .collect()
-    }
-}
-
-/// A wallet's public side from the API's wallet object (its xpub).
-pub fn wallet_key_from_api(wallet: &Value) -> Result<WalletKey> {
-    let scheme: Scheme = serde_json::from_value(wallet["scheme"].clone())?;
-    let xpub: Xpub = wallet["xpub"].as_str().context("xpub")?.parse()?;
-    let network = mpc_bitcoin::parse_network(wallet["network"].as_str().context("network")?)?;
-    Ok(WalletKey::new(
-        scheme,
-        PublicKey(xpub.public_key.serialize()),
-        xpub.chain_code.to_bytes(),
-        network,
-    )?)
-}
-
-fn spinner(msg: &str) -> ProgressBar {
-    let bar = ProgressBar::new_spinner().with_message(msg.to_string());
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} [{elapsed}]") {
-        bar.set_style(style);
-    }
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
-}
-
-/// The devnet's main job. Returns the report and the devnet (still running).
-pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
-    let total = Instant::now();
-    let mut timings: Vec<(String, f64)> = Vec::new();
-    let mut phase = |name: &str, since: Instant| {
-        timings.push((name.to_string(), since.elapsed().as_secs_f64() * 1e3))
-    };
-    let n = options.nodes;
-    let t = options.threshold;
-
-    let t0 = Instant::now();
-    let bar = spinner(&format!("starting {n} node processes"));
-    let devnet = Devnet::launch(options).await?;
-    bar.finish_and_clear();
-    phase("start nodes and mesh", t0);
-
-    let admin = devnet.client(1, mpc_api::Role::Admin)?;
-    let signer = devnet.client(1, mpc_api::Role::Signer)?;
-    let t0 = Instant::now();
-    if devnet.options.aux_info_fixture {
-        phase("aux info (checked-in fixture, imported at start)", t0);
-    } else {
-        let bar = spinner(&format!(
-            "aux info over the network ({n} nodes, about a minute)"
-        ));
-        admin
-            .ceremony("/api/v1/aux-info", &json!({}), Some(&bar))
-            .await?;
-        bar.finish_and_clear();
-        phase("aux info", t0);
-    }
-
-    let mut wallets = Vec::new();
-    for (protocol, label) in [
-        ("cggmp24", "ECDSA keygen (CGGMP24)"),
-        ("frost", "Taproot keygen (FROST)"),
-    ] {
-        let t0 = Instant::now();
-        let bar = spinner(label);
-        let result = admin
-            .ceremony(
-                "/api/v1/dkg/initiate",
-                &json!({"protocol": protocol, "name": format!("devnet {protocol}")}),
-                Some(&bar),
-            )
-            .await?;
-        bar.finish_and_clear();
-        phase(label, t0);
-        wallets.push(result);
-    }
-    let ecdsa_id = wallets[0]["id"].as_str().context("wallet id")?.to_string();
-    let taproot_id = wallets[1]["id"].as_str().context("wallet id")?.to_string();
-    let ecdsa = wallet_key_from_api(&wallets[0])?;
-    let taproot = wallet_key_from_api(&wallets[1])?;
-
-    let t0 = Instant::now();
-    let bar = spinner("ECDSA presignature for m/0/0");
-    admin
-        .ceremony(
-            &format!("/api/v1/wallets/{ecdsa_id}/presignatures"),
-            &json!({"path": "m/0/0", "count": 1}),
-            Some(&bar),
-        )
-        .await?;
-    bar.finish_and_clear();
-    phase("ECDSA presignature", t0);
-
-    let (psbt, inputs) = report::synthetic_spend(&ecdsa, &taproot)?;
-    let t0 = Instant::now();
-    let signed: Value = signer
-        .post(
-            &format!("/api/v1/wallets/{ecdsa_id}/psbt/sign"),
-            &json!({"psbt": psbt.to_string(), "additional_wallets": [taproot_id]}),
-        )
-        .await?;
-    phase("sign (presignature + FROST) through the cluster", t0);
-
-    // Check the node's answer independently of the node.
-    let t0 = Instant::now();
-    let raw = signed["raw_transaction"]
-        .as_str()
-        .context("raw_transaction")?;
-    let Verified {
-        psbt: signed_psbt,
-        tx,
-        ..
-    } = verify_signed(signed["psbt"].as_str().context("psbt")?, raw)?;
-    phase("verify (bitcoinconsensus, client side)", t0);
-    phase("total", total);
-
-    let input_reports = signed["inputs"]
-        .as_array()
-        .context("inputs")?
-        .iter()
-        .map(|i| {
-            let index = i["input"].as_u64().context("input")? as usize;
-            Ok(InputReport {
-                input: index,
-                scheme: serde_json::from_value(i["scheme"].clone())?,
-                path: i["path"].as_str().unwrap_or_default().into(),
-                sighash: i["sighash"].as_str().unwrap_or_default().into(),
-                method: i["method"].as_str().unwrap_or_default().into(),
-                amount_sats: inputs
-                    .get(index)
-                    .map(|s| s.txout.value.to_sat())
-                    .unwrap_or(0),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let signers: Vec<u16> = serde_json::from_value(signed["signers"].clone())?;
-    let env_file = devnet.write_env_file()?;
-    let cluster = json!({
-        "env_file": env_file,
-        "pool": devnet.pool_levels().await?,
-        "dir": devnet.options.dir,
-        "nodes": devnet.nodes.iter().map(|n| json!({"id": n.id, "api": format!("http://{}", n.api), "quic": n.quic})).collect::<Vec<_>>(),
-        "tokens": {
-            "admin": devnet.token(mpc_api::Role::Admin)?,
-            "signer": devnet.token(mpc_api::Role::Signer)?,
-            "viewer": devnet.token(mpc_api::Role::Viewer)?,
-        },
-    });
-    let report = Report {
-        mode: "devnet",
-        network: mpc_bitcoin::network_name(Network::Regtest).into(),
-        threshold: t,
-        parties: n,
-        signers,
-        note: report::SYNTHETIC_NOTE,
-        wallets: vec![
-            WalletReport::new(Some(ecdsa_id), &ecdsa)?,
-            WalletReport::new(Some(taproot_id), &taproot)?,
-        ],
-        transaction: TransactionReport {
-            txid: tx.compute_txid().to_string(),
-            signed_psbt: signed_psbt.to_string(),
-            raw_transaction: raw.to_string(),
-            inputs: input_reports,
-            verified_by: report::VERIFIED_BY,
-        },
-        timings_ms: timings,
-        cluster: Some(cluster),
-    };
-    Ok((report, devnet))
 }

@@ -1,0 +1,39 @@
+//! `mpc-wallet send`: a payment from the registered outputs, built, signed and reported.
+
+use anyhow::Result;
+use clap::Args;
+use serde_json::{json, Value};
+
+use super::{output, print_sign_report, Conn};
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    #[arg(long)]
+    pub wallet: String,
+    /// Recipient address (the wallet's network).
+    #[arg(long)]
+    pub to: String,
+    /// Amount in satoshis.
+    #[arg(long)]
+    pub amount: u64,
+    /// Fee rate in sat/vB.
+    #[arg(long, default_value_t = 2.0)]
+    pub fee_rate: f64,
+}
+
+/// `send --wallet W --to ADDR --amount SATS`
+pub async fn send(conn: &Conn, args: &SendArgs) -> Result<()> {
+    let api = conn.client()?;
+    let report: Value = api
+        .post(
+            "/api/v1/transactions",
+            &json!({
+                "wallet_id": args.wallet,
+                "recipient": args.to,
+                "amount_sats": args.amount,
+                "fee_rate_sat_vb": args.fee_rate,
+            }),
+        )
+        .await?;
+    output(conn, &report, print_sign_report)
+}

@@ -1,0 +1,179 @@
+//! `mpc-wallet wallet`: create (key generation, with progress), list, show, address, descriptor.
+
+use anyhow::Result;
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use super::{output, s, table, Conn};
+use crate::progress::spinner;
+
+#[derive(Subcommand, Debug)]
+pub enum WalletCommand {
+    /// Create a wallet (distributed key generation); waits for the ceremony.
+    Create {
+        /// `cggmp24` (threshold ECDSA, P2WPKH) or `frost` (Schnorr, P2TR).
+        #[arg(long, default_value = "frost")]
+        protocol: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        threshold: Option<u16>,
+        /// Node ids, comma-separated (default: every node).
+        #[arg(long, value_delimiter = ',')]
+        participants: Vec<u16>,
+        /// mainnet, testnet, signet or regtest (default: the cluster's).
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// Every wallet of the node.
+    List,
+    /// One wallet: keys, xpub, first address, descriptors.
+    Show { wallet: String },
+    /// HD addresses.
+    Address {
+        wallet: String,
+        /// receive (m/0/i) or change (m/1/i).
+        #[arg(long, default_value = "receive")]
+        chain: String,
+        #[arg(long, default_value_t = 0)]
+        from: u32,
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// Watch-only descriptors.
+    Descriptor { wallet: String },
+}
+
+fn print_wallet(w: &Value) {
+    let rows: Vec<Vec<String>> = [
+        "id",
+        "name",
+        "scheme",
+        "script_type",
+        "network",
+        "state",
+        "threshold",
+        "participants",
+        "public_key",
+        "xpub",
+        "fingerprint",
+        "first_address",
+        "receive_descriptor",
+        "change_descriptor",
+    ]
+    .iter()
+    .map(|k| vec![k.to_string(), s(&w[*k])])
+    .collect();
+    println!("{}", table(&["field", "value"], &rows));
+}
+
+/// `wallet ...`
+pub async fn wallet(conn: &Conn, command: &WalletCommand) -> Result<()> {
+    let api = conn.client()?;
+    match command {
+        WalletCommand::Create {
+            protocol,
+            name,
+            threshold,
+            participants,
+            network,
+        } => {
+            let mut body = json!({"protocol": protocol, "name": name});
+            if let Some(t) = threshold {
+                body["threshold"] = json!(t);
+            }
+            if !participants.is_empty() {
+                body["participants"] = json!(participants);
+            }
+            if let Some(n) = network {
+                body["network"] = json!(n);
+            }
+            let bar = (!conn.json).then(|| spinner(&format!("key generation ({protocol})")));
+            let result = api
+                .ceremony("/api/v1/dkg/initiate", &body, bar.as_ref())
+                .await;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            output(conn, &result?, print_wallet)
+        }
+        WalletCommand::List => {
+            let wallets: Value = api.get("/api/v1/wallets").await?;
+            output(conn, &wallets, |w| {
+                let rows: Vec<Vec<String>> = w
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|w| {
+                                vec![
+                                    s(&w["id"]),
+                                    s(&w["name"]),
+                                    s(&w["scheme"]),
+                                    s(&w["network"]),
+                                    format!(
+                                        "{}-of-{}",
+                                        s(&w["threshold"]),
+                                        w["participants"].as_array().map_or(0, Vec::len)
+                                    ),
+                                    s(&w["state"]),
+                                    s(&w["first_address"]),
+                                ]
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                println!(
+                    "{}",
+                    table(
+                        &[
+                            "id",
+                            "name",
+                            "scheme",
+                            "network",
+                            "threshold",
+                            "state",
+                            "first address"
+                        ],
+                        &rows
+                    )
+                );
+            })
+        }
+        WalletCommand::Show { wallet } => {
+            let w: Value = api.get(&format!("/api/v1/wallets/{wallet}")).await?;
+            output(conn, &w, print_wallet)
+        }
+        WalletCommand::Address {
+            wallet,
+            chain,
+            from,
+            count,
+        } => {
+            let a: Value = api
+                .get(&format!(
+                    "/api/v1/wallets/{wallet}/addresses?chain={chain}&from={from}&count={count}"
+                ))
+                .await?;
+            output(conn, &a, |a| {
+                let rows: Vec<Vec<String>> = a
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|e| vec![s(&e["index"]), s(&e["path"]), s(&e["address"])])
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                println!("{}", table(&["index", "path", "address"], &rows));
+            })
+        }
+        WalletCommand::Descriptor { wallet } => {
+            let d: Value = api
+                .get(&format!("/api/v1/wallets/{wallet}/descriptor"))
+                .await?;
+            output(conn, &d, |d| {
+                println!("receive  {}", s(&d["receive"]));
+                println!("change   {}", s(&d["change"]));
+            })
+        }
+    }
+}
