@@ -1,7 +1,10 @@
 //! A node of the mpc-wallet cluster.
 //!
 //! It wires the pure layers (protocols, bitcoin) to the transport and the store:
-//! * [`node`]: start-up, the control-message dispatcher, heartbeats, coordination helpers.
+//! * [`node`]: start-up and shutdown, ceremony records, heartbeats and other background work.
+//! * `proposals`: the proposal protocol over the control channel (propose, answer, commit or
+//!   abort, acknowledge) and the dispatcher of control messages; [`round`] decides a round
+//!   without I/O, and [`refusal`] is a participant's refusal as it travels.
 //! * [`ceremony`]: aux info, key generation and presignatures, as coordinator and participant.
 //! * [`signing`]: the signing coordinator and the signer, which checks the PSBT itself.
 //! * [`pool`]: the presignature pool: background refill, levels and statistics.
@@ -24,6 +27,7 @@ pub mod locks;
 pub mod membership;
 pub mod node;
 pub mod pool;
+mod proposals;
 mod ready;
 pub mod refusal;
 pub mod round;

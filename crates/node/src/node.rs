@@ -1,14 +1,14 @@
-//! The node: start-up, the control dispatcher, heartbeats, and the coordination helper that
-//! every ceremony uses (propose to participants, run our own part, collect outcomes with a
-//! deadline that names whoever stayed silent).
+//! The node: start-up and shutdown, the records of ceremonies, and the background services
+//! (heartbeats, primes, the pool). The proposal protocol every ceremony uses is in
+//! `proposals`.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use mpc_coordination::{ClusterBackend, FencingToken};
+use mpc_coordination::ClusterBackend;
 use mpc_protocols::ProtocolKind;
 use mpc_store::{CeremonyRecord, KeySource, Store, Zeroizing};
 use mpc_transport::{
@@ -18,40 +18,21 @@ use mpc_transport::{
 };
 use round_based::ProtocolMessage;
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::{
-    sync::{mpsc, oneshot},
-    task::JoinHandle,
-    time::Instant,
-};
-use tracing::{debug, info, warn, Instrument};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::{
     config::{Limits, NodeConfig},
-    control::{Control, Outcome, Proposal, ProposalBody},
+    control::Control,
     delivery::{connect, MeshParty, SessionParties},
     health::Health,
     keys::ShareCache,
     now_ms,
+    proposals::{CommitWaiter, Waiter},
     ready::ReadyPresignatures,
-    refusal::Refusal,
-    round::{Round, Verdict},
     NodeError,
 };
-
-type OutcomeSender = mpsc::UnboundedSender<(NodeId, Result<Outcome, Refusal>)>;
-
-/// A coordinator waiting for participants' outcomes of one session.
-struct Waiter {
-    participants: HashSet<NodeId>,
-    tx: OutcomeSender,
-}
-
-/// A participant waiting for the coordinator's commit or abort.
-struct CommitWaiter {
-    coordinator: NodeId,
-    tx: oneshot::Sender<Result<(), String>>,
-}
 
 pub(crate) struct Inner {
     pub config: NodeConfig,
@@ -68,8 +49,8 @@ pub(crate) struct Inner {
     pub(crate) change_next: Mutex<HashMap<String, u32>>,
     /// Bounds the signed-transaction notices checked at once (`change.rs`).
     pub(crate) notice_checks: Arc<tokio::sync::Semaphore>,
-    waiters: Mutex<HashMap<Uuid, Waiter>>,
-    commit_waiters: Mutex<HashMap<Uuid, CommitWaiter>>,
+    pub(crate) waiters: Mutex<HashMap<Uuid, Waiter>>,
+    pub(crate) commit_waiters: Mutex<HashMap<Uuid, CommitWaiter>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     mesh: Option<Arc<QuicMesh>>,
     /// The cluster backend (ceremony lock, refill election), connected on first use.
@@ -82,14 +63,6 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct Node {
     pub(crate) inner: Arc<Inner>,
-}
-
-/// How long a coordinator waits for acknowledgements of a commit or abort.
-const ACKNOWLEDGEMENT_WAIT: Duration = Duration::from_secs(5);
-
-/// The session id under which participants acknowledge a commit/abort of `session`.
-fn commit_ack_session(session: Uuid) -> Uuid {
-    SessionId::from_uuid(session).derive("commit-ack").as_uuid()
 }
 
 /// Loads the key-encryption key source from the config or the environment.
@@ -255,338 +228,6 @@ impl Node {
     /// Frames and connections the mesh refused (bad certificates, bad frames, replays).
     pub fn mesh_stats(&self) -> Option<&mpc_transport::quic::MeshStats> {
         self.inner.mesh.as_ref().map(|m| m.stats())
-    }
-
-    // ---- control messages -------------------------------------------------------------
-
-    pub(crate) async fn send_control(
-        &self,
-        to: NodeId,
-        session: Uuid,
-        msg: &Control,
-    ) -> Result<(), NodeError> {
-        let envelope = msg.envelope(session, self.id(), to)?;
-        self.inner.transport.send(to, envelope).await?;
-        Ok(())
-    }
-
-    async fn dispatch(self, mut control: ControlInbox) {
-        while let Some(envelope) = control.recv().await {
-            // The router has checked that `from` is the authenticated sender.
-            let from = envelope.from;
-            let msg = match Control::from_envelope(&envelope) {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!(node = self.id(), from, error = %e, "malformed control message");
-                    continue;
-                }
-            };
-            match msg {
-                Control::Heartbeat { version, .. } => self.inner.health.heard_from(from, version),
-                Control::Propose(proposal) => {
-                    let node = self.clone();
-                    let span = tracing::info_span!("participant", node = self.id(), session = %proposal.session, kind = proposal.body.kind(), coordinator = from);
-                    tokio::spawn(async move { node.answer(from, proposal).await }.instrument(span));
-                }
-                Control::Outcome { session, result } => self.outcome_arrived(from, session, result),
-                Control::Commit { session } => self.commit_arrived(from, session, Ok(())),
-                Control::Abort { session, reason } => {
-                    self.commit_arrived(from, session, Err(reason))
-                }
-                Control::Signed {
-                    wallet_ids,
-                    psbt,
-                    raw_transaction,
-                } => self.signed_arrived(from, wallet_ids, psbt, raw_transaction),
-            }
-        }
-    }
-
-    /// Runs our part of a proposal and reports the outcome to its coordinator.
-    async fn answer(&self, coordinator: NodeId, proposal: Proposal) {
-        let session = proposal.session;
-        let is_sign = matches!(proposal.body, ProposalBody::Sign { .. });
-        let result = self.participate(coordinator, proposal).await;
-        if let Err(e) = &result {
-            warn!(error = %e, "refused or failed");
-        }
-        let result = result.map_err(|e| Refusal::from(&e));
-        if coordinator == self.id() {
-            self.outcome_arrived(coordinator, session, result);
-        } else if let Err(e) = self
-            .send_control(coordinator, session, &Control::Outcome { session, result })
-            .await
-        {
-            warn!(error = %e, "could not report the outcome to the coordinator");
-        }
-        if is_sign {
-            crate::failpoint::crash_point("sign:reported");
-        }
-    }
-
-    /// Checks a proposal against this node's own state, then runs it.
-    async fn participate(
-        &self,
-        coordinator: NodeId,
-        proposal: Proposal,
-    ) -> Result<Outcome, NodeError> {
-        // Invariant 4: a session id is used once, ever. (A signer marks it in the same commit
-        // as its presignatures and spends: `Store::begin_signing`.)
-        let is_sign = matches!(proposal.body, ProposalBody::Sign { .. });
-        if !is_sign
-            && !self
-                .inner
-                .store
-                .mark_session_seen(proposal.session, proposal.body.kind())
-                .await?
-        {
-            return Err(NodeError::SessionReplayed(proposal.session));
-        }
-        self.admit_fencing(coordinator, &proposal).await?;
-        match proposal.body {
-            ProposalBody::AuxInfo { node_set } => {
-                self.aux_info_participant(proposal.session, node_set).await
-            }
-            ProposalBody::Keygen { wallet } => {
-                self.keygen_participant(coordinator, proposal.session, wallet)
-                    .await
-            }
-            ProposalBody::Presign {
-                wallet_id,
-                path,
-                signers,
-                count,
-            } => {
-                self.presign_participant(proposal.session, &wallet_id, &path, &signers, count)
-                    .await
-            }
-            ProposalBody::Sign {
-                wallet_ids,
-                psbt,
-                signers,
-                presignatures,
-            } => {
-                self.sign_participant(
-                    proposal.session,
-                    &wallet_ids,
-                    &psbt,
-                    &signers,
-                    &presignatures,
-                )
-                .await
-            }
-        }
-    }
-
-    fn outcome_arrived(&self, from: NodeId, session: Uuid, result: Result<Outcome, Refusal>) {
-        let waiters = self.inner.waiters.lock();
-        match waiters.ok().as_ref().and_then(|w| w.get(&session)) {
-            Some(w) if w.participants.contains(&from) => {
-                let _ = w.tx.send((from, result));
-            }
-            Some(_) => {
-                warn!(node = self.id(), from, %session, "outcome from a non-participant ignored")
-            }
-            None => debug!(node = self.id(), from, %session, "late or unknown outcome ignored"),
-        }
-    }
-
-    fn commit_arrived(&self, from: NodeId, session: Uuid, result: Result<(), String>) {
-        let waiter =
-            self.inner
-                .commit_waiters
-                .lock()
-                .ok()
-                .and_then(|mut w| match w.get(&session) {
-                    Some(cw) if cw.coordinator == from => w.remove(&session),
-                    _ => None,
-                });
-        match waiter {
-            Some(w) => {
-                let _ = w.tx.send(result);
-            }
-            None => {
-                warn!(node = self.id(), from, %session, "commit/abort for no pending ceremony ignored")
-            }
-        }
-    }
-
-    /// Registers interest in the coordinator's commit/abort for `session`.
-    pub(crate) fn await_commit(
-        &self,
-        coordinator: NodeId,
-        session: Uuid,
-    ) -> oneshot::Receiver<Result<(), String>> {
-        let (tx, rx) = oneshot::channel();
-        if let Ok(mut w) = self.inner.commit_waiters.lock() {
-            w.insert(session, CommitWaiter { coordinator, tx });
-        }
-        rx
-    }
-
-    /// Proposes `body` to `participants` (this node may be one), runs our own part, and
-    /// collects every participant's outcome within `timeout`. Public because any node may
-    /// coordinate, and participants check every proposal themselves; tests use it to play a
-    /// compromised coordinator.
-    pub async fn coordinate(
-        &self,
-        session: Uuid,
-        body: ProposalBody,
-        participants: &[NodeId],
-        timeout: Duration,
-        fencing_token: Option<FencingToken>,
-    ) -> Result<Vec<(NodeId, Outcome)>, NodeError> {
-        if participants.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        if let Ok(mut w) = self.inner.waiters.lock() {
-            w.insert(
-                session,
-                Waiter {
-                    participants: participants.iter().copied().collect(),
-                    tx: tx.clone(),
-                },
-            );
-        }
-        if fencing_token.is_some() {
-            // Test hook: lets a test stop this process after its own checks, holding the lock.
-            crate::failpoint::pause_point("propose:fenced").await;
-        }
-        let proposal = Proposal {
-            session,
-            body,
-            fencing_token: fencing_token.map(|t| t.0),
-        };
-        for &p in participants {
-            let node = self.clone();
-            let proposal = proposal.clone();
-            let tx = tx.clone();
-            if p == self.id() {
-                tokio::spawn(async move { node.answer(p, proposal).await }.in_current_span());
-            } else {
-                tokio::spawn(
-                    async move {
-                        if let Err(e) = node
-                            .send_control(p, session, &Control::Propose(proposal))
-                            .await
-                        {
-                            let _ = tx.send((p, Err(Refusal::failed(format!("unreachable: {e}")))));
-                        }
-                    }
-                    .in_current_span(),
-                );
-            }
-        }
-        drop(tx);
-        let mut round = Round::new(participants, Instant::now(), timeout);
-        let verdict = loop {
-            let decided =
-                match tokio::time::timeout_at(round.wake_at(Instant::now()), rx.recv()).await {
-                    Ok(Some((from, result))) => round.answer(from, result),
-                    Ok(None) => round.closed(Instant::now()),
-                    Err(_) => round.tick(Instant::now(), |p| self.inner.health.is_live(p)),
-                };
-            if let Some(verdict) = decided {
-                break verdict;
-            }
-        };
-        if let Ok(mut w) = self.inner.waiters.lock() {
-            w.remove(&session);
-        }
-        match verdict {
-            Verdict::Complete(outcomes) => Ok(outcomes),
-            Verdict::Refused { node, refusal } => Err(NodeError::Refused { node, refusal }),
-            Verdict::Dead { nodes, waited } | Verdict::TimedOut { nodes, waited } => {
-                Err(NodeError::Timeout {
-                    nodes,
-                    seconds: waited.as_secs_f64(),
-                })
-            }
-        }
-    }
-
-    /// Tells participants to commit (or abort) `session` and waits briefly for their
-    /// acknowledgements. Returns the nodes that did not acknowledge.
-    pub(crate) async fn finish_ceremony(
-        &self,
-        session: Uuid,
-        participants: &[NodeId],
-        result: Result<(), String>,
-    ) -> Vec<NodeId> {
-        let ack = commit_ack_session(session);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        if let Ok(mut w) = self.inner.waiters.lock() {
-            w.insert(
-                ack,
-                Waiter {
-                    participants: participants.iter().copied().collect(),
-                    tx,
-                },
-            );
-        }
-        let msg = match &result {
-            Ok(()) => Control::Commit { session },
-            Err(reason) => Control::Abort {
-                session,
-                reason: reason.clone(),
-            },
-        };
-        for &p in participants {
-            if p == self.id() {
-                self.commit_arrived(p, session, result.clone());
-            } else if let Err(e) = self.send_control(p, session, &msg).await {
-                warn!(node = self.id(), peer = p, %session, error = %e, "commit/abort not delivered");
-            }
-        }
-        // Any answer counts as an acknowledgement (a participant that could not commit says
-        // so, and has been told the outcome all the same); only silence is reported.
-        let mut round = Round::new(participants, Instant::now(), ACKNOWLEDGEMENT_WAIT);
-        let verdict = loop {
-            let decided =
-                match tokio::time::timeout_at(round.wake_at(Instant::now()), rx.recv()).await {
-                    Ok(Some((from, _))) => round.answer(from, Ok(())),
-                    Ok(None) => round.closed(Instant::now()),
-                    // Liveness does not shorten this short wait: a dead node is reported as silent.
-                    Err(_) => round.tick(Instant::now(), |_| true),
-                };
-            if let Some(verdict) = decided {
-                break verdict;
-            }
-        };
-        if let Ok(mut w) = self.inner.waiters.lock() {
-            w.remove(&ack);
-        }
-        match verdict {
-            Verdict::Complete(_) | Verdict::Refused { .. } => Vec::new(),
-            Verdict::Dead { nodes, .. } | Verdict::TimedOut { nodes, .. } => nodes,
-        }
-    }
-
-    /// Acknowledges a commit/abort to the coordinator.
-    pub(crate) async fn acknowledge(
-        &self,
-        coordinator: NodeId,
-        session: Uuid,
-        result: Result<(), String>,
-    ) {
-        let ack = commit_ack_session(session);
-        let result = result.map(|()| Outcome::Committed).map_err(Refusal::failed);
-        if coordinator == self.id() {
-            self.outcome_arrived(coordinator, ack, result);
-        } else if let Err(e) = self
-            .send_control(
-                coordinator,
-                ack,
-                &Control::Outcome {
-                    session: ack,
-                    result,
-                },
-            )
-            .await
-        {
-            warn!(node = self.id(), %session, error = %e, "acknowledgement not delivered");
-        }
     }
 
     // ---- ceremony records -------------------------------------------------------------
