@@ -5,7 +5,7 @@
 //! record is for operators, and lets the node warn when etcd's holder is below what it
 //! recorded (etcd recreated, or a value that older versions stored from a peer unchecked).
 //!
-//! Tokens are cluster state that etcd owns: backups do not carry this table (`backup.rs`).
+//! Tokens are cluster state that etcd owns: backups do not carry this table (`backup/`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

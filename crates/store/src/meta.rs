@@ -1,6 +1,6 @@
 //! The `meta` table and the keys: the store id, node id, presignature epoch, count of consumed
 //! presignatures and the data-encryption key sealed under the key-encryption key. Shared with
-//! `backup.rs`, which reads the same rows to back a store up and writes them back to restore it.
+//! `backup/`, which reads the same rows to back a store up and writes them back to restore it.
 
 use std::collections::HashMap;
 
@@ -97,7 +97,7 @@ pub(crate) async fn count_consumed(
     Ok(Position { epoch, consumed })
 }
 
-/// Every `meta` row, by key (the store's, and a backup's: `backup.rs` reads them in its snapshot).
+/// Every `meta` row, by key (the store's, and a backup's: `backup/` reads them in its snapshot).
 pub(crate) async fn load_meta<'e, E>(executor: E) -> Result<Meta>
 where
     E: sqlx::Executor<'e, Database = Any>,
@@ -131,7 +131,7 @@ fn dek_ad(store_id: Uuid) -> String {
 
 /// The KEK for the store described by `meta` (the Argon2 salt and cost come from `meta`).
 /// `text` reads a `meta` value as text, failing as its caller needs: a corrupt store here, a
-/// malformed file in `backup.rs`.
+/// malformed file in `backup/`.
 pub(crate) async fn kek_for<E: From<StoreError>>(
     meta: &Meta,
     key: &KeySource,
