@@ -32,6 +32,8 @@ mod ready;
 pub mod refusal;
 pub mod round;
 pub mod signing;
+#[cfg(feature = "test-support")]
+pub mod testing;
 pub mod utxos;
 
 pub use config::NodeConfig;

@@ -22,8 +22,7 @@ use mpc_node::{
 use mpc_protocols::DerivationPath;
 use uuid::Uuid;
 
-mod common;
-use common::{start, wallet_request, Cluster};
+use mpc_node::testing::{start, wallet_request, Cluster};
 
 /// A token far above any revision etcd has reached: what a compromised peer would send.
 const BOGUS: u64 = 1 << 60;

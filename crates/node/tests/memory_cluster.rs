@@ -14,8 +14,7 @@ use mpc_bitcoin::{
 use mpc_node::{control::ProposalBody, refusal::RefusalKind, Node, NodeError};
 use uuid::Uuid;
 
-mod common;
-use common::{start, wallet_request, Cluster};
+use mpc_node::testing::{start, wallet_request, Cluster};
 
 async fn cluster(n: u16, t: u16) -> Cluster {
     start(n, t, |_| {}).await

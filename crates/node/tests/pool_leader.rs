@@ -8,11 +8,9 @@ use mpc_coordination::{BackendKind, ClusterBackend, CoordinationConfig};
 use mpc_node::{config::PoolConfig, Node};
 use uuid::Uuid;
 
-mod common;
-
 /// Three nodes (threshold 2) under `coordination`, with the pool service on.
-async fn cluster(coordination: CoordinationConfig) -> common::Cluster {
-    common::start(3, 2, |cfg| {
+async fn cluster(coordination: CoordinationConfig) -> mpc_node::testing::Cluster {
+    mpc_node::testing::start(3, 2, |cfg| {
         cfg.coordination = coordination.clone();
         cfg.pool = PoolConfig {
             interval_ms: 100,

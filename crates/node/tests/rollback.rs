@@ -2,16 +2,14 @@
 //! failover to an asynchronous replica) never signs with a presignature it already used: its
 //! start finds the store behind its rollback guard file and retires every presignature.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{start, start_node, wait_all_live, wallet_request, Cluster};
 use mpc_bitcoin::{
     bitcoin::Amount,
     build::{build_psbt, synthetic_funding, Payment},
     Chain, Scheme,
 };
+use mpc_node::testing::{start, start_node, wait_all_live, wallet_request, Cluster};
 use mpc_node::{
     ceremony::PresignReport, control::ProposalBody, refusal::RefusalKind, Node, NodeError,
 };

@@ -3,11 +3,8 @@
 //! checks) and node 2, an honest signer, must refuse with the reason named, consuming no
 //! presignature and recording no spend.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{start, wallet_request, Cluster};
 use mpc_bitcoin::{
     bitcoin::{
         bip32::{DerivationPath as Bip32Path, Fingerprint},
@@ -18,6 +15,7 @@ use mpc_bitcoin::{
     policy::Policy,
     InputProblem, Scheme, TxProblem, WalletError, WalletKey,
 };
+use mpc_node::testing::{start, wallet, Cluster};
 use mpc_node::{
     control::ProposalBody,
     refusal::{Refusal, RefusalKind},
@@ -28,17 +26,6 @@ use uuid::Uuid;
 
 fn path(s: &str) -> DerivationPath {
     s.parse().unwrap()
-}
-
-/// A wallet of `scheme` created through node 1, with its public key.
-async fn wallet(c: &Cluster, scheme: Scheme) -> (String, WalletKey) {
-    let n1 = &c.nodes[0];
-    let created = n1
-        .create_wallet(Uuid::new_v4(), wallet_request("w", scheme))
-        .await
-        .unwrap();
-    let record = n1.store().wallet(&created.id).await.unwrap().unwrap();
-    (created.id, mpc_node::keys::wallet_key(&record).unwrap())
 }
 
 fn funding(key: &WalletKey, p: &str, sats: u64) -> SpendableOutput {

@@ -1,18 +1,16 @@
-//! What the node's test files share: nodes over the in-memory mesh, each with its own SQLite
-//! store holding the fixture aux info (so ECDSA needs no 40 s ceremony; the process tests run
-//! it for real).
-
-// Each test file uses a different part of the harness.
-#![allow(dead_code)]
+//! Test support (feature `test-support`, turned on only by test builds): a cluster of nodes
+//! over the in-memory mesh, each with its own SQLite store holding the fixture aux info (so
+//! ECDSA needs no 40 s ceremony; the process tests run it for real). The node's own tests and
+//! the API's in-process tests share it. Panics on any failure: it is for tests only.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use mpc_bitcoin::Scheme;
-use mpc_node::{
+use crate::{
     ceremony::CreateWallet,
     config::{ClusterConfig, NodeConfig, PeerEntry, StoreConfig, TlsConfig},
     Node,
 };
+use mpc_bitcoin::Scheme;
 use mpc_store::{KeySource, Store, Zeroizing};
 use mpc_transport::{memory::MemoryNetwork, Router, Transport};
 use uuid::Uuid;
@@ -59,12 +57,12 @@ pub fn config(id: u16, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
         },
         api: Default::default(),
         limits: Default::default(),
-        primes: mpc_node::config::PrimesConfig {
+        primes: crate::config::PrimesConfig {
             pool_target: 0,
             ..Default::default()
         },
         policy: Default::default(),
-        pool: mpc_node::config::PoolConfig {
+        pool: crate::config::PoolConfig {
             enabled: false,
             ..Default::default()
         },
@@ -147,4 +145,16 @@ pub fn wallet_request(name: &str, scheme: Scheme) -> CreateWallet {
         participants: None,
         network: None,
     }
+}
+
+/// A wallet of `scheme` created through node 1 (the cluster's threshold, every node), with
+/// its public key.
+pub async fn wallet(c: &Cluster, scheme: Scheme) -> (String, mpc_bitcoin::WalletKey) {
+    let n1 = &c.nodes[0];
+    let created = n1
+        .create_wallet(Uuid::new_v4(), wallet_request("w", scheme))
+        .await
+        .unwrap();
+    let record = n1.store().wallet(&created.id).await.unwrap().unwrap();
+    (created.id, crate::keys::wallet_key(&record).unwrap())
 }
