@@ -60,7 +60,7 @@ impl Store {
     /// rollback guard file, the secrets are returned only once that file holds the count
     /// (see `rollback.rs`): a store copied back to before this commit is then recognized.
     ///
-    /// The commit is fsync'd ([`Durability::PowerCut`]) when it consumes a presignature
+    /// The commit is fsync'd (`Durability::PowerCut`) when it consumes a presignature
     /// (invariant 1: reused, it would reveal the key) or counts a spend against a limit.
     /// Otherwise (FROST, or ECDSA signing without a presignature, and no limit) it need only
     /// survive a crash of this process: both protocols draw fresh nonces on every run, so a
