@@ -23,7 +23,7 @@ use mpc_bitcoin::{
 };
 use mpc_wallet::{
     client::ApiClient,
-    devnet::{wallet_key_from_api, Devnet, DevnetOptions},
+    devnet::{synthetic_payment, verify_answer, wallet_key_from_api, Devnet, DevnetOptions},
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -2245,6 +2245,71 @@ async fn rest_api_and_cli_against_five_node_processes() {
     let (code, _, stderr) = cli(&["token", "issue", "--role", "viewer"], &[]).await;
     assert_ne!(code, 0);
     assert!(stderr.contains("JWT_SECRET"), "{stderr}");
+
+    // `mpc-wallet sign` (a PSBT file; the wallets found from its inputs) and `mpc-wallet send`
+    // (from registered outputs), each answer verified from its signed PSBT by libsecp256k1
+    // and bitcoinconsensus, independently of the node.
+    let signer_env = [
+        ("MPC_WALLET_URL", url.as_str()),
+        ("MPC_WALLET_TOKEN", signer),
+    ];
+    let psbt = synthetic_payment(
+        &[(&ekey, "m/0/30", 50_000), (&tkey, "m/0/30", 50_000)],
+        &tkey,
+        31,
+        2_000,
+    )
+    .unwrap();
+    let psbt_file = dir.join("cli-sign.psbt");
+    std::fs::write(&psbt_file, &psbt).unwrap();
+    let signed = cli_json(
+        "sign",
+        &cli(
+            &["sign", "--psbt", psbt_file.to_str().unwrap(), "--json"],
+            &signer_env,
+        )
+        .await,
+    );
+    verify_answer(&signed).expect("the PSBT `mpc-wallet sign` signed verifies");
+    let schemes: BTreeSet<&str> = signed["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["scheme"].as_str())
+        .collect();
+    assert_eq!(schemes, BTreeSet::from(["cggmp24", "frost"]), "{signed}");
+    for (id, key, to) in [(&eid, &ekey, &e_recipient), (&tid, &tkey, &t_recipient)] {
+        let funded = fund(key, &[("m/0/31", 70_000)]);
+        api.post(
+            1,
+            utxos_route,
+            &format!("/api/v1/wallets/{id}/utxos"),
+            Some(signer),
+            registration(&funded),
+        )
+        .await
+        .ok("outputs for `mpc-wallet send`");
+        let sent = cli_json(
+            "send",
+            &cli(
+                &[
+                    "send",
+                    "--wallet",
+                    id,
+                    "--to",
+                    &to.to_string(),
+                    "--amount",
+                    "20000",
+                    "--json",
+                ],
+                &signer_env,
+            )
+            .await,
+        );
+        verify_answer(&sent).expect("the payment `mpc-wallet send` made verifies");
+        assert_eq!(sent["spend"]["amount_sats"], 20_000, "{sent}");
+        assert_eq!(sent["spend"]["recipient"], to.to_string(), "{sent}");
+    }
     phase("CLI");
 
     // ---- 1 (end). every route was exercised --------------------------------------------
