@@ -20,7 +20,7 @@ use mpc_bitcoin::{
     Chain, Scheme, WalletKey,
 };
 use mpc_node::{
-    config::NodeConfig,
+    config::{ApiConfig, NodeConfig},
     testing::{start, wallet, Cluster},
     Node,
 };
@@ -51,7 +51,11 @@ impl Answer {
 
 impl Api {
     fn of(node: &Node) -> Self {
-        let config = &node.config().api;
+        Self::with_config(node, &node.config().api)
+    }
+
+    /// `node`'s API as `config` sets it up (rate limits, token issuer).
+    fn with_config(node: &Node, config: &ApiConfig) -> Self {
         let jwt = Arc::new(mpc_api::jwt_from_config(&SECRET, config).unwrap());
         let state = AppState::new(node.clone(), jwt.clone(), config).unwrap();
         Self {
@@ -750,20 +754,12 @@ async fn the_error_codes_a_client_can_cause() {
     }
 
     // Rate limits: a token over its burst, and an address over its own.
-    let limited = {
-        let node = &c.nodes[1];
-        let mut config = node.config().api.clone();
-        config.rate_limit_per_second = 1;
-        config.rate_limit_burst = 2;
-        config.rate_limit_ip_per_second = 1;
-        config.rate_limit_ip_burst = 3;
-        let jwt = Arc::new(mpc_api::jwt_from_config(&SECRET, &config).unwrap());
-        let state = AppState::new(node.clone(), jwt.clone(), &config).unwrap();
-        Api {
-            router: mpc_api::router(state).0,
-            jwt,
-        }
-    };
+    let mut config = c.nodes[1].config().api.clone();
+    config.rate_limit_per_second = 1;
+    config.rate_limit_burst = 2;
+    config.rate_limit_ip_per_second = 1;
+    config.rate_limit_ip_burst = 3;
+    let limited = Api::with_config(&c.nodes[1], &config);
     let token = limited.token(Role::Viewer);
     let from = |ip: [u8; 4], token: &str| {
         let mut request = Request::get("/api/v1/wallets")

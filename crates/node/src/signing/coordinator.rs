@@ -134,14 +134,13 @@ impl Node {
             Err(match (last_refusal, last_error) {
                 // A signer's own answer says more than a later lack of signers or a timeout,
                 // and keeps its code (`policy_refused`, `psbt_refused`, ...) for the client.
-                (Some((node, mut refusal)), Some(_)) if attempts.len() > 1 => {
-                    refusal.message = format!("{} (attempts: {detail})", refusal.message);
+                (Some((node, mut refusal)), _) => {
+                    if attempts.len() > 1 {
+                        refusal.message = format!("{} (attempts: {detail})", refusal.message);
+                    }
                     NodeError::Refused { node, refusal }
                 }
-                (Some((node, refusal)), _) => NodeError::Refused { node, refusal },
-                (None, Some(NodeError::Timeout { nodes, seconds })) => {
-                    NodeError::Timeout { nodes, seconds }
-                }
+                (None, Some(e @ NodeError::Timeout { .. })) => e,
                 (None, Some(e)) if attempts.len() > 1 => {
                     NodeError::Unavailable(format!("{e} (attempts: {detail})"))
                 }
