@@ -4,7 +4,9 @@
 //! with bitcoinconsensus, PSBT signing and its malformed inputs, the rate limiter (which must
 //! start nothing when it refuses), health and Prometheus metrics, and the `mpc-wallet` CLI.
 //!
-//! One devnet serves the whole file: aux info over the network alone takes over a minute.
+//! One devnet serves the whole file. It starts from the checked-in aux info
+//! (`fixtures/aux-info-5.json`): the aux-info route is checked up to a running ceremony, and the
+//! cluster test runs that ceremony over the network to the end.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -176,8 +178,16 @@ impl Api {
 
     /// Polls a ceremony until it finishes; returns its record (which must have succeeded).
     async fn wait_ceremony(&self, node: u16, token: &str, id: &str) -> Value {
+        let c = self.wait_ceremony_outcome(node, token, id).await;
+        assert_eq!(c["state"], "succeeded", "ceremony {id}: {c}");
+        assert!(c["duration_ms"].as_i64().is_some(), "{c}");
+        assert!(c["error"].is_null(), "{c}");
+        c
+    }
+
+    /// Polls a ceremony until it finishes, succeeded or failed; returns its record.
+    async fn wait_ceremony_outcome(&self, node: u16, token: &str, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(900);
-        let mut seen_running = false;
         loop {
             let c = self
                 .get(
@@ -190,19 +200,12 @@ impl Api {
                 .ok("ceremony");
             assert_eq!(c["id"], id);
             match c["state"].as_str() {
-                Some("succeeded") => {
+                Some("succeeded" | "failed") => {
                     assert!(c["finished_at_ms"].as_i64().is_some(), "{c}");
-                    assert!(c["duration_ms"].as_i64().is_some(), "{c}");
-                    assert!(c["error"].is_null(), "{c}");
                     return c;
                 }
-                Some("running") => {
-                    seen_running = true;
-                    assert!(c["result"].is_null(), "{c}");
-                }
-                other => {
-                    panic!("ceremony {id} ended {other:?} (seen running: {seen_running}): {c}")
-                }
+                Some("running") => assert!(c["result"].is_null(), "{c}"),
+                other => panic!("ceremony {id} in an unknown state {other:?}: {c}"),
             }
             assert!(Instant::now() < deadline, "ceremony {id} did not finish");
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -569,9 +572,10 @@ async fn rest_api_and_cli_against_five_node_processes() {
     };
 
     let dir = std::env::temp_dir().join(format!("mpc-api-test-{}", Uuid::new_v4()));
-    let options =
+    let mut options =
         DevnetOptions::for_signing_tests(dir.clone(), env!("CARGO_BIN_EXE_mpc-wallet").into());
-    let mut devnet = Devnet::create(options).unwrap();
+    options.aux_info_fixture = true;
+    let mut devnet = Devnet::create_with_databases(options).await.unwrap();
     // The nodes' own configuration knobs, through the environment `NodeConfig::load` reads:
     // node 2 limits each token, node 3 each client address; node 1 keeps the defaults.
     devnet.start(1).unwrap();
@@ -880,24 +884,7 @@ async fn rest_api_and_cli_against_five_node_processes() {
         "a refused role started a ceremony"
     );
 
-    let r = api
-        .post(
-            1,
-            "/api/v1/aux-info",
-            "/api/v1/aux-info",
-            Some(admin),
-            json!({}),
-        )
-        .await;
-    let accepted = r.ok("aux info");
-    assert_eq!(r.status, 202);
-    let aux_id = accepted["ceremony_id"].as_str().unwrap().to_string();
-    assert_eq!(accepted["location"], format!("/api/v1/ceremonies/{aux_id}"));
-    assert_eq!(r.header("location"), accepted["location"].as_str());
-    let aux = api.wait_ceremony(1, viewer, &aux_id).await;
-    assert_eq!(aux["kind"], "aux-info");
-    assert_eq!(aux["coordinator"], 1);
-    phase("aux info over the network");
+    phase("roles on ceremonies");
 
     // Request validation before anything starts.
     let r = api
@@ -1874,7 +1861,7 @@ async fn rest_api_and_cli_against_five_node_processes() {
         1.0
     );
     assert!(m.sum("mpc_signing_duration_seconds_sum", &[]) > 0.0);
-    for (kind, n) in [("aux-info", 1.0), ("keygen", 2.0), ("presign", 1.0)] {
+    for (kind, n) in [("keygen", 2.0), ("presign", 1.0)] {
         assert_eq!(
             m.sum(
                 "mpc_ceremony_duration_seconds_count",
@@ -1889,7 +1876,7 @@ async fn rest_api_and_cli_against_five_node_processes() {
             "{kind}"
         );
     }
-    assert_eq!(m.sum("mpc_ceremonies", &[]), 4.0);
+    assert_eq!(m.sum("mpc_ceremonies", &[]), 3.0);
     assert_eq!(m.sum("mpc_peers_live", &[]), 5.0);
     for id in 1..=5 {
         let id = id.to_string();
@@ -2311,6 +2298,36 @@ async fn rest_api_and_cli_against_five_node_processes() {
         assert_eq!(sent["spend"]["recipient"], to.to_string(), "{sent}");
     }
     phase("CLI");
+
+    // ---- 3 (end). aux info ---------------------------------------------------------------
+    // The nodes began with the checked-in aux info (`aux_info_fixture`): the ceremony costs a
+    // minute or two of CPU here, and the cluster test runs it over the network to the end.
+    // Here the route accepts, and the ceremony then fails with the participants' reason: aux
+    // info exists for this node set, and it is never replaced silently.
+    let r = api
+        .post(
+            1,
+            "/api/v1/aux-info",
+            "/api/v1/aux-info",
+            Some(admin),
+            json!({}),
+        )
+        .await;
+    let accepted = r.ok("aux info");
+    assert_eq!(r.status, 202);
+    let aux_id = accepted["ceremony_id"].as_str().unwrap().to_string();
+    assert_eq!(accepted["location"], format!("/api/v1/ceremonies/{aux_id}"));
+    assert_eq!(r.header("location"), accepted["location"].as_str());
+    let aux = api.wait_ceremony_outcome(1, viewer, &aux_id).await;
+    assert_eq!(aux["kind"], "aux-info");
+    assert_eq!(aux["coordinator"], 1);
+    assert_eq!(aux["state"], "failed", "{aux}");
+    let error = aux["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("refused by node ")
+            && error.contains("aux info for [1, 2, 3, 4, 5] already exists"),
+        "{aux}"
+    );
 
     // ---- 1 (end). every route was exercised --------------------------------------------
     let exercised = api.exercised.lock().unwrap().clone();

@@ -353,7 +353,7 @@ async fn five_namespaces_generate_sign_and_sign_again_with_one_cut_off() {
     // `devnet::run` makes the one it uses explicitly.
     options.pool.enabled = false;
     // The checked-in aux info instead of a minute of CPU: this test is about the network
-    // between namespaces; the aux-info ceremony over QUIC runs in the cluster and API tests
+    // between namespaces; the aux-info ceremony over QUIC runs in the cluster test
     // and in the main job.
     options.aux_info_fixture = true;
     options.coordination = CoordinationConfig {

@@ -238,7 +238,7 @@ impl Node {
         kind: &str,
         request: serde_json::Value,
         started_at: i64,
-        outcome: &Result<serde_json::Value, NodeError>,
+        outcome: &Result<serde_json::Value, String>,
     ) {
         let record = CeremonyRecord {
             id: session.to_string(),
@@ -252,7 +252,7 @@ impl Node {
             coordinator: self.id(),
             request,
             result: outcome.as_ref().ok().cloned(),
-            error: outcome.as_ref().err().map(ToString::to_string),
+            error: outcome.as_ref().err().cloned(),
             started_at,
             finished_at: Some(now_ms()),
         };

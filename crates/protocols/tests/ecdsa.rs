@@ -62,7 +62,10 @@ fn aux_info_generation_runs_for_real_and_its_output_signs() {
 
 #[test]
 fn every_threshold_signs_with_presignatures_and_interactively() {
-    for (t, n) in [(2u16, 3usize), (3, 5), (4, 5), (5, 5)] {
+    // A presignature for each threshold up to n (t = n included), interactive signing once:
+    // in cggmp24 it is the same presignature protocol plus the online round, so running it for
+    // every threshold would repeat seconds of CPU per case for no new path.
+    for (t, n) in [(2u16, 3usize), (3, 5), (5, 5)] {
         let shares = local::ecdsa_keygen(t, &mpc_testkit::aux_info(n)).unwrap();
         assert!(shares
             .iter()
@@ -81,20 +84,24 @@ fn every_threshold_signs_with_presignatures_and_interactively() {
         let sig = local::sign_with_presignatures(&shares, presigs, &msg).unwrap();
         check(&sig, &child.0, &msg);
 
-        let path: DerivationPath = "m/1/3".parse().unwrap();
-        let msg = preimage(&format!("{t}-of-{n} full"));
-        let sig = local::ecdsa_sign(&shares, &signers, &path, &msg).unwrap();
-        check(&sig, &shares[0].derive_public_key(&path).unwrap().0, &msg);
+        if t == 2 {
+            let path: DerivationPath = "m/1/3".parse().unwrap();
+            let msg = preimage(&format!("{t}-of-{n} full"));
+            let sig = local::ecdsa_sign(&shares, &signers, &path, &msg).unwrap();
+            check(&sig, &shares[0].derive_public_key(&path).unwrap().0, &msg);
+        }
     }
 }
 
 #[test]
-fn every_signer_set_of_three_of_five_signs() {
+fn signer_sets_of_three_of_five_sign() {
+    // Sets that together hold every party, at every position (first, middle, last), contiguous
+    // and not: the party indices reach the protocol in the right order whichever parties sign.
+    // (All ten sets cost ten presignatures, over a minute of CPU, for the same paths.)
     let shares = local::ecdsa_keygen(3, &mpc_testkit::aux_info(5)).unwrap();
     let path: DerivationPath = "m/0/1".parse().unwrap();
     let child = shares[0].derive_public_key(&path).unwrap();
-    let sets = mpc_testkit::subsets(5, 3);
-    assert_eq!(sets.len(), 10);
+    let sets: [[u16; 3]; 4] = [[0, 1, 2], [2, 3, 4], [0, 2, 4], [1, 3, 4]];
     let mut nonces = std::collections::HashSet::new();
     for signers in sets {
         let msg = preimage(&format!("{signers:?}"));

@@ -66,14 +66,12 @@ impl Node {
         started_at: i64,
         result: Result<T, NodeError>,
     ) -> Result<T, NodeError> {
-        let json = result
-            .as_ref()
-            .map(|v| serde_json::to_value(v).unwrap_or(serde_json::Value::Null))
-            .map_err(|e| NodeError::Internal(e.to_string()));
-        let outcome = match (&result, json) {
-            (Ok(_), Ok(v)) => Ok(v),
-            (Err(e), _) => Err(NodeError::Internal(e.to_string())),
-            (Ok(_), Err(e)) => Err(e),
+        // The record keeps the error's own message (a participant's refusal names the node and
+        // the reason), not a generic "internal" wrapping of it.
+        let outcome = match &result {
+            Ok(v) => serde_json::to_value(v)
+                .map_err(|e| format!("the ceremony's result could not be recorded: {e}")),
+            Err(e) => Err(e.to_string()),
         };
         let request = serde_json::to_value(request).unwrap_or(serde_json::Value::Null);
         self.record_ceremony(session, kind, request, started_at, &outcome)
