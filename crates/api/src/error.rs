@@ -226,6 +226,18 @@ impl ApiError {
             ),
             RefusalKind::NotFound => Self::not_found(message),
             RefusalKind::InvalidRequest => unprocessable(ErrorCode::InvalidRequest),
+            RefusalKind::PeersSilent { nodes } => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, ErrorCode::Timeout, message)
+                    .with_details(json!({"nodes": nodes}))
+            }
+            RefusalKind::PeerMisbehaved { node } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                ErrorCode::SignerMisbehaved,
+                message,
+            )
+            .with_details(json!({"culprit": node})),
+            // As the node's own protocol error answers: nobody to name, nothing the client did.
+            RefusalKind::ProtocolAborted => Self::internal(message),
             RefusalKind::Failed => unprocessable(ErrorCode::RefusedBySigner),
         }
     }
@@ -254,6 +266,7 @@ impl From<NodeError> for ApiError {
                 ErrorCode::SignerMisbehaved,
                 message,
             )
+            .with_details(json!({"culprit": node}))
             .naming_node(*node),
             NodeError::Wallet(mpc_bitcoin::WalletError::Inputs(_))
             | NodeError::Wallet(mpc_bitcoin::WalletError::InvalidTransaction(_))

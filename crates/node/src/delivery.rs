@@ -8,10 +8,10 @@
 //! names the parties not heard from in the last round.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     future::Future,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex},
     task::{Context, Poll},
     time::Duration,
 };
@@ -40,6 +40,32 @@ pub enum DeliveryError {
     Closed,
 }
 
+/// The delivery failure that ended each failed session, kept so that the protocol's error
+/// (which only carries text) can be attributed to the nodes at fault: the silent ones, or the
+/// one whose message did not decode ([`crate::Node`] reads and removes the entry).
+#[derive(Clone, Default)]
+pub struct DeliveryFailures(Arc<Mutex<HashMap<SessionId, DeliveryError>>>);
+
+impl DeliveryFailures {
+    /// Failed sessions nobody attributed (e.g. a coordinator's own aborted run) are dropped
+    /// beyond this many, oldest first is not tracked: the whole log is cleared.
+    const MAX: usize = 1024;
+
+    fn record(&self, session: SessionId, error: &DeliveryError) {
+        if let Ok(mut log) = self.0.lock() {
+            if log.len() >= Self::MAX {
+                log.clear();
+            }
+            log.entry(session).or_insert_with(|| error.clone());
+        }
+    }
+
+    /// The failure that ended `session`, if delivery ended it.
+    pub fn take(&self, session: SessionId) -> Option<DeliveryError> {
+        self.0.lock().ok().and_then(|mut log| log.remove(&session))
+    }
+}
+
 /// The session's parties, by index, and this node's place among them.
 #[derive(Debug, Clone)]
 pub struct SessionParties {
@@ -63,9 +89,19 @@ pub struct IncomingMessages<M> {
     deadline: Pin<Box<tokio::time::Sleep>>,
     timeout: Duration,
     next_id: u64,
-    /// Highest round heard from each node, for naming the silent ones on timeout.
-    rounds: HashMap<NodeId, u16>,
+    /// The rounds heard from each node, for naming the silent ones on timeout.
+    rounds: HashMap<NodeId, BTreeSet<u16>>,
+    /// The rounds this node sent, in the order it sent them (the protocol's order).
+    sent: SentRounds,
+    failures: DeliveryFailures,
     _msg: std::marker::PhantomData<fn() -> M>,
+}
+
+impl<M> IncomingMessages<M> {
+    fn fail(&self, error: DeliveryError) -> Poll<Option<Result<Incoming<M>, DeliveryError>>> {
+        self.failures.record(self.parties.session, &error);
+        Poll::Ready(Some(Err(error)))
+    }
 }
 
 impl<M: DeserializeOwned> Stream for IncomingMessages<M> {
@@ -79,15 +115,17 @@ impl<M: DeserializeOwned> Stream for IncomingMessages<M> {
                     let Some(sender) = this.parties.index_of(envelope.from) else {
                         continue; // the router already refuses non-participants
                     };
-                    let round = this.rounds.entry(envelope.from).or_default();
-                    *round = (*round).max(envelope.round);
+                    this.rounds
+                        .entry(envelope.from)
+                        .or_default()
+                        .insert(envelope.round);
                     let msg = match encoding::decode::<M>(&envelope.payload) {
                         Ok(m) => m,
                         Err(e) => {
-                            return Poll::Ready(Some(Err(DeliveryError::Malformed {
+                            return this.fail(DeliveryError::Malformed {
                                 from: envelope.from,
                                 reason: e.to_string(),
-                            })))
+                            })
                         }
                     };
                     this.next_id += 1;
@@ -103,7 +141,16 @@ impl<M: DeserializeOwned> Stream for IncomingMessages<M> {
                     })));
                 }
                 Poll::Ready(Some(SessionEvent::Fault(refusal))) => {
-                    return Poll::Ready(Some(Err(DeliveryError::Fault(refusal.to_string()))))
+                    // Equivocation has a culprit: the session fails on it, by name.
+                    return match refusal {
+                        mpc_transport::router::Refusal::Equivocation { from, .. } => {
+                            this.fail(DeliveryError::Malformed {
+                                from,
+                                reason: refusal.to_string(),
+                            })
+                        }
+                        other => Poll::Ready(Some(Err(DeliveryError::Fault(other.to_string())))),
+                    };
                 }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => break,
@@ -111,31 +158,65 @@ impl<M: DeserializeOwned> Stream for IncomingMessages<M> {
         }
         match this.deadline.as_mut().poll(cx) {
             Poll::Ready(()) => {
-                let latest = this.rounds.values().copied().max();
-                let silent = this
-                    .parties
-                    .nodes
-                    .iter()
-                    .copied()
-                    .filter(|n| *n != this.parties.me)
-                    .filter(|n| match (this.rounds.get(n), latest) {
-                        (Some(round), Some(latest)) => *round < latest,
-                        _ => true,
-                    })
-                    .collect();
-                Poll::Ready(Some(Err(DeliveryError::Timeout {
+                let sent = this.sent.lock().map(|s| s.clone()).unwrap_or_default();
+                let silent = silent_nodes(&this.parties, &sent, &this.rounds);
+                this.fail(DeliveryError::Timeout {
                     after: this.timeout,
                     silent,
-                })))
+                })
             }
             Poll::Pending => Poll::Pending,
         }
     }
 }
 
+/// Rounds a session's party sent, in order (shared by its two halves).
+type SentRounds = Arc<Mutex<Vec<u16>>>;
+
+/// The peers the protocol is waiting for. A party sends its message of a round, then waits for
+/// everyone else's of the same round: the round it is stuck in is the last one it sent, and the
+/// silent are the peers missing from it (a peer that skipped it and went on is the one to
+/// blame, not those who wait for it). Round numbers need not follow the protocol's order, so
+/// the order this party sent them in is what counts. When every peer sent that round (or this
+/// party sent nothing yet), the peers missing from any round another peer sent, else all.
+fn silent_nodes(
+    parties: &SessionParties,
+    sent: &[u16],
+    heard: &HashMap<NodeId, BTreeSet<u16>>,
+) -> Vec<NodeId> {
+    let peers: Vec<NodeId> = parties
+        .nodes
+        .iter()
+        .copied()
+        .filter(|n| *n != parties.me)
+        .collect();
+    let missing_from = |round: u16| -> Vec<NodeId> {
+        peers
+            .iter()
+            .copied()
+            .filter(|n| !heard.get(n).is_some_and(|r| r.contains(&round)))
+            .collect()
+    };
+    if let Some(current) = sent.last() {
+        let missing = missing_from(*current);
+        if !missing.is_empty() {
+            return missing;
+        }
+    }
+    let rounds: BTreeSet<u16> = heard.values().flatten().copied().collect();
+    for round in rounds {
+        let missing = missing_from(round);
+        if !missing.is_empty() {
+            return missing;
+        }
+    }
+    peers
+}
+
 /// Outgoing half: encodes and hands envelopes to a sending task.
 pub struct OutgoingMessages<M> {
     parties: Arc<SessionParties>,
+    sent: SentRounds,
     tx: mpsc::UnboundedSender<(NodeId, Envelope)>,
     _msg: std::marker::PhantomData<fn(M)>,
 }
@@ -151,6 +232,11 @@ impl<M: Serialize + ProtocolMessage> Sink<Outgoing<M>> for OutgoingMessages<M> {
         let p = &self.parties;
         let payload =
             encoding::encode(&out.msg).map_err(|e| DeliveryError::Fault(e.to_string()))?;
+        if let Ok(mut sent) = self.sent.lock() {
+            if sent.last() != Some(&out.msg.round()) {
+                sent.push(out.msg.round());
+            }
+        }
         let envelope = |to: Option<NodeId>| Envelope {
             protocol: p.protocol.code(),
             session: p.session,
@@ -198,11 +284,12 @@ pub fn connect<M>(
     inbox: SessionInbox,
     transport: Arc<dyn Transport>,
     timeout: Duration,
+    failures: DeliveryFailures,
 ) -> MeshParty<M>
 where
     M: Serialize + DeserializeOwned + ProtocolMessage,
 {
-    MpcParty::connected(delivery(parties, inbox, transport, timeout))
+    MpcParty::connected(delivery(parties, inbox, transport, timeout, failures))
 }
 
 fn delivery<M>(
@@ -210,11 +297,13 @@ fn delivery<M>(
     inbox: SessionInbox,
     transport: Arc<dyn Transport>,
     timeout: Duration,
+    failures: DeliveryFailures,
 ) -> (IncomingMessages<M>, OutgoingMessages<M>)
 where
     M: Serialize + DeserializeOwned + ProtocolMessage,
 {
     let parties = Arc::new(parties);
+    let sent = SentRounds::default();
     let (tx, mut rx) = mpsc::unbounded_channel::<(NodeId, Envelope)>();
     let session = parties.session;
     tokio::spawn(async move {
@@ -232,10 +321,13 @@ where
         timeout,
         next_id: 0,
         rounds: HashMap::new(),
+        sent: sent.clone(),
+        failures,
         _msg: std::marker::PhantomData,
     };
     let outgoing = OutgoingMessages {
         parties,
+        sent,
         tx,
         _msg: std::marker::PhantomData,
     };
@@ -298,4 +390,45 @@ where
         start().await
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_silent_are_those_missing_from_the_round_the_protocol_is_stuck_in() {
+        let parties = SessionParties {
+            session: SessionId([0; 16]),
+            protocol: ProtocolKind::SchnorrKeygen,
+            nodes: vec![1, 2, 3, 4],
+            me: 1,
+        };
+        let heard = |entries: &[(NodeId, &[u16])]| -> HashMap<NodeId, BTreeSet<u16>> {
+            entries
+                .iter()
+                .map(|(n, r)| (*n, r.iter().copied().collect()))
+                .collect()
+        };
+        // Node 2 skipped round 0 and went on to round 1: it is to blame, not 3 and 4, who
+        // wait in round 0 for it.
+        let skipped = heard(&[(2, &[1]), (3, &[0]), (4, &[0])]);
+        assert_eq!(silent_nodes(&parties, &[0], &skipped), [2]);
+        assert_eq!(silent_nodes(&parties, &[], &skipped), [2]);
+        // Round numbers out of the protocol's order (a reliability check numbered 4 comes
+        // right after round 0): this party sent 0 then 4 and waits for node 2's 4, which
+        // skipped it and sent 1 and 2.
+        let out_of_order = heard(&[(2, &[0, 1, 2]), (3, &[0, 4]), (4, &[0, 4])]);
+        assert_eq!(silent_nodes(&parties, &[0, 4], &out_of_order), [2]);
+        // Nothing from node 4 at all.
+        let none_from_4 = heard(&[(2, &[0]), (3, &[0])]);
+        assert_eq!(silent_nodes(&parties, &[0], &none_from_4), [4]);
+        // Every round heard is complete: everyone is behind in the next.
+        let complete = heard(&[(2, &[0, 1]), (3, &[0, 1]), (4, &[0, 1])]);
+        assert_eq!(silent_nodes(&parties, &[0, 1], &complete), [2, 3, 4]);
+        assert_eq!(silent_nodes(&parties, &[], &HashMap::new()), [2, 3, 4]);
+        // Node 3 is a round behind the others.
+        let behind = heard(&[(2, &[0, 1]), (3, &[0]), (4, &[0, 1])]);
+        assert_eq!(silent_nodes(&parties, &[0, 1], &behind), [3]);
+    }
 }

@@ -1,7 +1,7 @@
 use mpc_transport::NodeId;
 use uuid::Uuid;
 
-use crate::refusal::Refusal;
+use crate::refusal::{Refusal, RefusalKind};
 
 /// Errors of a node's services. The API maps them to HTTP statuses by kind.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +66,17 @@ impl NodeError {
             NodeError::Timeout { nodes, .. } => nodes.clone(),
             // A signer's own refusal (its policy, its view of the PSBT, its presignatures) or
             // failure: another signer set may have none.
-            NodeError::Refused { node, .. } | NodeError::Misbehaved { node, .. } => vec![*node],
+            // A participant that names the nodes its run failed on blames them, not itself.
+            // (Its word alone: until protocol messages are signed, a lying participant could
+            // name an honest node; the retry then still avoids the set that failed.)
+            NodeError::Refused { node, refusal } => match &refusal.kind {
+                RefusalKind::PeersSilent { nodes } => nodes.clone(),
+                RefusalKind::PeerMisbehaved { node } => vec![*node],
+                // The run aborted on someone the library does not name: not the reporter.
+                RefusalKind::ProtocolAborted => Vec::new(),
+                _ => vec![*node],
+            },
+            NodeError::Misbehaved { node, .. } => vec![*node],
             // The coordinator's own errors: no other signer set changes them.
             NodeError::Config(_)
             | NodeError::Store(_)

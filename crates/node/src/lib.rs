@@ -14,6 +14,8 @@
 //! * [`delivery`]: runs a protocol over the mesh.
 //! * [`utxos`]: the UTXO registry and payments from it (coin selection, change, signing).
 
+#[cfg(feature = "test-support")]
+pub mod adversary;
 pub mod ceremony;
 mod change;
 pub mod config;

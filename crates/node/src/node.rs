@@ -25,7 +25,7 @@ use uuid::Uuid;
 use crate::{
     config::{Limits, NodeConfig},
     control::Control,
-    delivery::{connect, MeshParty, SessionParties},
+    delivery::{connect, DeliveryError, DeliveryFailures, MeshParty, SessionParties},
     health::Health,
     keys::ShareCache,
     now_ms,
@@ -57,6 +57,8 @@ pub(crate) struct Inner {
     pub backend: tokio::sync::OnceCell<ClusterBackend>,
     /// Held while a proposal's fencing token is checked and recorded (`locks`).
     pub(crate) fencing: tokio::sync::Mutex<()>,
+    /// How each failed protocol session ended, for [`Node::attribute`].
+    delivery_failures: DeliveryFailures,
 }
 
 /// A running node. Cheap to clone.
@@ -176,6 +178,7 @@ impl Node {
                 mesh,
                 backend: tokio::sync::OnceCell::new(),
                 fencing: tokio::sync::Mutex::new(()),
+                delivery_failures: DeliveryFailures::default(),
             }),
         };
         node.spawn(node.clone().dispatch(control));
@@ -401,6 +404,31 @@ impl Node {
             inbox,
             self.inner.transport.clone(),
             timeout,
+            self.inner.delivery_failures.clone(),
         ))
+    }
+
+    /// This node's error for a protocol run of `session` that failed with `error`: when the
+    /// session's message delivery ended it, the nodes at fault are named (the silent ones, or
+    /// the one whose message did not decode), so the coordinator blames them and not the node
+    /// reporting; otherwise the protocol's own error.
+    pub(crate) fn attribute(
+        &self,
+        session: SessionId,
+        error: mpc_protocols::ProtocolError,
+    ) -> NodeError {
+        match self.inner.delivery_failures.take(session) {
+            Some(DeliveryError::Timeout { after, silent }) if !silent.is_empty() => {
+                NodeError::Timeout {
+                    nodes: silent,
+                    seconds: after.as_secs_f64(),
+                }
+            }
+            Some(DeliveryError::Malformed { from, reason }) => NodeError::Misbehaved {
+                node: from,
+                reason: format!("its message in session {session} did not decode: {reason}"),
+            },
+            _ => NodeError::Protocol(error),
+        }
     }
 }

@@ -39,6 +39,13 @@ pub(crate) struct CommitWaiter {
 /// How long a coordinator waits for acknowledgements of a commit or abort.
 const ACKNOWLEDGEMENT_WAIT: Duration = Duration::from_secs(5);
 
+/// How much longer than the protocol's own deadline the coordinator waits for outcomes: a
+/// participant whose run timed out reports which nodes it did not hear from, and that report
+/// must arrive before the coordinator gives up on everyone who is still silent.
+fn report_grace(timeout: Duration) -> Duration {
+    Duration::from_millis(500) + timeout / 10
+}
+
 /// The session id under which participants acknowledge a commit/abort of `session`.
 fn commit_ack_session(session: Uuid) -> Uuid {
     SessionId::from_uuid(session).derive("commit-ack").as_uuid()
@@ -265,8 +272,10 @@ impl Node {
             }
         }
         drop(tx);
-        let mut round = Round::new(participants, Instant::now(), timeout);
-        let verdict = loop {
+        let wait = timeout + report_grace(timeout);
+        let deadline = Instant::now() + wait;
+        let mut round = Round::new(participants, Instant::now(), wait);
+        let mut verdict = loop {
             let decided =
                 match tokio::time::timeout_at(round.wake_at(Instant::now()), rx.recv()).await {
                     Ok(Some((from, result))) => round.answer(from, result),
@@ -277,6 +286,29 @@ impl Node {
                 break verdict;
             }
         };
+        // Another participant blames nodes for its failed run. This node took part too, and
+        // trusts its own view over another's word: when its own run failed on someone, that
+        // is the blame reported (a hostile participant cannot steer it onto honest nodes).
+        if let Verdict::Refused { node, refusal } = &verdict {
+            if *node != self.id() && refusal.accuses() && participants.contains(&self.id()) {
+                while let Ok(Some((from, result))) =
+                    tokio::time::timeout_at(deadline, rx.recv()).await
+                {
+                    if from != self.id() {
+                        continue;
+                    }
+                    if let Err(own) = result {
+                        if own.accuses() {
+                            verdict = Verdict::Refused {
+                                node: from,
+                                refusal: own,
+                            };
+                        }
+                    }
+                    break;
+                }
+            }
+        }
         if let Ok(mut w) = self.inner.waiters.lock() {
             w.remove(&session);
         }
@@ -293,7 +325,10 @@ impl Node {
     }
 
     /// Tells participants to commit (or abort) `session` and waits briefly for their
-    /// acknowledgements. Returns the nodes that did not acknowledge.
+    /// acknowledgements of a commit. Returns the nodes that did not acknowledge it. An abort is
+    /// not waited for: a participant that never hears it discards its pending share when its
+    /// own wait for the commit ends, and a hostile participant's silence must not hold the
+    /// coordinator's answer back.
     pub(crate) async fn finish_ceremony(
         &self,
         session: Uuid,
@@ -324,6 +359,12 @@ impl Node {
             } else if let Err(e) = self.send_control(p, session, &msg).await {
                 warn!(node = self.id(), peer = p, %session, error = %e, "commit/abort not delivered");
             }
+        }
+        if result.is_err() {
+            if let Ok(mut w) = self.inner.waiters.lock() {
+                w.remove(&ack);
+            }
+            return Vec::new();
         }
         // Any answer counts as an acknowledgement (a participant that could not commit says
         // so, and has been told the outcome all the same); only silence is reported.

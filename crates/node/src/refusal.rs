@@ -2,6 +2,7 @@
 //! a signer's refusal with the same code and details as the coordinator's own (`policy_refused`
 //! with its `rule`, `psbt_refused` with each input's code, ...), plus the node that refused.
 
+use mpc_transport::NodeId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -53,6 +54,19 @@ pub enum RefusalKind {
     },
     NotFound,
     InvalidRequest,
+    /// The participant's protocol run ended without messages from these nodes (in the latest
+    /// round it reached): they are to blame, not the participant reporting it.
+    PeersSilent {
+        nodes: Vec<NodeId>,
+    },
+    /// A message from this node did not decode at the participant.
+    PeerMisbehaved {
+        node: NodeId,
+    },
+    /// The protocol library aborted the participant's run (a proof or commitment that did not
+    /// check, a broadcast that was not reliable). The libraries keep the parties they blame in
+    /// private types, so nobody is named: the coordinator tries another signer set.
+    ProtocolAborted,
     /// Anything else: the participant's store, protocol run or transport failed.
     Failed,
 }
@@ -66,6 +80,14 @@ pub struct InputRefusal {
 }
 
 impl Refusal {
+    /// Whether the refusing participant blames other nodes (silent or malformed) for it.
+    pub fn accuses(&self) -> bool {
+        matches!(
+            self.kind,
+            RefusalKind::PeersSilent { .. } | RefusalKind::PeerMisbehaved { .. }
+        )
+    }
+
     pub fn failed(message: impl Into<String>) -> Self {
         Self {
             kind: RefusalKind::Failed,
@@ -114,17 +136,19 @@ impl From<&NodeError> for Refusal {
             NodeError::Coordination(_) => RefusalKind::CoordinationUnavailable,
             NodeError::NotFound(_) => RefusalKind::NotFound,
             NodeError::InvalidRequest(_) => RefusalKind::InvalidRequest,
+            NodeError::Timeout { nodes, .. } => RefusalKind::PeersSilent {
+                nodes: nodes.clone(),
+            },
+            NodeError::Misbehaved { node, .. } => RefusalKind::PeerMisbehaved { node: *node },
+            NodeError::Protocol(_) => RefusalKind::ProtocolAborted,
             // A refusal this node relays (it was not the one refusing): its kind, unchanged.
             NodeError::Refused { refusal, .. } => refusal.kind.clone(),
             NodeError::Config(_)
             | NodeError::Store(_)
             | NodeError::Transport(_)
-            | NodeError::Protocol(_)
             | NodeError::Wallet(_)
             | NodeError::Unavailable(_)
-            | NodeError::Timeout { .. }
             | NodeError::Disagreement(_)
-            | NodeError::Misbehaved { .. }
             | NodeError::Internal(_) => RefusalKind::Failed,
         };
         let message = match error {

@@ -125,7 +125,7 @@ impl Node {
                 if let Err(e) = store.add_primes(&primes_bytes).await {
                     warn!(error = %e, "could not return primes to the pool");
                 }
-                return Err(e.into());
+                return Err(self.attribute(sid, e));
             }
         };
         let digest = hex::encode(aux.public_digest()?);

@@ -185,7 +185,8 @@ impl Node {
                 let share = run_blocking(move || async move {
                     ecdsa::keygen(&eid, i, n, t, party, &mut OsRng).await
                 })
-                .await??;
+                .await?
+                .map_err(|e| self.attribute(sid, e))?;
                 // Check now that the share completes with our aux info.
                 let complete = EcdsaKeyShare::from_parts(share.clone(), aux)?;
                 (
@@ -212,7 +213,8 @@ impl Node {
                 let share = run_blocking(move || async move {
                     schnorr::keygen(&eid, i, n, t, party, &mut OsRng).await
                 })
-                .await??;
+                .await?
+                .map_err(|e| self.attribute(sid, e))?;
                 (
                     ProtocolKind::SchnorrKeygen,
                     share.to_bytes()?,

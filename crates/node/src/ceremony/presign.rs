@@ -28,11 +28,13 @@ use crate::{
 use super::{sorted_unique, PresignReport};
 
 impl Node {
-    /// Picks a signer set of `t` live participants, this node first if it participates.
+    /// Picks a signer set of `t` live participants, none of `exclude` and none of the sets in
+    /// `tried`, this node first if it participates.
     pub(crate) fn pick_signers(
         &self,
         wallet: &WalletRecord,
         exclude: &[NodeId],
+        tried: &[Vec<NodeId>],
     ) -> Result<Vec<NodeId>, NodeError> {
         let t = usize::from(wallet.threshold);
         let live: Vec<NodeId> = wallet
@@ -41,22 +43,36 @@ impl Node {
             .copied()
             .filter(|n| !exclude.contains(n) && self.inner.health.is_live(*n))
             .collect();
-        let mut chosen: Vec<NodeId> = live.iter().copied().filter(|n| *n == self.id()).collect();
-        chosen.extend(
-            live.iter()
-                .copied()
-                .filter(|n| *n != self.id())
-                .take(t - chosen.len().min(t)),
-        );
-        chosen.truncate(t);
-        if chosen.len() < t {
+        if live.len() < t {
             return Err(NodeError::Unavailable(format!(
                 "wallet {} needs {t} signers; live participants: {live:?}",
                 wallet.id
             )));
         }
-        chosen.sort_unstable();
-        Ok(chosen)
+        // This node first when it can sign, then the lowest ids: the first such set not tried
+        // yet (a failed attempt that named nobody is retried on another set).
+        let me = live.contains(&self.id());
+        let others: Vec<NodeId> = live.iter().copied().filter(|n| *n != self.id()).collect();
+        let need = t - usize::from(me);
+        let mut found = None;
+        combinations(&others, need, &mut Vec::new(), &mut |set| {
+            let mut chosen = set.to_vec();
+            if me {
+                chosen.push(self.id());
+            }
+            chosen.sort_unstable();
+            if tried.contains(&chosen) {
+                return false;
+            }
+            found = Some(chosen);
+            true
+        });
+        found.ok_or_else(|| {
+            NodeError::Unavailable(format!(
+                "wallet {}: every signer set of {t} among {live:?} was tried",
+                wallet.id
+            ))
+        })
     }
 
     /// Coordinates the generation of `count` presignatures for (wallet, path, signers). The
@@ -95,7 +111,7 @@ impl Node {
         let wallet = self.active_wallet(wallet_id).await?;
         let signers = match signers {
             Some(s) => s,
-            None => self.pick_signers(&wallet, &[])?,
+            None => self.pick_signers(&wallet, &[], &[])?,
         };
         let timeout =
             Limits::ms(self.inner.config.limits.presign_timeout_ms * u64::from(count.max(1)));
@@ -198,7 +214,8 @@ impl Node {
             let presig = run_blocking_background(move || async move {
                 ecdsa::presign(&eid, &share, &indices_owned, &path_owned, party, &mut OsRng).await
             })
-            .await??;
+            .await?
+            .map_err(|e| self.attribute(sid, e))?;
             crate::failpoint::crash_point("presign:generated");
             let now = now_ms();
             let record = PresignatureRecord {
@@ -221,4 +238,29 @@ impl Node {
         }
         Ok(Outcome::Presign { ids })
     }
+}
+
+/// Calls `visit` with each `k`-subset of `items`, in lexicographic order of positions, until it
+/// returns true. Returns whether it did.
+fn combinations(
+    items: &[NodeId],
+    k: usize,
+    prefix: &mut Vec<NodeId>,
+    visit: &mut dyn FnMut(&[NodeId]) -> bool,
+) -> bool {
+    if prefix.len() == k {
+        return visit(prefix);
+    }
+    for (i, item) in items.iter().enumerate() {
+        if items.len() - i < k - prefix.len() {
+            break;
+        }
+        prefix.push(*item);
+        let done = combinations(&items[i + 1..], k, prefix, visit);
+        prefix.pop();
+        if done {
+            return true;
+        }
+    }
+    false
 }

@@ -56,6 +56,7 @@ impl Node {
             );
             let mut attempts = Vec::new();
             let mut exclude: Vec<NodeId> = Vec::new();
+            let mut tried: Vec<Vec<NodeId>> = Vec::new();
             let mut last_error = None;
             let mut last_refusal = None;
             for attempt in 0..2u32 {
@@ -66,7 +67,7 @@ impl Node {
                         .derive(&format!("retry/{attempt}"))
                         .as_uuid()
                 };
-                let signers = match self.pick_signers(&wallets.records[0], &exclude) {
+                let signers = match self.pick_signers(&wallets.records[0], &exclude, &tried) {
                     Ok(s) => s,
                     Err(e) => {
                         last_error = Some(e);
@@ -106,8 +107,18 @@ impl Node {
                             duration_ms,
                         });
                         let culprits = e.culprits();
-                        let retryable = !culprits.is_empty();
+                        // A run the protocol aborted on someone it does not name: another
+                        // signer set may not include them.
+                        let aborted = match &e {
+                            NodeError::Protocol(_) => true,
+                            NodeError::Refused { refusal, .. } => {
+                                refusal.kind == RefusalKind::ProtocolAborted
+                            }
+                            _ => false,
+                        };
+                        let retryable = !culprits.is_empty() || aborted;
                         exclude.extend(culprits);
+                        tried.push(signers.clone());
                         if let NodeError::Refused { node, refusal } = &e {
                             if refusal.kind != RefusalKind::Failed {
                                 last_refusal = Some((*node, refusal.clone()));

@@ -212,7 +212,8 @@ impl Node {
                         ecdsa::sign(&eid, &share, &indices, &path, &preimage, party, &mut OsRng)
                             .await
                     })
-                    .await??;
+                    .await?
+                    .map_err(|e| self.attribute(sub, e))?;
                     InputOutcome::Ecdsa(sig)
                 }
                 (JobMessage::Schnorr { .. }, None) => {
@@ -221,7 +222,8 @@ impl Node {
                     })?;
                     let share = run
                         .await
-                        .map_err(|e| NodeError::Internal(format!("FROST task: {e}")))???;
+                        .map_err(|e| NodeError::Internal(format!("FROST task: {e}")))??
+                        .map_err(|e| self.attribute(sub, e))?;
                     InputOutcome::FrostShare(share)
                 }
                 (JobMessage::Schnorr { .. }, Some(_)) => {
