@@ -221,7 +221,7 @@ where
         while let Some((to, envelope)) = rx.recv().await {
             if let Err(e) = transport.send(to, envelope).await {
                 // The protocol notices through its own deadline; say which peer failed.
-                warn!(%session, to, error = %e, "protocol message not delivered");
+                warn!(%session, to = to.get(), error = %e, "protocol message not delivered");
             }
         }
     });

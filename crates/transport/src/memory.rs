@@ -72,7 +72,7 @@ impl Transport for MemoryTransport {
             }
             let decoded = Envelope::decode(&envelope.encode())?;
             if let Err(refusal) = router.deliver(self.me, decoded) {
-                warn!(from = self.me, to, %refusal, "envelope refused");
+                warn!(from = self.me.get(), to = to.get(), %refusal, "envelope refused");
             }
             Ok(())
         })
