@@ -14,6 +14,7 @@ use mpc_node::{
     utxos::UtxoError,
     NodeError,
 };
+use mpc_types::NodeId;
 use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
@@ -243,7 +244,7 @@ impl ApiError {
     }
 
     /// Adds `details.node`: which participant this came from.
-    fn naming_node(mut self, node: u16) -> Self {
+    fn naming_node(mut self, node: NodeId) -> Self {
         match &mut self.details {
             Value::Object(map) => {
                 map.insert("node".into(), json!(node));
@@ -496,7 +497,10 @@ mod tests {
         for error in refusals() {
             let refusal = Refusal::from(&error);
             let local = ApiError::from(error);
-            let remote = ApiError::from(NodeError::Refused { node: 4, refusal });
+            let remote = ApiError::from(NodeError::Refused {
+                node: NodeId::must(4),
+                refusal,
+            });
             assert_eq!(remote.status, local.status, "{local}");
             assert_eq!(remote.code, local.code, "{local}");
             let mut expected = match local.details.clone() {
@@ -557,7 +561,7 @@ mod tests {
         assert_eq!(codes[9].0, ErrorCode::CoordinationUnavailable);
 
         let failed = ApiError::from(NodeError::Refused {
-            node: 3,
+            node: NodeId::must(3),
             refusal: Refusal::failed("disk full"),
         });
         assert_eq!(

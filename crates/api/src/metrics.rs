@@ -17,6 +17,7 @@ use axum::{
 };
 use mpc_node::{now_ms, Node};
 use mpc_store::WalletState;
+use mpc_types::NodeId;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -203,7 +204,7 @@ impl Metrics {
                 let signers = level
                     .signers
                     .iter()
-                    .map(u16::to_string)
+                    .map(NodeId::to_string)
                     .collect::<Vec<_>>()
                     .join(",");
                 let labels = [wallet.id.as_str(), level.path.as_str(), signers.as_str()];

@@ -11,6 +11,7 @@ use axum::{
 use mpc_bitcoin::{Chain, Scheme};
 use mpc_node::{ceremony::CreateWallet, keys::WalletInfo, signing::SignReport, Node};
 use mpc_protocols::DerivationPath;
+use mpc_types::NodeId;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -81,7 +82,8 @@ where
 #[derive(Serialize, ToSchema)]
 pub struct Healthz {
     status: &'static str,
-    node: u16,
+    #[schema(value_type = u16)]
+    node: NodeId,
 }
 
 /// Liveness of this node's API (unauthenticated).
@@ -95,7 +97,8 @@ pub async fn healthz(State(s): State<AppState>) -> Json<Healthz> {
 
 #[derive(Serialize, ToSchema)]
 pub struct ClusterHealth {
-    node: u16,
+    #[schema(value_type = u16)]
+    node: NodeId,
     version: &'static str,
     network: String,
     threshold: u16,
@@ -171,7 +174,8 @@ pub struct DkgRequest {
     name: String,
     threshold: Option<u16>,
     /// Node ids; default: every node.
-    participants: Option<Vec<u16>>,
+    #[schema(value_type = Option<Vec<u16>>)]
+    participants: Option<Vec<NodeId>>,
     /// `mainnet`, `testnet`, `signet` or `regtest`; default: the cluster's.
     network: Option<String>,
 }
@@ -206,7 +210,8 @@ pub struct Ceremony {
     kind: String,
     /// `running`, `succeeded` or `failed`.
     state: String,
-    coordinator: u16,
+    #[schema(value_type = u16)]
+    coordinator: NodeId,
     started_at_ms: i64,
     finished_at_ms: Option<i64>,
     duration_ms: Option<i64>,
@@ -374,7 +379,8 @@ pub struct PresignRequest {
     /// 1 to 100.
     count: u32,
     /// Node ids of the signer set; default: live nodes, this one first.
-    signers: Option<Vec<u16>>,
+    #[schema(value_type = Option<Vec<u16>>)]
+    signers: Option<Vec<NodeId>>,
 }
 
 /// Generates presignatures for (wallet, path, signer set); poll the ceremony.
@@ -461,7 +467,8 @@ pub async fn openapi_json(State(s): State<AppState>) -> Response {
 
 #[derive(Serialize, ToSchema)]
 pub struct PoolStats {
-    node: u16,
+    #[schema(value_type = u16)]
+    node: NodeId,
     /// One entry per ECDSA wallet: levels per (path, signer set), target, utilization,
     /// generated and used totals, last refill and generation-time percentiles.
     #[schema(value_type = Vec<Object>)]

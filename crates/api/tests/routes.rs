@@ -4,6 +4,7 @@
 //! cause through the router are each produced and checked against `ErrorCode`. The process
 //! tests (`mpc-wallet --test api`) run the same API over QUIC and real node processes.
 
+use mpc_types::NodeId;
 use std::{collections::BTreeSet, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
@@ -474,7 +475,7 @@ async fn the_error_codes_a_client_can_cause() {
     // Nodes 2 and 3 refuse more than 50 000 sats per transaction; node 1, which the client
     // talks to, does not: their refusal comes back typed, naming the node.
     let c = cluster(|cfg| {
-        if cfg.id != 1 {
+        if cfg.id != NodeId::must(1) {
             cfg.policy = Policy {
                 max_amount_per_tx_sats: Some(50_000),
                 ..Policy::default()

@@ -17,52 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::WalletError;
 
-/// The two signature schemes, each with its own keys. Named by protocol in the API and CLI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Scheme {
-    /// Threshold ECDSA by CGGMP24; spends P2WPKH (segwit v0) outputs.
-    #[serde(rename = "cggmp24", alias = "ecdsa")]
-    Ecdsa,
-    /// FROST Schnorr (BIP-340); spends key-path P2TR outputs.
-    #[serde(rename = "frost", alias = "schnorr")]
-    Schnorr,
-}
-
-impl Scheme {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheme::Ecdsa => "cggmp24",
-            Scheme::Schnorr => "frost",
-        }
-    }
-
-    /// The output type this scheme's wallets receive to.
-    pub fn script_type(self) -> &'static str {
-        match self {
-            Scheme::Ecdsa => "p2wpkh",
-            Scheme::Schnorr => "p2tr",
-        }
-    }
-}
-
-impl std::fmt::Display for Scheme {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Scheme {
-    type Err = WalletError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "cggmp24" | "ecdsa" => Ok(Scheme::Ecdsa),
-            "frost" | "schnorr" => Ok(Scheme::Schnorr),
-            other => Err(WalletError::InvalidKey(format!(
-                "unknown scheme {other:?} (expected cggmp24 or frost)"
-            ))),
-        }
-    }
-}
+// Shared with the store and the API, which name schemes too.
+pub use mpc_types::Scheme;
 
 /// Receive (`m/0/i`) or change (`m/1/i`) addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use mpc_bitcoin::{
     psbt::analyze,
     InputProblem, JobMessage, TxProblem, TxRules, WalletError, WalletKey,
 };
-use mpc_protocols::DerivationPath;
+use mpc_protocols::{DerivationPath, PartyIndex};
 
 struct Wallets {
     ecdsa: WalletKey,
@@ -231,7 +231,13 @@ fn a_misstated_taproot_amount_yields_only_invalid_signatures() {
         shares: &w.schnorr_shares,
     }];
     // The signer signs what it was told (the lie passes its checks)...
-    sign_psbt(&mut lied, &local, &[0, 1], EcdsaMode::Presignature).unwrap();
+    sign_psbt(
+        &mut lied,
+        &local,
+        &PartyIndex::list(&[0, 1]),
+        EcdsaMode::Presignature,
+    )
+    .unwrap();
     let tx = finalize(&mut lied).unwrap();
     // ...and not one signature verifies for the real amounts.
     let secp = Secp256k1::verification_only();

@@ -20,7 +20,7 @@ use mpc_bitcoin::{
     verify::verify_transaction,
     Chain, InputProblem, TxRules, WalletError, WalletKey,
 };
-use mpc_protocols::DerivationPath;
+use mpc_protocols::{DerivationPath, PartyIndex};
 
 fn path(s: &str) -> DerivationPath {
     s.parse().unwrap()
@@ -205,7 +205,13 @@ fn signed_mixed_transaction(fx: &Fixture) -> (Transaction, Vec<TxOut>) {
         (false, "m/0/3"),
     ]);
     let mut psbt = fx.psbt(&inputs, 2);
-    let signed = sign_psbt(&mut psbt, &fx.wallets(), &[0, 2], EcdsaMode::Presignature).unwrap();
+    let signed = sign_psbt(
+        &mut psbt,
+        &fx.wallets(),
+        &PartyIndex::list(&[0, 2]),
+        EcdsaMode::Presignature,
+    )
+    .unwrap();
     assert_eq!(signed.len(), 4);
     let spent = spent_outputs(&psbt).unwrap();
     let tx = finalize(&mut psbt).unwrap();
@@ -304,7 +310,13 @@ fn the_sighash_types_that_commit_to_the_whole_transaction_sign_and_verify() {
     psbt.inputs[1].sighash_type = Some(PsbtSighashType::from(EcdsaSighashType::All));
     psbt.inputs[3].sighash_type = Some(PsbtSighashType::from(TapSighashType::Default));
     psbt.inputs[4].sighash_type = Some(PsbtSighashType::from(TapSighashType::All));
-    sign_psbt(&mut psbt, &fx.wallets(), &[1, 2], EcdsaMode::Interactive).unwrap();
+    sign_psbt(
+        &mut psbt,
+        &fx.wallets(),
+        &PartyIndex::list(&[1, 2]),
+        EcdsaMode::Interactive,
+    )
+    .unwrap();
     let spent = spent_outputs(&psbt).unwrap();
     let tx = finalize(&mut psbt).unwrap();
     verify_transaction(&tx, &spent).unwrap();

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use mpc_api::Role;
 use mpc_bitcoin::WalletKey;
-use mpc_protocols::{ecdsa::SighashPreimage, local, DerivationPath};
+use mpc_protocols::{ecdsa::SighashPreimage, local, DerivationPath, PartyIndex};
 use mpc_wallet::{
     client::ApiClient,
     devnet::{synthetic_payment, wallet_key_from_api, Devnet, DevnetOptions},
@@ -121,7 +121,7 @@ async fn main() {
 
     let (mut cluster, mut client, mut base) = (Vec::new(), Vec::new(), Vec::new());
     let frost = local::schnorr_keygen(3, 5).unwrap();
-    let signers = [0u16, 1, 2];
+    let signers = PartyIndex::list(&[0, 1, 2]);
     let signings = env_count("MPC_BENCH_FROST_SIGNINGS", reps * 2);
     for _ in 0..signings {
         let (node_ms, client_ms, _) = sign(&signer, &tid, spend(&tkey, "m/0/0", &tkey)).await;
@@ -214,7 +214,7 @@ async fn ecdsa(
     let eid = ecdsa["id"].as_str().unwrap().to_string();
     let ekey = wallet_key_from_api(&ecdsa).unwrap();
     let shares = local::ecdsa_keygen(3, &aux).unwrap();
-    let signers = [0u16, 1, 2];
+    let signers = PartyIndex::list(&[0, 1, 2]);
 
     // Presignatures: one per run, so each ceremony is one presignature.
     let presigs = if quick { 2 } else { 5 };

@@ -17,7 +17,7 @@ use mpc_bitcoin::{
 };
 use mpc_protocols::{
     ecdsa::{AuxInfo, PrimesFile, SighashPreimage},
-    local, DerivationPath,
+    local, DerivationPath, PartyIndex,
 };
 
 const BACKEND: &str = if cfg!(feature = "backend-rug") {
@@ -118,7 +118,7 @@ fn main() {
 
     for t in [3u16, 4] {
         let ts = t.to_string();
-        let signers: Vec<u16> = (0..t).collect();
+        let signers = PartyIndex::all(t);
         let path: DerivationPath = "m/0/1".parse().expect("path");
         let shares = measure(
             "ECDSA keygen",
@@ -222,7 +222,7 @@ fn wallet_phases(
     )
     .pop()
     .expect("jobs");
-    let signers = [0u16, 1, 2];
+    let signers = PartyIndex::list(&[0, 1, 2]);
     let sigs: Vec<InputSignature> = jobs
         .iter()
         .map(|job| match &job.message {

@@ -13,7 +13,7 @@ use mpc_bitcoin::{
 };
 use mpc_protocols::{
     ecdsa::{Primes, PrimesFile},
-    local,
+    local, PartyIndex,
 };
 
 use crate::{
@@ -59,9 +59,9 @@ fn primes_for(parties: u16) -> Result<Vec<Primes>> {
 }
 
 pub fn run(threshold: u16, parties: u16) -> Result<Report> {
-    mpc_protocols::ecdsa::check_parameters(0, parties, threshold)?;
+    mpc_protocols::ecdsa::check_parameters(PartyIndex::new(0), parties, threshold)?;
     let network = Network::Regtest;
-    let signers: Vec<u16> = (0..threshold).collect();
+    let signers = PartyIndex::all(threshold);
     let mut phases = Phases {
         timings: Vec::new(),
     };
@@ -154,7 +154,7 @@ pub fn run(threshold: u16, parties: u16) -> Result<Report> {
         network: mpc_bitcoin::network_name(network).into(),
         threshold,
         parties,
-        signers,
+        signers: signers.iter().map(|s| s.get()).collect(),
         note: report::SYNTHETIC_NOTE,
         wallets: vec![
             WalletReport::new(None, &ecdsa)?,

@@ -6,6 +6,7 @@ use std::{path::Path, time::Instant};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mpc_protocols::ecdsa::{AuxInfoFile, Primes, PrimesFile};
+use mpc_types::NodeId;
 
 pub fn generate_primes(count: usize, out: &Path, threads: Option<usize>) -> Result<()> {
     let threads = threads
@@ -101,7 +102,7 @@ pub async fn import_aux_info(devnet: &crate::devnet::Devnet) -> Result<()> {
         path.display(),
         file.aux_info.len()
     );
-    let node_set: Vec<u16> = devnet.nodes.iter().map(|node| node.id).collect();
+    let node_set: Vec<NodeId> = devnet.nodes.iter().map(|node| node.id).collect();
     let session = uuid::Uuid::new_v4();
     for (node, aux) in devnet.nodes.iter().zip(&file.aux_info) {
         let config = mpc_node::NodeConfig::load(&node.config)?;

@@ -274,9 +274,9 @@ fn main() -> Result<()> {
             ips,
             days,
         }) => {
-            let ip_of = |id: u16| {
+            let ip_of = |id: mpc_types::NodeId| {
                 vec![ips
-                    .get(usize::from(id) - 1)
+                    .get(usize::from(id.get()) - 1)
                     .copied()
                     .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]))]
             };

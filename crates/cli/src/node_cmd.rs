@@ -39,7 +39,7 @@ pub async fn run(config_path: &Path) -> Result<()> {
         (Some(addr), Some(jwt)) => {
             let state = mpc_api::AppState::new(node.clone(), jwt, &api_config)?;
             let mut rx = stop_rx.clone();
-            info!(node = node.id(), %addr, "API listening");
+            info!(node = node.id().get(), %addr, "API listening");
             Some(tokio::spawn(mpc_api::serve(addr, state, async move {
                 let _ = rx.changed().await;
             })))

@@ -20,6 +20,7 @@ pub struct Report {
     pub network: String,
     pub threshold: u16,
     pub parties: u16,
+    /// As each mode names them: party indices in the one-process demo, node ids on a devnet.
     pub signers: Vec<u16>,
     pub note: &'static str,
     pub wallets: Vec<WalletReport>,

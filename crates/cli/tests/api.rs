@@ -616,7 +616,7 @@ async fn rest_api_and_cli_against_five_node_processes() {
         bases: devnet
             .nodes
             .iter()
-            .map(|n| (n.id, format!("http://{}", n.api)))
+            .map(|n| (n.id.get(), format!("http://{}", n.api)))
             .collect(),
         exercised: Mutex::new(BTreeMap::new()),
     };

@@ -3,6 +3,7 @@
 //! transaction (one input from a presignature), attacks on one node's mesh endpoint, a signer
 //! killed mid-signing, and a restart of every node from its store.
 
+use mpc_types::NodeId;
 use std::{
     collections::HashSet,
     net::SocketAddr,
@@ -28,6 +29,10 @@ use mpc_wallet::{
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 use uuid::Uuid;
+
+const N1: NodeId = NodeId::must(1);
+const N2: NodeId = NodeId::must(2);
+const N3: NodeId = NodeId::must(3);
 
 fn options(dir: &Path) -> DevnetOptions {
     DevnetOptions::for_signing_tests(dir.to_path_buf(), env!("CARGO_BIN_EXE_mpc-wallet").into())
@@ -70,8 +75,8 @@ async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
 /// A rogue endpoint that dials node `target` of the devnet as node `me`.
 async fn rogue(
     devnet: &Devnet,
-    me: u16,
-    target: u16,
+    me: NodeId,
+    target: NodeId,
     identity: TlsIdentity,
     max_frame: usize,
 ) -> (QuicMesh, ControlInbox) {
@@ -98,7 +103,7 @@ async fn rogue(
 fn identity(
     dir: &Path,
     ca: &ClusterCa,
-    id: u16,
+    id: NodeId,
     not_before: time::OffsetDateTime,
     days: i64,
 ) -> TlsIdentity {
@@ -179,7 +184,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
         .collect();
     assert_eq!(methods, ["presignature", "frost"]);
     r_values.extend(verify_answer(&first).unwrap());
-    let first_signers: Vec<u16> = serde_json::from_value(first["signers"].clone()).unwrap();
+    let first_signers: Vec<NodeId> = serde_json::from_value(first["signers"].clone()).unwrap();
 
     // ---- attacks on node 3's mesh endpoint; node 3 keeps serving ------------------------
     let node3 = devnet.client(3, Role::Viewer).unwrap();
@@ -196,21 +201,21 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
     let stranger = ClusterCa::generate("stranger", 1).unwrap();
     let (mesh, _) = rogue(
         &devnet,
-        2,
-        3,
-        identity(&cert_dir, &stranger, 2, now - time::Duration::hours(1), 1),
+        N2,
+        N3,
+        identity(&cert_dir, &stranger, N2, now - time::Duration::hours(1), 1),
         4 << 20,
     )
     .await;
     let _ = mesh
         .send(
-            3,
+            N3,
             Envelope {
                 protocol: 0,
                 session: SessionId([1; 16]),
                 round: 0,
-                from: 2,
-                to: Some(3),
+                from: N2,
+                to: Some(N3),
                 payload: vec![],
             },
         )
@@ -224,21 +229,21 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
     let (conns1, _) = refused(&node3).await;
     let (mesh, _) = rogue(
         &devnet,
-        2,
-        3,
-        identity(&cert_dir, &ca, 2, now - time::Duration::days(3), 1),
+        N2,
+        N3,
+        identity(&cert_dir, &ca, N2, now - time::Duration::days(3), 1),
         4 << 20,
     )
     .await;
     let _ = mesh
         .send(
-            3,
+            N3,
             Envelope {
                 protocol: 0,
                 session: SessionId([1; 16]),
                 round: 0,
-                from: 2,
-                to: Some(3),
+                from: N2,
+                to: Some(N3),
                 payload: vec![],
             },
         )
@@ -255,12 +260,12 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
     devnet.stop(2, Signal::SIGTERM).unwrap();
     let node2 = TlsIdentity::load(
         &certs::ca_cert_path(&cert_dir),
-        &certs::node_cert_path(&cert_dir, 2),
-        &certs::node_key_path(&cert_dir, 2),
+        &certs::node_cert_path(&cert_dir, N2),
+        &certs::node_key_path(&cert_dir, N2),
     )
     .unwrap();
-    let (mesh, mut control) = rogue(&devnet, 2, 3, node2, 16 << 20).await;
-    let envelope = |from: u16, session: SessionId, protocol: u8, payload: Vec<u8>| Envelope {
+    let (mesh, mut control) = rogue(&devnet, N2, N3, node2, 16 << 20).await;
+    let envelope = |from: NodeId, session: SessionId, protocol: u8, payload: Vec<u8>| Envelope {
         protocol,
         session,
         round: 1,
@@ -269,25 +274,25 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
         payload,
     };
     // A message for a session nobody runs: held for session_hold_ms, then dropped.
-    mesh.send(3, envelope(2, SessionId([9; 16]), 6, b"unknown".to_vec()))
+    mesh.send(N3, envelope(N2, SessionId([9; 16]), 6, b"unknown".to_vec()))
         .await
         .unwrap();
     mesh.send(
-        3,
-        envelope(1, SessionId([7; 16]), 6, b"I am node 1".to_vec()),
+        N3,
+        envelope(N1, SessionId([7; 16]), 6, b"I am node 1".to_vec()),
     )
     .await
     .unwrap();
-    mesh.send_raw_frame(3, b"\x00\x00\x00\x10not an envelope at all")
+    mesh.send_raw_frame(N3, b"\x00\x00\x00\x10not an envelope at all")
         .await
         .unwrap();
     // Node 3 stops reading at its limit, so the sender sees its stream stopped.
     let _ = mesh
-        .send(3, envelope(2, SessionId([8; 16]), 6, vec![0; 5 << 20]))
+        .send(N3, envelope(N2, SessionId([8; 16]), 6, vec![0; 5 << 20]))
         .await;
     let old_sub_session =
         SessionId::from_uuid(first["session"].as_str().unwrap().parse().unwrap()).derive("input/1");
-    mesh.send(3, envelope(2, old_sub_session, 6, b"replayed".to_vec()))
+    mesh.send(N3, envelope(N2, old_sub_session, 6, b"replayed".to_vec()))
         .await
         .unwrap();
     wait_for("four refused frames", async || {
@@ -295,7 +300,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
     })
     .await;
     // A replayed signing proposal (same session id as the first signing).
-    if first_signers.contains(&3) {
+    if first_signers.contains(&N3) {
         let session: Uuid = first["session"].as_str().unwrap().parse().unwrap();
         let proposal = Control::Propose(Proposal {
             session,
@@ -307,7 +312,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
             },
             fencing_token: None,
         });
-        mesh.send(3, proposal.envelope(session, 2, 3).unwrap())
+        mesh.send(N3, proposal.envelope(session, N2, N3).unwrap())
             .await
             .unwrap();
         // Node 3 takes the rogue for node 2: skip its heartbeats, wait for the answer.

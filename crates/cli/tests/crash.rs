@@ -5,6 +5,7 @@
 //! `MPC_KILLS` sets the number of kills (default 8 here; `scripts/kill-test` runs 100+ and
 //! its numbers are in RELIABILITY.md). `MPC_KILL_SEED` offsets the seeds.
 
+use mpc_types::NodeId;
 use std::{
     collections::{BTreeMap, HashSet},
     path::Path,
@@ -36,7 +37,8 @@ fn psbt_at(key: &WalletKey, path: &str, to: &WalletKey) -> String {
 }
 
 async fn check_stores_decrypt(dir: &Path, nodes: u16, wallets: &[String]) {
-    for id in 1..=nodes {
+    let ids: Vec<NodeId> = (1..=nodes).filter_map(NodeId::new).collect();
+    for &id in &ids {
         let node_dir = dir.join(format!("node-{id}"));
         let store = Store::open(
             &format!("sqlite://{}", node_dir.join("store.db").display()),
@@ -54,7 +56,6 @@ async fn check_stores_decrypt(dir: &Path, nodes: u16, wallets: &[String]) {
             mpc_protocols::ecdsa::IncompleteEcdsaShare::from_bytes(&share)
                 .unwrap_or_else(|e| panic!("node {id}'s share of {w} does not decode: {e}"));
         }
-        let ids: Vec<u16> = (1..=nodes).collect();
         let (aux, _) = store.aux_info(&ids).await.unwrap().expect("aux info");
         mpc_protocols::ecdsa::AuxInfo::from_bytes(&aux).unwrap();
         store.close().await;

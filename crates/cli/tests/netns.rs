@@ -411,7 +411,7 @@ async fn five_namespaces_generate_sign_and_sign_again_with_one_cut_off() {
     // ---- the nodes really run in their namespaces ---------------------------------------
     let root = netns_id("/proc/self/ns/net");
     for node in &devnet.nodes {
-        let id = node.id;
+        let id = node.id.get();
         let pid = devnet.pid(id).expect("node running");
         let actual = netns_id(&format!("/proc/{pid}/ns/net"));
         let expected = netns_id(&format!("/run/netns/{}", net.namespace(id)));

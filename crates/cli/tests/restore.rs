@@ -3,6 +3,7 @@
 //! its presignature pool is empty (nothing from before the backup is ever used), its backup is
 //! refused on node 3 and a tampered copy is refused.
 
+use mpc_types::NodeId;
 use std::{
     path::Path,
     process::{Command, Output},
@@ -86,7 +87,7 @@ async fn open_store(dir: &Path, id: u16) -> Store {
     Store::open(
         &format!("sqlite://{}", dir.join("store.db").display()),
         &KeySource::KeyFile(dir.join("kek.key")),
-        id,
+        NodeId::must(id),
     )
     .await
     .unwrap()
@@ -158,7 +159,13 @@ async fn a_node_restored_from_its_backup_signs_with_an_empty_presignature_pool()
     let (old_ready, old_share) = {
         let store = open_store(&node2, 2).await;
         let ready = store
-            .ready_presignatures(&wallet_id, PATH, &[1, 2, 3], now_ms(), 100)
+            .ready_presignatures(
+                &wallet_id,
+                PATH,
+                &NodeId::must_list(&[1, 2, 3]),
+                now_ms(),
+                100,
+            )
             .await
             .unwrap();
         let share = store.key_share(&wallet_id).await.unwrap().unwrap().to_vec();

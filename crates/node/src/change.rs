@@ -61,13 +61,14 @@ impl Node {
     ) {
         let Ok(permit) = self.inner.notice_checks.clone().try_acquire_owned() else {
             debug!(
-                node = self.id(),
-                from, "busy: a signed-transaction notice dropped"
+                node = self.id().get(),
+                from = from.get(),
+                "busy: a signed-transaction notice dropped"
             );
             return;
         };
         let node = self.clone();
-        let span = tracing::info_span!("signed-notice", node = self.id(), from);
+        let span = tracing::info_span!("signed-notice", node = self.id().get(), from = from.get());
         tokio::spawn(
             async move {
                 match node

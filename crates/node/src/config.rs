@@ -400,7 +400,8 @@ impl NodeConfig {
         let mut ids: Vec<NodeId> = self.cluster.nodes.iter().map(|p| p.id).collect();
         ids.sort_unstable();
         ids.dedup();
-        if ids.len() != n || ids.contains(&0) {
+        // Zero is refused when the config is parsed: no NodeId is 0.
+        if ids.len() != n {
             return bad("cluster.nodes ids must be unique and non-zero".into());
         }
         let t = self.cluster.threshold;
@@ -483,7 +484,7 @@ mod tests {
         for id in 1..=5u16 {
             let path = dir.join(format!("node-{id}.toml"));
             let config = NodeConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(config.id, id);
+            assert_eq!(config.id.get(), id);
             assert_eq!(config.cluster.nodes.len(), 5);
             assert_eq!(
                 config.coordination.backend,

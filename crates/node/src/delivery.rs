@@ -310,7 +310,7 @@ where
         while let Some((to, envelope)) = rx.recv().await {
             if let Err(e) = transport.send(to, envelope).await {
                 // The protocol notices through its own deadline; say which peer failed.
-                warn!(%session, to, error = %e, "protocol message not delivered");
+                warn!(%session, to = to.get(), error = %e, "protocol message not delivered");
             }
         }
     });
@@ -401,34 +401,35 @@ mod tests {
         let parties = SessionParties {
             session: SessionId([0; 16]),
             protocol: ProtocolKind::SchnorrKeygen,
-            nodes: vec![1, 2, 3, 4],
-            me: 1,
+            nodes: NodeId::must_list(&[1, 2, 3, 4]),
+            me: NodeId::must(1),
         };
-        let heard = |entries: &[(NodeId, &[u16])]| -> HashMap<NodeId, BTreeSet<u16>> {
+        let heard = |entries: &[(u16, &[u16])]| -> HashMap<NodeId, BTreeSet<u16>> {
             entries
                 .iter()
-                .map(|(n, r)| (*n, r.iter().copied().collect()))
+                .map(|(n, r)| (NodeId::must(*n), r.iter().copied().collect()))
                 .collect()
         };
+        let ids = NodeId::must_list;
         // Node 2 skipped round 0 and went on to round 1: it is to blame, not 3 and 4, who
         // wait in round 0 for it.
         let skipped = heard(&[(2, &[1]), (3, &[0]), (4, &[0])]);
-        assert_eq!(silent_nodes(&parties, &[0], &skipped), [2]);
-        assert_eq!(silent_nodes(&parties, &[], &skipped), [2]);
+        assert_eq!(silent_nodes(&parties, &[0], &skipped), ids(&[2]));
+        assert_eq!(silent_nodes(&parties, &[], &skipped), ids(&[2]));
         // Round numbers out of the protocol's order (a reliability check numbered 4 comes
         // right after round 0): this party sent 0 then 4 and waits for node 2's 4, which
         // skipped it and sent 1 and 2.
         let out_of_order = heard(&[(2, &[0, 1, 2]), (3, &[0, 4]), (4, &[0, 4])]);
-        assert_eq!(silent_nodes(&parties, &[0, 4], &out_of_order), [2]);
+        assert_eq!(silent_nodes(&parties, &[0, 4], &out_of_order), ids(&[2]));
         // Nothing from node 4 at all.
         let none_from_4 = heard(&[(2, &[0]), (3, &[0])]);
-        assert_eq!(silent_nodes(&parties, &[0], &none_from_4), [4]);
+        assert_eq!(silent_nodes(&parties, &[0], &none_from_4), ids(&[4]));
         // Every round heard is complete: everyone is behind in the next.
         let complete = heard(&[(2, &[0, 1]), (3, &[0, 1]), (4, &[0, 1])]);
-        assert_eq!(silent_nodes(&parties, &[0, 1], &complete), [2, 3, 4]);
-        assert_eq!(silent_nodes(&parties, &[], &HashMap::new()), [2, 3, 4]);
+        assert_eq!(silent_nodes(&parties, &[0, 1], &complete), ids(&[2, 3, 4]));
+        assert_eq!(silent_nodes(&parties, &[], &HashMap::new()), ids(&[2, 3, 4]));
         // Node 3 is a round behind the others.
         let behind = heard(&[(2, &[0, 1]), (3, &[0]), (4, &[0, 1])]);
-        assert_eq!(silent_nodes(&parties, &[0, 1], &behind), [3]);
+        assert_eq!(silent_nodes(&parties, &[0, 1], &behind), ids(&[3]));
     }
 }

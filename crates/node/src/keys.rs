@@ -15,6 +15,7 @@ use mpc_protocols::{
 };
 use mpc_store::{WalletRecord, WalletState};
 use mpc_transport::NodeId;
+use mpc_types::party_index;
 use serde::Serialize;
 
 use crate::{Node, NodeError};
@@ -55,7 +56,7 @@ pub fn wallet_key(record: &WalletRecord) -> Result<WalletKey, NodeError> {
     let scheme: Scheme = record
         .scheme
         .parse()
-        .map_err(|e: mpc_bitcoin::WalletError| bad(e.to_string()))?;
+        .map_err(|e: mpc_types::ParseError| bad(e.to_string()))?;
     let master_key =
         PublicKey::try_from(record.public_key.clone()).map_err(|e| bad(e.to_string()))?;
     let chain_code: [u8; 32] = hex::decode(&record.chain_code)
@@ -95,15 +96,9 @@ pub fn keygen_indices(
     nodes
         .iter()
         .map(|n| {
-            participants
-                .iter()
-                .position(|p| p == n)
-                .map(|i| i as PartyIndex)
-                .ok_or_else(|| {
-                    NodeError::InvalidRequest(format!(
-                        "node {n} is not a participant of the wallet"
-                    ))
-                })
+            party_index(participants, *n).ok_or_else(|| {
+                NodeError::InvalidRequest(format!("node {n} is not a participant of the wallet"))
+            })
         })
         .collect()
 }

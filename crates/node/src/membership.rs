@@ -145,11 +145,11 @@ impl Node {
             };
             match self.inner.config.peer(record.id) {
                 None => error!(
-                    member = record.id,
+                    member = record.id.get(),
                     "etcd lists a node that is not in this node's cluster.nodes"
                 ),
                 Some(peer) if peer.address.to_string() != record.address => error!(
-                    member = record.id,
+                    member = record.id.get(),
                     etcd = %record.address,
                     config = %peer.address,
                     "etcd and this node's config disagree on a member's address"

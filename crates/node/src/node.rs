@@ -86,7 +86,7 @@ pub fn key_source(config: &NodeConfig) -> Result<KeySource, NodeError> {
 async fn guard_store(config: &NodeConfig, store: &Store) -> Result<(), NodeError> {
     let path = config.rollback_guard_file();
     let check = store.guard_against_rollback(&path).await?;
-    info!(node = config.id, path = %path.display(), ?check, "store checked for a rollback");
+    info!(node = config.id.get(), path = %path.display(), ?check, "store checked for a rollback");
     Ok(())
 }
 
@@ -186,7 +186,7 @@ impl Node {
         node.spawn(node.clone().prime_pool());
         node.spawn(node.clone().pool_service());
         node.spawn(node.clone().membership_service());
-        info!(node = node.id(), "node started");
+        info!(node = node.id().get(), "node started");
         node
     }
 
@@ -209,7 +209,7 @@ impl Node {
             mesh.shutdown().await;
         }
         self.inner.store.close().await;
-        info!(node = self.id(), "node stopped");
+        info!(node = self.id().get(), "node stopped");
     }
 
     pub fn id(&self) -> NodeId {
@@ -260,7 +260,7 @@ impl Node {
             finished_at: Some(now_ms()),
         };
         if let Err(e) = self.inner.store.put_ceremony(&record).await {
-            warn!(node = self.id(), %session, error = %e, "could not record the ceremony");
+            warn!(node = self.id().get(), %session, error = %e, "could not record the ceremony");
         }
     }
 
@@ -341,7 +341,7 @@ impl Node {
             NodeError::Config(format!("{} has no prime set {index}", file.display()))
         })?;
         store.add_primes(&primes.to_bytes()?).await?;
-        info!(node = self.id(), file = %file.display(), index, "imported pregenerated primes");
+        info!(node = self.id().get(), file = %file.display(), index, "imported pregenerated primes");
         Ok(())
     }
 
@@ -352,7 +352,10 @@ impl Node {
         loop {
             match self.inner.store.primes_count().await {
                 Ok(count) if count < target => {
-                    info!(node = self.id(), count, target, "generating safe primes");
+                    info!(
+                        node = self.id().get(),
+                        count, target, "generating safe primes"
+                    );
                     let generated = tokio::task::spawn_blocking(|| {
                         mpc_protocols::ecdsa::Primes::generate(&mut rand_core::OsRng).to_bytes()
                     })
@@ -360,16 +363,20 @@ impl Node {
                     match generated {
                         Ok(Ok(bytes)) => {
                             if let Err(e) = self.inner.store.add_primes(&bytes).await {
-                                warn!(node = self.id(), error = %e, "could not store primes");
+                                warn!(node = self.id().get(), error = %e, "could not store primes");
                             }
                         }
-                        Ok(Err(e)) => warn!(node = self.id(), error = %e, "prime encoding failed"),
-                        Err(e) => warn!(node = self.id(), error = %e, "prime generation failed"),
+                        Ok(Err(e)) => {
+                            warn!(node = self.id().get(), error = %e, "prime encoding failed")
+                        }
+                        Err(e) => {
+                            warn!(node = self.id().get(), error = %e, "prime generation failed")
+                        }
                     }
                 }
                 Ok(_) => tokio::time::sleep(Duration::from_secs(10)).await,
                 Err(e) => {
-                    warn!(node = self.id(), error = %e, "prime pool check failed");
+                    warn!(node = self.id().get(), error = %e, "prime pool check failed");
                     tokio::time::sleep(Duration::from_secs(10)).await
                 }
             }

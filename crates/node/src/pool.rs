@@ -227,13 +227,13 @@ impl Node {
                     &self.id().to_string(),
                     coordination.lease_ttl(),
                 );
-                info!(node = self.id(), prefix = %coordination.prefix, "campaigning for pool refill");
+                info!(node = self.id().get(), prefix = %coordination.prefix, "campaigning for pool refill");
                 if let Ok(mut election) = self.inner.pool.election.lock() {
                     *election = Some(handle);
                 }
             }
             Err(e) => {
-                warn!(node = self.id(), error = %e, "cannot reach etcd for the refill election")
+                warn!(node = self.id().get(), error = %e, "cannot reach etcd for the refill election")
             }
         }
     }
@@ -251,17 +251,17 @@ impl Node {
             match self.inner.store.expire_presignatures(now_ms()).await {
                 Ok(0) => {}
                 Ok(n) => info!(
-                    node = self.id(),
+                    node = self.id().get(),
                     expired = n,
                     "expired presignatures destroyed"
                 ),
-                Err(e) => warn!(node = self.id(), error = %e, "presignature expiry failed"),
+                Err(e) => warn!(node = self.id().get(), error = %e, "presignature expiry failed"),
             }
             if !config.enabled || !self.is_pool_leader() {
                 continue;
             }
             if let Err(e) = self.refill_round(&running).await {
-                warn!(node = self.id(), error = %e, "pool refill round failed");
+                warn!(node = self.id().get(), error = %e, "pool refill round failed");
             }
         }
     }
@@ -330,7 +330,7 @@ impl Node {
                         return Ok(());
                     };
                     let node = self.clone();
-                    let span = tracing::info_span!("pool-refill", node = self.id(), wallet = %wallet.id, path = %path);
+                    let span = tracing::info_span!("pool-refill", node = self.id().get(), wallet = %wallet.id, path = %path);
                     tokio::spawn(
                         async move {
                             let started = Instant::now();
@@ -386,7 +386,7 @@ impl Node {
             }
         }
         info!(
-            node = self.id(),
+            node = self.id().get(),
             wallet = wallet_id,
             count,
             ms = took.as_millis() as u64,

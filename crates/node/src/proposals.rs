@@ -70,7 +70,7 @@ impl Node {
             let msg = match Control::from_envelope(&envelope) {
                 Ok(m) => m,
                 Err(e) => {
-                    warn!(node = self.id(), from, error = %e, "malformed control message");
+                    warn!(node = self.id().get(), from = from.get(), error = %e, "malformed control message");
                     continue;
                 }
             };
@@ -78,7 +78,7 @@ impl Node {
                 Control::Heartbeat { version, .. } => self.inner.health.heard_from(from, version),
                 Control::Propose(proposal) => {
                     let node = self.clone();
-                    let span = tracing::info_span!("participant", node = self.id(), session = %proposal.session, kind = proposal.body.kind(), coordinator = from);
+                    let span = tracing::info_span!("participant", node = self.id().get(), session = %proposal.session, kind = proposal.body.kind(), coordinator = from.get());
                     tokio::spawn(async move { node.answer(from, proposal).await }.instrument(span));
                 }
                 Control::Outcome { session, result } => self.outcome_arrived(from, session, result),
@@ -178,9 +178,11 @@ impl Node {
                 let _ = w.tx.send((from, result));
             }
             Some(_) => {
-                warn!(node = self.id(), from, %session, "outcome from a non-participant ignored")
+                warn!(node = self.id().get(), from = from.get(), %session, "outcome from a non-participant ignored")
             }
-            None => debug!(node = self.id(), from, %session, "late or unknown outcome ignored"),
+            None => {
+                debug!(node = self.id().get(), from = from.get(), %session, "late or unknown outcome ignored")
+            }
         }
     }
 
@@ -199,7 +201,7 @@ impl Node {
                 let _ = w.tx.send(result);
             }
             None => {
-                warn!(node = self.id(), from, %session, "commit/abort for no pending ceremony ignored")
+                warn!(node = self.id().get(), from = from.get(), %session, "commit/abort for no pending ceremony ignored")
             }
         }
     }
@@ -357,7 +359,7 @@ impl Node {
             if p == self.id() {
                 self.commit_arrived(p, session, result.clone());
             } else if let Err(e) = self.send_control(p, session, &msg).await {
-                warn!(node = self.id(), peer = p, %session, error = %e, "commit/abort not delivered");
+                warn!(node = self.id().get(), peer = p.get(), %session, error = %e, "commit/abort not delivered");
             }
         }
         if result.is_err() {
@@ -412,7 +414,7 @@ impl Node {
             )
             .await
         {
-            warn!(node = self.id(), %session, error = %e, "acknowledgement not delivered");
+            warn!(node = self.id().get(), %session, error = %e, "acknowledgement not delivered");
         }
     }
 }

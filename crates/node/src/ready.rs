@@ -116,7 +116,7 @@ mod tests {
         ReadyKey {
             wallet_id: "w".into(),
             path: path.into(),
-            signers: vec![1, 2, 3],
+            signers: NodeId::must_list(&[1, 2, 3]),
         }
     }
 
@@ -126,7 +126,7 @@ mod tests {
                 id: (*id).into(),
                 wallet_id: "w".into(),
                 path: "m/0/0".into(),
-                signers: vec![1, 2, 3],
+                signers: NodeId::must_list(&[1, 2, 3]),
                 epoch: 1,
                 state: PresignatureState::Ready,
                 public: Vec::new(),

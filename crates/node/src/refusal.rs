@@ -164,6 +164,7 @@ mod tests {
     use mpc_bitcoin::{policy::PolicyViolation, InputError, InputProblem, TxProblem, WalletError};
 
     use super::*;
+    use mpc_transport::NodeId;
 
     /// Every refusal kind survives the trip, encoded as the control channel encodes it.
     #[test]
@@ -207,7 +208,7 @@ mod tests {
             assert_eq!(back, refusal);
             // A node relaying it keeps it as it was.
             let relayed = NodeError::Refused {
-                node: 2,
+                node: NodeId::must(2),
                 refusal: back,
             };
             assert_eq!(Refusal::from(&relayed), refusal);

@@ -142,6 +142,11 @@ impl<T> Round<T> {
 mod tests {
     use super::*;
 
+    const N1: NodeId = NodeId::must(1);
+    const N2: NodeId = NodeId::must(2);
+    const N3: NodeId = NodeId::must(3);
+    const N9: NodeId = NodeId::must(9);
+
     const TIMEOUT: Duration = Duration::from_secs(30);
 
     fn ms(n: u64) -> Duration {
@@ -155,26 +160,26 @@ mod tests {
     #[test]
     fn every_answer_completes_the_round_in_participant_order() {
         let t0 = Instant::now();
-        let mut round = Round::new(&[3, 1, 2], t0, TIMEOUT);
-        assert_eq!(round.answer(2, Ok("b")), None);
-        assert_eq!(round.answer(3, Ok("c")), None);
+        let mut round = Round::new(&NodeId::must_list(&[3, 1, 2]), t0, TIMEOUT);
+        assert_eq!(round.answer(N2, Ok("b")), None);
+        assert_eq!(round.answer(N3, Ok("c")), None);
         assert_eq!(round.tick(t0 + ms(250), live), None);
-        assert_eq!(round.silent(), vec![1]);
+        assert_eq!(round.silent(), NodeId::must_list(&[1]));
         assert_eq!(
-            round.answer(1, Ok("a")),
-            Some(Verdict::Complete(vec![(3, "c"), (1, "a"), (2, "b")]))
+            round.answer(N1, Ok("a")),
+            Some(Verdict::Complete(vec![(N3, "c"), (N1, "a"), (N2, "b")]))
         );
     }
 
     #[test]
     fn a_refusal_ends_the_round_at_once() {
         let t0 = Instant::now();
-        let mut round = Round::<&str>::new(&[1, 2, 3], t0, TIMEOUT);
-        assert_eq!(round.answer(1, Ok("a")), None);
+        let mut round = Round::<&str>::new(&NodeId::must_list(&[1, 2, 3]), t0, TIMEOUT);
+        assert_eq!(round.answer(N1, Ok("a")), None);
         let refusal = Refusal::failed("policy says no");
         assert_eq!(
-            round.answer(2, Err(refusal.clone())),
-            Some(Verdict::Refused { node: 2, refusal })
+            round.answer(N2, Err(refusal.clone())),
+            Some(Verdict::Refused { node: N2, refusal })
         );
         // Node 3 is still silent, but nothing waits for it.
         assert_eq!(round.tick(t0 + TIMEOUT, live), None);
@@ -183,14 +188,14 @@ mod tests {
     #[test]
     fn a_silent_participant_that_died_is_named_before_the_deadline() {
         let t0 = Instant::now();
-        let mut round = Round::<&str>::new(&[1, 2, 3], t0, TIMEOUT);
-        assert_eq!(round.answer(1, Ok("a")), None);
+        let mut round = Round::<&str>::new(&NodeId::must_list(&[1, 2, 3]), t0, TIMEOUT);
+        assert_eq!(round.answer(N1, Ok("a")), None);
         // Node 1 dies after answering: that does not matter. Node 3 is silent and dead.
-        let is_live = |n: NodeId| n == 2;
+        let is_live = |n: NodeId| n == N2;
         assert_eq!(
             round.tick(t0 + ms(750), is_live),
             Some(Verdict::Dead {
-                nodes: vec![3],
+                nodes: NodeId::must_list(&[3]),
                 waited: ms(750)
             })
         );
@@ -199,15 +204,15 @@ mod tests {
     #[test]
     fn the_deadline_names_the_silent_participants() {
         let t0 = Instant::now();
-        let mut round = Round::<&str>::new(&[1, 2, 3], t0, ms(1_000));
+        let mut round = Round::<&str>::new(&NodeId::must_list(&[1, 2, 3]), t0, ms(1_000));
         assert_eq!(round.wake_at(t0), t0 + LIVENESS_POLL);
         assert_eq!(round.wake_at(t0 + ms(900)), t0 + ms(1_000));
-        assert_eq!(round.answer(2, Ok("b")), None);
+        assert_eq!(round.answer(N2, Ok("b")), None);
         assert_eq!(round.tick(t0 + ms(999), live), None);
         assert_eq!(
             round.tick(t0 + ms(1_000), live),
             Some(Verdict::TimedOut {
-                nodes: vec![1, 3],
+                nodes: NodeId::must_list(&[1, 3]),
                 waited: ms(1_000)
             })
         );
@@ -216,21 +221,21 @@ mod tests {
     #[test]
     fn late_duplicate_and_stranger_answers_change_nothing() {
         let t0 = Instant::now();
-        let mut round = Round::new(&[1, 2], t0, TIMEOUT);
+        let mut round = Round::new(&NodeId::must_list(&[1, 2]), t0, TIMEOUT);
         // A stranger's answer and a second answer from node 1 (its first stands).
-        assert_eq!(round.answer(9, Ok("x")), None);
-        assert_eq!(round.answer(1, Ok("a")), None);
+        assert_eq!(round.answer(N9, Ok("x")), None);
+        assert_eq!(round.answer(N1, Ok("a")), None);
         assert_eq!(
-            round.answer(1, Err(Refusal::failed("changed my mind"))),
+            round.answer(N1, Err(Refusal::failed("changed my mind"))),
             None
         );
-        assert_eq!(round.silent(), vec![2]);
+        assert_eq!(round.silent(), NodeId::must_list(&[2]));
         assert_eq!(
-            round.answer(2, Ok("b")),
-            Some(Verdict::Complete(vec![(1, "a"), (2, "b")]))
+            round.answer(N2, Ok("b")),
+            Some(Verdict::Complete(vec![(N1, "a"), (N2, "b")]))
         );
         // After the verdict: late answers, ticks and closing are ignored.
-        assert_eq!(round.answer(2, Err(Refusal::failed("late"))), None);
+        assert_eq!(round.answer(N2, Err(Refusal::failed("late"))), None);
         assert_eq!(round.tick(t0 + TIMEOUT, |_| false), None);
         assert_eq!(round.closed(t0 + TIMEOUT), None);
     }
@@ -238,12 +243,12 @@ mod tests {
     #[test]
     fn a_closed_channel_times_out_whoever_is_silent() {
         let t0 = Instant::now();
-        let mut round = Round::new(&[1, 2], t0, TIMEOUT);
-        assert_eq!(round.answer(1, Ok(())), None);
+        let mut round = Round::new(&NodeId::must_list(&[1, 2]), t0, TIMEOUT);
+        assert_eq!(round.answer(N1, Ok(())), None);
         assert_eq!(
             round.closed(t0 + ms(5)),
             Some(Verdict::TimedOut {
-                nodes: vec![2],
+                nodes: NodeId::must_list(&[2]),
                 waited: ms(5)
             })
         );

@@ -12,7 +12,7 @@ use crate::{
 };
 use mpc_bitcoin::Scheme;
 use mpc_store::{KeySource, Store, Zeroizing};
-use mpc_transport::{memory::MemoryNetwork, Router, Transport};
+use mpc_transport::{memory::MemoryNetwork, NodeId, Router, Transport};
 use uuid::Uuid;
 
 /// A running in-process cluster; its directory is removed when it is dropped.
@@ -30,7 +30,7 @@ impl Drop for Cluster {
 
 /// Node `id` of an `n`-node cluster with threshold `t`: static backend, pool off, no primes
 /// pool. The TLS files are not used on the memory mesh.
-pub fn config(id: u16, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
+pub fn config(id: NodeId, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
     NodeConfig {
         id,
         data_dir: dir.join(format!("node-{id}")),
@@ -48,9 +48,10 @@ pub fn config(id: u16, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
             threshold: t,
             network: "regtest".into(),
             nodes: (1..=n)
+                .filter_map(NodeId::new)
                 .map(|i| PeerEntry {
                     id: i,
-                    address: format!("127.0.0.1:{}", 7000 + i).parse().unwrap(),
+                    address: format!("127.0.0.1:{}", 7000 + i.get()).parse().unwrap(),
                     api: None,
                 })
                 .collect(),
@@ -76,16 +77,16 @@ pub async fn start(n: u16, t: u16, adjust: impl Fn(&mut NodeConfig)) -> Cluster 
     let dir = std::env::temp_dir().join(format!("mpc-node-test-{}", Uuid::new_v4().simple()));
     let network = MemoryNetwork::new();
     let aux = mpc_testkit::aux_info(usize::from(n));
-    let ids: Vec<u16> = (1..=n).collect();
+    let ids: Vec<NodeId> = (1..=n).filter_map(NodeId::new).collect();
     let mut nodes = Vec::new();
-    for id in 1..=n {
+    for &id in &ids {
         let mut cfg = config(id, n, t, &dir);
         adjust(&mut cfg);
         cfg.validate().unwrap();
         std::fs::create_dir_all(&cfg.data_dir).unwrap();
         let node = start_node(cfg, &network).await;
         // Fixture aux info instead of the 40 s ceremony (the process tests run it for real).
-        let a = &aux[usize::from(id - 1)];
+        let a = &aux[usize::from(id.get() - 1)];
         node.store()
             .put_aux_info(
                 &ids,

@@ -298,7 +298,7 @@ impl Node {
             }
         }
         info!(
-            node = self.id(),
+            node = self.id().get(),
             wallet = wallet_id,
             count = rows.len(),
             "registered outputs"
@@ -455,7 +455,7 @@ impl Node {
                     )
                     .await
                 {
-                    warn!(node = self.id(), txid = %signed.txid, error = %e, "could not record the spend");
+                    warn!(node = self.id().get(), txid = %signed.txid, error = %e, "could not record the spend");
                 }
                 let vsize =
                     consensus::encode::deserialize_hex::<Transaction>(&signed.raw_transaction)
@@ -475,7 +475,7 @@ impl Node {
             }
             Err(e) => {
                 if let Err(release) = self.store().release_utxos(&reservation).await {
-                    warn!(node = self.id(), error = %release, "could not release reserved outputs");
+                    warn!(node = self.id().get(), error = %release, "could not release reserved outputs");
                 }
                 Err(e)
             }

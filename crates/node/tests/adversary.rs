@@ -40,11 +40,12 @@ use mpc_node::{
     Node, NodeError,
 };
 use mpc_protocols::execution::ProtocolKind;
+use mpc_transport::NodeId;
 use mpc_store::WalletState;
 use uuid::Uuid;
 
 /// The hostile node; 1 coordinates, 3 is the other honest one.
-const ADVERSARY: u16 = 2;
+const ADVERSARY: NodeId = NodeId::must(2);
 /// Each ceremony's deadline here: short, so that withheld messages cost little.
 const DEADLINE: Duration = Duration::from_millis(1500);
 
@@ -175,7 +176,7 @@ async fn generate<T>(
         &sent,
         protocol.code(),
         &["Outcome"],
-        3,
+        NodeId::must(3),
         DEADLINE,
         fields_per_round(),
     );

@@ -7,6 +7,7 @@
 //! are skipped with a printed reason without it, failed if `MPC_REQUIRE_ETCD` is set. The
 //! static-backend and unreachable-etcd cases need none.
 
+use mpc_types::NodeId;
 use std::time::Duration;
 
 use mpc_bitcoin::Scheme;
@@ -70,7 +71,7 @@ fn keygen() -> ProposalBody {
             name: "proposed".into(),
             scheme: Scheme::Schnorr,
             threshold: 2,
-            participants: vec![1, 2, 3],
+            participants: NodeId::must_list(&[1, 2, 3]),
             network: "regtest".into(),
         },
     }

@@ -1,6 +1,7 @@
 //! Three nodes over the in-memory mesh with real SQLite stores: DKG for both schemes,
 //! presignatures, signing a mixed transaction, and what signers refuse.
 
+use mpc_types::NodeId;
 use std::time::Duration;
 
 use mpc_bitcoin::policy::Policy;
@@ -52,7 +53,7 @@ async fn dkg_presign_and_sign_a_mixed_transaction() {
         .await
         .unwrap();
     assert_eq!(presigned.ids.len(), 2);
-    assert!(presigned.signers.contains(&1));
+    assert!(presigned.signers.contains(&NodeId::must(1)));
 
     let ekey =
         mpc_node::keys::wallet_key(&n1.store().wallet(&ecdsa.id).await.unwrap().unwrap()).unwrap();
@@ -233,7 +234,7 @@ async fn a_presignature_used_under_another_coordinator_is_not_offered_again() {
         .await
         .unwrap();
     // Node 1 and node 2 both pick signers {1, 2}: the presignatures' set.
-    assert_eq!(presigned.signers, [1, 2]);
+    assert_eq!(presigned.signers, NodeId::must_list(&[1, 2]));
     let spend = |funding: &str| {
         let input = synthetic_funding(&key, &p00, Amount::from_sat(50_000), funding).unwrap();
         let payment = Payment {
@@ -305,7 +306,7 @@ async fn a_dead_signer_is_named_and_the_retry_succeeds() {
     .unwrap()
     .to_string();
     // Node 2 is still considered live (heartbeats are recent) when it dies.
-    c.network.disconnect(2);
+    c.network.disconnect(NodeId::must(2));
     let report = n1
         .sign_psbt(Uuid::new_v4(), std::slice::from_ref(&taproot.id), &psbt)
         .await
@@ -313,7 +314,7 @@ async fn a_dead_signer_is_named_and_the_retry_succeeds() {
     assert_eq!(report.attempts.len(), 2, "{:?}", report.attempts);
     let first = report.attempts[0].error.as_deref().unwrap();
     assert!(first.contains('2'), "the failure names node 2: {first}");
-    assert_eq!(report.signers, [1, 3]);
+    assert_eq!(report.signers, NodeId::must_list(&[1, 3]));
 }
 
 /// Policy on nodes 2 and 3 only; node 1 coordinates with none, so each refusal comes from a
@@ -331,7 +332,7 @@ async fn every_signer_enforces_its_own_policy() {
         ..Policy::default()
     };
     let c = start(3, 2, |cfg| {
-        if cfg.id != 1 {
+        if cfg.id != NodeId::must(1) {
             cfg.policy = strict.clone();
         }
     })
@@ -365,7 +366,7 @@ async fn every_signer_enforces_its_own_policy() {
     let stranger = key.chain_address(Chain::Receive, 7).unwrap();
     // Each signer (2 and 3, in turn, with coordinator 1) refuses, naming the rule.
     let refused_by_both = async |psbt: String, rule: &str| {
-        for signers in [vec![1u16, 2], vec![1, 3]] {
+        for signers in [NodeId::must_list(&[1, 2]), NodeId::must_list(&[1, 3])] {
             let err = n1
                 .coordinate(
                     Uuid::new_v4(),
@@ -409,7 +410,7 @@ async fn every_signer_enforces_its_own_policy() {
         .unwrap_err();
     match &err {
         NodeError::Refused { node, refusal } => {
-            assert!([2, 3].contains(node), "{err}");
+            assert!(NodeId::must_list(&[2, 3]).contains(node), "{err}");
             assert_eq!(
                 refusal.kind,
                 RefusalKind::Policy {
@@ -428,10 +429,10 @@ async fn every_signer_enforces_its_own_policy() {
             ProposalBody::Sign {
                 wallet_ids: vec![taproot.id.clone()],
                 psbt: psbt(90_000, 1_000, &allowed_address),
-                signers: vec![2, 3],
+                signers: NodeId::must_list(&[2, 3]),
                 presignatures: vec![None],
             },
-            &[2, 3],
+            &NodeId::must_list(&[2, 3]),
             Duration::from_secs(10),
             None,
         )

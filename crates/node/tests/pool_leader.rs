@@ -2,6 +2,7 @@
 //! lease-based election in a real etcd (`scripts/with-etcd` sets `MPC_TEST_ETCD_ENDPOINTS`;
 //! skipped with a printed reason without it, failed if `MPC_REQUIRE_ETCD` is set).
 
+use mpc_types::NodeId;
 use std::time::Duration;
 
 use mpc_coordination::{BackendKind, ClusterBackend, CoordinationConfig};
@@ -20,7 +21,7 @@ async fn cluster(coordination: CoordinationConfig) -> mpc_node::testing::Cluster
     .await
 }
 
-fn leaders(nodes: &[Node]) -> Vec<u16> {
+fn leaders(nodes: &[Node]) -> Vec<NodeId> {
     nodes
         .iter()
         .filter(|n| n.is_pool_leader())
@@ -31,7 +32,7 @@ fn leaders(nodes: &[Node]) -> Vec<u16> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_backend_leader_is_the_configured_node() {
     let cluster = cluster(CoordinationConfig::default()).await;
-    assert_eq!(leaders(&cluster.nodes), vec![1]);
+    assert_eq!(leaders(&cluster.nodes), NodeId::must_list(&[1]));
     for node in &cluster.nodes {
         assert!(node.pool_leader_token().is_none());
         node.shutdown().await;
@@ -66,7 +67,7 @@ async fn etcd_backend_elects_one_leader_and_fails_over() {
     }
     assert_eq!(current.len(), 1, "leaders: {current:?}");
     let first = current[0];
-    let leader = &nodes[usize::from(first - 1)];
+    let leader = &nodes[usize::from(first.get() - 1)];
     let token = leader.pool_leader_token().unwrap();
     let observer = ClusterBackend::from_config(&coordination, None)
         .await
@@ -94,7 +95,9 @@ async fn etcd_backend_elects_one_leader_and_fails_over() {
     );
     assert_eq!(next.len(), 1, "leaders after failover: {next:?}");
     assert_ne!(next[0], first);
-    let new_token = nodes[usize::from(next[0] - 1)].pool_leader_token().unwrap();
+    let new_token = nodes[usize::from(next[0].get() - 1)]
+        .pool_leader_token()
+        .unwrap();
     assert!(new_token > token);
     for node in nodes {
         node.shutdown().await;

@@ -2,6 +2,7 @@
 //! failover to an asynchronous replica) never signs with a presignature it already used: its
 //! start finds the store behind its rollback guard file and retires every presignature.
 
+use mpc_types::NodeId;
 use std::time::Duration;
 
 use mpc_bitcoin::{
@@ -61,7 +62,7 @@ async fn presigned_wallet(node: &Node) -> (EcdsaWallet, PresignReport) {
         )
         .await
         .unwrap();
-    assert_eq!(presigned.signers, [1, 2]);
+    assert_eq!(presigned.signers, NodeId::must_list(&[1, 2]));
     (EcdsaWallet { id: record.id, key }, presigned)
 }
 
@@ -79,7 +80,7 @@ async fn restart(c: &mut Cluster, id: u16, while_stopped: impl FnOnce(&std::path
     let index = usize::from(id - 1);
     let node = c.nodes[index].clone();
     node.shutdown().await;
-    c.network.disconnect(id);
+    c.network.disconnect(NodeId::must(id));
     while_stopped(&node.config().data_dir);
     c.nodes[index] = start_node(node.config().clone(), &c.network).await;
     wait_all_live(&c.nodes).await;
@@ -138,18 +139,18 @@ async fn a_node_whose_store_was_copied_back_never_signs_with_a_used_presignature
             ProposalBody::Sign {
                 wallet_ids: vec![ecdsa.id.clone()],
                 psbt: spend("b"),
-                signers: vec![1, 2],
+                signers: NodeId::must_list(&[1, 2]),
                 presignatures: vec![Some(used.clone())],
             },
-            &[2],
+            &NodeId::must_list(&[2]),
             Duration::from_secs(10),
             None,
         )
         .await
         .expect_err("node 2 gave a second partial signature with a used presignature");
     assert!(
-        matches!(&err, NodeError::Refused { node: 2, refusal }
-            if matches!(refusal.kind, RefusalKind::PresignatureUnavailable { .. })
+        matches!(&err, NodeError::Refused { node, refusal }
+            if *node == NodeId::must(2) && matches!(refusal.kind, RefusalKind::PresignatureUnavailable { .. })
                 && refusal.message.contains("already used")),
         "{err}"
     );
@@ -160,7 +161,12 @@ async fn a_node_whose_store_was_copied_back_never_signs_with_a_used_presignature
         .sign_psbt(Uuid::new_v4(), wallets, &spend("c"))
         .await
         .unwrap();
-    assert_eq!(report.signers, [1, 3], "{:?}", report.attempts);
+    assert_eq!(
+        report.signers,
+        NodeId::must_list(&[1, 3]),
+        "{:?}",
+        report.attempts
+    );
 
     // Node 2 signs again with presignatures of its new epoch.
     let fresh = n1
@@ -169,7 +175,7 @@ async fn a_node_whose_store_was_copied_back_never_signs_with_a_used_presignature
             &ecdsa.id,
             &EcdsaWallet::path(),
             1,
-            Some(vec![1, 2]),
+            Some(NodeId::must_list(&[1, 2])),
             None,
         )
         .await
@@ -178,6 +184,6 @@ async fn a_node_whose_store_was_copied_back_never_signs_with_a_used_presignature
         .sign_psbt(Uuid::new_v4(), wallets, &spend("d"))
         .await
         .unwrap();
-    assert_eq!(report.signers, [1, 2]);
+    assert_eq!(report.signers, NodeId::must_list(&[1, 2]));
     assert_eq!(report.inputs[0].presignature.as_ref(), fresh.ids.first());
 }

@@ -3,6 +3,7 @@
 //! checks) and node 2, an honest signer, must refuse with the reason named, consuming no
 //! presignature and recording no spend.
 
+use mpc_types::NodeId;
 use std::time::Duration;
 
 use mpc_bitcoin::{
@@ -66,8 +67,8 @@ async fn propose(
     coordinator: &Node,
     wallet_id: &str,
     psbt: &Psbt,
-    signers: &[u16],
-    to: &[u16],
+    signers: &[NodeId],
+    to: &[NodeId],
     presignatures: Vec<Option<String>>,
 ) -> Result<(), NodeError> {
     coordinator
@@ -95,8 +96,17 @@ async fn refused_by_node_2(
     psbt: &Psbt,
     presignatures: Vec<Option<String>>,
 ) -> Refusal {
-    match propose(n1, wallet_id, psbt, &[1, 2], &[2], presignatures).await {
-        Err(NodeError::Refused { node: 2, refusal }) => refusal,
+    match propose(
+        n1,
+        wallet_id,
+        psbt,
+        &NodeId::must_list(&[1, 2]),
+        &NodeId::must_list(&[2]),
+        presignatures,
+    )
+    .await
+    {
+        Err(NodeError::Refused { node, refusal }) if node == NodeId::must(2) => refusal,
         other => panic!("not refused by node 2: {other:?}"),
     }
 }
@@ -122,7 +132,7 @@ fn refused_rule(refusal: &Refusal) -> &str {
 /// Three nodes; `node` alone limits each transaction to `max_sats` leaving the wallet.
 async fn with_tx_limit_on(node: u16, max_sats: u64) -> Cluster {
     start(3, 2, |cfg| {
-        if cfg.id == node {
+        if cfg.id.get() == node {
             cfg.policy = Policy {
                 max_amount_per_tx_sats: Some(max_sats),
                 ..Policy::default()
@@ -136,7 +146,7 @@ async fn with_tx_limit_on(node: u16, max_sats: u64) -> Cluster {
 async fn node_2_state(c: &Cluster, wallet_id: &str, p: &str) -> (usize, u64) {
     let store = c.nodes[1].store();
     let ready = store
-        .ready_presignatures(wallet_id, p, &[1, 2], 0, 100)
+        .ready_presignatures(wallet_id, p, &NodeId::must_list(&[1, 2]), 0, 100)
         .await
         .unwrap()
         .len();
@@ -158,7 +168,7 @@ async fn weak_sighash_types_get_no_signature_and_consume_nothing() {
             &ecdsa_id,
             &path("m/0/0"),
             1,
-            Some(vec![1, 2]),
+            Some(NodeId::must_list(&[1, 2])),
             None,
         )
         .await
@@ -228,7 +238,7 @@ async fn a_p2wpkh_amount_must_be_proven_to_every_signer() {
             &ecdsa_id,
             &path("m/0/1"),
             1,
-            Some(vec![1, 2]),
+            Some(NodeId::must_list(&[1, 2])),
             None,
         )
         .await
@@ -349,7 +359,15 @@ async fn change_off_the_change_chain_or_beyond_the_gap_counts_as_spending() {
     .await
     .unwrap();
     let now_near = spend(&[funding(&tkey, "m/0/0", 400_000)], 10_000, "m/1/20");
-    let report = propose(n1, &taproot_id, &now_near, &[1, 2], &[1, 2], vec![None]).await;
+    let report = propose(
+        n1,
+        &taproot_id,
+        &now_near,
+        &NodeId::must_list(&[1, 2]),
+        &NodeId::must_list(&[1, 2]),
+        vec![None],
+    )
+    .await;
     assert!(report.is_ok(), "{report:?}");
 }
 
@@ -401,7 +419,7 @@ async fn output_records_that_are_not_change_do_not_steer_the_pool() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_signer_bounds_inputs_and_interactive_signings() {
     let c = start(3, 2, |cfg| {
-        if cfg.id == 2 {
+        if cfg.id == NodeId::must(2) {
             cfg.limits.max_inputs_per_psbt = 2;
             cfg.limits.max_interactive_inputs = 1;
         }
@@ -490,7 +508,11 @@ async fn a_node_that_did_not_sign_learns_the_change_indices_from_verified_notice
         )
         .await
         .unwrap();
-    assert!(!report.signers.contains(&3), "{:?}", report.signers);
+    assert!(
+        !report.signers.contains(&NodeId::must(3)),
+        "{:?}",
+        report.signers
+    );
 
     // A forged notice: the same PSBT with a transaction whose signature is not the wallet's.
     let mut forged: mpc_bitcoin::bitcoin::Transaction =
@@ -520,6 +542,14 @@ async fn a_node_that_did_not_sign_learns_the_change_indices_from_verified_notice
     assert_eq!(learned, 16, "node 3 learned m/1/15 from the notice");
     // Change at m/1/30 is within node 3's gap now (16 + 20), so not counted as spending.
     let further = spend(&[funding(&tkey, "m/0/0", 400_000)], 10_000, "m/1/30");
-    let result = propose(n1, &taproot_id, &further, &[1, 3], &[1, 3], vec![None]).await;
+    let result = propose(
+        n1,
+        &taproot_id,
+        &further,
+        &NodeId::must_list(&[1, 3]),
+        &NodeId::must_list(&[1, 3]),
+        vec![None],
+    )
+    .await;
     assert!(result.is_ok(), "{result:?}");
 }

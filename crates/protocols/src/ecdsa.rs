@@ -55,7 +55,7 @@ pub fn check_parameters(i: PartyIndex, n: u16, t: u16) -> Result<(), ProtocolErr
             "t = {t}: need 2 <= t <= n = {n}"
         )));
     }
-    if i >= n {
+    if i.get() >= n {
         return Err(ProtocolError::InvalidParameters(format!(
             "party index {i} out of range for n = {n}"
         )));
@@ -83,7 +83,7 @@ pub fn position_in_signer_set(
             "must be strictly increasing (sorted, no duplicates)".into()
         ));
     }
-    if signers.iter().any(|s| *s >= n) {
+    if signers.iter().any(|s| s.get() >= n) {
         return Err(bad(format!("index out of range for n = {n}")));
     }
     let pos = signers
@@ -91,7 +91,12 @@ pub fn position_in_signer_set(
         .position(|s| *s == me)
         .ok_or_else(|| bad(format!("party {me} is not in the set")))?;
     // `pos < t <= MAX_PARTIES`, so it fits.
-    Ok(pos as PartyIndex)
+    Ok(PartyIndex::new(pos as u16))
+}
+
+/// Party indices as the protocol libraries take them.
+pub(crate) fn raw_indices(indices: &[PartyIndex]) -> Vec<u16> {
+    indices.iter().map(|i| i.get()).collect()
 }
 
 /// The BIP-143 (segwit v0) sighash preimage of one input. The signed value is its double
@@ -201,7 +206,7 @@ where
     R: RngCore + CryptoRng,
 {
     check_parameters(i, n, 2)?;
-    let aux = cggmp24::aux_info_gen(eid.cggmp24(), i, n, primes.0)
+    let aux = cggmp24::aux_info_gen(eid.cggmp24(), i.get(), n, primes.0)
         .start(rng, party)
         .await
         .map_err(|e| ProtocolError::AuxInfo(ProtocolError::chain(&e)))?;
@@ -250,7 +255,7 @@ where
     R: RngCore + CryptoRng,
 {
     check_parameters(i, n, t)?;
-    let share = cggmp24::keygen::<Curve>(eid.cggmp24(), i, n)
+    let share = cggmp24::keygen::<Curve>(eid.cggmp24(), i.get(), n)
         .set_threshold(t)
         .hd_wallet(true)
         .start(rng, party)
@@ -274,7 +279,7 @@ impl EcdsaKeyShare {
 
     /// This party's index at key generation.
     pub fn index(&self) -> PartyIndex {
-        self.0.core.i
+        PartyIndex::new(self.0.core.i)
     }
 
     pub fn n(&self) -> u16 {
@@ -317,15 +322,17 @@ impl EcdsaKeyShare {
         encoding::decode(bytes)
     }
 
+    /// `raw` is `signers` as the library takes them; the caller keeps it alive for the builder.
     fn signing<'r>(
         &'r self,
         eid: &'r ExecutionId,
-        signers: &'r [PartyIndex],
+        signers: &[PartyIndex],
+        raw: &'r [u16],
         path: &DerivationPath,
     ) -> Result<cggmp24::signing::SigningBuilder<'r, Curve, Level, ProtocolDigest>, ProtocolError>
     {
         let i = position_in_signer_set(signers, self.index(), self.n(), self.threshold())?;
-        let builder = cggmp24::signing(eid.cggmp24(), i, signers, &self.0);
+        let builder = cggmp24::signing(eid.cggmp24(), i.get(), raw, &self.0);
         if path.is_root() {
             return Ok(builder);
         }
@@ -534,8 +541,9 @@ where
     M: Mpc<ProtocolMessage = SigningMsg>,
     R: RngCore + CryptoRng,
 {
+    let raw = raw_indices(signers);
     let (secret, public) = share
-        .signing(eid, signers, path)?
+        .signing(eid, signers, &raw, path)?
         .generate_presignature(rng, party)
         .await
         .map_err(|e| ProtocolError::Presign(ProtocolError::chain(&e)))?;
@@ -603,8 +611,9 @@ where
     M: Mpc<ProtocolMessage = SigningMsg>,
     R: RngCore + CryptoRng,
 {
+    let raw = raw_indices(signers);
     let sig = share
-        .signing(eid, signers, path)?
+        .signing(eid, signers, &raw, path)?
         .sign(rng, party, &message.data_to_sign())
         .await
         .map_err(|e| ProtocolError::Signing(ProtocolError::chain(&e)))?;

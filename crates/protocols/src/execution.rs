@@ -90,7 +90,7 @@ impl ExecutionId {
         field(protocol.as_str().as_bytes());
         field(wallet.as_bytes());
         field(session.as_bytes());
-        let parties: Vec<u8> = parties.iter().flat_map(|p| p.to_be_bytes()).collect();
+        let parties: Vec<u8> = parties.iter().flat_map(|p| p.get().to_be_bytes()).collect();
         field(&parties);
         field(params);
         Self(h.finalize().into())
@@ -128,25 +128,26 @@ mod tests {
     #[test]
     fn every_field_changes_the_id() {
         let s = Uuid::from_u128(7);
-        let base = ExecutionId::derive(ProtocolKind::EcdsaSign, "w", s, &[0, 1, 2], b"p");
+        let (p012, p013) = (PartyIndex::list(&[0, 1, 2]), PartyIndex::list(&[0, 1, 3]));
+        let base = ExecutionId::derive(ProtocolKind::EcdsaSign, "w", s, &p012, b"p");
         assert_eq!(
             base,
-            ExecutionId::derive(ProtocolKind::EcdsaSign, "w", s, &[0, 1, 2], b"p")
+            ExecutionId::derive(ProtocolKind::EcdsaSign, "w", s, &p012, b"p")
         );
         let variants = [
-            ExecutionId::derive(ProtocolKind::EcdsaPresign, "w", s, &[0, 1, 2], b"p"),
-            ExecutionId::derive(ProtocolKind::EcdsaSign, "v", s, &[0, 1, 2], b"p"),
+            ExecutionId::derive(ProtocolKind::EcdsaPresign, "w", s, &p012, b"p"),
+            ExecutionId::derive(ProtocolKind::EcdsaSign, "v", s, &p012, b"p"),
             ExecutionId::derive(
                 ProtocolKind::EcdsaSign,
                 "w",
                 Uuid::from_u128(8),
-                &[0, 1, 2],
+                &p012,
                 b"p",
             ),
-            ExecutionId::derive(ProtocolKind::EcdsaSign, "w", s, &[0, 1, 3], b"p"),
-            ExecutionId::derive(ProtocolKind::EcdsaSign, "w", s, &[0, 1, 2], b"q"),
+            ExecutionId::derive(ProtocolKind::EcdsaSign, "w", s, &p013, b"p"),
+            ExecutionId::derive(ProtocolKind::EcdsaSign, "w", s, &p012, b"q"),
             // Length prefixes keep field boundaries: moving a byte between fields changes the id.
-            ExecutionId::derive(ProtocolKind::EcdsaSign, "wp", s, &[0, 1, 2], b""),
+            ExecutionId::derive(ProtocolKind::EcdsaSign, "wp", s, &p012, b""),
         ];
         for v in variants {
             assert_ne!(base, v);

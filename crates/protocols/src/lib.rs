@@ -37,7 +37,7 @@ pub use execution::{ExecutionId, ProtocolKind};
 pub use hd::DerivationPath;
 
 /// Index of a party among all key holders, as fixed at key generation (0-based).
-pub type PartyIndex = u16;
+pub use mpc_types::PartyIndex;
 
 /// The signer set of one signing run: key-generation indices, sorted, exactly `t` of them.
 pub type SignerSet = Vec<PartyIndex>;

@@ -17,7 +17,7 @@ fn eid(kind: ProtocolKind, wallet: &str, parties: &[PartyIndex], params: &[u8]) 
 }
 
 fn all_parties(n: u16) -> Vec<PartyIndex> {
-    (0..n).collect()
+    PartyIndex::all(n)
 }
 
 fn collect<T>(results: Vec<Result<T, ProtocolError>>) -> Result<Vec<T>, ProtocolError> {
@@ -37,7 +37,7 @@ pub fn aux_info(primes: Vec<Primes>) -> Result<Vec<AuxInfo>, ProtocolError> {
             .and_then(|mut p| p.get_mut(usize::from(i)).and_then(Option::take));
         async move {
             let mine = mine.ok_or_else(|| ProtocolError::AuxInfo("primes missing".into()))?;
-            ecdsa::generate_aux_info(&eid, i, n, mine, party, &mut OsRng).await
+            ecdsa::generate_aux_info(&eid, PartyIndex::new(i), n, mine, party, &mut OsRng).await
         }
     }))
 }
@@ -53,7 +53,7 @@ pub fn ecdsa_keygen(t: u16, aux: &[AuxInfo]) -> Result<Vec<EcdsaKeyShare>, Proto
         &t.to_be_bytes(),
     );
     let incomplete = collect(sim::run(n, |i, party| async move {
-        ecdsa::keygen(&eid, i, n, t, party, &mut OsRng).await
+        ecdsa::keygen(&eid, PartyIndex::new(i), n, t, party, &mut OsRng).await
     }))?;
     incomplete
         .into_iter()
@@ -68,7 +68,7 @@ fn select<'a, S>(shares: &'a [S], signers: &[PartyIndex]) -> Result<Vec<&'a S>, 
         .iter()
         .map(|s| {
             shares
-                .get(usize::from(*s))
+                .get(s.as_usize())
                 .ok_or_else(|| ProtocolError::InvalidSignerSet {
                     signers: signers.to_vec(),
                     reason: format!("no share for party {s}"),
@@ -154,7 +154,7 @@ pub fn schnorr_keygen(t: u16, n: u16) -> Result<Vec<SchnorrKeyShare>, ProtocolEr
         &t.to_be_bytes(),
     );
     collect(sim::run(n, |i, party| async move {
-        schnorr::keygen(&eid, i, n, t, party, &mut OsRng).await
+        schnorr::keygen(&eid, PartyIndex::new(i), n, t, party, &mut OsRng).await
     }))
 }
 

@@ -64,7 +64,7 @@ pub struct SchnorrKeyShare(givre::KeyShare<Curve>);
 
 impl SchnorrKeyShare {
     pub fn index(&self) -> PartyIndex {
-        self.0.i
+        PartyIndex::new(self.0.i)
     }
 
     pub fn n(&self) -> u16 {
@@ -131,7 +131,7 @@ where
     R: RngCore + CryptoRng,
 {
     check_parameters(i, n, t)?;
-    let share = givre::keygen::<Curve>(eid.givre(), i, n)
+    let share = givre::keygen::<Curve>(eid.givre(), i.get(), n)
         .set_threshold(t)
         .hd_wallet(true)
         .start(rng, party)
@@ -164,7 +164,7 @@ where
     let (incoming, mut outgoing) = delivery.split();
     let mut rounds = RoundsRouter::<SigningMsg>::builder();
     let round1 = rounds.add_round(RoundInput::<PublicCommitments<Curve>>::broadcast(
-        i,
+        i.get(),
         share.threshold(),
     ));
     let mut rounds = rounds.listen(incoming);
@@ -181,7 +181,7 @@ where
         .map_err(|e| failed("receiving the nonce commitments", &e))?;
     let commitment_list: Vec<_> = signers
         .iter()
-        .copied()
+        .map(|s| s.get())
         .zip(received.iter_including_me(&commitments).copied())
         .collect();
 
@@ -231,6 +231,10 @@ pub fn aggregate(
     let first = signers.first().copied().unwrap_or_default();
     position_in_signer_set(&signers, first, key.n(), key.threshold())?;
     let failed = |e: &dyn std::error::Error| ProtocolError::Combine(ProtocolError::chain(e));
+    let list: Vec<_> = list
+        .into_iter()
+        .map(|(signer, commitments, share)| (signer.get(), commitments, share))
+        .collect();
     let mut options = AggregateOptions::<Bitcoin>::new(key.0.as_ref(), &list, sighash);
     if !path.is_root() {
         options = options

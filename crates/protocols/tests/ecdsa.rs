@@ -2,7 +2,7 @@
 
 use mpc_protocols::{
     ecdsa::{self, SighashPreimage},
-    local, DerivationPath, ProtocolError,
+    local, DerivationPath, PartyIndex, ProtocolError,
 };
 use secp256k1::{ecdsa::Signature, Message, PublicKey, Secp256k1};
 
@@ -55,7 +55,7 @@ fn aux_info_generation_runs_for_real_and_its_output_signs() {
     let shares = local::ecdsa_keygen(2, &aux).unwrap();
     let msg = preimage("fresh aux");
     let path = DerivationPath::root();
-    let presigs = local::presign(&shares, &[0, 2], &path).unwrap();
+    let presigs = local::presign(&shares, &PartyIndex::list(&[0, 2]), &path).unwrap();
     let sig = local::sign_with_presignatures(&shares, presigs, &msg).unwrap();
     check(&sig, &shares[0].public_key().0, &msg);
 }
@@ -74,7 +74,7 @@ fn every_threshold_signs_with_presignatures_and_interactively() {
             .iter()
             .all(|s| s.threshold() == t && usize::from(s.n()) == n));
         // The last t parties sign, so the set is not always {0..t}.
-        let signers: Vec<u16> = (n as u16 - t..n as u16).collect();
+        let signers: Vec<PartyIndex> = (n as u16 - t..n as u16).map(PartyIndex::new).collect();
 
         let path: DerivationPath = "m/0/7".parse().unwrap();
         let child = shares[0].derive_public_key(&path).unwrap();
@@ -104,6 +104,7 @@ fn signer_sets_of_three_of_five_sign() {
     let sets: [[u16; 3]; 4] = [[0, 1, 2], [2, 3, 4], [0, 2, 4], [1, 3, 4]];
     let mut nonces = std::collections::HashSet::new();
     for signers in sets {
+        let signers = PartyIndex::list(&signers);
         let msg = preimage(&format!("{signers:?}"));
         let presigs = local::presign(&shares, &signers, &path).unwrap();
         let sig = local::sign_with_presignatures(&shares, presigs, &msg).unwrap();
@@ -119,18 +120,20 @@ fn a_presignature_signs_only_for_its_key_path_and_signer_set() {
     let other_wallet = local::ecdsa_keygen(2, &aux).unwrap();
     let path: DerivationPath = "m/0/0".parse().unwrap();
     let msg = preimage("binding");
-    let signers = [0u16, 1];
+    let signers = PartyIndex::list(&[0, 1]);
 
-    let mismatch =
-        |presig: ecdsa::Presignature, share: &ecdsa::EcdsaKeyShare, path: &str, set: &[u16]| {
-            let err = presig
-                .issue_partial_signature(share, &path.parse().unwrap(), set, &msg)
-                .unwrap_err();
-            assert!(
-                matches!(err, ProtocolError::PresignatureMismatch { .. }),
-                "{err}"
-            );
-        };
+    let mismatch = |presig: ecdsa::Presignature,
+                    share: &ecdsa::EcdsaKeyShare,
+                    path: &str,
+                    set: &[PartyIndex]| {
+        let err = presig
+            .issue_partial_signature(share, &path.parse().unwrap(), set, &msg)
+            .unwrap_err();
+        assert!(
+            matches!(err, ProtocolError::PresignatureMismatch { .. }),
+            "{err}"
+        );
+    };
 
     let mut presigs = local::presign(&shares, &signers, &path)
         .unwrap()
@@ -138,7 +141,12 @@ fn a_presignature_signs_only_for_its_key_path_and_signer_set() {
     // Another path.
     mismatch(presigs.next().unwrap(), &shares[0], "m/0/1", &signers);
     // Another signer set (party 1 asked to sign for {1, 2}).
-    mismatch(presigs.next().unwrap(), &shares[1], "m/0/0", &[1, 2]);
+    mismatch(
+        presigs.next().unwrap(),
+        &shares[1],
+        "m/0/0",
+        &PartyIndex::list(&[1, 2]),
+    );
 
     let mut presigs = local::presign(&shares, &signers, &path)
         .unwrap()
@@ -165,7 +173,7 @@ fn a_presignature_signs_only_for_its_key_path_and_signer_set() {
 fn combine_refuses_missing_duplicate_and_forged_partials() {
     let shares = local::ecdsa_keygen(2, &mpc_testkit::aux_info(3)).unwrap();
     let path = DerivationPath::root();
-    let signers = [1u16, 2];
+    let signers = PartyIndex::list(&[1, 2]);
     let msg = preimage("combine");
     let presigs = local::presign(&shares, &signers, &path).unwrap();
     let binding = presigs[0].binding().clone();
@@ -195,13 +203,13 @@ fn combine_refuses_missing_duplicate_and_forged_partials() {
 
 #[test]
 fn invalid_parameters_and_signer_sets_are_refused() {
-    assert!(ecdsa::check_parameters(0, 5, 1).is_err());
-    assert!(ecdsa::check_parameters(0, 5, 6).is_err());
-    assert!(ecdsa::check_parameters(5, 5, 3).is_err());
-    assert!(ecdsa::check_parameters(0, 16, 3).is_err());
-    assert!(ecdsa::check_parameters(0, 1, 1).is_err());
-    assert!(ecdsa::check_parameters(0, 15, 15).is_ok());
-    assert!(ecdsa::check_parameters(1, 2, 2).is_ok());
+    assert!(ecdsa::check_parameters(PartyIndex::new(0), 5, 1).is_err());
+    assert!(ecdsa::check_parameters(PartyIndex::new(0), 5, 6).is_err());
+    assert!(ecdsa::check_parameters(PartyIndex::new(5), 5, 3).is_err());
+    assert!(ecdsa::check_parameters(PartyIndex::new(0), 16, 3).is_err());
+    assert!(ecdsa::check_parameters(PartyIndex::new(0), 1, 1).is_err());
+    assert!(ecdsa::check_parameters(PartyIndex::new(0), 15, 15).is_ok());
+    assert!(ecdsa::check_parameters(PartyIndex::new(1), 2, 2).is_ok());
     for bad in [
         &[0u16, 1][..],
         &[2, 1, 0],
@@ -210,13 +218,15 @@ fn invalid_parameters_and_signer_sets_are_refused() {
         &[1, 2, 3],
     ] {
         assert!(
-            ecdsa::position_in_signer_set(bad, 0, 5, 3).is_err(),
+            ecdsa::position_in_signer_set(&PartyIndex::list(bad), PartyIndex::new(0), 5, 3)
+                .is_err(),
             "{bad:?}"
         );
     }
     assert_eq!(
-        ecdsa::position_in_signer_set(&[0, 2, 4], 4, 5, 3).unwrap(),
-        2
+        ecdsa::position_in_signer_set(&PartyIndex::list(&[0, 2, 4]), PartyIndex::new(4), 5, 3)
+            .unwrap(),
+        PartyIndex::new(2)
     );
 }
 
@@ -226,14 +236,15 @@ fn key_material_round_trips_through_bytes_and_rejects_garbage() {
     let bytes = shares[1].to_bytes().unwrap();
     let back = ecdsa::EcdsaKeyShare::from_bytes(&bytes).unwrap();
     assert_eq!(back.public_key(), shares[1].public_key());
-    assert_eq!(back.index(), 1);
+    assert_eq!(back.index(), PartyIndex::new(1));
     assert!(ecdsa::EcdsaKeyShare::from_bytes(&bytes[..bytes.len() / 2]).is_err());
     assert!(ecdsa::EcdsaKeyShare::from_bytes(b"not a key share").is_err());
     // Debug output never shows the secret.
     let debug = format!("{:?}", shares[1]);
     assert!(debug.contains("<secret>"), "{debug}");
 
-    let presigs = local::presign(&shares, &[0, 1], &DerivationPath::root()).unwrap();
+    let presigs =
+        local::presign(&shares, &PartyIndex::list(&[0, 1]), &DerivationPath::root()).unwrap();
     let id = *presigs[0].id();
     let bytes = presigs.into_iter().next().unwrap().to_bytes().unwrap();
     let back = ecdsa::Presignature::from_bytes(&bytes).unwrap();

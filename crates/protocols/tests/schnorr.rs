@@ -1,7 +1,9 @@
 //! FROST (BIP-340 / BIP-341) in one process, and the BIP-340 test vectors.
 
 use bitcoin::{key::TapTweak, secp256k1 as secp29};
-use mpc_protocols::{local, schnorr, signature::verify_bip340, DerivationPath, ProtocolError};
+use mpc_protocols::{
+    local, schnorr, signature::verify_bip340, DerivationPath, PartyIndex, ProtocolError,
+};
 
 /// Independent check through rust-bitcoin (libsecp256k1 0.29): tweak the derived internal
 /// key with an empty script tree and verify the signature against the output key.
@@ -40,7 +42,8 @@ fn every_threshold_signs_bip340_for_tweaked_hd_keys() {
         for path in ["m", "m/0/0", "m/1/9"] {
             let path: DerivationPath = path.parse().unwrap();
             let sighash = [t as u8 ^ 0x5a; 32];
-            let sig = local::schnorr_sign(&shares, &signers, &path, &sighash).unwrap();
+            let sig =
+                local::schnorr_sign(&shares, &PartyIndex::list(&signers), &path, &sighash).unwrap();
             check(
                 &sig,
                 &shares[0].derive_public_key(&path).unwrap().0,
@@ -57,7 +60,8 @@ fn every_signer_set_of_three_of_five_signs() {
     let internal = shares[0].derive_public_key(&path).unwrap();
     for (k, signers) in mpc_testkit::subsets(5, 3).into_iter().enumerate() {
         let sighash = [k as u8; 32];
-        let sig = local::schnorr_sign(&shares, &signers, &path, &sighash).unwrap();
+        let sig =
+            local::schnorr_sign(&shares, &PartyIndex::list(&signers), &path, &sighash).unwrap();
         check(&sig, &internal.0, &sighash);
     }
 }
@@ -68,7 +72,7 @@ fn every_signer_set_of_three_of_five_signs() {
 #[test]
 fn aggregation_refuses_shares_that_do_not_belong_together() {
     let shares = local::schnorr_keygen(3, 5).unwrap();
-    let signers = [0u16, 2, 4];
+    let signers = PartyIndex::list(&[0, 2, 4]);
     let path: DerivationPath = "m/0/3".parse().unwrap();
     let sighash = [9; 32];
     let a = local::schnorr_signature_shares(&shares, &signers, &path, &sighash).unwrap();
@@ -114,9 +118,19 @@ fn aggregation_refuses_shares_that_do_not_belong_together() {
 #[test]
 fn wrong_signer_sets_are_refused() {
     let shares = local::schnorr_keygen(2, 3).unwrap();
-    let err = local::schnorr_sign(&shares, &[0, 1, 2], &DerivationPath::root(), &[0; 32]);
+    let err = local::schnorr_sign(
+        &shares,
+        &PartyIndex::list(&[0, 1, 2]),
+        &DerivationPath::root(),
+        &[0; 32],
+    );
     assert!(err.is_err());
-    let err = local::schnorr_sign(&shares, &[1, 1], &DerivationPath::root(), &[0; 32]);
+    let err = local::schnorr_sign(
+        &shares,
+        &PartyIndex::list(&[1, 1]),
+        &DerivationPath::root(),
+        &[0; 32],
+    );
     assert!(err.is_err());
 }
 

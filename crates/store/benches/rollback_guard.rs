@@ -6,6 +6,7 @@
 //! `cargo bench -p mpc-store --bench rollback_guard` (`MPC_BENCH_SIGNINGS`, default 300; the
 //! stores live under `target/`, on the disk a node's `data_dir` would be on).
 
+use mpc_types::NodeId;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ async fn open(dir: &Path, guarded: bool) -> Store {
     std::fs::create_dir_all(dir).unwrap();
     generate_key_file(&dir.join("key")).unwrap();
     let url = format!("sqlite://{}", dir.join("store.db").display());
-    let store = Store::open(&url, &KeySource::KeyFile(dir.join("key")), 1)
+    let store = Store::open(&url, &KeySource::KeyFile(dir.join("key")), NodeId::must(1))
         .await
         .unwrap();
     if guarded {
@@ -35,7 +36,7 @@ async fn open(dir: &Path, guarded: bool) -> Store {
         name: "bench".into(),
         scheme: "ecdsa".into(),
         threshold: 2,
-        participants: vec![1, 2, 3],
+        participants: NodeId::must_list(&[1, 2, 3]),
         network: "regtest".into(),
         public_key: "02aa".into(),
         chain_code: "cc".into(),
@@ -53,7 +54,7 @@ async fn add_presignature(store: &Store, id: &str) {
         id: id.into(),
         wallet_id: "w".into(),
         path: "m".into(),
-        signers: vec![1, 2, 3],
+        signers: NodeId::must_list(&[1, 2, 3]),
         epoch: 1,
         state: PresignatureState::Ready,
         public: Vec::new(),
@@ -71,7 +72,7 @@ async fn signing(store: &Store, id: &str, idle: Duration) -> f64 {
         id,
         wallet_id: "w",
         path: "m",
-        signers: &[1, 2, 3],
+        signers: &NodeId::must_list(&[1, 2, 3]),
     }];
     let started = Instant::now();
     store

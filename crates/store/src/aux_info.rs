@@ -1,5 +1,6 @@
 //! This node's aux info (sealed) per node set, with its public digest.
 
+use mpc_types::NodeId;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -12,7 +13,7 @@ impl Store {
     /// Stores (or replaces) this node's aux info for a node set.
     pub async fn put_aux_info(
         &self,
-        node_set: &[u16],
+        node_set: &[NodeId],
         aux: &[u8],
         public_digest: &str,
         session: Uuid,
@@ -38,7 +39,10 @@ impl Store {
     }
 
     /// The aux info and its public digest for a node set (in any order).
-    pub async fn aux_info(&self, node_set: &[u16]) -> Result<Option<(Zeroizing<Vec<u8>>, String)>> {
+    pub async fn aux_info(
+        &self,
+        node_set: &[NodeId],
+    ) -> Result<Option<(Zeroizing<Vec<u8>>, String)>> {
         let set = id_list(node_set);
         let row = sqlx::query("SELECT sealed, public_digest FROM aux_info WHERE node_set = $1")
             .bind(&set)

@@ -22,7 +22,7 @@ impl Store {
         .bind(&c.id)
         .bind(&c.kind)
         .bind(&c.state)
-        .bind(i64::from(c.coordinator))
+        .bind(i64::from(c.coordinator.get()))
         .bind(c.request.to_string())
         .bind(result)
         .bind(&c.error)

@@ -1,6 +1,7 @@
 //! Presignatures: stored ready with their secret sealed, of the current epoch only, and
 //! consumed at most once (the secret is deleted in the committing transaction).
 
+use mpc_types::NodeId;
 use sqlx::{Any, Transaction};
 use zeroize::Zeroizing;
 
@@ -29,7 +30,7 @@ pub(crate) async fn claim_presignature(
     id: &str,
     epoch: i64,
     now_ms: i64,
-    binding: Option<(&str, &str, &[u16])>,
+    binding: Option<(&str, &str, &[NodeId])>,
 ) -> Result<Claim> {
     let ctx = || format!("consuming presignatures/{id}");
     let row: Option<(String, String, String, Option<Vec<u8>>)> = sqlx::query_as(
@@ -130,7 +131,7 @@ impl Store {
         &self,
         wallet_id: &str,
         path: &str,
-        signers: &[u16],
+        signers: &[NodeId],
         now_ms: i64,
         limit: u32,
     ) -> Result<Vec<PresignatureRecord>> {

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use mpc_types::NodeId;
 use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
@@ -21,7 +22,7 @@ pub struct WalletRecord {
     pub name: String,
     pub scheme: String,
     pub threshold: u16,
-    pub participants: Vec<u16>,
+    pub participants: Vec<NodeId>,
     pub network: String,
     pub public_key: String,
     pub chain_code: String,
@@ -44,7 +45,7 @@ pub struct CeremonyRecord {
     pub id: String,
     pub kind: String,
     pub state: String,
-    pub coordinator: u16,
+    pub coordinator: NodeId,
     pub request: serde_json::Value,
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
@@ -59,7 +60,7 @@ pub struct PresignatureRecord {
     pub id: String,
     pub wallet_id: String,
     pub path: String,
-    pub signers: Vec<u16>,
+    pub signers: Vec<NodeId>,
     pub epoch: u64,
     pub state: PresignatureState,
     pub public: Vec<u8>,
@@ -79,7 +80,7 @@ pub enum PresignatureState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolLevel {
     pub path: String,
-    pub signers: Vec<u16>,
+    pub signers: Vec<NodeId>,
     /// Usable now: ready, current epoch, unexpired.
     pub ready: u64,
     pub consumed: u64,
@@ -117,14 +118,17 @@ text_enum!(WalletState { Pending => "pending", Active => "active", Aborted => "a
 text_enum!(PresignatureState { Ready => "ready", Consumed => "consumed", Expired => "expired" });
 
 /// Node ids as stored: sorted, without duplicates, comma-separated ("1,2,3").
-pub(crate) fn id_list(ids: &[u16]) -> String {
+pub(crate) fn id_list(ids: &[NodeId]) -> String {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
-    ids.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+    ids.iter()
+        .map(NodeId::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-pub(crate) fn parse_id_list(text: &str, table: &'static str, id: &str) -> Result<Vec<u16>> {
+pub(crate) fn parse_id_list(text: &str, table: &'static str, id: &str) -> Result<Vec<NodeId>> {
     if text.is_empty() {
         return Ok(Vec::new());
     }
@@ -145,10 +149,14 @@ mod tests {
 
     #[test]
     fn id_lists_are_sorted_and_parse_back() {
-        assert_eq!(id_list(&[3, 1, 2, 3]), "1,2,3");
-        assert_eq!(parse_id_list("1,2,3", "t", "x").unwrap(), vec![1, 2, 3]);
-        assert_eq!(parse_id_list("", "t", "x").unwrap(), Vec::<u16>::new());
+        assert_eq!(id_list(&NodeId::must_list(&[3, 1, 2, 3])), "1,2,3");
+        assert_eq!(
+            parse_id_list("1,2,3", "t", "x").unwrap(),
+            NodeId::must_list(&[1, 2, 3])
+        );
+        assert_eq!(parse_id_list("", "t", "x").unwrap(), Vec::<NodeId>::new());
         assert!(parse_id_list("1,,2", "t", "x").is_err());
         assert!(parse_id_list("70000", "t", "x").is_err());
+        assert!(parse_id_list("0,1", "t", "x").is_err());
     }
 }

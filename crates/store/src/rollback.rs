@@ -235,7 +235,7 @@ impl Store {
             Witness::At(witnessed, slot) => {
                 let (epoch, discarded) = self.start_epoch_after(witnessed.epoch).await?;
                 tracing::error!(
-                    node = self.node_id(),
+                    node = self.node_id().get(),
                     path = %path.display(),
                     store_epoch = store.epoch,
                     store_consumed = store.consumed,
@@ -302,7 +302,7 @@ impl Store {
         };
         if discarded > 0 {
             tracing::warn!(
-                node = self.node_id(),
+                node = self.node_id().get(),
                 path = %path.display(),
                 reason = %reason,
                 epoch,
@@ -312,7 +312,7 @@ impl Store {
             );
         } else {
             tracing::info!(
-                node = self.node_id(),
+                node = self.node_id().get(),
                 path = %path.display(),
                 reason = %reason,
                 "no readable rollback guard file and no ready presignature: a new file is written"

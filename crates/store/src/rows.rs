@@ -2,6 +2,7 @@
 //! conversions of integers and ids, and each record type from the columns its `select_*!` macro
 //! lists.
 
+use mpc_types::NodeId;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Decode, Row, Type};
 use uuid::Uuid;
@@ -24,8 +25,19 @@ fn to_u16(value: i64, table: &'static str, id: &str) -> Result<u16> {
     u16::try_from(value).map_err(|_| StoreError::Corrupt {
         table,
         id: id.to_owned(),
-        reason: format!("{value} is not a node id"),
+        reason: format!("{value} is out of range"),
     })
+}
+
+fn to_node_id(value: i64, table: &'static str, id: &str) -> Result<NodeId> {
+    u16::try_from(value)
+        .ok()
+        .and_then(NodeId::new)
+        .ok_or_else(|| StoreError::Corrupt {
+            table,
+            id: id.to_owned(),
+            reason: format!("{value} is not a node id"),
+        })
 }
 
 pub(crate) fn to_u64(value: i64, table: &'static str, id: &str) -> Result<u64> {
@@ -113,7 +125,7 @@ pub(crate) fn ceremony_from_row(row: &AnyRow) -> Result<CeremonyRecord> {
     Ok(CeremonyRecord {
         kind: get(row, "kind", T)?,
         state: get(row, "state", T)?,
-        coordinator: to_u16(get(row, "coordinator", T)?, T, &id)?,
+        coordinator: to_node_id(get(row, "coordinator", T)?, T, &id)?,
         request: json(get(row, "request", T)?)?,
         result: get::<Option<String>>(row, "result", T)?
             .map(json)

@@ -1,6 +1,7 @@
 //! A signer's one durable step before it signs ([`Store::begin_signing`]): the session, the
 //! spends against a limit, and the presignatures consumed, in one transaction.
 
+use mpc_types::NodeId;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -18,7 +19,7 @@ pub struct PresignatureUse<'a> {
     pub id: &'a str,
     pub wallet_id: &'a str,
     pub path: &'a str,
-    pub signers: &'a [u16],
+    pub signers: &'a [NodeId],
 }
 
 /// Why [`Store::begin_signing`] refused.

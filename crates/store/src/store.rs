@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use mpc_types::NodeId;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Transaction};
 use uuid::Uuid;
@@ -48,7 +49,7 @@ struct Inner {
     unsynced_commits: AtomicU64,
     backend: Backend,
     store_id: Uuid,
-    node_id: u16,
+    node_id: NodeId,
     /// Seals and opens every secret row under the data-encryption key.
     dek: Sealer,
     /// Set once the store was checked against its rollback guard file
@@ -251,18 +252,18 @@ async fn open_pool(options: AnyPoolOptions, url: &str, backend: Backend) -> Resu
 impl Store {
     /// Opens (creating if needed) the store at `url` ("sqlite://path" or "postgres://...") for
     /// node `node_id`, runs the migrations, and unlocks it with `key`.
-    pub async fn open(url: &str, key: &KeySource, node_id: u16) -> Result<Store> {
+    pub async fn open(url: &str, key: &KeySource, node_id: NodeId) -> Result<Store> {
         let (pool, backend) = connect(url).await?;
 
         let meta = load_meta(&pool).await?;
         let created = if meta.contains_key("store_id") {
             None
         } else {
-            create_meta(&pool, backend, key, node_id).await?
+            create_meta(&pool, backend, key, node_id.get()).await?
         };
         let (store_id, dek) = match created {
             Some(created) => created,
-            None => open_meta(&load_meta(&pool).await?, key, node_id).await?,
+            None => open_meta(&load_meta(&pool).await?, key, node_id.get()).await?,
         };
         // Stores made before the count existed start it at zero.
         sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
@@ -272,7 +273,7 @@ impl Store {
             .await
             .context(|| format!("initializing meta/{CONSUMED}"))?;
         let unsynced = connect_unsynced(url).await?;
-        tracing::debug!(%store_id, node_id, ?backend, "store opened");
+        tracing::debug!(%store_id, node_id = node_id.get(), ?backend, "store opened");
         let store = Store {
             inner: Arc::new(Inner {
                 pool,
@@ -300,7 +301,7 @@ impl Store {
         self.inner.store_id
     }
 
-    pub fn node_id(&self) -> u16 {
+    pub fn node_id(&self) -> NodeId {
         self.inner.node_id
     }
 
@@ -423,7 +424,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         crypto::generate_key_file(&dir.join("key")).unwrap();
         let url = format!("sqlite://{}", dir.join("store.db").display());
-        let store = Store::open(&url, &KeySource::KeyFile(dir.join("key")), 1)
+        let store = Store::open(&url, &KeySource::KeyFile(dir.join("key")), NodeId::must(1))
             .await
             .unwrap();
         (store, dir)

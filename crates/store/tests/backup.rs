@@ -7,6 +7,7 @@ use mpc_store::{
     CeremonyRecord, KeySource, NewUtxo, PresignatureRecord, PresignatureState, RestoreOptions,
     Store, StoreError, WalletRecord, WalletState,
 };
+use mpc_types::NodeId;
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
@@ -23,6 +24,8 @@ on_both_backends!(
     an_older_backup_with_poisoned_fencing_tokens_restores_without_them,
 );
 
+/// The node every backup here is of.
+const NODE: NodeId = NodeId::must(1);
 const CLUSTER: &str = "sha256:cluster-a";
 const SHARE: &[u8] = b"key share secret of wallet w1";
 const AUX: &[u8] = b"aux info secret";
@@ -43,7 +46,7 @@ fn wallet(id: &str) -> WalletRecord {
         name: format!("wallet {id}"),
         scheme: "ecdsa".into(),
         threshold: 2,
-        participants: vec![1, 2, 3],
+        participants: NodeId::must_list(&[1, 2, 3]),
         network: "regtest".into(),
         public_key: "02aa".into(),
         chain_code: "cc".into(),
@@ -59,7 +62,7 @@ fn presig(id: &str, epoch: u64) -> PresignatureRecord {
         id: id.into(),
         wallet_id: "w1".into(),
         path: "m/0/0".into(),
-        signers: vec![1, 2, 3],
+        signers: NodeId::must_list(&[1, 2, 3]),
         epoch,
         state: PresignatureState::Ready,
         public: b"public".to_vec(),
@@ -73,7 +76,12 @@ fn presig(id: &str, epoch: u64) -> PresignatureRecord {
 async fn populate(store: &Store) {
     store.add_primes(PRIMES).await.unwrap();
     store
-        .put_aux_info(&[1, 2, 3], AUX, "digest", Uuid::new_v4())
+        .put_aux_info(
+            &NodeId::must_list(&[1, 2, 3]),
+            AUX,
+            "digest",
+            Uuid::new_v4(),
+        )
         .await
         .unwrap();
     store.insert_wallet(&wallet("w1"), SHARE).await.unwrap();
@@ -86,7 +94,7 @@ async fn populate(store: &Store) {
             id: "c1".into(),
             kind: "dkg".into(),
             state: "succeeded".into(),
-            coordinator: 1,
+            coordinator: NODE,
             request: serde_json::json!({"wallet": "w1"}),
             result: Some(serde_json::json!({"id": "w1"})),
             error: None,
@@ -163,7 +171,9 @@ async fn round_trip_restores_everything_but_presignatures(db: Db) {
     let before_store_id = store.store_id();
     store.close().await;
 
-    let backup = create_backup(&db.url, &db.key(), 1, CLUSTER).await.unwrap();
+    let backup = create_backup(&db.url, &db.key(), NODE, CLUSTER)
+        .await
+        .unwrap();
     let header = read_backup_header(&backup.bytes).unwrap();
     assert_eq!(header, backup.header);
     assert_eq!(
@@ -180,14 +190,14 @@ async fn round_trip_restores_everything_but_presignatures(db: Db) {
     assert!(!contains(&backup.bytes, b"p1"));
 
     // Into the populated store: refused without force.
-    let err = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, UNFORCED)
+    let err = restore_backup(&db.url, &db.key(), NODE, CLUSTER, &backup.bytes, UNFORCED)
         .await
         .unwrap_err();
     assert!(matches!(err, BackupError::NotEmpty { .. }), "{err}");
     assert!(err.to_string().contains("--force"), "{err}");
 
     wipe(&db).await;
-    let summary = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, UNFORCED)
+    let summary = restore_backup(&db.url, &db.key(), NODE, CLUSTER, &backup.bytes, UNFORCED)
         .await
         .unwrap();
     assert_eq!(
@@ -205,7 +215,12 @@ async fn round_trip_restores_everything_but_presignatures(db: Db) {
     assert_eq!(store.wallet("w1").await.unwrap().unwrap(), before_wallet);
     assert_eq!(&store.key_share("w1").await.unwrap().unwrap()[..], SHARE);
     assert_eq!(
-        &store.aux_info(&[1, 2, 3]).await.unwrap().unwrap().0[..],
+        &store
+            .aux_info(&NodeId::must_list(&[1, 2, 3]))
+            .await
+            .unwrap()
+            .unwrap()
+            .0[..],
         AUX
     );
     assert_eq!(&store.take_primes().await.unwrap().unwrap()[..], PRIMES);
@@ -216,7 +231,7 @@ async fn round_trip_restores_everything_but_presignatures(db: Db) {
     // The pool is empty, and a presignature made under the old epoch cannot come back.
     assert!(store.presignature("p1").await.unwrap().is_none());
     assert!(store
-        .ready_presignatures("w1", "m/0/0", &[1, 2, 3], NOW, 10)
+        .ready_presignatures("w1", "m/0/0", &NodeId::must_list(&[1, 2, 3]), NOW, 10)
         .await
         .unwrap()
         .is_empty());
@@ -250,7 +265,9 @@ async fn round_trip_restores_everything_but_presignatures(db: Db) {
     store.close().await;
 
     // A backup of the restored store restores too (and records its restore history).
-    let again = create_backup(&db.url, &db.key(), 1, CLUSTER).await.unwrap();
+    let again = create_backup(&db.url, &db.key(), NODE, CLUSTER)
+        .await
+        .unwrap();
     assert_eq!(again.header.rows["restores"], 1);
     assert_eq!(again.header.epoch, 2);
 }
@@ -259,7 +276,9 @@ async fn forced_restore_replaces_a_store_and_its_presignatures(db: Db) {
     let store = db.open().await;
     populate(&store).await;
     store.close().await;
-    let backup = create_backup(&db.url, &db.key(), 1, CLUSTER).await.unwrap();
+    let backup = create_backup(&db.url, &db.key(), NODE, CLUSTER)
+        .await
+        .unwrap();
 
     // Later: the epoch moved on, more presignatures were made and one was used.
     let store = db.open().await;
@@ -284,7 +303,7 @@ async fn forced_restore_replaces_a_store_and_its_presignatures(db: Db) {
         .unwrap();
     store.close().await;
 
-    let summary = restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, FORCED)
+    let summary = restore_backup(&db.url, &db.key(), NODE, CLUSTER, &backup.bytes, FORCED)
         .await
         .unwrap();
     // Above both the backup's epoch (1) and the replaced store's (3).
@@ -315,9 +334,11 @@ async fn another_nodes_or_clusters_backup_is_refused(db: Db) {
     let store = db.open().await;
     populate(&store).await;
     store.close().await;
-    let backup = create_backup(&db.url, &db.key(), 1, CLUSTER).await.unwrap();
+    let backup = create_backup(&db.url, &db.key(), NODE, CLUSTER)
+        .await
+        .unwrap();
     // Backing up as another node is refused by the store itself.
-    let err = create_backup(&db.url, &db.key(), 2, CLUSTER)
+    let err = create_backup(&db.url, &db.key(), NodeId::must(2), CLUSTER)
         .await
         .err()
         .unwrap();
@@ -327,9 +348,16 @@ async fn another_nodes_or_clusters_backup_is_refused(db: Db) {
     );
 
     wipe(&db).await;
-    let err = restore_backup(&db.url, &db.key(), 3, CLUSTER, &backup.bytes, FORCED)
-        .await
-        .unwrap_err();
+    let err = restore_backup(
+        &db.url,
+        &db.key(),
+        NodeId::must(3),
+        CLUSTER,
+        &backup.bytes,
+        FORCED,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, BackupError::WrongNode { file: 1, config: 3 }),
         "{err}"
@@ -339,9 +367,16 @@ async fn another_nodes_or_clusters_backup_is_refused(db: Db) {
         message.contains("node 1") && message.contains("node 3"),
         "{message}"
     );
-    let err = restore_backup(&db.url, &db.key(), 1, "sha256:other", &backup.bytes, FORCED)
-        .await
-        .unwrap_err();
+    let err = restore_backup(
+        &db.url,
+        &db.key(),
+        NODE,
+        "sha256:other",
+        &backup.bytes,
+        FORCED,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, BackupError::WrongCluster { .. }), "{err}");
     // Nothing was written by the refused attempts.
     let raw = db.raw().await;
@@ -361,11 +396,13 @@ async fn tampered_or_foreign_key_backups_are_refused(db: Db) {
     let store = db.open().await;
     populate(&store).await;
     store.close().await;
-    let backup = create_backup(&db.url, &db.key(), 1, CLUSTER).await.unwrap();
+    let backup = create_backup(&db.url, &db.key(), NODE, CLUSTER)
+        .await
+        .unwrap();
     let good = backup.bytes.clone();
     wipe(&db).await;
 
-    let restore = |bytes: Vec<u8>, key: KeySource, node: u16| {
+    let restore = |bytes: Vec<u8>, key: KeySource, node: NodeId| {
         let url = db.url.clone();
         async move { restore_backup(&url, &key, node, CLUSTER, &bytes, UNFORCED).await }
     };
@@ -373,19 +410,21 @@ async fn tampered_or_foreign_key_backups_are_refused(db: Db) {
     let text = String::from_utf8(good.clone()).unwrap();
     let renamed = text.replacen("wallet w1", "wallet w9", 1).into_bytes();
     assert_ne!(renamed, good);
-    let err = restore(renamed, db.key(), 1).await.unwrap_err();
+    let err = restore(renamed, db.key(), NODE).await.unwrap_err();
     assert!(matches!(err, BackupError::Tampered), "{err}");
     // The header claims another node (so it passes as node 2's file): the tag catches it.
     let relabeled = text
         .replacen("\"node_id\":1", "\"node_id\":2", 1)
         .into_bytes();
-    let err = restore(relabeled, db.key(), 2).await.unwrap_err();
+    let err = restore(relabeled, db.key(), NodeId::must(2))
+        .await
+        .unwrap_err();
     assert!(matches!(err, BackupError::Tampered), "{err}");
     // Every single-byte flip at some spread positions.
     for at in (0..good.len()).step_by(good.len() / 17 + 1) {
         let mut flipped = good.clone();
         flipped[at] ^= 0x01;
-        let err = restore(flipped, db.key(), 1).await.unwrap_err();
+        let err = restore(flipped, db.key(), NODE).await.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -401,20 +440,20 @@ async fn tampered_or_foreign_key_backups_are_refused(db: Db) {
         );
     }
     // Truncated.
-    let err = restore(good[..good.len() - 10].to_vec(), db.key(), 1)
+    let err = restore(good[..good.len() - 10].to_vec(), db.key(), NODE)
         .await
         .unwrap_err();
     assert!(matches!(err, BackupError::Malformed(_)), "{err}");
     // Another key-encryption key.
     let other = db.dir.join("other.key");
     generate_key_file(&other).unwrap();
-    let err = restore(good.clone(), KeySource::KeyFile(other), 1)
+    let err = restore(good.clone(), KeySource::KeyFile(other), NODE)
         .await
         .unwrap_err();
     assert!(matches!(err, BackupError::TamperedOrWrongKey), "{err}");
 
     // The untouched file still restores after all those refusals.
-    restore(good, db.key(), 1).await.unwrap();
+    restore(good, db.key(), NODE).await.unwrap();
     let store = db.open().await;
     assert_eq!(&store.key_share("w1").await.unwrap().unwrap()[..], SHARE);
     store.close().await;
@@ -439,7 +478,9 @@ async fn backups_leave_fencing_tokens_out_and_a_restore_empties_them(db: Db) {
     .unwrap();
     raw.close().await;
 
-    let backup = create_backup(&db.url, &db.key(), 1, CLUSTER).await.unwrap();
+    let backup = create_backup(&db.url, &db.key(), NODE, CLUSTER)
+        .await
+        .unwrap();
     assert!(
         !backup.header.rows.contains_key("fencing_tokens"),
         "{:?}",
@@ -449,7 +490,7 @@ async fn backups_leave_fencing_tokens_out_and_a_restore_empties_them(db: Db) {
     assert!(!contains(&backup.bytes, POISONED.to_string().as_bytes()));
 
     // Restored over the poisoned store: the table comes back empty, everything else as was.
-    restore_backup(&db.url, &db.key(), 1, CLUSTER, &backup.bytes, FORCED)
+    restore_backup(&db.url, &db.key(), NODE, CLUSTER, &backup.bytes, FORCED)
         .await
         .unwrap();
     let store = db.open().await;
@@ -469,11 +510,11 @@ async fn an_older_backup_with_poisoned_fencing_tokens_restores_without_them(db: 
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/poisoned-fencing.key"),
     );
-    let summary = restore_backup(&db.url, &key, 1, CLUSTER, OLDER_BACKUP, UNFORCED)
+    let summary = restore_backup(&db.url, &key, NODE, CLUSTER, OLDER_BACKUP, UNFORCED)
         .await
         .unwrap();
     assert_eq!(summary.epoch, 2);
-    let store = Store::open(&db.url, &key, 1).await.unwrap();
+    let store = Store::open(&db.url, &key, NODE).await.unwrap();
     assert_eq!(store.store_id(), header.store_id);
     assert_eq!(store.fencing_token("ceremony").await.unwrap(), None);
     assert_eq!(store.fencing_token("pool-refill").await.unwrap(), None);

@@ -11,6 +11,7 @@ use mpc_store::{
     PresignatureState, PresignatureUse, RestoreOptions, SigningRefusal, Store, WalletRecord,
     WalletState,
 };
+use mpc_types::NodeId;
 use uuid::Uuid;
 
 #[macro_use]
@@ -27,7 +28,7 @@ on_both_backends!(
 
 const WALLET: &str = "w";
 const PATH: &str = "m/0/0";
-const SIGNERS: &[u16] = &[1, 2, 3];
+const SIGNERS: &[NodeId] = &[NodeId::must(1), NodeId::must(2), NodeId::must(3)];
 
 fn at(epoch: u64, consumed: u64) -> Position {
     Position { epoch, consumed }
@@ -293,7 +294,7 @@ async fn a_restore_starts_above_the_witnessed_epoch(db: Db) {
     let empty = db.snapshot().await;
     let (store, _) = open_guarded(&db).await;
     store.insert_wallet(&wallet(), b"share").await.unwrap();
-    let backup = create_backup(&db.url, &db.key(), 1, "cluster")
+    let backup = create_backup(&db.url, &db.key(), NodeId::must(1), "cluster")
         .await
         .unwrap();
     assert_eq!(backup.header.epoch, 1);
@@ -315,9 +316,16 @@ async fn a_restore_starts_above_the_witnessed_epoch(db: Db) {
             epoch_above,
         };
         let bytes = &backup.bytes;
-        let summary = restore_backup(&db.url, &db.key(), 1, "cluster", bytes, options)
-            .await
-            .unwrap();
+        let summary = restore_backup(
+            &db.url,
+            &db.key(),
+            NodeId::must(1),
+            "cluster",
+            bytes,
+            options,
+        )
+        .await
+        .unwrap();
         let (store, check) = open_guarded(db).await;
         store.close().await;
         (summary.epoch, check)

@@ -2,6 +2,7 @@
 //! file and, when `MPC_TEST_POSTGRES_URL` names an admin connection, on a fresh PostgreSQL
 //! database created for that test and dropped afterwards (`scripts/with-postgres` sets it up).
 
+use mpc_types::NodeId;
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -16,6 +17,12 @@ use uuid::Uuid;
 #[macro_use]
 mod common;
 use common::*;
+
+const N1: NodeId = NodeId::must(1);
+const N2: NodeId = NodeId::must(2);
+const N3: NodeId = NodeId::must(3);
+
+const ONE_TWO_THREE: [NodeId; 3] = [N1, N2, N3];
 
 on_both_backends!(
     sealing_round_trips_every_secret_kind,
@@ -75,7 +82,7 @@ fn wallet(id: &str) -> WalletRecord {
         name: format!("wallet {id}"),
         scheme: "ecdsa".into(),
         threshold: 2,
-        participants: vec![1, 2, 3],
+        participants: NodeId::must_list(&[1, 2, 3]),
         network: "regtest".into(),
         public_key: "02aa".into(),
         chain_code: "cc".into(),
@@ -97,7 +104,7 @@ fn presig(
         id: id.into(),
         wallet_id: wallet_id.into(),
         path: path.into(),
-        signers: vec![1, 2, 3],
+        signers: NodeId::must_list(&[1, 2, 3]),
         epoch,
         state: PresignatureState::Ready,
         public: format!("public {id}").into_bytes(),
@@ -112,7 +119,7 @@ fn ceremony(id: &str, started_at: i64) -> CeremonyRecord {
         id: id.into(),
         kind: "dkg".into(),
         state: "running".into(),
-        coordinator: 1,
+        coordinator: N1,
         request: serde_json::json!({ "wallet": id, "threshold": 2 }),
         result: None,
         error: None,
@@ -179,10 +186,19 @@ async fn sealing_round_trips_every_secret_kind(db: Db) {
 
     let session = Uuid::new_v4();
     store
-        .put_aux_info(&[3, 1, 2], b"aux secret", "digest-1", session)
+        .put_aux_info(
+            &NodeId::must_list(&[3, 1, 2]),
+            b"aux secret",
+            "digest-1",
+            session,
+        )
         .await
         .unwrap();
-    let (aux, digest) = store.aux_info(&[1, 2, 3]).await.unwrap().unwrap();
+    let (aux, digest) = store
+        .aux_info(&NodeId::must_list(&[1, 2, 3]))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (aux.to_vec(), digest.as_str()),
         (b"aux secret".to_vec(), "digest-1")
@@ -194,12 +210,25 @@ async fn sealing_round_trips_every_secret_kind(db: Db) {
     )
     .await;
     assert_sealed(&sealed.unwrap(), b"aux secret");
-    assert!(store.aux_info(&[1, 2]).await.unwrap().is_none());
+    assert!(store
+        .aux_info(&NodeId::must_list(&[1, 2]))
+        .await
+        .unwrap()
+        .is_none());
     store
-        .put_aux_info(&[1, 2, 3], b"aux secret two", "digest-2", session)
+        .put_aux_info(
+            &NodeId::must_list(&[1, 2, 3]),
+            b"aux secret two",
+            "digest-2",
+            session,
+        )
         .await
         .unwrap();
-    let (aux, digest) = store.aux_info(&[2, 3, 1]).await.unwrap().unwrap();
+    let (aux, digest) = store
+        .aux_info(&NodeId::must_list(&[2, 3, 1]))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (aux.to_vec(), digest.as_str()),
         (b"aux secret two".to_vec(), "digest-2")
@@ -249,13 +278,13 @@ async fn wrong_key_file_is_refused(db: Db) {
     db.open().await.close().await;
     let other = db.dir.join("other.key");
     generate_key_file(&other).unwrap();
-    let error = Store::open(&db.url, &KeySource::KeyFile(other), 1)
+    let error = Store::open(&db.url, &KeySource::KeyFile(other), N1)
         .await
         .unwrap_err();
     assert!(matches!(error, StoreError::WrongKey), "{error}");
     assert!(error.to_string().contains("does not open this store"));
     let passphrase = KeySource::Passphrase(Zeroizing::new("a passphrase".into()));
-    let error = Store::open(&db.url, &passphrase, 1).await.unwrap_err();
+    let error = Store::open(&db.url, &passphrase, N1).await.unwrap_err();
     assert!(matches!(error, StoreError::WrongKey), "{error}");
     // The right key still opens it.
     db.open().await;
@@ -264,14 +293,14 @@ async fn wrong_key_file_is_refused(db: Db) {
 async fn wrong_passphrase_is_refused(db: Db) {
     let right = KeySource::Passphrase(Zeroizing::new("correct horse battery staple".into()));
     let wrong = KeySource::Passphrase(Zeroizing::new("correct horse battery stapler".into()));
-    let store = Store::open(&db.url, &right, 1).await.unwrap();
+    let store = Store::open(&db.url, &right, N1).await.unwrap();
     store.insert_wallet(&wallet("w1"), b"share").await.unwrap();
     store.close().await;
-    let error = Store::open(&db.url, &wrong, 1).await.unwrap_err();
+    let error = Store::open(&db.url, &wrong, N1).await.unwrap_err();
     assert!(matches!(error, StoreError::WrongKey), "{error}");
-    let error = Store::open(&db.url, &db.key(), 1).await.unwrap_err();
+    let error = Store::open(&db.url, &db.key(), N1).await.unwrap_err();
     assert!(matches!(error, StoreError::WrongKey), "{error}");
-    let store = Store::open(&db.url, &right, 1).await.unwrap();
+    let store = Store::open(&db.url, &right, N1).await.unwrap();
     assert_eq!(
         bytes(store.key_share("w1").await.unwrap()),
         Some(b"share".to_vec())
@@ -280,7 +309,7 @@ async fn wrong_passphrase_is_refused(db: Db) {
 
 async fn wrong_node_is_refused(db: Db) {
     db.open().await.close().await;
-    let error = Store::open(&db.url, &db.key(), 2).await.unwrap_err();
+    let error = Store::open(&db.url, &db.key(), N2).await.unwrap_err();
     assert!(
         matches!(
             error,
@@ -291,7 +320,7 @@ async fn wrong_node_is_refused(db: Db) {
         ),
         "{error}"
     );
-    assert_eq!(db.open().await.node_id(), 1);
+    assert_eq!(db.open().await.node_id(), N1);
 }
 
 async fn tampered_and_swapped_values_are_refused(db: Db) {
@@ -332,7 +361,7 @@ async fn tampered_and_swapped_values_are_refused(db: Db) {
 
     // The same row of another store (same key file, so only the DEK and store id differ).
     let other_url = format!("sqlite://{}", db.dir.join("other.db").display());
-    let other = Store::open(&other_url, &db.key(), 1).await.unwrap();
+    let other = Store::open(&other_url, &db.key(), N1).await.unwrap();
     other.insert_wallet(&wallet("c"), b"share c").await.unwrap();
     let other_raw = AnyPool::connect(&other_url).await.unwrap();
     let foreign = sealed_of(&other_raw, SHARE, "c").await.unwrap();
@@ -345,11 +374,16 @@ async fn tampered_and_swapped_values_are_refused(db: Db) {
 
     // Aux info moved between node sets.
     store
-        .put_aux_info(&[1, 2, 3], b"aux 123", "d", Uuid::new_v4())
+        .put_aux_info(
+            &NodeId::must_list(&[1, 2, 3]),
+            b"aux 123",
+            "d",
+            Uuid::new_v4(),
+        )
         .await
         .unwrap();
     store
-        .put_aux_info(&[1, 2], b"aux 12", "d", Uuid::new_v4())
+        .put_aux_info(&NodeId::must_list(&[1, 2]), b"aux 12", "d", Uuid::new_v4())
         .await
         .unwrap();
     let sealed = sealed_of(
@@ -365,7 +399,10 @@ async fn tampered_and_swapped_values_are_refused(db: Db) {
         sealed.unwrap(),
     )
     .await;
-    let error = store.aux_info(&[1, 2]).await.unwrap_err();
+    let error = store
+        .aux_info(&NodeId::must_list(&[1, 2]))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, StoreError::Tampered { table: "aux_info", id } if id == "1,2"),
         "{error}"
@@ -453,7 +490,7 @@ async fn wallet_lifecycle(db: Db) {
     let active = store.wallet("w1").await.unwrap().unwrap();
     assert_eq!(active.state, WalletState::Active);
     assert!(active.activated_at.unwrap() > 0);
-    assert_eq!(active.participants, vec![1, 2, 3]);
+    assert_eq!(active.participants, NodeId::must_list(&[1, 2, 3]));
     // Idempotent, and an active wallet cannot be aborted (its share would be lost).
     store
         .set_wallet_state("w1", WalletState::Active)
@@ -474,7 +511,7 @@ async fn wallet_lifecycle(db: Db) {
 
     let mut w2 = wallet("w2");
     w2.created_at = NOW + 1;
-    w2.participants = vec![5, 1, 3];
+    w2.participants = NodeId::must_list(&[5, 1, 3]);
     store.insert_wallet(&w2, b"share 2").await.unwrap();
     store
         .set_wallet_state("w2", WalletState::Aborted)
@@ -483,7 +520,7 @@ async fn wallet_lifecycle(db: Db) {
     let aborted = store.wallet("w2").await.unwrap().unwrap();
     assert_eq!(aborted.state, WalletState::Aborted);
     assert_eq!(aborted.activated_at, None);
-    assert_eq!(aborted.participants, vec![1, 3, 5]);
+    assert_eq!(aborted.participants, NodeId::must_list(&[1, 3, 5]));
     assert!(store.key_share("w2").await.unwrap().is_none());
     let error = store
         .set_wallet_state("w2", WalletState::Active)
@@ -540,7 +577,7 @@ async fn begin_signing_is_one_all_or_nothing_commit(db: Db) {
         id,
         wallet_id: "w1",
         path: "m",
-        signers: &[1, 2, 3],
+        signers: &ONE_TWO_THREE,
     };
     // One unavailable presignature refuses the whole step and changes nothing.
     let session = Uuid::new_v4();
@@ -642,7 +679,7 @@ async fn fsynced_and_unfsynced_signings_share_the_database(db: Db) {
                     id: &id,
                     wallet_id: "w",
                     path: "m",
-                    signers: &[1, 2, 3],
+                    signers: &ONE_TWO_THREE,
                 }],
                 _ => Vec::new(),
             };
@@ -842,7 +879,7 @@ async fn expired_and_other_epoch_presignatures_are_unusable(db: Db) {
     let foreign = presig("foreign", "w", "m/0/1", 1, NOW + 1000);
     let other_path = presig("other-path", "w", "m/0/2", 1, NOW + 1000);
     let mut other_signers = presig("other-signers", "w", "m/0/1", 1, NOW + 1000);
-    other_signers.signers = vec![1, 2, 4];
+    other_signers.signers = NodeId::must_list(&[1, 2, 4]);
     for p in [
         &fresh,
         &older,
@@ -860,7 +897,7 @@ async fn expired_and_other_epoch_presignatures_are_unusable(db: Db) {
         .unwrap();
 
     let ready = store
-        .ready_presignatures("w", "m/0/1", &[3, 2, 1], NOW, 10)
+        .ready_presignatures("w", "m/0/1", &NodeId::must_list(&[3, 2, 1]), NOW, 10)
         .await
         .unwrap();
     let ids: Vec<&str> = ready.iter().map(|p| p.id.as_str()).collect();
@@ -870,7 +907,7 @@ async fn expired_and_other_epoch_presignatures_are_unusable(db: Db) {
         "ready, current epoch, unexpired, oldest first"
     );
     let limited = store
-        .ready_presignatures("w", "m/0/1", &[1, 2, 3], NOW, 1)
+        .ready_presignatures("w", "m/0/1", &NodeId::must_list(&[1, 2, 3]), NOW, 1)
         .await
         .unwrap();
     assert_eq!(limited.len(), 1);
@@ -968,7 +1005,7 @@ async fn a_corrupt_epoch_makes_presignatures_unusable(db: Db) {
     let p = presig("p", "w", "m/0/1", 1, NOW + 1000);
     store.insert_presignature(&p, b"p").await.unwrap();
     let listed = store
-        .ready_presignatures("w", "m/0/1", &[1, 2, 3], NOW, 10)
+        .ready_presignatures("w", "m/0/1", &NodeId::must_list(&[1, 2, 3]), NOW, 10)
         .await
         .unwrap();
     assert_eq!(listed.len(), 1, "listed before the corruption");
@@ -978,7 +1015,7 @@ async fn a_corrupt_epoch_makes_presignatures_unusable(db: Db) {
         .await
         .unwrap();
     let listed = store
-        .ready_presignatures("w", "m/0/1", &[1, 2, 3], NOW, 10)
+        .ready_presignatures("w", "m/0/1", &NodeId::must_list(&[1, 2, 3]), NOW, 10)
         .await;
     assert!(
         listed.as_ref().map_or(true, Vec::is_empty),
@@ -1018,7 +1055,7 @@ async fn bump_epoch_invalidates_every_presignature(db: Db) {
     );
 
     assert!(store
-        .ready_presignatures("w", "m", &[1, 2, 3], NOW, 10)
+        .ready_presignatures("w", "m", &NodeId::must_list(&[1, 2, 3]), NOW, 10)
         .await
         .unwrap()
         .is_empty());
@@ -1072,7 +1109,7 @@ async fn presignature_counts_per_path_and_signers(db: Db) {
     all.push(presig("root-expired", "w", "m", 1, NOW));
     for i in 0..2 {
         let mut p = presig(&format!("other-{i}"), "w", "m", 1, NOW + 1000);
-        p.signers = vec![2, 3, 4];
+        p.signers = NodeId::must_list(&[2, 3, 4]);
         all.push(p);
     }
     all.push(presig("child", "w", "m/0/7", 1, NOW + 1000));
@@ -1087,7 +1124,7 @@ async fn presignature_counts_per_path_and_signers(db: Db) {
         .is_some());
     assert!(store.discard_presignature("other-0", NOW).await.unwrap());
     let levels = store.presignature_counts("w", NOW).await.unwrap();
-    let level = |path: &str, signers: Vec<u16>, ready, consumed| PoolLevel {
+    let level = |path: &str, signers: Vec<NodeId>, ready, consumed| PoolLevel {
         path: path.into(),
         signers,
         ready,
@@ -1096,9 +1133,9 @@ async fn presignature_counts_per_path_and_signers(db: Db) {
     assert_eq!(
         levels,
         vec![
-            level("m", vec![1, 2, 3], 2, 1),
-            level("m", vec![2, 3, 4], 1, 1),
-            level("m/0/7", vec![1, 2, 3], 1, 0),
+            level("m", NodeId::must_list(&[1, 2, 3]), 2, 1),
+            level("m", NodeId::must_list(&[2, 3, 4]), 1, 1),
+            level("m/0/7", NodeId::must_list(&[1, 2, 3]), 1, 0),
         ]
     );
     assert!(store
@@ -1152,7 +1189,12 @@ async fn concurrent_writers_do_not_fail(db: Db) {
             .await
             .unwrap();
         handle
-            .put_aux_info(&[1, 2, 3], id.as_bytes(), &id, Uuid::new_v4())
+            .put_aux_info(
+                &NodeId::must_list(&[1, 2, 3]),
+                id.as_bytes(),
+                &id,
+                Uuid::new_v4(),
+            )
             .await
             .unwrap();
         let taken = handle.consume_presignature(&id, NOW).await.unwrap();
@@ -1172,10 +1214,10 @@ async fn reopening_gives_back_everything(db: Db) {
     let c = ceremony("c", NOW);
     let p = presig("p", "w", "m", 1, NOW + 1000);
     let store_id = {
-        let store = Store::open(&db.url, &key, 3).await.unwrap();
+        let store = Store::open(&db.url, &key, N3).await.unwrap();
         store.add_primes(b"primes").await.unwrap();
         store
-            .put_aux_info(&[1, 2, 3], b"aux", "digest", session)
+            .put_aux_info(&NodeId::must_list(&[1, 2, 3]), b"aux", "digest", session)
             .await
             .unwrap();
         store.insert_wallet(&w, b"share").await.unwrap();
@@ -1190,7 +1232,7 @@ async fn reopening_gives_back_everything(db: Db) {
         store.close().await;
         id
     };
-    let store = Store::open(&db.url, &key, 3).await.unwrap();
+    let store = Store::open(&db.url, &key, N3).await.unwrap();
     assert_eq!(store.store_id(), store_id);
     assert_eq!(store.epoch().await.unwrap(), 1);
     assert_eq!(store.primes_count().await.unwrap(), 1);
@@ -1198,7 +1240,11 @@ async fn reopening_gives_back_everything(db: Db) {
         bytes(store.take_primes().await.unwrap()),
         Some(b"primes".to_vec())
     );
-    let (aux, digest) = store.aux_info(&[1, 2, 3]).await.unwrap().unwrap();
+    let (aux, digest) = store
+        .aux_info(&NodeId::must_list(&[1, 2, 3]))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (aux.to_vec(), digest),
         (b"aux".to_vec(), "digest".to_owned())
@@ -1250,7 +1296,7 @@ async fn key_files_raw_and_hex_open_the_same_store() {
     assert_eq!(std::fs::read(&raw_path).unwrap(), key, "never overwritten");
 
     let url = sqlite_url(&dir);
-    let store = Store::open(&url, &KeySource::KeyFile(raw_path), 1)
+    let store = Store::open(&url, &KeySource::KeyFile(raw_path), N1)
         .await
         .unwrap();
     store.insert_wallet(&wallet("w"), b"share").await.unwrap();
@@ -1258,7 +1304,7 @@ async fn key_files_raw_and_hex_open_the_same_store() {
 
     let hex_path = dir.join("hex.key");
     std::fs::write(&hex_path, format!("{}\n", hex::encode(&key))).unwrap();
-    let store = Store::open(&url, &KeySource::KeyFile(hex_path.clone()), 1)
+    let store = Store::open(&url, &KeySource::KeyFile(hex_path.clone()), N1)
         .await
         .unwrap();
     assert_eq!(
@@ -1267,18 +1313,18 @@ async fn key_files_raw_and_hex_open_the_same_store() {
     );
     store.close().await;
     std::fs::write(&hex_path, hex::encode(&key)).unwrap();
-    Store::open(&url, &KeySource::KeyFile(hex_path.clone()), 1)
+    Store::open(&url, &KeySource::KeyFile(hex_path.clone()), N1)
         .await
         .unwrap();
 
     for bad in [&key[..31], b"zz".repeat(32).as_slice(), &[0u8; 33][..]] {
         std::fs::write(&hex_path, bad).unwrap();
-        let error = Store::open(&url, &KeySource::KeyFile(hex_path.clone()), 1)
+        let error = Store::open(&url, &KeySource::KeyFile(hex_path.clone()), N1)
             .await
             .unwrap_err();
         assert!(matches!(error, StoreError::KeyFile { .. }), "{error}");
     }
-    let error = Store::open(&url, &KeySource::KeyFile(dir.join("missing.key")), 1)
+    let error = Store::open(&url, &KeySource::KeyFile(dir.join("missing.key")), N1)
         .await
         .unwrap_err();
     assert!(matches!(error, StoreError::KeyFile { .. }), "{error}");
@@ -1287,7 +1333,7 @@ async fn key_files_raw_and_hex_open_the_same_store() {
 
 #[tokio::test]
 async fn unsupported_urls_and_debug_output() {
-    let error = Store::open("mysql://x", &KeySource::KeyFile("k".into()), 1)
+    let error = Store::open("mysql://x", &KeySource::KeyFile("k".into()), N1)
         .await
         .unwrap_err();
     assert!(

@@ -7,6 +7,7 @@ use mpc_store::{
     generate_key_file, KeySource, NewUtxo, Reservation, Store, StoreError, UtxoOrigin, UtxoState,
     WalletRecord, WalletState,
 };
+use mpc_types::NodeId;
 use sqlx::{AssertSqlSafe, Connection};
 use uuid::Uuid;
 
@@ -34,9 +35,13 @@ async fn fresh(postgres: bool) -> Option<(Store, PathBuf, Option<(String, String
     } else {
         (format!("sqlite://{}", dir.join("store.db").display()), None)
     };
-    let store = Store::open(&url, &KeySource::KeyFile(dir.join("store.key")), 1)
-        .await
-        .unwrap();
+    let store = Store::open(
+        &url,
+        &KeySource::KeyFile(dir.join("store.key")),
+        NodeId::must(1),
+    )
+    .await
+    .unwrap();
     Some((store, dir, pg))
 }
 
@@ -60,7 +65,7 @@ fn wallet(id: &str) -> WalletRecord {
         name: id.into(),
         scheme: "cggmp24".into(),
         threshold: 2,
-        participants: vec![1, 2, 3],
+        participants: NodeId::must_list(&[1, 2, 3]),
         network: "regtest".into(),
         public_key: "02aa".into(),
         chain_code: "cc".into(),
@@ -235,7 +240,7 @@ async fn registry_lifecycle(store: &Store) {
             id: "c1".into(),
             kind: "keygen".into(),
             state: "running".into(),
-            coordinator: 1,
+            coordinator: NodeId::must(1),
             request: serde_json::json!({}),
             result: None,
             error: None,

@@ -130,7 +130,7 @@ pub fn write_private(path: &Path, contents: &[u8]) -> Result<(), TransportError>
 /// the IP addresses `ips(i)`. Valid for `days`.
 pub fn init_cluster(
     dir: &Path,
-    nodes: NodeId,
+    nodes: u16,
     ips: impl Fn(NodeId) -> Vec<IpAddr>,
     days: i64,
 ) -> Result<(), TransportError> {
@@ -139,7 +139,7 @@ pub fn init_cluster(
     std::fs::write(ca_cert_path(dir), ca.cert_pem())?;
     write_private(&ca_key_path(dir), ca.key_pem().as_bytes())?;
     let now = OffsetDateTime::now_utc() - Duration::minutes(5);
-    for id in 1..=nodes {
+    for id in (1..=nodes).filter_map(NodeId::new) {
         let cert = ca.issue_node(id, &ips(id), now, days)?;
         std::fs::write(node_cert_path(dir, id), &cert.cert_pem)?;
         write_private(&node_key_path(dir, id), cert.key_pem.as_bytes())?;

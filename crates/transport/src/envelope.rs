@@ -77,8 +77,8 @@ impl Envelope {
         out.push(self.protocol);
         out.extend_from_slice(&self.session.0);
         out.extend_from_slice(&self.round.to_be_bytes());
-        out.extend_from_slice(&self.from.to_be_bytes());
-        out.extend_from_slice(&self.to.unwrap_or(BROADCAST).to_be_bytes());
+        out.extend_from_slice(&self.from.get().to_be_bytes());
+        out.extend_from_slice(&self.to.map_or(BROADCAST, NodeId::get).to_be_bytes());
         // Payloads are bounded by the frame limit, far below 4 GiB.
         out.extend_from_slice(&(self.payload.len() as u32).to_be_bytes());
         out.extend_from_slice(&self.payload);
@@ -100,21 +100,22 @@ impl Envelope {
         let u16_at = |i: usize| u16::from_be_bytes([header[i], header[i + 1]]);
         let mut session = [0u8; 16];
         session.copy_from_slice(&header[2..18]);
-        let from = u16_at(20);
+        let from = NodeId::new(u16_at(20));
         let to = u16_at(22);
         let len = u32::from_be_bytes([header[24], header[25], header[26], header[27]]) as usize;
         if len != payload.len() {
             return Err(bad("payload length does not match the header"));
         }
-        if from == 0 {
+        let Some(from) = from else {
             return Err(bad("sender 0 is not a node id"));
-        }
+        };
         Ok(Self {
             protocol: header[1],
             session: SessionId(session),
             round: u16_at(18),
             from,
-            to: (to != BROADCAST).then_some(to),
+            // BROADCAST is 0, the one u16 that is no node id.
+            to: NodeId::new(to),
             payload: payload.to_vec(),
         })
     }
@@ -140,8 +141,8 @@ mod tests {
             protocol: 3,
             session: SessionId([9; 16]),
             round: 2,
-            from: 4,
-            to: Some(1),
+            from: NodeId::must(4),
+            to: Some(NodeId::must(1)),
             payload: b"payload".to_vec(),
         }
     }
@@ -170,11 +171,9 @@ mod tests {
         let mut version = good.clone();
         version[0] = 2;
         assert!(Envelope::decode(&version).is_err());
-        let zero_sender = Envelope {
-            from: 0,
-            ..sample()
-        }
-        .encode();
+        // No NodeId is 0, so the sender field is zeroed in the bytes.
+        let mut zero_sender = good.clone();
+        zero_sender[20..22].copy_from_slice(&[0, 0]);
         assert!(Envelope::decode(&zero_sender).is_err());
         assert!(Envelope::decode(b"garbage bytes that are long enough to be a header").is_err());
     }

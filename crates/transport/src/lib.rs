@@ -20,8 +20,7 @@ use futures::future::BoxFuture;
 pub use envelope::{Envelope, SessionId, CONTROL};
 pub use router::{ControlInbox, Recent, Router, RouterLimits, SessionEvent, SessionInbox};
 
-/// A node's id in the cluster config (1-based; the certificate names it `node-<id>`).
-pub type NodeId = u16;
+pub use mpc_types::NodeId;
 
 /// Errors of the transport layer.
 #[derive(Debug, thiserror::Error)]

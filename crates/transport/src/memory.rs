@@ -90,10 +90,10 @@ fn deliver(from: NodeId, to: NodeId, router: &Router, bytes: &[u8]) {
     match Envelope::decode(bytes) {
         Ok(decoded) => {
             if let Err(refusal) = router.deliver(from, decoded) {
-                warn!(from, to, %refusal, "envelope refused");
+                warn!(from = from.get(), to = to.get(), %refusal, "envelope refused");
             }
         }
-        Err(error) => warn!(from, to, %error, "malformed envelope dropped"),
+        Err(error) => warn!(from = from.get(), to = to.get(), %error, "malformed envelope dropped"),
     }
 }
 

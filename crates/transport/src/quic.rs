@@ -212,7 +212,7 @@ impl QuicMesh {
                 tasks.push(tokio::spawn(dial_loop(inner.clone(), peer)));
             }
         }
-        info!(node = me, listen = %inner.config.listen, "mesh started");
+        info!(node = me.get(), listen = %inner.config.listen, "mesh started");
         Ok(Self {
             inner,
             tasks: Mutex::new(tasks),
@@ -371,13 +371,13 @@ async fn confirm_delivery(
         };
         if resend > MAX_RESENDS {
             warn!(
-                node = me,
-                peer = to,
+                node = me.get(),
+                peer = to.get(),
                 "frame lost: {MAX_RESENDS} connections died before the peer acknowledged it"
             );
             return;
         }
-        info!(node = me, peer = to, error = %e, resend, "frame lost with its connection; resending");
+        info!(node = me.get(), peer = to.get(), error = %e, resend, "frame lost with its connection; resending");
         let written = match wait_for_connection(&inner, to).await {
             Ok(conn) => write_frame(&conn, &frame).await,
             Err(e) => Err(e.to_string()),
@@ -388,7 +388,7 @@ async fn confirm_delivery(
                 stream = s;
             }
             Err(e) => {
-                warn!(node = me, peer = to, error = %e, "frame lost: its connection died and no new one came up");
+                warn!(node = me.get(), peer = to.get(), error = %e, "frame lost: its connection died and no new one came up");
                 return;
             }
         }
@@ -451,11 +451,19 @@ async fn dial_loop(inner: Arc<Inner>, peer: PeerConfig) {
         match attempt.await {
             Ok(conn) => {
                 let connected_at = tokio::time::Instant::now();
-                debug!(node = inner.config.me, peer = peer.id, "connected");
+                debug!(
+                    node = inner.config.me.get(),
+                    peer = peer.id.get(),
+                    "connected"
+                );
                 register(&inner, peer.id, conn.clone());
                 read_loop(&inner, peer.id, &conn).await;
                 unregister(&inner, peer.id, &conn);
-                debug!(node = inner.config.me, peer = peer.id, "connection closed");
+                debug!(
+                    node = inner.config.me.get(),
+                    peer = peer.id.get(),
+                    "connection closed"
+                );
                 // A connection the peer closes at once (e.g. it refuses our certificate after
                 // the TLS 1.3 handshake) counts as a failed attempt: keep backing off.
                 if connected_at.elapsed() > Duration::from_secs(2) {
@@ -466,7 +474,7 @@ async fn dial_loop(inner: Arc<Inner>, peer: PeerConfig) {
                 }
             }
             Err(e) => {
-                debug!(node = inner.config.me, peer = peer.id, error = %e, "dial failed");
+                debug!(node = inner.config.me.get(), peer = peer.id.get(), error = %e, "dial failed");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
@@ -486,13 +494,13 @@ async fn accept_loop(inner: Arc<Inner>) {
                         .stats
                         .connections_refused
                         .fetch_add(1, Ordering::Relaxed);
-                    warn!(node = inner.config.me, %remote, error = %e, "TLS handshake refused");
+                    warn!(node = inner.config.me.get(), %remote, error = %e, "TLS handshake refused");
                     return;
                 }
             };
             match authenticate(&inner.config, &conn) {
                 Ok(peer) => {
-                    debug!(node = inner.config.me, peer, "accepted");
+                    debug!(node = inner.config.me.get(), peer = peer.get(), "accepted");
                     register(&inner, peer, conn.clone());
                     read_loop(&inner, peer, &conn).await;
                     unregister(&inner, peer, &conn);
@@ -502,7 +510,7 @@ async fn accept_loop(inner: Arc<Inner>) {
                         .stats
                         .connections_refused
                         .fetch_add(1, Ordering::Relaxed);
-                    warn!(node = inner.config.me, %remote, %reason, "peer refused");
+                    warn!(node = inner.config.me.get(), %remote, %reason, "peer refused");
                     conn.close(REFUSED, reason.as_bytes());
                 }
             }
@@ -665,8 +673,8 @@ impl Inner {
             .admit((peer, refused.kind()), Instant::now())
         {
             warn!(
-                node = self.config.me,
-                peer,
+                node = self.config.me.get(),
+                peer = peer.get(),
                 session = session.map(tracing::field::display),
                 reason = %refused,
                 unlogged,

@@ -68,16 +68,19 @@ mod tests {
         let log = RefusalLog::new(Duration::from_secs(1));
         let t0 = Instant::now();
         let half = t0 + Duration::from_millis(500);
-        assert_eq!(log.admit((2, "late"), t0), Some(0));
+        assert_eq!(log.admit((NodeId::must(2), "late"), t0), Some(0));
         for _ in 0..5 {
-            assert_eq!(log.admit((2, "late"), half), None);
+            assert_eq!(log.admit((NodeId::must(2), "late"), half), None);
         }
         // Another peer, or another kind, has its own window.
-        assert_eq!(log.admit((3, "late"), half), Some(0));
-        assert_eq!(log.admit((2, "replay"), half), Some(0));
-        assert_eq!(log.admit((2, "late"), t0 + Duration::from_secs(1)), Some(5));
+        assert_eq!(log.admit((NodeId::must(3), "late"), half), Some(0));
+        assert_eq!(log.admit((NodeId::must(2), "replay"), half), Some(0));
         assert_eq!(
-            log.admit((2, "late"), t0 + Duration::from_millis(1500)),
+            log.admit((NodeId::must(2), "late"), t0 + Duration::from_secs(1)),
+            Some(5)
+        );
+        assert_eq!(
+            log.admit((NodeId::must(2), "late"), t0 + Duration::from_millis(1500)),
             None
         );
     }

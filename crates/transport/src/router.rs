@@ -353,7 +353,7 @@ impl Router {
         state.held.retain(|_, held| !held.messages.is_empty());
         for (from, envelope) in mine {
             if let Err(refusal) = deliver_to_session(&mut state, from, envelope) {
-                warn!(%session, from, %refusal, "held message refused");
+                warn!(%session, from = from.get(), %refusal, "held message refused");
             }
         }
         drop(state);
@@ -395,7 +395,7 @@ impl Router {
             let key = (session, envelope.content_digest());
             let seen = state.control_seen.entry(from).or_default();
             if seen.contains(&key) {
-                debug!(%session, from, "duplicate control message dropped");
+                debug!(%session, from = from.get(), "duplicate control message dropped");
                 return Ok(Routed::Duplicate);
             }
             let queued = lock(&self.control_queued).entry(from).or_default().try_add(
@@ -455,7 +455,7 @@ impl Router {
             if let Some(session) = oldest {
                 warn!(
                     %session,
-                    from,
+                    from = from.get(),
                     dropped,
                     "dropped messages for sessions this node never registered"
                 );
@@ -497,7 +497,7 @@ fn deliver_to_session(
     let digest = envelope.content_digest();
     match session.seen.get(&key) {
         Some(d) if *d == digest => {
-            debug!(session = %session_id, from, round = envelope.round, "duplicate dropped");
+            debug!(session = %session_id, from = from.get(), round = envelope.round, "duplicate dropped");
             return Ok(Routed::Duplicate);
         }
         Some(_) => {
@@ -523,6 +523,12 @@ mod tests {
     use futures::FutureExt;
 
     use super::*;
+
+    const N1: NodeId = NodeId::must(1);
+    const N2: NodeId = NodeId::must(2);
+    const N3: NodeId = NodeId::must(3);
+    const N4: NodeId = NodeId::must(4);
+    const N5: NodeId = NodeId::must(5);
 
     fn env(session: u8, from: NodeId, round: u16, payload: &[u8]) -> Envelope {
         Envelope {
@@ -561,56 +567,57 @@ mod tests {
 
     #[tokio::test]
     async fn delivers_holds_dedups_and_refuses() {
-        let (router, mut control_inbox) = Router::new(1, limits());
+        let (router, mut control_inbox) = Router::new(N1, limits());
         // Early message: held, then delivered on registration.
-        assert_eq!(router.deliver(2, env(7, 2, 1, b"a")), Ok(Routed::Held));
-        let mut inbox = router.register(SessionId([7; 16]), &[1, 2, 3]).unwrap();
+        assert_eq!(router.deliver(N2, env(7, N2, 1, b"a")), Ok(Routed::Held));
+        let mut inbox = router.register(SessionId([7; 16]), &[N1, N2, N3]).unwrap();
         assert!(matches!(inbox.recv().await, Some(SessionEvent::Message(e)) if e.payload == b"a"));
         // Duplicate of the held one: dropped.
-        assert_eq!(router.deliver(2, env(7, 2, 1, b"a")), Ok(Routed::Duplicate));
+        assert_eq!(
+            router.deliver(N2, env(7, N2, 1, b"a")),
+            Ok(Routed::Duplicate)
+        );
         // Same round, different content: equivocation, and the session gets a fault.
         assert!(matches!(
-            router.deliver(2, env(7, 2, 1, b"b")),
+            router.deliver(N2, env(7, N2, 1, b"b")),
             Err(Refusal::Equivocation {
-                from: 2,
+                from,
                 round: 1,
                 ..
-            })
+            }) if from == N2
         ));
         assert!(matches!(inbox.recv().await, Some(SessionEvent::Fault(_))));
         // Stranger: refused.
         assert!(matches!(
-            router.deliver(4, env(7, 4, 1, b"x")),
-            Err(Refusal::NotParticipant { from: 4, .. })
+            router.deliver(N4, env(7, N4, 1, b"x")),
+            Err(Refusal::NotParticipant { from, .. }) if from == N4
         ));
         // Wrong claimed sender.
         assert!(matches!(
-            router.deliver(3, env(7, 2, 2, b"x")),
-            Err(Refusal::Impersonation {
-                claimed: 2,
-                actual: 3
-            })
+            router.deliver(N3, env(7, N2, 2, b"x")),
+            Err(Refusal::Impersonation { claimed, actual })
+                if claimed == N2 && actual == N3
         ));
         // Addressed to someone else.
-        let mut other = env(7, 3, 2, b"x");
-        other.to = Some(5);
-        assert_eq!(router.deliver(3, other), Err(Refusal::WrongRecipient(5)));
+        let mut other = env(7, N3, 2, b"x");
+        other.to = Some(N5);
+        assert_eq!(router.deliver(N3, other), Err(Refusal::WrongRecipient(N5)));
         // Control bypasses sessions.
         assert_eq!(
-            router.deliver(3, control(9, 3, b"ctl")),
+            router.deliver(N3, control(9, N3, b"ctl")),
             Ok(Routed::Control)
         );
         assert_eq!(control_inbox.recv().await.unwrap().payload, b"ctl");
         // A resent copy of a control message is dropped; the same content from another
         // sender or in another session is not a copy.
-        let copy = control(9, 3, b"ctl");
-        assert_eq!(router.deliver(3, copy.clone()), Ok(Routed::Duplicate));
+        let copy = control(9, N3, b"ctl");
+        assert_eq!(router.deliver(N3, copy.clone()), Ok(Routed::Duplicate));
         assert_eq!(
-            router.deliver(3, control(10, 3, b"ctl")),
+            router.deliver(N3, control(10, N3, b"ctl")),
             Ok(Routed::Control)
         );
         assert_eq!(
-            router.deliver(2, control(9, 2, b"ctl")),
+            router.deliver(N2, control(9, N2, b"ctl")),
             Ok(Routed::Control)
         );
         assert!(next_control(&mut control_inbox).is_some());
@@ -618,162 +625,174 @@ mod tests {
         assert!(next_control(&mut control_inbox).is_none());
         // Memory is bounded (2 per peer here): the oldest is forgotten.
         assert_eq!(
-            router.deliver(3, control(11, 3, b"ctl")),
+            router.deliver(N3, control(11, N3, b"ctl")),
             Ok(Routed::Control)
         );
-        assert_eq!(router.deliver(3, copy), Ok(Routed::Control));
+        assert_eq!(router.deliver(N3, copy), Ok(Routed::Control));
         // Finished: replays refused, re-registration refused.
         drop(inbox);
         assert!(matches!(
-            router.deliver(3, env(7, 3, 3, b"late")),
+            router.deliver(N3, env(7, N3, 3, b"late")),
             Err(Refusal::FinishedSession(_))
         ));
         assert_eq!(
-            router.register(SessionId([7; 16]), &[1, 2]).err(),
+            router.register(SessionId([7; 16]), &[N1, N2]).err(),
             Some(RegisterError::AlreadyFinished(SessionId([7; 16])))
         );
     }
 
     #[tokio::test]
     async fn holding_is_bounded_in_count_and_time() {
-        let (router, _control) = Router::new(1, limits());
+        let (router, _control) = Router::new(N1, limits());
         for s in 0..3 {
-            assert_eq!(router.deliver(2, env(s, 2, 1, b"x")), Ok(Routed::Held));
+            assert_eq!(router.deliver(N2, env(s, N2, 1, b"x")), Ok(Routed::Held));
         }
         assert_eq!(
-            router.deliver(2, env(3, 2, 1, b"x")),
+            router.deliver(N2, env(3, N2, 1, b"x")),
             Err(Refusal::HoldQuotaExceeded {
                 session: SessionId([3; 16]),
-                from: 2
+                from: N2
             })
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(router.held_count(), 0);
         // Expired held messages are not delivered on a late registration.
-        let mut inbox = router.register(SessionId([0; 16]), &[1, 2]).unwrap();
+        let mut inbox = router.register(SessionId([0; 16]), &[N1, N2]).unwrap();
         assert!(inbox.receiver().try_recv().is_err());
         // Non-participants held before registration are refused at registration.
-        assert_eq!(router.deliver(5, env(4, 5, 1, b"x")), Ok(Routed::Held));
-        let mut inbox = router.register(SessionId([4; 16]), &[1, 2]).unwrap();
+        assert_eq!(router.deliver(N5, env(4, N5, 1, b"x")), Ok(Routed::Held));
+        let mut inbox = router.register(SessionId([4; 16]), &[N1, N2]).unwrap();
         assert!(inbox.receiver().try_recv().is_err());
     }
 
     #[tokio::test]
     async fn held_messages_are_bounded_per_peer_in_bytes_and_count() {
         let (router, _control) = Router::new(
-            1,
+            N1,
             RouterLimits {
                 max_held_bytes_per_peer: 100,
                 ..limits()
             },
         );
         // Node 2 fills its 100 bytes; what would exceed them is refused.
-        assert_eq!(router.deliver(2, env(1, 2, 1, &[0; 60])), Ok(Routed::Held));
         assert_eq!(
-            router.deliver(2, env(2, 2, 1, &[0; 41])),
+            router.deliver(N2, env(1, N2, 1, &[0; 60])),
+            Ok(Routed::Held)
+        );
+        assert_eq!(
+            router.deliver(N2, env(2, N2, 1, &[0; 41])),
             Err(Refusal::HoldQuotaExceeded {
                 session: SessionId([2; 16]),
-                from: 2
+                from: N2
             })
         );
-        assert_eq!(router.deliver(2, env(2, 2, 1, &[0; 40])), Ok(Routed::Held));
-        assert!(router.deliver(2, env(3, 2, 1, &[0; 1])).is_err());
+        assert_eq!(
+            router.deliver(N2, env(2, N2, 1, &[0; 40])),
+            Ok(Routed::Held)
+        );
+        assert!(router.deliver(N2, env(3, N2, 1, &[0; 1])).is_err());
         // Node 3's share is its own: a full 100 bytes, then its count (3) is the bound.
-        assert_eq!(router.deliver(3, env(4, 3, 1, &[0; 100])), Ok(Routed::Held));
-        assert_eq!(router.deliver(3, env(5, 3, 1, b"")), Ok(Routed::Held));
-        assert_eq!(router.deliver(3, env(6, 3, 1, b"")), Ok(Routed::Held));
+        assert_eq!(
+            router.deliver(N3, env(4, N3, 1, &[0; 100])),
+            Ok(Routed::Held)
+        );
+        assert_eq!(router.deliver(N3, env(5, N3, 1, b"")), Ok(Routed::Held));
+        assert_eq!(router.deliver(N3, env(6, N3, 1, b"")), Ok(Routed::Held));
         assert!(matches!(
-            router.deliver(3, env(7, 3, 1, b"")),
-            Err(Refusal::HoldQuotaExceeded { from: 3, .. })
+            router.deliver(N3, env(7, N3, 1, b"")),
+            Err(Refusal::HoldQuotaExceeded { from, .. }) if from == N3
         ));
         assert_eq!(router.held_count(), 5);
         // Node 3's early message is delivered when its session registers.
-        let mut inbox = router.register(SessionId([4; 16]), &[1, 3]).unwrap();
-        assert!(matches!(inbox.recv().await, Some(SessionEvent::Message(e)) if e.from == 3));
+        let mut inbox = router.register(SessionId([4; 16]), &[N1, N3]).unwrap();
+        assert!(matches!(inbox.recv().await, Some(SessionEvent::Message(e)) if e.from == N3));
         // Delivering node 2's held messages frees its share.
-        let _first = router.register(SessionId([1; 16]), &[1, 2]).unwrap();
-        assert_eq!(router.deliver(2, env(8, 2, 1, &[0; 60])), Ok(Routed::Held));
+        let _first = router.register(SessionId([1; 16]), &[N1, N2]).unwrap();
+        assert_eq!(
+            router.deliver(N2, env(8, N2, 1, &[0; 60])),
+            Ok(Routed::Held)
+        );
         assert_eq!(router.held_count(), 4);
     }
 
     #[tokio::test]
     async fn the_control_queue_is_bounded_per_peer_and_freed_as_the_node_takes_messages() {
-        let (router, mut inbox) = Router::new(1, limits());
+        let (router, mut inbox) = Router::new(N1, limits());
         for i in 0..8u8 {
             assert_eq!(
-                router.deliver(2, control(i, 2, b"flood")),
+                router.deliver(N2, control(i, N2, b"flood")),
                 Ok(Routed::Control)
             );
         }
         assert_eq!(
-            router.deliver(2, control(8, 2, b"flood")),
+            router.deliver(N2, control(8, N2, b"flood")),
             Err(Refusal::ControlQuotaExceeded {
                 session: SessionId([8; 16]),
-                from: 2
+                from: N2
             })
         );
         // Node 2's full share does not touch node 3's.
         assert_eq!(
-            router.deliver(3, control(0, 3, b"mine")),
+            router.deliver(N3, control(0, N3, b"mine")),
             Ok(Routed::Control)
         );
         // The node takes one of node 2's: its place is free again, and the refused message,
         // sent again, is queued (it was never remembered as seen).
-        assert_eq!(next_control(&mut inbox).map(|e| e.from), Some(2));
+        assert_eq!(next_control(&mut inbox).map(|e| e.from), Some(N2));
         assert_eq!(
-            router.deliver(2, control(8, 2, b"flood")),
+            router.deliver(N2, control(8, N2, b"flood")),
             Ok(Routed::Control)
         );
         let mut from_3 = 0;
         while let Some(envelope) = next_control(&mut inbox) {
-            from_3 += usize::from(envelope.from == 3);
+            from_3 += usize::from(envelope.from == N3);
         }
         assert_eq!(from_3, 1);
 
         // The bytes are bounded too.
         let (router, _inbox) = Router::new(
-            1,
+            N1,
             RouterLimits {
                 max_control_queue_bytes_per_peer: 10,
                 ..limits()
             },
         );
         assert_eq!(
-            router.deliver(2, control(0, 2, &[0; 8])),
+            router.deliver(N2, control(0, N2, &[0; 8])),
             Ok(Routed::Control)
         );
-        assert!(router.deliver(2, control(1, 2, &[0; 3])).is_err());
+        assert!(router.deliver(N2, control(1, N2, &[0; 3])).is_err());
         assert_eq!(
-            router.deliver(3, control(0, 3, &[0; 10])),
+            router.deliver(N3, control(0, N3, &[0; 10])),
             Ok(Routed::Control)
         );
     }
 
     #[tokio::test]
     async fn a_control_flood_does_not_make_the_router_forget_another_peers_messages() {
-        let (router, mut inbox) = Router::new(1, limits());
-        let resent = control(0, 3, b"proposal");
-        assert_eq!(router.deliver(3, resent.clone()), Ok(Routed::Control));
+        let (router, mut inbox) = Router::new(N1, limits());
+        let resent = control(0, N3, b"proposal");
+        assert_eq!(router.deliver(N3, resent.clone()), Ok(Routed::Control));
         // Node 2 sends more distinct messages than the memory holds (2 per peer here).
         for i in 0..4u8 {
             assert_eq!(
-                router.deliver(2, control(i, 2, b"flood")),
+                router.deliver(N2, control(i, N2, b"flood")),
                 Ok(Routed::Control)
             );
         }
         while next_control(&mut inbox).is_some() {}
         // Node 3's resent copy is still recognised and dropped.
-        assert_eq!(router.deliver(3, resent), Ok(Routed::Duplicate));
+        assert_eq!(router.deliver(N3, resent), Ok(Routed::Duplicate));
     }
 
     #[tokio::test]
     async fn finished_memory_is_bounded() {
-        let (router, _control) = Router::new(1, limits());
+        let (router, _control) = Router::new(N1, limits());
         for s in 0..3u8 {
-            drop(router.register(SessionId([s; 16]), &[1, 2]).unwrap());
+            drop(router.register(SessionId([s; 16]), &[N1, N2]).unwrap());
         }
         // Memory holds the last 2: session 0 was forgotten (the store remembers it durably).
-        assert!(router.register(SessionId([0; 16]), &[1, 2]).is_ok());
-        assert!(router.register(SessionId([2; 16]), &[1, 2]).is_err());
+        assert!(router.register(SessionId([0; 16]), &[N1, N2]).is_ok());
+        assert!(router.register(SessionId([2; 16]), &[N1, N2]).is_err());
     }
 }

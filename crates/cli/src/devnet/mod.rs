@@ -20,6 +20,7 @@ use mpc_node::config::{
     StoreConfig, TlsConfig,
 };
 use mpc_transport::certs;
+use mpc_types::{NodeId, PartyIndex};
 use serde_json::Value;
 
 use crate::client::ApiClient;
@@ -117,7 +118,7 @@ impl DevnetOptions {
 
 /// One node process.
 pub struct NodeProcess {
-    pub id: u16,
+    pub id: NodeId,
     pub api: SocketAddr,
     pub quic: SocketAddr,
     pub config: PathBuf,
@@ -182,7 +183,7 @@ impl Devnet {
         }
         std::fs::create_dir_all(dir)?;
         let n = options.nodes;
-        mpc_protocols::ecdsa::check_parameters(0, n, options.threshold)?;
+        mpc_protocols::ecdsa::check_parameters(PartyIndex::new(0), n, options.threshold)?;
         let primes: mpc_protocols::ecdsa::PrimesFile = serde_json::from_slice(FIXTURE_PRIMES)?;
         if primes.primes.len() < usize::from(n) {
             bail!(
@@ -201,8 +202,8 @@ impl Devnet {
                 bail!("{what} has {len:?} entries for {n} nodes");
             }
         }
-        let host = |id: u16| match &options.hosts {
-            Some(hosts) => hosts[usize::from(id - 1)],
+        let host = |id: NodeId| match &options.hosts {
+            Some(hosts) => hosts[usize::from(id.get() - 1)],
             None => IpAddr::V4(Ipv4Addr::LOCALHOST),
         };
         let cert_dir = dir.join("certs");
@@ -211,9 +212,12 @@ impl Devnet {
         certs::write_private(&jwt_secret, hex::encode(random_bytes::<32>()).as_bytes())?;
 
         let mut peers = Vec::new();
-        for id in 1..=n {
+        for id in (1..=n).filter_map(NodeId::new) {
             let (quic, api) = if options.hosts.is_some() {
-                (FIXED_QUIC_PORT_BASE + id, FIXED_API_PORT_BASE + id)
+                (
+                    FIXED_QUIC_PORT_BASE + id.get(),
+                    FIXED_API_PORT_BASE + id.get(),
+                )
             } else {
                 (free_port(true)?, free_port(false)?)
             };
@@ -258,7 +262,7 @@ impl Devnet {
                     // The devnet runs on fixture primes; no background generation.
                     pool_target: 0,
                     import_file: Some(primes_file.clone()),
-                    import_index: Some(usize::from(id - 1)),
+                    import_index: Some(usize::from(id.get() - 1)),
                 },
                 policy: options.policy.clone(),
                 pool: options.pool.clone(),
@@ -342,14 +346,14 @@ impl Devnet {
     fn node_mut(&mut self, id: u16) -> Result<&mut NodeProcess> {
         self.nodes
             .iter_mut()
-            .find(|n| n.id == id)
+            .find(|n| n.id.get() == id)
             .with_context(|| format!("no node {id}"))
     }
 
     pub fn pid(&self, id: u16) -> Option<u32> {
         self.nodes
             .iter()
-            .find(|n| n.id == id)
+            .find(|n| n.id.get() == id)
             .and_then(|n| n.child.as_ref().map(Child::id))
     }
 
@@ -407,7 +411,7 @@ impl Devnet {
         let node = self
             .nodes
             .iter()
-            .find(|n| n.id == id)
+            .find(|n| n.id.get() == id)
             .context("no such node")?;
         Ok(ApiClient::new(
             format!("http://{}", node.api),

@@ -9,6 +9,7 @@ use mpc_protocols::{
     PartyIndex,
 };
 use mpc_transport::{NodeId, SessionId};
+use mpc_types::party_index;
 use rand_core::OsRng;
 use tracing::{info, warn, Instrument};
 use uuid::Uuid;
@@ -28,7 +29,7 @@ impl Node {
         let node_set = self.inner.config.node_ids();
         let started = Instant::now();
         let started_at = now_ms();
-        let span = tracing::info_span!("aux-info", node = self.id(), %session);
+        let span = tracing::info_span!("aux-info", node = self.id().get(), %session);
         let result = async {
             let lock = self.ceremony_lock().await?;
             let outcomes = match self.check_all_live(&node_set) {
@@ -99,12 +100,9 @@ impl Node {
         let primes_bytes = primes.to_vec();
         let primes = Primes::from_bytes(&primes)?;
         let n = node_set.len() as u16;
-        let i = node_set
-            .iter()
-            .position(|p| *p == self.id())
-            .ok_or_else(|| NodeError::InvalidRequest("this node is not in the node set".into()))?
-            as PartyIndex;
-        let indices: Vec<PartyIndex> = (0..n).collect();
+        let i = party_index(&node_set, self.id())
+            .ok_or_else(|| NodeError::InvalidRequest("this node is not in the node set".into()))?;
+        let indices = PartyIndex::all(n);
         let eid = ExecutionId::derive(ProtocolKind::AuxInfo, "", session, &indices, &[]);
         let sid = SessionId::from_uuid(session);
         let party = self.join_session::<AuxInfoMsg>(
@@ -132,7 +130,7 @@ impl Node {
         store
             .put_aux_info(&node_set, &aux.to_bytes()?, &digest, session)
             .await?;
-        info!(node = self.id(), %session, "aux info stored");
+        info!(node = self.id().get(), %session, "aux info stored");
         Ok(Outcome::AuxInfo {
             public_digest: digest,
         })

@@ -49,7 +49,8 @@ impl Node {
                 .clone()
                 .unwrap_or_else(|| config.cluster.network.clone()),
         };
-        let span = tracing::info_span!("keygen", node = self.id(), %session, wallet = %spec.id);
+        let span =
+            tracing::info_span!("keygen", node = self.id().get(), %session, wallet = %spec.id);
         let result = async {
             self.check_spec(&spec)?;
             // Held until the wallet is committed or aborted everywhere.
@@ -135,7 +136,7 @@ impl Node {
         if !p.contains(&self.id()) {
             return bad(format!("node {} is not a participant", self.id()));
         }
-        ecdsa::check_parameters(0, p.len() as u16, spec.threshold)?;
+        ecdsa::check_parameters(PartyIndex::new(0), p.len() as u16, spec.threshold)?;
         if spec.network != self.inner.config.cluster.network {
             return bad(format!(
                 "node {} serves {}, not {}",
@@ -167,7 +168,7 @@ impl Node {
         let n = spec.participants.len() as u16;
         let t = spec.threshold;
         let i = keygen_indices(&spec.participants, &[self.id()])?[0];
-        let indices: Vec<PartyIndex> = (0..n).collect();
+        let indices = PartyIndex::all(n);
         let sid = SessionId::from_uuid(session);
         let timeout = Limits::ms(self.inner.config.limits.keygen_timeout_ms);
         let (kind, share_bytes, public_key, chain_code) = match spec.scheme {
@@ -240,7 +241,7 @@ impl Node {
         // Register for the commit before reporting, so it cannot arrive unseen.
         let commit = self.await_commit(coordinator, session);
         store.insert_wallet(&record, &share_bytes).await?;
-        info!(node = self.id(), wallet = %spec.id, %kind, "key share stored, awaiting commit");
+        info!(node = self.id().get(), wallet = %spec.id, %kind, "key share stored, awaiting commit");
         let node = self.clone();
         let wallet_id = spec.id.clone();
         tokio::spawn(
@@ -256,8 +257,8 @@ impl Node {
                 };
                 let stored = node.inner.store.set_wallet_state(&wallet_id, state).await;
                 match &stored {
-                    Ok(()) => info!(node = node.id(), wallet = %wallet_id, %state, "wallet state set"),
-                    Err(e) => warn!(node = node.id(), wallet = %wallet_id, error = %e, "could not set wallet state"),
+                    Ok(()) => info!(node = node.id().get(), wallet = %wallet_id, %state, "wallet state set"),
+                    Err(e) => warn!(node = node.id().get(), wallet = %wallet_id, error = %e, "could not set wallet state"),
                 }
                 let ack = stored.map_err(|e| e.to_string()).and(decision.map(|_| ()));
                 node.acknowledge(coordinator, session, ack).await;

@@ -91,7 +91,7 @@ impl Node {
         let result = self
             .presign_batch(session, wallet_id, path, count, signers, fencing_token)
             .instrument(
-                tracing::info_span!("presign", node = self.id(), %session, wallet = %wallet_id),
+                tracing::info_span!("presign", node = self.id().get(), %session, wallet = %wallet_id),
             )
             .await;
         self.recorded(session, "presign", &request, started_at, result)

@@ -43,7 +43,7 @@ impl Node {
         psbt_base64: &str,
     ) -> Result<SignReport, NodeError> {
         let started = Instant::now();
-        let span = tracing::info_span!("sign", node = self.id(), %session);
+        let span = tracing::info_span!("sign", node = self.id().get(), %session);
         async {
             let wallets = self.request_wallets(wallet_ids).await?;
             let psbt = parse_psbt(psbt_base64)?;

@@ -183,7 +183,7 @@ impl Node {
             async move {
                 for to in others {
                     if let Err(e) = node.send_control(to, session, &notice).await {
-                        tracing::debug!(to, error = %e, "signed-transaction notice not sent");
+                        tracing::debug!(to = to.get(), error = %e, "signed-transaction notice not sent");
                     }
                 }
             }

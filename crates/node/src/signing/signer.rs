@@ -10,7 +10,7 @@ use mpc_bitcoin::{
 use mpc_protocols::{
     ecdsa::{self, Presignature},
     execution::{ExecutionId, ProtocolKind},
-    schnorr,
+    schnorr, PartyIndex,
 };
 use mpc_store::{PresignatureUse, SigningRefusal, WalletRecord};
 use mpc_transport::{NodeId, SessionId};
@@ -37,7 +37,7 @@ impl Node {
         sighash: [u8; 32],
         wallet: &WalletRecord,
         signers: &[NodeId],
-        indices: &[u16],
+        indices: &[PartyIndex],
     ) -> Result<FrostRun, NodeError> {
         let share = self.schnorr_share(wallet).await?;
         let sub = SessionId::from_uuid(session).derive(&format!("input/{}", job.input));

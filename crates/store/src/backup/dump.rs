@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use mpc_types::NodeId;
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Transaction};
@@ -32,11 +33,12 @@ pub struct Backup {
 pub async fn create_backup(
     url: &str,
     key: &KeySource,
-    node_id: u16,
+    node_id: NodeId,
     cluster: &str,
 ) -> Result<Backup, BackupError> {
     let (pool, backend) = store::connect(url).await?;
-    let result = dump(&pool, backend, key, node_id, cluster).await;
+    // The file and the store's meta keep the bare number.
+    let result = dump(&pool, backend, key, node_id.get(), cluster).await;
     pool.close().await;
     result
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use mpc_types::NodeId;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Transaction};
@@ -59,7 +60,7 @@ pub struct RestoreOptions {
 pub async fn restore_backup(
     url: &str,
     key: &KeySource,
-    node_id: u16,
+    node_id: NodeId,
     cluster: &str,
     file: &[u8],
     options: RestoreOptions,
@@ -73,6 +74,8 @@ pub async fn restore_backup(
         )));
     }
     // Checked on the unauthenticated header only to refuse, never to accept.
+    // The file keeps the bare number.
+    let node_id = node_id.get();
     if header.node_id != node_id {
         return Err(BackupError::WrongNode {
             file: header.node_id,

@@ -5,6 +5,7 @@
 // Each test file uses a different part of the harness.
 #![allow(dead_code)]
 
+use mpc_types::NodeId;
 use std::future::Future;
 use std::path::PathBuf;
 
@@ -66,7 +67,9 @@ impl Db {
     }
 
     pub async fn open(&self) -> Store {
-        Store::open(&self.url, &self.key(), 1).await.unwrap()
+        Store::open(&self.url, &self.key(), NodeId::must(1))
+            .await
+            .unwrap()
     }
 
     /// Copies the database as it is now; every store on it must be closed (a VM snapshot, a
