@@ -391,6 +391,18 @@ impl NodeConfig {
         Ok(config)
     }
 
+    /// Parses and validates a config from TOML text as [`load`](Self::load) does its file,
+    /// without the environment overrides. The decoding boundary of the config file, public so
+    /// the fuzz targets (`crates/fuzz`) call it.
+    pub fn from_toml(text: &str) -> Result<Self, NodeError> {
+        let config: NodeConfig = Figment::new()
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
     pub fn validate(&self) -> Result<(), NodeError> {
         let bad = |m: String| Err(NodeError::Config(m));
         let n = self.cluster.nodes.len();
