@@ -358,6 +358,13 @@ pub fn config(data: &[u8]) {
         return;
     };
     if let Ok(config) = NodeConfig::from_toml(text) {
+        // A limit that compares false with everything (NaN) would be no limit at all.
+        if let Some(rate) = config.policy.max_fee_rate_sat_vb {
+            assert!(
+                rate.is_finite() && rate >= 0.0,
+                "fee-rate limit {rate} accepted"
+            );
+        }
         let again = toml::to_string(&config).unwrap_or_else(|e| panic!("config to TOML: {e}"));
         let parsed = NodeConfig::from_toml(&again)
             .unwrap_or_else(|e| panic!("a written config does not load: {e}\n{again}"));

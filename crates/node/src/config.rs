@@ -431,6 +431,15 @@ impl NodeConfig {
                     .into(),
             );
         }
+        // TOML has `nan` and `inf`: a NaN limit compares false with every rate, which would
+        // turn the limit off without a word.
+        if let Some(rate) = self.policy.max_fee_rate_sat_vb {
+            if !(rate.is_finite() && rate >= 0.0) {
+                return bad(format!(
+                    "policy.max_fee_rate_sat_vb must be a finite number >= 0 (got {rate})"
+                ));
+            }
+        }
         self.coordination
             .validate()
             .map_err(|e| NodeError::Config(format!("coordination: {e}")))?;
