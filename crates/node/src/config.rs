@@ -391,6 +391,18 @@ impl NodeConfig {
         Ok(config)
     }
 
+    /// Parses and validates a config from TOML text as [`load`](Self::load) does its file,
+    /// without the environment overrides. The decoding boundary of the config file, public so
+    /// the fuzz targets (`crates/fuzz`) call it.
+    pub fn from_toml(text: &str) -> Result<Self, NodeError> {
+        let config: NodeConfig = Figment::new()
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
     pub fn validate(&self) -> Result<(), NodeError> {
         let bad = |m: String| Err(NodeError::Config(m));
         let n = self.cluster.nodes.len();
@@ -419,6 +431,15 @@ impl NodeConfig {
                  least sign_timeout_ms"
                     .into(),
             );
+        }
+        // TOML has `nan` and `inf`: a NaN limit compares false with every rate, which would
+        // turn the limit off without a word.
+        if let Some(rate) = self.policy.max_fee_rate_sat_vb {
+            if !(rate.is_finite() && rate >= 0.0) {
+                return bad(format!(
+                    "policy.max_fee_rate_sat_vb must be a finite number >= 0 (got {rate})"
+                ));
+            }
         }
         self.coordination
             .validate()

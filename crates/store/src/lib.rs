@@ -31,8 +31,8 @@ mod wallets;
 
 pub use admin::create_postgres_database;
 pub use backup::{
-    create_backup, read_backup_header, restore_backup, Backup, BackupError, BackupHeader,
-    RestoreOptions, RestoreSummary,
+    check_backup, create_backup, read_backup_header, restore_backup, Backup, BackupError,
+    BackupHeader, RestoreOptions, RestoreSummary,
 };
 pub use crypto::{generate_key_file, KeySource};
 pub use error::{Result, StoreError};

@@ -588,7 +588,7 @@ async fn receive_frame(inner: &Inner, peer: NodeId, mut stream: quinn::RecvStrea
 
 /// Why a received frame was refused.
 #[derive(Debug, thiserror::Error)]
-enum FrameRefused {
+pub enum FrameRefused {
     #[error("frame exceeds the {0}-byte limit")]
     TooLarge(usize),
     #[error("frame incomplete after {0:?}; stream reset")]
@@ -651,6 +651,13 @@ async fn read_frame(
             return Err(FrameRefused::Late(config.frame_read_timeout));
         }
     };
+    decode_frame(&bytes)
+}
+
+/// Decodes one received frame (a stream's bytes: a 4-byte big-endian length, then the
+/// envelope). The decoding boundary of everything a peer sends; public so the fuzz targets
+/// (`crates/fuzz`) call this very function.
+pub fn decode_frame(bytes: &[u8]) -> Result<Envelope, FrameRefused> {
     let Some((len, body)) = bytes.split_first_chunk::<4>() else {
         return Err(FrameRefused::NoPrefix);
     };

@@ -49,7 +49,7 @@ use format::{never_backed_up, tables_at, OLDEST_SCHEMA_VERSION};
 pub use format::{
     read_backup_header, BackupHeader, BACKUP_FORMAT, BACKUP_FORMAT_VERSION, BACKUP_SCHEMA_VERSION,
 };
-pub use restore::{restore_backup, RestoreOptions, RestoreSummary};
+pub use restore::{check_backup, restore_backup, RestoreOptions, RestoreSummary};
 
 /// What a backup or restore can fail with. Messages never contain a secret or a database URL.
 #[derive(Debug, thiserror::Error)]

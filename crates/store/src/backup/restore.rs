@@ -65,6 +65,47 @@ pub async fn restore_backup(
     file: &[u8],
     options: RestoreOptions,
 ) -> Result<RestoreSummary, BackupError> {
+    let Checked { header, body, meta } = check(key, node_id, cluster, file).await?;
+    let (pool, backend) = store::connect(url).await?;
+    let result = write(&pool, backend, &header, &body, &meta, file, options).await;
+    pool.close().await;
+    let summary = result?;
+    tracing::info!(
+        node = node_id,
+        store_id = %header.store_id,
+        epoch = summary.epoch,
+        presignatures_deleted = summary.presignatures_deleted,
+        replaced_rows = summary.replaced_rows,
+        "store restored from a backup; presignature pool starts empty"
+    );
+    Ok(summary)
+}
+
+/// Checks `file` exactly as [`restore_backup`] does before it writes anything (format, node,
+/// cluster, authentication under `key`, every table and sealed value) and returns its header.
+/// The decoding boundary of backup files, public so the fuzz targets (`crates/fuzz`) call it.
+pub async fn check_backup(
+    key: &KeySource,
+    node_id: u16,
+    cluster: &str,
+    file: &[u8],
+) -> Result<BackupHeader, BackupError> {
+    Ok(check(key, node_id, cluster, file).await?.header)
+}
+
+/// A backup that authenticated under the node's key and passed every check.
+struct Checked {
+    header: BackupHeader,
+    body: Body,
+    meta: HashMap<String, Vec<u8>>,
+}
+
+async fn check(
+    key: &KeySource,
+    node_id: u16,
+    cluster: &str,
+    file: &[u8],
+) -> Result<Checked, BackupError> {
     let parsed = Parsed::new(file)?;
     let header = parsed.header.clone();
     if header.format != BACKUP_FORMAT || header.version != BACKUP_FORMAT_VERSION {
@@ -134,20 +175,7 @@ pub async fn restore_backup(
         tracing::info!(tables = ?left_out, "the backup's rows of these tables are not restored");
     }
     check_sealed(&body, &Sealer::new(&dek)?, header.store_id)?;
-
-    let (pool, backend) = store::connect(url).await?;
-    let result = write(&pool, backend, &header, &body, &meta, file, options).await;
-    pool.close().await;
-    let summary = result?;
-    tracing::info!(
-        node = node_id,
-        store_id = %header.store_id,
-        epoch = summary.epoch,
-        presignatures_deleted = summary.presignatures_deleted,
-        replaced_rows = summary.replaced_rows,
-        "store restored from a backup; presignature pool starts empty"
-    );
-    Ok(summary)
+    Ok(Checked { header, body, meta })
 }
 
 /// Every known table present with the expected columns, nothing else, values of the right
