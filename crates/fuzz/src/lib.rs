@@ -31,7 +31,9 @@ use mpc_bitcoin::{
 use mpc_node::{control::Control, NodeConfig};
 use mpc_protocols::{ecdsa, encoding, schnorr, signature::PublicKey};
 use mpc_store::KeySource;
-use mpc_transport::{quic::decode_frame, Envelope, Router, RouterLimits, SessionId, CONTROL};
+use mpc_transport::{
+    quic::decode_frame, Envelope, NodeId, Router, RouterLimits, SessionId, CONTROL,
+};
 use round_based::ProtocolMessage;
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -72,8 +74,8 @@ pub fn envelope(data: &[u8]) {
 
 /// This node, the peer every frame comes from (as its certificate authenticates it), and a
 /// session registered before the frames arrive.
-pub const FRAME_ME: u16 = 1;
-pub const FRAME_PEER: u16 = 2;
+pub const FRAME_ME: NodeId = NodeId::must(1);
+pub const FRAME_PEER: NodeId = NodeId::must(2);
 pub const FRAME_SESSION: SessionId = SessionId([7; 16]);
 
 /// A stream of frames from one peer, each as the QUIC mesh reads it (`decode_frame`), then
@@ -81,7 +83,8 @@ pub const FRAME_SESSION: SessionId = SessionId([7; 16]);
 /// frame's length prefix says where the next one starts.
 pub fn frame(data: &[u8]) {
     let (router, _control) = Router::new(FRAME_ME, RouterLimits::default());
-    let Ok(_inbox) = router.register(FRAME_SESSION, &[FRAME_ME, FRAME_PEER, 3]) else {
+    let Ok(_inbox) = router.register(FRAME_SESSION, &[FRAME_ME, FRAME_PEER, NodeId::must(3)])
+    else {
         panic!("a fresh router refused a session");
     };
     let mut rest = data;
@@ -305,7 +308,7 @@ pub fn api_transaction(data: &[u8]) {
 /// The key-encryption key of the backup target (and of the seed backups `generate` makes).
 pub const BACKUP_KEK_HEX: &str = "6d70632d77616c6c65742066757a7a206b6579206f6e6c792c206e6f74207265";
 /// The node and cluster the backup seeds are of.
-pub const BACKUP_NODE: u16 = 1;
+pub const BACKUP_NODE: NodeId = NodeId::must(1);
 pub const BACKUP_CLUSTER: &str = "fuzz-cluster";
 
 /// The key file of [`BACKUP_KEK_HEX`], written once per process (to a temporary name, then

@@ -37,7 +37,7 @@ use mpc_protocols::{
     execution::{ExecutionId, ProtocolKind},
     schnorr, DerivationPath, PartyIndex,
 };
-use mpc_transport::{Envelope, SessionId, CONTROL};
+use mpc_transport::{Envelope, NodeId, SessionId, CONTROL};
 use rand_core::OsRng;
 use round_based::{Incoming, MessageDestination, MessageType, MpcParty, Outgoing, ProtocolMessage};
 use serde::Serialize;
@@ -96,14 +96,14 @@ impl<M: Clone + Serialize + ProtocolMessage> Sink<Outgoing<M>> for Recording<M> 
         let send = |to: usize, msg_type, msg| {
             let _ = self.peers[to].unbounded_send(Incoming {
                 id: 0,
-                sender: self.me,
+                sender: self.me.get(),
                 msg_type,
                 msg,
             });
         };
         match out.recipient {
             MessageDestination::AllParties => {
-                for to in (0..self.peers.len()).filter(|j| *j != usize::from(self.me)) {
+                for to in (0..self.peers.len()).filter(|j| *j != self.me.as_usize()) {
                     send(to, MessageType::Broadcast, out.msg.clone());
                 }
             }
@@ -140,14 +140,14 @@ where
             .enumerate()
             .map(|(i, rx)| {
                 let outgoing = Recording {
-                    me: i as PartyIndex,
+                    me: PartyIndex::new(i as u16),
                     peers: peers.clone(),
                     log: logs[i].clone(),
                 };
                 let incoming = rx.map(Ok::<_, Infallible> as fn(_) -> _);
                 scope.spawn(move || {
                     let party = MpcParty::connected((incoming, outgoing));
-                    futures::executor::block_on(protocol(i as PartyIndex, party))
+                    futures::executor::block_on(protocol(PartyIndex::new(i as u16), party))
                 })
             })
             .collect();
@@ -212,7 +212,7 @@ fn generate_corpus() {
 }
 
 fn transport_and_api_seeds() {
-    let env = |protocol, round, from, to: Option<u16>, payload: &[u8]| Envelope {
+    let env = |protocol, round, from, to: Option<NodeId>, payload: &[u8]| Envelope {
         protocol,
         session: mpc_fuzz::FRAME_SESSION,
         round,
@@ -230,7 +230,13 @@ fn transport_and_api_seeds() {
     let broadcast = env(3, 1, mpc_fuzz::FRAME_PEER, None, b"\x80");
     let control = Envelope {
         session: SessionId([9; 16]),
-        ..env(CONTROL, 0, mpc_fuzz::FRAME_PEER, Some(1), b"\xa1\x66Commit")
+        ..env(
+            CONTROL,
+            0,
+            mpc_fuzz::FRAME_PEER,
+            Some(mpc_fuzz::FRAME_ME),
+            b"\xa1\x66Commit",
+        )
     };
     let held = Envelope {
         session: SessionId([8; 16]),
@@ -251,13 +257,19 @@ fn transport_and_api_seeds() {
     };
     seed("frame", "one", &framed(&p2p));
     // A stream: a message, its duplicate, an equivocation, a held one, a control message.
-    let equivocation = env(3, 2, mpc_fuzz::FRAME_PEER, Some(1), b"\x01");
+    let equivocation = env(
+        3,
+        2,
+        mpc_fuzz::FRAME_PEER,
+        Some(mpc_fuzz::FRAME_ME),
+        b"\x01",
+    );
     let stream: Vec<u8> = [&p2p, &p2p, &equivocation, &held, &control, &broadcast]
         .into_iter()
         .flat_map(framed)
         .collect();
     seed("frame", "stream", &stream);
-    let impostor = env(3, 2, 5, Some(1), b"");
+    let impostor = env(3, 2, NodeId::must(5), Some(mpc_fuzz::FRAME_ME), b"");
     seed("frame", "impostor", &framed(&impostor));
 
     let api = [
@@ -427,7 +439,7 @@ fn psbt_seeds() {
 fn protocol_and_control_seeds() {
     let aux = mpc_testkit::aux_info(3);
     // ECDSA key generation, 2-of-3.
-    let all = [0u16, 1, 2];
+    let all = [PartyIndex::new(0), PartyIndex::new(1), PartyIndex::new(2)];
     let keygen_eid = eid(ProtocolKind::EcdsaKeygen, &all, &[2]);
     let (incomplete, msgs) = record(3, |i, party| {
         let eid = keygen_eid;
@@ -440,13 +452,13 @@ fn protocol_and_control_seeds() {
         .map(|(s, a)| ecdsa::EcdsaKeyShare::from_parts(s.expect("keygen"), a).expect("share"))
         .collect();
     // Presignatures and interactive signing: the same message type.
-    let signers = [0u16, 2];
+    let signers = [PartyIndex::new(0), PartyIndex::new(2)];
     let path: DerivationPath = "m/0/3".parse().expect("path");
     let presign_eid = eid(ProtocolKind::EcdsaPresign, &signers, &path.to_bytes());
     let (presignatures, msgs) = record(2, |j, party| {
         let (eid, share, path) = (
             presign_eid,
-            &shares[usize::from(signers[usize::from(j)])],
+            &shares[signers[j.as_usize()].as_usize()],
             &path,
         );
         async move { ecdsa::presign(&eid, share, &signers, path, party, &mut OsRng).await }
@@ -457,7 +469,7 @@ fn protocol_and_control_seeds() {
     let (signatures, msgs) = record(2, |j, party| {
         let (eid, share, path, message) = (
             sign_eid,
-            &shares[usize::from(signers[usize::from(j)])],
+            &shares[signers[j.as_usize()].as_usize()],
             &path,
             &message,
         );
@@ -500,7 +512,7 @@ fn protocol_and_control_seeds() {
         .collect();
     let sighash = [0x42; 32];
     let (frost_shares, msgs) = record(2, |j, party| {
-        let (share, path) = (&frost[usize::from(signers[usize::from(j)])], &path);
+        let (share, path) = (&frost[signers[j.as_usize()].as_usize()], &path);
         async move { schnorr::sign_share(share, &signers, path, &sighash, party, &mut OsRng).await }
     });
     write_rounds("frost_signing_msg", "sign", &msgs);
@@ -513,7 +525,7 @@ fn protocol_and_control_seeds() {
         name: "treasury".into(),
         scheme: mpc_bitcoin::Scheme::Schnorr,
         threshold: 2,
-        participants: vec![1, 2, 3],
+        participants: NodeId::must_list(&[1, 2, 3]),
         network: "regtest".into(),
     };
     let propose = |body| {
@@ -538,7 +550,7 @@ fn protocol_and_control_seeds() {
         (
             "aux-info",
             propose(ProposalBody::AuxInfo {
-                node_set: vec![1, 2, 3],
+                node_set: NodeId::must_list(&[1, 2, 3]),
             }),
         ),
         ("keygen", propose(ProposalBody::Keygen { wallet })),
@@ -547,7 +559,7 @@ fn protocol_and_control_seeds() {
             propose(ProposalBody::Presign {
                 wallet_id: "w1".into(),
                 path: path.clone(),
-                signers: vec![1, 3],
+                signers: NodeId::must_list(&[1, 3]),
                 count: 20,
             }),
         ),
@@ -556,7 +568,7 @@ fn protocol_and_control_seeds() {
             propose(ProposalBody::Sign {
                 wallet_ids: vec!["w1".into(), "w2".into()],
                 psbt: psbt_b64.clone(),
-                signers: vec![1, 3],
+                signers: NodeId::must_list(&[1, 3]),
                 presignatures: vec![Some("p1".into()), None, None],
             }),
         ),
@@ -617,16 +629,18 @@ fn protocol_and_control_seeds() {
         ),
     ];
     for (name, control) in controls {
-        let envelope = control.envelope(session, 2, 1).expect("control");
+        let envelope = control
+            .envelope(session, NodeId::must(2), NodeId::must(1))
+            .expect("control");
         seed("control", name, &envelope.payload);
     }
 
     // Aux info last: the slowest, and its messages are the largest.
     let primes = mpc_testkit::primes();
-    let aux_eid = eid(ProtocolKind::AuxInfo, &[0, 1], &[]);
+    let aux_eid = eid(ProtocolKind::AuxInfo, &PartyIndex::list(&[0, 1]), &[]);
     let primes = Mutex::new(primes.into_iter().map(Some).collect::<Vec<_>>());
     let (results, msgs) = record(2, |i, party| {
-        let mine = primes.lock().expect("primes")[usize::from(i)]
+        let mine = primes.lock().expect("primes")[i.as_usize()]
             .take()
             .expect("primes");
         let eid = aux_eid;

@@ -427,7 +427,10 @@ mod tests {
         // Every round heard is complete: everyone is behind in the next.
         let complete = heard(&[(2, &[0, 1]), (3, &[0, 1]), (4, &[0, 1])]);
         assert_eq!(silent_nodes(&parties, &[0, 1], &complete), ids(&[2, 3, 4]));
-        assert_eq!(silent_nodes(&parties, &[], &HashMap::new()), ids(&[2, 3, 4]));
+        assert_eq!(
+            silent_nodes(&parties, &[], &HashMap::new()),
+            ids(&[2, 3, 4])
+        );
         // Node 3 is a round behind the others.
         let behind = heard(&[(2, &[0, 1]), (3, &[0]), (4, &[0, 1])]);
         assert_eq!(silent_nodes(&parties, &[0, 1], &behind), ids(&[3]));

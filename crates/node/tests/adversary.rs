@@ -40,8 +40,8 @@ use mpc_node::{
     Node, NodeError,
 };
 use mpc_protocols::execution::ProtocolKind;
-use mpc_transport::NodeId;
 use mpc_store::WalletState;
+use mpc_transport::NodeId;
 use uuid::Uuid;
 
 /// The hostile node; 1 coordinates, 3 is the other honest one.

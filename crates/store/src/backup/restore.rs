@@ -71,7 +71,7 @@ pub async fn restore_backup(
     pool.close().await;
     let summary = result?;
     tracing::info!(
-        node = node_id,
+        node = node_id.get(),
         store_id = %header.store_id,
         epoch = summary.epoch,
         presignatures_deleted = summary.presignatures_deleted,
@@ -86,7 +86,7 @@ pub async fn restore_backup(
 /// The decoding boundary of backup files, public so the fuzz targets (`crates/fuzz`) call it.
 pub async fn check_backup(
     key: &KeySource,
-    node_id: u16,
+    node_id: NodeId,
     cluster: &str,
     file: &[u8],
 ) -> Result<BackupHeader, BackupError> {
@@ -102,7 +102,7 @@ struct Checked {
 
 async fn check(
     key: &KeySource,
-    node_id: u16,
+    node_id: NodeId,
     cluster: &str,
     file: &[u8],
 ) -> Result<Checked, BackupError> {
