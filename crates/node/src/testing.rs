@@ -159,3 +159,33 @@ pub async fn wallet(c: &Cluster, scheme: Scheme) -> (String, mpc_bitcoin::Wallet
     let record = n1.store().wallet(&created.id).await.unwrap().unwrap();
     (created.id, crate::keys::wallet_key(&record).unwrap())
 }
+
+/// A PSBT spending one synthetic 10 000 sat output of `key`'s first receive address (its
+/// funding told apart by `label`) to its second, 9 000 sat.
+pub fn spend_to_self(key: &mpc_bitcoin::WalletKey, label: &str) -> String {
+    use mpc_bitcoin::{
+        bitcoin::Amount,
+        build::{build_psbt, synthetic_funding, Payment},
+        Chain,
+    };
+    let inputs = vec![synthetic_funding(
+        key,
+        &Chain::Receive.path(0).unwrap(),
+        Amount::from_sat(10_000),
+        label,
+    )
+    .unwrap()];
+    build_psbt(
+        &inputs,
+        &[Payment {
+            script_pubkey: key
+                .chain_address(Chain::Receive, 1)
+                .unwrap()
+                .script_pubkey(),
+            amount: Amount::from_sat(9_000),
+            owner: None,
+        }],
+    )
+    .unwrap()
+    .to_string()
+}

@@ -285,26 +285,7 @@ async fn a_dead_signer_is_named_and_the_retry_succeeds() {
         .unwrap();
     let tkey = mpc_node::keys::wallet_key(&n1.store().wallet(&taproot.id).await.unwrap().unwrap())
         .unwrap();
-    let inputs = vec![synthetic_funding(
-        &tkey,
-        &Chain::Receive.path(0).unwrap(),
-        Amount::from_sat(10_000),
-        "x",
-    )
-    .unwrap()];
-    let psbt = build_psbt(
-        &inputs,
-        &[Payment {
-            script_pubkey: tkey
-                .chain_address(Chain::Receive, 1)
-                .unwrap()
-                .script_pubkey(),
-            amount: Amount::from_sat(9_000),
-            owner: None,
-        }],
-    )
-    .unwrap()
-    .to_string();
+    let psbt = mpc_node::testing::spend_to_self(&tkey, "x");
     // Node 2 is still considered live (heartbeats are recent) when it dies.
     c.network.disconnect(NodeId::must(2));
     let report = n1
