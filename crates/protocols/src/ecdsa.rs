@@ -425,17 +425,19 @@ impl PresignaturePublic {
 ///
 /// One use compiles:
 /// ```no_run
-/// # use mpc_protocols::{ecdsa::*, DerivationPath};
+/// # use mpc_protocols::{ecdsa::*, DerivationPath, PartyIndex};
 /// fn once(p: Presignature, s: &EcdsaKeyShare, m: &SighashPreimage) {
-///     let _ = p.issue_partial_signature(s, &DerivationPath::root(), &[0, 1], m);
+///     let set = PartyIndex::list(&[0, 1]);
+///     let _ = p.issue_partial_signature(s, &DerivationPath::root(), &set, m);
 /// }
 /// ```
-/// A second use does not (use after move):
-/// ```compile_fail
-/// # use mpc_protocols::{ecdsa::*, DerivationPath};
+/// A second use does not (use after move, E0382; nightly rustdoc checks the code):
+/// ```compile_fail,E0382
+/// # use mpc_protocols::{ecdsa::*, DerivationPath, PartyIndex};
 /// fn twice(p: Presignature, s: &EcdsaKeyShare, m: &SighashPreimage) {
-///     let _ = p.issue_partial_signature(s, &DerivationPath::root(), &[0, 1], m);
-///     let _ = p.issue_partial_signature(s, &DerivationPath::root(), &[0, 1], m);
+///     let set = PartyIndex::list(&[0, 1]);
+///     let _ = p.issue_partial_signature(s, &DerivationPath::root(), &set, m);
+///     let _ = p.issue_partial_signature(s, &DerivationPath::root(), &set, m);
 /// }
 /// ```
 /// Nor does copying it first:
