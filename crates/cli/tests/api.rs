@@ -2301,7 +2301,8 @@ async fn rest_api_and_cli_against_five_node_processes() {
 
     // ---- 3 (end). aux info ---------------------------------------------------------------
     // The nodes began with the checked-in aux info (`aux_info_fixture`): the ceremony costs a
-    // minute or two of CPU here, and the cluster test runs it over the network to the end.
+    // minute or two of CPU here, and the devnet (the test script's main-job step) runs it over
+    // the network to the end.
     // Here the route accepts, and the ceremony then fails with the participants' reason: aux
     // info exists for this node set, and it is never replaced silently.
     let r = api

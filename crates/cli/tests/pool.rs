@@ -1,5 +1,7 @@
 //! The presignature pool in a running cluster: the leader fills it in the background, a burst
-//! of 50 ECDSA signatures is served from it (one round each), and it refills.
+//! of ECDSA signatures is served from it (one round each), and it refills. The burst is 20:
+//! each presignature costs seconds of CPU, and the throughput of a bigger burst is the
+//! benchmark's (`cargo bench -p mpc-wallet --bench cluster`, BENCHMARKS.md), not this test's.
 
 use std::{
     collections::HashSet,
@@ -20,7 +22,7 @@ use mpc_wallet::{
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-const BURST: usize = 50;
+const BURST: usize = 20;
 
 fn spend(key: &WalletKey) -> String {
     synthetic_payment(&[(key, "m", 20_000)], key, 1, 1_000).unwrap()
@@ -41,14 +43,14 @@ async fn root_ready(client: &ApiClient, wallet: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pool_fills_in_the_background_and_serves_a_burst_of_50() {
+async fn the_pool_fills_in_the_background_and_serves_a_burst() {
     let dir = std::env::temp_dir().join(format!("mpc-pool-test-{}", Uuid::new_v4()));
     let mut options =
         DevnetOptions::new(3, 2, dir.clone(), env!("CARGO_BIN_EXE_mpc-wallet").into());
     options.pool.defaults.target = BURST as u32;
-    options.pool.defaults.low_water = 10;
-    options.pool.defaults.max = BURST as u32 + 10;
-    options.pool.defaults.batch = 10;
+    options.pool.defaults.low_water = 5;
+    options.pool.defaults.max = BURST as u32 + 5;
+    options.pool.defaults.batch = 5;
     options.pool.interval_ms = 500;
     // On PostgreSQL when the test script provides a server (each node its own database).
     options.postgres_admin_url = std::env::var("MPC_TEST_POSTGRES_URL").ok();
@@ -64,7 +66,7 @@ async fn the_pool_fills_in_the_background_and_serves_a_burst_of_50() {
             "SQLite"
         }
     );
-    // Aux info is not under test here (the cluster test and the devnet run it): the
+    // Aux info is not under test here (the devnet runs it): the
     // checked-in fixture saves minutes.
     options.aux_info_fixture = true;
     let mut devnet = Devnet::create_with_databases(options).await.unwrap();
@@ -107,7 +109,7 @@ async fn the_pool_fills_in_the_background_and_serves_a_burst_of_50() {
     assert!(mine["generated_total"].as_u64().unwrap() >= BURST as u64);
     assert!(mine["generation_ms_p50"].as_f64().unwrap() > 0.0);
 
-    // A burst of 50, 10 clients at a time: every one served from the pool.
+    // The burst, 10 clients at a time: every one served from the pool.
     let signer = devnet.client(1, Role::Signer).unwrap();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -168,7 +170,7 @@ async fn the_pool_fills_in_the_background_and_serves_a_burst_of_50() {
 
     // Below low water, the leader refills.
     let t0 = Instant::now();
-    while root_ready(&viewer, &id).await < 10 {
+    while root_ready(&viewer, &id).await < 5 {
         assert!(
             t0.elapsed() < Duration::from_secs(300),
             "the pool did not refill"

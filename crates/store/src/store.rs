@@ -3,14 +3,16 @@
 //! write-ahead log, opening and closing, and sealing values under the data-encryption key. Each
 //! table is read and written by an `impl Store` block of its own in the modules beside this one.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, LazyLock, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mpc_types::NodeId;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{Any, AnyPool, AssertSqlSafe, Transaction};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, AssertSqlSafe, SqlStr, Transaction};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -20,7 +22,46 @@ use crate::meta::{create_meta, load_meta, open_meta, CONSUMED};
 use crate::records::Backend;
 use crate::rollback::{Position, RollbackGuard};
 
-pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// The schema's migrations, embedded in the binary. Built here rather than by sqlx's
+/// `migrate!` macro: that macro is sqlx's only one we used, and its `macros` feature compiled a
+/// second copy of sqlx with both database drivers (and SQLite's C source) for the build host,
+/// minutes of CPU on every cold build. The checksums are sqlx's (SHA-384 of each file), the
+/// same the macro recorded, so databases migrated before keep validating (a test pins them).
+pub(crate) static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    SqlStr::from_static(sql),
+                    false,
+                )
+            })
+            .collect(),
+    )
+});
+
+/// Version, description (sqlx's: the file name after the number, `_` as space) and SQL of
+/// each file in `migrations/`. A released migration is never edited: add a new one.
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (2, "spends", include_str!("../migrations/0002_spends.sql")),
+    (3, "utxos", include_str!("../migrations/0003_utxos.sql")),
+    (
+        4,
+        "restores",
+        include_str!("../migrations/0004_restores.sql"),
+    ),
+    (5, "fencing", include_str!("../migrations/0005_fencing.sql")),
+    (
+        6,
+        "funding transactions",
+        include_str!("../migrations/0006_funding_transactions.sql"),
+    ),
+];
 
 /// How long an SQLite writer waits for the write lock before failing with SQLITE_BUSY.
 const SQLITE_BUSY_TIMEOUT: &str = "PRAGMA busy_timeout = 20000";
@@ -428,6 +469,58 @@ mod tests {
             .await
             .unwrap();
         (store, dir)
+    }
+
+    /// Every file in `migrations/` is embedded, in order, under sqlx's version and description,
+    /// and no released migration has changed: a database migrated by an earlier build records
+    /// these checksums and refuses to open if one differs.
+    #[test]
+    fn the_embedded_migrations_are_the_files_and_keep_their_checksums() {
+        const RELEASED: [&str; 6] = [
+            "482f11594afaee7a04a7392ed707c3a1429207678b2321483b511d1db1555192c2f8af72e218427e6d7417ecbbb21501",
+            "f718e3c5a6f188b4ced916ed7407afde2ec192d439c1d38bed76ecad23ef71b74f88d1485c88dfce0199e01de92416f6",
+            "b752633d571d70791ed32940ffd763b1697f6aaf5ffb4077c633eb649393149fd2fbfab63034c83948c4f4b882890d69",
+            "ab70031af5d60dbd0a989f6e14308f1dd604e7848286eda12202df90ec3ec98e6529a36a6233e5c602a09120719df09c",
+            "fd7cfb4ce154103ce8fb665a638034527eab697cb68f157e81ce8838a43d5b794d3cabe64fa0007b38c5dc1fa5b39978",
+            "11ee9f00f9f2eb997bcdadbc268b570379be6c763219baf6210a60fe530f707ce887ded510e2efe73b24bc92bd59efcf",
+        ];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        let embedded: Vec<&Migration> = MIGRATOR.iter().collect();
+        assert_eq!(
+            files.len(),
+            embedded.len(),
+            "{files:?}: embed each in MIGRATIONS"
+        );
+        for (file, m) in files.iter().zip(&embedded) {
+            let (version, rest) = file.split_once('_').unwrap();
+            assert_eq!(m.version, version.parse::<i64>().unwrap(), "{file}");
+            assert_eq!(
+                m.description,
+                rest.trim_end_matches(".sql").replace('_', " ")
+            );
+            assert_eq!(
+                m.sql.as_str(),
+                std::fs::read_to_string(dir.join(file)).unwrap()
+            );
+        }
+        for (m, released) in embedded.iter().zip(RELEASED) {
+            assert_eq!(
+                hex::encode(&m.checksum),
+                released,
+                "migration {} changed",
+                m.version
+            );
+        }
+        assert_eq!(
+            embedded.len(),
+            RELEASED.len(),
+            "pin the new migration's checksum here"
+        );
     }
 
     #[tokio::test]
