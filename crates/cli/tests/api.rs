@@ -6,7 +6,7 @@
 //!
 //! One devnet serves the whole file. It starts from the checked-in aux info
 //! (`fixtures/aux-info-5.json`): the aux-info route is checked up to a running ceremony, and the
-//! cluster test runs that ceremony over the network to the end.
+//! devnet (the test script's main-job step) runs that ceremony over the network to the end.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},

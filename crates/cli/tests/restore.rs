@@ -116,9 +116,10 @@ async fn a_node_restored_from_its_backup_signs_with_an_empty_presignature_pool()
         session_hold_ms: 1_000,
         ..Limits::default()
     };
-    options.pool.enabled = false; // the test makes its presignatures itself
-                                  // Aux info is not under test here (the cluster test and the devnet run it): the
-                                  // checked-in fixture saves minutes.
+    // The test makes its presignatures itself.
+    options.pool.enabled = false;
+    // Aux info is not under test here (the devnet runs it): the checked-in fixture saves
+    // minutes.
     options.aux_info_fixture = true;
     let mut devnet = Devnet::launch(options).await.unwrap();
     let all: Vec<u16> = (1..=5).collect();

@@ -46,7 +46,7 @@ use uuid::Uuid;
 const ADVERSARY: NodeId = NodeId::must(2);
 /// Clusters each test spreads its cases over, run at once: most of a case's time is a
 /// deadline passing, not CPU.
-const SHARDS: usize = 4;
+const SHARDS: usize = 8;
 /// Each ceremony's deadline here: short, so that withheld messages cost little.
 const DEADLINE: Duration = Duration::from_millis(1500);
 
