@@ -190,10 +190,7 @@ impl Metrics {
         self.pool_consumed.reset();
         let now = now_ms();
         for wallet in store.wallets().await.map_err(store_err)? {
-            if wallet.state != WalletState::Active
-                || wallet.scheme.parse::<mpc_bitcoin::Scheme>().ok()
-                    != Some(mpc_bitcoin::Scheme::Ecdsa)
-            {
+            if wallet.state != WalletState::Active || wallet.scheme != mpc_bitcoin::Scheme::Ecdsa {
                 continue;
             }
             for level in store

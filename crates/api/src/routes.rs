@@ -100,7 +100,8 @@ pub struct ClusterHealth {
     #[schema(value_type = u16)]
     node: NodeId,
     version: &'static str,
-    network: String,
+    #[schema(value_type = String, example = "regtest")]
+    network: mpc_bitcoin::Network,
     threshold: u16,
     #[schema(value_type = Vec<Object>)]
     nodes: Vec<mpc_node::health::PeerStatus>,
@@ -137,7 +138,7 @@ pub async fn cluster_health(
     Ok(Json(ClusterHealth {
         node: s.node.id(),
         version: mpc_node::VERSION,
-        network: s.node.config().cluster.network.clone(),
+        network: s.node.config().cluster.network,
         threshold: s.node.config().cluster.threshold,
         live: nodes.iter().filter(|n| n.live).count(),
         nodes,
@@ -168,16 +169,19 @@ pub async fn aux_info(State(s): State<AppState>, caller: Caller) -> Result<Respo
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DkgRequest {
-    /// `cggmp24` (threshold ECDSA, P2WPKH) or `frost` (Schnorr, P2TR).
+    /// `cggmp24` (threshold ECDSA, P2WPKH) or `frost` (Schnorr, P2TR). Also accepted under
+    /// its former name, `protocol`.
+    #[serde(alias = "protocol")]
     #[schema(value_type = String, example = "frost")]
-    protocol: Scheme,
+    scheme: Scheme,
     name: String,
     threshold: Option<u16>,
     /// Node ids; default: every node.
     #[schema(value_type = Option<Vec<u16>>)]
     participants: Option<Vec<NodeId>>,
     /// `mainnet`, `testnet`, `signet` or `regtest`; default: the cluster's.
-    network: Option<String>,
+    #[schema(value_type = Option<String>, example = "regtest")]
+    network: Option<mpc_bitcoin::Network>,
 }
 
 /// Starts distributed key generation for a new wallet; poll the ceremony.
@@ -192,7 +196,7 @@ pub async fn dkg_initiate(
     caller.require(ADMIN)?;
     let request = CreateWallet {
         name: req.name,
-        scheme: req.protocol,
+        scheme: req.scheme,
         threshold: req.threshold,
         participants: req.participants,
         network: req.network,

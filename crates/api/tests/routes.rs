@@ -203,7 +203,7 @@ async fn every_route_answers_each_role_as_documented() {
     let (ecdsa_id, _) = wallet(&c, Scheme::Ecdsa).await;
     let (taproot_id, tkey) = wallet(&c, Scheme::Schnorr).await;
 
-    let dkg = json!({"protocol": "frost", "name": "from-the-api"});
+    let dkg = json!({"scheme": "frost", "name": "from-the-api"});
     let presign = json!({"path": "m/0/0", "count": 1});
     let sign = json!({"psbt": payment(&tkey, 100_000, 10_000).to_string()});
     let utxos = json!({"utxos": [{

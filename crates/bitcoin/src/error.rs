@@ -3,8 +3,6 @@ use std::fmt;
 /// Errors of the Bitcoin layer.
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {
-    #[error("unknown network {0:?} (expected mainnet, testnet, signet or regtest)")]
-    UnknownNetwork(String),
     #[error("invalid key: {0}")]
     InvalidKey(String),
     #[error("invalid derivation path: {0}")]

@@ -28,6 +28,7 @@ pub mod verify;
 pub use bitcoin;
 pub use error::{InputError, InputProblem, WalletError};
 pub use keys::{Chain, Scheme, WalletKey};
+pub use mpc_types::Network;
 pub use psbt::{analyze, JobMessage, SigningJob};
 pub use validity::{TxProblem, TxRules};
 
@@ -42,24 +43,7 @@ pub(crate) fn secp() -> &'static bitcoin::secp256k1::Secp256k1<bitcoin::secp256k
     &SECP
 }
 
-/// Parses a network name; accepts `mainnet` as well as rust-bitcoin's `bitcoin`.
-pub fn parse_network(s: &str) -> Result<bitcoin::Network, WalletError> {
-    match s {
-        "mainnet" | "bitcoin" => Ok(bitcoin::Network::Bitcoin),
-        "testnet" => Ok(bitcoin::Network::Testnet),
-        "signet" => Ok(bitcoin::Network::Signet),
-        "regtest" => Ok(bitcoin::Network::Regtest),
-        other => Err(WalletError::UnknownNetwork(other.to_string())),
-    }
-}
-
-/// The network's name as the CLI and API spell it.
+/// A rust-bitcoin network's name as ours ([`Network`]); "unknown" for one we do not serve.
 pub fn network_name(network: bitcoin::Network) -> &'static str {
-    match network {
-        bitcoin::Network::Bitcoin => "mainnet",
-        bitcoin::Network::Testnet => "testnet",
-        bitcoin::Network::Signet => "signet",
-        bitcoin::Network::Regtest => "regtest",
-        _ => "unknown",
-    }
+    Network::try_from(network).map_or("unknown", Network::as_str)
 }

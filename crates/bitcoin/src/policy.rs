@@ -37,8 +37,8 @@ pub struct Policy {
     pub allowed_destinations: Option<Vec<String>>,
     pub max_fee_sats: Option<u64>,
     pub max_fee_rate_sat_vb: Option<f64>,
-    /// Networks this node signs for (names as in the config); empty means the cluster's.
-    pub networks: Vec<String>,
+    /// Networks this node signs for; empty means the cluster's.
+    pub networks: Vec<mpc_types::Network>,
     /// How far past the next unused change index (`m/1/i`) change may go and still count as
     /// the wallet's own.
     pub change_gap: u32,
@@ -250,16 +250,19 @@ impl Policy {
         summary: &SpendSummary,
         wallets: &[&WalletKey],
         spent_24h: &HashMap<usize, u64>,
-        default_network: &str,
+        default_network: mpc_types::Network,
     ) -> Result<(), PolicyViolation> {
-        let networks: Vec<&str> = if self.networks.is_empty() {
-            vec![default_network]
+        let networks = if self.networks.is_empty() {
+            std::slice::from_ref(&default_network)
         } else {
-            self.networks.iter().map(String::as_str).collect()
+            &self.networks[..]
         };
         for w in wallets {
             let name = crate::network_name(w.network);
-            if !networks.contains(&name) {
+            if !networks
+                .iter()
+                .any(|n| bitcoin::Network::from(*n) == w.network)
+            {
                 return Err(violation(
                     "networks",
                     format!("this node does not sign for {name}"),

@@ -72,7 +72,7 @@ fn every_rule_refuses_and_names_itself() {
                 &summary,
                 &wallets,
                 &HashMap::from([(0, spent)]),
-                "regtest",
+                mpc_bitcoin::Network::Regtest,
             )
             .map(|_| summary)
     };
@@ -117,22 +117,40 @@ fn every_rule_refuses_and_names_itself() {
     let summary = summarize(&fake, &wallets, &[0], &first_change()).unwrap();
     assert_eq!(summary.change_sats, 0);
     assert_eq!(
-        rule(policy.check(&fake, &summary, &wallets, &HashMap::new(), "regtest")),
+        rule(policy.check(
+            &fake,
+            &summary,
+            &wallets,
+            &HashMap::new(),
+            mpc_bitcoin::Network::Regtest
+        )),
         "max_amount_per_tx_sats"
     );
     // A node that serves only mainnet refuses regtest wallets.
     let mainnet_only = Policy {
-        networks: vec!["mainnet".into()],
+        networks: vec![mpc_bitcoin::Network::Mainnet],
         ..Policy::default()
     };
     let p = psbt(&key, 1_000, 0, 500, &friend);
     let summary = summarize(&p, &wallets, &[0], &first_change()).unwrap();
     assert_eq!(
-        rule(mainnet_only.check(&p, &summary, &wallets, &HashMap::new(), "regtest")),
+        rule(mainnet_only.check(
+            &p,
+            &summary,
+            &wallets,
+            &HashMap::new(),
+            mpc_bitcoin::Network::Regtest
+        )),
         "networks"
     );
     // The default policy refuses nothing on the cluster's network.
     assert!(Policy::default()
-        .check(&p, &summary, &wallets, &HashMap::new(), "regtest")
+        .check(
+            &p,
+            &summary,
+            &wallets,
+            &HashMap::new(),
+            mpc_bitcoin::Network::Regtest
+        )
         .is_ok());
 }

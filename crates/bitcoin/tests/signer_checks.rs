@@ -518,13 +518,25 @@ fn change_is_only_on_the_change_chain_within_the_gap() {
     let far = with_change_at("m/1/500");
     let summary = summarize(&far, &ours, &[0], &change_rule(0)).unwrap();
     let err = policy
-        .check(&far, &summary, &ours, &Default::default(), "regtest")
+        .check(
+            &far,
+            &summary,
+            &ours,
+            &Default::default(),
+            mpc_bitcoin::Network::Regtest,
+        )
         .unwrap_err();
     assert_eq!(err.rule, "max_amount_per_tx_sats");
     let near = with_change_at("m/1/2");
     let summary = summarize(&near, &ours, &[0], &change_rule(0)).unwrap();
     policy
-        .check(&near, &summary, &ours, &Default::default(), "regtest")
+        .check(
+            &near,
+            &summary,
+            &ours,
+            &Default::default(),
+            mpc_bitcoin::Network::Regtest,
+        )
         .unwrap();
     assert_eq!(summary.change.len(), 1);
     assert_eq!((summary.change[0].wallet, summary.change[0].index), (0, 2));

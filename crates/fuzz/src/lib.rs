@@ -249,7 +249,13 @@ pub fn psbt(data: &[u8]) {
     };
     let spent = HashMap::from([(0usize, 1_500_000u64)]);
     for policy in [Policy::default(), strict] {
-        let _ = policy.check(&psbt, &summary, &keys, &spent, "regtest");
+        let _ = policy.check(
+            &psbt,
+            &summary,
+            &keys,
+            &spent,
+            mpc_bitcoin::Network::Regtest,
+        );
     }
 }
 

@@ -526,7 +526,7 @@ fn protocol_and_control_seeds() {
         scheme: mpc_bitcoin::Scheme::Schnorr,
         threshold: 2,
         participants: NodeId::must_list(&[1, 2, 3]),
-        network: "regtest".into(),
+        network: mpc_bitcoin::Network::Regtest,
     };
     let propose = |body| {
         Control::Propose(Proposal {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::NodeError;
 use mpc_transport::{NodeId, RouterLimits};
+use mpc_types::Network;
 
 /// Everything one node needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,8 +157,8 @@ pub struct StoreConfig {
 pub struct ClusterConfig {
     /// Default signing threshold for new wallets.
     pub threshold: u16,
-    /// `mainnet`, `testnet`, `signet` or `regtest`: the networks this node signs for.
-    pub network: String,
+    /// `mainnet`, `testnet`, `signet` or `regtest`: the network this node signs for.
+    pub network: Network,
     pub nodes: Vec<PeerEntry>,
 }
 
@@ -422,8 +423,6 @@ impl NodeConfig {
                 "threshold {t} must be between 2 and the node count {n}"
             ));
         }
-        mpc_bitcoin::parse_network(&self.cluster.network)
-            .map_err(|e| NodeError::Config(e.to_string()))?;
         let limits = &self.limits;
         if limits.max_inputs_per_psbt == 0 || limits.max_sign_request_ms < limits.sign_timeout_ms {
             return bad(

@@ -69,7 +69,7 @@ pub struct WalletSpec {
     pub threshold: u16,
     /// Node ids, sorted; a node's key-generation index is its position here.
     pub participants: Vec<NodeId>,
-    pub network: String,
+    pub network: mpc_types::Network,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

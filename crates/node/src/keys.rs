@@ -39,7 +39,7 @@ pub struct WalletInfo {
     pub script_type: &'static str,
     pub threshold: u16,
     pub participants: Vec<NodeId>,
-    pub network: String,
+    pub network: mpc_types::Network,
     pub state: String,
     pub public_key: String,
     pub xpub: String,
@@ -53,18 +53,18 @@ pub struct WalletInfo {
 /// The wallet's public side from its record.
 pub fn wallet_key(record: &WalletRecord) -> Result<WalletKey, NodeError> {
     let bad = |m: String| NodeError::Internal(format!("wallet {}: {m}", record.id));
-    let scheme: Scheme = record
-        .scheme
-        .parse()
-        .map_err(|e: mpc_types::ParseError| bad(e.to_string()))?;
     let master_key =
         PublicKey::try_from(record.public_key.clone()).map_err(|e| bad(e.to_string()))?;
     let chain_code: [u8; 32] = hex::decode(&record.chain_code)
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| bad("chain code is not 32 hex bytes".into()))?;
-    let network = mpc_bitcoin::parse_network(&record.network)?;
-    Ok(WalletKey::new(scheme, master_key, chain_code, network)?)
+    Ok(WalletKey::new(
+        record.scheme,
+        master_key,
+        chain_code,
+        record.network.into(),
+    )?)
 }
 
 pub fn wallet_info(record: &WalletRecord) -> Result<WalletInfo, NodeError> {
@@ -76,7 +76,7 @@ pub fn wallet_info(record: &WalletRecord) -> Result<WalletInfo, NodeError> {
         script_type: key.scheme.script_type(),
         threshold: record.threshold,
         participants: record.participants.clone(),
-        network: record.network.clone(),
+        network: record.network,
         state: record.state.to_string(),
         public_key: record.public_key.clone(),
         xpub: key.xpub()?.to_string(),

@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 use mpc_coordination::{BackendKind, Published};
 use mpc_store::WalletRecord;
 use mpc_transport::NodeId;
+use mpc_types::{Network, Scheme};
 
 use crate::{Node, NodeError};
 
@@ -34,10 +35,10 @@ pub struct MemberRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalletPublicRecord {
     pub id: String,
-    pub scheme: String,
+    pub scheme: Scheme,
     pub threshold: u16,
     pub participants: Vec<NodeId>,
-    pub network: String,
+    pub network: Network,
     pub public_key: String,
     pub chain_code: String,
 }
@@ -46,10 +47,10 @@ impl WalletPublicRecord {
     pub fn of(w: &WalletRecord) -> Self {
         WalletPublicRecord {
             id: w.id.clone(),
-            scheme: w.scheme.clone(),
+            scheme: w.scheme,
             threshold: w.threshold,
             participants: w.participants.clone(),
-            network: w.network.clone(),
+            network: w.network,
             public_key: w.public_key.clone(),
             chain_code: w.chain_code.clone(),
         }

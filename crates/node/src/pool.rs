@@ -270,7 +270,7 @@ impl Node {
         let wallets = self.inner.store.wallets().await?;
         for wallet in wallets
             .into_iter()
-            .filter(|w| w.state == WalletState::Active && w.scheme == Scheme::Ecdsa.as_str())
+            .filter(|w| w.state == WalletState::Active && w.scheme == Scheme::Ecdsa)
         {
             let limits = self.inner.config.pool.limits_for(&wallet.id);
             if limits.target == 0 {
@@ -404,7 +404,7 @@ impl Node {
             .wallets()
             .await?
             .into_iter()
-            .filter(|w| w.state == WalletState::Active && w.scheme == Scheme::Ecdsa.as_str())
+            .filter(|w| w.state == WalletState::Active && w.scheme == Scheme::Ecdsa)
         {
             let limits = self.inner.config.pool.limits_for(&wallet.id);
             let levels = self

@@ -46,7 +46,7 @@ pub fn config(id: NodeId, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
         },
         cluster: ClusterConfig {
             threshold: t,
-            network: "regtest".into(),
+            network: mpc_types::Network::Regtest,
             nodes: (1..=n)
                 .filter_map(NodeId::new)
                 .map(|i| PeerEntry {

@@ -72,7 +72,7 @@ fn keygen() -> ProposalBody {
             scheme: Scheme::Schnorr,
             threshold: 2,
             participants: NodeId::must_list(&[1, 2, 3]),
-            network: "regtest".into(),
+            network: mpc_types::Network::Regtest,
         },
     }
 }

@@ -34,10 +34,10 @@ async fn open(dir: &Path, guarded: bool) -> Store {
     let wallet = WalletRecord {
         id: "w".into(),
         name: "bench".into(),
-        scheme: "ecdsa".into(),
+        scheme: mpc_types::Scheme::Ecdsa,
         threshold: 2,
         participants: NodeId::must_list(&[1, 2, 3]),
-        network: "regtest".into(),
+        network: mpc_types::Network::Regtest,
         public_key: "02aa".into(),
         chain_code: "cc".into(),
         state: WalletState::Active,

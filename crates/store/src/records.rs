@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use mpc_types::NodeId;
+use mpc_types::{Network, NodeId, Scheme};
 use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
@@ -20,10 +20,10 @@ pub enum Backend {
 pub struct WalletRecord {
     pub id: String,
     pub name: String,
-    pub scheme: String,
+    pub scheme: Scheme,
     pub threshold: u16,
     pub participants: Vec<NodeId>,
-    pub network: String,
+    pub network: Network,
     pub public_key: String,
     pub chain_code: String,
     pub state: WalletState,

@@ -52,6 +52,14 @@ pub(crate) fn epoch_i64(epoch: u64) -> Result<i64> {
     i64::try_from(epoch).map_err(|_| StoreError::Invalid(format!("epoch {epoch} out of range")))
 }
 
+fn corrupt(table: &'static str, id: &str, reason: String) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        id: id.to_owned(),
+        reason,
+    }
+}
+
 fn parse_uuid(text: &str, table: &'static str, id: &str) -> Result<Uuid> {
     Uuid::parse_str(text).map_err(|_| StoreError::Corrupt {
         table,
@@ -98,10 +106,14 @@ pub(crate) fn wallet_from_row(row: &AnyRow) -> Result<WalletRecord> {
     let id: String = get(row, "id", T)?;
     Ok(WalletRecord {
         name: get(row, "name", T)?,
-        scheme: get(row, "scheme", T)?,
+        scheme: get::<String>(row, "scheme", T)?
+            .parse()
+            .map_err(|e: mpc_types::ParseError| corrupt(T, &id, e.to_string()))?,
         threshold: to_u16(get(row, "threshold", T)?, T, &id)?,
         participants: parse_id_list(&get::<String>(row, "participants", T)?, T, &id)?,
-        network: get(row, "network", T)?,
+        network: get::<String>(row, "network", T)?
+            .parse()
+            .map_err(|e: mpc_types::ParseError| corrupt(T, &id, e.to_string()))?,
         public_key: get(row, "public_key", T)?,
         chain_code: get(row, "chain_code", T)?,
         state: WalletState::parse(&get::<String>(row, "state", T)?, T, &id)?,

@@ -44,10 +44,10 @@ fn wallet(id: &str) -> WalletRecord {
     WalletRecord {
         id: id.into(),
         name: format!("wallet {id}"),
-        scheme: "ecdsa".into(),
+        scheme: mpc_types::Scheme::Ecdsa,
         threshold: 2,
         participants: NodeId::must_list(&[1, 2, 3]),
-        network: "regtest".into(),
+        network: mpc_types::Network::Regtest,
         public_key: "02aa".into(),
         chain_code: "cc".into(),
         state: WalletState::Pending,

@@ -49,10 +49,10 @@ fn wallet() -> WalletRecord {
     WalletRecord {
         id: WALLET.into(),
         name: "rollback test".into(),
-        scheme: "ecdsa".into(),
+        scheme: mpc_types::Scheme::Ecdsa,
         threshold: 2,
         participants: SIGNERS.to_vec(),
-        network: "regtest".into(),
+        network: mpc_types::Network::Regtest,
         public_key: "02aa".into(),
         chain_code: "cc".into(),
         state: WalletState::Active,

@@ -11,7 +11,7 @@ use mpc_store::{
     PresignatureState, PresignatureUse, SigningRefusal, SpendLimit, Store, StoreError,
     WalletRecord, WalletState, Zeroizing,
 };
-use sqlx::AnyPool;
+use sqlx::{AnyPool, AssertSqlSafe};
 use uuid::Uuid;
 
 #[macro_use]
@@ -39,6 +39,7 @@ on_both_backends!(
     presignature_is_consumed_at_most_once_under_concurrency,
     expired_and_other_epoch_presignatures_are_unusable,
     a_corrupt_epoch_makes_presignatures_unusable,
+    a_wallet_row_with_an_unknown_scheme_or_network_is_corrupt,
     bump_epoch_invalidates_every_presignature,
     presignature_counts_per_path_and_signers,
     primes_are_taken_once_under_concurrency,
@@ -80,10 +81,10 @@ fn wallet(id: &str) -> WalletRecord {
     WalletRecord {
         id: id.into(),
         name: format!("wallet {id}"),
-        scheme: "ecdsa".into(),
+        scheme: mpc_types::Scheme::Ecdsa,
         threshold: 2,
         participants: NodeId::must_list(&[1, 2, 3]),
-        network: "regtest".into(),
+        network: mpc_types::Network::Regtest,
         public_key: "02aa".into(),
         chain_code: "cc".into(),
         state: WalletState::Pending,
@@ -1028,6 +1029,43 @@ async fn a_corrupt_epoch_makes_presignatures_unusable(db: Db) {
     );
     let still = store.presignature("p").await.unwrap().unwrap();
     assert_eq!(still.state, PresignatureState::Ready, "nothing consumed");
+}
+
+/// Rows are decoded into typed values once, here: a wallet whose scheme or network is not one
+/// we know is an error naming the row, never skipped and never a default.
+async fn a_wallet_row_with_an_unknown_scheme_or_network_is_corrupt(db: Db) {
+    let store = db.open().await;
+    let raw = db.raw().await;
+    let set = |column: &str, value: &'static str| {
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE wallets SET {column} = $1 WHERE id = 'w'"
+        )))
+        .bind(value)
+        .execute(&raw)
+    };
+    store.insert_wallet(&wallet("w"), b"share").await.unwrap();
+    assert_eq!(
+        store.wallet("w").await.unwrap().unwrap().scheme,
+        mpc_types::Scheme::Ecdsa
+    );
+    for (column, bad, good) in [
+        ("scheme", "rsa", "cggmp24"),
+        ("network", "litecoin", "regtest"),
+    ] {
+        set(column, bad).await.unwrap();
+        for error in [
+            store.wallet("w").await.unwrap_err(),
+            store.wallets().await.unwrap_err(),
+        ] {
+            assert!(
+                matches!(&error, StoreError::Corrupt { table: "wallets", id, reason }
+                    if id == "w" && reason.contains(bad)),
+                "{error}"
+            );
+        }
+        set(column, good).await.unwrap();
+        assert!(store.wallet("w").await.unwrap().is_some());
+    }
 }
 
 async fn bump_epoch_invalidates_every_presignature(db: Db) {

@@ -25,6 +25,8 @@ pub enum ParseError {
     EmptyWalletId,
     #[error("unknown scheme {0:?} (expected cggmp24 or frost)")]
     Scheme(String),
+    #[error("unknown network {0:?} (expected mainnet, testnet, signet or regtest)")]
+    Network(String),
 }
 
 /// A node's id in the cluster config (1-based; the certificate names it `node-<id>`).
@@ -307,6 +309,74 @@ impl FromStr for Scheme {
     }
 }
 
+/// The networks this product signs for, by the names the CLI, the API, the config and the
+/// store use (`bitcoin` is accepted for mainnet, as rust-bitcoin spells it). rust-bitcoin's
+/// `Network` is only met where addresses and keys are made (`bitcoin::Network::from`): it has
+/// networks we do not serve (testnet4) and may grow more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    #[serde(alias = "bitcoin")]
+    Mainnet,
+    Testnet,
+    Signet,
+    Regtest,
+}
+
+impl Network {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::Mainnet => "mainnet",
+            Network::Testnet => "testnet",
+            Network::Signet => "signet",
+            Network::Regtest => "regtest",
+        }
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Network {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        match s {
+            "mainnet" | "bitcoin" => Ok(Network::Mainnet),
+            "testnet" => Ok(Network::Testnet),
+            "signet" => Ok(Network::Signet),
+            "regtest" => Ok(Network::Regtest),
+            other => Err(ParseError::Network(other.to_owned())),
+        }
+    }
+}
+
+impl TryFrom<bitcoin::Network> for Network {
+    type Error = ParseError;
+    fn try_from(network: bitcoin::Network) -> Result<Self, ParseError> {
+        match network {
+            bitcoin::Network::Bitcoin => Ok(Network::Mainnet),
+            bitcoin::Network::Testnet => Ok(Network::Testnet),
+            bitcoin::Network::Signet => Ok(Network::Signet),
+            bitcoin::Network::Regtest => Ok(Network::Regtest),
+            other => Err(ParseError::Network(other.to_string())),
+        }
+    }
+}
+
+impl From<Network> for bitcoin::Network {
+    fn from(network: Network) -> Self {
+        match network {
+            Network::Mainnet => bitcoin::Network::Bitcoin,
+            Network::Testnet => bitcoin::Network::Testnet,
+            Network::Signet => bitcoin::Network::Signet,
+            Network::Regtest => bitcoin::Network::Regtest,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +432,33 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<Scheme>("\"schnorr\"").unwrap(),
             Scheme::Schnorr
+        );
+    }
+
+    #[test]
+    fn networks_by_our_names_in_and_out() {
+        for (name, network) in [
+            ("mainnet", Network::Mainnet),
+            ("testnet", Network::Testnet),
+            ("signet", Network::Signet),
+            ("regtest", Network::Regtest),
+        ] {
+            assert_eq!(name.parse::<Network>().unwrap(), network);
+            assert_eq!(network.to_string(), name);
+            let json = format!("\"{name}\"");
+            assert_eq!(serde_json::to_string(&network).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Network>(&json).unwrap(), network);
+        }
+        assert_eq!("bitcoin".parse::<Network>().unwrap(), Network::Mainnet);
+        assert_eq!(
+            serde_json::from_str::<Network>("\"bitcoin\"").unwrap(),
+            Network::Mainnet
+        );
+        assert!("Regtest".parse::<Network>().is_err());
+        assert!(serde_json::from_str::<Network>("\"litecoin\"").is_err());
+        assert_eq!(
+            bitcoin::Network::from(Network::Mainnet),
+            bitcoin::Network::Bitcoin
         );
     }
 }

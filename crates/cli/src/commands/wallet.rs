@@ -11,19 +11,20 @@ use crate::progress::spinner;
 pub enum WalletCommand {
     /// Create a wallet (distributed key generation); waits for the ceremony.
     Create {
-        /// `cggmp24` (threshold ECDSA, P2WPKH) or `frost` (Schnorr, P2TR).
-        #[arg(long, default_value = "frost")]
-        protocol: String,
+        /// `cggmp24` (threshold ECDSA, P2WPKH) or `frost` (Schnorr, P2TR); `--protocol` is
+        /// its former name.
+        #[arg(long, alias = "protocol", default_value = "frost")]
+        scheme: mpc_bitcoin::Scheme,
         #[arg(long)]
         name: String,
         #[arg(long)]
         threshold: Option<u16>,
         /// Node ids, comma-separated (default: every node).
         #[arg(long, value_delimiter = ',')]
-        participants: Vec<u16>,
+        participants: Vec<mpc_types::NodeId>,
         /// mainnet, testnet, signet or regtest (default: the cluster's).
         #[arg(long)]
-        network: Option<String>,
+        network: Option<mpc_bitcoin::Network>,
     },
     /// Every wallet of the node.
     List,
@@ -72,13 +73,13 @@ pub async fn wallet(conn: &Conn, command: &WalletCommand) -> Result<()> {
     let api = conn.client()?;
     match command {
         WalletCommand::Create {
-            protocol,
+            scheme,
             name,
             threshold,
             participants,
             network,
         } => {
-            let mut body = json!({"protocol": protocol, "name": name});
+            let mut body = json!({"scheme": scheme, "name": name});
             if let Some(t) = threshold {
                 body["threshold"] = json!(t);
             }
@@ -88,7 +89,7 @@ pub async fn wallet(conn: &Conn, command: &WalletCommand) -> Result<()> {
             if let Some(n) = network {
                 body["network"] = json!(n);
             }
-            let bar = (!conn.json).then(|| spinner(&format!("key generation ({protocol})")));
+            let bar = (!conn.json).then(|| spinner(&format!("key generation ({scheme})")));
             let result = api
                 .ceremony("/api/v1/dkg/initiate", &body, bar.as_ref())
                 .await;

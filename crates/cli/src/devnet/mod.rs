@@ -249,7 +249,7 @@ impl Devnet {
                 },
                 cluster: ClusterConfig {
                     threshold: options.threshold,
-                    network: "regtest".into(),
+                    network: mpc_bitcoin::Network::Regtest,
                     nodes: peers.clone(),
                 },
                 api: ApiConfig {

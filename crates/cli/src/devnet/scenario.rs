@@ -110,12 +110,12 @@ impl Verified {
 pub fn wallet_key_from_api(wallet: &Value) -> Result<WalletKey> {
     let scheme: Scheme = serde_json::from_value(wallet["scheme"].clone())?;
     let xpub: Xpub = wallet["xpub"].as_str().context("xpub")?.parse()?;
-    let network = mpc_bitcoin::parse_network(wallet["network"].as_str().context("network")?)?;
+    let network: mpc_bitcoin::Network = serde_json::from_value(wallet["network"].clone())?;
     Ok(WalletKey::new(
         scheme,
         PublicKey(xpub.public_key.serialize()),
         xpub.chain_code.to_bytes(),
-        network,
+        network.into(),
     )?)
 }
 

@@ -44,10 +44,7 @@ impl Node {
             scheme: request.scheme,
             threshold: request.threshold.unwrap_or(config.cluster.threshold),
             participants,
-            network: request
-                .network
-                .clone()
-                .unwrap_or_else(|| config.cluster.network.clone()),
+            network: request.network.unwrap_or(config.cluster.network),
         };
         let span =
             tracing::info_span!("keygen", node = self.id().get(), %session, wallet = %spec.id);
@@ -227,10 +224,10 @@ impl Node {
         let record = WalletRecord {
             id: spec.id.clone(),
             name: spec.name.clone(),
-            scheme: spec.scheme.as_str().into(),
+            scheme: spec.scheme,
             threshold: t,
             participants: spec.participants.clone(),
-            network: spec.network.clone(),
+            network: spec.network,
             public_key: public_key.to_string(),
             chain_code: hex::encode(chain_code),
             state: WalletState::Pending,

@@ -19,7 +19,7 @@ pub struct CreateWallet {
     /// Default: every node of the cluster.
     pub participants: Option<Vec<NodeId>>,
     /// Default: the cluster's network.
-    pub network: Option<String>,
+    pub network: Option<mpc_types::Network>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -185,7 +185,7 @@ impl Node {
             )));
         }
         let wallet = self.active_wallet(wallet_id).await?;
-        if wallet.scheme != Scheme::Ecdsa.as_str() {
+        if wallet.scheme != Scheme::Ecdsa {
             return Err(NodeError::InvalidRequest(
                 "presignatures exist only for ECDSA wallets".into(),
             ));

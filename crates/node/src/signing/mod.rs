@@ -112,7 +112,7 @@ impl Node {
         let config = &self.inner.config;
         config
             .policy
-            .check(psbt, &summary, &keys, &spent_24h, &config.cluster.network)?;
+            .check(psbt, &summary, &keys, &spent_24h, config.cluster.network)?;
         Ok(summary)
     }
 
