@@ -41,6 +41,11 @@ use crate::{
     Envelope, NodeId, Router, SessionId, Transport, TransportError,
 };
 
+mod frame;
+
+pub use frame::{decode_frame, FrameRefused};
+use frame::{read_frame, write_frame};
+
 const ALPN: &[u8] = b"mpc-wallet/1";
 /// Stream error code sent when a frame is refused.
 const REFUSED: VarInt = VarInt::from_u32(1);
@@ -348,13 +353,6 @@ impl Transport for QuicMesh {
 /// Resends of one frame after its connection was lost unacknowledged, before giving up.
 const MAX_RESENDS: u32 = 3;
 
-async fn write_frame(conn: &Connection, frame: &[u8]) -> Result<quinn::SendStream, String> {
-    let mut stream = conn.open_uni().await.map_err(|e| e.to_string())?;
-    stream.write_all(frame).await.map_err(|e| e.to_string())?;
-    stream.finish().map_err(|e| e.to_string())?;
-    Ok(stream)
-}
-
 /// Waits for the peer's acknowledgement of `frame` and resends it while its connection is
 /// lost first (at most [`MAX_RESENDS`] times, each waiting for a new connection).
 async fn confirm_delivery(
@@ -584,87 +582,6 @@ async fn receive_frame(inner: &Inner, peer: NodeId, mut stream: quinn::RecvStrea
         }
         Err(refusal) => inner.refused(peer, Some(session), &FrameRefused::Router(refusal)),
     }
-}
-
-/// Why a received frame was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum FrameRefused {
-    #[error("frame exceeds the {0}-byte limit")]
-    TooLarge(usize),
-    #[error("frame incomplete after {0:?}; stream reset")]
-    Late(Duration),
-    #[error("read: {0}")]
-    Read(quinn::ReadToEndError),
-    #[error("frame shorter than its length prefix")]
-    NoPrefix,
-    #[error("length prefix does not match the frame")]
-    PrefixMismatch,
-    #[error(transparent)]
-    Malformed(TransportError),
-    #[error(transparent)]
-    Router(crate::router::Refusal),
-}
-
-impl FrameRefused {
-    /// A short name of the reason, for rate-limiting its log lines.
-    fn kind(&self) -> &'static str {
-        match self {
-            Self::TooLarge(_) => "too large",
-            Self::Late(_) => "late",
-            Self::Read(_) => "read",
-            Self::NoPrefix | Self::PrefixMismatch | Self::Malformed(_) => "malformed",
-            Self::Router(refusal) => refusal.kind(),
-        }
-    }
-
-    /// Whether the peer was over one of its quotas (the frame deadline is one).
-    fn is_over_quota(&self) -> bool {
-        match self {
-            Self::Late(_) => true,
-            Self::Router(refusal) => refusal.is_over_quota(),
-            Self::TooLarge(_)
-            | Self::Read(_)
-            | Self::NoPrefix
-            | Self::PrefixMismatch
-            | Self::Malformed(_) => false,
-        }
-    }
-}
-
-/// Reads one length-prefixed frame within the frame deadline; an oversize or late frame's
-/// stream is stopped, which makes the sender reset it.
-async fn read_frame(
-    config: &MeshConfig,
-    stream: &mut quinn::RecvStream,
-) -> Result<Envelope, FrameRefused> {
-    let limit = config.max_frame_bytes;
-    let read = tokio::time::timeout(config.frame_read_timeout, stream.read_to_end(limit + 4));
-    let bytes = match read.await {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(quinn::ReadToEndError::TooLong)) => {
-            let _ = stream.stop(REFUSED);
-            return Err(FrameRefused::TooLarge(limit));
-        }
-        Ok(Err(e)) => return Err(FrameRefused::Read(e)),
-        Err(_) => {
-            let _ = stream.stop(REFUSED);
-            return Err(FrameRefused::Late(config.frame_read_timeout));
-        }
-    };
-    decode_frame(&bytes)
-}
-
-/// Decodes one received frame (a stream's bytes: a 4-byte big-endian length, then the
-/// envelope). The decoding boundary of everything a peer sends; public so the fuzz targets
-/// (`crates/fuzz`) call this very function.
-pub fn decode_frame(bytes: &[u8]) -> Result<Envelope, FrameRefused> {
-    let Some((len, body)) = bytes.split_first_chunk::<4>() else {
-        return Err(FrameRefused::NoPrefix);
-    };
-    if u32::from_be_bytes(*len) as usize != body.len() {
-        return Err(FrameRefused::PrefixMismatch);
-    }
-    Envelope::decode(body).map_err(FrameRefused::Malformed)
 }
 
 impl Inner {
