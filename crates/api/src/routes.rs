@@ -403,7 +403,7 @@ pub async fn presignatures(
         .as_deref()
         .unwrap_or("m")
         .parse()
-        .map_err(|e: mpc_protocols::ProtocolError| ApiError::bad_request(e.to_string()))?;
+        .map_err(|e: mpc_types::ParseError| ApiError::bad_request(e.to_string()))?;
     if !(1..=100).contains(&req.count) {
         return Err(ApiError::bad_request("count must be 1 to 100".into()));
     }

@@ -143,18 +143,16 @@ pub struct SendReport {
 }
 
 fn utxo_info(record: &UtxoRecord, key: &WalletKey) -> UtxoInfo {
-    let address = hex::decode(&record.script_pubkey)
-        .ok()
-        .map(ScriptBuf::from_bytes)
-        .and_then(|s| Address::from_script(&s, key.network).ok())
+    // Empty for a script with no address form (none of the wallet's own is such).
+    let address = Address::from_script(&record.script_pubkey, key.network)
         .map(|a| a.to_string())
         .unwrap_or_default();
     UtxoInfo {
-        outpoint: record.outpoint.clone(),
-        amount_sats: record.amount_sats,
-        path: record.path.clone(),
+        outpoint: record.outpoint.to_string(),
+        amount_sats: record.amount.to_sat(),
+        path: record.path.to_string(),
         address,
-        script_pubkey: record.script_pubkey.clone(),
+        script_pubkey: record.script_pubkey.to_hex_string(),
         origin: record.origin.as_str(),
         state: record.state.as_str(),
         spent_by: record.spent_by.clone(),
@@ -163,25 +161,19 @@ fn utxo_info(record: &UtxoRecord, key: &WalletKey) -> UtxoInfo {
     }
 }
 
-/// A stored output as a coin-selection candidate; rows that no longer parse are skipped
-/// with a warning rather than failing every payment of the wallet. The funding transaction is
+/// A stored output as a coin-selection candidate (the store decoded the row; one that does not
+/// decode fails the listing as corrupt instead of being skipped). The funding transaction is
 /// attached after selection ([`Node::attach_funding`]).
-fn candidate(record: &UtxoRecord) -> Option<Candidate> {
-    let parsed = (|| {
-        Some(Candidate {
-            outpoint: OutPoint::from_str(&record.outpoint).ok()?,
-            txout: TxOut {
-                value: Amount::from_sat(record.amount_sats),
-                script_pubkey: ScriptBuf::from_bytes(hex::decode(&record.script_pubkey).ok()?),
-            },
-            funding_transaction: None,
-            path: record.path.parse().ok()?,
-        })
-    })();
-    if parsed.is_none() {
-        warn!(outpoint = %record.outpoint, "registered output does not parse; skipped");
+fn candidate(record: &UtxoRecord) -> Candidate {
+    Candidate {
+        outpoint: record.outpoint,
+        txout: TxOut {
+            value: record.amount,
+            script_pubkey: record.script_pubkey.clone(),
+        },
+        funding_transaction: None,
+        path: record.path.clone(),
     }
-    parsed
 }
 
 /// Checks a registration's funding transaction: it decodes, has the outpoint's txid, and its
@@ -303,14 +295,14 @@ impl Node {
             count = rows.len(),
             "registered outputs"
         );
-        let registered: std::collections::HashSet<&str> =
-            rows.iter().map(|r| r.outpoint.as_str()).collect();
+        let registered: std::collections::HashSet<String> =
+            rows.iter().map(|r| r.outpoint.clone()).collect();
         Ok(self
             .store()
             .utxos(wallet_id, true)
             .await?
             .iter()
-            .filter(|r| registered.contains(r.outpoint.as_str()))
+            .filter(|r| registered.contains(&r.outpoint.to_string()))
             .map(|r| utxo_info(r, &key))
             .collect())
     }
@@ -368,7 +360,7 @@ impl Node {
                 .spendable_utxos(&req.wallet_id, stale)
                 .await?
                 .iter()
-                .filter_map(candidate)
+                .map(candidate)
                 .collect();
             // All change scripts of a wallet have the same length, which is all selection
             // needs; the index itself is allocated with the reservation.

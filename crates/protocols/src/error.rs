@@ -45,3 +45,13 @@ impl ProtocolError {
         out
     }
 }
+
+/// A path that does not parse or is not derivable (`mpc_types::DerivationPath`).
+impl From<mpc_types::ParseError> for ProtocolError {
+    fn from(e: mpc_types::ParseError) -> Self {
+        match e {
+            mpc_types::ParseError::Path(reason) => ProtocolError::InvalidPath(reason),
+            other => ProtocolError::InvalidParameters(other.to_string()),
+        }
+    }
+}

@@ -3,6 +3,10 @@
 //! unused change index. Public data only: outpoints, amounts, paths and scripts.
 
 use std::fmt;
+use std::str::FromStr;
+
+use bitcoin::{Amount, OutPoint, ScriptBuf};
+use mpc_types::DerivationPath;
 
 use sqlx::{any::AnyRow, Row};
 
@@ -72,11 +76,11 @@ pub struct NewUtxo {
 /// A registered output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UtxoRecord {
-    pub outpoint: String,
+    pub outpoint: OutPoint,
     pub wallet_id: String,
-    pub amount_sats: u64,
-    pub path: String,
-    pub script_pubkey: String,
+    pub amount: Amount,
+    pub path: DerivationPath,
+    pub script_pubkey: ScriptBuf,
     pub origin: UtxoOrigin,
     pub state: UtxoState,
     pub reserved_by: Option<String>,
@@ -114,25 +118,32 @@ fn sats(amount: u64) -> Result<i64> {
 }
 
 fn utxo_from_row(row: &AnyRow) -> Result<UtxoRecord> {
-    let outpoint: String = column(row, "outpoint")?;
+    let outpoint_text: String = column(row, "outpoint")?;
+    let outpoint = OutPoint::from_str(&outpoint_text)
+        .map_err(|e| corrupt(&outpoint_text, format!("outpoint: {e}")))?;
     let amount: i64 = column(row, "amount_sats")?;
     let origin = match column::<String>(row, "origin")?.as_str() {
         "registered" => UtxoOrigin::Registered,
         "change" => UtxoOrigin::Change,
-        other => return Err(corrupt(&outpoint, format!("unknown origin {other:?}"))),
+        other => return Err(corrupt(&outpoint_text, format!("unknown origin {other:?}"))),
     };
     let state = match column::<String>(row, "state")?.as_str() {
         "available" => UtxoState::Available,
         "reserved" => UtxoState::Reserved,
         "spent" => UtxoState::Spent,
-        other => return Err(corrupt(&outpoint, format!("unknown state {other:?}"))),
+        other => return Err(corrupt(&outpoint_text, format!("unknown state {other:?}"))),
     };
     Ok(UtxoRecord {
         wallet_id: column(row, "wallet_id")?,
-        amount_sats: u64::try_from(amount)
-            .map_err(|_| corrupt(&outpoint, format!("negative amount {amount}")))?,
-        path: column(row, "path")?,
-        script_pubkey: column(row, "script_pubkey")?,
+        amount: u64::try_from(amount)
+            .map(Amount::from_sat)
+            .map_err(|_| corrupt(&outpoint_text, format!("negative amount {amount}")))?,
+        path: column::<String>(row, "path")?
+            .parse()
+            .map_err(|e: mpc_types::ParseError| corrupt(&outpoint_text, e.to_string()))?,
+        script_pubkey: hex::decode(column::<String>(row, "script_pubkey")?)
+            .map(ScriptBuf::from_bytes)
+            .map_err(|e| corrupt(&outpoint_text, format!("script_pubkey: {e}")))?,
         origin,
         state,
         reserved_by: column(row, "reserved_by")?,
@@ -193,8 +204,8 @@ async fn insert_utxo(
         .context(ctx)?;
     let existing = utxo_from_row(&existing)?;
     if existing.wallet_id == wallet_id
-        && existing.amount_sats == utxo.amount_sats
-        && existing.path == utxo.path
+        && existing.amount.to_sat() == utxo.amount_sats
+        && existing.path.to_string() == utxo.path
     {
         Ok(())
     } else {

@@ -118,7 +118,7 @@ async fn registry_lifecycle(store: &Store) {
     assert!(listed.iter().all(|u| u.state == UtxoState::Available
         && u.origin == UtxoOrigin::Registered
         && u.wallet_id == "w1"));
-    assert_eq!(listed[1].amount_sats, 20_000);
+    assert_eq!(listed[1].amount.to_sat(), 20_000);
     assert!(store.utxos("w2", true).await.unwrap().is_empty());
 
     // Two requests race for the same output: one wins, the other reserves nothing.
@@ -160,7 +160,7 @@ async fn registry_lifecycle(store: &Store) {
     // b was not kept reserved by the failed request, and no change index was used.
     let spendable = store.spendable_utxos("w1", NOW - 1).await.unwrap();
     assert_eq!(spendable.len(), 1);
-    assert_eq!(spendable[0].outpoint, b.outpoint);
+    assert_eq!(spendable[0].outpoint.to_string(), b.outpoint);
     assert_eq!(store.next_change_index("w1").await.unwrap(), 1);
     // A reservation older than the staleness bound is spendable again.
     assert_eq!(store.spendable_utxos("w1", NOW + 1).await.unwrap().len(), 2);
@@ -209,7 +209,7 @@ async fn registry_lifecycle(store: &Store) {
     let unspent = store.utxos("w1", false).await.unwrap();
     assert_eq!(unspent.len(), 1);
     assert_eq!(unspent[0].origin, UtxoOrigin::Change);
-    assert_eq!(unspent[0].path, "m/1/1");
+    assert_eq!(unspent[0].path.to_string(), "m/1/1");
     // A spent output can never be reserved again, however old.
     let r4 = store
         .reserve_utxos(
@@ -372,8 +372,58 @@ async fn a_used_change_index_raises_the_next_one(store: &Store) {
     );
 }
 
+/// Rows are decoded once, here: an output whose script, outpoint or path does not decode
+/// fails the listing as corrupt (naming the outpoint) instead of vanishing from coin selection.
+async fn an_output_that_does_not_decode_is_corrupt(store: &Store) {
+    store.insert_wallet(&wallet("w"), b"share").await.unwrap();
+    for (n, broken) in [
+        (
+            0,
+            NewUtxo {
+                script_pubkey: "zz".into(),
+                ..utxo(0, 1_000)
+            },
+        ),
+        (
+            1,
+            NewUtxo {
+                outpoint: "not-an-outpoint".into(),
+                ..utxo(1, 1_000)
+            },
+        ),
+        (
+            2,
+            NewUtxo {
+                path: "m/0'".into(),
+                ..utxo(2, 1_000)
+            },
+        ),
+    ] {
+        let wallet_id = format!("w{n}");
+        store
+            .insert_wallet(&wallet(&wallet_id), b"share")
+            .await
+            .unwrap();
+        store
+            .insert_utxos(&wallet_id, std::slice::from_ref(&broken), NOW)
+            .await
+            .unwrap();
+        let error = store.utxos(&wallet_id, true).await.unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Corrupt { table: "utxos", id, .. } if *id == broken.outpoint),
+            "{error}"
+        );
+    }
+    store
+        .insert_utxos("w", &[utxo(3, 1_000)], NOW)
+        .await
+        .unwrap();
+    assert_eq!(store.utxos("w", true).await.unwrap().len(), 1);
+}
+
 both!(
     registry_lifecycle,
+    an_output_that_does_not_decode_is_corrupt,
     change_indices_are_unique_under_concurrency,
     funding_transactions_are_kept_by_txid,
     a_used_change_index_raises_the_next_one

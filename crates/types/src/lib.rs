@@ -27,7 +27,12 @@ pub enum ParseError {
     Scheme(String),
     #[error("unknown network {0:?} (expected mainnet, testnet, signet or regtest)")]
     Network(String),
+    #[error("invalid derivation path: {0}")]
+    Path(String),
 }
+
+mod path;
+pub use path::{DerivationPath, HARDENED, MAX_DEPTH};
 
 /// A node's id in the cluster config (1-based; the certificate names it `node-<id>`).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
