@@ -107,6 +107,13 @@ impl Node {
                             duration_ms,
                         });
                         let culprits = e.culprits();
+                        self.record_incidents(
+                            attempt_session,
+                            &wallets.records[0].id,
+                            &signers,
+                            &e,
+                        )
+                        .await;
                         // A run the protocol aborted on someone it does not name: another
                         // signer set may not include them.
                         let aborted = match &e {
