@@ -267,6 +267,14 @@ async fn every_route_answers_each_role_as_documented() {
             StatusCode::OK,
         ),
         (
+            Method::GET,
+            "/api/v1/cluster/incidents",
+            "/api/v1/cluster/incidents?node=3&limit=10".into(),
+            READ,
+            None,
+            StatusCode::OK,
+        ),
+        (
             Method::POST,
             "/api/v1/dkg/initiate",
             "/api/v1/dkg/initiate".into(),
@@ -592,6 +600,24 @@ async fn the_error_codes_a_client_can_cause() {
         "a 2 MiB body",
     );
 
+    // Incidents: the filter and the limit.
+    for (path, what) in [
+        ("/api/v1/cluster/incidents?node=0", "node 0"),
+        (
+            "/api/v1/cluster/incidents?node=x",
+            "a node that is no number",
+        ),
+        ("/api/v1/cluster/incidents?limit=0", "limit 0"),
+        ("/api/v1/cluster/incidents?limit=1001", "limit over 1000"),
+        ("/api/v1/cluster/incidents?bogus=1", "an unknown parameter"),
+    ] {
+        expect(
+            api.call(Method::GET, path, viewer, None).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            what,
+        );
+    }
     // What a signer checks.
     expect(
         api.call(

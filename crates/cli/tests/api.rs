@@ -37,6 +37,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/cluster/health"),
+    ("GET", "/api/v1/cluster/incidents"),
     ("POST", "/api/v1/aux-info"),
     ("POST", "/api/v1/dkg/initiate"),
     ("GET", "/api/v1/ceremonies/{id}"),
@@ -2136,6 +2137,13 @@ async fn rest_api_and_cli_against_five_node_processes() {
     assert_eq!(status["node"], 1);
     assert_eq!(status["live"], 5);
     assert_eq!(status["threshold"], 3);
+    // Incidents: none recorded by node 1 (every signer behaved).
+    let incidents_route = "/api/v1/cluster/incidents";
+    let listed = api
+        .get(1, incidents_route, incidents_route, Some(viewer))
+        .await
+        .ok("incidents");
+    assert_eq!(listed["recorded_by"], 1);
     // Flags instead of the environment; the human table names both wallets.
     let (code, table, stderr) =
         cli(&["wallet", "list", "--url", &url, "--token", viewer], &[]).await;
