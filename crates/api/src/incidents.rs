@@ -1,7 +1,8 @@
-//! Incidents: the blame this node recorded as coordinator (`GET /api/v1/cluster/incidents`).
+//! Incidents: the blame this node recorded as coordinator (`GET /api/v1/cluster/incidents`)
+//! and an operator's release of a node kept out of signer sets for it.
 
 use axum::{
-    extract::{Query, State},
+    extract::{Path, Query, State},
     Json,
 };
 use mpc_node::NodeError;
@@ -12,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{
-    auth::{Caller, READ},
+    auth::{Caller, ADMIN, READ},
     error::{ApiError, ErrorBody},
     AppState,
 };
@@ -49,7 +50,7 @@ pub struct Incident {
     detail: String,
     /// Evidence another node can check (hex), when there is any.
     evidence: Option<String>,
-    /// Set once an operator released `accused`.
+    /// Set once an operator released `accused`; released incidents no longer count.
     released_at_ms: Option<i64>,
 }
 
@@ -75,17 +76,22 @@ impl From<IncidentRecord> for Incident {
 pub struct Unreleased {
     node: u16,
     count: u64,
+    /// Whether `count` reaches `exclude_after_incidents`: the node is left out of signer sets
+    /// (unless too few others are live).
+    excluded: bool,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct IncidentList {
     /// The node that recorded these (each coordinator keeps its own).
     recorded_by: u16,
+    /// `[limits] exclude_after_incidents`; 0: nobody is left out.
+    exclude_after_incidents: u32,
     unreleased: Vec<Unreleased>,
     incidents: Vec<Incident>,
 }
 
-/// Incidents this node recorded, newest first, and the unreleased ones counted per node.
+/// Incidents this node recorded, newest first, and the nodes it keeps out of signer sets.
 #[utoipa::path(get, path = "/api/v1/cluster/incidents", tag = "health",
     params(IncidentQuery),
     responses((status = 200, body = IncidentList), (status = 400, body = ErrorBody),
@@ -108,6 +114,7 @@ pub async fn incidents(
         )));
     }
     let store = s.node.store();
+    let threshold = s.node.config().limits.exclude_after_incidents;
     let unreleased = store
         .unreleased_incident_counts()
         .await
@@ -117,6 +124,7 @@ pub async fn incidents(
         .map(|(node, count)| Unreleased {
             node: node.get(),
             count,
+            excluded: threshold > 0 && count >= u64::from(threshold),
         })
         .collect();
     let incidents = store
@@ -128,7 +136,40 @@ pub async fn incidents(
         .collect();
     Ok(Json(IncidentList {
         recorded_by: s.node.id().get(),
+        exclude_after_incidents: threshold,
         unreleased,
         incidents,
     }))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Released {
+    node: u16,
+    /// Incidents released now (0 if none were pending).
+    released: u64,
+}
+
+/// Releases a node: its incidents stop counting toward its exclusion from signer sets (they
+/// stay listed). Admin only.
+#[utoipa::path(post, path = "/api/v1/cluster/incidents/{node}/release", tag = "health",
+    params(("node" = u16, Path, description = "the node to release")),
+    responses((status = 200, body = Released), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn release(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(node): Path<u16>,
+) -> Result<Json<Released>, ApiError> {
+    caller.require(ADMIN)?;
+    let id =
+        NodeId::new(node).ok_or_else(|| ApiError::bad_request("node ids start at 1".into()))?;
+    if !s.node.config().cluster.nodes.iter().any(|p| p.id == id) {
+        return Err(ApiError::not_found(format!(
+            "node {node} is not in the cluster"
+        )));
+    }
+    let released = s.node.release_incidents(id).await?;
+    Ok(Json(Released { node, released }))
 }

@@ -137,6 +137,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::openapi_json))
         .routes(routes!(routes::cluster_health))
         .routes(routes!(incidents::incidents))
+        .routes(routes!(incidents::release))
         .routes(routes!(routes::aux_info))
         .routes(routes!(routes::dkg_initiate))
         .routes(routes!(routes::ceremony))

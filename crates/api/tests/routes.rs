@@ -276,6 +276,14 @@ async fn every_route_answers_each_role_as_documented() {
         ),
         (
             Method::POST,
+            "/api/v1/cluster/incidents/{node}/release",
+            "/api/v1/cluster/incidents/3/release".into(),
+            ADMIN,
+            None,
+            StatusCode::OK,
+        ),
+        (
+            Method::POST,
             "/api/v1/dkg/initiate",
             "/api/v1/dkg/initiate".into(),
             ADMIN,
@@ -600,7 +608,7 @@ async fn the_error_codes_a_client_can_cause() {
         "a 2 MiB body",
     );
 
-    // Incidents: the filter and the limit.
+    // Incidents: the filter, the limit, and the node to release.
     for (path, what) in [
         ("/api/v1/cluster/incidents?node=0", "node 0"),
         (
@@ -618,6 +626,46 @@ async fn the_error_codes_a_client_can_cause() {
             what,
         );
     }
+    for (path, status, code, what) in [
+        (
+            "/api/v1/cluster/incidents/0/release",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "release node 0",
+        ),
+        (
+            "/api/v1/cluster/incidents/x/release",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "release a node that is no number",
+        ),
+        (
+            "/api/v1/cluster/incidents/9/release",
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "release a node not in the cluster",
+        ),
+    ] {
+        expect(
+            api.call(Method::POST, path, admin, None).await,
+            status,
+            code,
+            what,
+        );
+    }
+    expect(
+        api.call(
+            Method::POST,
+            "/api/v1/cluster/incidents/2/release",
+            signer,
+            None,
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "a signer releases a node",
+    );
+
     // What a signer checks.
     expect(
         api.call(

@@ -1,4 +1,5 @@
-//! Incidents: the blame a coordinator records when a signing attempt fails on named nodes.
+//! Incidents: the blame a coordinator records when a signing attempt fails on named nodes, and
+//! what it does with them (signer sets leave out a node with too many unreleased ones).
 
 use mpc_store::{IncidentKind, IncidentRecord};
 use mpc_transport::NodeId;
@@ -110,6 +111,36 @@ impl Node {
             }
         }
         blamed
+    }
+
+    /// Nodes kept out of signer sets: at least `exclude_after_incidents` unreleased incidents
+    /// each (0 disables), with their counts.
+    pub(crate) async fn excluded_for_incidents(&self) -> Result<Vec<(NodeId, u64)>, NodeError> {
+        let threshold = self.inner.config.limits.exclude_after_incidents;
+        if threshold == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .inner
+            .store
+            .unreleased_incident_counts()
+            .await?
+            .into_iter()
+            .filter(|(_, count)| *count >= u64::from(threshold))
+            .collect())
+    }
+
+    /// Releases `node`: its incidents stop counting toward its exclusion (they stay listed).
+    /// Returns how many were released.
+    pub async fn release_incidents(&self, node: NodeId) -> Result<u64, NodeError> {
+        let released = self.inner.store.release_incidents(node, now_ms()).await?;
+        info!(
+            node = self.id().get(),
+            released_node = node.get(),
+            released,
+            "incidents released by an operator"
+        );
+        Ok(released)
     }
 }
 

@@ -67,7 +67,10 @@ impl Node {
                         .derive(&format!("retry/{attempt}"))
                         .as_uuid()
                 };
-                let signers = match self.pick_signers(&wallets.records[0], &exclude, &tried) {
+                let signers = match self
+                    .pick_signers(&wallets.records[0], &exclude, &tried)
+                    .await
+                {
                     Ok(s) => s,
                     Err(e) => {
                         last_error = Some(e);
