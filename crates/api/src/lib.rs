@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod incidents;
 pub mod metrics;
 pub mod payments;
 pub mod ratelimit;
@@ -135,6 +136,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics::metrics))
         .routes(routes!(routes::openapi_json))
         .routes(routes!(routes::cluster_health))
+        .routes(routes!(incidents::incidents))
+        .routes(routes!(incidents::release))
         .routes(routes!(routes::aux_info))
         .routes(routes!(routes::dkg_initiate))
         .routes(routes!(routes::ceremony))

@@ -4,7 +4,9 @@
 //! latency as the node reports it (`duration_ms` of a signing: the cluster's part), ceremony
 //! durations, and requests the rate limiter refused. Read from the node at each scrape: peer
 //! liveness and last heartbeat, presignature pool levels of every active ECDSA wallet,
-//! ceremonies this node coordinated (by kind and state) and protocol sessions it took part in.
+//! ceremonies this node coordinated (by kind and state), protocol sessions it took part in, and
+//! incidents it recorded (by accused node and kind: a counter read from the store, so it
+//! survives restarts; released incidents still count).
 //! Wallet ids appear as labels; metrics need a token of any role unless `metrics_public`.
 
 use std::time::Instant;
@@ -40,6 +42,7 @@ pub struct Metrics {
     pool_consumed: IntGaugeVec,
     ceremonies: IntGaugeVec,
     sessions: IntGaugeVec,
+    incidents: IntCounterVec,
     /// One scrape at a time: a scrape resets the gauges it reads from the node.
     scrape: tokio::sync::Mutex<()>,
 }
@@ -134,6 +137,11 @@ impl Metrics {
                 "Protocol sessions this node took part in, by protocol.",
                 &["protocol"],
             )?,
+            incidents: counter(
+                "incidents_total",
+                "Incidents this node recorded as coordinator, by accused node and kind (from its store).",
+                &["node", "kind"],
+            )?,
             registry,
             scrape: tokio::sync::Mutex::new(()),
         })
@@ -224,6 +232,13 @@ impl Metrics {
             self.sessions
                 .with_label_values(&[protocol.as_str()])
                 .set(n as i64);
+        }
+        // Counted by the store, so the counter is set anew from it (reset, then the total).
+        self.incidents.reset();
+        for (accused, kind, n) in store.incident_counts().await.map_err(store_err)? {
+            self.incidents
+                .with_label_values(&[accused.to_string().as_str(), kind.as_str()])
+                .inc_by(n);
         }
         let mut out = Vec::new();
         TextEncoder::new()

@@ -267,6 +267,22 @@ async fn every_route_answers_each_role_as_documented() {
             StatusCode::OK,
         ),
         (
+            Method::GET,
+            "/api/v1/cluster/incidents",
+            "/api/v1/cluster/incidents?node=3&limit=10".into(),
+            READ,
+            None,
+            StatusCode::OK,
+        ),
+        (
+            Method::POST,
+            "/api/v1/cluster/incidents/{node}/release",
+            "/api/v1/cluster/incidents/3/release".into(),
+            ADMIN,
+            None,
+            StatusCode::OK,
+        ),
+        (
             Method::POST,
             "/api/v1/dkg/initiate",
             "/api/v1/dkg/initiate".into(),
@@ -592,6 +608,64 @@ async fn the_error_codes_a_client_can_cause() {
         "a 2 MiB body",
     );
 
+    // Incidents: the filter, the limit, and the node to release.
+    for (path, what) in [
+        ("/api/v1/cluster/incidents?node=0", "node 0"),
+        (
+            "/api/v1/cluster/incidents?node=x",
+            "a node that is no number",
+        ),
+        ("/api/v1/cluster/incidents?limit=0", "limit 0"),
+        ("/api/v1/cluster/incidents?limit=1001", "limit over 1000"),
+        ("/api/v1/cluster/incidents?bogus=1", "an unknown parameter"),
+    ] {
+        expect(
+            api.call(Method::GET, path, viewer, None).await,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            what,
+        );
+    }
+    for (path, status, code, what) in [
+        (
+            "/api/v1/cluster/incidents/0/release",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "release node 0",
+        ),
+        (
+            "/api/v1/cluster/incidents/x/release",
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "release a node that is no number",
+        ),
+        (
+            "/api/v1/cluster/incidents/9/release",
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "release a node not in the cluster",
+        ),
+    ] {
+        expect(
+            api.call(Method::POST, path, admin, None).await,
+            status,
+            code,
+            what,
+        );
+    }
+    expect(
+        api.call(
+            Method::POST,
+            "/api/v1/cluster/incidents/2/release",
+            signer,
+            None,
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "a signer releases a node",
+    );
+
     // What a signer checks.
     expect(
         api.call(
@@ -803,4 +877,103 @@ async fn the_error_codes_a_client_can_cause() {
     assert!(seen.len() >= 20, "{seen:?}");
     let caused_elsewhere: Vec<&&str> = all.iter().filter(|c| !seen.contains(**c)).collect();
     println!("codes caused here: {seen:?}; elsewhere: {caused_elsewhere:?}");
+}
+
+/// A hostile signer through the API (issue 18): node 2 truncates every FROST signing message
+/// it sends. The request still succeeds on {1, 3}; the response's first attempt names node 2;
+/// the incident is listed by `GET /api/v1/cluster/incidents` and counted in `/metrics`; an
+/// admin releases node 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_signer_is_named_listed_counted_and_released() {
+    use mpc_node::adversary::{Adversary, Attack, Target};
+    use mpc_protocols::execution::ProtocolKind;
+    let c = cluster(|_| {}).await;
+    let api = Api::of(&c.nodes[0]);
+    let (taproot_id, tkey) = wallet(&c, Scheme::Schnorr).await;
+    let two = NodeId::must(2);
+    let hostile = Adversary::new(
+        Target::EveryRound {
+            code: ProtocolKind::SchnorrSign.code(),
+        },
+        Attack::TruncatePayload,
+    );
+    c.network.intercept(two, hostile.clone());
+    let sign = json!({"psbt": payment(&tkey, 100_000, 10_000).to_string()});
+    let signed = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/wallets/{taproot_id}/psbt/sign"),
+            Some(Role::Signer),
+            Some(&sign),
+        )
+        .await;
+    c.network.release(two);
+    assert!(hostile.altered() > 0);
+    assert_eq!(signed.status, StatusCode::OK, "{}", signed.body);
+    let attempts = signed.body["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[0]["signers"], json!([1, 2]));
+    assert!(
+        attempts[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("node 2 misbehaved"),
+        "{attempts:?}"
+    );
+    assert_eq!(signed.body["signers"], json!([1, 3]));
+
+    let listed = api
+        .call(
+            Method::GET,
+            "/api/v1/cluster/incidents?node=2",
+            Some(Role::Viewer),
+            None,
+        )
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    let incident = &listed.body["incidents"][0];
+    assert_eq!(
+        (
+            &incident["accused"],
+            &incident["reporter"],
+            &incident["kind"]
+        ),
+        (&json!(2), &json!(1), &json!("misbehaved")),
+        "{}",
+        listed.body
+    );
+    assert_eq!(incident["session"], signed.body["session"]);
+    assert_eq!(
+        listed.body["unreleased"],
+        json!([{"node": 2, "count": 1, "excluded": false}])
+    );
+    let metrics = api
+        .call(Method::GET, "/metrics", Some(Role::Viewer), None)
+        .await;
+    let text = metrics.body.as_str().unwrap();
+    assert!(
+        text.contains("mpc_incidents_total{kind=\"misbehaved\",node=\"2\"} 1"),
+        "{text}"
+    );
+
+    let released = api
+        .call(
+            Method::POST,
+            "/api/v1/cluster/incidents/2/release",
+            Some(Role::Admin),
+            None,
+        )
+        .await;
+    assert_eq!(released.status, StatusCode::OK, "{}", released.body);
+    assert_eq!(released.body, json!({"node": 2, "released": 1}));
+    let listed = api
+        .call(
+            Method::GET,
+            "/api/v1/cluster/incidents",
+            Some(Role::Viewer),
+            None,
+        )
+        .await;
+    assert_eq!(listed.body["unreleased"], json!([]));
+    assert!(listed.body["incidents"][0]["released_at_ms"].is_i64());
 }

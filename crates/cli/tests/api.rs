@@ -37,6 +37,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/metrics"),
     ("GET", "/api/v1/openapi.json"),
     ("GET", "/api/v1/cluster/health"),
+    ("GET", "/api/v1/cluster/incidents"),
+    ("POST", "/api/v1/cluster/incidents/{node}/release"),
     ("POST", "/api/v1/aux-info"),
     ("POST", "/api/v1/dkg/initiate"),
     ("GET", "/api/v1/ceremonies/{id}"),
@@ -2136,6 +2138,34 @@ async fn rest_api_and_cli_against_five_node_processes() {
     assert_eq!(status["node"], 1);
     assert_eq!(status["live"], 5);
     assert_eq!(status["threshold"], 3);
+    // Incidents: none recorded by node 1 (every signer behaved), through the API and the CLI;
+    // releasing a node needs an admin token.
+    let incidents_route = "/api/v1/cluster/incidents";
+    let listed = api
+        .get(1, incidents_route, incidents_route, Some(viewer))
+        .await
+        .ok("incidents");
+    assert_eq!(listed["recorded_by"], 1);
+    let by_cli = cli_json(
+        "cluster incidents",
+        &cli(&["cluster", "incidents", "--json"], &env).await,
+    );
+    assert_eq!(by_cli, listed);
+    let released = api
+        .post(
+            1,
+            "/api/v1/cluster/incidents/{node}/release",
+            "/api/v1/cluster/incidents/2/release",
+            Some(admin),
+            json!({}),
+        )
+        .await
+        .ok("release");
+    assert_eq!(released, json!({"node": 2, "released": 0}));
+    let (code, stdout, _) = cli(&["cluster", "release", "2", "--json"], &env).await;
+    assert_eq!(code, 1, "a viewer releases a node: {stdout}");
+    let err: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(err["error"]["code"], "forbidden");
     // Flags instead of the environment; the human table names both wallets.
     let (code, table, stderr) =
         cli(&["wallet", "list", "--url", &url, "--token", viewer], &[]).await;

@@ -24,6 +24,8 @@ pub enum Target {
     Protocol { code: u8, round: u16 },
     /// Control messages of one kind (the serde tag, e.g. `"Outcome"`).
     Control { kind: String },
+    /// Every message of one protocol, whatever its round: a node hostile for a whole run.
+    EveryRound { code: u8 },
 }
 
 impl Target {
@@ -36,6 +38,7 @@ impl Target {
                 envelope.protocol == CONTROL
                     && control_kind(&envelope.payload) == Some(kind.clone())
             }
+            Target::EveryRound { code } => envelope.protocol == *code,
         }
     }
 }
@@ -277,6 +280,7 @@ pub fn cases(
         let label = match &target {
             Target::Protocol { round, .. } => format!("round {round}"),
             Target::Control { kind } => format!("control {kind}"),
+            Target::EveryRound { .. } => "every round".into(),
         };
         let mut add = |what: String, attack: Attack| {
             cases.push(Case {

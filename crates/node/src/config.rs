@@ -288,6 +288,10 @@ pub struct Limits {
     /// The longest a signing request may take, whatever its inputs: the bound on the
     /// coordinator's wait.
     pub max_sign_request_ms: u64,
+    /// A node with at least this many unreleased incidents (blame this node recorded) is
+    /// left out of signer sets until an operator releases it; 0 disables. When leaving it out
+    /// would leave fewer than `t` signers, it signs anyway: availability over punishment.
+    pub exclude_after_incidents: u32,
 }
 
 impl Default for Limits {
@@ -313,6 +317,7 @@ impl Default for Limits {
             max_inputs_per_psbt: mpc_bitcoin::validity::DEFAULT_MAX_INPUTS,
             max_interactive_inputs: 4,
             max_sign_request_ms: 600_000,
+            exclude_after_incidents: 3,
         }
     }
 }

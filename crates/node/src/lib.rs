@@ -24,6 +24,7 @@ pub mod delivery;
 pub mod error;
 pub mod failpoint;
 pub mod health;
+pub mod incidents;
 pub mod keys;
 pub mod locks;
 pub mod membership;

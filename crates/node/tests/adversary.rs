@@ -33,13 +33,13 @@ use mpc_bitcoin::{
     Scheme,
 };
 use mpc_node::{
-    adversary::{cases, Adversary, Case, Recorder},
+    adversary::{cases, Adversary, Attack, Case, Recorder, Target},
     testing::{spend_to_self, start, wallet, wallet_request, Cluster},
     Node, NodeError,
 };
 use mpc_protocols::execution::ProtocolKind;
-use mpc_store::WalletState;
-use mpc_transport::NodeId;
+use mpc_store::{IncidentKind, WalletState};
+use mpc_transport::{memory::Interceptor, Envelope, NodeId};
 use uuid::Uuid;
 
 /// The hostile node; 1 coordinates, 3 is the other honest one.
@@ -71,15 +71,24 @@ fn fields_per_round() -> usize {
         .unwrap_or(2)
 }
 
+/// Every deadline from [`DEADLINE`].
+fn short_deadlines(cfg: &mut mpc_node::NodeConfig) {
+    let ms = DEADLINE.as_millis() as u64;
+    cfg.limits.keygen_timeout_ms = ms;
+    cfg.limits.sign_timeout_ms = ms;
+    cfg.limits.presign_timeout_ms = ms * 4;
+    cfg.limits.full_sign_timeout_ms = ms * 4;
+    cfg.limits.ceremony_lock_wait_ms = ms * 4;
+}
+
 async fn cluster() -> Cluster {
     count_panics();
     start(3, 2, |cfg| {
-        let ms = DEADLINE.as_millis() as u64;
-        cfg.limits.keygen_timeout_ms = ms;
-        cfg.limits.sign_timeout_ms = ms;
-        cfg.limits.presign_timeout_ms = ms * 4;
-        cfg.limits.full_sign_timeout_ms = ms * 4;
-        cfg.limits.ceremony_lock_wait_ms = ms * 4;
+        short_deadlines(cfg);
+        // Hundreds of cases on one cluster blame node 2 again and again: kept out after a few,
+        // it would take part in none of the rest (`blamed_signers_are_kept_out_until_released`
+        // tests that rule).
+        cfg.limits.exclude_after_incidents = 0;
     })
     .await
 }
@@ -402,4 +411,121 @@ async fn ecdsa_interactive_signing_with_a_hostile_signer() {
         return;
     }
     signing_against_a_hostile_signer(Scheme::Ecdsa, ProtocolKind::EcdsaSign).await;
+}
+
+/// Drops everything a node sends, heartbeats included: to its peers it is down.
+struct Silence;
+
+impl Interceptor for Silence {
+    fn outgoing(&self, _: NodeId, _: Envelope) -> Vec<(Duration, Envelope)> {
+        Vec::new()
+    }
+}
+
+/// Waits until node 1 sees `node` live (or not).
+async fn until_live(c: &Cluster, node: NodeId, live: bool) {
+    for _ in 0..200 {
+        if c.nodes[0].health().is_live(node) == live {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("node 1 still sees node {node} live = {}", !live);
+}
+
+/// Issue 18's must-show, in process: node 2 corrupts every message of its signing runs. Each
+/// request still succeeds on {1, 3}; its first attempt names node 2; node 1 records the
+/// incident (its own run's verdict); after `exclude_after_incidents` (3 by default) of them
+/// node 2 is left out even once it behaves, unless too few others are live (availability over
+/// punishment), and is picked again once an operator releases it.
+async fn blamed_signers_are_kept_out_until_released(scheme: Scheme, protocol: ProtocolKind) {
+    count_panics();
+    let panics = PANICS.load(Ordering::SeqCst);
+    let c = start(3, 2, short_deadlines).await;
+    let n1 = &c.nodes[0];
+    let (id, key) = wallet(&c, scheme).await;
+    let wallets = vec![id];
+    let mut label = 0u32;
+    let mut sign = || {
+        label += 1;
+        let psbt = spend_to_self(&key, &format!("funding {label}"));
+        let wallets = wallets.clone();
+        let session = Uuid::new_v4();
+        async move { (session, n1.sign_psbt(session, &wallets, &psbt).await) }
+    };
+    let [one, two, three] = [1, 2, 3].map(NodeId::must);
+    let limit = n1.config().limits.exclude_after_incidents;
+    assert_eq!(limit, 3, "the default");
+    for k in 1..=limit {
+        let hostile = Adversary::new(
+            Target::EveryRound {
+                code: protocol.code(),
+            },
+            Attack::TruncatePayload,
+        );
+        c.network.intercept(ADVERSARY, hostile.clone());
+        let (session, result) = sign().await;
+        c.network.release(ADVERSARY);
+        let report = result.unwrap_or_else(|e| panic!("request {k}: {e}"));
+        assert!(hostile.altered() > 0, "request {k}: node 2 sent nothing");
+        let first = &report.attempts[0];
+        assert_eq!(report.attempts.len(), 2, "{:?}", report.attempts);
+        assert_eq!(first.signers, [one, two]);
+        let error = first.error.as_deref().unwrap_or_default();
+        assert!(error.contains("node 2 misbehaved"), "{error}");
+        assert_eq!(report.signers, [one, three], "signed without node 2");
+        let incidents = n1.store().incidents(None, 100).await.unwrap();
+        assert_eq!(incidents.len(), k as usize, "{incidents:?}");
+        let newest = &incidents[0];
+        assert_eq!(
+            (newest.accused, newest.reporter, newest.kind, newest.session),
+            (two, one, IncidentKind::Misbehaved, session),
+        );
+        assert!(newest.released_at.is_none());
+        // Node 2 saw nothing wrong with anyone; node 3 coordinated nothing.
+        for other in &c.nodes[1..] {
+            assert!(other.store().incidents(None, 10).await.unwrap().is_empty());
+        }
+    }
+
+    // Node 2 behaves now, but has three unreleased incidents: it is not picked.
+    let (_, result) = sign().await;
+    let report = result.unwrap();
+    assert_eq!(report.attempts.len(), 1, "{:?}", report.attempts);
+    assert_eq!(report.signers, [one, three], "node 2 kept out");
+
+    // Node 3 down: without node 2 there would be one signer of the two needed, so node 2
+    // signs after all.
+    c.network.intercept(three, std::sync::Arc::new(Silence));
+    until_live(&c, three, false).await;
+    let (_, result) = sign().await;
+    c.network.release(three);
+    let report = result.unwrap();
+    assert_eq!(report.signers, [one, two], "availability over punishment");
+    until_live(&c, three, true).await;
+
+    // An operator releases node 2: picked again, its incidents still listed.
+    assert_eq!(n1.release_incidents(two).await.unwrap(), u64::from(limit));
+    let (_, result) = sign().await;
+    let report = result.unwrap();
+    assert_eq!(report.signers, [one, two], "node 2 released");
+    let listed = n1.store().incidents(Some(two), 100).await.unwrap();
+    assert_eq!(listed.len(), limit as usize);
+    assert!(listed.iter().all(|i| i.released_at.is_some()));
+    assert_eq!(PANICS.load(Ordering::SeqCst), panics, "something panicked");
+    // Node 2's runs of the failed attempts end at their deadlines: let them, so that this
+    // runtime does not shut down under them (their timers would panic, and other tests in
+    // this process count panics).
+    tokio::time::sleep(DEADLINE * 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frost_blamed_signer_is_kept_out_until_released() {
+    blamed_signers_are_kept_out_until_released(Scheme::Schnorr, ProtocolKind::SchnorrSign).await;
+}
+
+/// Interactive ECDSA (no presignatures: the pool is off): seconds of CPU per signing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecdsa_blamed_signer_is_kept_out_until_released() {
+    blamed_signers_are_kept_out_until_released(Scheme::Ecdsa, ProtocolKind::EcdsaSign).await;
 }

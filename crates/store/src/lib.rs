@@ -17,6 +17,7 @@ mod ceremonies;
 mod crypto;
 mod error;
 mod fencing;
+mod incidents;
 mod meta;
 mod presignatures;
 mod primes;
@@ -36,6 +37,7 @@ pub use backup::{
 };
 pub use crypto::{generate_key_file, KeySource};
 pub use error::{Result, StoreError};
+pub use incidents::{IncidentKind, IncidentRecord};
 pub use records::{
     Backend, CeremonyRecord, PoolLevel, PresignatureRecord, PresignatureState, WalletRecord,
     WalletState,

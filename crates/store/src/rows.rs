@@ -29,7 +29,7 @@ fn to_u16(value: i64, table: &'static str, id: &str) -> Result<u16> {
     })
 }
 
-fn to_node_id(value: i64, table: &'static str, id: &str) -> Result<NodeId> {
+pub(crate) fn to_node_id(value: i64, table: &'static str, id: &str) -> Result<NodeId> {
     u16::try_from(value)
         .ok()
         .and_then(NodeId::new)
@@ -60,7 +60,7 @@ fn corrupt(table: &'static str, id: &str, reason: String) -> StoreError {
     }
 }
 
-fn parse_uuid(text: &str, table: &'static str, id: &str) -> Result<Uuid> {
+pub(crate) fn parse_uuid(text: &str, table: &'static str, id: &str) -> Result<Uuid> {
     Uuid::parse_str(text).map_err(|_| StoreError::Corrupt {
         table,
         id: id.to_owned(),

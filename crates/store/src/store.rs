@@ -61,6 +61,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "funding transactions",
         include_str!("../migrations/0006_funding_transactions.sql"),
     ),
+    (
+        7,
+        "incidents",
+        include_str!("../migrations/0007_incidents.sql"),
+    ),
 ];
 
 /// How long an SQLite writer waits for the write lock before failing with SQLITE_BUSY.
@@ -476,13 +481,14 @@ mod tests {
     /// these checksums and refuses to open if one differs.
     #[test]
     fn the_embedded_migrations_are_the_files_and_keep_their_checksums() {
-        const RELEASED: [&str; 6] = [
+        const RELEASED: [&str; 7] = [
             "482f11594afaee7a04a7392ed707c3a1429207678b2321483b511d1db1555192c2f8af72e218427e6d7417ecbbb21501",
             "f718e3c5a6f188b4ced916ed7407afde2ec192d439c1d38bed76ecad23ef71b74f88d1485c88dfce0199e01de92416f6",
             "b752633d571d70791ed32940ffd763b1697f6aaf5ffb4077c633eb649393149fd2fbfab63034c83948c4f4b882890d69",
             "ab70031af5d60dbd0a989f6e14308f1dd604e7848286eda12202df90ec3ec98e6529a36a6233e5c602a09120719df09c",
             "fd7cfb4ce154103ce8fb665a638034527eab697cb68f157e81ce8838a43d5b794d3cabe64fa0007b38c5dc1fa5b39978",
             "11ee9f00f9f2eb997bcdadbc268b570379be6c763219baf6210a60fe530f707ce887ded510e2efe73b24bc92bd59efcf",
+            "edf15804a93cfda3b71d0f5da685e84a5110f21d4fe5461d7e210a69a7b1f45e4c182a5278ffa5b28bd65bd9a9e683f9",
         ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
         let mut files: Vec<String> = std::fs::read_dir(&dir)

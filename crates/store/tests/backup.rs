@@ -4,8 +4,8 @@
 
 use mpc_store::{
     create_backup, generate_key_file, read_backup_header, restore_backup, BackupError,
-    CeremonyRecord, KeySource, NewUtxo, PresignatureRecord, PresignatureState, RestoreOptions,
-    Store, StoreError, WalletRecord, WalletState,
+    CeremonyRecord, IncidentKind, IncidentRecord, KeySource, NewUtxo, PresignatureRecord,
+    PresignatureState, RestoreOptions, Store, StoreError, WalletRecord, WalletState,
 };
 use mpc_types::NodeId;
 use sqlx::AssertSqlSafe;
@@ -72,6 +72,22 @@ fn presig(id: &str, epoch: u64) -> PresignatureRecord {
     }
 }
 
+/// An incident with every column set, evidence included.
+fn incident() -> IncidentRecord {
+    IncidentRecord {
+        id: Uuid::from_u128(7),
+        accused: NodeId::must(3),
+        reporter: NodeId::must(2),
+        kind: IncidentKind::Misbehaved,
+        session: Uuid::from_u128(8),
+        wallet_id: Some("w1".into()),
+        at: NOW,
+        detail: "a message from node 3 did not decode".into(),
+        evidence: Some(vec![0, 1, 2, 0xff]),
+        released_at: None,
+    }
+}
+
 /// A store with a row in every table, and one ready presignature.
 async fn populate(store: &Store) {
     store.add_primes(PRIMES).await.unwrap();
@@ -126,6 +142,7 @@ async fn populate(store: &Store) {
         .await
         .unwrap();
     assert_eq!(store.next_change_index("w1").await.unwrap(), 0);
+    store.record_incident(&incident()).await.unwrap();
     store
         .insert_presignature(&presig("p1", 1), PRESIG)
         .await
@@ -149,6 +166,7 @@ async fn wipe(db: &Db) {
         "sessions_seen",
         "fencing_tokens",
         "funding_transactions",
+        "incidents",
         "meta",
         "_sqlx_migrations",
     ] {
@@ -228,6 +246,7 @@ async fn round_trip_restores_everything_but_presignatures(db: Db) {
     assert_eq!(c.result, Some(serde_json::json!({"id": "w1"})));
     assert_eq!(store.spent_since("w1", 0).await.unwrap(), 1234);
     assert_eq!(store.utxos("w1", true).await.unwrap().len(), 1);
+    assert_eq!(store.incidents(None, 10).await.unwrap(), vec![incident()]);
     // The pool is empty, and a presignature made under the old epoch cannot come back.
     assert!(store.presignature("p1").await.unwrap().is_none());
     assert!(store

@@ -7,9 +7,9 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use mpc_store::{
-    generate_key_file, Backend, CeremonyRecord, KeySource, PoolLevel, PresignatureRecord,
-    PresignatureState, PresignatureUse, SigningRefusal, SpendLimit, Store, StoreError,
-    WalletRecord, WalletState, Zeroizing,
+    generate_key_file, Backend, CeremonyRecord, IncidentKind, IncidentRecord, KeySource, PoolLevel,
+    PresignatureRecord, PresignatureState, PresignatureUse, SigningRefusal, SpendLimit, Store,
+    StoreError, WalletRecord, WalletState, Zeroizing,
 };
 use sqlx::{AnyPool, AssertSqlSafe};
 use uuid::Uuid;
@@ -36,6 +36,7 @@ on_both_backends!(
     spend_limit_holds_under_concurrent_signings,
     fsynced_and_unfsynced_signings_share_the_database,
     ceremonies_upsert_and_list,
+    incidents_are_listed_counted_and_released,
     presignature_is_consumed_at_most_once_under_concurrency,
     expired_and_other_epoch_presignatures_are_unusable,
     a_corrupt_epoch_makes_presignatures_unusable,
@@ -815,6 +816,64 @@ async fn ceremonies_upsert_and_list(db: Db) {
     assert_eq!(ids, ["c3", "c2"]);
     assert_eq!(store.ceremonies(10).await.unwrap().len(), 3);
     assert!(store.ceremony("nope").await.unwrap().is_none());
+}
+
+fn incident(n: u128, accused: NodeId, kind: IncidentKind, at: i64) -> IncidentRecord {
+    IncidentRecord {
+        id: Uuid::from_u128(n),
+        accused,
+        reporter: N1,
+        kind,
+        session: Uuid::from_u128(1000 + n),
+        wallet_id: None,
+        at,
+        detail: format!("incident {n}"),
+        evidence: None,
+        released_at: None,
+    }
+}
+
+async fn incidents_are_listed_counted_and_released(db: Db) {
+    let store = db.open().await;
+    let first = incident(1, N2, IncidentKind::Silent, NOW);
+    store.record_incident(&first).await.unwrap();
+    // Idempotent on its id.
+    store.record_incident(&first).await.unwrap();
+    store
+        .record_incident(&incident(2, N2, IncidentKind::Misbehaved, NOW + 1))
+        .await
+        .unwrap();
+    store
+        .record_incident(&incident(3, N3, IncidentKind::InvalidOutcome, NOW + 2))
+        .await
+        .unwrap();
+    let all = store.incidents(None, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|i| i.id.as_u128()).collect::<Vec<_>>(),
+        [3, 2, 1],
+        "newest first"
+    );
+    assert_eq!(all[2], first);
+    assert_eq!(store.incidents(Some(N2), 1).await.unwrap().len(), 1);
+    assert_eq!(store.incidents(Some(N1), 10).await.unwrap(), []);
+    assert_eq!(
+        store.unreleased_incident_counts().await.unwrap(),
+        [(N2, 2), (N3, 1)]
+    );
+    assert_eq!(store.release_incidents(N2, NOW + 5).await.unwrap(), 2);
+    assert_eq!(store.release_incidents(N2, NOW + 6).await.unwrap(), 0);
+    assert_eq!(store.unreleased_incident_counts().await.unwrap(), [(N3, 1)]);
+    // Released incidents stay listed and counted by kind (the metric is a counter).
+    let released = store.incidents(Some(N2), 10).await.unwrap();
+    assert!(released.iter().all(|i| i.released_at == Some(NOW + 5)));
+    assert_eq!(
+        store.incident_counts().await.unwrap(),
+        [
+            (N2, IncidentKind::Misbehaved, 1),
+            (N2, IncidentKind::Silent, 1),
+            (N3, IncidentKind::InvalidOutcome, 1)
+        ]
+    );
 }
 
 async fn presignature_is_consumed_at_most_once_under_concurrency(db: Db) {

@@ -1,4 +1,5 @@
-//! `mpc-wallet cluster status`: every node's liveness, heartbeat and version.
+//! `mpc-wallet cluster status`: every node's liveness, heartbeat and version; `cluster
+//! incidents` and `cluster release`: blame this node recorded, and an operator's release.
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -10,6 +11,21 @@ use super::{output, s, table, Conn};
 pub enum ClusterCommand {
     /// Every node's liveness, last heartbeat and version, as this node sees them.
     Status,
+    /// Incidents this node recorded as coordinator, newest first, and the nodes it keeps out
+    /// of signer sets for them.
+    Incidents {
+        /// Only incidents against this node.
+        #[arg(long)]
+        node: Option<u16>,
+        /// How many (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Releases a node kept out of signer sets: its incidents stop counting (admin token).
+    Release {
+        /// The node to release.
+        node: u16,
+    },
 }
 
 /// `cluster status`
@@ -50,6 +66,68 @@ pub async fn cluster(conn: &Conn, command: &ClusterCommand) -> Result<()> {
                     "{}",
                     table(&["node", "state", "last heartbeat", "version"], &rows)
                 );
+            })
+        }
+        ClusterCommand::Incidents { node, limit } => {
+            let filter = node.map(|n| format!("&node={n}")).unwrap_or_default();
+            let list: Value = api
+                .get(&format!("/api/v1/cluster/incidents?limit={limit}{filter}"))
+                .await?;
+            output(conn, &list, |l| {
+                for u in l["unreleased"].as_array().into_iter().flatten() {
+                    println!(
+                        "node {}: {} unreleased{}",
+                        s(&u["node"]),
+                        s(&u["count"]),
+                        if u["excluded"] == true {
+                            ", kept out of signer sets"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                let rows: Vec<Vec<String>> = l["incidents"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|i| {
+                        vec![
+                            s(&i["at_ms"]),
+                            s(&i["accused"]),
+                            s(&i["reporter"]),
+                            s(&i["kind"]),
+                            s(&i["session"]),
+                            if i["released_at_ms"].is_null() {
+                                "no"
+                            } else {
+                                "yes"
+                            }
+                            .into(),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    table(
+                        &["at (ms)", "accused", "reporter", "kind", "session", "released"],
+                        &rows
+                    )
+                );
+            })
+        }
+        ClusterCommand::Release { node } => {
+            let released: Value = api
+                .post(
+                    &format!("/api/v1/cluster/incidents/{node}/release"),
+                    &serde_json::json!({}),
+                )
+                .await?;
+            output(conn, &released, |r| {
+                println!(
+                    "node {}: {} incident(s) released",
+                    s(&r["node"]),
+                    s(&r["released"])
+                )
             })
         }
     }

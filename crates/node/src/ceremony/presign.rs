@@ -14,7 +14,7 @@ use mpc_protocols::{
 use mpc_store::{PresignatureRecord, PresignatureState, WalletRecord};
 use mpc_transport::{NodeId, SessionId};
 use rand_core::OsRng;
-use tracing::Instrument;
+use tracing::{warn, Instrument};
 use uuid::Uuid;
 
 use crate::{
@@ -29,15 +29,17 @@ use super::{sorted_unique, PresignReport};
 
 impl Node {
     /// Picks a signer set of `t` live participants, none of `exclude` and none of the sets in
-    /// `tried`, this node first if it participates.
-    pub(crate) fn pick_signers(
+    /// `tried`, this node first if it participates. Nodes with too many unreleased incidents
+    /// ([`Node::excluded_for_incidents`]) are left out too, unless that leaves fewer than `t`:
+    /// then the least blamed of them sign anyway (availability over punishment).
+    pub(crate) async fn pick_signers(
         &self,
         wallet: &WalletRecord,
         exclude: &[NodeId],
         tried: &[Vec<NodeId>],
     ) -> Result<Vec<NodeId>, NodeError> {
         let t = usize::from(wallet.threshold);
-        let live: Vec<NodeId> = wallet
+        let mut live: Vec<NodeId> = wallet
             .participants
             .iter()
             .copied()
@@ -48,6 +50,32 @@ impl Node {
                 "wallet {} needs {t} signers; live participants: {live:?}",
                 wallet.id
             )));
+        }
+        let mut blamed: Vec<(NodeId, u64)> = self
+            .excluded_for_incidents()
+            .await?
+            .into_iter()
+            .filter(|(n, _)| live.contains(n))
+            .collect();
+        if !blamed.is_empty() {
+            live.retain(|n| !blamed.iter().any(|(b, _)| b == n));
+            // Least blamed first, then the lowest id: the ones taken back when needed.
+            blamed.sort_by_key(|&(n, count)| (count, n));
+            let short = t.saturating_sub(live.len());
+            if short > 0 {
+                let back: Vec<NodeId> = blamed.iter().take(short).map(|(n, _)| *n).collect();
+                warn!(
+                    wallet = %wallet.id,
+                    blamed = ?blamed,
+                    signing_anyway = ?back,
+                    "too few signers without the nodes kept out for their incidents: \
+                     signing with some of them (availability over punishment)"
+                );
+                live.extend(back);
+                live.sort_unstable();
+            } else {
+                tracing::debug!(wallet = %wallet.id, left_out = ?blamed, "nodes left out for their incidents");
+            }
         }
         // This node first when it can sign, then the lowest ids: the first such set not tried
         // yet (a failed attempt that named nobody is retried on another set).
@@ -111,7 +139,7 @@ impl Node {
         let wallet = self.active_wallet(wallet_id).await?;
         let signers = match signers {
             Some(s) => s,
-            None => self.pick_signers(&wallet, &[], &[])?,
+            None => self.pick_signers(&wallet, &[], &[]).await?,
         };
         let timeout =
             Limits::ms(self.inner.config.limits.presign_timeout_ms * u64::from(count.max(1)));

@@ -67,7 +67,10 @@ impl Node {
                         .derive(&format!("retry/{attempt}"))
                         .as_uuid()
                 };
-                let signers = match self.pick_signers(&wallets.records[0], &exclude, &tried) {
+                let signers = match self
+                    .pick_signers(&wallets.records[0], &exclude, &tried)
+                    .await
+                {
                     Ok(s) => s,
                     Err(e) => {
                         last_error = Some(e);
@@ -107,6 +110,13 @@ impl Node {
                             duration_ms,
                         });
                         let culprits = e.culprits();
+                        self.record_incidents(
+                            attempt_session,
+                            &wallets.records[0].id,
+                            &signers,
+                            &e,
+                        )
+                        .await;
                         // A run the protocol aborted on someone it does not name: another
                         // signer set may not include them.
                         let aborted = match &e {
