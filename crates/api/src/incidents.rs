@@ -116,7 +116,7 @@ pub async fn incidents(
     let store = s.node.store();
     let threshold = s.node.config().limits.exclude_after_incidents;
     let unreleased = store
-        .unreleased_incident_counts()
+        .unreleased_incident_counts(None)
         .await
         .map_err(NodeError::from)?
         .into_iter()

@@ -114,7 +114,10 @@ impl Node {
     }
 
     /// Nodes kept out of signer sets: at least `exclude_after_incidents` unreleased incidents
-    /// each (0 disables), with their counts.
+    /// each (0 disables), with their counts. Only this node's own verdicts count: a
+    /// participant's report is recorded under its name for operators to weigh, but one hostile
+    /// participant reporting an honest peer in every run must not get that peer excluded
+    /// (and itself picked in its place). Signed messages would make reports evidence.
     pub(crate) async fn excluded_for_incidents(&self) -> Result<Vec<(NodeId, u64)>, NodeError> {
         let threshold = self.inner.config.limits.exclude_after_incidents;
         if threshold == 0 {
@@ -123,7 +126,7 @@ impl Node {
         Ok(self
             .inner
             .store
-            .unreleased_incident_counts()
+            .unreleased_incident_counts(Some(self.id()))
             .await?
             .into_iter()
             .filter(|(_, count)| *count >= u64::from(threshold))

@@ -529,3 +529,54 @@ async fn frost_blamed_signer_is_kept_out_until_released() {
 async fn ecdsa_blamed_signer_is_kept_out_until_released() {
     blamed_signers_are_kept_out_until_released(Scheme::Ecdsa, ProtocolKind::EcdsaSign).await;
 }
+
+/// A participant's report is its word: recorded under its name, but it never excludes anyone
+/// by itself. Otherwise one hostile participant, reporting an honest peer in every run, would
+/// get that peer left out and itself picked in its place. Only the coordinator's own verdicts
+/// count toward exclusion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participants_reports_alone_exclude_nobody() {
+    let c = start(3, 2, short_deadlines).await;
+    let n1 = &c.nodes[0];
+    let (id, key) = wallet(&c, Scheme::Schnorr).await;
+    let [one, two, three] = [1, 2, 3].map(NodeId::must);
+    let limit = n1.config().limits.exclude_after_incidents;
+    let record = |n: u32, reporter: NodeId| mpc_store::IncidentRecord {
+        id: Uuid::new_v4(),
+        accused: two,
+        reporter,
+        kind: IncidentKind::Misbehaved,
+        session: Uuid::new_v4(),
+        wallet_id: Some(id.clone()),
+        at: i64::from(n),
+        detail: "reported".into(),
+        evidence: None,
+        released_at: None,
+    };
+    let signers = |label: &'static str| {
+        let psbt = spend_to_self(&key, label);
+        let wallets = vec![id.clone()];
+        async move {
+            n1.sign_psbt(Uuid::new_v4(), &wallets, &psbt)
+                .await
+                .unwrap()
+                .signers
+        }
+    };
+    for n in 0..limit {
+        n1.store().record_incident(&record(n, three)).await.unwrap();
+    }
+    assert_eq!(
+        signers("node 3's word").await,
+        [one, two],
+        "node 2 still picked"
+    );
+    for n in 0..limit {
+        n1.store().record_incident(&record(n, one)).await.unwrap();
+    }
+    assert_eq!(
+        signers("node 1's verdicts").await,
+        [one, three],
+        "node 2 left out"
+    );
+}

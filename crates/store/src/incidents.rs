@@ -155,12 +155,17 @@ impl Store {
         rows.iter().map(incident_from_row).collect()
     }
 
-    /// Incidents not released yet, counted per accused node.
-    pub async fn unreleased_incident_counts(&self) -> Result<Vec<(NodeId, u64)>> {
+    /// Incidents not released yet, counted per accused node; only those `reporter` reported,
+    /// if given.
+    pub async fn unreleased_incident_counts(
+        &self,
+        reporter: Option<NodeId>,
+    ) -> Result<Vec<(NodeId, u64)>> {
         let rows: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT accused, COUNT(*) FROM incidents WHERE released_at IS NULL \
-             GROUP BY accused ORDER BY accused",
+             AND ($1 IS NULL OR reporter = $1) GROUP BY accused ORDER BY accused",
         )
+        .bind(reporter.map(|r| i64::from(r.get())))
         .fetch_all(self.pool())
         .await
         .context(|| "counting unreleased incidents".into())?;

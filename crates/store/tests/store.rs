@@ -839,8 +839,12 @@ async fn incidents_are_listed_counted_and_released(db: Db) {
     store.record_incident(&first).await.unwrap();
     // Idempotent on its id.
     store.record_incident(&first).await.unwrap();
+    // Reported by node 3 (a participant's word), the others by node 1 itself.
     store
-        .record_incident(&incident(2, N2, IncidentKind::Misbehaved, NOW + 1))
+        .record_incident(&IncidentRecord {
+            reporter: N3,
+            ..incident(2, N2, IncidentKind::Misbehaved, NOW + 1)
+        })
         .await
         .unwrap();
     store
@@ -857,12 +861,38 @@ async fn incidents_are_listed_counted_and_released(db: Db) {
     assert_eq!(store.incidents(Some(N2), 1).await.unwrap().len(), 1);
     assert_eq!(store.incidents(Some(N1), 10).await.unwrap(), []);
     assert_eq!(
-        store.unreleased_incident_counts().await.unwrap(),
+        store.unreleased_incident_counts(None).await.unwrap(),
         [(N2, 2), (N3, 1)]
     );
+    // Counted by reporter: the exclusion rule counts only the node's own verdicts.
+    let by_reporter: Vec<_> = all.iter().map(|i| i.reporter).collect();
+    for reporter in [N1, N2, N3] {
+        let expected: Vec<(NodeId, u64)> = [N2, N3]
+            .into_iter()
+            .map(|accused| {
+                let n = all
+                    .iter()
+                    .filter(|i| i.accused == accused && i.reporter == reporter)
+                    .count() as u64;
+                (accused, n)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        assert_eq!(
+            store
+                .unreleased_incident_counts(Some(reporter))
+                .await
+                .unwrap(),
+            expected,
+            "reporters {by_reporter:?}"
+        );
+    }
     assert_eq!(store.release_incidents(N2, NOW + 5).await.unwrap(), 2);
     assert_eq!(store.release_incidents(N2, NOW + 6).await.unwrap(), 0);
-    assert_eq!(store.unreleased_incident_counts().await.unwrap(), [(N3, 1)]);
+    assert_eq!(
+        store.unreleased_incident_counts(None).await.unwrap(),
+        [(N3, 1)]
+    );
     // Released incidents stay listed and counted by kind (the metric is a counter).
     let released = store.incidents(Some(N2), 10).await.unwrap();
     assert!(released.iter().all(|i| i.released_at == Some(NOW + 5)));
