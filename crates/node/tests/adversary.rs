@@ -251,19 +251,28 @@ async fn active_wallets(node: &Node) -> usize {
         .count()
 }
 
+/// Runs `cases` over the clusters at once, cluster `k` taking every `SHARDS`-th case from
+/// the `k`-th, and adds up their tallies.
+async fn sharded<'a, Run, Done>(clusters: &'a [Cluster], cases: &'a [Case], run: Run) -> Tally
+where
+    Run: Fn(&'a Cluster, Vec<&'a Case>) -> Done,
+    Done: std::future::Future<Output = Tally>,
+{
+    let shards = clusters
+        .iter()
+        .enumerate()
+        .map(|(k, c)| run(c, cases.iter().skip(k).step_by(SHARDS).collect()));
+    Tally::sum(futures::future::join_all(shards).await)
+}
+
 async fn keygen_against_a_hostile_participant(scheme: Scheme, protocol: ProtocolKind) {
     let clusters = futures::future::join_all((0..SHARDS).map(|_| cluster())).await;
     let n1 = &clusters[0].nodes[0];
     let honest = n1.create_wallet(Uuid::new_v4(), wallet_request("honest", scheme));
     let all = generate(&clusters[0], protocol, honest).await;
-    let tallies = futures::future::join_all(
-        clusters
-            .iter()
-            .enumerate()
-            .map(|(k, c)| keygen_cases(c, scheme, all.iter().skip(k).step_by(SHARDS).collect())),
-    )
-    .await;
-    Tally::sum(tallies).finish(&format!("{protocol:?}"));
+    sharded(&clusters, &all, |c, cases| keygen_cases(c, scheme, cases))
+        .await
+        .finish(&format!("{protocol:?}"));
 }
 
 async fn keygen_cases(c: &Cluster, scheme: Scheme, cases: Vec<&Case>) -> Tally {
@@ -326,14 +335,9 @@ async fn signing_against_a_hostile_signer(scheme: Scheme, protocol: ProtocolKind
     let psbt = spend_to_self(&key, "honest");
     let honest = clusters[0].nodes[0].sign_psbt(Uuid::new_v4(), std::slice::from_ref(&id), &psbt);
     let all = generate(&clusters[0], protocol, honest).await;
-    let tallies = futures::future::join_all(
-        clusters
-            .iter()
-            .enumerate()
-            .map(|(k, c)| signing_cases(c, scheme, all.iter().skip(k).step_by(SHARDS).collect())),
-    )
-    .await;
-    Tally::sum(tallies).finish(&format!("{protocol:?}"));
+    sharded(&clusters, &all, |c, cases| signing_cases(c, scheme, cases))
+        .await
+        .finish(&format!("{protocol:?}"));
 }
 
 async fn signing_cases(c: &Cluster, scheme: Scheme, cases: Vec<&Case>) -> Tally {
