@@ -221,6 +221,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
                 from: N2,
                 to: Some(N3),
                 payload: vec![],
+                signature: None,
             },
         )
         .await;
@@ -249,6 +250,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
                 from: N2,
                 to: Some(N3),
                 payload: vec![],
+                signature: None,
             },
         )
         .await;
@@ -276,6 +278,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
         from,
         to: None,
         payload,
+        signature: None,
     };
     // A message for a session nobody runs: held for session_hold_ms, then dropped.
     mesh.send(N3, envelope(N2, SessionId([9; 16]), 6, b"unknown".to_vec()))

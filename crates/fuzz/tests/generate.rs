@@ -219,6 +219,7 @@ fn transport_and_api_seeds() {
         from,
         to,
         payload: payload.to_vec(),
+        signature: None,
     };
     let p2p = env(
         3,

@@ -148,6 +148,7 @@ impl Control {
             from,
             to: Some(to),
             payload: encoding::encode(self)?,
+            signature: None,
         })
     }
 

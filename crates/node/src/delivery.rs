@@ -244,6 +244,7 @@ impl<M: Serialize + ProtocolMessage> Sink<Outgoing<M>> for OutgoingMessages<M> {
             from: p.me,
             to,
             payload: payload.clone(),
+            signature: None,
         };
         match out.recipient {
             MessageDestination::AllParties => {

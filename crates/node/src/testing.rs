@@ -12,7 +12,11 @@ use crate::{
 };
 use mpc_bitcoin::Scheme;
 use mpc_store::{KeySource, Store, Zeroizing};
-use mpc_transport::{memory::MemoryNetwork, NodeId, Router, Transport};
+use mpc_transport::{
+    certs::{parse_certs, TlsIdentity},
+    memory::MemoryNetwork,
+    NodeId, NodeKey, Router, Transport,
+};
 use uuid::Uuid;
 
 /// A running in-process cluster; its directory is removed when it is dropped.
@@ -29,15 +33,17 @@ impl Drop for Cluster {
 }
 
 /// Node `id` of an `n`-node cluster with threshold `t`: static backend, pool off, no primes
-/// pool. The TLS files are not used on the memory mesh.
+/// pool. Its TLS files are under `dir/certs` ([`start`] writes them): the memory mesh signs
+/// and checks every envelope with them, as the QUIC mesh does.
 pub fn config(id: NodeId, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
+    let certs = dir.join("certs");
     NodeConfig {
         id,
         data_dir: dir.join(format!("node-{id}")),
         tls: TlsConfig {
-            ca: "unused".into(),
-            certificate: "unused".into(),
-            private_key: "unused".into(),
+            ca: mpc_transport::certs::ca_cert_path(&certs),
+            certificate: mpc_transport::certs::node_cert_path(&certs, id),
+            private_key: mpc_transport::certs::node_key_path(&certs, id),
         },
         store: StoreConfig {
             url: None,
@@ -76,6 +82,7 @@ pub fn config(id: NodeId, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
 pub async fn start(n: u16, t: u16, adjust: impl Fn(&mut NodeConfig)) -> Cluster {
     let dir = std::env::temp_dir().join(format!("mpc-node-test-{}", Uuid::new_v4().simple()));
     let network = MemoryNetwork::new();
+    mpc_transport::certs::init_cluster(&dir.join("certs"), n, |_| Vec::new(), 30).unwrap();
     let aux = mpc_testkit::aux_info(usize::from(n));
     let ids: Vec<NodeId> = (1..=n).filter_map(NodeId::new).collect();
     let mut nodes = Vec::new();
@@ -118,7 +125,11 @@ pub async fn start_node(cfg: NodeConfig, network: &MemoryNetwork) -> Node {
     .await
     .unwrap();
     let (router, control) = Router::new(id, cfg.limits.router());
-    let transport: Arc<dyn Transport> = Arc::new(network.join(router.clone()));
+    let identity =
+        TlsIdentity::load(&cfg.tls.ca, &cfg.tls.certificate, &cfg.tls.private_key).unwrap();
+    let key = NodeKey::from_pem(&identity.key_pem).unwrap();
+    let cert = parse_certs(&identity.cert_pem).unwrap().remove(0);
+    let transport: Arc<dyn Transport> = Arc::new(network.join(router.clone(), key, cert));
     Node::with_transport(cfg, store, transport, router, control)
         .await
         .unwrap()

@@ -7,6 +7,7 @@
 //! * [`quic`]: the real transport, QUIC with mutual TLS; a node's identity is its certificate.
 //! * [`memory`]: the same interface over in-memory channels, for unit tests.
 //! * [`certs`]: the cluster CA and node certificates.
+//! * [`signing`]: envelope signatures with the node's TLS key.
 
 pub mod certs;
 pub mod envelope;
@@ -14,11 +15,13 @@ pub mod memory;
 pub mod quic;
 mod refusal_log;
 pub mod router;
+pub mod signing;
 
 use futures::future::BoxFuture;
 
 pub use envelope::{Envelope, SessionId, CONTROL};
 pub use router::{ControlInbox, Recent, Router, RouterLimits, SessionEvent, SessionInbox};
+pub use signing::{NodeKey, Signature};
 
 pub use mpc_types::NodeId;
 
@@ -27,6 +30,10 @@ pub use mpc_types::NodeId;
 pub enum TransportError {
     #[error("malformed envelope: {0}")]
     Malformed(String),
+    /// An envelope whose signature is missing or does not verify under the certificate of the
+    /// node it came from (named): as malformed, and attributed to that node.
+    #[error("malformed envelope: the signature of node {0} does not verify")]
+    BadSignature(NodeId),
     #[error("frame of {size} bytes exceeds the {limit}-byte limit")]
     FrameTooLarge { size: usize, limit: usize },
     #[error("node {0} is not a peer in the cluster config")]
@@ -48,6 +55,9 @@ pub trait Transport: Send + Sync {
     fn send(&self, to: NodeId, envelope: Envelope) -> BoxFuture<'_, Result<(), TransportError>>;
     /// Peers with a live connection right now.
     fn connected_peers(&self) -> Vec<NodeId>;
+    /// The certificate (DER) `peer` authenticated with, the one its envelopes were checked
+    /// against: from its latest connection, kept after that closes. For evidence.
+    fn peer_certificate(&self, peer: NodeId) -> Option<rustls_pki_types::CertificateDer<'static>>;
 }
 
 /// The certificate subject name of node `id`.

@@ -1,5 +1,6 @@
-//! The mesh interface over in-memory channels: every envelope is encoded and decoded as on
-//! the wire and goes through the receiving node's [`Router`], without sockets or TLS. For
+//! The mesh interface over in-memory channels: every envelope is signed with the sender's node
+//! key, encoded and decoded as on the wire, its signature checked against the sender's
+//! certificate, and goes through the receiving node's [`Router`], without sockets or TLS. For
 //! unit tests of the layers above. With the `adversary` feature (test builds only), a node's
 //! outgoing envelopes can be handed to an [`Interceptor`] that plays a malicious node.
 
@@ -12,14 +13,17 @@ use std::{
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use rustls_pki_types::CertificateDer;
 use tracing::warn;
 
-use crate::{Envelope, NodeId, Router, Transport, TransportError};
+use crate::{Envelope, NodeId, NodeKey, Router, Transport, TransportError};
 
 /// A set of nodes joined in memory; [`MemoryNetwork::disconnect`] cuts one off.
 #[derive(Clone, Default)]
 pub struct MemoryNetwork {
     routers: Arc<Mutex<HashMap<NodeId, Arc<Router>>>>,
+    /// Each node's certificate, as a TLS handshake would have shown it (kept when it leaves).
+    certs: Arc<Mutex<HashMap<NodeId, CertificateDer<'static>>>>,
     #[cfg(feature = "adversary")]
     interceptors: Arc<Mutex<HashMap<NodeId, Arc<dyn Interceptor>>>>,
 }
@@ -38,16 +42,30 @@ impl MemoryNetwork {
         Self::default()
     }
 
-    /// Adds a node whose incoming envelopes go to `router`.
-    pub fn join(&self, router: Arc<Router>) -> MemoryTransport {
+    /// Adds a node whose incoming envelopes go to `router`, which signs with `key` and whose
+    /// envelopes are checked against `cert` (its certificate, DER).
+    pub fn join(
+        &self,
+        router: Arc<Router>,
+        key: NodeKey,
+        cert: CertificateDer<'static>,
+    ) -> MemoryTransport {
         let me = router.local_id();
+        if let Ok(mut c) = self.certs.lock() {
+            c.insert(me, cert);
+        }
         if let Ok(mut r) = self.routers.lock() {
             r.insert(me, router);
         }
         MemoryTransport {
             me,
+            key: Arc::new(key),
             network: self.clone(),
         }
+    }
+
+    fn cert(&self, id: NodeId) -> Option<CertificateDer<'static>> {
+        self.certs.lock().ok().and_then(|c| c.get(&id).cloned())
     }
 
     /// Removes a node: messages to it fail as unreachable, as if it had died.
@@ -81,13 +99,24 @@ impl MemoryNetwork {
 /// One node's sending side on a [`MemoryNetwork`].
 pub struct MemoryTransport {
     me: NodeId,
+    key: Arc<NodeKey>,
     network: MemoryNetwork,
 }
 
-/// Decodes `bytes` as the receiving end of a connection would, and hands the envelope to
-/// `to`'s router with the sender the connection authenticated (`from`).
-fn deliver(from: NodeId, to: NodeId, router: &Router, bytes: &[u8]) {
-    match Envelope::decode(bytes) {
+/// Decodes `bytes` as the receiving end of a connection would, checks the signature against
+/// the certificate of the sender the connection authenticated (`from`), and hands the
+/// envelope to `to`'s router.
+fn deliver(network: &MemoryNetwork, from: NodeId, to: NodeId, router: &Router, bytes: &[u8]) {
+    let checked = Envelope::decode(bytes).and_then(|decoded| {
+        let cert = network
+            .cert(from)
+            .ok_or(TransportError::BadSignature(from))?;
+        decoded
+            .verify(&cert)
+            .map_err(|_| TransportError::BadSignature(from))?;
+        Ok(decoded)
+    });
+    match checked {
         Ok(decoded) => {
             if let Err(refusal) = router.deliver(from, decoded) {
                 warn!(from = from.get(), to = to.get(), %refusal, "envelope refused");
@@ -123,23 +152,31 @@ impl Transport for MemoryTransport {
                     .ok()
                     .and_then(|i| i.get(&self.me).cloned());
                 if let Some(interceptor) = interceptor {
+                    // A malicious node signs whatever it sends with its own key.
                     for (delay, envelope) in interceptor.outgoing(to, envelope) {
                         let (me, router) = (self.me, router.clone());
+                        let bytes = envelope.signed(&self.key)?.encode();
+                        let network = self.network.clone();
                         if delay.is_zero() {
-                            deliver(me, to, &router, &envelope.encode());
+                            deliver(&network, me, to, &router, &bytes);
                         } else {
                             tokio::spawn(async move {
                                 tokio::time::sleep(delay).await;
-                                deliver(me, to, &router, &envelope.encode());
+                                deliver(&network, me, to, &router, &bytes);
                             });
                         }
                     }
                     return Ok(());
                 }
             }
-            deliver(self.me, to, &router, &envelope.encode());
+            let bytes = envelope.signed(&self.key)?.encode();
+            deliver(&self.network, self.me, to, &router, &bytes);
             Ok(())
         })
+    }
+
+    fn peer_certificate(&self, peer: NodeId) -> Option<CertificateDer<'static>> {
+        self.network.cert(peer)
     }
 
     fn connected_peers(&self) -> Vec<NodeId> {

@@ -6,7 +6,8 @@
 //! up small ones). A frame is watched until the peer acknowledges it and resent on the next
 //! connection if its connection dies first. A peer is who its certificate says: it must chain
 //! to the cluster CA, name a configured node, and connect from that node's configured IP; the
-//! envelope's sender field must then match. Anything else is refused and logged, and the node
+//! envelope's sender field must then match, and its signature verify under that certificate
+//! (checked before the router sees it). Anything else is refused and logged, and the node
 //! keeps serving.
 //!
 //! A peer gets a bounded share of this node: its connection has at most
@@ -34,11 +35,13 @@ use rustls::{pki_types::ServerName, server::WebPkiClientVerifier, RootCertStore}
 use tokio::{sync::Notify, task::JoinHandle};
 use tracing::{debug, info, warn};
 
+use rustls::pki_types::CertificateDer;
+
 use crate::{
     certs::{parse_certs, parse_key, TlsIdentity},
     node_name,
     refusal_log::RefusalLog,
-    Envelope, NodeId, Router, SessionId, Transport, TransportError,
+    Envelope, NodeId, NodeKey, Router, SessionId, Transport, TransportError,
 };
 
 mod frame;
@@ -113,10 +116,28 @@ pub struct MeshStats {
     pub frames_received: AtomicU64,
     /// Frames sent again because their connection was lost before the peer acknowledged them.
     pub frames_resent: AtomicU64,
+    /// Of `frames_refused`: envelopes whose signature did not verify, per peer they came from.
+    bad_signatures: Mutex<HashMap<NodeId, u64>>,
+}
+
+impl MeshStats {
+    /// Envelopes from `peer` refused because their signature did not verify under its
+    /// certificate.
+    pub fn bad_signatures_from(&self, peer: NodeId) -> u64 {
+        self.bad_signatures
+            .lock()
+            .map(|b| b.get(&peer).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
 }
 
 struct Inner {
     config: MeshConfig,
+    /// Signs every envelope this node sends (its TLS key).
+    key: NodeKey,
+    /// Each peer's certificate from its latest connection, kept after it closes (for
+    /// evidence that outlives the connection).
+    peer_certs: Mutex<HashMap<NodeId, CertificateDer<'static>>>,
     endpoint: Endpoint,
     router: Arc<Router>,
     connections: Mutex<HashMap<NodeId, Connection>>,
@@ -196,6 +217,7 @@ impl QuicMesh {
     /// Binds the endpoint, starts accepting, and starts dialing every higher-id peer.
     pub async fn start(config: MeshConfig, router: Arc<Router>) -> Result<Self, TransportError> {
         let (mut server, mut client) = crypto_configs(&config.identity)?;
+        let key = NodeKey::from_pem(&config.identity.key_pem)?;
         let transport = transport_config(&config)?;
         server.transport_config(transport.clone());
         client.transport_config(transport);
@@ -203,6 +225,8 @@ impl QuicMesh {
         endpoint.set_default_client_config(client);
         let inner = Arc::new(Inner {
             config,
+            key,
+            peer_certs: Mutex::new(HashMap::new()),
             endpoint,
             router,
             connections: Mutex::new(HashMap::new()),
@@ -310,7 +334,7 @@ impl Transport for QuicMesh {
             if !inner.config.peers.iter().any(|p| p.id == to) {
                 return Err(TransportError::UnknownPeer(to));
             }
-            let bytes = envelope.encode();
+            let bytes = envelope.signed(&inner.key)?.encode();
             if bytes.len() > inner.config.max_frame_bytes {
                 return Err(TransportError::FrameTooLarge {
                     size: bytes.len(),
@@ -331,6 +355,14 @@ impl Transport for QuicMesh {
             tokio::spawn(confirm_delivery(inner.clone(), to, stream, frame));
             Ok(())
         })
+    }
+
+    fn peer_certificate(&self, peer: NodeId) -> Option<CertificateDer<'static>> {
+        self.inner
+            .peer_certs
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&peer).cloned())
     }
 
     fn connected_peers(&self) -> Vec<NodeId> {
@@ -412,7 +444,10 @@ async fn wait_for_connection(inner: &Inner, to: NodeId) -> Result<Connection, Tr
     }
 }
 
-fn register(inner: &Arc<Inner>, peer: NodeId, conn: Connection) {
+fn register(inner: &Arc<Inner>, peer: NodeId, conn: Connection, cert: CertificateDer<'static>) {
+    if let Ok(mut certs) = inner.peer_certs.lock() {
+        certs.insert(peer, cert);
+    }
     let replaced = inner
         .connections
         .lock()
@@ -454,9 +489,19 @@ async fn dial_loop(inner: Arc<Inner>, peer: PeerConfig) {
                     peer = peer.id.get(),
                     "connected"
                 );
-                register(&inner, peer.id, conn.clone());
-                read_loop(&inner, peer.id, &conn).await;
-                unregister(&inner, peer.id, &conn);
+                match leaf_certificate(&conn) {
+                    Ok(cert) => {
+                        register(&inner, peer.id, conn.clone(), cert.clone());
+                        read_loop(&inner, peer.id, &cert, &conn).await;
+                        unregister(&inner, peer.id, &conn);
+                    }
+                    // rustls verified a certificate, so this does not happen; never serve a
+                    // connection whose messages could not be checked.
+                    Err(reason) => {
+                        warn!(node = inner.config.me.get(), peer = peer.id.get(), %reason, "peer refused");
+                        conn.close(REFUSED, reason.as_bytes());
+                    }
+                }
                 debug!(
                     node = inner.config.me.get(),
                     peer = peer.id.get(),
@@ -497,10 +542,10 @@ async fn accept_loop(inner: Arc<Inner>) {
                 }
             };
             match authenticate(&inner.config, &conn) {
-                Ok(peer) => {
+                Ok((peer, cert)) => {
                     debug!(node = inner.config.me.get(), peer = peer.get(), "accepted");
-                    register(&inner, peer, conn.clone());
-                    read_loop(&inner, peer, &conn).await;
+                    register(&inner, peer, conn.clone(), cert.clone());
+                    read_loop(&inner, peer, &cert, &conn).await;
                     unregister(&inner, peer, &conn);
                 }
                 Err(reason) => {
@@ -516,19 +561,28 @@ async fn accept_loop(inner: Arc<Inner>) {
     }
 }
 
-/// Which configured node an accepted connection is: the certificate (already chained to the
-/// CA by rustls) must name exactly one configured lower-id peer, and the connection must come
-/// from that peer's configured IP.
-fn authenticate(config: &MeshConfig, conn: &Connection) -> Result<NodeId, String> {
+/// The peer's certificate (already chained to the CA by rustls): the key its envelopes must
+/// be signed with.
+fn leaf_certificate(conn: &Connection) -> Result<CertificateDer<'static>, String> {
     let chain = conn
         .peer_identity()
-        .and_then(|id| {
-            id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-                .ok()
-        })
-        .ok_or("no client certificate")?;
-    let leaf = chain.first().ok_or("empty certificate chain")?;
-    let cert = webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("certificate: {e}"))?;
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or("no peer certificate")?;
+    chain
+        .first()
+        .cloned()
+        .ok_or_else(|| "empty certificate chain".into())
+}
+
+/// Which configured node an accepted connection is: the certificate (already chained to the
+/// CA by rustls) must name exactly one configured lower-id peer, and the connection must come
+/// from that peer's configured IP. Returns the node and its certificate.
+fn authenticate(
+    config: &MeshConfig,
+    conn: &Connection,
+) -> Result<(NodeId, CertificateDer<'static>), String> {
+    let leaf = leaf_certificate(conn)?;
+    let cert = webpki::EndEntityCert::try_from(&leaf).map_err(|e| format!("certificate: {e}"))?;
     let named: Vec<&PeerConfig> = config
         .peers
         .iter()
@@ -557,25 +611,45 @@ fn authenticate(config: &MeshConfig, conn: &Connection) -> Result<NodeId, String
             peer.address.ip()
         ));
     }
-    Ok(peer.id)
+    Ok((peer.id, leaf))
 }
 
-async fn read_loop(inner: &Arc<Inner>, peer: NodeId, conn: &Connection) {
+async fn read_loop(
+    inner: &Arc<Inner>,
+    peer: NodeId,
+    cert: &CertificateDer<'static>,
+    conn: &Connection,
+) {
     // The connection admits at most `max_streams_per_peer` streams at once, so at most that
     // many of these tasks run per peer.
     while let Ok(stream) = conn.accept_uni().await {
         let inner = inner.clone();
-        tokio::spawn(async move { receive_frame(&inner, peer, stream).await });
+        let cert = cert.clone();
+        tokio::spawn(async move { receive_frame(&inner, peer, &cert, stream).await });
     }
 }
 
-/// Reads one frame from `peer` and hands its envelope to the router.
-async fn receive_frame(inner: &Inner, peer: NodeId, mut stream: quinn::RecvStream) {
+/// Reads one frame from `peer` (whose certificate is `cert`), checks its signature, and
+/// hands its envelope to the router.
+async fn receive_frame(
+    inner: &Inner,
+    peer: NodeId,
+    cert: &CertificateDer<'static>,
+    mut stream: quinn::RecvStream,
+) {
     let envelope = match read_frame(&inner.config, &mut stream).await {
         Ok(envelope) => envelope,
         Err(refused) => return inner.refused(peer, None, &refused),
     };
     let session = envelope.session;
+    // Before the router holds, de-duplicates or compares it: a message the peer did not sign
+    // must not count as its equivocation, nor take its place in the hold area.
+    if envelope.verify(cert).is_err() {
+        if let Ok(mut bad) = inner.stats.bad_signatures.lock() {
+            *bad.entry(peer).or_default() += 1;
+        }
+        return inner.refused(peer, Some(session), &FrameRefused::BadSignature(peer));
+    }
     match inner.router.deliver(peer, envelope) {
         Ok(_) => {
             inner.stats.frames_received.fetch_add(1, Ordering::Relaxed);

@@ -11,8 +11,8 @@ use std::{
 use mpc_transport::{
     certs::{ClusterCa, TlsIdentity},
     quic::{MeshConfig, PeerConfig, QuicMesh},
-    ControlInbox, Envelope, NodeId, Router, RouterLimits, SessionEvent, SessionId, SessionInbox,
-    Transport, CONTROL,
+    ControlInbox, Envelope, NodeId, NodeKey, Router, RouterLimits, SessionEvent, SessionId,
+    SessionInbox, Transport, CONTROL,
 };
 use time::OffsetDateTime;
 
@@ -134,6 +134,7 @@ fn envelope(session: u8, from: NodeId, to: Option<NodeId>, payload: &[u8]) -> En
         from,
         to,
         payload: payload.to_vec(),
+        signature: None,
     }
 }
 
@@ -282,7 +283,8 @@ async fn strangers_impostors_expired_certificates_and_bad_frames_are_refused() {
     drop(rogue);
     still_serving(&n1, &r1, &n3, &r3, 12).await;
 
-    // 3. Node 2's valid certificate, but envelopes claiming to come from node 1.
+    // 3. Node 2's valid certificate, but envelopes claiming to come from node 1 (signed with
+    //    node 2's own key, the only one it has: it cannot make one that verifies as node 1's).
     let mut in3 = r3.register(SessionId([30; 16]), &[N1, N2, N3]).unwrap();
     let node2 = c.identity(
         &c.ca,
@@ -355,6 +357,55 @@ async fn strangers_impostors_expired_certificates_and_bad_frames_are_refused() {
     drop(n2);
 
     still_serving(&n1, &r1, &n3, &r3, 13).await;
+}
+
+/// Issue 18 (a) over QUIC: node 2 signs an envelope, then one bit is flipped in its header,
+/// its payload or its signature. Node 3 refuses each before the router sees it, counts it
+/// against node 2, delivers nothing, and still takes node 2's genuine message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_with_one_flipped_bit_is_refused_and_blamed_on_its_sender() {
+    let c = Cluster::new(3);
+    let identity2 = c.identity(
+        &c.ca,
+        N2,
+        OffsetDateTime::now_utc() - time::Duration::hours(1),
+        1,
+    );
+    let key2 = NodeKey::from_pem(&identity2.key_pem).unwrap();
+    let (n2, _r2) = c.start_with(c.config(N2, identity2)).await;
+    let (n3, r3) = c.start(N3).await;
+    wait_until("2-3 connected", || n2.connected_peers() == [N3]).await;
+    let mut in3 = r3.register(SessionId([40; 16]), &[N1, N2, N3]).unwrap();
+    let signed = envelope(40, N2, Some(N3), b"payload of node 2")
+        .signed(&key2)
+        .unwrap()
+        .encode();
+    let frame = |bytes: &[u8]| {
+        let mut out = (bytes.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(bytes);
+        out
+    };
+    // Round (header), sender (header: now node 3, not who signed), payload, signature.
+    let positions = [19, 21, 30, signed.len() - 1];
+    for (k, at) in positions.into_iter().enumerate() {
+        let mut flipped = signed.clone();
+        flipped[at] ^= 0x01;
+        n2.send_raw_frame(N3, &frame(&flipped)).await.unwrap();
+        wait_until("flipped bit refused", || {
+            n3.stats().bad_signatures_from(N2) == k as u64 + 1
+        })
+        .await;
+    }
+    expect_nothing(&mut in3).await;
+    assert_eq!(
+        n3.stats().bad_signatures_from(N1),
+        0,
+        "blamed on node 2 only"
+    );
+    assert_eq!(n3.stats().frames_received.load(Ordering::Relaxed), 0);
+    // The same bytes unflipped: delivered.
+    n2.send_raw_frame(N3, &frame(&signed)).await.unwrap();
+    expect_message(&mut in3, b"payload of node 2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,6 +35,10 @@ pub enum FrameRefused {
     PrefixMismatch,
     #[error(transparent)]
     Malformed(TransportError),
+    /// The envelope's signature does not verify under the certificate of the peer it came
+    /// from (named): malformed, and the peer's doing.
+    #[error("the signature of node {0} does not verify")]
+    BadSignature(crate::NodeId),
     #[error(transparent)]
     Router(crate::router::Refusal),
 }
@@ -46,7 +50,9 @@ impl FrameRefused {
             Self::TooLarge(_) => "too large",
             Self::Late(_) => "late",
             Self::Read(_) => "read",
-            Self::NoPrefix | Self::PrefixMismatch | Self::Malformed(_) => "malformed",
+            Self::NoPrefix | Self::PrefixMismatch | Self::Malformed(_) | Self::BadSignature(_) => {
+                "malformed"
+            }
             Self::Router(refusal) => refusal.kind(),
         }
     }
@@ -60,7 +66,8 @@ impl FrameRefused {
             | Self::Read(_)
             | Self::NoPrefix
             | Self::PrefixMismatch
-            | Self::Malformed(_) => false,
+            | Self::Malformed(_)
+            | Self::BadSignature(_) => false,
         }
     }
 }

@@ -17,6 +17,7 @@ fn env(session: u8, from: NodeId, round: u16, payload: &[u8]) -> Envelope {
         from,
         to: None,
         payload: payload.to_vec(),
+        signature: None,
     }
 }
 
