@@ -609,6 +609,7 @@ fn protocol_and_control_seeds() {
                         }],
                     },
                     message: "refused".into(),
+                    evidence: None,
                 }),
             },
         ),

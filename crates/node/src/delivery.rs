@@ -18,7 +18,10 @@ use std::{
 
 use futures::{Sink, Stream};
 use mpc_protocols::{encoding, ProtocolKind};
-use mpc_transport::{Envelope, NodeId, SessionEvent, SessionId, SessionInbox, Transport};
+use mpc_transport::{
+    evidence::{Evidence, Fault},
+    Envelope, NodeId, SessionEvent, SessionId, SessionInbox, Transport,
+};
 use round_based::{Incoming, MessageDestination, MessageType, MpcParty, Outgoing, ProtocolMessage};
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::mpsc;
@@ -32,8 +35,14 @@ pub enum DeliveryError {
         after: Duration,
         silent: Vec<NodeId>,
     },
+    /// `evidence`: the encoded [`Evidence`] of it (the node's signed message(s) and its
+    /// certificate), when the transport knew its certificate.
     #[error("node {from} sent a malformed message: {reason}")]
-    Malformed { from: NodeId, reason: String },
+    Malformed {
+        from: NodeId,
+        reason: String,
+        evidence: Option<Vec<u8>>,
+    },
     #[error("{0}")]
     Fault(String),
     #[error("outgoing channel closed")]
@@ -94,6 +103,8 @@ pub struct IncomingMessages<M> {
     /// The rounds this node sent, in the order it sent them (the protocol's order).
     sent: SentRounds,
     failures: DeliveryFailures,
+    /// For the certificates of peers at fault (evidence).
+    transport: Arc<dyn Transport>,
     _msg: std::marker::PhantomData<fn() -> M>,
 }
 
@@ -101,6 +112,21 @@ impl<M> IncomingMessages<M> {
     fn fail(&self, error: DeliveryError) -> Poll<Option<Result<Incoming<M>, DeliveryError>>> {
         self.failures.record(self.parties.session, &error);
         Poll::Ready(Some(Err(error)))
+    }
+
+    /// Evidence that `from` sent `envelopes` (as received, signed), showing `fault`; `None`
+    /// if the transport does not know its certificate (it always does for a peer it heard).
+    fn evidence(&self, from: NodeId, fault: Fault, envelopes: Vec<Envelope>) -> Option<Vec<u8>> {
+        let certificate = self.transport.peer_certificate(from)?;
+        Some(
+            Evidence {
+                accused: from,
+                fault,
+                certificate,
+                envelopes,
+            }
+            .encode(),
+        )
     }
 }
 
@@ -122,10 +148,13 @@ impl<M: DeserializeOwned> Stream for IncomingMessages<M> {
                     let msg = match encoding::decode::<M>(&envelope.payload) {
                         Ok(m) => m,
                         Err(e) => {
+                            let from = envelope.from;
+                            let evidence = this.evidence(from, Fault::Undecodable, vec![envelope]);
                             return this.fail(DeliveryError::Malformed {
-                                from: envelope.from,
+                                from,
                                 reason: e.to_string(),
-                            })
+                                evidence,
+                            });
                         }
                     };
                     this.next_id += 1;
@@ -140,13 +169,16 @@ impl<M: DeserializeOwned> Stream for IncomingMessages<M> {
                         msg,
                     })));
                 }
-                Poll::Ready(Some(SessionEvent::Fault(refusal))) => {
-                    // Equivocation has a culprit: the session fails on it, by name.
+                Poll::Ready(Some(SessionEvent::Fault { refusal, envelopes })) => {
+                    // Equivocation has a culprit: the session fails on it, by name, and its
+                    // two signed messages are the evidence.
                     return match refusal {
                         mpc_transport::router::Refusal::Equivocation { from, .. } => {
+                            let evidence = this.evidence(from, Fault::Equivocation, envelopes);
                             this.fail(DeliveryError::Malformed {
                                 from,
                                 reason: refusal.to_string(),
+                                evidence,
                             })
                         }
                         other => Poll::Ready(Some(Err(DeliveryError::Fault(other.to_string())))),
@@ -307,6 +339,7 @@ where
     let sent = SentRounds::default();
     let (tx, mut rx) = mpsc::unbounded_channel::<(NodeId, Envelope)>();
     let session = parties.session;
+    let certificates = transport.clone();
     tokio::spawn(async move {
         while let Some((to, envelope)) = rx.recv().await {
             if let Err(e) = transport.send(to, envelope).await {
@@ -324,6 +357,7 @@ where
         rounds: HashMap::new(),
         sent: sent.clone(),
         failures,
+        transport: certificates,
         _msg: std::marker::PhantomData,
     };
     let outgoing = OutgoingMessages {

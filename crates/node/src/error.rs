@@ -32,8 +32,14 @@ pub enum NodeError {
     Refused { node: NodeId, refusal: Refusal },
     /// A participant answered with something the protocol does not allow (a malformed outcome,
     /// a share claiming another signer's index): blamed, and left out of the retry.
+    /// `evidence`: the encoded `mpc_transport::evidence::Evidence` of it (its signed
+    /// message(s) and certificate), when there is one.
     #[error("node {node} misbehaved: {reason}")]
-    Misbehaved { node: NodeId, reason: String },
+    Misbehaved {
+        node: NodeId,
+        reason: String,
+        evidence: Option<Vec<u8>>,
+    },
     /// A proposal's session id was used before (invariant 4: a replay).
     #[error("session {0} was already used (replay refused)")]
     SessionReplayed(Uuid),

@@ -69,8 +69,29 @@ pub fn blame(me: NodeId, signers: &[NodeId], error: &NodeError) -> Vec<Blame> {
     blamed
 }
 
+/// The evidence `error` carries for blame `b` of `me`'s own verdict: the accused's signed
+/// message(s) and certificate, from this node's own run (a message that did not decode,
+/// equivocation) or its own check of an outcome. A participant's report is its word and
+/// carries none here.
+fn evidence_for(me: NodeId, error: &NodeError, b: &Blame) -> Option<Vec<u8>> {
+    if b.reporter != me {
+        return None;
+    }
+    match error {
+        NodeError::Misbehaved { node, evidence, .. } if *node == b.accused => evidence.clone(),
+        NodeError::Refused { node, refusal } if *node == me => match refusal.kind {
+            RefusalKind::PeerMisbehaved { node: accused } if accused == b.accused => {
+                refusal.evidence.clone()
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 impl Node {
-    /// Records an incident for each node `error` blames (see [`blame`]). A store error is
+    /// Records an incident for each node `error` blames (see [`blame`]), with the evidence of
+    /// this node's own verdicts of misbehaviour (see [`evidence_for`]). A store error is
     /// logged, not returned: the request's own outcome matters more than its record.
     pub(crate) async fn record_incidents(
         &self,
@@ -81,6 +102,7 @@ impl Node {
     ) -> Vec<Blame> {
         let blamed = blame(self.id(), signers, error);
         for b in &blamed {
+            let evidence = evidence_for(self.id(), error, b);
             let record = IncidentRecord {
                 id: Uuid::new_v4(),
                 accused: b.accused,
@@ -90,7 +112,7 @@ impl Node {
                 wallet_id: Some(wallet_id.to_owned()),
                 at: now_ms(),
                 detail: error.to_string(),
-                evidence: None,
+                evidence,
                 released_at: None,
             };
             match self.inner.store.record_incident(&record).await {
@@ -100,6 +122,7 @@ impl Node {
                     accused = b.accused.get(),
                     reporter = b.reporter.get(),
                     kind = %b.kind,
+                    evidence = record.evidence.is_some(),
                     "incident recorded"
                 ),
                 Err(e) => warn!(
@@ -164,6 +187,7 @@ mod tests {
             refusal: Refusal {
                 kind,
                 message: "x".into(),
+                evidence: None,
             },
         }
     }
@@ -186,6 +210,7 @@ mod tests {
         let misbehaved = NodeError::Misbehaved {
             node: N2,
             reason: "bad share".into(),
+            evidence: None,
         };
         assert_eq!(
             blame(ME, &SET, &misbehaved)[0].kind,

@@ -22,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod delivery;
 pub mod error;
+pub mod evidence;
 pub mod failpoint;
 pub mod health;
 pub mod incidents;

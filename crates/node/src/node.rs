@@ -431,9 +431,14 @@ impl Node {
                     seconds: after.as_secs_f64(),
                 }
             }
-            Some(DeliveryError::Malformed { from, reason }) => NodeError::Misbehaved {
+            Some(DeliveryError::Malformed {
+                from,
+                reason,
+                evidence,
+            }) => NodeError::Misbehaved {
                 node: from,
                 reason: format!("its message in session {session} did not decode: {reason}"),
+                evidence,
             },
             _ => NodeError::Protocol(error),
         }

@@ -4,10 +4,14 @@
 //! (`round::Round`) and commits or aborts, and participants acknowledge. Also the dispatcher
 //! that routes every control message a peer sends.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use mpc_coordination::FencingToken;
-use mpc_transport::{ControlInbox, NodeId, SessionId};
+use mpc_transport::{ControlInbox, Envelope, NodeId, SessionId};
 use tokio::{
     sync::{mpsc, oneshot},
     time::Instant,
@@ -28,7 +32,13 @@ pub(crate) type OutcomeSender = mpsc::UnboundedSender<(NodeId, Result<Outcome, R
 pub(crate) struct Waiter {
     pub(crate) participants: HashSet<NodeId>,
     pub(crate) tx: OutcomeSender,
+    /// Each participant's outcome as it came (signed), for evidence against an outcome that
+    /// fails the coordinator's check.
+    pub(crate) envelopes: OutcomeEnvelopes,
 }
+
+/// The signed envelopes of participants' outcomes, by participant.
+pub(crate) type OutcomeEnvelopes = Arc<Mutex<HashMap<NodeId, Envelope>>>;
 
 /// A participant waiting for the coordinator's commit or abort.
 pub(crate) struct CommitWaiter {
@@ -81,7 +91,9 @@ impl Node {
                     let span = tracing::info_span!("participant", node = self.id().get(), session = %proposal.session, kind = proposal.body.kind(), coordinator = from.get());
                     tokio::spawn(async move { node.answer(from, proposal).await }.instrument(span));
                 }
-                Control::Outcome { session, result } => self.outcome_arrived(from, session, result),
+                Control::Outcome { session, result } => {
+                    self.outcome_arrived(from, session, result, Some(envelope))
+                }
                 Control::Commit { session } => self.commit_arrived(from, session, Ok(())),
                 Control::Abort { session, reason } => {
                     self.commit_arrived(from, session, Err(reason))
@@ -105,7 +117,7 @@ impl Node {
         }
         let result = result.map_err(|e| Refusal::from(&e));
         if coordinator == self.id() {
-            self.outcome_arrived(coordinator, session, result);
+            self.outcome_arrived(coordinator, session, result, None);
         } else if let Err(e) = self
             .send_control(coordinator, session, &Control::Outcome { session, result })
             .await
@@ -171,10 +183,19 @@ impl Node {
         }
     }
 
-    fn outcome_arrived(&self, from: NodeId, session: Uuid, result: Result<Outcome, Refusal>) {
+    fn outcome_arrived(
+        &self,
+        from: NodeId,
+        session: Uuid,
+        result: Result<Outcome, Refusal>,
+        envelope: Option<Envelope>,
+    ) {
         let waiters = self.inner.waiters.lock();
         match waiters.ok().as_ref().and_then(|w| w.get(&session)) {
             Some(w) if w.participants.contains(&from) => {
+                if let (Some(envelope), Ok(mut kept)) = (envelope, w.envelopes.lock()) {
+                    kept.insert(from, envelope);
+                }
                 let _ = w.tx.send((from, result));
             }
             Some(_) => {
@@ -231,6 +252,29 @@ impl Node {
         timeout: Duration,
         fencing_token: Option<FencingToken>,
     ) -> Result<Vec<(NodeId, Outcome)>, NodeError> {
+        let envelopes = OutcomeEnvelopes::default();
+        self.coordinate_keeping(
+            session,
+            body,
+            participants,
+            timeout,
+            fencing_token,
+            &envelopes,
+        )
+        .await
+    }
+
+    /// [`Self::coordinate`], keeping in `envelopes` each other participant's outcome as it
+    /// came (signed), so that an outcome failing the caller's check can be shown.
+    pub(crate) async fn coordinate_keeping(
+        &self,
+        session: Uuid,
+        body: ProposalBody,
+        participants: &[NodeId],
+        timeout: Duration,
+        fencing_token: Option<FencingToken>,
+        envelopes: &OutcomeEnvelopes,
+    ) -> Result<Vec<(NodeId, Outcome)>, NodeError> {
         if participants.is_empty() {
             return Ok(Vec::new());
         }
@@ -241,6 +285,7 @@ impl Node {
                 Waiter {
                     participants: participants.iter().copied().collect(),
                     tx: tx.clone(),
+                    envelopes: envelopes.clone(),
                 },
             );
         }
@@ -345,6 +390,7 @@ impl Node {
                 Waiter {
                     participants: participants.iter().copied().collect(),
                     tx,
+                    envelopes: OutcomeEnvelopes::default(),
                 },
             );
         }
@@ -402,7 +448,7 @@ impl Node {
         let ack = commit_ack_session(session);
         let result = result.map(|()| Outcome::Committed).map_err(Refusal::failed);
         if coordinator == self.id() {
-            self.outcome_arrived(coordinator, ack, result);
+            self.outcome_arrived(coordinator, ack, result, None);
         } else if let Err(e) = self
             .send_control(
                 coordinator,

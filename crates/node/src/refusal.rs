@@ -14,6 +14,11 @@ pub struct Refusal {
     pub kind: RefusalKind,
     /// The participant's own words (its error's text).
     pub message: String,
+    /// With [`RefusalKind::PeerMisbehaved`]: the encoded evidence (the peer's signed
+    /// message(s) and certificate, `mpc_transport::evidence`), so the coordinator need not
+    /// take the participant's word for it. Absent on the wire when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Vec<u8>>,
 }
 
 /// The refusals the API tells apart. Each is the wire form of one kind of [`NodeError`]; the
@@ -92,6 +97,7 @@ impl Refusal {
         Self {
             kind: RefusalKind::Failed,
             message: message.into(),
+            evidence: None,
         }
     }
 }
@@ -155,7 +161,16 @@ impl From<&NodeError> for Refusal {
             NodeError::Refused { refusal, .. } => refusal.message.clone(),
             other => other.to_string(),
         };
-        Self { kind, message }
+        let evidence = match error {
+            NodeError::Misbehaved { evidence, .. } => evidence.clone(),
+            NodeError::Refused { refusal, .. } => refusal.evidence.clone(),
+            _ => None,
+        };
+        Self {
+            kind,
+            message,
+            evidence,
+        }
     }
 }
 

@@ -32,6 +32,7 @@ use mpc_bitcoin::{
     verify::verify_transaction,
     Scheme,
 };
+use mpc_node::evidence::{Evidence, EvidenceError, Fault, IncidentCheckError};
 use mpc_node::{
     adversary::{cases, Adversary, Attack, Case, Recorder, Target},
     testing::{spend_to_self, start, wallet, wallet_request, Cluster},
@@ -486,6 +487,7 @@ async fn blamed_signers_are_kept_out_until_released(scheme: Scheme, protocol: Pr
             (two, one, IncidentKind::Misbehaved, session),
         );
         assert!(newest.released_at.is_none());
+        evidence_verifies_elsewhere_and_only_as_recorded(&c, newest).await;
         // Node 2 saw nothing wrong with anyone; node 3 coordinated nothing.
         for other in &c.nodes[1..] {
             assert!(other.store().incidents(None, 10).await.unwrap().is_empty());
@@ -521,6 +523,77 @@ async fn blamed_signers_are_kept_out_until_released(scheme: Scheme, protocol: Pr
     // runtime does not shut down under them (their timers would panic, and other tests in
     // this process count panics).
     tokio::time::sleep(DEADLINE * 5).await;
+}
+
+/// Issue 18 (c), the must-show "evidence of misbehaviour can be shown to other nodes and
+/// operators": the evidence node 1 recorded against node 2 verifies on node 3 (its own CA, not
+/// node 1's word): node 2's signed message, under node 2's certificate, and the fault itself
+/// re-checked (the payload does not decode). One byte changed anywhere, or node 3's certificate
+/// put in node 2's place, and it no longer verifies.
+async fn evidence_verifies_elsewhere_and_only_as_recorded(
+    c: &Cluster,
+    incident: &mpc_store::IncidentRecord,
+) {
+    let n3 = &c.nodes[2];
+    let evidence = incident
+        .evidence
+        .clone()
+        .unwrap_or_else(|| panic!("no evidence recorded: {incident:?}"));
+    let verified = n3.verify_evidence(&evidence).unwrap();
+    assert_eq!(verified.accused, ADVERSARY);
+    assert_eq!(verified.fault, Fault::Undecodable);
+    assert!(verified.fault_rechecked);
+    assert!(!verified.envelopes.is_empty());
+    assert!(verified.envelopes.iter().all(|e| e.from == ADVERSARY));
+    // Node 1's stored incident checks the same way through its id.
+    assert_eq!(
+        c.nodes[0].verify_incident(incident.id).await.unwrap(),
+        verified
+    );
+    // One byte changed: in the header, the payload, the signature, the certificate.
+    let decoded = Evidence::decode(&evidence).unwrap();
+    let cert_at = evidence
+        .windows(decoded.certificate.len())
+        .position(|w| w == decoded.certificate.as_ref())
+        .unwrap();
+    let envelope_at = cert_at + decoded.certificate.len() + 2 + 4;
+    for at in [
+        envelope_at + 19,
+        envelope_at + 30,
+        evidence.len() - 1,
+        cert_at + decoded.certificate.len() / 2,
+    ] {
+        let mut changed = evidence.clone();
+        changed[at] ^= 0x01;
+        assert!(
+            n3.verify_evidence(&changed).is_err(),
+            "byte {at} of {} changed and still verifies",
+            evidence.len()
+        );
+    }
+    // Node 3's certificate in node 2's place: it does not name node 2, and node 2's
+    // signatures do not verify under it either.
+    let pem = std::fs::read_to_string(&n3.config().tls.certificate).unwrap();
+    let cert3 = mpc_transport::certs::parse_certs(&pem).unwrap().remove(0);
+    let substituted = Evidence {
+        certificate: cert3.clone(),
+        ..decoded.clone()
+    };
+    assert!(matches!(
+        n3.verify_evidence(&substituted.encode()),
+        Err(IncidentCheckError::Invalid(EvidenceError::NotTheAccused(n))) if n == ADVERSARY
+    ));
+    let blaming_three = Evidence {
+        accused: NodeId::must(3),
+        certificate: cert3,
+        ..decoded
+    };
+    assert!(matches!(
+        n3.verify_evidence(&blaming_three.encode()),
+        Err(IncidentCheckError::Invalid(
+            EvidenceError::NotFromTheAccused { .. }
+        ))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

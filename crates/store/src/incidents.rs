@@ -128,6 +128,16 @@ impl Store {
         Ok(())
     }
 
+    /// The incident `id`, if this node recorded it.
+    pub async fn incident(&self, id: Uuid) -> Result<Option<IncidentRecord>> {
+        let row = sqlx::query(select_incident!("WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await
+            .context(|| format!("reading incidents/{id}"))?;
+        row.as_ref().map(incident_from_row).transpose()
+    }
+
     /// The `limit` most recent incidents, newest first, against `accused` if given.
     pub async fn incidents(
         &self,

@@ -904,6 +904,17 @@ async fn incidents_are_listed_counted_and_released(db: Db) {
             (N3, IncidentKind::InvalidOutcome, 1)
         ]
     );
+    // One by id, evidence and all; an unknown id is none.
+    let with_evidence = IncidentRecord {
+        evidence: Some(vec![0, 1, 2, 255]),
+        ..incident(4, N3, IncidentKind::Misbehaved, NOW - 1)
+    };
+    store.record_incident(&with_evidence).await.unwrap();
+    assert_eq!(
+        store.incident(with_evidence.id).await.unwrap(),
+        Some(with_evidence.clone())
+    );
+    assert_eq!(store.incident(Uuid::from_u128(99)).await.unwrap(), None);
 }
 
 async fn presignature_is_consumed_at_most_once_under_concurrency(db: Db) {

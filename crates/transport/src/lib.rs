@@ -8,9 +8,11 @@
 //! * [`memory`]: the same interface over in-memory channels, for unit tests.
 //! * [`certs`]: the cluster CA and node certificates.
 //! * [`signing`]: envelope signatures with the node's TLS key.
+//! * [`evidence`]: a peer's signed envelopes and certificate, checkable by a third party.
 
 pub mod certs;
 pub mod envelope;
+pub mod evidence;
 pub mod memory;
 pub mod quic;
 mod refusal_log;

@@ -119,8 +119,13 @@ pub enum Routed {
 #[derive(Debug)]
 pub enum SessionEvent {
     Message(Envelope),
-    /// The session cannot continue (equivocation); the protocol must abort.
-    Fault(Refusal),
+    /// The session cannot continue (equivocation); the protocol must abort. `envelopes`
+    /// shows it: the sender's first message for the slot and the different second one, both
+    /// as received (signed), for evidence.
+    Fault {
+        refusal: Refusal,
+        envelopes: Vec<Envelope>,
+    },
 }
 
 /// Errors registering a session.
@@ -132,10 +137,16 @@ pub enum RegisterError {
     AlreadyFinished(SessionId),
 }
 
+/// One message's place in a session: sender, protocol, round, recipient.
+type Slot = (NodeId, u8, u16, Option<NodeId>);
+
 struct Session {
     participants: Vec<NodeId>,
     tx: mpsc::UnboundedSender<SessionEvent>,
-    seen: HashMap<(NodeId, u8, u16, Option<NodeId>), [u8; 32]>,
+    /// Each slot's first message and its content digest: a second, different one is
+    /// equivocation, and both are kept as its evidence. (Held until the session finishes;
+    /// sessions are short and their messages were delivered anyway.)
+    seen: HashMap<Slot, ([u8; 32], Envelope)>,
 }
 
 /// Messages and payload bytes one peer has in one bounded area.
@@ -496,21 +507,24 @@ fn deliver_to_session(
     let key = (from, envelope.protocol, envelope.round, envelope.to);
     let digest = envelope.content_digest();
     match session.seen.get(&key) {
-        Some(d) if *d == digest => {
+        Some((d, _)) if *d == digest => {
             debug!(session = %session_id, from = from.get(), round = envelope.round, "duplicate dropped");
             return Ok(Routed::Duplicate);
         }
-        Some(_) => {
+        Some((_, first)) => {
             let refusal = Refusal::Equivocation {
                 session: session_id,
                 from,
                 round: envelope.round,
             };
-            let _ = session.tx.send(SessionEvent::Fault(refusal.clone()));
+            let _ = session.tx.send(SessionEvent::Fault {
+                refusal: refusal.clone(),
+                envelopes: vec![first.clone(), envelope],
+            });
             return Err(refusal);
         }
         None => {
-            session.seen.insert(key, digest);
+            session.seen.insert(key, (digest, envelope.clone()));
         }
     }
     // The inbox may already be closed if the protocol ended; the message is then moot.

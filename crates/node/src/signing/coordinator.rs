@@ -16,7 +16,10 @@ use mpc_protocols::{
     signature::PublicKey,
 };
 use mpc_store::WalletRecord;
-use mpc_transport::{NodeId, SessionId};
+use mpc_transport::{
+    evidence::{Evidence, Fault},
+    NodeId, SessionId,
+};
 use tracing::{info, warn, Instrument};
 use uuid::Uuid;
 
@@ -25,6 +28,7 @@ use crate::{
     control::{InputOutcome, Outcome, ProposalBody},
     keys::keygen_indices,
     now_ms,
+    proposals::OutcomeEnvelopes,
     ready::{ReadyKey, READ_AHEAD},
     refusal::RefusalKind,
     Node, NodeError,
@@ -275,8 +279,11 @@ impl Node {
                 .saturating_add(interactive as u64 * limits.full_sign_timeout_ms)
                 .min(limits.max_sign_request_ms),
         );
+        // The signers' outcomes as they came (signed): the evidence if one fails the checks
+        // below.
+        let envelopes = OutcomeEnvelopes::default();
         let outcomes = self
-            .coordinate(
+            .coordinate_keeping(
                 session,
                 ProposalBody::Sign {
                     wallet_ids: wallets.records.iter().map(|r| r.id.clone()).collect(),
@@ -287,6 +294,7 @@ impl Node {
                 signers,
                 timeout,
                 None,
+                &envelopes,
             )
             .await;
         let t_answered = Instant::now();
@@ -311,6 +319,7 @@ impl Node {
                 _ => Err(NodeError::Misbehaved {
                     node: *node,
                     reason: "malformed signing outcome".into(),
+                    evidence: self.outcome_evidence(*node, &envelopes),
                 }),
             })
             .collect::<Result<_, _>>()?;
@@ -321,7 +330,9 @@ impl Node {
             let wallet = &wallets.records[job.wallet];
             let key = &wallets.keys[job.wallet];
             let results: Vec<&InputOutcome> = per_signer.iter().map(|inputs| &inputs[k]).collect();
-            let (signature, method) = self.combine_input(wallet, job, signers, &results).await?;
+            let (signature, method) = self
+                .combine_input(wallet, job, signers, &results, &envelopes)
+                .await?;
             insert_signature(&mut psbt, job, &signature)?;
             reports.push(InputReport {
                 input: job.input,
@@ -338,6 +349,24 @@ impl Node {
 }
 
 impl Node {
+    /// Evidence that `node` sent the outcome it did: its signed envelope and certificate.
+    /// Whether the outcome is wrong depends on the proposal it answers (the number of inputs,
+    /// the signer's index in the wallet), which the envelope does not carry: the evidence
+    /// shows what was sent ([`Fault::Exhibit`]), for an operator to judge.
+    fn outcome_evidence(&self, node: NodeId, envelopes: &OutcomeEnvelopes) -> Option<Vec<u8>> {
+        let envelope = envelopes.lock().ok()?.get(&node).cloned()?;
+        let certificate = self.inner.transport.peer_certificate(node)?;
+        Some(
+            Evidence {
+                accused: node,
+                fault: Fault::Exhibit,
+                certificate,
+                envelopes: vec![envelope],
+            }
+            .encode(),
+        )
+    }
+
     /// Turns the signers' results for one input into one verified signature.
     async fn combine_input(
         &self,
@@ -345,6 +374,7 @@ impl Node {
         job: &SigningJob,
         signers: &[NodeId],
         results: &[&InputOutcome],
+        envelopes: &OutcomeEnvelopes,
     ) -> Result<(InputSignature, &'static str), NodeError> {
         match (&job.message, results.first()) {
             (
@@ -408,6 +438,7 @@ impl Node {
                                     job.input,
                                     share.signer()
                                 ),
+                                evidence: self.outcome_evidence(*node, envelopes),
                             })
                         }
                         _ => {

@@ -66,7 +66,17 @@ async fn delivers_holds_dedups_and_refuses() {
             ..
         }) if from == N2
     ));
-    assert!(matches!(inbox.recv().await, Some(SessionEvent::Fault(_))));
+    match inbox.recv().await {
+        Some(SessionEvent::Fault { envelopes, .. }) => {
+            let payloads: Vec<&[u8]> = envelopes.iter().map(|e| &e.payload[..]).collect();
+            assert_eq!(
+                payloads,
+                [&b"a"[..], &b"b"[..]],
+                "both messages kept as evidence"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
     // Stranger: refused.
     assert!(matches!(
         router.deliver(N4, env(7, N4, 1, b"x")),
