@@ -76,8 +76,9 @@ impl From<IncidentRecord> for Incident {
 pub struct Unreleased {
     node: u16,
     count: u64,
-    /// Whether `count` reaches `exclude_after_incidents`: the node is left out of signer sets
-    /// (unless too few others are live).
+    /// Whether the incidents that count toward exclusion (this node's own verdicts, and
+    /// reports that came with evidence it verified) reach `exclude_after_incidents`: the node
+    /// is left out of signer sets (unless too few others are live).
     excluded: bool,
 }
 
@@ -115,6 +116,16 @@ pub async fn incidents(
     }
     let store = s.node.store();
     let threshold = s.node.config().limits.exclude_after_incidents;
+    let excluding = store
+        .excluding_incident_counts(s.node.id())
+        .await
+        .map_err(NodeError::from)?;
+    let excluded = |node: NodeId| {
+        threshold > 0
+            && excluding
+                .iter()
+                .any(|(n, count)| *n == node && *count >= u64::from(threshold))
+    };
     let unreleased = store
         .unreleased_incident_counts(None)
         .await
@@ -124,7 +135,7 @@ pub async fn incidents(
         .map(|(node, count)| Unreleased {
             node: node.get(),
             count,
-            excluded: threshold > 0 && count >= u64::from(threshold),
+            excluded: excluded(node),
         })
         .collect();
     let incidents = store

@@ -2,7 +2,8 @@
 //! what it does with them (signer sets leave out a node with too many unreleased ones).
 
 use mpc_store::{IncidentKind, IncidentRecord};
-use mpc_transport::NodeId;
+use mpc_transport::{NodeId, SessionId};
+use rustls_pki_types::CertificateDer;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -69,17 +70,16 @@ pub fn blame(me: NodeId, signers: &[NodeId], error: &NodeError) -> Vec<Blame> {
     blamed
 }
 
-/// The evidence `error` carries for blame `b` of `me`'s own verdict: the accused's signed
-/// message(s) and certificate, from this node's own run (a message that did not decode,
-/// equivocation) or its own check of an outcome. A participant's report is its word and
-/// carries none here.
+/// The evidence `error` carries for blame `b`: the accused's signed message(s) and
+/// certificate, from `me`'s own run (a message that did not decode, equivocation) or its own
+/// check of an outcome, or attached to a participant's report of misbehaviour (checked by
+/// [`proven_report`] before it is kept).
 fn evidence_for(me: NodeId, error: &NodeError, b: &Blame) -> Option<Vec<u8>> {
-    if b.reporter != me {
-        return None;
-    }
     match error {
-        NodeError::Misbehaved { node, evidence, .. } if *node == b.accused => evidence.clone(),
-        NodeError::Refused { node, refusal } if *node == me => match refusal.kind {
+        NodeError::Misbehaved { node, evidence, .. } if *node == b.accused && b.reporter == me => {
+            evidence.clone()
+        }
+        NodeError::Refused { node, refusal } if *node == b.reporter => match refusal.kind {
             RefusalKind::PeerMisbehaved { node: accused } if accused == b.accused => {
                 refusal.evidence.clone()
             }
@@ -87,6 +87,42 @@ fn evidence_for(me: NodeId, error: &NodeError, b: &Blame) -> Option<Vec<u8>> {
         },
         _ => None,
     }
+}
+
+/// Whether `evidence` attached to a participant's report against `accused` proves it: it
+/// verifies against this node's cluster CA `ca`, accuses that node, shows a fault the
+/// messages alone settle (a payload that does not decode, equivocation; an exhibit does
+/// not), and every message belongs to this very attempt (`session` or one of its per-input
+/// sub-sessions), so evidence from another run cannot be replayed to have a node excluded
+/// again. Anything less and the report stays the participant's word.
+pub(crate) fn proven_report(
+    ca: &CertificateDer<'_>,
+    session: Uuid,
+    max_inputs: usize,
+    accused: NodeId,
+    evidence: &[u8],
+) -> Result<(), String> {
+    let verified = crate::evidence::verify_evidence(evidence, ca).map_err(|e| e.to_string())?;
+    if verified.accused != accused {
+        return Err(format!("the evidence accuses node {}", verified.accused));
+    }
+    if !verified.fault_rechecked {
+        return Err(format!(
+            "{} evidence shows no fault by itself",
+            verified.fault.as_str()
+        ));
+    }
+    let attempt = SessionId::from_uuid(session);
+    let ours = |s: SessionId| {
+        s == attempt || (0..max_inputs).any(|k| attempt.derive(&format!("input/{k}")) == s)
+    };
+    if let Some(other) = verified.envelopes.iter().find(|e| !ours(e.session)) {
+        return Err(format!(
+            "a message of session {}, not of this attempt",
+            other.session
+        ));
+    }
+    Ok(())
 }
 
 impl Node {
@@ -102,7 +138,26 @@ impl Node {
     ) -> Vec<Blame> {
         let blamed = blame(self.id(), signers, error);
         for b in &blamed {
-            let evidence = evidence_for(self.id(), error, b);
+            let mut evidence = evidence_for(self.id(), error, b);
+            // A participant's evidence is kept only once it proves the report: a kept one
+            // counts toward exclusion like this node's own verdicts.
+            if let (true, Some(bytes)) = (b.reporter != self.id(), &evidence) {
+                let max_inputs = self.inner.config.limits.max_inputs_per_psbt;
+                let proven = self
+                    .cluster_ca()
+                    .map_err(|e| e.to_string())
+                    .and_then(|ca| proven_report(&ca, session, max_inputs, b.accused, bytes));
+                if let Err(reason) = proven {
+                    warn!(
+                        %session,
+                        accused = b.accused.get(),
+                        reporter = b.reporter.get(),
+                        %reason,
+                        "a participant's evidence does not prove its report: recorded as its word"
+                    );
+                    evidence = None;
+                }
+            }
             let record = IncidentRecord {
                 id: Uuid::new_v4(),
                 accused: b.accused,
@@ -137,10 +192,11 @@ impl Node {
     }
 
     /// Nodes kept out of signer sets: at least `exclude_after_incidents` unreleased incidents
-    /// each (0 disables), with their counts. Only this node's own verdicts count: a
-    /// participant's report is recorded under its name for operators to weigh, but one hostile
-    /// participant reporting an honest peer in every run must not get that peer excluded
-    /// (and itself picked in its place). Signed messages would make reports evidence.
+    /// each (0 disables), with their counts. This node's own verdicts count, and participants'
+    /// reports that came with evidence this node verified (the accused's signed message that
+    /// shows the fault, from the same attempt). A report without is recorded under its
+    /// reporter's name for operators to weigh, but one hostile participant reporting an honest
+    /// peer in every run must not get that peer excluded (and itself picked in its place).
     pub(crate) async fn excluded_for_incidents(&self) -> Result<Vec<(NodeId, u64)>, NodeError> {
         let threshold = self.inner.config.limits.exclude_after_incidents;
         if threshold == 0 {
@@ -149,7 +205,7 @@ impl Node {
         Ok(self
             .inner
             .store
-            .unreleased_incident_counts(Some(self.id()))
+            .excluding_incident_counts(self.id())
             .await?
             .into_iter()
             .filter(|(_, count)| *count >= u64::from(threshold))
@@ -267,5 +323,74 @@ mod tests {
             &NodeError::Protocol(mpc_protocols::ProtocolError::Presign("x".into()))
         )
         .is_empty());
+    }
+
+    /// A participant's evidence proves its report only if it verifies, accuses the node the
+    /// report names, shows a fault by itself, and comes from this very attempt.
+    #[test]
+    fn a_report_is_proven_only_by_evidence_of_this_attempt() {
+        use mpc_protocols::ProtocolKind;
+        use mpc_transport::{
+            certs::{self, parse_certs},
+            evidence::{Evidence, Fault},
+            Envelope, NodeKey,
+        };
+        let dir = std::env::temp_dir().join(format!("mpc-proven-{}", Uuid::new_v4().simple()));
+        certs::init_cluster(&dir, 3, |_| Vec::new(), 1).unwrap();
+        let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap();
+        let ca = parse_certs(&read(certs::ca_cert_path(&dir)))
+            .unwrap()
+            .remove(0);
+        let cert2 = parse_certs(&read(certs::node_cert_path(&dir, N2)))
+            .unwrap()
+            .remove(0);
+        let key2 = NodeKey::from_pem(&read(certs::node_key_path(&dir, N2))).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let attempt = Uuid::new_v4();
+        let evidence = |session: SessionId, fault: Fault| {
+            let envelope = Envelope {
+                protocol: ProtocolKind::SchnorrSign.code(),
+                session,
+                round: 0,
+                from: N2,
+                to: None,
+                // A CBOR map header with nothing after it: no message decodes from it.
+                payload: vec![0xa1],
+                signature: None,
+            }
+            .signed(&key2)
+            .unwrap();
+            Evidence {
+                accused: N2,
+                fault,
+                certificate: cert2.clone(),
+                envelopes: vec![envelope],
+            }
+            .encode()
+        };
+        let input1 = SessionId::from_uuid(attempt).derive("input/1");
+        let good = evidence(input1, Fault::Undecodable);
+        assert_eq!(proven_report(&ca, attempt, 4, N2, &good), Ok(()));
+        assert!(
+            proven_report(&ca, attempt, 4, N3, &good).is_err(),
+            "another accused"
+        );
+        assert!(
+            proven_report(&ca, Uuid::new_v4(), 4, N2, &good).is_err(),
+            "replayed from another attempt"
+        );
+        assert!(
+            proven_report(&ca, attempt, 1, N2, &good).is_err(),
+            "an input the attempt does not have"
+        );
+        let exhibit = evidence(input1, Fault::Exhibit);
+        assert!(
+            proven_report(&ca, attempt, 4, N2, &exhibit).is_err(),
+            "an exhibit shows no fault by itself"
+        );
+        let mut changed = good.clone();
+        let last = changed.len() - 1;
+        changed[last] ^= 1;
+        assert!(proven_report(&ca, attempt, 4, N2, &changed).is_err());
     }
 }

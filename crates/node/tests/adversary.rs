@@ -53,6 +53,10 @@ const DEADLINE: Duration = Duration::from_millis(1500);
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 
+/// Held by interactive ECDSA signing against short deadlines (seconds of CPU on 2 cores)
+/// and by the five-node cluster: run together, the signing's retry misses its deadline.
+static CPU_HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Counts every panic in this process (the nodes' tasks included), keeping the default report.
 fn count_panics() {
     static HOOK: Once = Once::new();
@@ -596,6 +600,75 @@ async fn evidence_verifies_elsewhere_and_only_as_recorded(
     ));
 }
 
+/// Node 2 truncates its FROST signing messages to node 3 only: node 1's own run (and node
+/// 2's) succeed, node 3's fails, and node 3 reports node 2 with node 2's signed message.
+struct TruncateToThree {
+    altered: AtomicUsize,
+}
+
+impl Interceptor for TruncateToThree {
+    fn outgoing(&self, to: NodeId, mut envelope: Envelope) -> Vec<(Duration, Envelope)> {
+        if to == NodeId::must(3) && envelope.protocol == ProtocolKind::SchnorrSign.code() {
+            envelope.payload.truncate(envelope.payload.len() / 2);
+            self.altered.fetch_add(1, Ordering::SeqCst);
+        }
+        vec![(Duration::ZERO, envelope)]
+    }
+}
+
+/// Issue 18 item 3: a participant's report that carries evidence the coordinator verifies
+/// (the accused's signed message, from this attempt, whose payload does not decode) counts
+/// toward exclusion like the coordinator's own verdicts; node 4, which saw nothing, verifies
+/// it too. (A report without evidence excludes nobody: `a_participants_reports_alone_exclude_nobody`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participants_report_with_evidence_counts_toward_exclusion() {
+    let _alone = CPU_HEAVY.lock().await;
+    count_panics();
+    let panics = PANICS.load(Ordering::SeqCst);
+    // Five nodes (the fixture aux info is for 3 or 5), threshold 3: {1, 2, 3} first.
+    let c = start(5, 3, short_deadlines).await;
+    let n1 = &c.nodes[0];
+    let (id, key) = wallet(&c, Scheme::Schnorr).await;
+    let wallets = vec![id];
+    let [one, two, three, four] = [1, 2, 3, 4].map(NodeId::must);
+    let limit = n1.config().limits.exclude_after_incidents;
+    let hostile = std::sync::Arc::new(TruncateToThree {
+        altered: AtomicUsize::new(0),
+    });
+    c.network.intercept(two, hostile.clone());
+    for k in 1..=limit {
+        let psbt = spend_to_self(&key, &format!("reported {k}"));
+        let report = n1
+            .sign_psbt(Uuid::new_v4(), &wallets, &psbt)
+            .await
+            .unwrap_or_else(|e| panic!("request {k}: {e}"));
+        assert_eq!(report.attempts.len(), 2, "{:?}", report.attempts);
+        assert_eq!(report.attempts[0].signers, [one, two, three]);
+        assert_eq!(report.signers, [one, three, four], "signed without node 2");
+        let incidents = n1.store().incidents(None, 100).await.unwrap();
+        assert_eq!(incidents.len(), k as usize, "{incidents:?}");
+        let newest = &incidents[0];
+        assert_eq!(
+            (newest.accused, newest.reporter, newest.kind),
+            (two, three, IncidentKind::Misbehaved),
+            "node 3's report, not node 1's verdict"
+        );
+        let evidence = newest.evidence.as_ref().expect("node 3's evidence kept");
+        let verified = c.nodes[3].verify_evidence(evidence).unwrap();
+        assert_eq!(verified.accused, two);
+        assert!(verified.fault_rechecked);
+    }
+    c.network.release(two);
+    assert!(hostile.altered.load(Ordering::SeqCst) >= limit as usize);
+    // Node 2 behaves now, but node 3's proven reports keep it out of node 1's signer sets.
+    let psbt = spend_to_self(&key, "after the reports");
+    let report = n1.sign_psbt(Uuid::new_v4(), &wallets, &psbt).await.unwrap();
+    assert_eq!(report.attempts.len(), 1, "{:?}", report.attempts);
+    assert_eq!(report.signers, [one, three, four], "node 2 kept out");
+    assert_eq!(PANICS.load(Ordering::SeqCst), panics, "something panicked");
+    tokio::time::sleep(DEADLINE * 5).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frost_blamed_signer_is_kept_out_until_released() {
     blamed_signers_are_kept_out_until_released(Scheme::Schnorr, ProtocolKind::SchnorrSign).await;
@@ -604,6 +677,7 @@ async fn frost_blamed_signer_is_kept_out_until_released() {
 /// Interactive ECDSA (no presignatures: the pool is off): seconds of CPU per signing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ecdsa_blamed_signer_is_kept_out_until_released() {
+    let _alone = CPU_HEAVY.lock().await;
     blamed_signers_are_kept_out_until_released(Scheme::Ecdsa, ProtocolKind::EcdsaSign).await;
 }
 

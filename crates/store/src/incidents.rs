@@ -104,6 +104,16 @@ fn incident_from_row(row: &AnyRow) -> Result<IncidentRecord> {
     })
 }
 
+/// `(accused, count)` rows as node ids and counts.
+fn per_node(rows: Vec<(i64, i64)>) -> Result<Vec<(NodeId, u64)>> {
+    rows.into_iter()
+        .map(|(node, count)| {
+            let id = node.to_string();
+            Ok((to_node_id(node, T, &id)?, to_u64(count, T, &id)?))
+        })
+        .collect()
+}
+
 impl Store {
     /// Records an incident (idempotent on its id).
     pub async fn record_incident(&self, incident: &IncidentRecord) -> Result<()> {
@@ -179,12 +189,22 @@ impl Store {
         .fetch_all(self.pool())
         .await
         .context(|| "counting unreleased incidents".into())?;
-        rows.into_iter()
-            .map(|(node, count)| {
-                let id = node.to_string();
-                Ok((to_node_id(node, T, &id)?, to_u64(count, T, &id)?))
-            })
-            .collect()
+        per_node(rows)
+    }
+
+    /// Incidents not released yet that count toward excluding their accused node, counted
+    /// per accused node: `me`'s own verdicts, and reports by others that came with evidence
+    /// (recorded only once `me` verified it; a report without is another node's word).
+    pub async fn excluding_incident_counts(&self, me: NodeId) -> Result<Vec<(NodeId, u64)>> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT accused, COUNT(*) FROM incidents WHERE released_at IS NULL \
+             AND (reporter = $1 OR evidence IS NOT NULL) GROUP BY accused ORDER BY accused",
+        )
+        .bind(i64::from(me.get()))
+        .fetch_all(self.pool())
+        .await
+        .context(|| "counting incidents that exclude".into())?;
+        per_node(rows)
     }
 
     /// Every incident ever recorded (released or not), counted per accused node and kind.

@@ -915,6 +915,26 @@ async fn incidents_are_listed_counted_and_released(db: Db) {
         Some(with_evidence.clone())
     );
     assert_eq!(store.incident(Uuid::from_u128(99)).await.unwrap(), None);
+    // What counts toward exclusion: node 1's own verdicts, and others' reports only with
+    // evidence (incident 2, node 3's word about node 2, does not; node 1's incident 4 does).
+    let proven = IncidentRecord {
+        reporter: N2,
+        evidence: Some(vec![7]),
+        ..incident(5, N3, IncidentKind::Misbehaved, NOW)
+    };
+    store.record_incident(&proven).await.unwrap();
+    store
+        .record_incident(&IncidentRecord {
+            reporter: N2,
+            ..incident(6, N3, IncidentKind::Misbehaved, NOW)
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.excluding_incident_counts(N1).await.unwrap(),
+        [(N3, 3)],
+        "incidents 3, 4 and 5; node 2's are released"
+    );
 }
 
 async fn presignature_is_consumed_at_most_once_under_concurrency(db: Db) {
