@@ -1,13 +1,19 @@
-//! Incidents: the blame this node recorded as coordinator (`GET /api/v1/cluster/incidents`)
-//! and an operator's release of a node kept out of signer sets for it.
+//! Incidents: the blame this node recorded as coordinator (`GET /api/v1/cluster/incidents`,
+//! each with its evidence checked against this node's cluster CA), an operator's release of a
+//! node kept out of signer sets for it, and the check of evidence any node recorded against
+//! this node's own CA (`POST /api/v1/cluster/evidence/verify`).
 
 use axum::{
     extract::{Path, Query, State},
     Json,
 };
-use mpc_node::NodeError;
+use mpc_node::{
+    evidence::{EvidenceError, IncidentCheckError, VerifiedEvidence},
+    NodeError,
+};
 use mpc_store::IncidentRecord;
 use mpc_types::NodeId;
+use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -15,6 +21,7 @@ use uuid::Uuid;
 use crate::{
     auth::{Caller, ADMIN, READ},
     error::{ApiError, ErrorBody},
+    routes::ApiJson,
     AppState,
 };
 
@@ -48,15 +55,33 @@ pub struct Incident {
     at_ms: i64,
     /// The error as recorded.
     detail: String,
-    /// Evidence another node can check (hex), when there is any.
+    /// Evidence another node can check (hex), when there is any: the accused's signed
+    /// message(s) and certificate (`POST /api/v1/cluster/evidence/verify` on any node).
     evidence: Option<String>,
+    /// This node's check of `evidence` against its own cluster CA, when there is evidence.
+    evidence_check: Option<EvidenceCheck>,
     /// Set once an operator released `accused`; released incidents no longer count.
     released_at_ms: Option<i64>,
+}
+
+impl Incident {
+    /// The listing of `i`, its evidence checked by `node` against `ca` (its cluster CA).
+    fn checked(i: IncidentRecord, node: NodeId, ca: &CertificateDer<'_>) -> Self {
+        let evidence_check = i
+            .evidence
+            .as_deref()
+            .map(|e| EvidenceCheck::of(node, mpc_node::evidence::verify_evidence(e, ca)));
+        Self {
+            evidence_check,
+            ..Self::from(i)
+        }
+    }
 }
 
 impl From<IncidentRecord> for Incident {
     fn from(i: IncidentRecord) -> Self {
         Self {
+            evidence_check: None,
             id: i.id,
             accused: i.accused.get(),
             reporter: i.reporter.get(),
@@ -92,7 +117,8 @@ pub struct IncidentList {
     incidents: Vec<Incident>,
 }
 
-/// Incidents this node recorded, newest first, and the nodes it keeps out of signer sets.
+/// Incidents this node recorded, newest first, each with its evidence checked against this
+/// node's cluster CA, and the nodes it keeps out of signer sets.
 #[utoipa::path(get, path = "/api/v1/cluster/incidents", tag = "health",
     params(IncidentQuery),
     responses((status = 200, body = IncidentList), (status = 400, body = ErrorBody),
@@ -138,12 +164,14 @@ pub async fn incidents(
             excluded: excluded(node),
         })
         .collect();
+    let ca = s.node.cluster_ca()?;
+    let me = s.node.id();
     let incidents = store
         .incidents(accused, limit)
         .await
         .map_err(NodeError::from)?
         .into_iter()
-        .map(Incident::from)
+        .map(|i| Incident::checked(i, me, &ca))
         .collect();
     Ok(Json(IncidentList {
         recorded_by: s.node.id().get(),
@@ -183,4 +211,124 @@ pub async fn release(
     }
     let released = s.node.release_incidents(id).await?;
     Ok(Json(Released { node, released }))
+}
+
+/// One of the accused's messages in a piece of evidence, as it signed it.
+#[derive(Serialize, ToSchema)]
+pub struct EvidenceMessage {
+    session: Uuid,
+    /// 0: a control message; else the protocol's code.
+    protocol: u8,
+    round: u16,
+    from: u16,
+    /// `null`: a broadcast.
+    to: Option<u16>,
+    /// The payload (hex).
+    payload: String,
+    /// The sender's ECDSA P-256 signature over the envelope (hex, `r || s`).
+    signature: Option<String>,
+}
+
+/// The answering node's check of a piece of evidence against its own cluster CA.
+#[derive(Serialize, ToSchema)]
+pub struct EvidenceCheck {
+    /// The node that checked (it trusts only its own cluster CA, not the recorder).
+    checked_by: u16,
+    /// Whether the evidence verifies: the accused's certificate chains to the CA and names
+    /// it, every message is the accused's and its signature verifies, and the fault holds
+    /// where it can be re-checked.
+    valid: bool,
+    /// Why it does not verify.
+    reason: Option<String>,
+    accused: Option<u16>,
+    /// `undecodable` (a protocol message that does not decode), `equivocation` (two
+    /// different messages for one slot) or `exhibit` (messages shown as sent: an outcome that
+    /// failed the recorder's check, which needs context the messages do not carry).
+    fault: Option<String>,
+    /// Whether the fault itself was re-checked from the messages; otherwise the evidence
+    /// proves only that the accused sent exactly these messages.
+    fault_rechecked: bool,
+    /// SHA-256 of the accused's certificate (hex).
+    certificate_fingerprint: Option<String>,
+    messages: Vec<EvidenceMessage>,
+}
+
+impl EvidenceCheck {
+    fn of(checked_by: NodeId, result: Result<VerifiedEvidence, EvidenceError>) -> Self {
+        match result {
+            Ok(v) => Self {
+                checked_by: checked_by.get(),
+                valid: true,
+                reason: None,
+                accused: Some(v.accused.get()),
+                fault: Some(v.fault.as_str().to_owned()),
+                fault_rechecked: v.fault_rechecked,
+                certificate_fingerprint: Some(v.certificate_fingerprint),
+                messages: v
+                    .envelopes
+                    .iter()
+                    .map(|e| EvidenceMessage {
+                        session: e.session.as_uuid(),
+                        protocol: e.protocol,
+                        round: e.round,
+                        from: e.from.get(),
+                        to: e.to.map(NodeId::get),
+                        payload: hex::encode(&e.payload),
+                        signature: e.signature.map(|s| hex::encode(s.0)),
+                    })
+                    .collect(),
+            },
+            Err(e) => Self {
+                checked_by: checked_by.get(),
+                valid: false,
+                reason: Some(e.to_string()),
+                accused: None,
+                fault: None,
+                fault_rechecked: false,
+                certificate_fingerprint: None,
+                messages: Vec::new(),
+            },
+        }
+    }
+}
+
+/// The answer to a check: evidence that does not verify is an answer (`valid: false`), not
+/// an error; this node's own trouble (its CA file) is.
+fn checked(
+    node: NodeId,
+    result: Result<VerifiedEvidence, IncidentCheckError>,
+) -> Result<Json<EvidenceCheck>, ApiError> {
+    match result {
+        Ok(v) => Ok(Json(EvidenceCheck::of(node, Ok(v)))),
+        Err(IncidentCheckError::Invalid(e)) => Ok(Json(EvidenceCheck::of(node, Err(e)))),
+        Err(e @ (IncidentCheckError::NotFound(_) | IncidentCheckError::NoEvidence(_))) => {
+            Err(ApiError::not_found(e.to_string()))
+        }
+        Err(IncidentCheckError::Node(e)) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceRequest {
+    /// Evidence as any node lists it (`GET /api/v1/cluster/incidents`, `evidence`), hex.
+    evidence: String,
+}
+
+/// Checks evidence recorded by any node (copied from its incident listing) against this
+/// node's cluster CA: whoever recorded it need not be trusted.
+#[utoipa::path(post, path = "/api/v1/cluster/evidence/verify", tag = "health",
+    request_body = EvidenceRequest,
+    responses((status = 200, body = EvidenceCheck), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn verify_evidence(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<EvidenceRequest>,
+) -> Result<Json<EvidenceCheck>, ApiError> {
+    caller.require(READ)?;
+    let evidence = hex::decode(req.evidence.trim())
+        .map_err(|e| ApiError::bad_request(format!("evidence is not hex: {e}")))?;
+    checked(s.node.id(), s.node.verify_evidence(&evidence))
 }

@@ -138,6 +138,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::cluster_health))
         .routes(routes!(incidents::incidents))
         .routes(routes!(incidents::release))
+        .routes(routes!(incidents::verify_evidence))
         .routes(routes!(routes::aux_info))
         .routes(routes!(routes::dkg_initiate))
         .routes(routes!(routes::ceremony))

@@ -136,6 +136,27 @@ impl Api {
 }
 
 /// A cluster of three (threshold 2) with rate limits out of the way unless `adjust` sets them.
+/// Records an incident against node 3 on `node` (as its own verdict), with `evidence`.
+async fn incident_on(node: &Node, evidence: Option<Vec<u8>>) -> Uuid {
+    let id = Uuid::new_v4();
+    node.store()
+        .record_incident(&mpc_store::IncidentRecord {
+            id,
+            accused: NodeId::must(3),
+            reporter: node.id(),
+            kind: mpc_store::IncidentKind::Misbehaved,
+            session: Uuid::new_v4(),
+            wallet_id: None,
+            at: 0,
+            detail: "recorded by the test".into(),
+            evidence,
+            released_at: None,
+        })
+        .await
+        .unwrap();
+    id
+}
+
 async fn cluster(adjust: impl Fn(&mut NodeConfig)) -> Cluster {
     start(3, 2, |cfg| {
         cfg.api.rate_limit_per_second = 10_000;
@@ -218,6 +239,8 @@ async fn every_route_answers_each_role_as_documented() {
         "fee_rate_sat_vb": 2.0,
     });
     let w = |suffix: &str| format!("/api/v1/wallets/{taproot_id}{suffix}");
+    // Evidence to check (it does not verify: the answer says so, with 200).
+    let evidence = json!({"evidence": hex::encode(b"not evidence")});
     // A ceremony to look at.
     let started = api
         .call(
@@ -280,6 +303,14 @@ async fn every_route_answers_each_role_as_documented() {
             "/api/v1/cluster/incidents/3/release".into(),
             ADMIN,
             None,
+            StatusCode::OK,
+        ),
+        (
+            Method::POST,
+            "/api/v1/cluster/evidence/verify",
+            "/api/v1/cluster/evidence/verify".into(),
+            READ,
+            Some(&evidence),
             StatusCode::OK,
         ),
         (
@@ -665,6 +696,65 @@ async fn the_error_codes_a_client_can_cause() {
         "forbidden",
         "a signer releases a node",
     );
+    // Checking evidence: any node's, copied into the body.
+    for (path, body, status, code, what) in [
+        (
+            "/api/v1/cluster/evidence/verify".to_string(),
+            Some(json!({"evidence": "not hex"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "evidence that is no hex",
+        ),
+        (
+            "/api/v1/cluster/evidence/verify".to_string(),
+            Some(json!({"evidence": "00", "node": 2})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "an unknown field next to the evidence",
+        ),
+        (
+            "/api/v1/cluster/evidence/verify".to_string(),
+            Some(json!({})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "no evidence",
+        ),
+    ] {
+        expect(
+            api.call(Method::POST, &path, viewer, body.as_ref()).await,
+            status,
+            code,
+            what,
+        );
+    }
+    // The listing checks each incident's evidence against this node's CA: bytes that are no
+    // evidence are listed as not valid, with the reason; no evidence, no check.
+    let bad = incident_on(&c.nodes[0], Some(b"not evidence".to_vec())).await;
+    let none = incident_on(&c.nodes[0], None).await;
+    let listed = api
+        .call(
+            Method::GET,
+            "/api/v1/cluster/incidents?node=3",
+            viewer,
+            None,
+        )
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    let by_id = |id: Uuid| {
+        listed.body["incidents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == json!(id))
+            .cloned()
+            .unwrap()
+    };
+    let check = &by_id(bad)["evidence_check"];
+    assert_eq!(check["valid"], json!(false), "{check}");
+    assert!(check["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("malformed")));
+    assert!(by_id(none)["evidence_check"].is_null());
 
     // What a signer checks.
     expect(
@@ -955,6 +1045,62 @@ async fn a_hostile_signer_is_named_listed_counted_and_released() {
         text.contains("mpc_incidents_total{kind=\"misbehaved\",node=\"2\"} 1"),
         "{text}"
     );
+
+    // Issue 18's must-show: the evidence node 1 recorded verifies on node 1 (its listing
+    // checks it), and on node 3, which saw nothing and checks it against its own CA; one hex
+    // digit changed and it does not.
+    let evidence = incident["evidence"].as_str().expect("evidence recorded");
+    let checked = &incident["evidence_check"];
+    assert_eq!(
+        (
+            &checked["valid"],
+            &checked["accused"],
+            &checked["fault"],
+            &checked["fault_rechecked"],
+            &checked["checked_by"]
+        ),
+        (
+            &json!(true),
+            &json!(2),
+            &json!("undecodable"),
+            &json!(true),
+            &json!(1)
+        ),
+        "{checked}"
+    );
+    let api3 = Api::of(&c.nodes[2]);
+    let verify = |evidence: String| {
+        let api3 = &api3;
+        async move {
+            api3.call(
+                Method::POST,
+                "/api/v1/cluster/evidence/verify",
+                Some(Role::Viewer),
+                Some(&json!({ "evidence": evidence })),
+            )
+            .await
+        }
+    };
+    let on_three = verify(evidence.to_string()).await;
+    assert_eq!(on_three.status, StatusCode::OK, "{}", on_three.body);
+    assert_eq!(on_three.body["valid"], json!(true), "{}", on_three.body);
+    assert_eq!(on_three.body["checked_by"], json!(3));
+    assert_eq!(
+        on_three.body["certificate_fingerprint"],
+        checked["certificate_fingerprint"]
+    );
+    assert!(on_three.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["from"] == json!(2) && m["signature"].is_string()));
+    let mut changed = evidence.to_string();
+    let last = if changed.ends_with('0') { "1" } else { "0" };
+    changed.replace_range(changed.len() - 1.., last);
+    let tampered = verify(changed).await;
+    assert_eq!(tampered.status, StatusCode::OK, "{}", tampered.body);
+    assert_eq!(tampered.body["valid"], json!(false), "{}", tampered.body);
+    assert!(tampered.body["reason"].is_string());
 
     let released = api
         .call(

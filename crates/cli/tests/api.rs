@@ -39,6 +39,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/cluster/health"),
     ("GET", "/api/v1/cluster/incidents"),
     ("POST", "/api/v1/cluster/incidents/{node}/release"),
+    ("POST", "/api/v1/cluster/evidence/verify"),
     ("POST", "/api/v1/aux-info"),
     ("POST", "/api/v1/dkg/initiate"),
     ("GET", "/api/v1/ceremonies/{id}"),
@@ -2166,6 +2167,23 @@ async fn rest_api_and_cli_against_five_node_processes() {
     assert_eq!(code, 1, "a viewer releases a node: {stdout}");
     let err: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(err["error"]["code"], "forbidden");
+    // Evidence is checked by whichever node is asked, against its own CA: bytes that are no
+    // evidence are answered as not valid (200), and the CLI exits non-zero.
+    let verify_route = "/api/v1/cluster/evidence/verify";
+    let checked = api
+        .post(
+            1,
+            verify_route,
+            verify_route,
+            Some(viewer),
+            json!({"evidence": "00"}),
+        )
+        .await
+        .ok("evidence verify");
+    assert_eq!(checked["valid"], false, "{checked}");
+    assert_eq!(checked["checked_by"], 1);
+    let (code, stdout, _) = cli(&["cluster", "verify", "00", "--json"], &env).await;
+    assert_eq!(code, 1, "evidence that does not verify: {stdout}");
     // Flags instead of the environment; the human table names both wallets.
     let (code, table, stderr) =
         cli(&["wallet", "list", "--url", &url, "--token", viewer], &[]).await;

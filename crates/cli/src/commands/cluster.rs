@@ -1,5 +1,6 @@
 //! `mpc-wallet cluster status`: every node's liveness, heartbeat and version; `cluster
-//! incidents` and `cluster release`: blame this node recorded, and an operator's release.
+//! incidents` and `cluster release`: blame this node recorded, and an operator's release;
+//! `cluster verify`: evidence any node recorded, checked against this node's cluster CA.
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -25,6 +26,13 @@ pub enum ClusterCommand {
     Release {
         /// The node to release.
         node: u16,
+    },
+    /// Checks evidence any node recorded (hex, an incident's `evidence` in `cluster incidents
+    /// --json`) against this node's cluster CA, trusting nothing else. Exits non-zero if it
+    /// does not verify.
+    Verify {
+        /// The evidence (hex).
+        evidence: String,
     },
 }
 
@@ -114,6 +122,42 @@ pub async fn cluster(conn: &Conn, command: &ClusterCommand) -> Result<()> {
                     )
                 );
             })
+        }
+        ClusterCommand::Verify { evidence } => {
+            let checked: Value = api
+                .post(
+                    "/api/v1/cluster/evidence/verify",
+                    &serde_json::json!({ "evidence": evidence }),
+                )
+                .await?;
+            output(conn, &checked, |c| {
+                if c["valid"] == true {
+                    println!(
+                        "verified by node {}: node {} sent {} signed message(s); fault {} ({}); \
+                         certificate {}",
+                        s(&c["checked_by"]),
+                        s(&c["accused"]),
+                        c["messages"].as_array().map_or(0, Vec::len),
+                        s(&c["fault"]),
+                        if c["fault_rechecked"] == true {
+                            "re-checked from the messages"
+                        } else {
+                            "not re-checkable from the messages: inspect them"
+                        },
+                        s(&c["certificate_fingerprint"])
+                    )
+                } else {
+                    println!(
+                        "NOT verified by node {}: {}",
+                        s(&c["checked_by"]),
+                        s(&c["reason"])
+                    )
+                }
+            })?;
+            if checked["valid"] != true {
+                anyhow::bail!("the evidence does not verify");
+            }
+            Ok(())
         }
         ClusterCommand::Release { node } => {
             let released: Value = api
