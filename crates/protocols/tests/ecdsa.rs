@@ -62,10 +62,11 @@ fn aux_info_generation_runs_for_real_and_its_output_signs() {
 
 #[test]
 fn every_threshold_signs_with_presignatures_and_interactively() {
-    // A presignature for each threshold up to n (t = n included), interactive signing once:
-    // in cggmp24 it is the same presignature protocol plus the online round, so running it for
-    // every threshold would repeat seconds of CPU per case for no new path.
-    for (t, n) in [(2u16, 3usize), (3, 5), (5, 5)] {
+    // A presignature for t < n and for t = n, interactive signing once: in cggmp24 it is the
+    // same presignature protocol plus the online round, so running it for every threshold
+    // would repeat seconds of CPU per case for no new path. t = n at 3 parties, not 5: a
+    // presignature's CPU grows with the square of its signers (a 5-of-5 is ~25 s of it).
+    for (t, n) in [(2u16, 3usize), (3, 5), (3, 3)] {
         let shares = local::ecdsa_keygen(t, &mpc_testkit::aux_info(n)).unwrap();
         assert!(shares
             .iter()
@@ -95,13 +96,14 @@ fn every_threshold_signs_with_presignatures_and_interactively() {
 
 #[test]
 fn signer_sets_of_three_of_five_sign() {
-    // Sets that together hold every party, at every position (first, middle, last), contiguous
-    // and not: the party indices reach the protocol in the right order whichever parties sign.
-    // (All ten sets cost ten presignatures, over a minute of CPU, for the same paths.)
+    // Sets with gaps, which together hold every party: the party indices reach the protocol in
+    // the right order whichever parties sign (the contiguous {2, 3, 4} signs in the test
+    // above). Every one of the ten sets would cost ten presignatures, over a minute of CPU,
+    // for the same code path.
     let shares = local::ecdsa_keygen(3, &mpc_testkit::aux_info(5)).unwrap();
     let path: DerivationPath = "m/0/1".parse().unwrap();
     let child = shares[0].derive_public_key(&path).unwrap();
-    let sets: [[u16; 3]; 4] = [[0, 1, 2], [2, 3, 4], [0, 2, 4], [1, 3, 4]];
+    let sets: [[u16; 3]; 2] = [[0, 2, 4], [1, 3, 4]];
     let mut nonces = std::collections::HashSet::new();
     for signers in sets {
         let signers = PartyIndex::list(&signers);
