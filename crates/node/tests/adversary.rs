@@ -366,12 +366,11 @@ async fn signing_cases(c: &Cluster, scheme: Scheme, cases: Vec<&Case>) -> Tally 
                 tally.succeeded += 1;
                 let signed = parse_psbt(&report.psbt).unwrap();
                 let spent = spent_outputs(&signed).unwrap();
-                let tx: mpc_bitcoin::bitcoin::Transaction =
-                    mpc_bitcoin::bitcoin::consensus::encode::deserialize_hex(
-                        &report.raw_transaction,
-                    )
-                    .unwrap();
-                verify_transaction(&tx, &spent)
+                assert_eq!(
+                    report.raw_transaction.compute_txid(),
+                    signed.unsigned_tx.compute_txid()
+                );
+                verify_transaction(&report.raw_transaction, &spent)
                     .unwrap_or_else(|e| panic!("{}: an invalid signature: {e}", case.name));
                 let outcome = if report.attempts.len() > 1 {
                     assert!(

@@ -515,8 +515,7 @@ async fn a_node_that_did_not_sign_learns_the_change_indices_from_verified_notice
     );
 
     // A forged notice: the same PSBT with a transaction whose signature is not the wallet's.
-    let mut forged: mpc_bitcoin::bitcoin::Transaction =
-        mpc_bitcoin::bitcoin::consensus::encode::deserialize_hex(&report.raw_transaction).unwrap();
+    let mut forged = report.raw_transaction.clone();
     let mut witness: Vec<Vec<u8>> = forged.input[0].witness.iter().map(<[u8]>::to_vec).collect();
     witness[0][5] ^= 1;
     forged.input[0].witness = mpc_bitcoin::bitcoin::Witness::from_slice(&witness);

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use mpc_bitcoin::{
-    bitcoin::{consensus, psbt::Psbt},
+    bitcoin::psbt::Psbt,
     finalize::{finalize, insert_signature, InputSignature},
     psbt::{analyze, parse_psbt, spent_outputs, JobMessage, SigningJob},
     verify::verify_transaction,
@@ -190,8 +190,8 @@ impl Node {
         let report = SignReport {
             session,
             psbt: psbt.to_string(),
-            raw_transaction: consensus::encode::serialize_hex(&tx),
-            txid: tx.compute_txid().to_string(),
+            txid: tx.compute_txid(),
+            raw_transaction: tx,
             signers,
             inputs,
             attempts,
