@@ -16,7 +16,7 @@
 use std::str::FromStr;
 
 use mpc_bitcoin::{
-    bitcoin::{consensus, Address, Amount, OutPoint, ScriptBuf, Transaction, TxOut, Txid},
+    bitcoin::{consensus, Address, Amount, FeeRate, OutPoint, ScriptBuf, Transaction, TxOut, Txid},
     spend::{self, Candidate, SpendError},
     Chain, Scheme, WalletKey,
 };
@@ -101,13 +101,32 @@ pub struct UtxoInfo {
     pub created_at_ms: i64,
 }
 
-/// A payment from a wallet's registered outputs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A payment from a wallet's registered outputs. The recipient is an address string: which
+/// network it must be on is the wallet's, known only once the wallet is read.
+#[derive(Debug, Clone)]
 pub struct SendRequest {
     pub wallet_id: String,
     pub recipient: String,
-    pub amount_sats: u64,
-    pub fee_rate_sat_vb: f64,
+    pub amount: Amount,
+    pub fee_rate: FeeRate,
+}
+
+impl SendRequest {
+    /// A request as clients state it (satoshis, sat/vB), checked once: a fee rate outside
+    /// the accepted range is refused here.
+    pub fn new(
+        wallet_id: String,
+        recipient: String,
+        amount_sats: u64,
+        fee_rate_sat_vb: f64,
+    ) -> Result<Self, UtxoError> {
+        Ok(Self {
+            wallet_id,
+            recipient,
+            amount: Amount::from_sat(amount_sats),
+            fee_rate: spend::fee_rate(fee_rate_sat_vb)?,
+        })
+    }
 }
 
 /// The change output of a payment.
@@ -342,15 +361,14 @@ impl Node {
         Ok((index, address))
     }
 
-    /// Pays `amount_sats` to `recipient` from the wallet's registered outputs, with change to
+    /// Pays `amount` to `recipient` from the wallet's registered outputs, with change to
     /// its next change address, signed through the cluster.
     pub async fn send(&self, session: Uuid, req: &SendRequest) -> Result<SendReport, UtxoError> {
         let record = self.active_wallet(&req.wallet_id).await?;
         let key = wallet_key(&record)?;
         // Client mistakes first, before anything is selected or reserved.
         let recipient = spend::parse_recipient(&req.recipient, key.network)?.script_pubkey();
-        let fee_rate = spend::fee_rate(req.fee_rate_sat_vb)?;
-        let amount = Amount::from_sat(req.amount_sats);
+        let (fee_rate, amount) = (req.fee_rate, req.amount);
         let reservation = session.to_string();
 
         let mut attempt = 0;
@@ -457,7 +475,7 @@ impl Node {
                     inputs,
                     inputs_sats: selection.inputs_total.to_sat(),
                     recipient: req.recipient.trim().to_string(),
-                    amount_sats: req.amount_sats,
+                    amount_sats: amount.to_sat(),
                     fee_sats: selection.fee.to_sat(),
                     fee_rate_sat_vb: selection.fee.to_sat() as f64 / vsize as f64,
                     change,
