@@ -14,6 +14,7 @@ use mpc_protocols::{
     ecdsa::{self, PresignatureBinding, PresignaturePublic},
     schnorr,
     signature::PublicKey,
+    ProtocolError,
 };
 use mpc_store::WalletRecord;
 use mpc_transport::{NodeId, SessionId};
@@ -377,7 +378,27 @@ impl Node {
                 // The key the PSBT check derived (rust-bitcoin) and matched to the spent script.
                 let child = PublicKey(public_key.serialize());
                 let public: &PresignaturePublic = public;
-                let sig = ecdsa::combine(public, &binding, &partials, preimage, &child)?;
+                let sig =
+                    ecdsa::combine(public, &binding, &partials, preimage, &child).map_err(|e| {
+                        match e {
+                            // The partial does not match the commitment every signer reported for
+                            // it: that signer cheated, whatever the others did.
+                            ProtocolError::BadPartialSignature { signer } => {
+                                match mpc_types::node_at(&wallet.participants, signer) {
+                                    Some(node) => NodeError::Misbehaved {
+                                        node,
+                                        reason: format!(
+                                            "its partial signature for input {} does not match \
+                                         its presignature commitment",
+                                            job.input
+                                        ),
+                                    },
+                                    None => NodeError::Protocol(e),
+                                }
+                            }
+                            e => NodeError::Protocol(e),
+                        }
+                    })?;
                 Ok((InputSignature::Ecdsa(sig), "presignature"))
             }
             (JobMessage::Ecdsa { .. }, Some(InputOutcome::Ecdsa(sig))) => {
