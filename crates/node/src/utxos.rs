@@ -305,12 +305,7 @@ impl Node {
         self.store()
             .insert_utxos(wallet_id, &rows, now_ms())
             .await?;
-        // Funded paths get presignatures banked by the pool (ECDSA wallets only).
-        if key.scheme == Scheme::Ecdsa {
-            for row in &rows {
-                self.note_funded(wallet_id, row.path.clone());
-            }
-        }
+        // The pool reads the registry: these paths now get presignatures (ECDSA wallets).
         info!(
             node = self.id().get(),
             wallet = wallet_id,

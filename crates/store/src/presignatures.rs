@@ -237,7 +237,8 @@ impl Store {
             "SELECT path, signers, \
              COUNT(CASE WHEN state = 'ready' AND epoch = $2 AND expires_at > $3 THEN 1 END) \
              AS ready, \
-             COUNT(CASE WHEN state = 'consumed' THEN 1 END) AS consumed \
+             COUNT(CASE WHEN state = 'consumed' THEN 1 END) AS consumed, \
+             COUNT(*) AS generated \
              FROM presignatures WHERE wallet_id = $1 GROUP BY path, signers \
              ORDER BY path, signers",
         )
@@ -254,6 +255,7 @@ impl Store {
                     signers: parse_id_list(&get::<String>(row, "signers", T)?, T, &path)?,
                     ready: to_u64(get(row, "ready", T)?, T, &path)?,
                     consumed: to_u64(get(row, "consumed", T)?, T, &path)?,
+                    generated: to_u64(get(row, "generated", T)?, T, &path)?,
                     path,
                 })
             })

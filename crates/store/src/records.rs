@@ -84,6 +84,8 @@ pub struct PoolLevel {
     /// Usable now: ready, current epoch, unexpired.
     pub ready: u64,
     pub consumed: u64,
+    /// Every presignature this node holds or held for it, in any state.
+    pub generated: u64,
 }
 
 /// Text forms of the two state enums, as stored.

@@ -1251,18 +1251,20 @@ async fn presignature_counts_per_path_and_signers(db: Db) {
         .is_some());
     assert!(store.discard_presignature("other-0", NOW).await.unwrap());
     let levels = store.presignature_counts("w", NOW).await.unwrap();
-    let level = |path: &str, signers: Vec<NodeId>, ready, consumed| PoolLevel {
+    let level = |path: &str, signers: Vec<NodeId>, ready, consumed, generated| PoolLevel {
         path: path.into(),
         signers,
         ready,
         consumed,
+        generated,
     };
+    // Generated counts every state: the expired one too.
     assert_eq!(
         levels,
         vec![
-            level("m", NodeId::must_list(&[1, 2, 3]), 2, 1),
-            level("m", NodeId::must_list(&[2, 3, 4]), 1, 1),
-            level("m/0/7", NodeId::must_list(&[1, 2, 3]), 1, 0),
+            level("m", NodeId::must_list(&[1, 2, 3]), 2, 1, 4),
+            level("m", NodeId::must_list(&[2, 3, 4]), 1, 1, 2),
+            level("m/0/7", NodeId::must_list(&[1, 2, 3]), 1, 0, 1),
         ]
     );
     assert!(store

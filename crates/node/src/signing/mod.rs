@@ -162,7 +162,7 @@ impl Node {
         let change_rule = self.change_rule(&wallets).await?;
         let summary = policy::summarize(&psbt, &wallets.keys(), &input_wallet, &change_rule)?;
         self.note_change_used(&wallets, &summary).await;
-        self.note_funded_paths(&jobs, &summary, &wallets.keys(), &wallets.records);
+        self.note_funded_paths(&summary, &wallets.keys(), &wallets.records);
         Ok(summary.change.len())
     }
 
