@@ -91,7 +91,7 @@ pub struct WalletPoolStats {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PoolLevelReport {
-    pub path: String,
+    pub path: DerivationPath,
     pub signers: Vec<NodeId>,
     pub ready: u64,
     pub consumed: u64,
@@ -314,7 +314,7 @@ impl Node {
                 for signers in self.pool_signer_sets(&wallet) {
                     let ready = levels
                         .iter()
-                        .find(|l| l.path == path.to_string() && l.signers == signers)
+                        .find(|l| l.path == path && l.signers == signers)
                         .map(|l| l.ready)
                         .unwrap_or(0);
                     let key: PoolKey = (wallet.id.clone(), path.clone(), signers.clone());

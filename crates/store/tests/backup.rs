@@ -61,7 +61,7 @@ fn presig(id: &str, epoch: u64) -> PresignatureRecord {
     PresignatureRecord {
         id: id.into(),
         wallet_id: "w1".into(),
-        path: "m/0/0".into(),
+        path: "m/0/0".parse().unwrap(),
         signers: NodeId::must_list(&[1, 2, 3]),
         epoch,
         state: PresignatureState::Ready,
