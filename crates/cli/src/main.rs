@@ -213,7 +213,7 @@ fn print(report: &report::Report, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+pub(crate) fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo {

@@ -113,8 +113,12 @@ async fn one_ceremony_at_a_time_and_a_paused_holder_is_fenced_off() {
         return;
     };
     let dir = std::env::temp_dir().join(format!("mpc-lock-test-{}", Uuid::new_v4()));
-    let mut options =
-        DevnetOptions::new(4, 2, dir.clone(), env!("CARGO_BIN_EXE_mpc-wallet").into());
+    let mut options = DevnetOptions::new(
+        4,
+        2,
+        dir.clone(),
+        env!("CARGO_BIN_EXE_mpc-wallet-failpoints").into(),
+    );
     options.pool.enabled = false;
     options.coordination = CoordinationConfig {
         backend: BackendKind::Etcd,

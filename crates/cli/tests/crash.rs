@@ -70,8 +70,12 @@ async fn nodes_killed_at_every_durable_step_never_reuse_a_presignature() {
     let seed0 = env_u64("MPC_KILL_SEED", 0);
     let n = 3u16;
     let dir = std::env::temp_dir().join(format!("mpc-crash-test-{}", Uuid::new_v4()));
-    let mut options =
-        DevnetOptions::new(n, 2, dir.clone(), env!("CARGO_BIN_EXE_mpc-wallet").into());
+    let mut options = DevnetOptions::new(
+        n,
+        2,
+        dir.clone(),
+        env!("CARGO_BIN_EXE_mpc-wallet-failpoints").into(),
+    );
     options.limits = Limits {
         full_sign_timeout_ms: 20_000,
         presign_timeout_ms: 20_000,
