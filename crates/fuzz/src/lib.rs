@@ -32,7 +32,8 @@ use mpc_node::{control::Control, NodeConfig};
 use mpc_protocols::{ecdsa, encoding, schnorr, signature::PublicKey};
 use mpc_store::KeySource;
 use mpc_transport::{
-    quic::decode_frame, Envelope, NodeId, Router, RouterLimits, SessionId, CONTROL,
+    evidence::Evidence, quic::decode_frame, Envelope, NodeId, Router, RouterLimits, SessionId,
+    CONTROL,
 };
 use round_based::ProtocolMessage;
 use serde::{de::DeserializeOwned, Serialize};
@@ -43,6 +44,7 @@ pub type Body = fn(&[u8]);
 /// Every target: its name (the `fuzz_target!` binary and corpus folder) and its body.
 pub const TARGETS: &[(&str, Body)] = &[
     ("envelope", envelope),
+    ("evidence", evidence),
     ("frame", frame),
     ("control", control),
     ("aux_info_msg", aux_info_msg),
@@ -69,6 +71,28 @@ pub fn envelope(data: &[u8]) {
         // The format has one encoding per envelope: what decodes re-encodes to itself.
         assert_eq!(e.encode(), data, "envelope does not re-encode to its bytes");
         let _ = e.content_digest();
+    }
+}
+
+/// Evidence, as `POST /api/v1/cluster/evidence/verify` reads it (once hex-decoded), then
+/// checked as the node checks it, against a cluster CA (this process's own, made once: the
+/// seeds decode but do not chain to it, which no fuzzed input could either).
+pub fn evidence(data: &[u8]) {
+    if let Ok(e) = Evidence::decode(data) {
+        // One encoding per piece of evidence: what decodes re-encodes to itself.
+        assert_eq!(e.encode(), data, "evidence does not re-encode to its bytes");
+    }
+    static CA: OnceLock<Option<String>> = OnceLock::new();
+    let ca = CA.get_or_init(|| {
+        mpc_transport::certs::ClusterCa::generate("fuzz", 1)
+            .ok()
+            .map(|ca| ca.cert_pem().to_owned())
+    });
+    let Some(Ok(mut ca)) = ca.as_deref().map(mpc_transport::certs::parse_certs) else {
+        return;
+    };
+    if mpc_node::evidence::verify_evidence(data, &ca.remove(0)).is_ok() {
+        panic!("evidence verified under a CA made in this process");
     }
 }
 

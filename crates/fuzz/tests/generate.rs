@@ -257,6 +257,7 @@ fn transport_and_api_seeds() {
         out
     };
     seed("frame", "one", &framed(&p2p));
+    evidence_seeds(&p2p);
     // A stream: a message, its duplicate, an equivocation, a held one, a control message.
     let equivocation = env(
         3,
@@ -688,4 +689,45 @@ fn backup_seed() {
     let at = tampered.len() / 2;
     tampered[at] ^= 1;
     seed("backup", "tampered", &tampered);
+}
+
+/// Evidence: node 2's envelope under its certificate from a CA made here (the body checks
+/// against its own CA, so these decode and then fail the chain check), as an exhibit and as
+/// equivocation.
+fn evidence_seeds(p2p: &Envelope) {
+    use mpc_transport::{
+        certs,
+        evidence::{Evidence, Fault},
+        NodeKey,
+    };
+    let dir = std::env::temp_dir().join(format!("mpc-fuzz-evidence-{}", Uuid::new_v4().simple()));
+    certs::init_cluster(&dir, 2, |_| Vec::new(), 3650).expect("certificates");
+    let read = |p: PathBuf| std::fs::read_to_string(p).expect("certificate file");
+    let peer = mpc_fuzz::FRAME_PEER;
+    let certificate = certs::parse_certs(&read(certs::node_cert_path(&dir, peer)))
+        .expect("certificate")
+        .remove(0);
+    let key = NodeKey::from_pem(&read(certs::node_key_path(&dir, peer))).expect("key");
+    std::fs::remove_dir_all(&dir).expect("remove");
+    let signed = |payload: &[u8]| {
+        Envelope {
+            payload: payload.to_vec(),
+            ..p2p.clone()
+        }
+        .signed(&key)
+        .expect("sign")
+    };
+    let exhibit = Evidence {
+        accused: peer,
+        fault: Fault::Exhibit,
+        certificate: certificate.clone(),
+        envelopes: vec![signed(b"\xa1")],
+    };
+    seed("evidence", "exhibit", &exhibit.encode());
+    let equivocation = Evidence {
+        fault: Fault::Equivocation,
+        envelopes: vec![signed(b"\x01"), signed(b"\x02")],
+        ..exhibit
+    };
+    seed("evidence", "equivocation", &equivocation.encode());
 }
