@@ -32,26 +32,26 @@ pub struct IncidentQuery {
 }
 
 /// One incident: `reporter` blamed `accused` in a signing attempt this node coordinated.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Incident {
-    id: Uuid,
-    accused: u16,
+    pub id: Uuid,
+    pub accused: u16,
     /// This node (its own verdict: a timeout, an answer that failed its check) or the
     /// participant whose typed report named `accused`.
-    reporter: u16,
+    pub reporter: u16,
     /// `silent`, `misbehaved` (a message that did not decode, or equivocation, as a
     /// participant saw it) or `invalid_outcome` (an answer that failed this node's check).
-    kind: String,
+    pub kind: String,
     /// The failed attempt's session.
-    session: Uuid,
-    wallet_id: Option<String>,
-    at_ms: i64,
+    pub session: Uuid,
+    pub wallet_id: Option<String>,
+    pub at_ms: i64,
     /// The error as recorded.
-    detail: String,
+    pub detail: String,
     /// Evidence another node can check (hex), when there is any.
-    evidence: Option<String>,
+    pub evidence: Option<String>,
     /// Set once an operator released `accused`; released incidents no longer count.
-    released_at_ms: Option<i64>,
+    pub released_at_ms: Option<i64>,
 }
 
 impl From<IncidentRecord> for Incident {
@@ -72,23 +72,23 @@ impl From<IncidentRecord> for Incident {
 }
 
 /// Unreleased incidents against one node.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Unreleased {
-    node: u16,
-    count: u64,
+    pub node: u16,
+    pub count: u64,
     /// Whether `count` reaches `exclude_after_incidents`: the node is left out of signer sets
     /// (unless too few others are live).
-    excluded: bool,
+    pub excluded: bool,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct IncidentList {
     /// The node that recorded these (each coordinator keeps its own).
-    recorded_by: u16,
+    pub recorded_by: u16,
     /// `[limits] exclude_after_incidents`; 0: nobody is left out.
-    exclude_after_incidents: u32,
-    unreleased: Vec<Unreleased>,
-    incidents: Vec<Incident>,
+    pub exclude_after_incidents: u32,
+    pub unreleased: Vec<Unreleased>,
+    pub incidents: Vec<Incident>,
 }
 
 /// Incidents this node recorded, newest first, and the nodes it keeps out of signer sets.
@@ -142,11 +142,11 @@ pub async fn incidents(
     }))
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Released {
-    node: u16,
+    pub node: u16,
     /// Incidents released now (0 if none were pending).
-    released: u64,
+    pub released: u64,
 }
 
 /// Releases a node: its incidents stop counting toward its exclusion from signer sets (they

@@ -3,7 +3,6 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use serde_json::Value;
 
 use super::{output, s, table, Conn};
 
@@ -33,7 +32,7 @@ pub async fn cluster(conn: &Conn, command: &ClusterCommand) -> Result<()> {
     let api = conn.client()?;
     match command {
         ClusterCommand::Status => {
-            let health: Value = api.get("/api/v1/cluster/health").await?;
+            let health = api.cluster_health().await?;
             output(conn, &health, |h| {
                 println!(
                     "node {} ({} {}), threshold {}, {} live",
@@ -69,10 +68,7 @@ pub async fn cluster(conn: &Conn, command: &ClusterCommand) -> Result<()> {
             })
         }
         ClusterCommand::Incidents { node, limit } => {
-            let filter = node.map(|n| format!("&node={n}")).unwrap_or_default();
-            let list: Value = api
-                .get(&format!("/api/v1/cluster/incidents?limit={limit}{filter}"))
-                .await?;
+            let list = serde_json::to_value(api.incidents(*node, *limit).await?)?;
             output(conn, &list, |l| {
                 for u in l["unreleased"].as_array().into_iter().flatten() {
                     println!(
@@ -116,12 +112,7 @@ pub async fn cluster(conn: &Conn, command: &ClusterCommand) -> Result<()> {
             })
         }
         ClusterCommand::Release { node } => {
-            let released: Value = api
-                .post(
-                    &format!("/api/v1/cluster/incidents/{node}/release"),
-                    &serde_json::json!({}),
-                )
-                .await?;
+            let released = serde_json::to_value(api.release_incidents(*node).await?)?;
             output(conn, &released, |r| {
                 println!(
                     "node {}: {} incident(s) released",
