@@ -143,19 +143,18 @@ pub async fn per_token(c: &Cluster, w: &Wallets, psbt: &str) {
         .await
         .expect("the limited token after Retry-After");
 
-    // A presignature (seconds of CPU) through node 2, polled every 50 ms by a token allowed
-    // one request a second after a burst of 3: the client waits instead of failing.
+    // The CLI's client polls a ceremony every 50 ms: with its token's burst spent and 1.5 s
+    // of refill (one request a second), key generation through node 2 is accepted and its
+    // first poll is refused; the client waits out the 429 instead of failing.
     let throttled_before = limited(&c.metrics(2).await);
     let client = ApiClient::new(c.url(2), c.devnet.token(Role::Admin).ok());
-    let presigned = client
-        .presignatures(&w.eid, &PresignRequest::new("m/0/9", 1), None)
+    while client.wallets().await.is_ok() {}
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let created = client
+        .dkg(&DkgRequest::new(Scheme::Schnorr, "throttled"), None)
         .await
         .expect("a ceremony polled through the rate limit");
-    assert_eq!(
-        presigned["ids"].as_array().map(Vec::len),
-        Some(1),
-        "{presigned}"
-    );
+    assert_eq!(created["name"], "throttled", "{created}");
     let throttled = limited(&c.metrics(2).await) - throttled_before;
     eprintln!(
         "[api test] fact: the client's ceremony polls were refused {throttled} times and waited"

@@ -138,19 +138,34 @@ impl Cluster {
 
     /// A node's metrics, waiting out its rate limit if need be.
     pub async fn metrics(&self, node: u16) -> Metrics {
-        for _ in 0..10 {
-            match self.client(node, Role::Viewer).metrics().await {
-                Ok(text) => return Metrics::parse(&text),
-                Err(ClientError::Api {
-                    status: 429,
-                    retry_after,
-                    ..
-                }) => tokio::time::sleep(Duration::from_secs(retry_after.unwrap_or(1))).await,
-                Err(e) => panic!("node {node}'s metrics: {e}"),
-            }
-        }
-        panic!("node {node}'s metrics stayed rate limited");
+        let what = format!("node {node}'s metrics");
+        let text = patiently(&what, || async move {
+            self.client(node, Role::Viewer).metrics().await
+        })
+        .await;
+        Metrics::parse(&text)
     }
+}
+
+/// `call`'s answer, waiting out its 429s (node 3 limits each address, and starting the
+/// cluster polled it).
+pub async fn patiently<T, F, Fut>(what: &str, call: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    for _ in 0..10 {
+        match call().await {
+            Ok(answer) => return answer,
+            Err(ClientError::Api {
+                status: 429,
+                retry_after,
+                ..
+            }) => tokio::time::sleep(Duration::from_secs(retry_after.unwrap_or(1))).await,
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+    panic!("{what} stayed rate limited");
 }
 
 /// The two wallets the steps share, as the API returned them and as keys.

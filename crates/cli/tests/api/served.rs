@@ -11,7 +11,7 @@ use mpc_bitcoin::{Chain, Scheme};
 use mpc_wallet::devnet::wallet_key_from_api;
 use serde_json::{json, Value};
 
-use crate::{Cluster, Wallets};
+use crate::{patiently, Cluster, Wallets};
 
 /// Routes served without a token.
 const PUBLIC: &[&str] = &["/healthz", "/api/v1/openapi.json"];
@@ -147,13 +147,17 @@ pub async fn wallets_on_every_node(c: &Cluster) -> Wallets {
         .collect();
     assert_eq!(ids, BTreeSet::from([w.eid.clone(), w.tid.clone()]));
     for node in 1..=5 {
+        let what = format!("node {node}'s wallets");
+        let held = patiently(&what, || async move {
+            c.client(node, mpc_api::Role::Viewer).wallets().await
+        })
+        .await;
         for wallet in [&w.ecdsa, &w.taproot] {
             let id = wallet["id"].as_str().unwrap();
-            let held = c
-                .client(node, mpc_api::Role::Viewer)
-                .wallet(id)
-                .await
-                .unwrap();
+            let held = held
+                .as_array()
+                .and_then(|a| a.iter().find(|h| h["id"] == id))
+                .unwrap_or_else(|| panic!("node {node} does not hold {id}: {held}"));
             for field in ["public_key", "xpub", "receive_descriptor", "participants"] {
                 assert_eq!(held[field], wallet[field], "{field} of {id} on node {node}");
             }
