@@ -212,7 +212,8 @@ impl Metrics {
                     .map(NodeId::to_string)
                     .collect::<Vec<_>>()
                     .join(",");
-                let labels = [wallet.id.as_str(), level.path.as_str(), signers.as_str()];
+                let path = level.path.to_string();
+                let labels = [wallet.id.as_str(), path.as_str(), signers.as_str()];
                 self.pool_ready
                     .with_label_values(&labels)
                     .set(level.ready as i64);

@@ -187,12 +187,12 @@ pub async fn transactions(
         .node
         .send(
             Uuid::new_v4(),
-            &SendRequest {
-                wallet_id: req.wallet_id,
-                recipient: req.recipient,
-                amount_sats: req.amount_sats,
-                fee_rate_sat_vb: req.fee_rate_sat_vb,
-            },
+            &SendRequest::new(
+                req.wallet_id,
+                req.recipient,
+                req.amount_sats,
+                req.fee_rate_sat_vb,
+            )?,
         )
         .await?;
     s.metrics.signed(&report.signed);

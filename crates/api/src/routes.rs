@@ -497,8 +497,9 @@ pub async fn openapi_json(State(s): State<AppState>) -> Response {
 pub struct PoolStats {
     #[schema(value_type = u16)]
     node: NodeId,
-    /// One entry per ECDSA wallet: levels per (path, signer set), target, utilization,
-    /// generated and used totals, last refill and generation-time percentiles.
+    /// One entry per ECDSA wallet: levels per (path, signer set), target, fill (ready over
+    /// target), utilization (used over held), generated, held and used totals, last refill and
+    /// generation-time percentiles.
     #[schema(value_type = Vec<Object>)]
     wallets: Vec<mpc_node::pool::WalletPoolStats>,
 }

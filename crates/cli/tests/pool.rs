@@ -1,45 +1,97 @@
-//! The presignature pool in a running cluster: the leader fills it in the background, a burst
-//! of ECDSA signatures is served from it (one round each), and it refills. The burst is 20:
-//! each presignature costs seconds of CPU, and the throughput of a bigger burst is the
-//! benchmark's (`cargo bench -p mpc-wallet --bench cluster`, BENCHMARKS.md), not this test's.
+//! The presignature pool in a running cluster: the leader fills it in the background for the
+//! outputs the wallet can spend (registered outputs, so many per path, none for the root or any
+//! path that holds nothing), a burst of ECDSA signatures spending them is served from it (one
+//! round each), nothing is generated for what was spent, and a newly registered output gets its
+//! own. The burst is 20: each presignature costs seconds of CPU, and the throughput of a bigger
+//! burst is the benchmark's (`cargo bench -p mpc-wallet --bench cluster`, BENCHMARKS.md), not
+//! this test's.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     time::{Duration, Instant},
 };
 
 use mpc_api::Role;
 use mpc_bitcoin::{
-    bitcoin::{consensus, Transaction},
+    bitcoin::{consensus, Amount, Transaction},
+    build::{build_psbt, synthetic_funding, Payment, SpendableOutput},
     psbt::{parse_psbt, spent_outputs},
     verify::verify_transaction,
-    WalletKey,
+    Chain, WalletKey,
 };
 use mpc_wallet::{
     client::ApiClient,
-    devnet::{synthetic_payment, wallet_key_from_api, Devnet, DevnetOptions},
+    devnet::{wallet_key_from_api, Devnet, DevnetOptions},
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 const BURST: usize = 20;
+/// The burst's outputs: two at each of ten receive paths.
+const PATHS: u32 = 10;
 
-fn spend(key: &WalletKey) -> String {
-    synthetic_payment(&[(key, "m", 20_000)], key, 1, 1_000).unwrap()
+/// `count` synthetic outputs of `key` at each of `paths` (regtest only: made-up funding).
+fn outputs(key: &WalletKey, paths: std::ops::Range<u32>, count: usize) -> Vec<SpendableOutput> {
+    paths
+        .flat_map(|i| (0..count).map(move |k| (i, k)))
+        .map(|(i, k)| {
+            synthetic_funding(
+                key,
+                &Chain::Receive.path(i).unwrap(),
+                Amount::from_sat(20_000),
+                &format!("pool {i} {k} {}", Uuid::new_v4()),
+            )
+            .unwrap()
+        })
+        .collect()
 }
 
-async fn root_ready(client: &ApiClient, wallet: &str) -> u64 {
+fn registration(outputs: &[SpendableOutput]) -> Value {
+    json!({"utxos": outputs.iter().map(|o| json!({
+        "outpoint": o.outpoint.to_string(),
+        "path": o.path.to_string(),
+        "funding_transaction": o.funding_transaction.as_ref().map(consensus::encode::serialize_hex),
+    })).collect::<Vec<_>>()})
+}
+
+/// A PSBT spending `output` to the wallet's receive address 100.
+fn spend(key: &WalletKey, output: &SpendableOutput) -> String {
+    build_psbt(
+        std::slice::from_ref(output),
+        &[Payment {
+            script_pubkey: key
+                .chain_address(Chain::Receive, 100)
+                .unwrap()
+                .script_pubkey(),
+            amount: Amount::from_sat(19_000),
+            owner: None,
+        }],
+    )
+    .unwrap()
+    .to_string()
+}
+
+/// The wallet's pool statistics as node 1 reports them.
+async fn pool_stats(client: &ApiClient, wallet: &str) -> Value {
     let stats: Value = client.get("/api/v1/presignatures/stats").await.unwrap();
     stats["wallets"]
         .as_array()
         .expect("stats lists wallets")
         .iter()
-        .filter(|w| w["wallet_id"] == wallet)
-        .flat_map(|w| w["levels"].as_array().cloned().unwrap_or_default())
-        .filter(|l| l["path"] == "m")
-        .map(|l| l["ready"].as_u64().unwrap_or(0))
-        .max()
-        .unwrap_or(0)
+        .find(|w| w["wallet_id"] == wallet)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Ready presignatures per path.
+fn ready_by_path(stats: &Value) -> BTreeMap<String, u64> {
+    let mut ready = BTreeMap::new();
+    for level in stats["levels"].as_array().cloned().unwrap_or_default() {
+        *ready
+            .entry(level["path"].as_str().unwrap_or_default().to_string())
+            .or_default() += level["ready"].as_u64().unwrap_or(0);
+    }
+    ready
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,41 +140,63 @@ async fn the_pool_fills_in_the_background_and_serves_a_burst() {
     let id = wallet["id"].as_str().unwrap().to_string();
     let key = wallet_key_from_api(&wallet).unwrap();
 
-    // Nobody asks for presignatures: the leader (node 1) fills the root path's pool.
+    // Outputs registered through node 1, the refill leader (the registry is per node). Nobody
+    // asks for presignatures: the leader makes one per output, per path.
+    let signer = devnet.client(1, Role::Signer).unwrap();
+    let burst = outputs(&key, 0..PATHS, BURST / PATHS as usize);
+    let registered: Value = signer
+        .post(
+            &format!("/api/v1/wallets/{id}/utxos"),
+            &registration(&burst),
+        )
+        .await
+        .unwrap();
+    assert_eq!(registered.as_array().map(Vec::len), Some(BURST));
     let t0 = Instant::now();
-    while root_ready(&viewer, &id).await < BURST as u64 {
+    let wanted: BTreeMap<String, u64> = (0..PATHS)
+        .map(|i| (format!("m/0/{i}"), (BURST / PATHS as usize) as u64))
+        .collect();
+    loop {
+        let ready = ready_by_path(&pool_stats(&viewer, &id).await);
+        assert!(
+            ready.keys().all(|p| wanted.contains_key(p)),
+            "presignatures for a path that holds nothing: {ready:?}"
+        );
+        if ready == wanted {
+            break;
+        }
         assert!(
             t0.elapsed() < Duration::from_secs(900),
-            "the pool did not fill"
+            "the pool did not fill: {ready:?}"
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let fill_secs = t0.elapsed().as_secs_f64();
-    let stats: Value = viewer.get("/api/v1/presignatures/stats").await.unwrap();
-    let mine = stats["wallets"]
-        .as_array()
-        .expect("stats lists wallets")
-        .iter()
-        .find(|w| w["wallet_id"] == id.as_str())
-        .unwrap();
+    let mine = pool_stats(&viewer, &id).await;
     assert_eq!(mine["leader"], true);
     assert!(mine["generated_total"].as_u64().unwrap() >= BURST as u64);
     assert!(mine["generation_ms_p50"].as_f64().unwrap() > 0.0);
 
-    // The burst, 10 clients at a time: every one served from the pool.
-    let signer = devnet.client(1, Role::Signer).unwrap();
+    // The burst, 10 clients at a time, each spending registered outputs: every one served from
+    // the pool.
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for k in 0..10 {
-        let (signer, id, key) = (signer.clone(), id.clone(), key.clone());
+        let psbts: Vec<String> = burst
+            .iter()
+            .skip(k)
+            .step_by(10)
+            .map(|o| spend(&key, o))
+            .collect();
+        let (signer, id) = (signer.clone(), id.clone());
         tasks.push(tokio::spawn(async move {
             let mut answers = Vec::new();
-            for _ in (k..BURST).step_by(10) {
+            for psbt in psbts {
                 answers.push(
                     signer
                         .post::<_, Value>(
                             &format!("/api/v1/wallets/{id}/psbt/sign"),
-                            &json!({"psbt": spend(&key)}),
+                            &json!({"psbt": psbt}),
                         )
                         .await
                         .unwrap(),
@@ -159,21 +233,28 @@ async fn the_pool_fills_in_the_background_and_serves_a_burst() {
         BURST as f64 / burst_secs,
         node_ms[node_ms.len() / 2]
     );
-    let stats: Value = viewer.get("/api/v1/presignatures/stats").await.unwrap();
-    let mine = stats["wallets"]
-        .as_array()
-        .expect("stats lists wallets")
-        .iter()
-        .find(|w| w["wallet_id"] == id.as_str())
-        .unwrap();
+    // Every presignature made was used: the outputs it was made for are spent now, and
+    // nothing is made for them again.
+    let mine = pool_stats(&viewer, &id).await;
     assert!(mine["used_last_hour"].as_u64().unwrap() >= BURST as u64);
+    let utilization = mine["utilization"].as_f64().unwrap();
+    assert!(utilization >= 0.9, "utilization {utilization}: {mine}");
+    eprintln!("pool: utilization {utilization:.2} after the burst");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = pool_stats(&viewer, &id).await;
+    assert_eq!(after["ready_total"], 0, "made for spent outputs: {after}");
 
-    // Below low water, the leader refills.
+    // A newly registered output at a new path gets its presignature.
+    let new = outputs(&key, 20..21, 1);
+    signer
+        .post::<_, Value>(&format!("/api/v1/wallets/{id}/utxos"), &registration(&new))
+        .await
+        .unwrap();
     let t0 = Instant::now();
-    while root_ready(&viewer, &id).await < 5 {
+    while ready_by_path(&pool_stats(&viewer, &id).await).get("m/0/20") != Some(&1) {
         assert!(
             t0.elapsed() < Duration::from_secs(300),
-            "the pool did not refill"
+            "the pool did not serve the new output"
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -48,16 +48,23 @@ pub struct NodeConfig {
     pub coordination: mpc_coordination::CoordinationConfig,
 }
 
-/// Pool sizes for one wallet.
+/// Pool sizes for one wallet. Presignatures are kept only for paths that hold spendable
+/// outputs: `per_output` for each of them, per signer set, up to `target` per (path, signer
+/// set) and `max_per_wallet` in all.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolLimits {
-    /// Ready presignatures to keep per (path, signer set).
+    /// Ready presignatures per spendable output at a path, per signer set.
+    pub per_output: u32,
+    /// At most this many ready per (path, signer set), whatever the outputs there.
     pub target: u32,
-    /// Refill starts below this level and runs until `target`.
+    /// Refill of a (path, signer set) starts below this level (or below what its outputs
+    /// want, if fewer) and runs until they have what they want.
     pub low_water: u32,
     /// Never more than this many ready per (path, signer set).
     pub max: u32,
+    /// Never more than this many ready for the whole wallet.
+    pub max_per_wallet: u32,
     /// Presignatures per generation run.
     pub batch: u32,
     /// Presignatures are destroyed unused after this long.
@@ -67,9 +74,11 @@ pub struct PoolLimits {
 impl Default for PoolLimits {
     fn default() -> Self {
         Self {
+            per_output: 1,
             target: 100,
             low_water: 20,
             max: 150,
+            max_per_wallet: 1_000,
             batch: 20,
             ttl_ms: 3_600_000,
         }
@@ -93,7 +102,8 @@ pub struct PoolConfig {
     pub interval_ms: u64,
     /// Signer sets kept per path (sets that include the leader first).
     pub signer_sets_per_path: usize,
-    /// Funded paths remembered per wallet (besides the root).
+    /// Change paths of transactions signed through `psbt/sign` remembered per wallet (their
+    /// outputs are not in the registry, but hold funds).
     pub max_paths_per_wallet: usize,
 }
 

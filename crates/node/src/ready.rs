@@ -125,7 +125,7 @@ mod tests {
             .map(|id| PresignatureRecord {
                 id: (*id).into(),
                 wallet_id: "w".into(),
-                path: "m/0/0".into(),
+                path: "m/0/0".parse().unwrap(),
                 signers: NodeId::must_list(&[1, 2, 3]),
                 epoch: 1,
                 state: PresignatureState::Ready,

@@ -16,7 +16,7 @@
 use std::str::FromStr;
 
 use mpc_bitcoin::{
-    bitcoin::{consensus, Address, Amount, OutPoint, ScriptBuf, Transaction, TxOut},
+    bitcoin::{consensus, Address, Amount, FeeRate, OutPoint, ScriptBuf, Transaction, TxOut, Txid},
     spend::{self, Candidate, SpendError},
     Chain, Scheme, WalletKey,
 };
@@ -51,7 +51,7 @@ pub enum UtxoError {
     Duplicate { outpoint: String },
     /// Concurrent requests kept taking the selected outputs.
     #[error("output {outpoint} was taken by a concurrent request; try again")]
-    Busy { outpoint: String },
+    Busy { outpoint: OutPoint },
     #[error(transparent)]
     Node(#[from] NodeError),
 }
@@ -101,13 +101,32 @@ pub struct UtxoInfo {
     pub created_at_ms: i64,
 }
 
-/// A payment from a wallet's registered outputs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A payment from a wallet's registered outputs. The recipient is an address string: which
+/// network it must be on is the wallet's, known only once the wallet is read.
+#[derive(Debug, Clone)]
 pub struct SendRequest {
     pub wallet_id: String,
     pub recipient: String,
-    pub amount_sats: u64,
-    pub fee_rate_sat_vb: f64,
+    pub amount: Amount,
+    pub fee_rate: FeeRate,
+}
+
+impl SendRequest {
+    /// A request as clients state it (satoshis, sat/vB), checked once: a fee rate outside
+    /// the accepted range is refused here.
+    pub fn new(
+        wallet_id: String,
+        recipient: String,
+        amount_sats: u64,
+        fee_rate_sat_vb: f64,
+    ) -> Result<Self, UtxoError> {
+        Ok(Self {
+            wallet_id,
+            recipient,
+            amount: Amount::from_sat(amount_sats),
+            fee_rate: spend::fee_rate(fee_rate_sat_vb)?,
+        })
+    }
 }
 
 /// The change output of a payment.
@@ -115,10 +134,15 @@ pub struct SendRequest {
 pub struct ChangeOutput {
     pub vout: u32,
     pub index: u32,
-    pub path: String,
+    pub path: DerivationPath,
     pub address: String,
-    pub script_pubkey: String,
-    pub amount_sats: u64,
+    /// Hex.
+    pub script_pubkey: ScriptBuf,
+    #[serde(
+        rename = "amount_sats",
+        with = "mpc_bitcoin::bitcoin::amount::serde::as_sat"
+    )]
+    pub amount: Amount,
 }
 
 /// What the payment spent and paid, beside the signing report.
@@ -241,7 +265,7 @@ impl Node {
                             amount.to_sat()
                         )));
                     }
-                    (Some(consensus::encode::serialize_hex(&funding)), amount)
+                    (Some(funding), amount)
                 }
                 None if key.scheme == Scheme::Ecdsa => {
                     return Err(bad(
@@ -264,15 +288,15 @@ impl Node {
                 )));
             }
             rows.push(NewUtxo {
-                outpoint: outpoint.to_string(),
-                amount_sats: amount.to_sat(),
-                path: path.to_string(),
-                script_pubkey: hex::encode(script.as_bytes()),
+                outpoint,
+                amount,
+                path,
+                script_pubkey: script,
                 funding_transaction: funding,
             });
         }
         let mut seen = std::collections::HashSet::new();
-        if let Some(dup) = rows.iter().find(|r| !seen.insert(r.outpoint.clone())) {
+        if let Some(dup) = rows.iter().find(|r| !seen.insert(r.outpoint)) {
             return Err(UtxoError::Invalid(format!(
                 "output {} appears twice in the request",
                 dup.outpoint
@@ -281,28 +305,21 @@ impl Node {
         self.store()
             .insert_utxos(wallet_id, &rows, now_ms())
             .await?;
-        // Funded paths get presignatures banked by the pool (ECDSA wallets only).
-        if key.scheme == Scheme::Ecdsa {
-            for row in &rows {
-                if let Ok(path) = row.path.parse() {
-                    self.note_funded(wallet_id, path);
-                }
-            }
-        }
+        // The pool reads the registry: these paths now get presignatures (ECDSA wallets).
         info!(
             node = self.id().get(),
             wallet = wallet_id,
             count = rows.len(),
             "registered outputs"
         );
-        let registered: std::collections::HashSet<String> =
-            rows.iter().map(|r| r.outpoint.clone()).collect();
+        let registered: std::collections::HashSet<OutPoint> =
+            rows.iter().map(|r| r.outpoint).collect();
         Ok(self
             .store()
             .utxos(wallet_id, true)
             .await?
             .iter()
-            .filter(|r| registered.contains(&r.outpoint.to_string()))
+            .filter(|r| registered.contains(&r.outpoint))
             .map(|r| utxo_info(r, &key))
             .collect())
     }
@@ -339,15 +356,14 @@ impl Node {
         Ok((index, address))
     }
 
-    /// Pays `amount_sats` to `recipient` from the wallet's registered outputs, with change to
+    /// Pays `amount` to `recipient` from the wallet's registered outputs, with change to
     /// its next change address, signed through the cluster.
     pub async fn send(&self, session: Uuid, req: &SendRequest) -> Result<SendReport, UtxoError> {
         let record = self.active_wallet(&req.wallet_id).await?;
         let key = wallet_key(&record)?;
         // Client mistakes first, before anything is selected or reserved.
         let recipient = spend::parse_recipient(&req.recipient, key.network)?.script_pubkey();
-        let fee_rate = spend::fee_rate(req.fee_rate_sat_vb)?;
-        let amount = Amount::from_sat(req.amount_sats);
+        let (fee_rate, amount) = (req.fee_rate, req.amount);
         let reservation = session.to_string();
 
         let mut attempt = 0;
@@ -377,10 +393,10 @@ impl Node {
                 &change_script,
                 &mut OsRng,
             )?;
-            let outpoints: Vec<String> = selection
+            let outpoints: Vec<OutPoint> = selection
                 .selected
                 .iter()
-                .map(|&i| candidates[i].outpoint.to_string())
+                .map(|&i| candidates[i].outpoint)
                 .collect();
             match self
                 .store()
@@ -428,8 +444,8 @@ impl Node {
                     .collect();
                 // The signed transaction is the change output's funding transaction.
                 let change_row = change.as_ref().map(|c| NewUtxo {
-                    outpoint: format!("{}:{}", signed.txid, c.vout),
-                    amount_sats: c.amount_sats,
+                    outpoint: OutPoint::new(signed.txid, c.vout),
+                    amount: c.amount,
                     path: c.path.clone(),
                     script_pubkey: c.script_pubkey.clone(),
                     funding_transaction: Some(signed.raw_transaction.clone()),
@@ -441,7 +457,7 @@ impl Node {
                     .complete_spend(
                         &req.wallet_id,
                         &reservation,
-                        &signed.txid,
+                        signed.txid,
                         change_row.as_ref(),
                         now_ms(),
                     )
@@ -449,16 +465,12 @@ impl Node {
                 {
                     warn!(node = self.id().get(), txid = %signed.txid, error = %e, "could not record the spend");
                 }
-                let vsize =
-                    consensus::encode::deserialize_hex::<Transaction>(&signed.raw_transaction)
-                        .map(|tx| tx.vsize())
-                        .unwrap_or(1)
-                        .max(1);
+                let vsize = signed.raw_transaction.vsize().max(1);
                 let spend = SpendDetails {
                     inputs,
                     inputs_sats: selection.inputs_total.to_sat(),
                     recipient: req.recipient.trim().to_string(),
-                    amount_sats: req.amount_sats,
+                    amount_sats: amount.to_sat(),
                     fee_sats: selection.fee.to_sat(),
                     fee_rate_sat_vb: selection.fee.to_sat() as f64 / vsize as f64,
                     change,
@@ -497,17 +509,13 @@ impl Node {
             (Some(value), Some(index)) => Some(ChangeOutput {
                 vout: 1,
                 index,
-                path: change_path.to_string(),
                 address: key
                     .address(&change_path)
                     .map_err(NodeError::from)?
                     .to_string(),
-                script_pubkey: hex::encode(
-                    key.script_pubkey(&change_path)
-                        .map_err(NodeError::from)?
-                        .as_bytes(),
-                ),
-                amount_sats: value.to_sat(),
+                script_pubkey: key.script_pubkey(&change_path).map_err(NodeError::from)?,
+                path: change_path.clone(),
+                amount: value,
             }),
             _ => None,
         };
@@ -523,24 +531,17 @@ impl Node {
         candidates: &[Candidate],
         selection: &spend::Selection,
     ) -> Result<Vec<Candidate>, UtxoError> {
-        let outpoints: Vec<String> = selection
+        let txids: Vec<Txid> = selection
             .selected
             .iter()
-            .map(|&i| candidates[i].outpoint.to_string())
+            .map(|&i| candidates[i].outpoint.txid)
             .collect();
-        let stored = self.store().funding_transactions(&outpoints).await?;
+        let stored = self.store().funding_transactions(&txids).await?;
         let mut candidates = candidates.to_vec();
         for &i in &selection.selected {
-            let txid = candidates[i].outpoint.txid.to_string();
-            if let Some(raw) = stored.get(&txid) {
-                let funding = consensus::encode::deserialize_hex(raw).map_err(|e| {
-                    NodeError::Store(StoreError::Corrupt {
-                        table: "funding_transactions",
-                        id: txid.clone(),
-                        reason: e.to_string(),
-                    })
-                })?;
-                candidates[i].funding_transaction = Some(funding);
+            // Several selected outputs of one transaction share it.
+            if let Some(funding) = stored.get(&candidates[i].outpoint.txid) {
+                candidates[i].funding_transaction = Some(funding.clone());
             }
         }
         Ok(candidates)
@@ -548,16 +549,74 @@ impl Node {
 
     /// Marks registered outputs spent by a transaction signed through `psbt/sign`.
     pub async fn record_signed(&self, report: &SignReport) -> Result<u64, UtxoError> {
-        let tx: Transaction = consensus::encode::deserialize_hex(&report.raw_transaction)
-            .map_err(|e| NodeError::Internal(format!("signed transaction does not parse: {e}")))?;
-        let outpoints: Vec<String> = tx
+        let outpoints: Vec<OutPoint> = report
+            .raw_transaction
             .input
             .iter()
-            .map(|i| i.previous_output.to_string())
+            .map(|i| i.previous_output)
             .collect();
         Ok(self
             .store()
-            .mark_utxos_spent(&outpoints, &report.txid, now_ms())
+            .mark_utxos_spent(&outpoints, report.txid, now_ms())
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mpc_bitcoin::bitcoin::{
+        absolute::LockTime, transaction::Version, Amount, ScriptBuf, Transaction, TxIn, TxOut,
+    };
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::ChangeOutput;
+    use crate::signing::SignReport;
+
+    /// The typed fields keep the JSON clients already read: amounts in satoshis, paths,
+    /// scripts and transactions as strings (hex for scripts and transactions).
+    #[test]
+    fn reports_keep_their_json_form() {
+        let script = ScriptBuf::from_hex("0014ffffffffffffffffffffffffffffffffffffffff").unwrap();
+        let change = ChangeOutput {
+            vout: 1,
+            index: 3,
+            path: "m/1/3".parse().unwrap(),
+            address: "bcrt1q-not-checked-here".into(),
+            script_pubkey: script.clone(),
+            amount: Amount::from_sat(25_000),
+        };
+        assert_eq!(
+            serde_json::to_value(&change).unwrap(),
+            json!({"vout": 1, "index": 3, "path": "m/1/3", "address": "bcrt1q-not-checked-here",
+                   "script_pubkey": "0014ffffffffffffffffffffffffffffffffffffffff",
+                   "amount_sats": 25_000})
+        );
+
+        let tx = Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![TxIn::default()],
+            output: vec![TxOut {
+                value: Amount::from_sat(25_000),
+                script_pubkey: script,
+            }],
+        };
+        let report = SignReport {
+            session: Uuid::nil(),
+            psbt: String::new(),
+            txid: tx.compute_txid(),
+            raw_transaction: tx.clone(),
+            signers: Vec::new(),
+            inputs: Vec::new(),
+            attempts: Vec::new(),
+            duration_ms: 0.0,
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["txid"], tx.compute_txid().to_string());
+        assert_eq!(
+            json["raw_transaction"],
+            mpc_bitcoin::bitcoin::consensus::encode::serialize_hex(&tx)
+        );
     }
 }

@@ -90,9 +90,10 @@ async fn dkg_presign_and_sign_a_mixed_transaction() {
     // Independent re-check of what the node returned.
     let signed = parse_psbt(&report.psbt).unwrap();
     let spent = spent_outputs(&signed).unwrap();
-    let tx: mpc_bitcoin::bitcoin::Transaction =
-        mpc_bitcoin::bitcoin::consensus::encode::deserialize_hex(&report.raw_transaction).unwrap();
-    verify_transaction(&tx, &spent).unwrap();
+    let tx = &report.raw_transaction;
+    assert_eq!(tx.compute_txid(), signed.unsigned_tx.compute_txid());
+    assert_eq!(report.txid, tx.compute_txid());
+    verify_transaction(tx, &spent).unwrap();
 
     // The used presignature is consumed at every signer; the other is still ready.
     for node in c.nodes.iter().filter(|n| report.signers.contains(&n.id())) {

@@ -24,6 +24,10 @@ pub enum ProtocolError {
     PresignatureMismatch { bound: String, requested: String },
     #[error("partial signatures do not combine into a valid signature: {0}")]
     Combine(String),
+    /// Signer `signer` (a key-generation index) sent a partial signature that does not match
+    /// its commitment in the presignature: it, and no one else, cheated.
+    #[error("the partial signature of signer {signer} does not match its presignature commitment")]
+    BadPartialSignature { signer: PartyIndex },
     #[error("signature does not verify against the derived public key")]
     InvalidSignature,
     #[error("key material is invalid: {0}")]

@@ -191,6 +191,21 @@ fn combine_refuses_missing_duplicate_and_forged_partials() {
     assert!(ecdsa::combine(&public, &binding, &dup, &msg, &key).is_err());
     // Partials issued for one message do not combine for another.
     assert!(ecdsa::combine(&public, &binding, &partials, &preimage("other"), &key).is_err());
+    // One signer's partial replaced (signer 2 sends signer 1's value): signer 2, and only
+    // it, is named, whichever order the partials arrive in.
+    let mut forged = serde_json::to_value(&partials[1]).unwrap();
+    forged["sigma"] = serde_json::to_value(&partials[0]).unwrap()["sigma"].clone();
+    let forged: ecdsa::PartialSignature = serde_json::from_value(forged).unwrap();
+    for set in [
+        vec![partials[0].clone(), forged.clone()],
+        vec![forged.clone(), partials[0].clone()],
+    ] {
+        let err = ecdsa::combine(&public, &binding, &set, &msg, &key).unwrap_err();
+        assert!(
+            matches!(err, ProtocolError::BadPartialSignature { signer } if signer == PartyIndex::new(2)),
+            "{err}"
+        );
+    }
     // Against the wrong key the combined signature fails verification.
     let other_key = shares[0]
         .derive_public_key(&"m/5".parse().unwrap())

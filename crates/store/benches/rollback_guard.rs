@@ -53,7 +53,7 @@ async fn add_presignature(store: &Store, id: &str) {
     let record = PresignatureRecord {
         id: id.into(),
         wallet_id: "w".into(),
-        path: "m".into(),
+        path: mpc_types::DerivationPath::root(),
         signers: NodeId::must_list(&[1, 2, 3]),
         epoch: 1,
         state: PresignatureState::Ready,
@@ -68,10 +68,11 @@ async fn add_presignature(store: &Store, id: &str) {
 /// One signer's durable step consuming presignature `id`, in milliseconds.
 async fn signing(store: &Store, id: &str, idle: Duration) -> f64 {
     tokio::time::sleep(idle).await;
+    let root = mpc_types::DerivationPath::root();
     let uses = [PresignatureUse {
         id,
         wallet_id: "w",
-        path: "m",
+        path: &root,
         signers: &NodeId::must_list(&[1, 2, 3]),
     }];
     let started = Instant::now();

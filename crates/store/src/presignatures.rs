@@ -1,14 +1,14 @@
 //! Presignatures: stored ready with their secret sealed, of the current epoch only, and
 //! consumed at most once (the secret is deleted in the committing transaction).
 
-use mpc_types::NodeId;
+use mpc_types::{DerivationPath, NodeId};
 use sqlx::{Any, Transaction};
 use zeroize::Zeroizing;
 
 use crate::error::{Context, Result, StoreError};
 use crate::meta::{count_consumed, read_epoch};
 use crate::records::{id_list, parse_id_list, PoolLevel, PresignatureRecord, PresignatureState};
-use crate::rows::{epoch_i64, get, presignature_from_row, select_presignature, to_u64};
+use crate::rows::{epoch_i64, get, parse_path, presignature_from_row, select_presignature, to_u64};
 use crate::store::Store;
 
 /// What claiming a presignature inside a transaction found.
@@ -30,7 +30,7 @@ pub(crate) async fn claim_presignature(
     id: &str,
     epoch: i64,
     now_ms: i64,
-    binding: Option<(&str, &str, &[NodeId])>,
+    binding: Option<(&str, &DerivationPath, &[NodeId])>,
 ) -> Result<Claim> {
     let ctx = || format!("consuming presignatures/{id}");
     let row: Option<(String, String, String, Option<Vec<u8>>)> = sqlx::query_as(
@@ -47,7 +47,11 @@ pub(crate) async fn claim_presignature(
         return Ok(Claim::Unavailable);
     };
     if let Some((want_wallet, want_path, want_signers)) = binding {
-        if wallet_id != want_wallet || path != want_path || signers != id_list(want_signers) {
+        // Compared decoded, not as text: one path has one meaning whatever its spelling.
+        if wallet_id != want_wallet
+            || parse_path(&path, "presignatures", id)? != *want_path
+            || parse_id_list(&signers, "presignatures", id)? != want_signers
+        {
             return Ok(Claim::BoundElsewhere(format!(
                 "wallet {wallet_id} path {path} signers [{signers}]"
             )));
@@ -105,7 +109,7 @@ impl Store {
         )
         .bind(id)
         .bind(&p.wallet_id)
-        .bind(&p.path)
+        .bind(p.path.to_string())
         .bind(id_list(&p.signers))
         .bind(epoch_i64(p.epoch)?)
         .bind(sealed)
@@ -237,7 +241,8 @@ impl Store {
             "SELECT path, signers, \
              COUNT(CASE WHEN state = 'ready' AND epoch = $2 AND expires_at > $3 THEN 1 END) \
              AS ready, \
-             COUNT(CASE WHEN state = 'consumed' THEN 1 END) AS consumed \
+             COUNT(CASE WHEN state = 'consumed' THEN 1 END) AS consumed, \
+             COUNT(*) AS generated \
              FROM presignatures WHERE wallet_id = $1 GROUP BY path, signers \
              ORDER BY path, signers",
         )
@@ -249,12 +254,13 @@ impl Store {
         .context(|| format!("counting presignatures of wallet {wallet_id}"))?;
         rows.iter()
             .map(|row| {
-                let path: String = get(row, "path", T)?;
+                let text: String = get(row, "path", T)?;
                 Ok(PoolLevel {
-                    signers: parse_id_list(&get::<String>(row, "signers", T)?, T, &path)?,
-                    ready: to_u64(get(row, "ready", T)?, T, &path)?,
-                    consumed: to_u64(get(row, "consumed", T)?, T, &path)?,
-                    path,
+                    signers: parse_id_list(&get::<String>(row, "signers", T)?, T, &text)?,
+                    ready: to_u64(get(row, "ready", T)?, T, &text)?,
+                    consumed: to_u64(get(row, "consumed", T)?, T, &text)?,
+                    generated: to_u64(get(row, "generated", T)?, T, &text)?,
+                    path: parse_path(&text, T, &text)?,
                 })
             })
             .collect()

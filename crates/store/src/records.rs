@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use mpc_types::{Network, NodeId, Scheme};
+use mpc_types::{DerivationPath, Network, NodeId, Scheme};
 use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
@@ -59,7 +59,7 @@ pub struct CeremonyRecord {
 pub struct PresignatureRecord {
     pub id: String,
     pub wallet_id: String,
-    pub path: String,
+    pub path: DerivationPath,
     pub signers: Vec<NodeId>,
     pub epoch: u64,
     pub state: PresignatureState,
@@ -79,11 +79,13 @@ pub enum PresignatureState {
 /// Pool depth of one (path, signer set) of a wallet, for the refill loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolLevel {
-    pub path: String,
+    pub path: DerivationPath,
     pub signers: Vec<NodeId>,
     /// Usable now: ready, current epoch, unexpired.
     pub ready: u64,
     pub consumed: u64,
+    /// Every presignature this node holds or held for it, in any state.
+    pub generated: u64,
 }
 
 /// Text forms of the two state enums, as stored.

@@ -149,12 +149,25 @@ pub(crate) fn ceremony_from_row(row: &AnyRow) -> Result<CeremonyRecord> {
     })
 }
 
+/// A stored derivation path, decoded; one that does not parse makes its row corrupt.
+pub(crate) fn parse_path(
+    text: &str,
+    table: &'static str,
+    id: &str,
+) -> Result<mpc_types::DerivationPath> {
+    text.parse().map_err(|e| StoreError::Corrupt {
+        table,
+        id: id.to_owned(),
+        reason: format!("path {text:?}: {e}"),
+    })
+}
+
 pub(crate) fn presignature_from_row(row: &AnyRow) -> Result<PresignatureRecord> {
     const T: &str = "presignatures";
     let id: String = get(row, "id", T)?;
     Ok(PresignatureRecord {
         wallet_id: get(row, "wallet_id", T)?,
-        path: get(row, "path", T)?,
+        path: parse_path(&get::<String>(row, "path", T)?, T, &id)?,
         signers: parse_id_list(&get::<String>(row, "signers", T)?, T, &id)?,
         epoch: to_u64(get(row, "epoch", T)?, T, &id)?,
         state: PresignatureState::parse(&get::<String>(row, "state", T)?, T, &id)?,

@@ -1,7 +1,7 @@
 //! A signer's one durable step before it signs ([`Store::begin_signing`]): the session, the
 //! spends against a limit, and the presignatures consumed, in one transaction.
 
-use mpc_types::NodeId;
+use mpc_types::{DerivationPath, NodeId};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
@@ -18,7 +18,7 @@ use crate::store::{Durability, Store};
 pub struct PresignatureUse<'a> {
     pub id: &'a str,
     pub wallet_id: &'a str,
-    pub path: &'a str,
+    pub path: &'a DerivationPath,
     pub signers: &'a [NodeId],
 }
 

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use bitcoin::{Amount, OutPoint, ScriptBuf};
+use bitcoin::{consensus, Amount, OutPoint, ScriptBuf, Transaction, Txid};
 use mpc_types::DerivationPath;
 
 use sqlx::{any::AnyRow, Row};
@@ -63,14 +63,12 @@ impl fmt::Display for UtxoState {
 /// amount to this script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUtxo {
-    /// `txid:vout`.
-    pub outpoint: String,
-    pub amount_sats: u64,
-    pub path: String,
-    /// Hex.
-    pub script_pubkey: String,
-    /// The transaction that created the output (consensus encoding, hex).
-    pub funding_transaction: Option<String>,
+    pub outpoint: OutPoint,
+    pub amount: Amount,
+    pub path: DerivationPath,
+    pub script_pubkey: ScriptBuf,
+    /// The transaction that created the output.
+    pub funding_transaction: Option<Transaction>,
 }
 
 /// A registered output.
@@ -95,7 +93,7 @@ pub enum Reservation {
     /// All reserved; `change_index` is allocated if change was asked for.
     Reserved { change_index: Option<u32> },
     /// This output is no longer available (another request took it); nothing was reserved.
-    Conflict { outpoint: String },
+    Conflict { outpoint: OutPoint },
 }
 
 fn corrupt(id: &str, reason: String) -> StoreError {
@@ -180,61 +178,62 @@ async fn insert_utxo(
          VALUES ($1, $2, $3, $4, $5, $6, 'available', NULL, NULL, NULL, NULL, $7) \
          ON CONFLICT (outpoint) DO NOTHING",
     )
-    .bind(&utxo.outpoint)
+    .bind(utxo.outpoint.to_string())
     .bind(wallet_id)
-    .bind(sats(utxo.amount_sats)?)
-    .bind(&utxo.path)
-    .bind(&utxo.script_pubkey)
+    .bind(sats(utxo.amount.to_sat())?)
+    .bind(utxo.path.to_string())
+    .bind(hex::encode(utxo.script_pubkey.as_bytes()))
     .bind(origin.as_str())
     .bind(now_ms)
     .execute(&mut **tx)
     .await
     .context(ctx)?
     .rows_affected();
-    if let Some(raw) = &utxo.funding_transaction {
-        insert_funding_transaction(tx, &utxo.outpoint, raw, now_ms).await?;
+    if let Some(funding) = &utxo.funding_transaction {
+        if funding.compute_txid() != utxo.outpoint.txid {
+            return Err(StoreError::Invalid(format!(
+                "the funding transaction of {} is {}",
+                utxo.outpoint,
+                funding.compute_txid()
+            )));
+        }
+        insert_funding_transaction(tx, utxo.outpoint.txid, funding, now_ms).await?;
     }
     if inserted == 1 {
         return Ok(());
     }
     let existing = sqlx::query(select_utxo!("WHERE outpoint = $1"))
-        .bind(&utxo.outpoint)
+        .bind(utxo.outpoint.to_string())
         .fetch_one(&mut **tx)
         .await
         .context(ctx)?;
     let existing = utxo_from_row(&existing)?;
     if existing.wallet_id == wallet_id
-        && existing.amount.to_sat() == utxo.amount_sats
-        && existing.path.to_string() == utxo.path
+        && existing.amount == utxo.amount
+        && existing.path == utxo.path
     {
         Ok(())
     } else {
         Err(StoreError::AlreadyExists {
             table: T,
-            id: utxo.outpoint.clone(),
+            id: utxo.outpoint.to_string(),
         })
     }
 }
 
-/// The txid part of `txid:vout`.
-fn txid_of(outpoint: &str) -> &str {
-    outpoint.split_once(':').map_or(outpoint, |(txid, _)| txid)
-}
-
-/// Stores the funding transaction of `outpoint` (once per txid).
+/// Stores the funding transaction `txid` (once for all its outputs).
 async fn insert_funding_transaction(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    outpoint: &str,
-    raw: &str,
+    txid: Txid,
+    funding: &Transaction,
     now_ms: i64,
 ) -> Result<()> {
-    let txid = txid_of(outpoint);
     sqlx::query(
         "INSERT INTO funding_transactions (txid, raw_transaction, created_at) VALUES ($1, $2, $3) \
          ON CONFLICT (txid) DO NOTHING",
     )
-    .bind(txid)
-    .bind(raw)
+    .bind(txid.to_string())
+    .bind(consensus::encode::serialize_hex(funding))
     .bind(now_ms)
     .execute(&mut **tx)
     .await
@@ -243,27 +242,39 @@ async fn insert_funding_transaction(
 }
 
 impl Store {
-    /// The funding transaction (hex) of each of `outpoints` that has one stored, by txid.
+    /// The stored funding transaction of each of `txids` that has one. A stored transaction
+    /// that does not decode, or whose txid is not the one it is stored under, is corrupt.
     pub async fn funding_transactions(
         &self,
-        outpoints: &[String],
-    ) -> Result<std::collections::HashMap<String, String>> {
+        txids: &[Txid],
+    ) -> Result<std::collections::HashMap<Txid, Transaction>> {
         let mut found = std::collections::HashMap::new();
-        for outpoint in outpoints {
-            let txid = txid_of(outpoint);
-            if found.contains_key(txid) {
+        for &txid in txids {
+            if found.contains_key(&txid) {
                 continue;
             }
             let raw: Option<String> = sqlx::query_scalar(
                 "SELECT raw_transaction FROM funding_transactions WHERE txid = $1",
             )
-            .bind(txid)
+            .bind(txid.to_string())
             .fetch_optional(self.pool())
             .await
             .context(|| format!("reading funding transaction {txid}"))?;
-            if let Some(raw) = raw {
-                found.insert(txid.to_owned(), raw);
+            let Some(raw) = raw else { continue };
+            let corrupt = |reason: String| StoreError::Corrupt {
+                table: "funding_transactions",
+                id: txid.to_string(),
+                reason,
+            };
+            let funding: Transaction = consensus::encode::deserialize_hex(&raw)
+                .map_err(|e| corrupt(format!("does not decode: {e}")))?;
+            if funding.compute_txid() != txid {
+                return Err(corrupt(format!(
+                    "holds transaction {}",
+                    funding.compute_txid()
+                )));
             }
+            found.insert(txid, funding);
         }
         Ok(found)
     }
@@ -352,7 +363,7 @@ impl Store {
     pub async fn reserve_utxos(
         &self,
         wallet_id: &str,
-        outpoints: &[String],
+        outpoints: &[OutPoint],
         reservation: &str,
         now_ms: i64,
         stale_before_ms: i64,
@@ -366,7 +377,7 @@ impl Store {
                  WHERE outpoint = $1 AND wallet_id = $2 AND (state = 'available' \
                  OR (state = 'reserved' AND reserved_at < $5))",
             )
-            .bind(outpoint)
+            .bind(outpoint.to_string())
             .bind(wallet_id)
             .bind(reservation)
             .bind(now_ms)
@@ -378,7 +389,7 @@ impl Store {
             if claimed != 1 {
                 tx.rollback().await.context(ctx)?;
                 return Ok(Reservation::Conflict {
-                    outpoint: outpoint.clone(),
+                    outpoint: *outpoint,
                 });
             }
         }
@@ -431,7 +442,7 @@ impl Store {
         &self,
         wallet_id: &str,
         reservation: &str,
-        txid: &str,
+        txid: Txid,
         change: Option<&NewUtxo>,
         now_ms: i64,
     ) -> Result<u64> {
@@ -442,7 +453,7 @@ impl Store {
              WHERE reserved_by = $1 AND state = 'reserved'",
         )
         .bind(reservation)
-        .bind(txid)
+        .bind(txid.to_string())
         .bind(now_ms)
         .execute(&mut *tx)
         .await
@@ -459,8 +470,8 @@ impl Store {
     /// `psbt/sign` spent them). Unregistered outpoints are ignored. Returns how many changed.
     pub async fn mark_utxos_spent(
         &self,
-        outpoints: &[String],
-        txid: &str,
+        outpoints: &[OutPoint],
+        txid: Txid,
         now_ms: i64,
     ) -> Result<u64> {
         let mut tx = self.begin_write().await?;
@@ -470,8 +481,8 @@ impl Store {
                 "UPDATE utxos SET state = 'spent', spent_by = $2, spent_at = $3 \
                  WHERE outpoint = $1 AND state <> 'spent'",
             )
-            .bind(outpoint)
-            .bind(txid)
+            .bind(outpoint.to_string())
+            .bind(txid.to_string())
             .bind(now_ms)
             .execute(&mut *tx)
             .await

@@ -61,7 +61,7 @@ fn presig(id: &str, epoch: u64) -> PresignatureRecord {
     PresignatureRecord {
         id: id.into(),
         wallet_id: "w1".into(),
-        path: "m/0/0".into(),
+        path: "m/0/0".parse().unwrap(),
         signers: NodeId::must_list(&[1, 2, 3]),
         epoch,
         state: PresignatureState::Ready,
@@ -127,15 +127,25 @@ async fn populate(store: &Store) {
         .record_spend(Uuid::new_v4(), "w1", 1234, NOW)
         .await
         .unwrap();
+    let funding = bitcoin::Transaction {
+        version: bitcoin::transaction::Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![bitcoin::TxIn::default()],
+        output: vec![bitcoin::TxOut {
+            value: bitcoin::Amount::from_sat(50_000),
+            script_pubkey: bitcoin::ScriptBuf::from_hex(&("0014".to_string() + &"11".repeat(20)))
+                .unwrap(),
+        }],
+    };
     store
         .insert_utxos(
             "w1",
             &[NewUtxo {
-                outpoint: format!("{}:0", "ab".repeat(32)),
-                amount_sats: 50_000,
-                path: "m/0/0".into(),
-                script_pubkey: "0014".to_string() + &"11".repeat(20),
-                funding_transaction: Some("02000000".into()),
+                outpoint: bitcoin::OutPoint::new(funding.compute_txid(), 0),
+                amount: bitcoin::Amount::from_sat(50_000),
+                path: "m/0/0".parse().unwrap(),
+                script_pubkey: funding.output[0].script_pubkey.clone(),
+                funding_transaction: Some(funding.clone()),
             }],
             NOW,
         )

@@ -68,7 +68,7 @@ async fn add_presignatures(store: &Store, ids: &[&str]) {
         let record = PresignatureRecord {
             id: (*id).into(),
             wallet_id: WALLET.into(),
-            path: PATH.into(),
+            path: PATH.parse().unwrap(),
             signers: SIGNERS.to_vec(),
             epoch,
             state: PresignatureState::Ready,
@@ -86,10 +86,11 @@ async fn add_presignatures(store: &Store, ids: &[&str]) {
 
 /// A signer's durable step with presignature `id`, as `sign_participant` runs it.
 async fn sign_with(store: &Store, id: &str) -> Result<Vec<u8>, SigningRefusal> {
+    let path = PATH.parse().unwrap();
     let uses = [PresignatureUse {
         id,
         wallet_id: WALLET,
-        path: PATH,
+        path: &path,
         signers: SIGNERS,
     }];
     store

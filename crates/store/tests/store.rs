@@ -2,7 +2,7 @@
 //! file and, when `MPC_TEST_POSTGRES_URL` names an admin connection, on a fresh PostgreSQL
 //! database created for that test and dropped afterwards (`scripts/with-postgres` sets it up).
 
-use mpc_types::NodeId;
+use mpc_types::{DerivationPath, NodeId};
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -105,7 +105,7 @@ fn presig(
     PresignatureRecord {
         id: id.into(),
         wallet_id: wallet_id.into(),
-        path: path.into(),
+        path: path.parse().unwrap(),
         signers: NodeId::must_list(&[1, 2, 3]),
         epoch,
         state: PresignatureState::Ready,
@@ -575,10 +575,11 @@ async fn begin_signing_is_one_all_or_nothing_commit(db: Db) {
     }
     let epoch = store.epoch().await.unwrap();
     assert_eq!(epoch, 1, "the fixtures' presignatures are of epoch 1");
+    let (m, m01) = (DerivationPath::root(), "m/0/1".parse().unwrap());
     let for_m = |id| PresignatureUse {
         id,
         wallet_id: "w1",
-        path: "m",
+        path: &m,
         signers: &ONE_TWO_THREE,
     };
     // One unavailable presignature refuses the whole step and changes nothing.
@@ -599,7 +600,7 @@ async fn begin_signing_is_one_all_or_nothing_commit(db: Db) {
     );
     // So does one bound to another path (or wallet, or signer set).
     let elsewhere = PresignatureUse {
-        path: "m/0/1",
+        path: &m01,
         ..for_m("b")
     };
     let refused = store
@@ -676,11 +677,12 @@ async fn fsynced_and_unfsynced_signings_share_the_database(db: Db) {
         let session = sessions[t];
         async move {
             let id = format!("p{t}");
+            let root = DerivationPath::root();
             let uses = match t % 2 {
                 1 => vec![PresignatureUse {
                     id: &id,
                     wallet_id: "w",
-                    path: "m",
+                    path: &root,
                     signers: &ONE_TWO_THREE,
                 }],
                 _ => Vec::new(),
@@ -1251,18 +1253,20 @@ async fn presignature_counts_per_path_and_signers(db: Db) {
         .is_some());
     assert!(store.discard_presignature("other-0", NOW).await.unwrap());
     let levels = store.presignature_counts("w", NOW).await.unwrap();
-    let level = |path: &str, signers: Vec<NodeId>, ready, consumed| PoolLevel {
-        path: path.into(),
+    let level = |path: &str, signers: Vec<NodeId>, ready, consumed, generated| PoolLevel {
+        path: path.parse().unwrap(),
         signers,
         ready,
         consumed,
+        generated,
     };
+    // Generated counts every state: the expired one too.
     assert_eq!(
         levels,
         vec![
-            level("m", NodeId::must_list(&[1, 2, 3]), 2, 1),
-            level("m", NodeId::must_list(&[2, 3, 4]), 1, 1),
-            level("m/0/7", NodeId::must_list(&[1, 2, 3]), 1, 0),
+            level("m", NodeId::must_list(&[1, 2, 3]), 2, 1, 4),
+            level("m", NodeId::must_list(&[2, 3, 4]), 1, 1, 2),
+            level("m/0/7", NodeId::must_list(&[1, 2, 3]), 1, 0, 1),
         ]
     );
     assert!(store

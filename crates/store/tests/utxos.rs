@@ -1,63 +1,22 @@
 //! The UTXO registry on real databases: SQLite always, PostgreSQL when `MPC_TEST_POSTGRES_URL`
 //! names an admin connection (`scripts/with-postgres cargo test -p mpc-store --test utxos`).
 
-use std::path::PathBuf;
+use std::str::FromStr;
 
+use bitcoin::{
+    absolute::LockTime, transaction::Version, Amount, OutPoint, ScriptBuf, Sequence, Transaction,
+    TxIn, TxOut, Txid, Witness,
+};
 use mpc_store::{
-    generate_key_file, KeySource, NewUtxo, Reservation, Store, StoreError, UtxoOrigin, UtxoState,
-    WalletRecord, WalletState,
+    NewUtxo, Reservation, StoreError, UtxoOrigin, UtxoState, WalletRecord, WalletState,
 };
 use mpc_types::NodeId;
-use sqlx::{AssertSqlSafe, Connection};
+use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-const NOW: i64 = 1_700_000_000_000;
-
-/// A fresh store (SQLite file, or a new PostgreSQL database) and a cleanup closure's inputs.
-async fn fresh(postgres: bool) -> Option<(Store, PathBuf, Option<(String, String)>)> {
-    let admin = std::env::var("MPC_TEST_POSTGRES_URL").ok();
-    if postgres && admin.is_none() {
-        return None;
-    }
-    let dir = std::env::temp_dir().join(format!("mpc-utxo-test-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    generate_key_file(&dir.join("store.key")).unwrap();
-    let (url, pg) = if let (true, Some(admin)) = (postgres, admin) {
-        let name = format!("mpc_utxo_test_{}", Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap().to_string();
-        (format!("{base}/{name}"), Some((admin, name)))
-    } else {
-        (format!("sqlite://{}", dir.join("store.db").display()), None)
-    };
-    let store = Store::open(
-        &url,
-        &KeySource::KeyFile(dir.join("store.key")),
-        NodeId::must(1),
-    )
-    .await
-    .unwrap();
-    Some((store, dir, pg))
-}
-
-async fn cleanup(store: Store, dir: PathBuf, pg: Option<(String, String)>) {
-    store.close().await;
-    if let Some((admin, name)) = pg {
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    }
-    let _ = std::fs::remove_dir_all(dir);
-}
+#[macro_use]
+mod common;
+use common::*;
 
 fn wallet(id: &str) -> WalletRecord {
     WalletRecord {
@@ -76,17 +35,43 @@ fn wallet(id: &str) -> WalletRecord {
     }
 }
 
+fn txid(n: u32) -> Txid {
+    Txid::from_str(&format!("{n:064x}")).unwrap()
+}
+
 fn utxo(n: u32, amount: u64) -> NewUtxo {
     NewUtxo {
-        outpoint: format!("{:064x}:{n}", n + 1),
-        amount_sats: amount,
-        path: format!("m/0/{n}"),
-        script_pubkey: format!("0014{:040x}", n),
+        outpoint: OutPoint::new(txid(n + 1), n),
+        amount: Amount::from_sat(amount),
+        path: format!("m/0/{n}").parse().unwrap(),
+        script_pubkey: ScriptBuf::from_hex(&format!("0014{n:040x}")).unwrap(),
         funding_transaction: None,
     }
 }
 
-async fn registry_lifecycle(store: &Store) {
+/// A transaction with `outputs` outputs (of which the test registers some), spending `n`.
+fn funding(n: u32, outputs: usize) -> Transaction {
+    Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint::new(txid(n), 0),
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![
+            TxOut {
+                value: Amount::from_sat(10_000),
+                script_pubkey: ScriptBuf::from_hex("0014ff").unwrap(),
+            };
+            outputs
+        ],
+    }
+}
+
+async fn registry_lifecycle(db: Db) {
+    let store = &db.open().await;
     store.insert_wallet(&wallet("w1"), b"share").await.unwrap();
     store.insert_wallet(&wallet("w2"), b"share").await.unwrap();
     let a = utxo(0, 10_000);
@@ -102,7 +87,7 @@ async fn registry_lifecycle(store: &Store) {
         .await
         .unwrap();
     let mut other_amount = a.clone();
-    other_amount.amount_sats = 1;
+    other_amount.amount = Amount::from_sat(1);
     let c = utxo(2, 30_000);
     let err = store
         .insert_utxos("w1", &[c.clone(), other_amount], NOW)
@@ -141,26 +126,19 @@ async fn registry_lifecycle(store: &Store) {
         }
     );
     let r2 = store
-        .reserve_utxos(
-            "w1",
-            &[b.outpoint.clone(), a.outpoint.clone()],
-            "req-2",
-            NOW,
-            NOW - 1,
-            true,
-        )
+        .reserve_utxos("w1", &[b.outpoint, a.outpoint], "req-2", NOW, NOW - 1, true)
         .await
         .unwrap();
     assert_eq!(
         r2,
         Reservation::Conflict {
-            outpoint: a.outpoint.clone()
+            outpoint: a.outpoint
         }
     );
     // b was not kept reserved by the failed request, and no change index was used.
     let spendable = store.spendable_utxos("w1", NOW - 1).await.unwrap();
     assert_eq!(spendable.len(), 1);
-    assert_eq!(spendable[0].outpoint.to_string(), b.outpoint);
+    assert_eq!(spendable[0].outpoint, b.outpoint);
     assert_eq!(store.next_change_index("w1").await.unwrap(), 1);
     // A reservation older than the staleness bound is spendable again.
     assert_eq!(store.spendable_utxos("w1", NOW + 1).await.unwrap().len(), 2);
@@ -169,14 +147,7 @@ async fn registry_lifecycle(store: &Store) {
     assert_eq!(store.release_utxos("req-1").await.unwrap(), 1);
     assert_eq!(store.spendable_utxos("w1", NOW - 1).await.unwrap().len(), 2);
     let r3 = store
-        .reserve_utxos(
-            "w1",
-            &[a.outpoint.clone(), b.outpoint.clone()],
-            "req-3",
-            NOW,
-            NOW - 1,
-            true,
-        )
+        .reserve_utxos("w1", &[a.outpoint, b.outpoint], "req-3", NOW, NOW - 1, true)
         .await
         .unwrap();
     assert_eq!(
@@ -185,16 +156,18 @@ async fn registry_lifecycle(store: &Store) {
             change_index: Some(1)
         }
     );
+    let spending = funding(99, 2);
+    let spent_by = spending.compute_txid();
     let change = NewUtxo {
-        outpoint: format!("{:064x}:1", 99),
-        amount_sats: 25_000,
-        path: "m/1/1".into(),
-        script_pubkey: "0014ff".into(),
-        funding_transaction: Some(format!("{:064x}", 99)),
+        outpoint: OutPoint::new(spent_by, 1),
+        amount: Amount::from_sat(25_000),
+        path: "m/1/1".parse().unwrap(),
+        script_pubkey: ScriptBuf::from_hex("0014ff").unwrap(),
+        funding_transaction: Some(spending),
     };
     assert_eq!(
         store
-            .complete_spend("w1", "req-3", &"99".repeat(32), Some(&change), NOW + 5)
+            .complete_spend("w1", "req-3", spent_by, Some(&change), NOW + 5)
             .await
             .unwrap(),
         2
@@ -203,9 +176,9 @@ async fn registry_lifecycle(store: &Store) {
     assert_eq!(all.len(), 3);
     let spent: Vec<_> = all.iter().filter(|u| u.state == UtxoState::Spent).collect();
     assert_eq!(spent.len(), 2);
-    assert!(spent.iter().all(
-        |u| u.spent_by.as_deref() == Some(&"99".repeat(32)[..]) && u.spent_at == Some(NOW + 5)
-    ));
+    assert!(spent
+        .iter()
+        .all(|u| u.spent_by == Some(spent_by.to_string()) && u.spent_at == Some(NOW + 5)));
     let unspent = store.utxos("w1", false).await.unwrap();
     assert_eq!(unspent.len(), 1);
     assert_eq!(unspent[0].origin, UtxoOrigin::Change);
@@ -227,7 +200,11 @@ async fn registry_lifecycle(store: &Store) {
     // Outputs spent by a PSBT signed elsewhere (psbt/sign) are marked by outpoint.
     assert_eq!(
         store
-            .mark_utxos_spent(&[change.outpoint.clone(), "ab:0".into()], "txid2", NOW + 9)
+            .mark_utxos_spent(
+                &[change.outpoint, OutPoint::new(txid(0xab), 0)],
+                txid(2),
+                NOW + 9
+            )
             .await
             .unwrap(),
         1
@@ -267,7 +244,8 @@ async fn registry_lifecycle(store: &Store) {
     );
 }
 
-async fn change_indices_are_unique_under_concurrency(store: &Store) {
+async fn change_indices_are_unique_under_concurrency(db: Db) {
+    let store = &db.open().await;
     store.insert_wallet(&wallet("w"), b"share").await.unwrap();
     let mut tasks = Vec::new();
     for k in 0..16 {
@@ -292,57 +270,70 @@ async fn change_indices_are_unique_under_concurrency(store: &Store) {
     assert_eq!(store.next_change_index("w").await.unwrap(), 16);
 }
 
-macro_rules! both {
-    ($($name:ident),*) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                let (store, dir, pg) = crate::fresh(false).await.unwrap();
-                super::$name(&store).await;
-                crate::cleanup(store, dir, pg).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                let Some((store, dir, pg)) = crate::fresh(true).await else {
-                    assert!(
-                        std::env::var_os("MPC_REQUIRE_POSTGRES").is_none(),
-                        "MPC_REQUIRE_POSTGRES is set but MPC_TEST_POSTGRES_URL is not"
-                    );
-                    eprintln!("skipped: MPC_TEST_POSTGRES_URL is not set");
-                    return;
-                };
-                super::$name(&store).await;
-                crate::cleanup(store, dir, pg).await;
-            }
-        }
-    )*};
-}
-
 /// A registered output's funding transaction is kept by txid (once for several outputs of
 /// one transaction) and read back for spending.
-async fn funding_transactions_are_kept_by_txid(store: &Store) {
+async fn funding_transactions_are_kept_by_txid(db: Db) {
+    let store = &db.open().await;
     store.insert_wallet(&wallet("w1"), b"share").await.unwrap();
-    let mut a = utxo(0, 10_000);
-    a.funding_transaction = Some("0200aa".into());
-    let mut b = a.clone();
-    b.outpoint = a.outpoint.replace(":0", ":7");
+    let tx = funding(1, 8);
+    let a = NewUtxo {
+        outpoint: OutPoint::new(tx.compute_txid(), 0),
+        funding_transaction: Some(tx.clone()),
+        ..utxo(0, 10_000)
+    };
+    let b = NewUtxo {
+        outpoint: OutPoint::new(tx.compute_txid(), 7),
+        ..a.clone()
+    };
     let c = utxo(3, 30_000);
     store
         .insert_utxos("w1", &[a.clone(), b.clone(), c.clone()], NOW)
         .await
         .unwrap();
     let found = store
-        .funding_transactions(&[a.outpoint.clone(), b.outpoint.clone(), c.outpoint.clone()])
+        .funding_transactions(&[a.outpoint.txid, b.outpoint.txid, c.outpoint.txid])
         .await
         .unwrap();
-    let txid = a.outpoint.split(':').next().unwrap();
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[txid], "0200aa");
+    assert_eq!(found[&tx.compute_txid()], tx);
+
+    // A funding transaction is stored under its own txid only.
+    let wrong = NewUtxo {
+        funding_transaction: Some(funding(2, 1)),
+        ..utxo(4, 1_000)
+    };
+    let err = store.insert_utxos("w1", &[wrong], NOW).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+
+    // Read back, a stored transaction that is not the one its txid names, or no transaction
+    // at all, is corrupt (it would be handed to every signer as the proof of an amount).
+    let raw = db.raw().await;
+    for bad in [
+        bitcoin::consensus::encode::serialize_hex(&funding(3, 1)),
+        "02000000ff".to_string(),
+    ] {
+        sqlx::query("UPDATE funding_transactions SET raw_transaction = $1 WHERE txid = $2")
+            .bind(&bad)
+            .bind(tx.compute_txid().to_string())
+            .execute(&raw)
+            .await
+            .unwrap();
+        let err = store
+            .funding_transactions(&[a.outpoint.txid])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt { table: "funding_transactions", id, .. }
+                if *id == tx.compute_txid().to_string()),
+            "{err}"
+        );
+    }
 }
 
 /// The next change index is only ever raised by a used index, never lowered, and allocation
 /// continues after it.
-async fn a_used_change_index_raises_the_next_one(store: &Store) {
+async fn a_used_change_index_raises_the_next_one(db: Db) {
+    let store = &db.open().await;
     store.insert_wallet(&wallet("w1"), b"share").await.unwrap();
     assert_eq!(store.next_change_index("w1").await.unwrap(), 0);
     assert_eq!(store.note_change_index_used("w1", 4).await.unwrap(), 5);
@@ -374,46 +365,46 @@ async fn a_used_change_index_raises_the_next_one(store: &Store) {
 
 /// Rows are decoded once, here: an output whose script, outpoint or path does not decode
 /// fails the listing as corrupt (naming the outpoint) instead of vanishing from coin selection.
-async fn an_output_that_does_not_decode_is_corrupt(store: &Store) {
-    store.insert_wallet(&wallet("w"), b"share").await.unwrap();
-    for (n, broken) in [
-        (
-            0,
-            NewUtxo {
-                script_pubkey: "zz".into(),
-                ..utxo(0, 1_000)
-            },
-        ),
-        (
-            1,
-            NewUtxo {
-                outpoint: "not-an-outpoint".into(),
-                ..utxo(1, 1_000)
-            },
-        ),
-        (
-            2,
-            NewUtxo {
-                path: "m/0'".into(),
-                ..utxo(2, 1_000)
-            },
-        ),
+/// Nothing written through `NewUtxo` can be such a row (its fields are typed); a database
+/// edited by hand, or by another program, can.
+async fn an_output_that_does_not_decode_is_corrupt(db: Db) {
+    let store = &db.open().await;
+    let raw = db.raw().await;
+    for (n, column, bad) in [
+        (0, "script_pubkey", "zz"),
+        (1, "outpoint", "not-an-outpoint"),
+        (2, "path", "m/0'"),
     ] {
         let wallet_id = format!("w{n}");
         store
             .insert_wallet(&wallet(&wallet_id), b"share")
             .await
             .unwrap();
+        let good = utxo(n, 1_000);
         store
-            .insert_utxos(&wallet_id, std::slice::from_ref(&broken), NOW)
+            .insert_utxos(&wallet_id, std::slice::from_ref(&good), NOW)
             .await
             .unwrap();
+        sqlx::query(AssertSqlSafe(format!(
+            "UPDATE utxos SET {column} = $1 WHERE outpoint = $2"
+        )))
+        .bind(bad)
+        .bind(good.outpoint.to_string())
+        .execute(&raw)
+        .await
+        .unwrap();
+        let named = if column == "outpoint" {
+            bad.to_string()
+        } else {
+            good.outpoint.to_string()
+        };
         let error = store.utxos(&wallet_id, true).await.unwrap_err();
         assert!(
-            matches!(&error, StoreError::Corrupt { table: "utxos", id, .. } if *id == broken.outpoint),
+            matches!(&error, StoreError::Corrupt { table: "utxos", id, .. } if *id == named),
             "{error}"
         );
     }
+    store.insert_wallet(&wallet("w"), b"share").await.unwrap();
     store
         .insert_utxos("w", &[utxo(3, 1_000)], NOW)
         .await
@@ -421,7 +412,7 @@ async fn an_output_that_does_not_decode_is_corrupt(store: &Store) {
     assert_eq!(store.utxos("w", true).await.unwrap().len(), 1);
 }
 
-both!(
+on_both_backends!(
     registry_lifecycle,
     an_output_that_does_not_decode_is_corrupt,
     change_indices_are_unique_under_concurrency,

@@ -72,8 +72,9 @@ pub const FIXED_QUIC_PORT_BASE: u16 = 7400;
 pub const FIXED_API_PORT_BASE: u16 = 8400;
 
 impl DevnetOptions {
-    /// The devnet's defaults: a pool of 50 per (path, signer set), so a burst of 50 ECDSA
-    /// signatures can be served once it has filled (minutes, in the background).
+    /// The devnet's defaults: up to 50 presignatures per (path, signer set) of registered
+    /// outputs, so a burst of that many ECDSA signatures can be served once it has filled
+    /// (minutes, in the background).
     pub fn new(nodes: u16, threshold: u16, dir: PathBuf, binary: PathBuf) -> Self {
         Self {
             nodes,

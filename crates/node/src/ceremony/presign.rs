@@ -249,7 +249,7 @@ impl Node {
             let record = PresignatureRecord {
                 id: eid.to_string(),
                 wallet_id: wallet_id.into(),
-                path: path.to_string(),
+                path: path.clone(),
                 signers: signers.to_vec(),
                 epoch: store.epoch().await?,
                 state: PresignatureState::Ready,

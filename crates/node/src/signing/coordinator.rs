@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use mpc_bitcoin::{
-    bitcoin::{consensus, psbt::Psbt},
+    bitcoin::psbt::Psbt,
     finalize::{finalize, insert_signature, InputSignature},
     psbt::{analyze, parse_psbt, spent_outputs, JobMessage, SigningJob},
     verify::verify_transaction,
@@ -14,6 +14,7 @@ use mpc_protocols::{
     ecdsa::{self, PresignatureBinding, PresignaturePublic},
     schnorr,
     signature::PublicKey,
+    ProtocolError,
 };
 use mpc_store::WalletRecord;
 use mpc_transport::{NodeId, SessionId};
@@ -190,8 +191,8 @@ impl Node {
         let report = SignReport {
             session,
             psbt: psbt.to_string(),
-            raw_transaction: consensus::encode::serialize_hex(&tx),
-            txid: tx.compute_txid().to_string(),
+            txid: tx.compute_txid(),
+            raw_transaction: tx,
             signers,
             inputs,
             attempts,
@@ -377,7 +378,27 @@ impl Node {
                 // The key the PSBT check derived (rust-bitcoin) and matched to the spent script.
                 let child = PublicKey(public_key.serialize());
                 let public: &PresignaturePublic = public;
-                let sig = ecdsa::combine(public, &binding, &partials, preimage, &child)?;
+                let sig =
+                    ecdsa::combine(public, &binding, &partials, preimage, &child).map_err(|e| {
+                        match e {
+                            // The partial does not match the commitment every signer reported for
+                            // it: that signer cheated, whatever the others did.
+                            ProtocolError::BadPartialSignature { signer } => {
+                                match mpc_types::node_at(&wallet.participants, signer) {
+                                    Some(node) => NodeError::Misbehaved {
+                                        node,
+                                        reason: format!(
+                                            "its partial signature for input {} does not match \
+                                         its presignature commitment",
+                                            job.input
+                                        ),
+                                    },
+                                    None => NodeError::Protocol(e),
+                                }
+                            }
+                            e => NodeError::Protocol(e),
+                        }
+                    })?;
                 Ok((InputSignature::Ecdsa(sig), "presignature"))
             }
             (JobMessage::Ecdsa { .. }, Some(InputOutcome::Ecdsa(sig))) => {

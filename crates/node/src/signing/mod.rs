@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use mpc_bitcoin::{
-    bitcoin::{consensus, psbt::Psbt},
+    bitcoin::{consensus, psbt::Psbt, Transaction, Txid},
     policy::{self, ChangeRule, SpendSummary},
     psbt::{analyze, parse_psbt, spent_outputs, JobMessage, SigningJob},
     verify::verify_transaction,
@@ -58,8 +58,10 @@ pub struct SignReport {
     pub session: Uuid,
     /// The signed, finalized PSBT (base64).
     pub psbt: String,
-    pub raw_transaction: String,
-    pub txid: String,
+    /// Hex, in consensus encoding.
+    #[serde(with = "consensus::serde::With::<consensus::serde::Hex>")]
+    pub raw_transaction: Transaction,
+    pub txid: Txid,
     pub signers: Vec<NodeId>,
     pub inputs: Vec<InputReport>,
     pub attempts: Vec<AttemptReport>,
@@ -160,7 +162,7 @@ impl Node {
         let change_rule = self.change_rule(&wallets).await?;
         let summary = policy::summarize(&psbt, &wallets.keys(), &input_wallet, &change_rule)?;
         self.note_change_used(&wallets, &summary).await;
-        self.note_funded_paths(&jobs, &summary, &wallets.keys(), &wallets.records);
+        self.note_funded_paths(&summary, &wallets.keys(), &wallets.records);
         Ok(summary.change.len())
     }
 
@@ -170,7 +172,7 @@ impl Node {
         let notice = Control::Signed {
             wallet_ids: wallets.records.iter().map(|r| r.id.clone()).collect(),
             psbt: psbt_base64.to_owned(),
-            raw_transaction: report.raw_transaction.clone(),
+            raw_transaction: consensus::encode::serialize_hex(&report.raw_transaction),
         };
         let others: Vec<NodeId> = wallets.records[0]
             .participants

@@ -104,12 +104,11 @@ impl Node {
         }
         // This node's own limits, whatever the coordinator decided.
         let summary = self.check_policy(&psbt, &jobs, &wallets, false).await?;
-        self.note_funded_paths(&jobs, &summary, &wallets.keys(), &wallets.records);
+        self.note_funded_paths(&summary, &wallets.keys(), &wallets.records);
         // Each presignature must be for this wallet, path and signer set (checked again where
         // it is consumed, in the same transaction) and for an ECDSA input.
-        let paths: Vec<String> = jobs.iter().map(|job| job.path.to_string()).collect();
         let mut chosen: Vec<PresignatureUse> = Vec::new();
-        for (job, path) in jobs.iter().zip(&paths) {
+        for job in &jobs {
             if let Some(id) = &presignatures[job.input] {
                 if !matches!(job.message, JobMessage::Ecdsa { .. }) {
                     return Err(NodeError::InvalidRequest(format!(
@@ -120,7 +119,7 @@ impl Node {
                 chosen.push(PresignatureUse {
                     id,
                     wallet_id: &wallets.records[job.wallet].id,
-                    path,
+                    path: &job.path,
                     signers,
                 });
             }

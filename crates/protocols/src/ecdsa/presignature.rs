@@ -252,6 +252,23 @@ pub fn combine(
             "partial signature from a party outside the signer set".into(),
         ));
     }
+    // Whose partial signature is wrong, if one is: the check cggmp24's `combine` makes
+    // (sigma_j * Gamma = m * tilde_Delta_j + r * tilde_S_j, against the presignature's public
+    // commitments), made here signer by signer, since the library only answers "no".
+    if public.commitments.len() == ordered.len() {
+        use cggmp24::generic_ec::coords::AlwaysHasAffineX;
+        let r = public.gamma.x().to_scalar();
+        let m = message.data_to_sign().to_scalar();
+        for ((partial, (delta, s)), signer) in ordered
+            .iter()
+            .zip(&public.commitments)
+            .zip(&binding.signers)
+        {
+            if partial.sigma * public.gamma != m * delta + r * s {
+                return Err(ProtocolError::BadPartialSignature { signer: *signer });
+            }
+        }
+    }
     let sig =
         cggmp24::PartialSignature::combine(&ordered, &public.to_lib(), message.data_to_sign())
             .ok_or_else(|| {
