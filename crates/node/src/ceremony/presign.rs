@@ -77,24 +77,31 @@ impl Node {
                 tracing::debug!(wallet = %wallet.id, left_out = ?blamed, "nodes left out for their incidents");
             }
         }
-        // This node first when it can sign, then the lowest ids: the first such set not tried
-        // yet (a failed attempt that named nobody is retried on another set).
+        // This node when it can sign, then a set not tried yet. After a failure that named
+        // nobody (a bad FROST share, an abort), the culprit is one of that set's other members:
+        // the set sharing the fewest members with the failed ones comes first (as ROAST does),
+        // so one hostile node cannot sink every retry by staying in the lowest ids. Among
+        // equals, the lowest ids.
         let me = live.contains(&self.id());
         let others: Vec<NodeId> = live.iter().copied().filter(|n| *n != self.id()).collect();
         let need = t - usize::from(me);
-        let mut found = None;
+        let suspicion = |n: &NodeId| tried.iter().filter(|set| set.contains(n)).count();
+        let mut found: Option<(usize, Vec<NodeId>)> = None;
         combinations(&others, need, &mut Vec::new(), &mut |set| {
             let mut chosen = set.to_vec();
+            let score = set.iter().map(suspicion).sum::<usize>();
             if me {
                 chosen.push(self.id());
             }
             chosen.sort_unstable();
-            if tried.contains(&chosen) {
-                return false;
+            let untried = !tried.contains(&chosen);
+            if untried && found.as_ref().is_none_or(|(best, _)| score < *best) {
+                found = Some((score, chosen));
             }
-            found = Some(chosen);
-            true
+            // Stop at an untried set no failed attempt touched: nothing beats it.
+            untried && score == 0
         });
+        let found = found.map(|(_, set)| set);
         found.ok_or_else(|| {
             NodeError::Unavailable(format!(
                 "wallet {}: every signer set of {t} among {live:?} was tried",

@@ -1,7 +1,8 @@
 //! The coordinator's side of signing: picks a signer set and presignatures, proposes the
-//! PSBT, combines and verifies the signatures, retries once without the nodes that failed.
+//! PSBT, combines and verifies the signatures, retries on other signer sets without the nodes
+//! that failed.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mpc_bitcoin::{
     bitcoin::psbt::Psbt,
@@ -35,6 +36,10 @@ use super::{
     interactive_inputs, interactive_limit, AttemptReport, InputReport, RequestWallets, SignReport,
 };
 
+/// Signing attempts per request at most: each may cost seconds of CPU at every signer
+/// (interactive ECDSA), and with one hostile node the second attempt already avoids it.
+const MAX_ATTEMPTS: u32 = 4;
+
 impl Node {
     /// Signs `psbt` (base64) with the given wallets: every input must belong to one of them.
     pub async fn sign_psbt(
@@ -60,7 +65,13 @@ impl Node {
             let mut tried: Vec<Vec<NodeId>> = Vec::new();
             let mut last_error = None;
             let mut last_refusal = None;
-            for attempt in 0..2u32 {
+            // Retries go on while the failures are ones another set may not have, an untried
+            // set is left and the request's deadline allows, at most MAX_ATTEMPTS in all.
+            let deadline = Duration::from_millis(self.inner.config.limits.max_sign_request_ms);
+            for attempt in 0..MAX_ATTEMPTS {
+                if attempt > 0 && started.elapsed() >= deadline {
+                    break;
+                }
                 let attempt_session = if attempt == 0 {
                     session
                 } else {

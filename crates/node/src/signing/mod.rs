@@ -6,8 +6,8 @@
 //! recomputes the sighash, and only then signs: from a presignature (consumed durably before
 //! the partial signature leaves the node), interactively, or with FROST. The coordinator
 //! combines, verifies every signature, finalizes, verifies the transaction with
-//! `bitcoinconsensus`, and returns it. A failed attempt is retried once with another signer
-//! set that avoids the nodes that failed.
+//! `bitcoinconsensus`, and returns it. A failed attempt is retried with another signer set
+//! that avoids the nodes that failed (up to 4 attempts, within the request's deadline).
 //!
 //! `coordinator` and `signer` hold the two sides; this module, what both use: the reports,
 //! the wallets of a request, the policy and transaction rules this node applies, and what it
