@@ -39,29 +39,29 @@ pub struct IncidentQuery {
 }
 
 /// One incident: `reporter` blamed `accused` in a signing attempt this node coordinated.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Incident {
-    id: Uuid,
-    accused: u16,
+    pub id: Uuid,
+    pub accused: u16,
     /// This node (its own verdict: a timeout, an answer that failed its check) or the
     /// participant whose typed report named `accused`.
-    reporter: u16,
+    pub reporter: u16,
     /// `silent`, `misbehaved` (a message that did not decode, or equivocation, as a
     /// participant saw it) or `invalid_outcome` (an answer that failed this node's check).
-    kind: String,
+    pub kind: String,
     /// The failed attempt's session.
-    session: Uuid,
-    wallet_id: Option<String>,
-    at_ms: i64,
+    pub session: Uuid,
+    pub wallet_id: Option<String>,
+    pub at_ms: i64,
     /// The error as recorded.
-    detail: String,
+    pub detail: String,
     /// Evidence another node can check (hex), when there is any: the accused's signed
     /// message(s) and certificate (`POST /api/v1/cluster/evidence/verify` on any node).
-    evidence: Option<String>,
+    pub evidence: Option<String>,
     /// This node's check of `evidence` against its own cluster CA, when there is evidence.
-    evidence_check: Option<EvidenceCheck>,
+    pub evidence_check: Option<EvidenceCheck>,
     /// Set once an operator released `accused`; released incidents no longer count.
-    released_at_ms: Option<i64>,
+    pub released_at_ms: Option<i64>,
 }
 
 impl Incident {
@@ -97,24 +97,24 @@ impl From<IncidentRecord> for Incident {
 }
 
 /// Unreleased incidents against one node.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Unreleased {
-    node: u16,
-    count: u64,
+    pub node: u16,
+    pub count: u64,
     /// Whether the incidents that count toward exclusion (this node's own verdicts, and
     /// reports that came with evidence it verified) reach `exclude_after_incidents`: the node
     /// is left out of signer sets (unless too few others are live).
-    excluded: bool,
+    pub excluded: bool,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct IncidentList {
     /// The node that recorded these (each coordinator keeps its own).
-    recorded_by: u16,
+    pub recorded_by: u16,
     /// `[limits] exclude_after_incidents`; 0: nobody is left out.
-    exclude_after_incidents: u32,
-    unreleased: Vec<Unreleased>,
-    incidents: Vec<Incident>,
+    pub exclude_after_incidents: u32,
+    pub unreleased: Vec<Unreleased>,
+    pub incidents: Vec<Incident>,
 }
 
 /// Incidents this node recorded, newest first, each with its evidence checked against this
@@ -181,11 +181,11 @@ pub async fn incidents(
     }))
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Released {
-    node: u16,
+    pub node: u16,
     /// Incidents released now (0 if none were pending).
-    released: u64,
+    pub released: u64,
 }
 
 /// Releases a node: its incidents stop counting toward its exclusion from signer sets (they
@@ -214,43 +214,43 @@ pub async fn release(
 }
 
 /// One of the accused's messages in a piece of evidence, as it signed it.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EvidenceMessage {
-    session: Uuid,
+    pub session: Uuid,
     /// 0: a control message; else the protocol's code.
-    protocol: u8,
-    round: u16,
-    from: u16,
+    pub protocol: u8,
+    pub round: u16,
+    pub from: u16,
     /// `null`: a broadcast.
-    to: Option<u16>,
+    pub to: Option<u16>,
     /// The payload (hex).
-    payload: String,
+    pub payload: String,
     /// The sender's ECDSA P-256 signature over the envelope (hex, `r || s`).
-    signature: Option<String>,
+    pub signature: Option<String>,
 }
 
 /// The answering node's check of a piece of evidence against its own cluster CA.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EvidenceCheck {
     /// The node that checked (it trusts only its own cluster CA, not the recorder).
-    checked_by: u16,
+    pub checked_by: u16,
     /// Whether the evidence verifies: the accused's certificate chains to the CA and names
     /// it, every message is the accused's and its signature verifies, and the fault holds
     /// where it can be re-checked.
-    valid: bool,
+    pub valid: bool,
     /// Why it does not verify.
-    reason: Option<String>,
-    accused: Option<u16>,
+    pub reason: Option<String>,
+    pub accused: Option<u16>,
     /// `undecodable` (a protocol message that does not decode), `equivocation` (two
     /// different messages for one slot) or `exhibit` (messages shown as sent: an outcome that
     /// failed the recorder's check, which needs context the messages do not carry).
-    fault: Option<String>,
+    pub fault: Option<String>,
     /// Whether the fault itself was re-checked from the messages; otherwise the evidence
     /// proves only that the accused sent exactly these messages.
-    fault_rechecked: bool,
+    pub fault_rechecked: bool,
     /// SHA-256 of the accused's certificate (hex).
-    certificate_fingerprint: Option<String>,
-    messages: Vec<EvidenceMessage>,
+    pub certificate_fingerprint: Option<String>,
+    pub messages: Vec<EvidenceMessage>,
 }
 
 impl EvidenceCheck {
@@ -308,11 +308,11 @@ fn checked(
     }
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvidenceRequest {
     /// Evidence as any node lists it (`GET /api/v1/cluster/incidents`, `evidence`), hex.
-    evidence: String,
+    pub evidence: String,
 }
 
 /// Checks evidence recorded by any node (copied from its incident listing) against this

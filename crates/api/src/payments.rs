@@ -18,46 +18,46 @@ use crate::{
 };
 
 /// One funding output of the wallet.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UtxoEntry {
     /// `txid:vout`.
     #[schema(example = "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b:0")]
-    outpoint: String,
+    pub outpoint: String,
     /// The amount; taken from `funding_transaction` when that is given (and then checked
     /// against it if given too). Required without it.
-    amount_sats: Option<u64>,
+    pub amount_sats: Option<u64>,
     /// The wallet's path that receives it, e.g. `m/0/3`; its script is derived by the node.
     #[schema(example = "m/0/0")]
-    path: String,
+    pub path: String,
     /// The transaction that created the output (consensus encoding, hex), whose txid must be
     /// the outpoint's. Required for P2WPKH (cggmp24) wallets: every signer checks each spent
     /// amount against it, since BIP-143 signatures commit only to their own input's amount.
-    funding_transaction: Option<String>,
+    pub funding_transaction: Option<String>,
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterUtxosRequest {
     /// 1 to 1000 outputs, registered all or none.
-    utxos: Vec<UtxoEntry>,
+    pub utxos: Vec<UtxoEntry>,
 }
 
 /// A registered output.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Utxo {
-    outpoint: String,
-    amount_sats: u64,
-    path: String,
-    address: String,
-    script_pubkey: String,
+    pub outpoint: String,
+    pub amount_sats: u64,
+    pub path: String,
+    pub address: String,
+    pub script_pubkey: String,
     /// `registered` or `change`.
-    origin: String,
+    pub origin: String,
     /// `available`, `reserved` or `spent`.
-    state: String,
-    spent_by: Option<String>,
-    spent_at_ms: Option<i64>,
-    created_at_ms: i64,
+    pub state: String,
+    pub spent_by: Option<String>,
+    pub spent_at_ms: Option<i64>,
+    pub created_at_ms: i64,
 }
 
 impl From<UtxoInfo> for Utxo {
@@ -77,15 +77,15 @@ impl From<UtxoInfo> for Utxo {
     }
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UtxoList {
-    wallet_id: String,
-    utxos: Vec<Utxo>,
+    pub wallet_id: String,
+    pub utxos: Vec<Utxo>,
     /// Sum of the available outputs.
-    available_sats: u64,
+    pub available_sats: u64,
     /// The change index the next payment with change will use (m/1/i).
-    next_change_index: u32,
-    next_change_address: String,
+    pub next_change_index: u32,
+    pub next_change_address: String,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -157,16 +157,16 @@ pub async fn list_utxos(
 }
 
 /// A payment from a wallet's registered outputs.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransactionRequest {
-    wallet_id: String,
+    pub wallet_id: String,
     /// An address of the wallet's network.
-    recipient: String,
-    amount_sats: u64,
+    pub recipient: String,
+    pub amount_sats: u64,
     /// 0.1 to 10000.
     #[schema(example = 2.0)]
-    fee_rate_sat_vb: f64,
+    pub fee_rate_sat_vb: f64,
 }
 
 /// Pays `amount_sats` to `recipient` from the wallet's registered outputs: BDK's coin

@@ -79,18 +79,18 @@ where
 
 // ---- liveness and health ------------------------------------------------------------------
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Healthz {
-    status: &'static str,
+    pub status: String,
     #[schema(value_type = u16)]
-    node: NodeId,
+    pub node: NodeId,
 }
 
 /// Liveness of this node's API (unauthenticated).
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Healthz)))]
 pub async fn healthz(State(s): State<AppState>) -> Json<Healthz> {
     Json(Healthz {
-        status: "ok",
+        status: "ok".into(),
         node: s.node.id(),
     })
 }
@@ -148,10 +148,10 @@ pub async fn cluster_health(
 
 // ---- ceremonies ---------------------------------------------------------------------------
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CeremonyAccepted {
-    ceremony_id: Uuid,
-    location: String,
+    pub ceremony_id: Uuid,
+    pub location: String,
 }
 
 /// Starts aux-info generation for the whole cluster (minutes); poll the ceremony.
@@ -166,22 +166,35 @@ pub async fn aux_info(State(s): State<AppState>, caller: Caller) -> Result<Respo
     .await
 }
 
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DkgRequest {
     /// `cggmp24` (threshold ECDSA, P2WPKH) or `frost` (Schnorr, P2TR). Also accepted under
     /// its former name, `protocol`.
     #[serde(alias = "protocol")]
     #[schema(value_type = String, example = "frost")]
-    scheme: Scheme,
-    name: String,
-    threshold: Option<u16>,
+    pub scheme: Scheme,
+    pub name: String,
+    pub threshold: Option<u16>,
     /// Node ids; default: every node.
     #[schema(value_type = Option<Vec<u16>>)]
-    participants: Option<Vec<NodeId>>,
+    pub participants: Option<Vec<NodeId>>,
     /// `mainnet`, `testnet`, `signet` or `regtest`; default: the cluster's.
     #[schema(value_type = Option<String>, example = "regtest")]
-    network: Option<mpc_bitcoin::Network>,
+    pub network: Option<mpc_bitcoin::Network>,
+}
+
+impl DkgRequest {
+    /// A wallet of `scheme` over every node, at the cluster's threshold and network.
+    pub fn new(scheme: Scheme, name: impl Into<String>) -> Self {
+        Self {
+            scheme,
+            name: name.into(),
+            threshold: None,
+            participants: None,
+            network: None,
+        }
+    }
 }
 
 /// Starts distributed key generation for a new wallet; poll the ceremony.
@@ -208,22 +221,22 @@ pub async fn dkg_initiate(
     .await
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Ceremony {
-    id: String,
-    kind: String,
+    pub id: String,
+    pub kind: String,
     /// `running`, `succeeded` or `failed`.
-    state: String,
+    pub state: String,
     #[schema(value_type = u16)]
-    coordinator: NodeId,
-    started_at_ms: i64,
-    finished_at_ms: Option<i64>,
-    duration_ms: Option<i64>,
+    pub coordinator: NodeId,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
     #[schema(value_type = Object)]
-    request: Value,
+    pub request: Value,
     #[schema(value_type = Object)]
-    result: Option<Value>,
-    error: Option<String>,
+    pub result: Option<Value>,
+    pub error: Option<String>,
 }
 
 /// A ceremony's state and, once finished, its result or error.
@@ -295,11 +308,11 @@ pub struct AddressQuery {
     count: Option<u32>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct AddressEntry {
-    index: u32,
-    path: String,
-    address: String,
+    pub index: u32,
+    pub path: String,
+    pub address: String,
 }
 
 /// HD addresses of a wallet.
@@ -352,10 +365,10 @@ pub async fn addresses(
         .map(Json)
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Descriptors {
-    receive: String,
-    change: String,
+    pub receive: String,
+    pub change: String,
 }
 
 /// Watch-only descriptors (with checksums).
@@ -375,16 +388,27 @@ pub async fn descriptor(
     }))
 }
 
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PresignRequest {
     /// Derivation path, e.g. `m/0/0`; default `m`.
-    path: Option<String>,
+    pub path: Option<String>,
     /// 1 to 100.
-    count: u32,
+    pub count: u32,
     /// Node ids of the signer set; default: live nodes, this one first.
     #[schema(value_type = Option<Vec<u16>>)]
-    signers: Option<Vec<NodeId>>,
+    pub signers: Option<Vec<NodeId>>,
+}
+
+impl PresignRequest {
+    /// `count` presignatures for `path` with the default signer set.
+    pub fn new(path: impl Into<String>, count: u32) -> Self {
+        Self {
+            path: Some(path.into()),
+            count,
+            signers: None,
+        }
+    }
 }
 
 /// Generates presignatures for (wallet, path, signer set); poll the ceremony.
@@ -418,14 +442,14 @@ pub async fn presignatures(
 
 // ---- signing ------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignRequest {
     /// The PSBT, base64 (BIP-174/371), with witness UTXOs and derivation records.
-    psbt: String,
+    pub psbt: String,
     /// Other wallets whose inputs the same PSBT spends (same node set and threshold).
     #[serde(default)]
-    additional_wallets: Vec<String>,
+    pub additional_wallets: Vec<String>,
 }
 
 /// Signs a PSBT: every signer checks each input and recomputes its sighash; the result is

@@ -7,7 +7,11 @@
 
 use std::path::PathBuf;
 
-use mpc_bitcoin::{bitcoin::Network, Scheme, WalletKey};
+use mpc_bitcoin::{
+    bitcoin::{Amount, Network},
+    build::{synthetic_funding, SpendableOutput},
+    Scheme, WalletKey,
+};
 use mpc_protocols::{
     ecdsa::{AuxInfo, AuxInfoFile, EcdsaKeyShare, Primes, PrimesFile},
     local,
@@ -91,6 +95,24 @@ pub fn schnorr_wallet(t: u16, n: u16, network: Network) -> (Vec<SchnorrKeyShare>
     )
     .expect("valid key");
     (shares, key)
+}
+
+/// Synthetic funding outputs of `wallet`, one per (path, sats): outputs of made-up
+/// transactions (regtest only), each told apart by a fresh label.
+pub fn fund(wallet: &WalletKey, outputs: &[(&str, u64)]) -> Vec<SpendableOutput> {
+    outputs
+        .iter()
+        .map(|(path, sats)| {
+            let label = format!("fund {path} {}", uuid::Uuid::new_v4());
+            synthetic_funding(
+                wallet,
+                &path.parse().expect("a derivation path"),
+                Amount::from_sat(*sats),
+                &label,
+            )
+            .expect("synthetic funding")
+        })
+        .collect()
 }
 
 /// The environment variable `scripts/with-etcd` sets to its etcd's client URLs.

@@ -4,7 +4,6 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use serde_json::Value;
 
 use super::{output, s, table, Conn};
 
@@ -41,7 +40,7 @@ pub async fn cluster(conn: &Conn, command: &ClusterCommand) -> Result<()> {
     let api = conn.client()?;
     match command {
         ClusterCommand::Status => {
-            let health: Value = api.get("/api/v1/cluster/health").await?;
+            let health = api.cluster_health().await?;
             output(conn, &health, |h| {
                 println!(
                     "node {} ({} {}), threshold {}, {} live",
@@ -77,10 +76,7 @@ pub async fn cluster(conn: &Conn, command: &ClusterCommand) -> Result<()> {
             })
         }
         ClusterCommand::Incidents { node, limit } => {
-            let filter = node.map(|n| format!("&node={n}")).unwrap_or_default();
-            let list: Value = api
-                .get(&format!("/api/v1/cluster/incidents?limit={limit}{filter}"))
-                .await?;
+            let list = serde_json::to_value(api.incidents(*node, *limit).await?)?;
             output(conn, &list, |l| {
                 for u in l["unreleased"].as_array().into_iter().flatten() {
                     println!(
@@ -124,12 +120,7 @@ pub async fn cluster(conn: &Conn, command: &ClusterCommand) -> Result<()> {
             })
         }
         ClusterCommand::Verify { evidence } => {
-            let checked: Value = api
-                .post(
-                    "/api/v1/cluster/evidence/verify",
-                    &serde_json::json!({ "evidence": evidence }),
-                )
-                .await?;
+            let checked = serde_json::to_value(api.verify_evidence(evidence).await?)?;
             output(conn, &checked, |c| {
                 if c["valid"] == true {
                     println!(
@@ -160,12 +151,7 @@ pub async fn cluster(conn: &Conn, command: &ClusterCommand) -> Result<()> {
             Ok(())
         }
         ClusterCommand::Release { node } => {
-            let released: Value = api
-                .post(
-                    &format!("/api/v1/cluster/incidents/{node}/release"),
-                    &serde_json::json!({}),
-                )
-                .await?;
+            let released = serde_json::to_value(api.release_incidents(*node).await?)?;
             output(conn, &released, |r| {
                 println!(
                     "node {}: {} incident(s) released",

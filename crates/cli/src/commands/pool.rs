@@ -17,7 +17,7 @@ pub async fn pool(conn: &Conn, command: &PoolCommand) -> Result<()> {
     let api = conn.client()?;
     match command {
         PoolCommand::Stats => {
-            let stats: Value = api.get("/api/v1/presignatures/stats").await?;
+            let stats = api.presignature_stats().await?;
             output(conn, &stats, |v| {
                 let wallets = v
                     .get("wallets")

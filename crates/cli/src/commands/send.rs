@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use serde_json::{json, Value};
+use mpc_api::payments::TransactionRequest;
 
 use super::{output, print_sign_report, Conn};
 
@@ -24,16 +24,13 @@ pub struct SendArgs {
 /// `send --wallet W --to ADDR --amount SATS`
 pub async fn send(conn: &Conn, args: &SendArgs) -> Result<()> {
     let api = conn.client()?;
-    let report: Value = api
-        .post(
-            "/api/v1/transactions",
-            &json!({
-                "wallet_id": args.wallet,
-                "recipient": args.to,
-                "amount_sats": args.amount,
-                "fee_rate_sat_vb": args.fee_rate,
-            }),
-        )
+    let report = api
+        .send_payment(&TransactionRequest {
+            wallet_id: args.wallet.clone(),
+            recipient: args.to.clone(),
+            amount_sats: args.amount,
+            fee_rate_sat_vb: args.fee_rate,
+        })
         .await?;
     output(conn, &report, print_sign_report)
 }

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use mpc_api::routes::SignRequest;
 use mpc_bitcoin::psbt::parse_psbt;
-use serde_json::{json, Value};
 
 use crate::client::ApiClient;
 
@@ -51,7 +51,7 @@ async fn wallets_of(api: &ApiClient, psbt: &str) -> Result<Vec<String>> {
             fingerprints.insert(fp.to_string());
         }
     }
-    let wallets: Value = api.get("/api/v1/wallets").await?;
+    let wallets = api.wallets().await?;
     let ids: Vec<String> = wallets
         .as_array()
         .map(|a| {
@@ -81,10 +81,13 @@ pub async fn sign(conn: &Conn, args: &SignArgs) -> Result<()> {
         None => wallets_of(&api, &psbt).await?,
     };
     let (first, rest) = wallets.split_first().context("no wallet")?;
-    let signed: Value = api
-        .post(
-            &format!("/api/v1/wallets/{first}/psbt/sign"),
-            &json!({"psbt": psbt, "additional_wallets": rest}),
+    let signed = api
+        .sign_psbt(
+            first,
+            &SignRequest {
+                psbt,
+                additional_wallets: rest.to_vec(),
+            },
         )
         .await?;
     if let Some(out) = &args.out {

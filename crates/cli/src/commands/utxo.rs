@@ -4,7 +4,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use serde_json::{json, Value};
+use mpc_api::payments::{RegisterUtxosRequest, UtxoEntry};
+use serde_json::Value;
 
 use super::{output, read_input, s, table, Conn};
 
@@ -87,25 +88,19 @@ pub async fn utxo(conn: &Conn, command: &UtxoCommand) -> Result<()> {
                 .as_deref()
                 .map(read_hex_argument)
                 .transpose()?;
-            let added: Value = api
-                .post(
-                    &format!("/api/v1/wallets/{wallet}/utxos"),
-                    &json!({"utxos": [{
-                        "outpoint": outpoint,
-                        "amount_sats": amount,
-                        "path": path,
-                        "funding_transaction": funding_transaction,
-                    }]}),
-                )
-                .await?;
+            let request = RegisterUtxosRequest {
+                utxos: vec![UtxoEntry {
+                    outpoint: outpoint.clone(),
+                    amount_sats: *amount,
+                    path: path.clone(),
+                    funding_transaction,
+                }],
+            };
+            let added = serde_json::to_value(api.register_utxos(wallet, &request).await?)?;
             output(conn, &added, print_list)
         }
         UtxoCommand::List { wallet, all } => {
-            let list: Value = api
-                .get(&format!(
-                    "/api/v1/wallets/{wallet}/utxos?include_spent={all}"
-                ))
-                .await?;
+            let list = serde_json::to_value(api.utxos(wallet, *all).await?)?;
             output(conn, &list, print_list)
         }
     }

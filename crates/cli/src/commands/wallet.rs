@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use serde_json::{json, Value};
+use mpc_api::routes::DkgRequest;
+use serde_json::Value;
 
 use super::{output, s, table, Conn};
 use crate::progress::spinner;
@@ -79,27 +80,22 @@ pub async fn wallet(conn: &Conn, command: &WalletCommand) -> Result<()> {
             participants,
             network,
         } => {
-            let mut body = json!({"scheme": scheme, "name": name});
-            if let Some(t) = threshold {
-                body["threshold"] = json!(t);
-            }
-            if !participants.is_empty() {
-                body["participants"] = json!(participants);
-            }
-            if let Some(n) = network {
-                body["network"] = json!(n);
-            }
+            let request = DkgRequest {
+                scheme: *scheme,
+                name: name.clone(),
+                threshold: *threshold,
+                participants: (!participants.is_empty()).then(|| participants.clone()),
+                network: *network,
+            };
             let bar = (!conn.json).then(|| spinner(&format!("key generation ({scheme})")));
-            let result = api
-                .ceremony("/api/v1/dkg/initiate", &body, bar.as_ref())
-                .await;
+            let result = api.dkg(&request, bar.as_ref()).await;
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
             output(conn, &result?, print_wallet)
         }
         WalletCommand::List => {
-            let wallets: Value = api.get("/api/v1/wallets").await?;
+            let wallets = api.wallets().await?;
             output(conn, &wallets, |w| {
                 let rows: Vec<Vec<String>> = w
                     .as_array()
@@ -141,7 +137,7 @@ pub async fn wallet(conn: &Conn, command: &WalletCommand) -> Result<()> {
             })
         }
         WalletCommand::Show { wallet } => {
-            let w: Value = api.get(&format!("/api/v1/wallets/{wallet}")).await?;
+            let w = api.wallet(wallet).await?;
             output(conn, &w, print_wallet)
         }
         WalletCommand::Address {
@@ -150,11 +146,7 @@ pub async fn wallet(conn: &Conn, command: &WalletCommand) -> Result<()> {
             from,
             count,
         } => {
-            let a: Value = api
-                .get(&format!(
-                    "/api/v1/wallets/{wallet}/addresses?chain={chain}&from={from}&count={count}"
-                ))
-                .await?;
+            let a = serde_json::to_value(api.addresses(wallet, chain, *from, *count).await?)?;
             output(conn, &a, |a| {
                 let rows: Vec<Vec<String>> = a
                     .as_array()
@@ -168,9 +160,7 @@ pub async fn wallet(conn: &Conn, command: &WalletCommand) -> Result<()> {
             })
         }
         WalletCommand::Descriptor { wallet } => {
-            let d: Value = api
-                .get(&format!("/api/v1/wallets/{wallet}/descriptor"))
-                .await?;
+            let d = serde_json::to_value(api.descriptor(wallet).await?)?;
             output(conn, &d, |d| {
                 println!("receive  {}", s(&d["receive"]));
                 println!("change   {}", s(&d["change"]));

@@ -420,11 +420,10 @@ impl Devnet {
         ))
     }
 
-    /// Waits until every running node answers and sees `live` nodes live.
     /// Presignature pool levels as node 1 reports them (`GET /api/v1/presignatures/stats`).
     pub async fn pool_levels(&self) -> Result<Value> {
         let viewer = self.client(1, mpc_api::Role::Viewer)?;
-        Ok(viewer.get("/api/v1/presignatures/stats").await?)
+        Ok(viewer.presignature_stats().await?)
     }
 
     /// One line per ECDSA wallet: ready presignatures against the target, and usage.
@@ -495,12 +494,13 @@ impl Devnet {
         Ok(devnet)
     }
 
+    /// Waits until every running node answers and sees `live` nodes live.
     pub async fn wait_live(&self, ids: &[u16], live: usize, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         for &id in ids {
             let client = self.client(id, mpc_api::Role::Viewer)?;
             loop {
-                let health: Result<Value, _> = client.get("/api/v1/cluster/health").await;
+                let health = client.cluster_health().await;
                 match health {
                     Ok(h) if h["live"].as_u64() >= Some(live as u64) => break,
                     _ if Instant::now() > deadline => {

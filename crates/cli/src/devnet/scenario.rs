@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use mpc_api::routes::{DkgRequest, PresignRequest, SignRequest};
 use mpc_bitcoin::{
     bitcoin::{bip32::Xpub, consensus, Amount, Network, Psbt, Transaction, TxOut},
     build::{build_psbt, synthetic_funding, Payment},
@@ -144,24 +145,21 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
         let bar = spinner(&format!(
             "aux info over the network ({n} nodes, about a minute)"
         ));
-        admin
-            .ceremony("/api/v1/aux-info", &json!({}), Some(&bar))
-            .await?;
+        admin.aux_info(Some(&bar)).await?;
         bar.finish_and_clear();
         phase("aux info", t0);
     }
 
     let mut wallets = Vec::new();
-    for (protocol, label) in [
-        ("cggmp24", "ECDSA keygen (CGGMP24)"),
-        ("frost", "Taproot keygen (FROST)"),
+    for (scheme, label) in [
+        (Scheme::Ecdsa, "ECDSA keygen (CGGMP24)"),
+        (Scheme::Schnorr, "Taproot keygen (FROST)"),
     ] {
         let t0 = Instant::now();
         let bar = spinner(label);
         let result = admin
-            .ceremony(
-                "/api/v1/dkg/initiate",
-                &json!({"protocol": protocol, "name": format!("devnet {protocol}")}),
+            .dkg(
+                &DkgRequest::new(scheme, format!("devnet {scheme}")),
                 Some(&bar),
             )
             .await?;
@@ -177,21 +175,20 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
     let t0 = Instant::now();
     let bar = spinner("ECDSA presignature for m/0/0");
     admin
-        .ceremony(
-            &format!("/api/v1/wallets/{ecdsa_id}/presignatures"),
-            &json!({"path": "m/0/0", "count": 1}),
-            Some(&bar),
-        )
+        .presignatures(&ecdsa_id, &PresignRequest::new("m/0/0", 1), Some(&bar))
         .await?;
     bar.finish_and_clear();
     phase("ECDSA presignature", t0);
 
     let (psbt, inputs) = report::synthetic_spend(&ecdsa, &taproot)?;
     let t0 = Instant::now();
-    let signed: Value = signer
-        .post(
-            &format!("/api/v1/wallets/{ecdsa_id}/psbt/sign"),
-            &json!({"psbt": psbt.to_string(), "additional_wallets": [taproot_id]}),
+    let signed = signer
+        .sign_psbt(
+            &ecdsa_id,
+            &SignRequest {
+                psbt: psbt.to_string(),
+                additional_wallets: vec![taproot_id.clone()],
+            },
         )
         .await?;
     phase("sign (presignature + FROST) through the cluster", t0);
