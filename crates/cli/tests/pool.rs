@@ -11,10 +11,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use mpc_api::routes::SignRequest;
 use mpc_api::Role;
 use mpc_bitcoin::{
     bitcoin::{consensus, Amount, Transaction},
-    build::{build_psbt, synthetic_funding, Payment, SpendableOutput},
+    build::{build_psbt, Payment, SpendableOutput},
     psbt::{parse_psbt, spent_outputs},
     verify::verify_transaction,
     Chain, WalletKey,
@@ -26,32 +27,18 @@ use mpc_wallet::{
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+mod common;
+use common::registration;
+
 const BURST: usize = 20;
 /// The burst's outputs: two at each of ten receive paths.
 const PATHS: u32 = 10;
 
-/// `count` synthetic outputs of `key` at each of `paths` (regtest only: made-up funding).
-fn outputs(key: &WalletKey, paths: std::ops::Range<u32>, count: usize) -> Vec<SpendableOutput> {
-    paths
-        .flat_map(|i| (0..count).map(move |k| (i, k)))
-        .map(|(i, k)| {
-            synthetic_funding(
-                key,
-                &Chain::Receive.path(i).unwrap(),
-                Amount::from_sat(20_000),
-                &format!("pool {i} {k} {}", Uuid::new_v4()),
-            )
-            .unwrap()
-        })
-        .collect()
-}
-
-fn registration(outputs: &[SpendableOutput]) -> Value {
-    json!({"utxos": outputs.iter().map(|o| json!({
-        "outpoint": o.outpoint.to_string(),
-        "path": o.path.to_string(),
-        "funding_transaction": o.funding_transaction.as_ref().map(consensus::encode::serialize_hex),
-    })).collect::<Vec<_>>()})
+/// Two synthetic outputs of `key` at each receive path in `paths` (regtest only).
+fn outputs(key: &WalletKey, paths: std::ops::Range<u32>) -> Vec<SpendableOutput> {
+    let at: Vec<String> = paths.flat_map(|i| vec![format!("m/0/{i}"); 2]).collect();
+    let spec: Vec<(&str, u64)> = at.iter().map(|p| (p.as_str(), 20_000)).collect();
+    mpc_testkit::fund(key, &spec)
 }
 
 /// A PSBT spending `output` to the wallet's receive address 100.
@@ -73,7 +60,7 @@ fn spend(key: &WalletKey, output: &SpendableOutput) -> String {
 
 /// The wallet's pool statistics as node 1 reports them.
 async fn pool_stats(client: &ApiClient, wallet: &str) -> Value {
-    let stats: Value = client.get("/api/v1/presignatures/stats").await.unwrap();
+    let stats = client.presignature_stats().await.unwrap();
     stats["wallets"]
         .as_array()
         .expect("stats lists wallets")
@@ -143,15 +130,12 @@ async fn the_pool_fills_in_the_background_and_serves_a_burst() {
     // Outputs registered through node 1, the refill leader (the registry is per node). Nobody
     // asks for presignatures: the leader makes one per output, per path.
     let signer = devnet.client(1, Role::Signer).unwrap();
-    let burst = outputs(&key, 0..PATHS, BURST / PATHS as usize);
-    let registered: Value = signer
-        .post(
-            &format!("/api/v1/wallets/{id}/utxos"),
-            &registration(&burst),
-        )
+    let burst = outputs(&key, 0..PATHS);
+    let registered = signer
+        .register_utxos(&id, &registration(&burst))
         .await
         .unwrap();
-    assert_eq!(registered.as_array().map(Vec::len), Some(BURST));
+    assert_eq!(registered.len(), BURST);
     let t0 = Instant::now();
     let wanted: BTreeMap<String, u64> = (0..PATHS)
         .map(|i| (format!("m/0/{i}"), (BURST / PATHS as usize) as u64))
@@ -192,15 +176,11 @@ async fn the_pool_fills_in_the_background_and_serves_a_burst() {
         tasks.push(tokio::spawn(async move {
             let mut answers = Vec::new();
             for psbt in psbts {
-                answers.push(
-                    signer
-                        .post::<_, Value>(
-                            &format!("/api/v1/wallets/{id}/psbt/sign"),
-                            &json!({"psbt": psbt}),
-                        )
-                        .await
-                        .unwrap(),
-                );
+                let request = SignRequest {
+                    psbt,
+                    additional_wallets: Vec::new(),
+                };
+                answers.push(signer.sign_psbt(&id, &request).await.unwrap());
             }
             answers
         }));
@@ -244,14 +224,14 @@ async fn the_pool_fills_in_the_background_and_serves_a_burst() {
     let after = pool_stats(&viewer, &id).await;
     assert_eq!(after["ready_total"], 0, "made for spent outputs: {after}");
 
-    // A newly registered output at a new path gets its presignature.
-    let new = outputs(&key, 20..21, 1);
+    // Newly registered outputs at a new path get their presignatures.
+    let new = outputs(&key, 20..21);
     signer
-        .post::<_, Value>(&format!("/api/v1/wallets/{id}/utxos"), &registration(&new))
+        .register_utxos(&id, &registration(&new))
         .await
         .unwrap();
     let t0 = Instant::now();
-    while ready_by_path(&pool_stats(&viewer, &id).await).get("m/0/20") != Some(&1) {
+    while ready_by_path(&pool_stats(&viewer, &id).await).get("m/0/20") != Some(&2) {
         assert!(
             t0.elapsed() < Duration::from_secs(300),
             "the pool did not serve the new output"
