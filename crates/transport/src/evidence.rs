@@ -215,7 +215,7 @@ impl<'a> Reader<'a> {
 /// * there is at least one envelope, every one is from the accused, and its signature
 ///   verifies under that certificate;
 /// * [`Fault::Equivocation`]: two envelopes for the same session, protocol, round and
-///   recipient with different contents (re-checked here). [`Fault::Undecodable`] is re-checked
+///   recipient with different contents (re-checked here), protocol messages only. [`Fault::Undecodable`] is re-checked
 ///   by the node layer, which knows the protocols' message types; [`Fault::Exhibit`] claims no
 ///   fault the bytes alone settle.
 pub fn verify_evidence(
@@ -270,6 +270,15 @@ pub fn verify_evidence(
                     reason: "equivocation is shown by exactly two envelopes".into(),
                 });
             };
+            // Control messages are not one per slot: a coordinator sends the same participant a
+            // proposal and then a commit, in one session, both round 0. Two of them would
+            // "show" equivocation by an honest node, so only protocol messages can.
+            if a.is_control() || b.is_control() {
+                return Err(EvidenceError::FaultNotShown {
+                    fault: e.fault.as_str(),
+                    reason: "control messages are several per session: no equivocation".into(),
+                });
+            }
             let slot = |x: &Envelope| (x.session, x.protocol, x.round, x.to);
             if slot(a) != slot(b) {
                 return Err(EvidenceError::FaultNotShown {
@@ -369,6 +378,27 @@ mod tests {
         let same = evidence(Fault::Equivocation, vec![a.clone(), again]).encode();
         assert!(matches!(
             verify_evidence(&same, &ca_der(&ca)),
+            Err(EvidenceError::FaultNotShown { .. })
+        ));
+        // An honest coordinator's proposal and commit to one participant share a session and
+        // round 0: two different control messages are no equivocation.
+        let control = |payload: &[u8]| {
+            Envelope {
+                protocol: crate::CONTROL,
+                to: Some(NodeId::must(3)),
+                signature: None,
+                ..message(2, payload, &two.key)
+            }
+            .signed(&two.key)
+            .unwrap()
+        };
+        let framed = evidence(
+            Fault::Equivocation,
+            vec![control(b"propose"), control(b"commit")],
+        )
+        .encode();
+        assert!(matches!(
+            verify_evidence(&framed, &ca_der(&ca)),
             Err(EvidenceError::FaultNotShown { .. })
         ));
         // Shown as an exhibit, one message proves only that node 2 sent it.
