@@ -5,7 +5,7 @@
 use mpc_store::{
     create_backup, generate_key_file, read_backup_header, restore_backup, BackupError,
     CeremonyRecord, IncidentKind, IncidentRecord, KeySource, NewUtxo, PresignatureRecord,
-    PresignatureState, RestoreOptions, Store, StoreError, WalletRecord, WalletState,
+    PresignatureState, RestoreOptions, Store, StoreError, WalletState,
 };
 use mpc_types::NodeId;
 use sqlx::AssertSqlSafe;
@@ -39,23 +39,6 @@ const UNFORCED: RestoreOptions = RestoreOptions {
     force: false,
     epoch_above: 0,
 };
-
-fn wallet(id: &str) -> WalletRecord {
-    WalletRecord {
-        id: id.into(),
-        name: format!("wallet {id}"),
-        scheme: mpc_types::Scheme::Ecdsa,
-        threshold: 2,
-        participants: NodeId::must_list(&[1, 2, 3]),
-        network: mpc_types::Network::Regtest,
-        public_key: "02aa".into(),
-        chain_code: "cc".into(),
-        state: WalletState::Pending,
-        session: Uuid::new_v4(),
-        created_at: NOW,
-        activated_at: None,
-    }
-}
 
 fn presig(id: &str, epoch: u64) -> PresignatureRecord {
     PresignatureRecord {

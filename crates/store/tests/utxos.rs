@@ -7,9 +7,7 @@ use bitcoin::{
     absolute::LockTime, transaction::Version, Amount, OutPoint, ScriptBuf, Sequence, Transaction,
     TxIn, TxOut, Txid, Witness,
 };
-use mpc_store::{
-    NewUtxo, Reservation, StoreError, UtxoOrigin, UtxoState, WalletRecord, WalletState,
-};
+use mpc_store::{NewUtxo, Reservation, StoreError, UtxoOrigin, UtxoState};
 use mpc_types::NodeId;
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
@@ -17,23 +15,6 @@ use uuid::Uuid;
 #[macro_use]
 mod common;
 use common::*;
-
-fn wallet(id: &str) -> WalletRecord {
-    WalletRecord {
-        id: id.into(),
-        name: id.into(),
-        scheme: mpc_types::Scheme::Ecdsa,
-        threshold: 2,
-        participants: NodeId::must_list(&[1, 2, 3]),
-        network: mpc_types::Network::Regtest,
-        public_key: "02aa".into(),
-        chain_code: "cc".into(),
-        state: WalletState::Pending,
-        session: Uuid::new_v4(),
-        created_at: NOW,
-        activated_at: None,
-    }
-}
 
 fn txid(n: u32) -> Txid {
     Txid::from_str(&format!("{n:064x}")).unwrap()

@@ -60,23 +60,6 @@ where
     results
 }
 
-fn wallet(id: &str) -> WalletRecord {
-    WalletRecord {
-        id: id.into(),
-        name: format!("wallet {id}"),
-        scheme: mpc_types::Scheme::Ecdsa,
-        threshold: 2,
-        participants: NodeId::must_list(&[1, 2, 3]),
-        network: mpc_types::Network::Regtest,
-        public_key: "02aa".into(),
-        chain_code: "cc".into(),
-        state: WalletState::Pending,
-        session: Uuid::new_v4(),
-        created_at: NOW,
-        activated_at: None,
-    }
-}
-
 fn presig(
     id: &str,
     wallet_id: &str,
