@@ -252,29 +252,41 @@ pub fn combine(
             "partial signature from a party outside the signer set".into(),
         ));
     }
-    // Whose partial signature is wrong, if one is: the check cggmp24's `combine` makes
-    // (sigma_j * Gamma = m * tilde_Delta_j + r * tilde_S_j, against the presignature's public
-    // commitments), made here signer by signer, since the library only answers "no".
-    if public.commitments.len() == ordered.len() {
-        use cggmp24::generic_ec::coords::AlwaysHasAffineX;
-        let r = public.gamma.x().to_scalar();
-        let m = message.data_to_sign().to_scalar();
-        for ((partial, (delta, s)), signer) in ordered
-            .iter()
-            .zip(&public.commitments)
-            .zip(&binding.signers)
-        {
-            if partial.sigma * public.gamma != m * delta + r * s {
-                return Err(ProtocolError::BadPartialSignature { signer: *signer });
-            }
-        }
-    }
     let sig =
         cggmp24::PartialSignature::combine(&ordered, &public.to_lib(), message.data_to_sign())
-            .ok_or_else(|| {
-                ProtocolError::Combine("a partial signature does not match its commitment".into())
-            })?;
+            .ok_or_else(
+                || match bad_partial(public, &ordered, &binding.signers, message) {
+                    Some(signer) => ProtocolError::BadPartialSignature { signer },
+                    None => ProtocolError::Combine(
+                        "a partial signature does not match its commitment".into(),
+                    ),
+                },
+            )?;
     let sig = EcdsaSignature::from_lib(&sig);
     sig.verify(child_key, &message.sighash())?;
     Ok(sig)
+}
+
+/// Whose partial signature is wrong, once cggmp24's `combine` has said one is: the check it
+/// makes for all of them at once (sigma_j * Gamma = m * tilde_Delta_j + r * tilde_S_j,
+/// against the presignature's public commitments), made signer by signer. Only on failure, so
+/// a signing that combines pays for the check once.
+fn bad_partial(
+    public: &PresignaturePublic,
+    ordered: &[cggmp24::PartialSignature<Curve>],
+    signers: &[PartyIndex],
+    message: &SighashPreimage,
+) -> Option<PartyIndex> {
+    use cggmp24::generic_ec::coords::AlwaysHasAffineX;
+    if public.commitments.len() != ordered.len() {
+        return None;
+    }
+    let r = public.gamma.x().to_scalar();
+    let m = message.data_to_sign().to_scalar();
+    ordered
+        .iter()
+        .zip(&public.commitments)
+        .zip(signers)
+        .find(|((partial, (delta, s)), _)| partial.sigma * public.gamma != m * delta + r * s)
+        .map(|(_, signer)| *signer)
 }
