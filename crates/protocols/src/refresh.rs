@@ -190,10 +190,12 @@ where
         })
         .collect();
 
-    let outcome = if complaints.is_empty() {
-        new_share(eid, share, &points, &dealings, &shares)
-    } else {
-        Err(ProtocolError::Refresh("not computed".into()))
+    let outcome = match complaints.first() {
+        None => new_share(eid, share, &points, &dealings, &shares),
+        Some(first) => Err(ProtocolError::RefreshDealer {
+            dealer: first.dealer,
+            fault: first.fault,
+        }),
     };
     drop(shares);
     let verdict = match &outcome {
@@ -210,26 +212,24 @@ where
         .await
         .map_err(|e| failed("receiving the verdicts", &e))?;
 
-    if let Some(first) = complaints.first() {
-        return Err(ProtocolError::RefreshDealer {
-            dealer: first.dealer,
-            fault: first.fault,
-        });
-    }
+    // Our own finding first: it is the one this party can vouch for.
     let (new, digest) = outcome?;
     let mut disagreeing = Vec::new();
     for (from, _, theirs) in verdicts.into_iter_indexed() {
         let from = PartyIndex::new(from);
         match theirs {
             Verdict::Agree(d) if d == digest => {}
-            Verdict::Refuse(c) if !c.is_empty() => {
-                return Err(ProtocolError::RefreshComplaint {
-                    complainer: from,
-                    dealer: c[0].dealer,
-                    fault: c[0].fault,
-                })
-            }
-            _ => disagreeing.push(from),
+            Verdict::Refuse(complaints) => match complaints.first() {
+                Some(c) => {
+                    return Err(ProtocolError::RefreshComplaint {
+                        complainer: from,
+                        dealer: c.dealer,
+                        fault: c.fault,
+                    })
+                }
+                None => disagreeing.push(from),
+            },
+            Verdict::Agree(_) => disagreeing.push(from),
         }
     }
     if !disagreeing.is_empty() {
@@ -342,7 +342,8 @@ fn new_share<E: Curve>(
     shares: &[DealtShare<E>],
 ) -> Result<(CoreKeyShare<E>, [u8; 32]), ProtocolError> {
     let invalid = |what: &str| ProtocolError::InvalidKeyMaterial(format!("refreshed {what}"));
-    // The sum of the dealt polynomials, committed coefficient by coefficient.
+    // The sum of the dealt polynomials, committed coefficient by coefficient (every dealing
+    // was checked to hold exactly `t` commitments).
     let t = dealings.first().map_or(0, |d| d.commitments.len());
     let summed: Vec<Point<E>> = (0..t)
         .map(|k| dealings.iter().map(|d| d.commitments[k]).sum())
