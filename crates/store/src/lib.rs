@@ -11,6 +11,7 @@
 //! ([`StoreError::Tampered`]) instead of being used.
 
 mod admin;
+mod audit;
 mod aux_info;
 pub mod backup;
 mod ceremonies;
@@ -31,6 +32,10 @@ mod utxos;
 mod wallets;
 
 pub use admin::create_postgres_database;
+pub use audit::{
+    audit_hash, Actor, AuditEntry, AuditError, AuditEvent, AuditHash, AuditHead, AuditOutput,
+    AuditVerified,
+};
 pub use backup::{
     check_backup, create_backup, read_backup_header, restore_backup, Backup, BackupError,
     BackupHeader, RestoreOptions, RestoreSummary,

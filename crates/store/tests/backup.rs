@@ -160,6 +160,7 @@ async fn wipe(db: &Db) {
         "fencing_tokens",
         "funding_transactions",
         "incidents",
+        "audit_log",
         "meta",
         "_sqlx_migrations",
     ] {

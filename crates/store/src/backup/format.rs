@@ -23,7 +23,7 @@ pub const BACKUP_FORMAT_VERSION: u32 = 1;
 /// The newest migration whose tables this module knows. A new migration must update
 /// `TABLES` and this number (a unit test below fails until it does), so a backup never
 /// silently leaves out a table or a column.
-pub const BACKUP_SCHEMA_VERSION: i64 = 7;
+pub const BACKUP_SCHEMA_VERSION: i64 = 8;
 /// The oldest schema a backup is made of (the first with the `restores` table).
 pub(super) const OLDEST_SCHEMA_VERSION: i64 = 4;
 
@@ -189,6 +189,22 @@ const TABLES: &[TableSpec] = &[
             ("detail", Text),
             ("evidence", Bytes),
             ("released_at", Int),
+        ],
+    },
+    // The audit log is backed up: a restore brings back the chain as it was at the backup,
+    // and the restore itself is appended to it.
+    TableSpec {
+        name: "audit_log",
+        since: 8,
+        order: "seq",
+        columns: &[
+            ("seq", Int),
+            ("at_ms", Int),
+            ("kind", Text),
+            ("actor", Text),
+            ("details", Text),
+            ("prev_hash", Text),
+            ("hash", Text),
         ],
     },
 ];
