@@ -250,6 +250,14 @@ pub fn issue_with_secret(secret: &[u8], claims: &Claims) -> Result<String, JwtCo
 pub struct Caller(pub Claims);
 
 impl Caller {
+    /// The caller as the audit log names it: its token's role and subject.
+    pub fn actor(&self) -> mpc_store::Actor {
+        mpc_store::Actor::Caller {
+            role: self.0.role.as_str().into(),
+            subject: self.0.sub.clone(),
+        }
+    }
+
     /// Refuses with 403 unless the caller has one of `roles`.
     pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
         if roles.contains(&self.0.role) {

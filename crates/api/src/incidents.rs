@@ -209,7 +209,8 @@ pub async fn release(
             "node {node} is not in the cluster"
         )));
     }
-    let released = s.node.release_incidents(id).await?;
+    let released =
+        mpc_node::audit::with_caller(caller.actor(), s.node.release_incidents(id)).await?;
     Ok(Json(Released { node, released }))
 }
 

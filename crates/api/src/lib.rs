@@ -7,6 +7,7 @@
 //! details}}`), metrics, the rate limiter (before any handler, so a refused request starts
 //! nothing), then the handler, which checks the caller's role.
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod incidents;
@@ -107,7 +108,8 @@ pub fn jwt_from_config(secret: &[u8], config: &ApiConfig) -> Result<Jwt, SetupEr
         Errors are always `{\"error\": {\"code\", \"message\", \"details\"}}`; 429 responses carry `Retry-After`."),
     modifiers(&BearerAuth),
     tags(
-        (name = "health"), (name = "ceremonies"), (name = "wallets"), (name = "signing")
+        (name = "health"), (name = "ceremonies"), (name = "wallets"), (name = "signing"),
+        (name = "audit")
     )
 )]
 struct ApiDoc;
@@ -139,6 +141,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(incidents::incidents))
         .routes(routes!(incidents::release))
         .routes(routes!(incidents::verify_evidence))
+        .routes(routes!(audit::audit_log))
         .routes(routes!(routes::aux_info))
         .routes(routes!(routes::dkg_initiate))
         .routes(routes!(routes::ceremony))

@@ -183,18 +183,14 @@ pub async fn transactions(
     ApiJson(req): ApiJson<TransactionRequest>,
 ) -> Result<Json<SendReport>, ApiError> {
     caller.require(SIGN)?;
-    let report = s
-        .node
-        .send(
-            Uuid::new_v4(),
-            &SendRequest::new(
-                req.wallet_id,
-                req.recipient,
-                req.amount_sats,
-                req.fee_rate_sat_vb,
-            )?,
-        )
-        .await?;
+    let request = SendRequest::new(
+        req.wallet_id,
+        req.recipient,
+        req.amount_sats,
+        req.fee_rate_sat_vb,
+    )?;
+    let report =
+        mpc_node::audit::with_caller(caller.actor(), s.node.send(Uuid::new_v4(), &request)).await?;
     s.metrics.signed(&report.signed);
     Ok(Json(report))
 }

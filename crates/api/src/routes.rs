@@ -55,6 +55,7 @@ fn accepted(ceremony: Uuid) -> Response {
 /// Runs a ceremony in the background; its record is the client's way to follow it.
 async fn spawn_ceremony<F, Fut, T>(
     state: &AppState,
+    caller: &Caller,
     kind: &'static str,
     request: Value,
     run: F,
@@ -68,10 +69,12 @@ where
     state.node.ceremony_started(session, kind, request).await?;
     let node = state.node.clone();
     let metrics = state.metrics.clone();
+    let actor = caller.actor();
     tokio::spawn(async move {
         let started = std::time::Instant::now();
-        // The node records the outcome (and logs failures) itself.
-        let outcome = run(node, session).await;
+        // The node records the outcome (and logs failures) itself, in its audit log under
+        // the caller's name.
+        let outcome = mpc_node::audit::with_caller(actor, run(node, session)).await;
         metrics.ceremony_finished(kind, outcome.is_ok(), started.elapsed().as_secs_f64());
     });
     Ok(accepted(session))
@@ -160,9 +163,13 @@ pub struct CeremonyAccepted {
     security(("bearer" = [])))]
 pub async fn aux_info(State(s): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     caller.require(ADMIN)?;
-    spawn_ceremony(&s, "aux-info", json!({}), |node, session| async move {
-        node.run_aux_info(session).await
-    })
+    spawn_ceremony(
+        &s,
+        &caller,
+        "aux-info",
+        json!({}),
+        |node, session| async move { node.run_aux_info(session).await },
+    )
     .await
 }
 
@@ -215,9 +222,13 @@ pub async fn dkg_initiate(
         network: req.network,
     };
     let json = serde_json::to_value(&request).map_err(|e| ApiError::internal(e.to_string()))?;
-    spawn_ceremony(&s, "keygen", json, move |node, session| async move {
-        node.create_wallet(session, request).await
-    })
+    spawn_ceremony(
+        &s,
+        &caller,
+        "keygen",
+        json,
+        move |node, session| async move { node.create_wallet(session, request).await },
+    )
     .await
 }
 
@@ -433,10 +444,16 @@ pub async fn presignatures(
     }
     s.node.active_wallet(&id).await?;
     let json = serde_json::to_value(&req).map_err(|e| ApiError::internal(e.to_string()))?;
-    spawn_ceremony(&s, "presign", json, move |node, session| async move {
-        node.generate_presignatures(session, &id, &path, req.count, req.signers, None)
-            .await
-    })
+    spawn_ceremony(
+        &s,
+        &caller,
+        "presign",
+        json,
+        move |node, session| async move {
+            node.generate_presignatures(session, &id, &path, req.count, req.signers, None)
+                .await
+        },
+    )
     .await
 }
 
@@ -467,10 +484,11 @@ pub async fn sign_psbt(
     caller.require(SIGN)?;
     let mut wallets = vec![id];
     wallets.extend(req.additional_wallets);
-    let report = s
-        .node
-        .sign_psbt(Uuid::new_v4(), &wallets, &req.psbt)
-        .await?;
+    let report = mpc_node::audit::with_caller(
+        caller.actor(),
+        s.node.sign_psbt(Uuid::new_v4(), &wallets, &req.psbt),
+    )
+    .await?;
     s.metrics.signed(&report);
     // Registered outputs this transaction spends are spent now; the signature stands even
     // if this bookkeeping fails.

@@ -235,6 +235,14 @@ async fn every_route_answers_each_role_as_documented() {
             StatusCode::OK,
         ),
         (
+            Method::GET,
+            "/api/v1/audit",
+            "/api/v1/audit?since=2020-01-01T00:00:00Z&limit=1000".into(),
+            READ,
+            None,
+            StatusCode::OK,
+        ),
+        (
             Method::POST,
             "/api/v1/aux-info",
             "/api/v1/aux-info".into(),
@@ -336,6 +344,57 @@ async fn every_route_answers_each_role_as_documented() {
         "the wallet made through the API: {}",
         wallets.body
     );
+
+    // The node's audit log names each caller: the signing with its txid and outputs, the
+    // payment, the release; and its head is the last entry.
+    let log = api
+        .call(Method::GET, "/api/v1/audit", Some(Role::Viewer), None)
+        .await
+        .body;
+    let entries = log["entries"].as_array().unwrap();
+    let of = |kind: &str, actor: &str| {
+        entries
+            .iter()
+            .filter(|e| e["kind"] == kind && e["actor"] == actor)
+            .collect::<Vec<_>>()
+    };
+    let signer = "caller:signer:routes-test";
+    let requested = of("signing_requested", signer);
+    // psbt/sign and the payment of /api/v1/transactions.
+    assert_eq!(requested.len(), 2, "{log}");
+    assert_eq!(
+        requested[0]["details"]["outputs"][0]["amount_sats"], 10_000,
+        "{log}"
+    );
+    assert!(requested[0]["details"]["txid"].is_string(), "{log}");
+    let finished = of("signing_finished", signer);
+    assert_eq!(finished.len(), 2, "{log}");
+    assert!(finished.iter().all(|e| e["details"]["ok"] == true), "{log}");
+    assert_eq!(
+        of("incidents_released", "caller:admin:routes-test").len(),
+        1,
+        "{log}"
+    );
+    assert_eq!(log["head"]["seq"], entries.last().unwrap()["seq"]);
+    assert_eq!(entries[0]["kind"], "node_started");
+    let later = api
+        .call(
+            Method::GET,
+            "/api/v1/audit?since=4000000000000",
+            Some(Role::Viewer),
+            None,
+        )
+        .await;
+    assert_eq!(later.body["entries"], json!([]));
+    let bad = api
+        .call(
+            Method::GET,
+            "/api/v1/audit?since=soon",
+            Some(Role::Viewer),
+            None,
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
 }
 
 /// A hostile signer through the API (issue 18): node 2 truncates every FROST signing message

@@ -8,6 +8,7 @@ use std::{io::Write, path::Path};
 
 use anyhow::{bail, Context, Result};
 use mpc_node::{node::key_source, NodeConfig};
+use mpc_store::AuditEvent;
 use sha2::{Digest, Sha256};
 
 /// The cluster's identity recorded in a backup: the SHA-256 of the cluster CA certificate
@@ -25,7 +26,7 @@ pub fn cluster_identity(config: &NodeConfig) -> Result<String> {
 }
 
 /// The default SQLite file, if the config uses it (for a clear error when it is absent).
-fn default_sqlite_file(config: &NodeConfig) -> Option<std::path::PathBuf> {
+pub(crate) fn default_sqlite_file(config: &NodeConfig) -> Option<std::path::PathBuf> {
     config
         .store
         .url
@@ -57,6 +58,14 @@ pub async fn backup(config_path: &Path, out: &Path) -> Result<()> {
     file.write_all(&backup.bytes)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", out.display()))?;
+    crate::audit::record(
+        &config,
+        AuditEvent::BackupCreated {
+            bytes: backup.bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(&backup.bytes)),
+        },
+    )
+    .await?;
     let h = &backup.header;
     println!(
         "backed up node {} (store {}, cluster {}, presignature epoch {}) to {}: {} bytes, rows {}",
@@ -105,6 +114,15 @@ pub async fn restore(config_path: &Path, from: &Path, force: bool) -> Result<()>
     .await
     .with_context(|| format!("restoring {} into node {}", from.display(), config.id))?;
     let h = &summary.header;
+    crate::audit::record(
+        &config,
+        AuditEvent::Restored {
+            backup_sha256: hex::encode(Sha256::digest(&bytes)),
+            backup_store_id: h.store_id,
+            epoch: summary.epoch,
+        },
+    )
+    .await?;
     println!(
         "restored node {} (store {}) from {}: rows {}; replaced {} rows; presignature epoch {} \
          (backup's {}), {} presignatures deleted: the pool starts empty",

@@ -2,6 +2,7 @@
 //! the API client. The binary (`main.rs`) parses arguments and calls into these modules; the
 //! integration tests drive the same devnet.
 
+pub mod audit;
 pub mod backup;
 pub mod client;
 pub mod commands;

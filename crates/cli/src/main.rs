@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use mpc_wallet::{
-    backup,
+    audit, backup,
     commands::{self, Conn},
     demo, devnet, fixtures, node_cmd, report,
 };
@@ -132,8 +132,34 @@ enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(commands::TokenCommand),
+    /// This node's audit log: check its hash chain, or print it as JSON lines.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the chain from its first entry; exits non-zero naming the first entry edited,
+    /// missing or out of order. A cut tail or a consistent rewrite shows only against a head
+    /// kept elsewhere (`--head`).
+    Verify {
+        #[arg(long)]
+        config: PathBuf,
+        /// A head recorded earlier (`SEQ:HASH`, from `verify` or an export's last line): the
+        /// log must still contain it.
+        #[arg(long)]
+        head: Option<String>,
+    },
+    /// Print the entries as JSON lines, in chain order.
+    Export {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only entries at or after this time: RFC 3339 or milliseconds since the Unix epoch.
+        #[arg(long)]
+        since: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -267,6 +293,12 @@ pub(crate) fn main() -> Result<()> {
         } => {
             init_logs();
             tokio::runtime::Runtime::new()?.block_on(backup::restore(&config, &from, force))
+        }
+        Command::Audit(AuditCommand::Verify { config, head }) => {
+            tokio::runtime::Runtime::new()?.block_on(audit::verify(&config, head.as_deref()))
+        }
+        Command::Audit(AuditCommand::Export { config, since }) => {
+            tokio::runtime::Runtime::new()?.block_on(audit::export(&config, since.as_deref()))
         }
         Command::Certs(CertsCommand::Init {
             nodes,

@@ -1,7 +1,7 @@
 //! Incidents: the blame a coordinator records when a signing attempt fails on named nodes, and
 //! what it does with them (signer sets leave out a node with too many unreleased ones).
 
-use mpc_store::{IncidentKind, IncidentRecord};
+use mpc_store::{AuditEvent, IncidentKind, IncidentRecord};
 use mpc_transport::{NodeId, SessionId};
 use rustls_pki_types::CertificateDer;
 use tracing::{info, warn};
@@ -171,15 +171,25 @@ impl Node {
                 released_at: None,
             };
             match self.inner.store.record_incident(&record).await {
-                Ok(()) => info!(
-                    %session,
-                    incident = %record.id,
-                    accused = b.accused.get(),
-                    reporter = b.reporter.get(),
-                    kind = %b.kind,
-                    evidence = record.evidence.is_some(),
-                    "incident recorded"
-                ),
+                Ok(()) => {
+                    info!(
+                        %session,
+                        incident = %record.id,
+                        accused = b.accused.get(),
+                        reporter = b.reporter.get(),
+                        kind = %b.kind,
+                        evidence = record.evidence.is_some(),
+                        "incident recorded"
+                    );
+                    self.audit_after(AuditEvent::Incident {
+                        id: record.id,
+                        accused: b.accused.get(),
+                        reporter: b.reporter.get(),
+                        incident_kind: b.kind.to_string(),
+                        session,
+                    })
+                    .await;
+                }
                 Err(e) => warn!(
                     %session,
                     accused = b.accused.get(),
@@ -216,6 +226,11 @@ impl Node {
     /// Returns how many were released.
     pub async fn release_incidents(&self, node: NodeId) -> Result<u64, NodeError> {
         let released = self.inner.store.release_incidents(node, now_ms()).await?;
+        self.audit_after(AuditEvent::IncidentsReleased {
+            node: node.get(),
+            released,
+        })
+        .await;
         info!(
             node = self.id().get(),
             released_node = node.get(),

@@ -16,6 +16,7 @@
 
 #[cfg(feature = "test-support")]
 pub mod adversary;
+pub mod audit;
 pub mod ceremony;
 mod change;
 pub mod config;

@@ -90,6 +90,17 @@ async fn guard_store(config: &NodeConfig, store: &Store) -> Result<(), NodeError
     Ok(())
 }
 
+/// Records the start with the config's digest. Fail closed: a node that cannot keep its
+/// audit log does not start.
+async fn audit_start(config: &NodeConfig, store: &Store) -> Result<(), NodeError> {
+    let event = mpc_store::AuditEvent::NodeStarted {
+        version: env!("CARGO_PKG_VERSION").into(),
+        config_sha256: crate::audit::config_digest(config),
+    };
+    store.append_audit(&mpc_store::Actor::Node, &event).await?;
+    Ok(())
+}
+
 impl Node {
     /// Opens the store, starts the QUIC mesh and every background service.
     pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
@@ -99,6 +110,7 @@ impl Node {
             .map_err(|e| NodeError::Config(format!("{}: {e}", config.data_dir.display())))?;
         let store = Store::open(&config.store_url(), &key_source(&config)?, config.id).await?;
         guard_store(&config, &store).await?;
+        audit_start(&config, &store).await?;
         let (router, control) = Router::new(config.id, config.limits.router());
         let me = config
             .peer(config.id)
@@ -142,6 +154,7 @@ impl Node {
         control: ControlInbox,
     ) -> Result<Self, NodeError> {
         guard_store(&config, &store).await?;
+        audit_start(&config, &store).await?;
         Ok(Self::assemble(
             config, store, transport, router, control, None,
         ))

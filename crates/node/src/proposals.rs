@@ -11,6 +11,7 @@ use std::{
 };
 
 use mpc_coordination::FencingToken;
+use mpc_store::{Actor, AuditEvent};
 use mpc_transport::{ControlInbox, Envelope, NodeId, SessionId};
 use tokio::{
     sync::{mpsc, oneshot},
@@ -20,6 +21,7 @@ use tracing::{debug, warn, Instrument};
 use uuid::Uuid;
 
 use crate::{
+    audit,
     control::{Control, Outcome, Proposal, ProposalBody},
     refusal::Refusal,
     round::{Round, Verdict},
@@ -150,11 +152,19 @@ impl Node {
         self.admit_fencing(coordinator, &proposal).await?;
         match proposal.body {
             ProposalBody::AuxInfo { node_set } => {
-                self.aux_info_participant(proposal.session, node_set).await
+                let result = self.aux_info_participant(proposal.session, node_set).await;
+                self.audit_ceremony("aux_info", proposal.session, None, false, &result)
+                    .await;
+                result
             }
             ProposalBody::Keygen { wallet } => {
-                self.keygen_participant(coordinator, proposal.session, wallet)
-                    .await
+                let wallet_id = Some(wallet.id.clone());
+                let result = self
+                    .keygen_participant(coordinator, proposal.session, wallet)
+                    .await;
+                self.audit_ceremony("keygen", proposal.session, wallet_id, false, &result)
+                    .await;
+                result
             }
             ProposalBody::Presign {
                 wallet_id,
@@ -171,14 +181,35 @@ impl Node {
                 signers,
                 presignatures,
             } => {
-                self.sign_participant(
-                    proposal.session,
-                    &wallet_ids,
-                    &psbt,
-                    &signers,
-                    &presignatures,
-                )
-                .await
+                let result = self
+                    .sign_participant(
+                        proposal.session,
+                        &wallet_ids,
+                        &psbt,
+                        &signers,
+                        &presignatures,
+                    )
+                    .await;
+                let (txid, _) = audit::psbt_summary(&psbt);
+                let session = proposal.session;
+                let event = match &result {
+                    Ok(_) => AuditEvent::SignerSigned {
+                        session,
+                        coordinator: coordinator.get(),
+                        wallet_ids,
+                        txid,
+                    },
+                    Err(e) => AuditEvent::SignerRefused {
+                        session,
+                        coordinator: coordinator.get(),
+                        wallet_ids,
+                        rule: audit::refusal_rule(e),
+                        error: e.to_string(),
+                    },
+                };
+                // Fail closed: this node's share leaves only once its release is recorded.
+                let recorded = self.audit_as(&Actor::Peer(coordinator.get()), event).await;
+                self.fail_closed(result, recorded)
             }
         }
     }

@@ -299,6 +299,79 @@ async fn a_dead_signer_is_named_and_the_retry_succeeds() {
     assert_eq!(report.signers, NodeId::must_list(&[1, 3]));
 }
 
+/// A 2-of-3 cluster where the nodes `strict` picks run `policy`, and a Taproot wallet made
+/// by node 1.
+async fn taproot_with_policy(
+    policy: Policy,
+    strict: impl Fn(NodeId) -> bool,
+) -> (Cluster, mpc_node::keys::WalletInfo, mpc_bitcoin::WalletKey) {
+    let c = start(3, 2, |cfg| {
+        if strict(cfg.id) {
+            cfg.policy = policy.clone();
+        }
+    })
+    .await;
+    let n1 = &c.nodes[0];
+    let taproot = n1
+        .create_wallet(Uuid::new_v4(), wallet_request("t", Scheme::Schnorr))
+        .await
+        .unwrap();
+    let key = mpc_node::keys::wallet_key(&n1.store().wallet(&taproot.id).await.unwrap().unwrap())
+        .unwrap();
+    (c, taproot, key)
+}
+
+/// `node` coordinates the signing of `psbt` (one Taproot input) by exactly `signers`, which
+/// must fail: its error.
+async fn refused_sign(
+    node: &Node,
+    session: Uuid,
+    wallet_id: &str,
+    psbt: &str,
+    signers: &[NodeId],
+) -> NodeError {
+    node.coordinate(
+        session,
+        ProposalBody::Sign {
+            wallet_ids: vec![wallet_id.to_owned()],
+            psbt: psbt.to_owned(),
+            signers: signers.to_vec(),
+            presignatures: vec![None],
+        },
+        signers,
+        Duration::from_secs(10),
+        None,
+    )
+    .await
+    .unwrap_err()
+}
+
+/// A PSBT paying `amount` to `to` from a fresh output of `key` at m/0/0, `fee` left over.
+fn pay_from_m00(
+    key: &mpc_bitcoin::WalletKey,
+    amount: u64,
+    fee: u64,
+    to: &mpc_bitcoin::bitcoin::Address,
+) -> String {
+    let input = synthetic_funding(
+        key,
+        &Chain::Receive.path(0).unwrap(),
+        Amount::from_sat(amount + fee),
+        &Uuid::new_v4().to_string(),
+    )
+    .unwrap();
+    build_psbt(
+        &[input],
+        &[Payment {
+            script_pubkey: to.script_pubkey(),
+            amount: Amount::from_sat(amount),
+            owner: None,
+        }],
+    )
+    .unwrap()
+    .to_string()
+}
+
 /// Policy on nodes 2 and 3 only; node 1 coordinates with none, so each refusal comes from a
 /// signer's own check, with the rule named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,57 +386,16 @@ async fn every_signer_enforces_its_own_policy() {
         max_fee_rate_sat_vb: Some(20.0),
         ..Policy::default()
     };
-    let c = start(3, 2, |cfg| {
-        if cfg.id != NodeId::must(1) {
-            cfg.policy = strict.clone();
-        }
-    })
-    .await;
+    let (c, taproot, key) = taproot_with_policy(strict, |id| id != NodeId::must(1)).await;
     let n1 = &c.nodes[0];
-    let taproot = n1
-        .create_wallet(Uuid::new_v4(), wallet_request("t", Scheme::Schnorr))
-        .await
-        .unwrap();
-    let key = mpc_node::keys::wallet_key(&n1.store().wallet(&taproot.id).await.unwrap().unwrap())
-        .unwrap();
     let psbt = |amount: u64, fee: u64, to: &mpc_bitcoin::bitcoin::Address| {
-        let input = synthetic_funding(
-            &key,
-            &Chain::Receive.path(0).unwrap(),
-            Amount::from_sat(amount + fee),
-            &Uuid::new_v4().to_string(),
-        )
-        .unwrap();
-        build_psbt(
-            &[input],
-            &[Payment {
-                script_pubkey: to.script_pubkey(),
-                amount: Amount::from_sat(amount),
-                owner: None,
-            }],
-        )
-        .unwrap()
-        .to_string()
+        pay_from_m00(&key, amount, fee, to)
     };
     let stranger = key.chain_address(Chain::Receive, 7).unwrap();
     // Each signer (2 and 3, in turn, with coordinator 1) refuses, naming the rule.
     let refused_by_both = async |psbt: String, rule: &str| {
         for signers in [NodeId::must_list(&[1, 2]), NodeId::must_list(&[1, 3])] {
-            let err = n1
-                .coordinate(
-                    Uuid::new_v4(),
-                    ProposalBody::Sign {
-                        wallet_ids: vec![taproot.id.clone()],
-                        psbt: psbt.clone(),
-                        signers: signers.clone(),
-                        presignatures: vec![None],
-                    },
-                    &signers,
-                    Duration::from_secs(10),
-                    None,
-                )
-                .await
-                .unwrap_err();
+            let err = refused_sign(n1, Uuid::new_v4(), &taproot.id, &psbt, &signers).await;
             let text = err.to_string();
             assert!(
                 text.contains(rule) && text.contains(&format!("node {}", signers[1])),
@@ -439,4 +471,101 @@ async fn every_signer_enforces_its_own_policy() {
         matches!(&err, NodeError::Policy(v) if v.rule == "max_amount_per_tx_sats"),
         "{err}"
     );
+}
+
+/// The audit log through real signings: the coordinator records the request (with its caller,
+/// txid and outputs) and its outcome, each signer its release or its refusal with the rule,
+/// and every node's chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signings_and_refusals_are_in_each_nodes_audit_log() {
+    use mpc_store::{Actor, AuditEvent};
+    let strict = Policy {
+        max_amount_per_tx_sats: Some(100_000),
+        ..Policy::default()
+    };
+    let (c, taproot, key) = taproot_with_policy(strict, |id| id == NodeId::must(3)).await;
+    let n1 = &c.nodes[0];
+    let to = key.chain_address(Chain::Receive, 3).unwrap();
+    let psbt = |amount: u64| pay_from_m00(&key, amount, 1_000, &to);
+    let alice = Actor::Caller {
+        role: "signer".into(),
+        subject: "alice".into(),
+    };
+    let session = Uuid::new_v4();
+    let wallets = std::slice::from_ref(&taproot.id);
+    let report =
+        mpc_node::audit::with_caller(alice.clone(), n1.sign_psbt(session, wallets, &psbt(50_000)))
+            .await
+            .unwrap();
+    let txid = Some(report.txid.to_string());
+
+    let log = n1.audit_entries(0, 0, 1000).await.unwrap();
+    assert!(matches!(log[0].event, AuditEvent::NodeStarted { .. }));
+    assert!(log.iter().any(|e| matches!(&e.event,
+        AuditEvent::Ceremony { ceremony, coordinator: true, ok: true, wallet_id, .. }
+            if ceremony == "keygen" && wallet_id.as_ref() == Some(&taproot.id))));
+    let requested = log
+        .iter()
+        .find(|e| matches!(&e.event, AuditEvent::SigningRequested { session: s, .. } if *s == session))
+        .unwrap();
+    assert_eq!(requested.actor, alice);
+    match &requested.event {
+        AuditEvent::SigningRequested {
+            txid: t, outputs, ..
+        } => {
+            assert_eq!(t, &txid);
+            assert_eq!(outputs.len(), 1);
+            assert_eq!(outputs[0].amount_sats, 50_000);
+            assert_eq!(
+                outputs[0].script_pubkey,
+                hex::encode(to.script_pubkey().as_bytes())
+            );
+        }
+        _ => unreachable!(),
+    }
+    let finished = log.last().unwrap();
+    assert_eq!(finished.actor, alice);
+    assert_eq!(
+        finished.event,
+        AuditEvent::SigningFinished {
+            session,
+            txid: txid.clone(),
+            ok: true,
+            signers: report.signers.iter().map(|n| n.get()).collect(),
+            rule: None,
+            error: None,
+        }
+    );
+    for node in c.nodes.iter().filter(|n| report.signers.contains(&n.id())) {
+        let log = node.audit_entries(0, 0, 1000).await.unwrap();
+        let released = log
+            .iter()
+            .find(|e| matches!(&e.event, AuditEvent::SignerSigned { session: s, .. } if *s == session))
+            .unwrap_or_else(|| panic!("node {}: {log:?}", node.id()));
+        assert_eq!(released.actor, Actor::Peer(1));
+    }
+
+    // Node 3's own policy refuses; its log names the rule.
+    let refused = Uuid::new_v4();
+    let signers = NodeId::must_list(&[1, 3]);
+    refused_sign(n1, refused, &taproot.id, &psbt(120_000), &signers).await;
+    let log = c.nodes[2].audit_entries(0, 0, 1000).await.unwrap();
+    assert!(
+        log.iter().any(|e| e.event
+            == AuditEvent::SignerRefused {
+                session: refused,
+                coordinator: 1,
+                wallet_ids: vec![taproot.id.clone()],
+                rule: "policy:max_amount_per_tx_sats".into(),
+                error: match &e.event {
+                    AuditEvent::SignerRefused { error, .. } => error.clone(),
+                    _ => String::new(),
+                },
+            }),
+        "{log:?}"
+    );
+    for node in &c.nodes {
+        let verified = node.store().verify_audit_log(None).await.unwrap();
+        assert!(verified.entries >= 3, "node {}", node.id());
+    }
 }

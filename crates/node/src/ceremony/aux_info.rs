@@ -26,6 +26,13 @@ use super::AuxInfoReport;
 impl Node {
     /// Coordinates aux-info generation for the whole cluster (once per node set).
     pub async fn run_aux_info(&self, session: Uuid) -> Result<AuxInfoReport, NodeError> {
+        let result = self.run_aux_info_unaudited(session).await;
+        self.audit_ceremony("aux_info", session, None, true, &result)
+            .await;
+        result
+    }
+
+    async fn run_aux_info_unaudited(&self, session: Uuid) -> Result<AuxInfoReport, NodeError> {
         let node_set = self.inner.config.node_ids();
         let started = Instant::now();
         let started_at = now_ms();

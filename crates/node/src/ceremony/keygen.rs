@@ -32,6 +32,18 @@ impl Node {
         session: Uuid,
         request: CreateWallet,
     ) -> Result<WalletInfo, NodeError> {
+        let result = self.create_wallet_unaudited(session, request).await;
+        let wallet_id = result.as_ref().ok().map(|w| w.id.clone());
+        self.audit_ceremony("keygen", session, wallet_id, true, &result)
+            .await;
+        result
+    }
+
+    async fn create_wallet_unaudited(
+        &self,
+        session: Uuid,
+        request: CreateWallet,
+    ) -> Result<WalletInfo, NodeError> {
         let started_at = now_ms();
         let config = &self.inner.config;
         let participants = request

@@ -17,7 +17,7 @@ use mpc_protocols::{
     signature::PublicKey,
     ProtocolError,
 };
-use mpc_store::WalletRecord;
+use mpc_store::{AuditEvent, WalletRecord};
 use mpc_transport::{
     evidence::{Evidence, Fault},
     NodeId, SessionId,
@@ -26,6 +26,7 @@ use tracing::{info, warn, Instrument};
 use uuid::Uuid;
 
 use crate::{
+    audit,
     config::Limits,
     control::{InputOutcome, Outcome, ProposalBody},
     keys::keygen_indices,
@@ -46,7 +47,48 @@ const MAX_ATTEMPTS: u32 = 4;
 
 impl Node {
     /// Signs `psbt` (base64) with the given wallets: every input must belong to one of them.
+    /// The request and its outcome are in the audit log; a failed append fails the request
+    /// (before any session starts, or instead of handing out the signed transaction).
     pub async fn sign_psbt(
+        &self,
+        session: Uuid,
+        wallet_ids: &[String],
+        psbt_base64: &str,
+    ) -> Result<SignReport, NodeError> {
+        let (txid, outputs) = audit::psbt_summary(psbt_base64);
+        self.audit(AuditEvent::SigningRequested {
+            session,
+            wallet_ids: wallet_ids.to_vec(),
+            txid: txid.clone(),
+            outputs,
+        })
+        .await?;
+        let result = self
+            .sign_psbt_unaudited(session, wallet_ids, psbt_base64)
+            .await;
+        let finished = match &result {
+            Ok(report) => AuditEvent::SigningFinished {
+                session,
+                txid: Some(report.txid.to_string()),
+                ok: true,
+                signers: report.signers.iter().map(|n| n.get()).collect(),
+                rule: None,
+                error: None,
+            },
+            Err(e) => AuditEvent::SigningFinished {
+                session,
+                txid,
+                ok: false,
+                signers: Vec::new(),
+                rule: Some(audit::refusal_rule(e)),
+                error: Some(e.to_string()),
+            },
+        };
+        let recorded = self.audit(finished).await;
+        self.fail_closed(result, recorded)
+    }
+
+    async fn sign_psbt_unaudited(
         &self,
         session: Uuid,
         wallet_ids: &[String],
