@@ -460,7 +460,7 @@ impl Node {
                 for ((r, node), index) in results.iter().zip(signers).zip(indices) {
                     match r {
                         InputOutcome::FrostShare(share) if share.signer() == index => {
-                            shares.push(*share)
+                            shares.push(share.clone())
                         }
                         InputOutcome::FrostShare(share) => {
                             return Err(NodeError::Misbehaved {

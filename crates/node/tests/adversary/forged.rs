@@ -48,7 +48,7 @@ impl Interceptor for ForgedPartial {
                     *partial = serde_json::from_value(json).unwrap();
                 }
                 InputOutcome::FrostShare(share) => {
-                    let mut json = serde_json::to_value(*share).unwrap();
+                    let mut json = serde_json::to_value(&*share).unwrap();
                     assert!(flip_last_bit(&mut json["share"]), "no share in {json}");
                     *share = serde_json::from_value(json).unwrap();
                 }
