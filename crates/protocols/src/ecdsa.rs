@@ -174,8 +174,7 @@ impl AuxInfo {
     /// SHA-256 over every party's Paillier modulus: equal at every party of one run, so
     /// the coordinator can check that all parties hold the same public parameters.
     pub fn public_digest(&self) -> Result<[u8; 32], ProtocolError> {
-        use sha2::Digest;
-        Ok(sha2::Sha256::digest(encoding::encode(&self.0.N)?).into())
+        paillier_digest(&self.0.N)
     }
 
     pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
@@ -214,9 +213,15 @@ where
     Ok(AuxInfo(aux))
 }
 
+/// SHA-256 over the CBOR of every party's Paillier modulus.
+fn paillier_digest(moduli: &[paillier_zk::backend::Integer]) -> Result<[u8; 32], ProtocolError> {
+    use sha2::Digest;
+    Ok(sha2::Sha256::digest(encoding::encode(&moduli)?).into())
+}
+
 /// A key share from key generation, before it is joined with aux info. Secret.
 #[derive(Clone, Serialize, Deserialize)]
-pub struct IncompleteEcdsaShare(cggmp24::IncompleteKeyShare<Curve>);
+pub struct IncompleteEcdsaShare(pub(crate) cggmp24::IncompleteKeyShare<Curve>);
 
 impl IncompleteEcdsaShare {
     pub fn public_key(&self) -> PublicKey {
@@ -268,7 +273,7 @@ where
 /// A complete ECDSA key share (key generation output + aux info). Secret; its secret scalar
 /// is zeroized on drop by `generic-ec`.
 #[derive(Clone, Serialize, Deserialize)]
-pub struct EcdsaKeyShare(cggmp24::KeyShare<Curve, Level>);
+pub struct EcdsaKeyShare(pub(crate) cggmp24::KeyShare<Curve, Level>);
 
 impl EcdsaKeyShare {
     /// Joins a key share with the node's aux info; fails if they belong to different node sets.
@@ -294,6 +299,32 @@ impl EcdsaKeyShare {
     /// The wallet's master public key (compressed, 33 bytes).
     pub fn public_key(&self) -> PublicKey {
         public_key_of(&self.0.shared_public_key())
+    }
+
+    /// [`AuxInfo::public_digest`] of the aux info this share was joined with.
+    pub fn aux_public_digest(&self) -> Result<[u8; 32], ProtocolError> {
+        paillier_digest(&self.0.aux.N)
+    }
+
+    /// Every party's public share `X_j = x_j·G`, in key-generation order.
+    pub fn public_shares(&self) -> Vec<PublicKey> {
+        self.0
+            .core
+            .public_shares
+            .iter()
+            .map(|x| public_key_of(x))
+            .collect()
+    }
+
+    /// Splits the share into its key-generation part and its aux info.
+    pub fn into_parts(self) -> Result<(IncompleteEcdsaShare, AuxInfo), ProtocolError> {
+        use cggmp24::key_share::Validate;
+        let invalid =
+            |e: &dyn std::error::Error| ProtocolError::InvalidKeyMaterial(ProtocolError::chain(e));
+        let cggmp24::key_share::DirtyKeyShare { core, aux } = self.0.into_inner();
+        let core = core.validate().map_err(|e| invalid(&e.into_error()))?;
+        let aux = aux.validate().map_err(|e| invalid(&e.into_error()))?;
+        Ok((IncompleteEcdsaShare(core), AuxInfo(aux)))
     }
 
     /// The master chain code (for the wallet's xpub).

@@ -37,6 +37,25 @@ pub enum ProtocolError {
     InvalidSignature,
     #[error("key material is invalid: {0}")]
     InvalidKeyMaterial(String),
+    /// This party found that `dealer`'s refresh dealing does not check.
+    #[error("key refresh: dealer {dealer} cheated: {fault}")]
+    RefreshDealer {
+        dealer: PartyIndex,
+        fault: crate::refresh::DealerFault,
+    },
+    /// Party `complainer` reported that `dealer`'s dealing to it does not check. Only the two
+    /// of them know which one lies; the refresh fails for everyone either way.
+    #[error("key refresh: party {complainer} accuses dealer {dealer}: {fault}")]
+    RefreshComplaint {
+        complainer: PartyIndex,
+        dealer: PartyIndex,
+        fault: crate::refresh::DealerFault,
+    },
+    /// These parties computed different new key info than this party (or none).
+    #[error("key refresh: parties {parties:?} did not confirm the same new key info")]
+    RefreshDisagreement { parties: Vec<PartyIndex> },
+    #[error("key refresh failed: {0}")]
+    Refresh(String),
     #[error("encoding: {0}")]
     Encoding(String),
 }

@@ -19,16 +19,19 @@ pub enum ProtocolKind {
     EcdsaSign,
     SchnorrKeygen,
     SchnorrSign,
+    /// Key refresh of either scheme (one message type serves both).
+    KeyRefresh,
 }
 
 impl ProtocolKind {
-    pub const ALL: [ProtocolKind; 6] = [
+    pub const ALL: [ProtocolKind; 7] = [
         ProtocolKind::AuxInfo,
         ProtocolKind::EcdsaKeygen,
         ProtocolKind::EcdsaPresign,
         ProtocolKind::EcdsaSign,
         ProtocolKind::SchnorrKeygen,
         ProtocolKind::SchnorrSign,
+        ProtocolKind::KeyRefresh,
     ];
 
     /// Wire code in the transport envelope (0 is reserved for control messages).
@@ -40,6 +43,7 @@ impl ProtocolKind {
             ProtocolKind::EcdsaSign => 4,
             ProtocolKind::SchnorrKeygen => 5,
             ProtocolKind::SchnorrSign => 6,
+            ProtocolKind::KeyRefresh => 7,
         }
     }
 
@@ -55,6 +59,7 @@ impl ProtocolKind {
             ProtocolKind::EcdsaSign => "ecdsa-sign",
             ProtocolKind::SchnorrKeygen => "schnorr-keygen",
             ProtocolKind::SchnorrSign => "schnorr-sign",
+            ProtocolKind::KeyRefresh => "key-refresh",
         }
     }
 }

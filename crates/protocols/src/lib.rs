@@ -6,6 +6,7 @@
 //!
 //! * [`ecdsa`]: threshold ECDSA by CGGMP24 (primes, aux info, keygen, presignatures, signing).
 //! * [`schnorr`]: FROST with the Bitcoin ciphersuite (BIP-340 signatures, BIP-341 tweak).
+//! * [`refresh`]: key refresh for both schemes (new shares of the same key).
 //! * [`execution`]: execution ids that bind each run to its protocol, wallet, session and signers.
 //! * [`hd`]: non-hardened derivation paths, shared by both schemes.
 //! * [`sim`]: runs `n` parties in one process over in-memory channels.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod execution;
 pub mod hd;
 pub mod local;
+pub mod refresh;
 pub mod schnorr;
 pub mod sha256d;
 pub mod signature;

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::{
     ecdsa::{self, AuxInfo, EcdsaKeyShare, Presignature, Primes, SighashPreimage},
     execution::{ExecutionId, ProtocolKind},
+    refresh,
     schnorr::{self, SchnorrKeyShare, SchnorrSignatureShare},
     signature::{EcdsaSignature, SchnorrSignature},
     sim, DerivationPath, PartyIndex, ProtocolError,
@@ -188,4 +189,46 @@ pub fn schnorr_signature_shares(
         let share = mine[usize::from(j)];
         async move { schnorr::sign_share(share, signers, path, sighash, party, &mut OsRng).await }
     }))
+}
+
+/// Refreshes every party's FROST share (all `n` take part): same key, new shares.
+pub fn schnorr_refresh(shares: &[SchnorrKeyShare]) -> Result<Vec<SchnorrKeyShare>, ProtocolError> {
+    let (n, eid) = refresh_setup(shares.first().map(|s| (s.n(), s.threshold())))?;
+    collect(sim::run(n, |i, party| {
+        let share = shares.get(usize::from(i));
+        async move {
+            let share = share.ok_or_else(|| ProtocolError::Refresh("share missing".into()))?;
+            refresh::refresh_schnorr(&eid, share, party, &mut OsRng).await
+        }
+    }))
+}
+
+/// Refreshes every party's ECDSA share and joins party `i`'s new share with `new_aux[i]`.
+pub fn ecdsa_refresh(
+    shares: &[EcdsaKeyShare],
+    new_aux: &[AuxInfo],
+) -> Result<Vec<EcdsaKeyShare>, ProtocolError> {
+    let (n, eid) = refresh_setup(shares.first().map(|s| (s.n(), s.threshold())))?;
+    collect(sim::run(n, |i, party| {
+        let share = shares.get(usize::from(i));
+        let aux = new_aux.get(usize::from(i)).cloned();
+        async move {
+            let (share, aux) = share
+                .zip(aux)
+                .ok_or_else(|| ProtocolError::Refresh("share or aux info missing".into()))?;
+            refresh::refresh_ecdsa(&eid, share, aux, party, &mut OsRng).await
+        }
+    }))
+}
+
+/// `n` and a fresh refresh execution id for a `t`-of-`n` key.
+fn refresh_setup(params: Option<(u16, u16)>) -> Result<(u16, ExecutionId), ProtocolError> {
+    let (n, t) = params.ok_or_else(|| ProtocolError::InvalidParameters("no shares".into()))?;
+    let eid = eid(
+        ProtocolKind::KeyRefresh,
+        "local",
+        &all_parties(n),
+        &t.to_be_bytes(),
+    );
+    Ok((n, eid))
 }

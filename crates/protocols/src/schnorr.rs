@@ -79,7 +79,7 @@ impl SchnorrSignatureShare {
 
 /// A FROST key share. Secret; the secret scalar is zeroized on drop by `generic-ec`.
 #[derive(Clone, Serialize, Deserialize)]
-pub struct SchnorrKeyShare(givre::KeyShare<Curve>);
+pub struct SchnorrKeyShare(pub(crate) givre::KeyShare<Curve>);
 
 impl SchnorrKeyShare {
     pub fn index(&self) -> PartyIndex {
@@ -103,6 +103,15 @@ impl SchnorrKeyShare {
         self.0
             .chain_code
             .ok_or_else(|| ProtocolError::InvalidKeyMaterial("key was generated without HD".into()))
+    }
+
+    /// Every party's public share `X_j = x_j·G`, in key-generation order.
+    pub fn public_shares(&self) -> Vec<PublicKey> {
+        self.0
+            .public_shares
+            .iter()
+            .map(|x| public_key_of(x))
+            .collect()
     }
 
     /// Internal (untweaked) public key of the child at `path`.

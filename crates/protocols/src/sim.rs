@@ -28,11 +28,16 @@ pub type SimIncoming<M> = futures::stream::Map<
 /// A party connected to the simulated network.
 pub type SimParty<M> = MpcParty<M, (SimIncoming<M>, SimOutgoing<M>)>;
 
+/// Rewrites a message in flight: `(sender, recipient, message)`. Tests use it to play a
+/// cheating party against the real protocol code of the others.
+pub type Tamper<M> = Arc<dyn Fn(PartyIndex, PartyIndex, &mut M) + Send + Sync>;
+
 /// Outgoing half: routes each message to its recipients' channels.
 pub struct SimOutgoing<M> {
     me: PartyIndex,
     peers: Arc<Vec<UnboundedSender<Incoming<M>>>>,
     next_id: Arc<AtomicU64>,
+    tamper: Option<Tamper<M>>,
 }
 
 impl<M: Clone> Sink<Outgoing<M>> for SimOutgoing<M> {
@@ -43,7 +48,10 @@ impl<M: Clone> Sink<Outgoing<M>> for SimOutgoing<M> {
     }
 
     fn start_send(self: Pin<&mut Self>, out: Outgoing<M>) -> Result<(), Self::Error> {
-        let deliver = |to: usize, msg_type: MessageType, msg: M| {
+        let deliver = |to: usize, msg_type: MessageType, mut msg: M| {
+            if let (Some(tamper), Ok(to)) = (&self.tamper, PartyIndex::try_from(to)) {
+                tamper(self.me, to, &mut msg);
+            }
             let incoming = Incoming {
                 id: self.next_id.fetch_add(1, Ordering::Relaxed),
                 sender: self.me,
@@ -86,6 +94,17 @@ where
     F: Fn(PartyIndex, SimParty<M>) -> Fut + Sync,
     Fut: Future<Output = T>,
 {
+    run_tampered(n, None, protocol)
+}
+
+/// [`run`], with every delivered message passed through `tamper` first.
+pub fn run_tampered<M, T, F, Fut>(n: u16, tamper: Option<Tamper<M>>, protocol: F) -> Vec<T>
+where
+    M: Clone + Send + 'static,
+    T: Send,
+    F: Fn(PartyIndex, SimParty<M>) -> Fut + Sync,
+    Fut: Future<Output = T>,
+{
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| unbounded()).unzip();
     let peers = Arc::new(senders);
     let next_id = Arc::new(AtomicU64::new(0));
@@ -100,6 +119,7 @@ where
                     me: i,
                     peers: peers.clone(),
                     next_id: next_id.clone(),
+                    tamper: tamper.clone(),
                 };
                 let incoming: SimIncoming<M> = rx.map(Ok as fn(_) -> _);
                 scope.spawn(move || {

@@ -1,8 +1,9 @@
 //! Test support shared by the workspace's test suites.
 //!
 //! Fixtures were generated once and checked in (safe primes take minutes on a 2-core
-//! machine): `fixtures/primes.json` by `mpc-wallet primes generate --count 5`, and
-//! `fixtures/aux-info-{3,5}.json` by `mpc-wallet aux-info generate`. They hold secrets and are
+//! machine): `fixtures/primes.json` by `mpc-wallet primes generate`, and
+//! `fixtures/aux-info-{3,5}.json` and `fixtures/aux-info-3-other-primes.json` by
+//! `mpc-wallet aux-info generate`. They hold secrets and are
 //! for tests only.
 
 use std::path::PathBuf;
@@ -33,24 +34,51 @@ fn read(path: PathBuf) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The five fixture prime sets.
+/// The nine fixture prime sets.
 pub fn primes() -> Vec<Primes> {
     serde_json::from_slice::<PrimesFile>(&read(fixtures_dir().join("primes.json")))
         .expect("fixtures/primes.json parses")
         .primes
 }
 
-/// Fixture aux info for a node set of `n` (3 or 5).
+/// Fixture aux info for a node set of `n` (3 or 5), from the first `n` prime sets.
 pub fn aux_info(n: usize) -> Vec<AuxInfo> {
+    load_aux_info(&format!("aux-info-{n}.json"), n)
+}
+
+/// Fixture aux info for 3 parties from prime sets 6 to 8, which no other aux-info fixture
+/// uses: the new aux info (new Paillier keys) for a refresh of a wallet made with
+/// `aux_info(3)`.
+pub fn other_aux_info_3() -> Vec<AuxInfo> {
+    load_aux_info("aux-info-3-other-primes.json", 3)
+}
+
+fn load_aux_info(name: &str, n: usize) -> Vec<AuxInfo> {
     let file: AuxInfoFile =
-        serde_json::from_slice(&read(fixtures_dir().join(format!("aux-info-{n}.json"))))
-            .expect("aux-info fixture parses");
-    assert_eq!(
-        file.aux_info.len(),
-        n,
-        "aux-info-{n}.json has the wrong party count"
-    );
+        serde_json::from_slice(&read(fixtures_dir().join(name))).expect("aux-info fixture parses");
+    assert_eq!(file.aux_info.len(), n, "{name} has the wrong party count");
     file.aux_info
+}
+
+/// Whether libsecp256k1 (through rust-bitcoin) verifies the BIP-340 signature `sig` of
+/// `sighash` by the BIP-341 output key of `internal` (compressed) with no script tree: an
+/// implementation independent of givre's.
+pub fn taproot_key_spend_verifies(sig: &[u8; 64], internal: &[u8; 33], sighash: &[u8; 32]) -> bool {
+    use mpc_bitcoin::bitcoin::{key::TapTweak, secp256k1};
+    let secp = secp256k1::Secp256k1::verification_only();
+    let (Ok(internal), Ok(sig)) = (
+        secp256k1::PublicKey::from_slice(internal),
+        secp256k1::schnorr::Signature::from_slice(sig),
+    ) else {
+        return false;
+    };
+    let (output, _) = internal.x_only_public_key().0.tap_tweak(&secp, None);
+    secp.verify_schnorr(
+        &sig,
+        &secp256k1::Message::from_digest(*sighash),
+        &output.to_x_only_public_key(),
+    )
+    .is_ok()
 }
 
 /// All `k`-subsets of `0..n`, each sorted, in lexicographic order.
