@@ -29,7 +29,7 @@ use mpc_bitcoin::{
     Scheme, WalletKey,
 };
 use mpc_node::{control::Control, NodeConfig};
-use mpc_protocols::{ecdsa, encoding, schnorr, signature::PublicKey};
+use mpc_protocols::{ecdsa, encoding, refresh, schnorr, signature::PublicKey};
 use mpc_store::KeySource;
 use mpc_transport::{
     evidence::Evidence, quic::decode_frame, Envelope, NodeId, Router, RouterLimits, SessionId,
@@ -52,6 +52,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("ecdsa_signing_msg", ecdsa_signing_msg),
     ("frost_keygen_msg", frost_keygen_msg),
     ("frost_signing_msg", frost_signing_msg),
+    ("refresh_msg", refresh_msg),
     ("psbt", psbt),
     ("api_dkg", api_dkg),
     ("api_presign", api_presign),
@@ -198,6 +199,11 @@ pub fn frost_keygen_msg(data: &[u8]) {
 /// FROST signing's one round (nonce commitments).
 pub fn frost_signing_msg(data: &[u8]) {
     protocol_message::<schnorr::SigningMsg>(data)
+}
+
+/// Key refresh (both schemes), every round.
+pub fn refresh_msg(data: &[u8]) {
+    protocol_message::<refresh::RefreshMsg>(data)
 }
 
 // ---- PSBT analysis and policy ------------------------------------------------------------

@@ -57,7 +57,7 @@ fn every_target_has_a_fuzz_target_binary() {
 /// changed a wire format would otherwise leave the fuzzer starting from garbage.
 #[test]
 fn valid_message_seeds_decode() {
-    use mpc_protocols::{ecdsa, encoding, schnorr};
+    use mpc_protocols::{ecdsa, encoding, refresh, schnorr};
     fn check(target: &str, decodes: fn(&[u8]) -> bool) {
         for entry in std::fs::read_dir(corpus_dir().join(target)).expect("corpus") {
             let path = entry.expect("entry").path();
@@ -86,6 +86,9 @@ fn valid_message_seeds_decode() {
     });
     check("frost_signing_msg", |d| {
         encoding::decode::<schnorr::SigningMsg>(d).is_ok()
+    });
+    check("refresh_msg", |d| {
+        encoding::decode::<refresh::RefreshMsg>(d).is_ok()
     });
     check("control", |d| {
         encoding::decode::<mpc_node::control::Control>(d).is_ok()

@@ -35,7 +35,7 @@ use mpc_protocols::{
     ecdsa::{self, SighashPreimage},
     encoding,
     execution::{ExecutionId, ProtocolKind},
-    schnorr, DerivationPath, PartyIndex,
+    refresh, schnorr, DerivationPath, PartyIndex,
 };
 use mpc_transport::{Envelope, NodeId, SessionId, CONTROL};
 use rand_core::OsRng;
@@ -519,6 +519,13 @@ fn protocol_and_control_seeds() {
     });
     write_rounds("frost_signing_msg", "sign", &msgs);
     let frost_share = first(frost_shares, "share");
+    // Key refresh of the FROST key (the message type is the same for ECDSA).
+    let refresh_eid = eid(ProtocolKind::KeyRefresh, &all, &[2]);
+    let (_, msgs) = record(3, |i, party| {
+        let (eid, share) = (refresh_eid, &frost[i.as_usize()]);
+        async move { refresh::refresh_schnorr(&eid, share, party, &mut OsRng).await }
+    });
+    write_rounds("refresh_msg", "refresh", &msgs);
 
     // Control messages, one of each kind.
     let session = Uuid::from_bytes([3; 16]);
