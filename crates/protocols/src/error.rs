@@ -28,6 +28,11 @@ pub enum ProtocolError {
     /// its commitment in the presignature: it, and no one else, cheated.
     #[error("the partial signature of signer {signer} does not match its presignature commitment")]
     BadPartialSignature { signer: PartyIndex },
+    /// Signer `signer` sent a FROST signature share that does not fit the nonce commitments it
+    /// itself listed with it, or listed commitments of its own other than those it sent the
+    /// aggregator: it, and no one else, cheated.
+    #[error("the FROST signature share of signer {signer} is invalid")]
+    BadSignatureShare { signer: PartyIndex },
     #[error("signature does not verify against the derived public key")]
     InvalidSignature,
     #[error("key material is invalid: {0}")]

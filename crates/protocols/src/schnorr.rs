@@ -29,6 +29,9 @@ use crate::{
     PartyIndex, ProtocolError,
 };
 
+mod blame;
+pub use blame::verify_share;
+
 /// The curve (secp256k1, as seen by givre).
 pub type Curve = <Bitcoin as Ciphersuite>::Curve;
 type ProtocolDigest = sha2::Sha256;
@@ -42,12 +45,15 @@ pub enum SigningMsg {
     Commitments(PublicCommitments<Curve>),
 }
 
-/// One signer's FROST signature share with the nonce commitments it was made with; the
-/// coordinator aggregates `t` of them. Not secret: FROST sends exactly this in the clear.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+/// One signer's FROST signature share with every signer's nonce commitments as this signer
+/// used them (its own included): the signers exchange commitments among themselves, so the
+/// coordinator cannot assume one list for all, and a share is judged against its own signer's
+/// list ([`verify_share`]). The coordinator aggregates `t` of them. Not secret: FROST sends
+/// exactly this in the clear.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SchnorrSignatureShare {
     signer: PartyIndex,
-    commitments: PublicCommitments<Curve>,
+    commitments: Vec<(PartyIndex, PublicCommitments<Curve>)>,
     share: SigShare<Curve>,
 }
 
@@ -55,6 +61,19 @@ impl SchnorrSignatureShare {
     /// The signer's index from key generation.
     pub fn signer(&self) -> PartyIndex {
         self.signer
+    }
+
+    /// The signer's own nonce commitments, as it lists them.
+    fn own_commitments(&self) -> Option<PublicCommitments<Curve>> {
+        self.commitments_of(self.signer)
+    }
+
+    /// Signer `j`'s nonce commitments as this share's signer received them.
+    fn commitments_of(&self, j: PartyIndex) -> Option<PublicCommitments<Curve>> {
+        self.commitments
+            .iter()
+            .find(|(signer, _)| *signer == j)
+            .map(|(_, c)| *c)
     }
 }
 
@@ -214,7 +233,10 @@ where
         .map_err(|e| failed("signature share", &e))?;
     Ok(SchnorrSignatureShare {
         signer: share.index(),
-        commitments,
+        commitments: commitment_list
+            .into_iter()
+            .map(|(j, c)| (PartyIndex::new(j), c))
+            .collect(),
         share: signature_share,
     })
 }
@@ -224,6 +246,10 @@ where
 /// libsecp256k1 against the output key of `internal_key`: the x-only key at `path` as the
 /// caller derived it on its own (the node: rust-bitcoin's BIP-32 on the wallet's xpub, the
 /// key its PSBT check matched against the spent script).
+///
+/// When the shares do not aggregate, each is checked on its own ([`blame::find_culprit`]):
+/// [`ProtocolError::BadSignatureShare`] names a signer only when the fault is provably its
+/// own; the caller's own share, if it is a signer, is trusted as the caller's view.
 pub fn aggregate(
     key: &SchnorrKeyShare,
     path: &DerivationPath,
@@ -231,19 +257,22 @@ pub fn aggregate(
     sighash: &[u8; 32],
     shares: &[SchnorrSignatureShare],
 ) -> Result<SchnorrSignature, ProtocolError> {
-    let mut list: Vec<_> = shares
-        .iter()
-        .map(|s| (s.signer, s.commitments, s.share))
-        .collect();
-    list.sort_by_key(|(signer, ..)| *signer);
-    let signers: Vec<PartyIndex> = list.iter().map(|(signer, ..)| *signer).collect();
+    let mut shares: Vec<&SchnorrSignatureShare> = shares.iter().collect();
+    shares.sort_by_key(|s| s.signer);
+    let signers: Vec<PartyIndex> = shares.iter().map(|s| s.signer).collect();
     let first = signers.first().copied().unwrap_or_default();
     position_in_signer_set(&signers, first, key.n(), key.threshold())?;
     let failed = |e: &dyn std::error::Error| ProtocolError::Combine(ProtocolError::chain(e));
-    let list: Vec<_> = list
-        .into_iter()
-        .map(|(signer, commitments, share)| (signer.get(), commitments, share))
-        .collect();
+    let list = shares
+        .iter()
+        .map(|s| {
+            // An honest signer always lists its own commitments.
+            let own = s
+                .own_commitments()
+                .ok_or(ProtocolError::BadSignatureShare { signer: s.signer })?;
+            Ok((s.signer.get(), own, s.share))
+        })
+        .collect::<Result<Vec<_>, ProtocolError>>()?;
     let mut options = AggregateOptions::<Bitcoin>::new(key.0.as_ref(), &list, sighash);
     if !path.is_root() {
         options = options
@@ -254,11 +283,17 @@ pub fn aggregate(
         .set_taproot_tweak(None)
         .map_err(|e| failed(&e))?
         .aggregate()
-        .map_err(|e| failed(&e))?;
+        .map_err(|e| match blame::find_culprit(key, path, sighash, &shares) {
+            Ok(None) => failed(&e),
+            Ok(Some(signer)) => ProtocolError::BadSignatureShare { signer },
+            Err(other) => other,
+        })?;
     let mut bytes = [0u8; 64];
     sig.write_to_slice(&mut bytes);
     let sig = SchnorrSignature(bytes);
     let (_tweak, output_key) = taproot_output_key(internal_key, None)?;
+    // No per-share check here: givre verified the sum against the key it derived, so a
+    // failure now is that key differing from the caller's, which no signer's share causes.
     sig.verify(&output_key, sighash)?;
     Ok(sig)
 }

@@ -48,14 +48,16 @@ fn check(sig: &mpc_protocols::signature::EcdsaSignature, key: &[u8; 33], msg: &S
 
 #[test]
 fn aux_info_generation_runs_for_real_and_its_output_signs() {
-    // The one test that runs aux info instead of loading the fixture (3 parties, ~40 s).
-    let primes: Vec<_> = mpc_testkit::primes().into_iter().take(3).collect();
+    // The one test here that runs aux info instead of loading the fixture: 2 parties (~30 s of
+    // CPU), since the demo job of `scripts/test` runs the same function for 3 and the devnet
+    // job runs the ceremony over the network.
+    let primes: Vec<_> = mpc_testkit::primes().into_iter().take(2).collect();
     let aux = local::aux_info(primes).unwrap();
-    assert_eq!(aux.len(), 3);
+    assert_eq!(aux.len(), 2);
     let shares = local::ecdsa_keygen(2, &aux).unwrap();
     let msg = preimage("fresh aux");
     let path = DerivationPath::root();
-    let presigs = local::presign(&shares, &PartyIndex::list(&[0, 2]), &path).unwrap();
+    let presigs = local::presign(&shares, &PartyIndex::list(&[0, 1]), &path).unwrap();
     let sig = local::sign_with_presignatures(&shares, presigs, &msg).unwrap();
     check(&sig, &shares[0].public_key().0, &msg);
 }

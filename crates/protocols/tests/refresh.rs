@@ -102,10 +102,14 @@ fn schnorr_old_and_new_shares_do_not_sign_together() {
                 })
                 .collect();
             let err = local::schnorr_sign(&mixed, &signers, &path, &sighash);
+            // The aggregator (party 0) checks each share against its own epoch's public
+            // shares: the first signer of the other epoch is named.
+            let is_new = |j: usize| (j == odd_one) != others_new;
+            let named = [0, 2, 4].into_iter().find(|j| is_new(*j) != is_new(0));
             assert!(
                 matches!(
                     err,
-                    Err(ProtocolError::Combine(_) | ProtocolError::InvalidSignature)
+                    Err(ProtocolError::BadSignatureShare { signer }) if Some(signer.as_usize()) == named
                 ),
                 "party {odd_one} (others new: {others_new}): {err:?}"
             );

@@ -2,8 +2,12 @@
 
 use bitcoin::secp256k1 as secp29;
 use mpc_protocols::{
-    local, schnorr, signature::verify_bip340, DerivationPath, PartyIndex, ProtocolError,
+    local,
+    schnorr::{self, SchnorrKeyShare, SchnorrSignatureShare},
+    signature::verify_bip340,
+    DerivationPath, PartyIndex, ProtocolError,
 };
+use serde_json::{json, Value};
 
 /// Independent check through rust-bitcoin (libsecp256k1 0.29): tweak the derived internal
 /// key with an empty script tree and verify the signature against the output key.
@@ -83,12 +87,13 @@ fn aggregation_refuses_shares_that_do_not_belong_together() {
     let aggregate = |path: &DerivationPath, sighash: &[u8; 32], sig_shares: &[_]| {
         schnorr::aggregate(&shares[1], path, &internal.x_only(), sighash, sig_shares)
     };
-    let reversed: Vec<_> = a.iter().rev().copied().collect();
+    let reversed: Vec<_> = a.iter().rev().cloned().collect();
     let sig = aggregate(&path, &sighash, &reversed).unwrap();
     check(&sig, &internal.0, &sighash);
 
-    // One share made with another run's nonces.
-    let mixed = [a[0], a[1], b[2]];
+    // One share made with another run's nonces: the aggregator (party 1) is no signer, so it
+    // has no list of its own to tell whose list is the true one.
+    let mixed = [a[0].clone(), a[1].clone(), b[2].clone()];
     let err = aggregate(&path, &sighash, &mixed);
     assert!(matches!(err, Err(ProtocolError::Combine(_))), "{err:?}");
     let other_path: DerivationPath = "m/0/4".parse().unwrap();
@@ -103,13 +108,180 @@ fn aggregation_refuses_shares_that_do_not_belong_together() {
         matches!(err, Err(ProtocolError::InvalidSignature)),
         "{err:?}"
     );
-    for wrong in [vec![a[0], a[0], a[1]], a[..2].to_vec(), Vec::new()] {
+    for wrong in [
+        vec![a[0].clone(), a[0].clone(), a[1].clone()],
+        a[..2].to_vec(),
+        Vec::new(),
+    ] {
         let err = aggregate(&path, &sighash, &wrong);
         assert!(
             matches!(err, Err(ProtocolError::InvalidSignerSet { .. })),
             "{err:?}"
         );
     }
+}
+
+/// A share changed through its wire encoding, as a hostile signer would send it.
+fn altered(
+    share: &SchnorrSignatureShare,
+    change: impl FnOnce(&mut Value),
+) -> SchnorrSignatureShare {
+    let mut json = serde_json::to_value(share).unwrap();
+    change(&mut json);
+    serde_json::from_value(json).unwrap()
+}
+
+/// Flips the lowest bit of z, the share's scalar (`{"curve": .., "scalar": hex}`).
+fn flip_z(share: &mut Value) {
+    let Value::String(z) = &mut share["share"]["scalar"] else {
+        panic!("no scalar in {share}");
+    };
+    let last = z.pop().and_then(|c| c.to_digit(16)).unwrap();
+    z.push(char::from_digit(last ^ 1, 16).unwrap());
+}
+
+/// Swaps the hiding and binding commitments of entry `entry` of a share's commitment list.
+fn swap_commitments(share: &mut Value, entry: usize) {
+    let c = &mut share["commitments"][entry][1];
+    let hiding = c["hiding_comm"].take();
+    assert!(!hiding.is_null(), "no commitments in {share}");
+    c["hiding_comm"] = c["binding_comm"].take();
+    c["binding_comm"] = hiding;
+}
+
+/// Issue 18: a signer whose FROST share is wrong is named by the aggregator, whatever the
+/// fault (a bit of z, another run's share, another signer's share, its commitments changed),
+/// for several paths and signer sets; the honest set still signs, verified by libsecp256k1.
+/// The aggregator signs (as the node's coordinator does when it can): its own share is the
+/// list it trusts. Lies that do not break aggregation (another signer's commitments listed
+/// wrong) are caught by `verify_share` but cost nothing: aggregation still succeeds.
+#[test]
+fn a_bad_share_names_its_signer() {
+    let shares = local::schnorr_keygen(3, 5).unwrap();
+    for (path, set) in [
+        ("m", [0u16, 2, 4]),
+        ("m/0/3", [1, 2, 3]),
+        ("m/1/9", [0, 3, 4]),
+    ] {
+        let path: DerivationPath = path.parse().unwrap();
+        let signers = PartyIndex::list(&set);
+        let sighash = [set[1] as u8 ^ 0x33; 32];
+        let a = local::schnorr_signature_shares(&shares, &signers, &path, &sighash).unwrap();
+        let b = local::schnorr_signature_shares(&shares, &signers, &path, &sighash).unwrap();
+        let internal = shares[0].derive_public_key(&path).unwrap();
+        let aggregate = |by: &SchnorrKeyShare, sig_shares: &[SchnorrSignatureShare]| {
+            schnorr::aggregate(by, &path, &internal.x_only(), &sighash, sig_shares)
+        };
+        let aggregator = &shares[usize::from(set[0])];
+        check(&aggregate(aggregator, &a).unwrap(), &internal.0, &sighash);
+        let outsider = &shares[(0..5).find(|i| !set.contains(i)).unwrap() as usize];
+        for k in 1..3 {
+            let culprit = signers[k];
+            let other = (k + 1) % 3;
+            let faults = [
+                ("z one bit off", altered(&a[k], flip_z), true),
+                ("another run's share", b[k].clone(), false),
+                (
+                    "another signer's share",
+                    altered(&a[other], |j| j["signer"] = json!(culprit.get())),
+                    true,
+                ),
+                (
+                    "its own commitments changed",
+                    altered(&a[k], |j| swap_commitments(j, k)),
+                    true,
+                ),
+            ];
+            for (what, bad, fits_no_list) in faults {
+                let mut sent = a.clone();
+                sent[k] = bad.clone();
+                let named = |by: &SchnorrKeyShare| match aggregate(by, &sent) {
+                    Err(ProtocolError::BadSignatureShare { signer }) => Some(signer),
+                    Err(ProtocolError::Combine(_)) => None,
+                    other => panic!("{path} {set:?}, {what} by {culprit}: {other:?}"),
+                };
+                assert_eq!(named(aggregator), Some(culprit), "{path} {set:?}: {what}");
+                // The share alone: rejected unless it is a whole share of another run, which
+                // fits its own list and is caught only by the aggregator's.
+                let alone = schnorr::verify_share(aggregator, &path, &sighash, &bad);
+                assert_eq!(alone.is_ok(), !fits_no_list, "{path}: {what}: {alone:?}");
+                // An aggregator that does not sign has no list of its own: it names the signer
+                // only when the share fits no list.
+                let expected = fits_no_list.then_some(culprit);
+                assert_eq!(
+                    named(outsider),
+                    expected,
+                    "{path} {set:?}: {what}, outsider"
+                );
+            }
+            // A wrong entry for another signer in its list: aggregation uses each signer's own
+            // commitments, so it succeeds, and the per-share check never runs.
+            let lying = altered(&a[k], |j| swap_commitments(j, other));
+            assert!(schnorr::verify_share(aggregator, &path, &sighash, &lying).is_err());
+            let mut sent = a.clone();
+            sent[k] = lying;
+            check(
+                &aggregate(aggregator, &sent).unwrap(),
+                &internal.0,
+                &sighash,
+            );
+        }
+        // The aggregator's own share is bad: its own inputs are at fault, nobody is named.
+        let mut sent = a.clone();
+        sent[0] = altered(&a[0], flip_z);
+        let err = aggregate(aggregator, &sent);
+        assert!(matches!(err, Err(ProtocolError::Combine(_))), "{err:?}");
+    }
+}
+
+/// The per-share check is not vacuous the other way either: it accepts every honest share, for
+/// every signer set of 2-of-3 and several of 3-of-5, at the root and at derived paths (the HD
+/// shift and the BIP-341 tweak with either parity), and rejects each one for another message,
+/// another path or with one bit of z flipped.
+#[test]
+fn verify_share_accepts_every_honest_share() {
+    let (mut accepted, mut rejected) = (0, 0);
+    for (t, n) in [(2u16, 3u16), (3, 5)] {
+        let shares = local::schnorr_keygen(t, n).unwrap();
+        let sets: Vec<Vec<u16>> = mpc_testkit::subsets(n, usize::from(t))
+            .into_iter()
+            .take(4)
+            .collect();
+        for (k, set) in sets.iter().enumerate() {
+            for path in ["m", "m/0/3", "m/1/9"] {
+                let path: DerivationPath = path.parse().unwrap();
+                let sighash = [k as u8 ^ t as u8; 32];
+                let signers = PartyIndex::list(set);
+                let sig_shares =
+                    local::schnorr_signature_shares(&shares, &signers, &path, &sighash).unwrap();
+                let other_path: DerivationPath = "m/0/4".parse().unwrap();
+                for share in &sig_shares {
+                    for by in &shares {
+                        schnorr::verify_share(by, &path, &sighash, share)
+                            .unwrap_or_else(|e| panic!("{t}-of-{n} {set:?} {path}: {e}"));
+                        accepted += 1;
+                    }
+                    let flipped = altered(share, flip_z);
+                    for (path, sighash, share) in [
+                        (&path, [0xee; 32], share),
+                        (&other_path, sighash, share),
+                        (&path, sighash, &flipped),
+                    ] {
+                        let err = schnorr::verify_share(&shares[0], path, &sighash, share);
+                        assert!(
+                            matches!(err, Err(ProtocolError::BadSignatureShare { signer }) if signer == share.signer()),
+                            "{err:?}"
+                        );
+                        rejected += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(
+        (accepted, rejected),
+        (3 * 3 * 2 * 3 + 4 * 3 * 3 * 5, (3 * 2 + 4 * 3) * 3 * 3)
+    );
 }
 
 #[test]

@@ -242,7 +242,7 @@ pub async fn cli(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 
 /// The JSON a successful CLI run printed.
 pub fn cli_json(what: &str, (code, stdout, stderr): &(i32, String, String)) -> Value {
-    assert_eq!(*code, 0, "{what}: {stderr}");
+    assert_eq!(*code, 0, "{what}: stderr: {stderr}\nstdout: {stdout}");
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{what}: {e}: {stdout}"))
 }
 

@@ -78,10 +78,10 @@ impl Node {
             }
         }
         // This node when it can sign, then a set not tried yet. After a failure that named
-        // nobody (a bad FROST share, an abort), the culprit is one of that set's other members:
-        // the set sharing the fewest members with the failed ones comes first (as ROAST does),
-        // so one hostile node cannot sink every retry by staying in the lowest ids. Among
-        // equals, the lowest ids.
+        // nobody (signers' FROST nonce commitments that differ, an abort), the culprit is one
+        // of that set's other members: the set sharing the fewest members with the failed
+        // ones comes first (as ROAST does), so one hostile node cannot sink every retry by
+        // staying in the lowest ids. Among equals, the lowest ids.
         let me = live.contains(&self.id());
         let others: Vec<NodeId> = live.iter().copied().filter(|n| *n != self.id()).collect();
         let need = t - usize::from(me);

@@ -421,6 +421,26 @@ impl Node {
         )
     }
 
+    /// The signer at key-generation index `signer` misbehaved, as the protocol layer proved
+    /// from its outcome (`e`): named, with that outcome as evidence.
+    fn misbehaved(
+        &self,
+        wallet: &WalletRecord,
+        signer: mpc_protocols::PartyIndex,
+        reason: String,
+        envelopes: &OutcomeEnvelopes,
+        e: ProtocolError,
+    ) -> NodeError {
+        match mpc_types::node_at(&wallet.participants, signer) {
+            Some(node) => NodeError::Misbehaved {
+                node,
+                reason,
+                evidence: self.outcome_evidence(node, envelopes),
+            },
+            None => NodeError::Protocol(e),
+        }
+    }
+
     /// Turns the signers' results for one input into one verified signature.
     async fn combine_input(
         &self,
@@ -466,20 +486,17 @@ impl Node {
                         match e {
                             // The partial does not match the commitment every signer reported for
                             // it: that signer cheated, whatever the others did.
-                            ProtocolError::BadPartialSignature { signer } => {
-                                match mpc_types::node_at(&wallet.participants, signer) {
-                                    Some(node) => NodeError::Misbehaved {
-                                        node,
-                                        reason: format!(
-                                            "its partial signature for input {} does not match \
-                                         its presignature commitment",
-                                            job.input
-                                        ),
-                                        evidence: self.outcome_evidence(node, envelopes),
-                                    },
-                                    None => NodeError::Protocol(e),
-                                }
-                            }
+                            ProtocolError::BadPartialSignature { signer } => self.misbehaved(
+                                wallet,
+                                signer,
+                                format!(
+                                    "its partial signature for input {} does not match its \
+                                     presignature commitment",
+                                    job.input
+                                ),
+                                envelopes,
+                                e,
+                            ),
                             e => NodeError::Protocol(e),
                         }
                     })?;
@@ -502,7 +519,7 @@ impl Node {
                 for ((r, node), index) in results.iter().zip(signers).zip(indices) {
                     match r {
                         InputOutcome::FrostShare(share) if share.signer() == index => {
-                            shares.push(*share)
+                            shares.push(share.clone())
                         }
                         InputOutcome::FrostShare(share) => {
                             return Err(NodeError::Misbehaved {
@@ -530,7 +547,23 @@ impl Node {
                 let key_share = self.schnorr_share(wallet).await?;
                 let internal_key = internal_key.serialize();
                 let sig =
-                    schnorr::aggregate(&key_share, &job.path, &internal_key, sighash, &shares)?;
+                    schnorr::aggregate(&key_share, &job.path, &internal_key, sighash, &shares)
+                        .map_err(|e| match e {
+                            // The share does not fit the nonce commitments its own signer listed
+                            // with it, or that signer sent this node other commitments than it
+                            // lists: it cheated, whatever the others did.
+                            ProtocolError::BadSignatureShare { signer } => self.misbehaved(
+                                wallet,
+                                signer,
+                                format!(
+                                    "its FROST signature share for input {} does not verify",
+                                    job.input
+                                ),
+                                envelopes,
+                                e,
+                            ),
+                            e => NodeError::Protocol(e),
+                        })?;
                 Ok((InputSignature::Schnorr(sig), "frost"))
             }
             _ => Err(NodeError::Disagreement(format!(
