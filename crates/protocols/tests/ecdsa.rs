@@ -49,8 +49,8 @@ fn check(sig: &mpc_protocols::signature::EcdsaSignature, key: &[u8; 33], msg: &S
 #[test]
 fn aux_info_generation_runs_for_real_and_its_output_signs() {
     // The one test here that runs aux info instead of loading the fixture: 2 parties (~30 s of
-    // CPU), since the demo job of `scripts/test` runs the same function for 3 and the devnet
-    // job runs the ceremony over the network.
+    // CPU; a party's own proofs are most of it). `scripts/test` also runs it in the demo job,
+    // and the ceremony over the network in the devnet job (3 nodes).
     let primes: Vec<_> = mpc_testkit::primes().into_iter().take(2).collect();
     let aux = local::aux_info(primes).unwrap();
     assert_eq!(aux.len(), 2);
