@@ -289,8 +289,9 @@ fn ecdsa_verifies(
 }
 
 /// The one ECDSA refresh: 2-of-3, the new aux info from prime sets 6 to 8, which the wallet's
-/// (`aux-info-3.json`, sets 1 to 3) does not use. A fixture, made by the same aux-info run
-/// `tests/ecdsa.rs` runs for real, because that run costs a minute of CPU.
+/// (`aux-info-3.json`, sets 1 to 3) does not use. A fixture, made by `mpc-wallet aux-info
+/// generate` (the function `scripts/test`'s demo job runs for real), because that run costs a
+/// minute of CPU.
 #[test]
 fn ecdsa_refresh_with_new_aux_info_keeps_the_key_and_old_and_new_do_not_mix() {
     let old_aux = mpc_testkit::aux_info(3);
