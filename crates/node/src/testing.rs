@@ -80,6 +80,22 @@ pub fn config(id: NodeId, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
 /// Starts nodes 1..=`n` (threshold `t`) with [`config`] as `adjust` changes it, and waits
 /// until every node hears every other.
 pub async fn start(n: u16, t: u16, adjust: impl Fn(&mut NodeConfig)) -> Cluster {
+    start_with(n, t, adjust, Ceremony::FixtureAuxInfo).await
+}
+
+/// Like [`start`], but with no aux info: each node holds one fixture prime set instead, ready
+/// for the aux-info ceremony (tens of seconds of CPU for three nodes).
+pub async fn start_without_aux_info(n: u16, t: u16, adjust: impl Fn(&mut NodeConfig)) -> Cluster {
+    start_with(n, t, adjust, Ceremony::FixturePrimes).await
+}
+
+/// What a test cluster's stores hold before it starts.
+enum Ceremony {
+    FixtureAuxInfo,
+    FixturePrimes,
+}
+
+async fn start_with(n: u16, t: u16, adjust: impl Fn(&mut NodeConfig), held: Ceremony) -> Cluster {
     let dir = std::env::temp_dir().join(format!("mpc-node-test-{}", Uuid::new_v4().simple()));
     let network = MemoryNetwork::new();
     mpc_transport::certs::init_cluster(&dir.join("certs"), n, |_| Vec::new(), 30).unwrap();
@@ -92,17 +108,29 @@ pub async fn start(n: u16, t: u16, adjust: impl Fn(&mut NodeConfig)) -> Cluster 
         cfg.validate().unwrap();
         std::fs::create_dir_all(&cfg.data_dir).unwrap();
         let node = start_node(cfg, &network).await;
-        // Fixture aux info instead of the 40 s ceremony (the process tests run it for real).
-        let a = &aux[usize::from(id.get() - 1)];
-        node.store()
-            .put_aux_info(
-                &ids,
-                &a.to_bytes().unwrap(),
-                &hex::encode(a.public_digest().unwrap()),
-                Uuid::new_v4(),
-            )
-            .await
-            .unwrap();
+        let k = usize::from(id.get() - 1);
+        match held {
+            // Fixture aux info instead of the 40 s ceremony (the process tests run it for real).
+            Ceremony::FixtureAuxInfo => {
+                let a = &aux[k];
+                node.store()
+                    .put_aux_info(
+                        &ids,
+                        &a.to_bytes().unwrap(),
+                        &hex::encode(a.public_digest().unwrap()),
+                        Uuid::new_v4(),
+                    )
+                    .await
+                    .unwrap();
+            }
+            Ceremony::FixturePrimes => {
+                let primes = mpc_testkit::primes();
+                node.store()
+                    .add_primes(&primes[k].to_bytes().unwrap())
+                    .await
+                    .unwrap();
+            }
+        }
         nodes.push(node);
     }
     wait_all_live(&nodes).await;

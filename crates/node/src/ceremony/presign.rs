@@ -163,26 +163,70 @@ impl Node {
                 timeout,
                 fencing_token,
             )
-            .await?;
-        let lists: Vec<&Vec<String>> = outcomes
-            .iter()
-            .filter_map(|(_, o)| match o {
-                Outcome::Presign { ids } => Some(ids),
-                _ => None,
-            })
-            .collect();
-        if lists.len() != signers.len() || lists.windows(2).any(|w| w[0] != w[1]) {
-            return Err(NodeError::Disagreement(
-                "signers hold different presignatures".into(),
-            ));
-        }
+            .await;
+        let agreed = outcomes.and_then(|outcomes| {
+            let lists: Vec<&Vec<String>> = outcomes
+                .iter()
+                .filter_map(|(_, o)| match o {
+                    Outcome::Presign { ids } => Some(ids),
+                    _ => None,
+                })
+                .collect();
+            match lists.first() {
+                Some(first) if lists.len() == signers.len() && lists.iter().all(|l| l == first) => {
+                    Ok((*first).clone())
+                }
+                _ => Err(NodeError::Disagreement(
+                    "signers hold different presignatures".into(),
+                )),
+            }
+        });
+        let ids = match agreed {
+            Ok(ids) => ids,
+            Err(e) => {
+                self.discard_failed_batch(session, &wallet, path, &signers, count)
+                    .await;
+                return Err(e);
+            }
+        };
         Ok(PresignReport {
             wallet_id: wallet_id.into(),
             path: path.to_string(),
             signers,
-            ids: lists[0].clone(),
+            ids,
             duration_ms: started.elapsed().as_millis() as u64,
         })
+    }
+
+    /// After a batch that failed, discards what this node (a signer) stored of it: its own run
+    /// may have finished while another signer's did not, or lied about what it holds, and
+    /// only this node proposes the presignatures it holds for signing. Other signers' copies
+    /// are never proposed and expire. (A run of its own still going on when the batch failed
+    /// would store after this: its coordinator's deadline is its own plus a grace.)
+    async fn discard_failed_batch(
+        &self,
+        session: Uuid,
+        wallet: &WalletRecord,
+        path: &DerivationPath,
+        signers: &[NodeId],
+        count: u32,
+    ) {
+        let Ok(indices) = self.check_signers(wallet, signers) else {
+            return; // not a signer: it holds none
+        };
+        let ids: Vec<String> = (0..count)
+            .map(|k| presign_execution(session, k, &wallet.id, &indices, path).to_string())
+            .collect();
+        for id in &ids {
+            match self.inner.store.discard_presignature(id, now_ms()).await {
+                Ok(true) => warn!(presignature = %id, "discarded: its batch failed"),
+                Ok(false) => {}
+                Err(e) => warn!(presignature = %id, error = %e, "could not discard"),
+            }
+        }
+        if let Ok(mut ready) = self.inner.ready.lock() {
+            ready.used(ids.iter().map(String::as_str));
+        }
     }
 
     /// Checks a signer set for `wallet` with this node in it; returns the key-gen indices.
@@ -231,14 +275,8 @@ impl Node {
         let limits = &self.inner.config.limits;
         let mut ids = Vec::with_capacity(count as usize);
         for k in 0..count {
-            let sid = SessionId::from_uuid(session).derive(&format!("presign/{k}"));
-            let eid = ExecutionId::derive(
-                ProtocolKind::EcdsaPresign,
-                wallet_id,
-                sid.as_uuid(),
-                &indices,
-                &path.to_bytes(),
-            );
+            let sid = presign_session(session, k);
+            let eid = presign_execution(session, k, wallet_id, &indices, path);
             let party = self.join_session(
                 sid,
                 ProtocolKind::EcdsaPresign,
@@ -273,6 +311,28 @@ impl Node {
         }
         Ok(Outcome::Presign { ids })
     }
+}
+
+/// The session of presignature `k` of the batch `session`.
+fn presign_session(session: Uuid, k: u32) -> SessionId {
+    SessionId::from_uuid(session).derive(&format!("presign/{k}"))
+}
+
+/// The execution id of presignature `k` of the batch `session`: its id in every store.
+fn presign_execution(
+    session: Uuid,
+    k: u32,
+    wallet_id: &str,
+    indices: &[PartyIndex],
+    path: &DerivationPath,
+) -> ExecutionId {
+    ExecutionId::derive(
+        ProtocolKind::EcdsaPresign,
+        wallet_id,
+        presign_session(session, k).as_uuid(),
+        indices,
+        &path.to_bytes(),
+    )
 }
 
 /// Calls `visit` with each `k`-subset of `items`, in lexicographic order of positions, until it

@@ -3,26 +3,6 @@
 
 use super::*;
 
-/// Drops everything a node sends, heartbeats included: to its peers it is down.
-struct Silence;
-
-impl Interceptor for Silence {
-    fn outgoing(&self, _: NodeId, _: Envelope) -> Vec<(Duration, Envelope)> {
-        Vec::new()
-    }
-}
-
-/// Waits until node 1 sees `node` live (or not).
-async fn until_live(c: &Cluster, node: NodeId, live: bool) {
-    for _ in 0..200 {
-        if c.nodes[0].health().is_live(node) == live {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("node 1 still sees node {node} live = {}", !live);
-}
-
 /// Issue 18's must-show, in process: node 2 corrupts every message of its signing runs. Each
 /// request still succeeds on {1, 3}; its first attempt names node 2; node 1 records the
 /// incident (its own run's verdict); after `exclude_after_incidents` (3 by default) of them

@@ -3,14 +3,14 @@
 
 use super::*;
 
-async fn keygen_against_a_hostile_participant(scheme: Scheme, protocol: ProtocolKind) {
+async fn keygen_against_a_hostile_participant(name: &str, scheme: Scheme, protocol: ProtocolKind) {
     let clusters = futures::future::join_all((0..SHARDS).map(|_| cluster())).await;
     let n1 = &clusters[0].nodes[0];
     let honest = n1.create_wallet(Uuid::new_v4(), wallet_request("honest", scheme));
     let all = generate(&clusters[0], protocol, honest).await;
-    sharded(&clusters, &all, |c, cases| keygen_cases(c, scheme, cases))
-        .await
-        .finish(&format!("{protocol:?}"));
+    let mut tally = sharded(&clusters, &all, |c, cases| keygen_cases(c, scheme, cases)).await;
+    tally.generated = all.len();
+    tally.finish(name);
 }
 
 async fn keygen_cases(c: &Cluster, scheme: Scheme, cases: Vec<&Case>) -> Tally {
@@ -22,35 +22,36 @@ async fn keygen_cases(c: &Cluster, scheme: Scheme, cases: Vec<&Case>) -> Tally {
             active_wallets(&c.nodes[0]).await,
             active_wallets(&c.nodes[2]).await,
         ];
-        let (result, altered) = attacked(c, case, DEADLINE * 4, keygen("attacked")).await;
-        tally.cases += 1;
-        if altered == 0 {
-            tally.idle += 1;
-        }
+        let result = attacked(c, case, DEADLINE * 4, keygen("attacked"), &mut tally).await;
         match result {
             Ok(created) => {
                 tally.succeeded += 1;
-                *tally.outcomes.entry("succeeded".into()).or_default() += 1;
-                honest_nodes_agree(c, &created.id, &case.name).await;
+                tally.outcome("succeeded");
+                if !honest_nodes_agree(c, &created.id).await {
+                    tally.bad_shares.push(case.name.clone());
+                }
             }
             Err(e) => {
                 tally.failed += 1;
-                *tally.outcomes.entry(kind(&e)).or_default() += 1;
+                tally.outcome(kind(&e));
                 check_blame(case, &e, &mut tally);
                 let after = [
                     active_wallets(&c.nodes[0]).await,
                     active_wallets(&c.nodes[2]).await,
                 ];
-                assert_eq!(
-                    before, after,
-                    "{}: a failed keygen left a wallet",
-                    case.name
-                );
+                if before != after {
+                    // A failed keygen left a wallet.
+                    tally.bad_shares.push(case.name.clone());
+                }
                 // Node 2 behaves again: the same ceremony succeeds.
                 let retry = keygen("retry")
                     .await
                     .unwrap_or_else(|e| panic!("{}: the keygen after it failed: {e}", case.name));
-                honest_nodes_agree(c, &retry.id, &case.name).await;
+                assert!(
+                    honest_nodes_agree(c, &retry.id).await,
+                    "{}: the keygen after it",
+                    case.name
+                );
             }
         }
     }
@@ -59,23 +60,29 @@ async fn keygen_cases(c: &Cluster, scheme: Scheme, cases: Vec<&Case>) -> Tally {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frost_keygen_with_a_hostile_participant() {
-    keygen_against_a_hostile_participant(Scheme::Schnorr, ProtocolKind::SchnorrKeygen).await;
+    keygen_against_a_hostile_participant(
+        "frost-keygen",
+        Scheme::Schnorr,
+        ProtocolKind::SchnorrKeygen,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ecdsa_keygen_with_a_hostile_participant() {
-    keygen_against_a_hostile_participant(Scheme::Ecdsa, ProtocolKind::EcdsaKeygen).await;
+    keygen_against_a_hostile_participant("ecdsa-keygen", Scheme::Ecdsa, ProtocolKind::EcdsaKeygen)
+        .await;
 }
 
-async fn signing_against_a_hostile_signer(scheme: Scheme, protocol: ProtocolKind) {
+async fn signing_against_a_hostile_signer(name: &str, scheme: Scheme, protocol: ProtocolKind) {
     let clusters = futures::future::join_all((0..SHARDS).map(|_| cluster())).await;
     let (id, key) = wallet(&clusters[0], scheme).await;
     let psbt = spend_to_self(&key, "honest");
     let honest = clusters[0].nodes[0].sign_psbt(Uuid::new_v4(), std::slice::from_ref(&id), &psbt);
     let all = generate(&clusters[0], protocol, honest).await;
-    sharded(&clusters, &all, |c, cases| signing_cases(c, scheme, cases))
-        .await
-        .finish(&format!("{protocol:?}"));
+    let mut tally = sharded(&clusters, &all, |c, cases| signing_cases(c, scheme, cases)).await;
+    tally.generated = all.len();
+    tally.finish(name);
 }
 
 async fn signing_cases(c: &Cluster, scheme: Scheme, cases: Vec<&Case>) -> Tally {
@@ -93,23 +100,27 @@ async fn signing_cases(c: &Cluster, scheme: Scheme, cases: Vec<&Case>) -> Tally 
     // Signing with node 2 first ({1, 2} is the first set), then the coordinator's retry.
     let bound = DEADLINE * 12;
     for case in cases {
-        let (result, altered) = attacked(c, case, bound, sign()).await;
+        let result = attacked(c, case, bound, sign(), &mut tally).await;
         let failed = result.is_err();
-        tally.cases += 1;
-        if altered == 0 {
-            tally.idle += 1;
-        }
         match result {
             Ok(report) => {
                 tally.succeeded += 1;
-                let signed = parse_psbt(&report.psbt).unwrap();
-                let spent = spent_outputs(&signed).unwrap();
-                assert_eq!(
-                    report.raw_transaction.compute_txid(),
-                    signed.unsigned_tx.compute_txid()
-                );
-                verify_transaction(&report.raw_transaction, &spent)
-                    .unwrap_or_else(|e| panic!("{}: an invalid signature: {e}", case.name));
+                if !verifies(&report) {
+                    tally.bad_signatures.push(case.name.clone());
+                }
+                // The first attempt's error names node 2 (its refusal, its misbehaviour, its
+                // silence) when the coordinator could.
+                let named = report
+                    .attempts
+                    .iter()
+                    .filter_map(|a| a.error.as_deref())
+                    .any(|e| {
+                        e.contains(&format!("node {ADVERSARY}"))
+                            || e.contains(&format!("node(s) [{ADVERSARY}]"))
+                    });
+                if named {
+                    tally.culprit_named += 1;
+                }
                 let outcome = if report.attempts.len() > 1 {
                     assert!(
                         !report.signers.contains(&ADVERSARY),
@@ -122,11 +133,11 @@ async fn signing_cases(c: &Cluster, scheme: Scheme, cases: Vec<&Case>) -> Tally 
                 } else {
                     "signed at once"
                 };
-                *tally.outcomes.entry(outcome.into()).or_default() += 1;
+                tally.outcome(outcome);
             }
             Err(e) => {
                 tally.failed += 1;
-                *tally.outcomes.entry(kind(&e)).or_default() += 1;
+                tally.outcome(kind(&e));
                 check_blame(case, &e, &mut tally);
             }
         }
@@ -142,7 +153,8 @@ async fn signing_cases(c: &Cluster, scheme: Scheme, cases: Vec<&Case>) -> Tally 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frost_signing_with_a_hostile_signer() {
-    signing_against_a_hostile_signer(Scheme::Schnorr, ProtocolKind::SchnorrSign).await;
+    signing_against_a_hostile_signer("frost-sign", Scheme::Schnorr, ProtocolKind::SchnorrSign)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,5 +163,5 @@ async fn ecdsa_interactive_signing_with_a_hostile_signer() {
         eprintln!("[adversary] interactive ECDSA signing: set MPC_ADVERSARY_ECDSA_SIGNING=1 (seconds of CPU per case)");
         return;
     }
-    signing_against_a_hostile_signer(Scheme::Ecdsa, ProtocolKind::EcdsaSign).await;
+    signing_against_a_hostile_signer("ecdsa-sign", Scheme::Ecdsa, ProtocolKind::EcdsaSign).await;
 }
