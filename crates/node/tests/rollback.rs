@@ -1,6 +1,8 @@
-//! A node whose store is brought back in time (a VM snapshot, point-in-time recovery, a
-//! failover to an asynchronous replica) never signs with a presignature it already used: its
-//! start finds the store behind its rollback guard file and retires every presignature.
+//! A node whose store fails it underneath. Brought back in time (a VM snapshot, point-in-time
+//! recovery, a failover to an asynchronous replica), it never signs with a presignature it
+//! already used: its start finds the store behind its rollback guard file and retires every
+//! presignature. Refusing audit appends (a trigger in the real SQLite store), it releases
+//! nothing it could not record (`audit::fail_closed`).
 
 use mpc_types::NodeId;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use mpc_node::testing::{start, start_node, wait_all_live, wallet_request, Cluste
 use mpc_node::{
     ceremony::PresignReport, control::ProposalBody, refusal::RefusalKind, Node, NodeError,
 };
+use mpc_store::AuditEvent;
 use uuid::Uuid;
 
 /// An ECDSA wallet made by `node`, whose PSBTs spend a made-up output at m/0/0.
@@ -186,4 +189,157 @@ async fn a_node_whose_store_was_copied_back_never_signs_with_a_used_presignature
         .unwrap();
     assert_eq!(report.signers, NodeId::must_list(&[1, 2]));
     assert_eq!(report.inputs[0].presignature.as_ref(), fresh.ids.first());
+}
+
+/// Makes node `node`'s own SQLite store refuse audit appends of `kind` (every kind: `None`),
+/// as a full disk or a broken replica would refuse them: a trigger, through another
+/// connection to the same file, while the node runs.
+async fn refuse_audit_appends(node: &Node, kind: Option<&str>) {
+    let condition = kind.map_or(String::new(), |k| format!("WHEN NEW.kind = '{k}'"));
+    let sql = format!(
+        "CREATE TRIGGER audit_refused BEFORE INSERT ON audit_log {condition} \
+         BEGIN SELECT RAISE(ABORT, 'audit log refuses appends'); END;"
+    );
+    let pool = sqlx::SqlitePool::connect(&node.config().store_url())
+        .await
+        .unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+}
+
+/// Whether any control message in `sent` carries a signature share, a partial signature or a
+/// signature (an `Outcome::Sign` that is not a refusal).
+fn released_a_share(sent: &[mpc_transport::Envelope]) -> bool {
+    use mpc_node::control::{Control, Outcome};
+    sent.iter().any(|e| {
+        matches!(
+            Control::from_envelope(e),
+            Ok(Control::Outcome {
+                result: Ok(Outcome::Sign { .. }),
+                ..
+            })
+        )
+    })
+}
+
+/// Fail closed, a signer (issue 18): node 2's store refuses its audit appends. Asked to sign
+/// with a presignature, node 2 consumes it (in the commit before anything leaves), cannot
+/// record the release and so releases nothing: no partial signature leaves it, it refuses.
+/// The coordinator retries on {1, 3} and signs, naming node 2 in the first attempt; the
+/// presignature of the failed attempt is retired on both nodes (never offered again), and
+/// node 2's log holds nothing it did not do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signer_whose_audit_append_fails_releases_nothing() {
+    let c = start(3, 2, |_| {}).await;
+    let n1 = &c.nodes[0];
+    let n2 = &c.nodes[1];
+    let (wallet, presigned) = presigned_wallet(n1).await;
+    let [one, two, three] = [1, 2, 3].map(NodeId::must);
+    let logged = n2.audit_entries(0, 0, 10_000).await.unwrap().len();
+    refuse_audit_appends(n2, None).await;
+    let recorder = mpc_node::adversary::Recorder::new();
+    c.network.intercept(two, recorder.clone());
+    let report = n1
+        .sign_psbt(
+            Uuid::new_v4(),
+            std::slice::from_ref(&wallet.id),
+            &wallet.spend("audit"),
+        )
+        .await;
+    c.network.release(two);
+    let report = report.unwrap();
+    assert!(
+        !released_a_share(&recorder.sent()),
+        "node 2 released its share"
+    );
+    assert_eq!(report.attempts.len(), 2, "{:?}", report.attempts);
+    assert_eq!(report.attempts[0].signers, [one, two]);
+    let error = report.attempts[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains("node 2"), "{error}");
+    assert!(error.contains("audit log refuses appends"), "{error}");
+    assert_eq!(report.signers, [one, three]);
+    assert_eq!(
+        report.inputs[0].method, "interactive",
+        "no presignature for {{1, 3}}"
+    );
+    let spent =
+        mpc_bitcoin::psbt::spent_outputs(&mpc_bitcoin::psbt::parse_psbt(&report.psbt).unwrap())
+            .unwrap();
+    mpc_bitcoin::verify::verify_transaction(&report.raw_transaction, &spent).unwrap();
+    // The failed attempt's presignature: consumed by node 2, retired by node 1; the batch's
+    // other one still ready on both, and the next signing uses it.
+    let ready = |node: &Node| {
+        let id = wallet.id.clone();
+        let node = node.clone();
+        async move {
+            node.store()
+                .ready_presignatures(
+                    &id,
+                    &EcdsaWallet::path().to_string(),
+                    &[one, two],
+                    mpc_node::now_ms(),
+                    10,
+                )
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|p| p.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let used = &presigned.ids[0];
+    assert!(
+        !ready(n1).await.contains(used),
+        "node 1 offers the used one again"
+    );
+    assert!(
+        !ready(n2).await.contains(used),
+        "node 2 holds the used one ready"
+    );
+    assert_eq!(ready(n1).await, [presigned.ids[1].clone()]);
+    // Node 2's log: nothing appended while it refused.
+    assert_eq!(n2.audit_entries(0, 0, 10_000).await.unwrap().len(), logged);
+}
+
+/// Fail closed, the coordinator (issue 18): node 1's store refuses the record of a finished
+/// signing. The signers signed, but node 1 hands out an error, not the signed transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_whose_audit_append_fails_returns_no_transaction() {
+    let c = start(3, 2, |_| {}).await;
+    let n1 = &c.nodes[0];
+    let (id, key) = mpc_node::testing::wallet(&c, Scheme::Schnorr).await;
+    let psbt = mpc_node::testing::spend_to_self(&key, "audit");
+    refuse_audit_appends(n1, Some("signing_finished")).await;
+    let session = Uuid::new_v4();
+    let result = n1
+        .sign_psbt(session, std::slice::from_ref(&id), &psbt)
+        .await;
+    match result {
+        Err(NodeError::Store(e)) => {
+            assert!(e.to_string().contains("audit log refuses appends"), "{e}")
+        }
+        other => panic!("expected the store's error, got {other:?}"),
+    }
+    // Its log holds the request (and its own release as a signer), never a finished signing.
+    let log = n1.audit_entries(0, 0, 10_000).await.unwrap();
+    let of_session = |e: &&mpc_store::AuditEntry| match &e.event {
+        AuditEvent::SigningRequested { session: s, .. }
+        | AuditEvent::SigningFinished { session: s, .. }
+        | AuditEvent::SignerSigned { session: s, .. } => *s == session,
+        _ => false,
+    };
+    let kinds: Vec<&AuditEvent> = log.iter().filter(of_session).map(|e| &e.event).collect();
+    assert!(
+        matches!(
+            kinds[..],
+            [
+                AuditEvent::SigningRequested { .. },
+                AuditEvent::SignerSigned { .. }
+            ]
+        ),
+        "{kinds:?}"
+    );
 }
