@@ -25,6 +25,7 @@ use crate::{
     control::{Control, Outcome, Proposal, ProposalBody},
     refusal::Refusal,
     round::{Round, Verdict},
+    signing::Signed,
     Node, NodeError,
 };
 
@@ -183,6 +184,7 @@ impl Node {
             } => {
                 let result = self
                     .sign_participant(
+                        coordinator,
                         proposal.session,
                         &wallet_ids,
                         &psbt,
@@ -193,23 +195,35 @@ impl Node {
                 let (txid, _) = audit::psbt_summary(&psbt);
                 let session = proposal.session;
                 let event = match &result {
-                    Ok(_) => AuditEvent::SignerSigned {
+                    // Recorded before the interactive run that released it.
+                    Ok(Signed {
+                        recorded_ahead: true,
+                        ..
+                    }) => None,
+                    Ok(_) => Some(AuditEvent::SignerSigned {
                         session,
                         coordinator: coordinator.get(),
                         wallet_ids,
                         txid,
-                    },
-                    Err(e) => AuditEvent::SignerRefused {
+                    }),
+                    Err(e) => Some(AuditEvent::SignerRefused {
                         session,
                         coordinator: coordinator.get(),
                         wallet_ids,
                         rule: audit::refusal_rule(e),
                         error: e.to_string(),
-                    },
+                    }),
                 };
-                // Fail closed: this node's share leaves only once its release is recorded.
-                let recorded = self.audit_as(&Actor::Peer(coordinator.get()), event).await;
-                self.fail_closed(result, recorded)
+                let result = result.map(|signed| signed.outcome);
+                match event {
+                    None => result,
+                    Some(event) => {
+                        // Fail closed: this node's share leaves only once its release is
+                        // recorded.
+                        let recorded = self.audit_as(&Actor::Peer(coordinator.get()), event).await;
+                        self.fail_closed(result, recorded)
+                    }
+                }
             }
         }
     }

@@ -304,6 +304,41 @@ async fn a_signer_whose_audit_append_fails_releases_nothing() {
     assert_eq!(n2.audit_entries(0, 0, 10_000).await.unwrap().len(), logged);
 }
 
+/// Fail closed, interactive ECDSA (no presignature): the protocol itself would carry node 2's
+/// partial signature to node 1 in its last round, before node 2's outcome. So node 2 records
+/// its release before the run, and with its store refusing that, it sends no message of the
+/// signing protocol at all; the request signs on {1, 3}.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interactive_signer_whose_audit_append_fails_sends_no_protocol_message() {
+    let c = start(3, 2, |_| {}).await;
+    let n1 = &c.nodes[0];
+    let n2 = &c.nodes[1];
+    let (id, key) = mpc_node::testing::wallet(&c, Scheme::Ecdsa).await;
+    let psbt = mpc_node::testing::spend_to_self(&key, "interactive audit");
+    let [one, two, three] = [1, 2, 3].map(NodeId::must);
+    refuse_audit_appends(n2, None).await;
+    let recorder = mpc_node::adversary::Recorder::new();
+    c.network.intercept(two, recorder.clone());
+    let report = n1
+        .sign_psbt(Uuid::new_v4(), std::slice::from_ref(&id), &psbt)
+        .await;
+    c.network.release(two);
+    let report = report.unwrap();
+    let sent = recorder.sent();
+    let signing = mpc_protocols::execution::ProtocolKind::EcdsaSign.code();
+    assert!(
+        sent.iter().all(|e| e.protocol != signing),
+        "node 2 took part in the signing protocol"
+    );
+    assert!(!released_a_share(&sent), "node 2 released its share");
+    assert_eq!(report.attempts.len(), 2, "{:?}", report.attempts);
+    assert_eq!(report.attempts[0].signers, [one, two]);
+    let error = report.attempts[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains("audit log refuses appends"), "{error}");
+    assert_eq!(report.signers, [one, three]);
+    assert_eq!(report.inputs[0].method, "interactive");
+}
+
 /// Fail closed, the coordinator (issue 18): node 1's store refuses the record of a finished
 /// signing. The signers signed, but node 1 hands out an error, not the signed transaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

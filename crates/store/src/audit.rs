@@ -173,7 +173,8 @@ pub enum AuditEvent {
         rule: Option<String>,
         error: Option<String>,
     },
-    /// This node, as a signer, released its part of a signature for `coordinator`.
+    /// This node, as a signer, released its part of a signature for `coordinator` (for an
+    /// interactive ECDSA input: recorded before the run that releases it).
     SignerSigned {
         session: Uuid,
         coordinator: u16,

@@ -273,3 +273,4 @@ fn interactive_limit(count: usize, max: usize) -> NodeError {
 
 mod coordinator;
 mod signer;
+pub(crate) use signer::Signed;

@@ -12,7 +12,7 @@ use mpc_protocols::{
     execution::{ExecutionId, ProtocolKind},
     schnorr, PartyIndex,
 };
-use mpc_store::{PresignatureUse, SigningRefusal, WalletRecord};
+use mpc_store::{Actor, AuditEvent, PresignatureUse, SigningRefusal, WalletRecord};
 use mpc_transport::{NodeId, SessionId};
 use rand_core::OsRng;
 use uuid::Uuid;
@@ -59,12 +59,13 @@ impl Node {
     /// The signer's side: every check made here, on this node's own data.
     pub(crate) async fn sign_participant(
         &self,
+        coordinator: NodeId,
         session: Uuid,
         wallet_ids: &[String],
         psbt_base64: &str,
         signers: &[NodeId],
         presignatures: &[Option<String>],
-    ) -> Result<Outcome, NodeError> {
+    ) -> Result<Signed, NodeError> {
         let t_start = Instant::now();
         let wallets = self.request_wallets(wallet_ids).await?;
         let indices = self.check_signers(&wallets.records[0], signers)?;
@@ -171,6 +172,22 @@ impl Node {
             self.ready()?.used(chosen.iter().map(|p| p.id));
         }
         self.note_change_used(&wallets, &summary).await;
+        // Interactive ECDSA sends this node's partial signature to the other signers in the
+        // protocol's last round, before any outcome: its release is recorded first, and
+        // nothing runs if that fails (fail closed, like the outcome's record otherwise).
+        let recorded_ahead = interactive > 0;
+        if recorded_ahead {
+            self.audit_as(
+                &Actor::Peer(coordinator.get()),
+                AuditEvent::SignerSigned {
+                    session,
+                    coordinator: coordinator.get(),
+                    wallet_ids: wallet_ids.to_vec(),
+                    txid: Some(psbt.unsigned_tx.compute_txid().to_string()),
+                },
+            )
+            .await?;
+        }
         let t_committed = Instant::now();
         let mut secrets = secrets.into_iter();
         let limits = &self.inner.config.limits;
@@ -240,8 +257,17 @@ impl Node {
             sign_ms = ms(t_committed, Instant::now()),
             "signer steps"
         );
-        Ok(Outcome::Sign { inputs: outcomes })
+        Ok(Signed {
+            outcome: Outcome::Sign { inputs: outcomes },
+            recorded_ahead,
+        })
     }
+}
+
+/// A signer's outcome, and whether its release was recorded in the audit log before it ran.
+pub(crate) struct Signed {
+    pub outcome: Outcome,
+    pub recorded_ahead: bool,
 }
 
 /// A signer's FROST run (one input) on its own thread.
