@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use mpc_types::{DerivationPath, Network, NodeId, Scheme};
+use bitcoin::bip32::ChainCode;
+use bitcoin::secp256k1::PublicKey;
+use mpc_types::{DerivationPath, Network, NodeId, Scheme, WalletId};
 use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
@@ -18,14 +20,15 @@ pub enum Backend {
 /// the same public key, so a half-finished DKG never leaves an active wallet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalletRecord {
-    pub id: String,
+    pub id: WalletId,
     pub name: String,
     pub scheme: Scheme,
     pub threshold: u16,
     pub participants: Vec<NodeId>,
     pub network: Network,
-    pub public_key: String,
-    pub chain_code: String,
+    /// The group's master public key (the HD root, before any derivation or tweak).
+    pub public_key: PublicKey,
+    pub chain_code: ChainCode,
     pub state: WalletState,
     pub session: Uuid,
     pub created_at: i64,
@@ -58,7 +61,7 @@ pub struct CeremonyRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresignatureRecord {
     pub id: String,
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     pub path: DerivationPath,
     pub signers: Vec<NodeId>,
     pub epoch: u64,

@@ -1,5 +1,6 @@
 //! Wallets and this node's key share of each (sealed), written together.
 
+use mpc_types::WalletId;
 use zeroize::Zeroizing;
 
 use crate::error::{Context, Result, StoreError};
@@ -12,7 +13,7 @@ impl Store {
     pub async fn insert_wallet(&self, wallet: &WalletRecord, share: &[u8]) -> Result<()> {
         let id = &wallet.id;
         let ctx = || format!("inserting wallets/{id}");
-        let sealed = self.seal("key_shares", id, share)?;
+        let sealed = self.seal("key_shares", id.as_str(), share)?;
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO wallets (id, name, scheme, threshold, participants, network, public_key, \
@@ -20,14 +21,14 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (id) DO NOTHING",
         )
-        .bind(id)
+        .bind(id.as_str())
         .bind(&wallet.name)
         .bind(wallet.scheme.as_str())
         .bind(i64::from(wallet.threshold))
         .bind(id_list(&wallet.participants))
         .bind(wallet.network.as_str())
-        .bind(&wallet.public_key)
-        .bind(&wallet.chain_code)
+        .bind(wallet.public_key.to_string())
+        .bind(hex::encode(wallet.chain_code.to_bytes()))
         .bind(wallet.state.as_str())
         .bind(wallet.session.to_string())
         .bind(wallet.created_at)
@@ -39,11 +40,11 @@ impl Store {
         if inserted == 0 {
             return Err(StoreError::AlreadyExists {
                 table: "wallets",
-                id: id.clone(),
+                id: id.to_string(),
             });
         }
         sqlx::query("INSERT INTO key_shares (wallet_id, sealed) VALUES ($1, $2)")
-            .bind(id)
+            .bind(id.as_str())
             .bind(sealed)
             .execute(&mut *tx)
             .await
@@ -121,15 +122,15 @@ impl Store {
             .collect()
     }
 
-    pub async fn key_share(&self, wallet_id: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
+    pub async fn key_share(&self, wallet_id: &WalletId) -> Result<Option<Zeroizing<Vec<u8>>>> {
         let sealed: Option<Vec<u8>> =
             sqlx::query_scalar("SELECT sealed FROM key_shares WHERE wallet_id = $1")
-                .bind(wallet_id)
+                .bind(wallet_id.as_str())
                 .fetch_optional(self.pool())
                 .await
                 .context(|| format!("reading key_shares/{wallet_id}"))?;
         sealed
-            .map(|sealed| self.unseal("key_shares", wallet_id, &sealed))
+            .map(|sealed| self.unseal("key_shares", wallet_id.as_str(), &sealed))
             .transpose()
     }
 }

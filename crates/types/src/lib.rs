@@ -210,6 +210,14 @@ impl WalletId {
         Ok(Self(id))
     }
 
+    /// For ids written in the source (tests, examples); panics on an empty one, a bug there.
+    pub fn must(id: &str) -> Self {
+        match Self::new(id) {
+            Ok(id) => id,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -63,14 +63,14 @@ where
 
 fn presig(
     id: &str,
-    wallet_id: &str,
+    wallet: &str,
     path: &str,
     epoch: u64,
     expires_at: i64,
 ) -> PresignatureRecord {
     PresignatureRecord {
         id: id.into(),
-        wallet_id: wallet_id.into(),
+        wallet_id: wallet_id(wallet),
         path: path.parse().unwrap(),
         signers: NodeId::must_list(&[1, 2, 3]),
         epoch,

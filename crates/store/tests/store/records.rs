@@ -23,7 +23,7 @@ async fn wallet_lifecycle(db: Db) {
         "{error}"
     );
     assert_eq!(
-        bytes(store.key_share("w1").await.unwrap()),
+        bytes(store.key_share(&wallet_id("w1")).await.unwrap()),
         Some(b"share 1".to_vec())
     );
 
@@ -49,7 +49,7 @@ async fn wallet_lifecycle(db: Db) {
         "{error}"
     );
     assert_eq!(
-        bytes(store.key_share("w1").await.unwrap()),
+        bytes(store.key_share(&wallet_id("w1")).await.unwrap()),
         Some(b"share 1".to_vec())
     );
 
@@ -65,7 +65,7 @@ async fn wallet_lifecycle(db: Db) {
     assert_eq!(aborted.state, WalletState::Aborted);
     assert_eq!(aborted.activated_at, None);
     assert_eq!(aborted.participants, NodeId::must_list(&[1, 3, 5]));
-    assert!(store.key_share("w2").await.unwrap().is_none());
+    assert!(store.key_share(&wallet_id("w2")).await.unwrap().is_none());
     let error = store
         .set_wallet_state("w2", WalletState::Active)
         .await
@@ -80,7 +80,7 @@ async fn wallet_lifecycle(db: Db) {
         .await
         .unwrap_err();
     assert!(matches!(error, StoreError::NotFound { .. }), "{error}");
-    let ids: Vec<String> = store
+    let ids: Vec<mpc_types::WalletId> = store
         .wallets()
         .await
         .unwrap()
@@ -330,7 +330,7 @@ async fn concurrent_writers_do_not_fail(db: Db) {
     .await;
     assert_eq!(store.primes_count().await.unwrap(), TASKS as u64);
     assert_eq!(store.ceremonies(1000).await.unwrap().len(), TASKS);
-    let levels = store.presignature_counts("w", NOW).await.unwrap();
+    let levels = store.presignature_counts(&wallet_id("w"), NOW).await.unwrap();
     assert_eq!((levels[0].ready, levels[0].consumed), (0, TASKS as u64));
 }
 
@@ -387,7 +387,7 @@ async fn reopening_gives_back_everything(db: Db) {
         w
     );
     assert_eq!(
-        bytes(store.key_share("w").await.unwrap()),
+        bytes(store.key_share(&wallet_id("w")).await.unwrap()),
         Some(b"share".to_vec())
     );
     assert_eq!(store.ceremony("c").await.unwrap(), Some(c));
