@@ -11,7 +11,7 @@ use axum::{
 use mpc_bitcoin::{Chain, Scheme};
 use mpc_node::{ceremony::CreateWallet, keys::WalletInfo, signing::SignReport, Node};
 use mpc_protocols::DerivationPath;
-use mpc_types::NodeId;
+use mpc_types::{NodeId, WalletId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -302,7 +302,7 @@ pub async fn wallets(
 pub async fn wallet(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<WalletId>,
 ) -> Result<Json<WalletInfo>, ApiError> {
     caller.require(READ)?;
     Ok(Json(s.node.wallet(&id).await?))
@@ -333,7 +333,7 @@ pub struct AddressEntry {
 pub async fn addresses(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<WalletId>,
     Query(q): Query<AddressQuery>,
 ) -> Result<Json<Vec<AddressEntry>>, ApiError> {
     caller.require(READ)?;
@@ -389,7 +389,7 @@ pub struct Descriptors {
 pub async fn descriptor(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<WalletId>,
 ) -> Result<Json<Descriptors>, ApiError> {
     caller.require(READ)?;
     let w = s.node.wallet(&id).await?;
@@ -429,7 +429,7 @@ impl PresignRequest {
 pub async fn presignatures(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<WalletId>,
     ApiJson(req): ApiJson<PresignRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(ADMIN)?;
@@ -466,7 +466,8 @@ pub struct SignRequest {
     pub psbt: String,
     /// Other wallets whose inputs the same PSBT spends (same node set and threshold).
     #[serde(default)]
-    pub additional_wallets: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub additional_wallets: Vec<WalletId>,
 }
 
 /// Signs a PSBT: every signer checks each input and recomputes its sighash; the result is
@@ -478,7 +479,7 @@ pub struct SignRequest {
 pub async fn sign_psbt(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<WalletId>,
     ApiJson(req): ApiJson<SignRequest>,
 ) -> Result<Json<SignReport>, ApiError> {
     caller.require(SIGN)?;

@@ -412,25 +412,25 @@ async fn malformed_requests_are_refused_before_anything_starts() {
     let mainnet = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq";
     for (body, status, code, details) in [
         (
-            pay(&eid, &to, 5_000_000, 2.0),
+            pay(eid.as_str(), &to, 5_000_000, 2.0),
             StatusCode::UNPROCESSABLE_ENTITY,
             "insufficient_funds",
             json!({"available_sats": 100_000, "utxos": 2}),
         ),
         (
-            pay(&eid, &to, 100, 2.0),
+            pay(eid.as_str(), &to, 100, 2.0),
             StatusCode::UNPROCESSABLE_ENTITY,
             "dust_output",
             json!({"amount_sats": 100}),
         ),
         (
-            pay(&eid, mainnet, 10_000, 2.0),
+            pay(eid.as_str(), mainnet, 10_000, 2.0),
             StatusCode::UNPROCESSABLE_ENTITY,
             "wrong_network",
             json!({"expected": "regtest"}),
         ),
         (
-            pay(&eid, &to, 10_000, 0.0),
+            pay(eid.as_str(), &to, 10_000, 0.0),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_fee_rate",
             json!({}),

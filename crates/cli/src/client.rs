@@ -1,5 +1,6 @@
 //! A small client for a node's REST API (used by the CLI and the devnet).
 
+use mpc_types::WalletId;
 use std::time::Duration;
 
 use indicatif::ProgressBar;
@@ -274,7 +275,7 @@ impl ApiClient {
     }
 
     /// `GET /api/v1/wallets/{id}`.
-    pub async fn wallet(&self, id: &str) -> Result<Value, ClientError> {
+    pub async fn wallet(&self, id: &WalletId) -> Result<Value, ClientError> {
         self.get(&format!("/api/v1/wallets/{id}")).await
     }
 
@@ -282,7 +283,7 @@ impl ApiClient {
     /// `change`) from index `from`.
     pub async fn addresses(
         &self,
-        id: &str,
+        id: &WalletId,
         chain: &str,
         from: u32,
         count: u32,
@@ -294,14 +295,14 @@ impl ApiClient {
     }
 
     /// `GET /api/v1/wallets/{id}/descriptor`.
-    pub async fn descriptor(&self, id: &str) -> Result<Descriptors, ClientError> {
+    pub async fn descriptor(&self, id: &WalletId) -> Result<Descriptors, ClientError> {
         self.get(&format!("/api/v1/wallets/{id}/descriptor")).await
     }
 
     /// `POST /api/v1/wallets/{id}/utxos`: registers funding outputs, all or none.
     pub async fn register_utxos(
         &self,
-        id: &str,
+        id: &WalletId,
         request: &RegisterUtxosRequest,
     ) -> Result<Vec<Utxo>, ClientError> {
         self.post(&format!("/api/v1/wallets/{id}/utxos"), request)
@@ -309,7 +310,7 @@ impl ApiClient {
     }
 
     /// `GET /api/v1/wallets/{id}/utxos`.
-    pub async fn utxos(&self, id: &str, include_spent: bool) -> Result<UtxoList, ClientError> {
+    pub async fn utxos(&self, id: &WalletId, include_spent: bool) -> Result<UtxoList, ClientError> {
         self.get(&format!(
             "/api/v1/wallets/{id}/utxos?include_spent={include_spent}"
         ))
@@ -319,7 +320,7 @@ impl ApiClient {
     /// `POST /api/v1/wallets/{id}/presignatures`: starts the ceremony.
     pub async fn start_presignatures(
         &self,
-        id: &str,
+        id: &WalletId,
         request: &PresignRequest,
     ) -> Result<CeremonyAccepted, ClientError> {
         self.post(&format!("/api/v1/wallets/{id}/presignatures"), request)
@@ -329,7 +330,7 @@ impl ApiClient {
     /// Presignatures generated now, waited for; the ceremony's result.
     pub async fn presignatures(
         &self,
-        id: &str,
+        id: &WalletId,
         request: &PresignRequest,
         bar: Option<&ProgressBar>,
     ) -> Result<Value, ClientError> {
@@ -344,7 +345,11 @@ impl ApiClient {
     }
 
     /// `POST /api/v1/wallets/{id}/psbt/sign` (the node's `SignReport`, as JSON).
-    pub async fn sign_psbt(&self, id: &str, request: &SignRequest) -> Result<Value, ClientError> {
+    pub async fn sign_psbt(
+        &self,
+        id: &WalletId,
+        request: &SignRequest,
+    ) -> Result<Value, ClientError> {
         self.post(&format!("/api/v1/wallets/{id}/psbt/sign"), request)
             .await
     }

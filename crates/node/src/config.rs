@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::NodeError;
 use mpc_transport::{NodeId, RouterLimits};
-use mpc_types::Network;
+use mpc_types::{Network, WalletId};
 
 /// Everything one node needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,7 +95,7 @@ pub struct PoolConfig {
     /// Limits for every wallet without an override (`[pool.defaults]`).
     pub defaults: PoolLimits,
     /// Per-wallet overrides of the limits, by wallet id (`[pool.wallets.<id>]`).
-    pub wallets: std::collections::HashMap<String, PoolLimits>,
+    pub wallets: std::collections::HashMap<WalletId, PoolLimits>,
     /// Generation runs the leader drives at once (each uses every core for seconds).
     pub concurrency: usize,
     /// How often the leader looks at pool levels.
@@ -123,7 +123,7 @@ impl Default for PoolConfig {
 }
 
 impl PoolConfig {
-    pub fn limits_for(&self, wallet_id: &str) -> PoolLimits {
+    pub fn limits_for(&self, wallet_id: &WalletId) -> PoolLimits {
         self.wallets
             .get(wallet_id)
             .copied()

@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 use mpc_coordination::{BackendKind, Published};
 use mpc_store::WalletRecord;
 use mpc_transport::NodeId;
-use mpc_types::{Network, Scheme};
+use mpc_types::{Network, Scheme, WalletId};
 
 use crate::{Node, NodeError};
 
@@ -34,7 +34,7 @@ pub struct MemberRecord {
 /// `wallets/<id>`: the public facts every participant agreed on at DKG.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalletPublicRecord {
-    pub id: String,
+    pub id: WalletId,
     pub scheme: Scheme,
     pub threshold: u16,
     pub participants: Vec<NodeId>,
@@ -51,8 +51,8 @@ impl WalletPublicRecord {
             threshold: w.threshold,
             participants: w.participants.clone(),
             network: w.network,
-            public_key: w.public_key.clone(),
-            chain_code: w.chain_code.clone(),
+            public_key: w.public_key.to_string(),
+            chain_code: hex::encode(w.chain_code.to_bytes()),
         }
     }
 }
@@ -169,7 +169,7 @@ impl Node {
         };
         let published = match self.cluster_backend().await {
             Ok(backend) => backend
-                .publish("wallets", &wallet.id, &value)
+                .publish("wallets", wallet.id.as_str(), &value)
                 .await
                 .map_err(NodeError::from),
             Err(e) => Err(e),

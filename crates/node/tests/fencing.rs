@@ -67,7 +67,7 @@ async fn cluster(coordination: &CoordinationConfig) -> Cluster {
 fn keygen() -> ProposalBody {
     ProposalBody::Keygen {
         wallet: WalletSpec {
-            id: Uuid::new_v4().to_string(),
+            id: mpc_types::WalletId::from_uuid(Uuid::new_v4()),
             name: "proposed".into(),
             scheme: Scheme::Schnorr,
             threshold: 2,

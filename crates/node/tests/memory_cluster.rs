@@ -2,6 +2,7 @@
 //! presignatures, signing a mixed transaction, and what signers refuse.
 
 use mpc_types::NodeId;
+use mpc_types::WalletId;
 use std::time::Duration;
 
 use mpc_bitcoin::policy::Policy;
@@ -326,14 +327,14 @@ async fn taproot_with_policy(
 async fn refused_sign(
     node: &Node,
     session: Uuid,
-    wallet_id: &str,
+    wallet_id: &WalletId,
     psbt: &str,
     signers: &[NodeId],
 ) -> NodeError {
     node.coordinate(
         session,
         ProposalBody::Sign {
-            wallet_ids: vec![wallet_id.to_owned()],
+            wallet_ids: vec![wallet_id.clone()],
             psbt: psbt.to_owned(),
             signers: signers.to_vec(),
             presignatures: vec![None],

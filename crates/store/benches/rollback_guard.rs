@@ -69,7 +69,13 @@ async fn signing(store: &Store, id: &str, idle: Duration) -> f64 {
     }];
     let started = Instant::now();
     store
-        .begin_signing(Uuid::new_v4(), &uses, &[(&wallet::wallet_id("w"), 1_000)], None, NOW)
+        .begin_signing(
+            Uuid::new_v4(),
+            &uses,
+            &[(&wallet::wallet_id("w"), 1_000)],
+            None,
+            NOW,
+        )
         .await
         .unwrap()
         .unwrap();

@@ -135,7 +135,13 @@ pub(crate) fn wallet_from_row(row: &AnyRow) -> Result<WalletRecord> {
             .ok()
             .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
             .map(ChainCode::from)
-            .ok_or_else(|| corrupt(T, &id, format!("chain code {chain_code:?} is not 32 bytes of hex")))?,
+            .ok_or_else(|| {
+                corrupt(
+                    T,
+                    &id,
+                    format!("chain code {chain_code:?} is not 32 bytes of hex"),
+                )
+            })?,
         state: WalletState::parse(&get::<String>(row, "state", T)?, T, &id)?,
         session: parse_uuid(&get::<String>(row, "session", T)?, T, &id)?,
         created_at: get(row, "created_at", T)?,

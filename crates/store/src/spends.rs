@@ -17,7 +17,11 @@ pub struct SpendLimit {
 }
 
 /// What `wallet_id` sent since `since_ms`, as recorded here.
-pub(crate) async fn sum_spends<'e, E>(executor: E, wallet_id: &WalletId, since_ms: i64) -> Result<u64>
+pub(crate) async fn sum_spends<'e, E>(
+    executor: E,
+    wallet_id: &WalletId,
+    since_ms: i64,
+) -> Result<u64>
 where
     E: sqlx::Executor<'e, Database = Any>,
 {

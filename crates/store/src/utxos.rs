@@ -10,8 +10,8 @@ use mpc_types::{DerivationPath, WalletId};
 
 use sqlx::{any::AnyRow, Row};
 
-use crate::rows::to_wallet_id;
 use crate::error::{Context, Result, StoreError};
+use crate::rows::to_wallet_id;
 use crate::store::Store;
 
 const T: &str = "utxos";
@@ -321,7 +321,11 @@ impl Store {
     }
 
     /// The registered outputs of `wallet_id`, oldest first; spent ones only if asked.
-    pub async fn utxos(&self, wallet_id: &WalletId, include_spent: bool) -> Result<Vec<UtxoRecord>> {
+    pub async fn utxos(
+        &self,
+        wallet_id: &WalletId,
+        include_spent: bool,
+    ) -> Result<Vec<UtxoRecord>> {
         let query = if include_spent {
             select_utxo!("WHERE wallet_id = $1 ORDER BY created_at, outpoint")
         } else {

@@ -55,7 +55,7 @@ impl Store {
     /// Moves a pending wallet to active (stamping `activated_at`) or aborted (deleting its key
     /// share in the same transaction). Setting the state it already has is a no-op; anything
     /// else is refused, so an active wallet's share can never be deleted here.
-    pub async fn set_wallet_state(&self, id: &str, state: WalletState) -> Result<()> {
+    pub async fn set_wallet_state(&self, id: &WalletId, state: WalletState) -> Result<()> {
         let ctx = || format!("setting wallets/{id} to {state}");
         let mut tx = self.begin_write().await?;
         let changed = sqlx::query(
@@ -63,7 +63,7 @@ impl Store {
              activated_at = CASE WHEN $2 = 'active' THEN $3 ELSE activated_at END \
              WHERE id = $1 AND state = 'pending'",
         )
-        .bind(id)
+        .bind(id.as_str())
         .bind(state.as_str())
         .bind(now_ms())
         .execute(&mut *tx)
@@ -72,7 +72,7 @@ impl Store {
         .rows_affected();
         if changed == 1 && state == WalletState::Aborted {
             sqlx::query("DELETE FROM key_shares WHERE wallet_id = $1")
-                .bind(id)
+                .bind(id.as_str())
                 .execute(&mut *tx)
                 .await
                 .context(ctx)?;
@@ -81,7 +81,7 @@ impl Store {
             return tx.commit().await.context(ctx);
         }
         let current: Option<String> = sqlx::query_scalar("SELECT state FROM wallets WHERE id = $1")
-            .bind(id)
+            .bind(id.as_str())
             .fetch_optional(&mut *tx)
             .await
             .context(ctx)?;
@@ -89,20 +89,20 @@ impl Store {
         match current {
             None => Err(StoreError::NotFound {
                 table: "wallets",
-                id: id.to_owned(),
+                id: id.to_string(),
             }),
             Some(current) if current == state.as_str() => Ok(()),
             Some(current) => Err(StoreError::InvalidTransition {
-                id: id.to_owned(),
+                id: id.to_string(),
                 from: current,
                 to: state.to_string(),
             }),
         }
     }
 
-    pub async fn wallet(&self, id: &str) -> Result<Option<WalletRecord>> {
+    pub async fn wallet(&self, id: &WalletId) -> Result<Option<WalletRecord>> {
         sqlx::query(select_wallet!("WHERE id = $1"))
-            .bind(id)
+            .bind(id.as_str())
             .fetch_optional(self.pool())
             .await
             .context(|| format!("reading wallets/{id}"))?

@@ -85,7 +85,7 @@ async fn populate(store: &Store) {
         .unwrap();
     store.insert_wallet(&wallet("w1"), SHARE).await.unwrap();
     store
-        .set_wallet_state("w1", WalletState::Active)
+        .set_wallet_state(&wallet_id("w1"), WalletState::Active)
         .await
         .unwrap();
     store
@@ -179,7 +179,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 async fn round_trip_restores_everything_but_presignatures(db: Db) {
     let store = db.open().await;
     populate(&store).await;
-    let before_wallet = store.wallet("w1").await.unwrap().unwrap();
+    let before_wallet = store.wallet(&wallet_id("w1")).await.unwrap().unwrap();
     let before_store_id = store.store_id();
     store.close().await;
 
@@ -224,8 +224,14 @@ async fn round_trip_restores_everything_but_presignatures(db: Db) {
     let store = db.open().await;
     assert_eq!(store.store_id(), before_store_id);
     assert_eq!(store.epoch().await.unwrap(), 2);
-    assert_eq!(store.wallet("w1").await.unwrap().unwrap(), before_wallet);
-    assert_eq!(&store.key_share(&wallet_id("w1")).await.unwrap().unwrap()[..], SHARE);
+    assert_eq!(
+        store.wallet(&wallet_id("w1")).await.unwrap().unwrap(),
+        before_wallet
+    );
+    assert_eq!(
+        &store.key_share(&wallet_id("w1")).await.unwrap().unwrap()[..],
+        SHARE
+    );
     assert_eq!(
         &store
             .aux_info(&NodeId::must_list(&[1, 2, 3]))
@@ -244,7 +250,13 @@ async fn round_trip_restores_everything_but_presignatures(db: Db) {
     // The pool is empty, and a presignature made under the old epoch cannot come back.
     assert!(store.presignature("p1").await.unwrap().is_none());
     assert!(store
-        .ready_presignatures(&wallet_id("w1"), "m/0/0", &NodeId::must_list(&[1, 2, 3]), NOW, 10)
+        .ready_presignatures(
+            &wallet_id("w1"),
+            "m/0/0",
+            &NodeId::must_list(&[1, 2, 3]),
+            NOW,
+            10
+        )
         .await
         .unwrap()
         .is_empty());
@@ -331,10 +343,13 @@ async fn forced_restore_replaces_a_store_and_its_presignatures(db: Db) {
         assert!(store.consume_presignature(id, NOW).await.unwrap().is_none());
     }
     assert!(
-        store.wallet("w2").await.unwrap().is_none(),
+        store.wallet(&wallet_id("w2")).await.unwrap().is_none(),
         "replaced, not merged"
     );
-    assert_eq!(&store.key_share(&wallet_id("w1")).await.unwrap().unwrap()[..], SHARE);
+    assert_eq!(
+        &store.key_share(&wallet_id("w1")).await.unwrap().unwrap()[..],
+        SHARE
+    );
     let err = store
         .insert_presignature(&presig("p4", 3), PRESIG)
         .await
@@ -468,7 +483,10 @@ async fn tampered_or_foreign_key_backups_are_refused(db: Db) {
     // The untouched file still restores after all those refusals.
     restore(good, db.key(), NODE).await.unwrap();
     let store = db.open().await;
-    assert_eq!(&store.key_share(&wallet_id("w1")).await.unwrap().unwrap()[..], SHARE);
+    assert_eq!(
+        &store.key_share(&wallet_id("w1")).await.unwrap().unwrap()[..],
+        SHARE
+    );
     store.close().await;
 }
 
@@ -508,7 +526,10 @@ async fn backups_leave_fencing_tokens_out_and_a_restore_empties_them(db: Db) {
         .unwrap();
     let store = db.open().await;
     assert_eq!(store.fencing_token("ceremony").await.unwrap(), None);
-    assert_eq!(&store.key_share(&wallet_id("w1")).await.unwrap().unwrap()[..], SHARE);
+    assert_eq!(
+        &store.key_share(&wallet_id("w1")).await.unwrap().unwrap()[..],
+        SHARE
+    );
     store.close().await;
 }
 

@@ -85,7 +85,11 @@ async fn registry_lifecycle(db: Db) {
         && u.origin == UtxoOrigin::Registered
         && u.wallet_id == "w1"));
     assert_eq!(listed[1].amount.to_sat(), 20_000);
-    assert!(store.utxos(&wallet_id("w2"), true).await.unwrap().is_empty());
+    assert!(store
+        .utxos(&wallet_id("w2"), true)
+        .await
+        .unwrap()
+        .is_empty());
 
     // Two requests race for the same output: one wins, the other reserves nothing.
     assert_eq!(store.next_change_index(&wallet_id("w1")).await.unwrap(), 0);
@@ -107,7 +111,14 @@ async fn registry_lifecycle(db: Db) {
         }
     );
     let r2 = store
-        .reserve_utxos(&wallet_id("w1"), &[b.outpoint, a.outpoint], "req-2", NOW, NOW - 1, true)
+        .reserve_utxos(
+            &wallet_id("w1"),
+            &[b.outpoint, a.outpoint],
+            "req-2",
+            NOW,
+            NOW - 1,
+            true,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -117,18 +128,42 @@ async fn registry_lifecycle(db: Db) {
         }
     );
     // b was not kept reserved by the failed request, and no change index was used.
-    let spendable = store.spendable_utxos(&wallet_id("w1"), NOW - 1).await.unwrap();
+    let spendable = store
+        .spendable_utxos(&wallet_id("w1"), NOW - 1)
+        .await
+        .unwrap();
     assert_eq!(spendable.len(), 1);
     assert_eq!(spendable[0].outpoint, b.outpoint);
     assert_eq!(store.next_change_index(&wallet_id("w1")).await.unwrap(), 1);
     // A reservation older than the staleness bound is spendable again.
-    assert_eq!(store.spendable_utxos(&wallet_id("w1"), NOW + 1).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .spendable_utxos(&wallet_id("w1"), NOW + 1)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 
     // Released: available again; the change index stays used.
     assert_eq!(store.release_utxos("req-1").await.unwrap(), 1);
-    assert_eq!(store.spendable_utxos(&wallet_id("w1"), NOW - 1).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .spendable_utxos(&wallet_id("w1"), NOW - 1)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     let r3 = store
-        .reserve_utxos(&wallet_id("w1"), &[a.outpoint, b.outpoint], "req-3", NOW, NOW - 1, true)
+        .reserve_utxos(
+            &wallet_id("w1"),
+            &[a.outpoint, b.outpoint],
+            "req-3",
+            NOW,
+            NOW - 1,
+            true,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -190,7 +225,11 @@ async fn registry_lifecycle(db: Db) {
             .unwrap(),
         1
     );
-    assert!(store.utxos(&wallet_id("w1"), false).await.unwrap().is_empty());
+    assert!(store
+        .utxos(&wallet_id("w1"), false)
+        .await
+        .unwrap()
+        .is_empty());
 
     // Counts for metrics.
     store
@@ -283,7 +322,10 @@ async fn funding_transactions_are_kept_by_txid(db: Db) {
         funding_transaction: Some(funding(2, 1)),
         ..utxo(4, 1_000)
     };
-    let err = store.insert_utxos(&wallet_id("w1"), &[wrong], NOW).await.unwrap_err();
+    let err = store
+        .insert_utxos(&wallet_id("w1"), &[wrong], NOW)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");
 
     // Read back, a stored transaction that is not the one its txid names, or no transaction
@@ -317,8 +359,20 @@ async fn a_used_change_index_raises_the_next_one(db: Db) {
     let store = &db.open().await;
     store.insert_wallet(&wallet("w1"), b"share").await.unwrap();
     assert_eq!(store.next_change_index(&wallet_id("w1")).await.unwrap(), 0);
-    assert_eq!(store.note_change_index_used(&wallet_id("w1"), 4).await.unwrap(), 5);
-    assert_eq!(store.note_change_index_used(&wallet_id("w1"), 2).await.unwrap(), 5);
+    assert_eq!(
+        store
+            .note_change_index_used(&wallet_id("w1"), 4)
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(
+        store
+            .note_change_index_used(&wallet_id("w1"), 2)
+            .await
+            .unwrap(),
+        5
+    );
     assert_eq!(store.next_change_index(&wallet_id("w1")).await.unwrap(), 5);
     let a = utxo(0, 10_000);
     store
@@ -358,10 +412,7 @@ async fn an_output_that_does_not_decode_is_corrupt(db: Db) {
     ] {
         let name = format!("w{n}");
         let id = wallet_id(&name);
-        store
-            .insert_wallet(&wallet(&name), b"share")
-            .await
-            .unwrap();
+        store.insert_wallet(&wallet(&name), b"share").await.unwrap();
         let good = utxo(n, 1_000);
         store
             .insert_utxos(&id, std::slice::from_ref(&good), NOW)

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::Subcommand;
 use mpc_api::routes::DkgRequest;
+use mpc_types::WalletId;
 use serde_json::Value;
 
 use super::{output, s, table, Conn};
@@ -30,10 +31,10 @@ pub enum WalletCommand {
     /// Every wallet of the node.
     List,
     /// One wallet: keys, xpub, first address, descriptors.
-    Show { wallet: String },
+    Show { wallet: WalletId },
     /// HD addresses.
     Address {
-        wallet: String,
+        wallet: WalletId,
         /// receive (m/0/i) or change (m/1/i).
         #[arg(long, default_value = "receive")]
         chain: String,
@@ -43,7 +44,7 @@ pub enum WalletCommand {
         count: u32,
     },
     /// Watch-only descriptors.
-    Descriptor { wallet: String },
+    Descriptor { wallet: WalletId },
 }
 
 fn print_wallet(w: &Value) {

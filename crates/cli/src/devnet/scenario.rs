@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use crate::report::{self, InputReport, Report, TransactionReport, WalletReport};
 
 use super::{Devnet, DevnetOptions};
+use crate::commands::wallet_id_of;
 use crate::progress::spinner;
 
 /// A PSBT (base64) spending SYNTHETIC outputs `(wallet, path, sats)` to `to`'s receive
@@ -167,8 +168,8 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
         phase(label, t0);
         wallets.push(result);
     }
-    let ecdsa_id = wallets[0]["id"].as_str().context("wallet id")?.to_string();
-    let taproot_id = wallets[1]["id"].as_str().context("wallet id")?.to_string();
+    let ecdsa_id = wallet_id_of(&wallets[0])?;
+    let taproot_id = wallet_id_of(&wallets[1])?;
     let ecdsa = wallet_key_from_api(&wallets[0])?;
     let taproot = wallet_key_from_api(&wallets[1])?;
 

@@ -172,8 +172,8 @@ where
 pub struct Wallets {
     pub ecdsa: Value,
     pub taproot: Value,
-    pub eid: String,
-    pub tid: String,
+    pub eid: mpc_types::WalletId,
+    pub tid: mpc_types::WalletId,
     pub ekey: WalletKey,
     pub tkey: WalletKey,
 }

@@ -61,13 +61,7 @@ where
     results
 }
 
-fn presig(
-    id: &str,
-    wallet: &str,
-    path: &str,
-    epoch: u64,
-    expires_at: i64,
-) -> PresignatureRecord {
+fn presig(id: &str, wallet: &str, path: &str, epoch: u64, expires_at: i64) -> PresignatureRecord {
     PresignatureRecord {
         id: id.into(),
         wallet_id: wallet_id(wallet),

@@ -65,7 +65,13 @@ async fn begin_signing_is_one_all_or_nothing_commit(db: Db) {
         ..for_m("b")
     };
     let refused = store
-        .begin_signing(session, &[for_m("a"), elsewhere], &[(&wallet_id("w1"), 500)], None, NOW)
+        .begin_signing(
+            session,
+            &[for_m("a"), elsewhere],
+            &[(&wallet_id("w1"), 500)],
+            None,
+            NOW,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -214,13 +220,25 @@ async fn spend_limit_holds_under_concurrent_signings(db: Db) {
     }
     // Another wallet's spends do not count against this one.
     store
-        .begin_signing(Uuid::new_v4(), &[], &[(&wallet_id("other"), 90_000)], Some(limit), NOW)
+        .begin_signing(
+            Uuid::new_v4(),
+            &[],
+            &[(&wallet_id("other"), 90_000)],
+            Some(limit),
+            NOW,
+        )
         .await
         .unwrap()
         .unwrap();
     let results = race(&db, &store, TASKS, |handle, _| async move {
         handle
-            .begin_signing(Uuid::new_v4(), &[], &[(&wallet_id("w"), 30_000)], Some(limit), NOW)
+            .begin_signing(
+                Uuid::new_v4(),
+                &[],
+                &[(&wallet_id("w"), 30_000)],
+                Some(limit),
+                NOW,
+            )
             .await
             .unwrap()
     })
@@ -251,8 +269,14 @@ async fn spend_limit_holds_under_concurrent_signings(db: Db) {
         "20 000 + 2 x 30 000 fits in 100 000; a third does not"
     );
     assert_eq!(
-        store.spent_since(&wallet_id("w"), limit.since_ms).await.unwrap(),
+        store
+            .spent_since(&wallet_id("w"), limit.since_ms)
+            .await
+            .unwrap(),
         80_000
     );
-    assert_eq!(store.spent_since(&wallet_id("w"), 0).await.unwrap(), 130_000);
+    assert_eq!(
+        store.spent_since(&wallet_id("w"), 0).await.unwrap(),
+        130_000
+    );
 }
