@@ -175,7 +175,7 @@ pub async fn aux_info(State(s): State<AppState>, caller: Caller) -> Result<Respo
 
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct DkgRequest {
+pub struct KeygenRequest {
     /// `cggmp24` (threshold ECDSA, P2WPKH) or `frost` (Schnorr, P2TR). Also accepted under
     /// its former name, `protocol`.
     #[serde(alias = "protocol")]
@@ -191,7 +191,7 @@ pub struct DkgRequest {
     pub network: Option<mpc_bitcoin::Network>,
 }
 
-impl DkgRequest {
+impl KeygenRequest {
     /// A wallet of `scheme` over every node, at the cluster's threshold and network.
     pub fn new(scheme: Scheme, name: impl Into<String>) -> Self {
         Self {
@@ -205,13 +205,13 @@ impl DkgRequest {
 }
 
 /// Starts distributed key generation for a new wallet; poll the ceremony.
-#[utoipa::path(post, path = "/api/v1/dkg/initiate", tag = "ceremonies", request_body = DkgRequest,
+#[utoipa::path(post, path = "/api/v1/keygen", tag = "ceremonies", request_body = KeygenRequest,
     responses((status = 202, body = CeremonyAccepted), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn dkg_initiate(
+pub async fn start_keygen(
     State(s): State<AppState>,
     caller: Caller,
-    ApiJson(req): ApiJson<DkgRequest>,
+    ApiJson(req): ApiJson<KeygenRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(ADMIN)?;
     let request = CreateWallet {

@@ -209,7 +209,7 @@ async fn forged_tokens_and_refused_roles_start_nothing() {
     for (what, token) in &forged {
         for (method, path) in [
             (Method::GET, "/api/v1/wallets"),
-            (Method::POST, "/api/v1/dkg/initiate"),
+            (Method::POST, "/api/v1/keygen"),
         ] {
             let a = with_token(&api, method.clone(), path, &format!("Bearer {token}")).await;
             refused(
@@ -234,7 +234,7 @@ async fn forged_tokens_and_refused_roles_start_nothing() {
         for (path, body) in [
             ("/api/v1/aux-info", None),
             (
-                "/api/v1/dkg/initiate",
+                "/api/v1/keygen",
                 Some(json!({"scheme": "frost", "name": "x"})),
             ),
         ] {
@@ -278,7 +278,7 @@ async fn malformed_requests_are_refused_before_anything_starts() {
     let a = api
         .call(
             Method::POST,
-            "/api/v1/dkg/initiate",
+            "/api/v1/keygen",
             admin,
             Some(&json!({"protocol": "rsa", "name": "x"})),
         )

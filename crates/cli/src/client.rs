@@ -8,8 +8,8 @@ use mpc_api::{
     incidents::{EvidenceCheck, EvidenceRequest, IncidentList, Released},
     payments::{RegisterUtxosRequest, TransactionRequest, Utxo, UtxoList},
     routes::{
-        AddressEntry, Ceremony, CeremonyAccepted, Descriptors, DkgRequest, Healthz, PresignRequest,
-        SignRequest,
+        AddressEntry, Ceremony, CeremonyAccepted, Descriptors, Healthz, KeygenRequest,
+        PresignRequest, SignRequest,
     },
 };
 use serde::{de::DeserializeOwned, Serialize};
@@ -248,18 +248,21 @@ impl ApiClient {
             .await
     }
 
-    /// `POST /api/v1/dkg/initiate`: starts key generation.
-    pub async fn start_dkg(&self, request: &DkgRequest) -> Result<CeremonyAccepted, ClientError> {
-        self.post("/api/v1/dkg/initiate", request).await
+    /// `POST /api/v1/keygen`: starts key generation.
+    pub async fn start_keygen(
+        &self,
+        request: &KeygenRequest,
+    ) -> Result<CeremonyAccepted, ClientError> {
+        self.post("/api/v1/keygen", request).await
     }
 
     /// A new wallet, waited for; the ceremony's result (wallet id, keys, first address).
-    pub async fn dkg(
+    pub async fn keygen(
         &self,
-        request: &DkgRequest,
+        request: &KeygenRequest,
         bar: Option<&ProgressBar>,
     ) -> Result<Value, ClientError> {
-        let accepted = self.start_dkg(request).await?;
+        let accepted = self.start_keygen(request).await?;
         self.wait_ceremony(&accepted.ceremony_id.to_string(), bar)
             .await
     }

@@ -1,5 +1,5 @@
 //! Five real node processes on loopback (QUIC + mutual TLS, one SQLite store each), driven
-//! only through the network: DKG for both schemes, a mixed P2WPKH + P2TR
+//! only through the network: keygen for both schemes, a mixed P2WPKH + P2TR
 //! transaction (one input from a presignature), attacks on one node's mesh endpoint, a signer
 //! killed mid-signing, and a restart of every node from its store.
 
@@ -136,7 +136,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
     // ---- ceremonies through the network ------------------------------------------------
     let ecdsa = admin
         .ceremony(
-            "/api/v1/dkg/initiate",
+            "/api/v1/keygen",
             &json!({"protocol": "cggmp24", "name": "e"}),
             None,
         )
@@ -144,7 +144,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
         .unwrap();
     let taproot = admin
         .ceremony(
-            "/api/v1/dkg/initiate",
+            "/api/v1/keygen",
             &json!({"protocol": "frost", "name": "t"}),
             None,
         )

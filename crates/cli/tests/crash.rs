@@ -92,7 +92,7 @@ async fn nodes_killed_at_every_durable_step_never_reuse_a_presignature() {
     let admin1 = devnet.client(1, Role::Admin).unwrap();
     let wallet = admin1
         .ceremony(
-            "/api/v1/dkg/initiate",
+            "/api/v1/keygen",
             &json!({"protocol": "cggmp24", "name": "crash"}),
             None,
         )

@@ -119,7 +119,7 @@ async fn the_pool_fills_in_the_background_and_serves_a_burst() {
     let viewer = devnet.client(1, Role::Viewer).unwrap();
     let wallet = admin
         .ceremony(
-            "/api/v1/dkg/initiate",
+            "/api/v1/keygen",
             &json!({"protocol": "cggmp24", "name": "pooled"}),
             None,
         )

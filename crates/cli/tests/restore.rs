@@ -130,7 +130,7 @@ async fn a_node_restored_from_its_backup_signs_with_an_empty_presignature_pool()
     let admin1 = devnet.client(1, Role::Admin).unwrap();
     let wallet = admin1
         .ceremony(
-            "/api/v1/dkg/initiate",
+            "/api/v1/keygen",
             &json!({"protocol": "cggmp24", "name": "restore-test"}),
             None,
         )
@@ -139,7 +139,7 @@ async fn a_node_restored_from_its_backup_signs_with_an_empty_presignature_pool()
     let wallet_id = mpc_wallet::commands::wallet_id_of(&wallet).unwrap();
     let key = wallet_key_from_api(&wallet).unwrap();
     eprintln!(
-        "cluster, aux info and DKG: {:.0} s",
+        "cluster, aux info and keygen: {:.0} s",
         started.elapsed().as_secs_f64()
     );
 

@@ -276,12 +276,12 @@ fn transport_and_api_seeds() {
 
     let api = [
         (
-            "api_dkg",
+            "api_keygen",
             "frost",
             r#"{"protocol":"frost","name":"treasury"}"#,
         ),
         (
-            "api_dkg",
+            "api_keygen",
             "full",
             r#"{"protocol":"cggmp24","name":"hot","threshold":3,"participants":[1,2,3,4,5],"network":"regtest"}"#,
         ),

@@ -286,7 +286,7 @@ pub struct Limits {
     pub max_streams_per_peer: u32,
     /// How long one frame may take to arrive once its stream opened; a stalled stream is reset.
     pub frame_read_timeout_ms: u64,
-    /// How long a coordinator waits for the cluster's ceremony lock before giving up (one DKG
+    /// How long a coordinator waits for the cluster's ceremony lock before giving up (one keygen
     /// or aux-info ceremony runs at a time).
     pub ceremony_lock_wait_ms: u64,
     /// Most inputs in one PSBT, checked by the coordinator and by every signer before any

@@ -56,7 +56,7 @@ pub struct Proposal {
     pub session: Uuid,
     pub body: ProposalBody,
     /// The fencing token of the lock (or leadership) the coordinator proposes under: the
-    /// ceremony lock for DKG and aux info, the refill leadership for pool presignatures
+    /// ceremony lock for keygen and aux info, the refill leadership for pool presignatures
     /// (etcd backend only; see `locks`).
     pub fencing_token: Option<u64>,
 }

@@ -1,7 +1,7 @@
 //! What a node tells the cluster backend about itself and its wallets, and what it checks
 //! there: its presence (`members/<id>`: addresses, certificate fingerprint, version; on a
 //! lease, so it disappears when the node stops or stalls) and each wallet's public key
-//! (`wallets/<id>`, published once by the DKG's coordinator).
+//! (`wallets/<id>`, published once by the keygen's coordinator).
 //!
 //! etcd is trusted for liveness only: nothing here makes a node accept anything. A member
 //! record that disagrees with this node's own config is logged as an error (configuration
@@ -31,7 +31,7 @@ pub struct MemberRecord {
     pub version: String,
 }
 
-/// `wallets/<id>`: the public facts every participant agreed on at DKG.
+/// `wallets/<id>`: the public facts every participant agreed on at keygen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalletPublicRecord {
     pub id: WalletId,

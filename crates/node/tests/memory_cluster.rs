@@ -1,4 +1,4 @@
-//! Three nodes over the in-memory mesh with real SQLite stores: DKG for both schemes,
+//! Three nodes over the in-memory mesh with real SQLite stores: keygen for both schemes,
 //! presignatures, signing a mixed transaction, and what signers refuse.
 
 use mpc_types::NodeId;
@@ -23,7 +23,7 @@ async fn cluster(n: u16, t: u16) -> Cluster {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dkg_presign_and_sign_a_mixed_transaction() {
+async fn keygen_presign_and_sign_a_mixed_transaction() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("warn")

@@ -17,7 +17,7 @@ pub enum Backend {
 }
 
 /// A wallet is one key (ECDSA or Schnorr). It becomes active only when every node reported
-/// the same public key, so a half-finished DKG never leaves an active wallet.
+/// the same public key, so a half-finished keygen never leaves an active wallet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalletRecord {
     pub id: WalletId,
@@ -42,7 +42,7 @@ pub enum WalletState {
     Aborted,
 }
 
-/// A coordinator's record of a ceremony (DKG, aux info, signing); public data only.
+/// A coordinator's record of a ceremony (keygen, aux info, signing); public data only.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CeremonyRecord {
     pub id: String,

@@ -91,7 +91,7 @@ async fn populate(store: &Store) {
     store
         .put_ceremony(&CeremonyRecord {
             id: "c1".into(),
-            kind: "dkg".into(),
+            kind: "keygen".into(),
             state: "succeeded".into(),
             coordinator: NODE,
             request: serde_json::json!({"wallet": "w1"}),

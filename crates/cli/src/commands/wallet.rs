@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use mpc_api::routes::DkgRequest;
+use mpc_api::routes::KeygenRequest;
 use mpc_types::WalletId;
 use serde_json::Value;
 
@@ -81,7 +81,7 @@ pub async fn wallet(conn: &Conn, command: &WalletCommand) -> Result<()> {
             participants,
             network,
         } => {
-            let request = DkgRequest {
+            let request = KeygenRequest {
                 scheme: *scheme,
                 name: name.clone(),
                 threshold: *threshold,
@@ -89,7 +89,7 @@ pub async fn wallet(conn: &Conn, command: &WalletCommand) -> Result<()> {
                 network: *network,
             };
             let bar = (!conn.json).then(|| spinner(&format!("key generation ({scheme})")));
-            let result = api.dkg(&request, bar.as_ref()).await;
+            let result = api.keygen(&request, bar.as_ref()).await;
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }

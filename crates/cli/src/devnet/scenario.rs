@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use mpc_api::routes::{DkgRequest, PresignRequest, SignRequest};
+use mpc_api::routes::{KeygenRequest, PresignRequest, SignRequest};
 use mpc_bitcoin::{
     bitcoin::{bip32::Xpub, consensus, Amount, Network, Psbt, Transaction, TxOut},
     build::{build_psbt, synthetic_funding, Payment},
@@ -159,8 +159,8 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
         let t0 = Instant::now();
         let bar = spinner(label);
         let result = admin
-            .dkg(
-                &DkgRequest::new(scheme, format!("devnet {scheme}")),
+            .keygen(
+                &KeygenRequest::new(scheme, format!("devnet {scheme}")),
                 Some(&bar),
             )
             .await?;

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mpc_api::routes::{Ceremony, DkgRequest};
+use mpc_api::routes::{Ceremony, KeygenRequest};
 use mpc_bitcoin::{Chain, Scheme};
 use mpc_wallet::devnet::wallet_key_from_api;
 use serde_json::{json, Value};
@@ -110,7 +110,7 @@ pub async fn wallets_on_every_node(c: &Cluster) -> Wallets {
     ] {
         let accepted = c
             .admin
-            .start_dkg(&DkgRequest::new(scheme, name))
+            .start_keygen(&KeygenRequest::new(scheme, name))
             .await
             .unwrap();
         let record = ceremony_succeeded(c, &accepted.ceremony_id.to_string()).await;

@@ -26,7 +26,7 @@ use crate::{
 use super::{sorted_unique, CreateWallet};
 
 impl Node {
-    /// Coordinates a DKG. The wallet is active only after every participant reported the
+    /// Coordinates a keygen. The wallet is active only after every participant reported the
     /// same key; on any failure every participant discards its share.
     pub async fn create_wallet(
         &self,

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::{Node, NodeError};
 
-/// A request to create a wallet (DKG).
+/// A request to create a wallet (keygen).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateWallet {
     pub name: String,

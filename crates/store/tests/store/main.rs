@@ -79,7 +79,7 @@ fn presig(id: &str, wallet: &str, path: &str, epoch: u64, expires_at: i64) -> Pr
 fn ceremony(id: &str, started_at: i64) -> CeremonyRecord {
     CeremonyRecord {
         id: id.into(),
-        kind: "dkg".into(),
+        kind: "keygen".into(),
         state: "running".into(),
         coordinator: N1,
         request: serde_json::json!({ "wallet": id, "threshold": 2 }),
