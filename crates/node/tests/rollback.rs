@@ -5,6 +5,7 @@
 //! nothing it could not record (`audit::fail_closed`).
 
 use mpc_types::NodeId;
+use mpc_types::WalletId;
 use std::time::Duration;
 
 use mpc_bitcoin::{
@@ -21,7 +22,7 @@ use uuid::Uuid;
 
 /// An ECDSA wallet made by `node`, whose PSBTs spend a made-up output at m/0/0.
 struct EcdsaWallet {
-    id: String,
+    id: WalletId,
     key: mpc_bitcoin::WalletKey,
 }
 

@@ -48,12 +48,13 @@ fn named(all: &[Case]) -> Vec<Case> {
         .collect()
 }
 
-/// Presignature generation's deadline here: room for seconds of CPU per run on a loaded
-/// machine (a withheld message costs this much wall time, not CPU).
-const PRESIGN_DEADLINE: Duration = Duration::from_secs(20);
+/// Presignature generation's deadline here: it runs at idle priority, and on a machine the
+/// test script keeps busy a run of seconds of CPU took over 20 s (a withheld message costs
+/// this much wall time, not CPU).
+const PRESIGN_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Presignatures node `node` holds ready for `wallet`, over every path and signer set.
-async fn ready_presignatures(node: &Node, wallet: &str) -> u64 {
+async fn ready_presignatures(node: &Node, wallet: &WalletId) -> u64 {
     node.store()
         .presignature_counts(wallet, mpc_node::now_ms())
         .await

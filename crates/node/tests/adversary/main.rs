@@ -41,6 +41,7 @@ use mpc_node::{
 use mpc_protocols::execution::ProtocolKind;
 use mpc_store::{IncidentKind, WalletState};
 use mpc_transport::{memory::Interceptor, Envelope, NodeId};
+use mpc_types::WalletId;
 use uuid::Uuid;
 
 /// The hostile node; 1 coordinates, 3 is the other honest one.
@@ -340,7 +341,7 @@ async fn generate<T>(
 }
 
 /// Whether every honest node holds wallet `id`, active, with one public key.
-async fn honest_nodes_agree(c: &Cluster, id: &str) -> bool {
+async fn honest_nodes_agree(c: &Cluster, id: &WalletId) -> bool {
     let mut keys = Vec::new();
     for node in c.nodes.iter().filter(|n| n.id() != ADVERSARY) {
         match node.store().wallet(id).await.unwrap() {
