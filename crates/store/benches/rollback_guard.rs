@@ -44,6 +44,7 @@ async fn open(dir: &Path, guarded: bool) -> Store {
         session: Uuid::new_v4(),
         created_at: NOW,
         activated_at: Some(NOW),
+        key_epoch: 0,
     };
     store.insert_wallet(&wallet, b"share").await.unwrap();
     store
@@ -56,6 +57,7 @@ async fn add_presignature(store: &Store, id: &str) {
         path: mpc_types::DerivationPath::root(),
         signers: NodeId::must_list(&[1, 2, 3]),
         epoch: 1,
+        key_epoch: 0,
         state: PresignatureState::Ready,
         public: Vec::new(),
         created_at: NOW,

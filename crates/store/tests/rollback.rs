@@ -59,6 +59,7 @@ fn wallet() -> WalletRecord {
         session: Uuid::new_v4(),
         created_at: NOW,
         activated_at: Some(NOW),
+        key_epoch: 0,
     }
 }
 
@@ -71,6 +72,7 @@ async fn add_presignatures(store: &Store, ids: &[&str]) {
             path: PATH.parse().unwrap(),
             signers: SIGNERS.to_vec(),
             epoch,
+            key_epoch: 0,
             state: PresignatureState::Ready,
             public: b"public".to_vec(),
             created_at: NOW,

@@ -245,5 +245,6 @@ pub fn wallet(id: &str) -> WalletRecord {
         session: Uuid::new_v4(),
         created_at: NOW,
         activated_at: None,
+        key_epoch: 0,
     }
 }
