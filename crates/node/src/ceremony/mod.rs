@@ -83,3 +83,6 @@ impl Node {
 mod aux_info;
 mod keygen;
 mod presign;
+mod refresh;
+
+pub use refresh::RefreshReport;

@@ -273,3 +273,4 @@ where
 mod blame;
 mod cases;
 mod forged;
+mod refresh;
