@@ -249,3 +249,54 @@ async fn a_node_that_missed_the_commit_learns_it() {
     assert!(signers.contains(&NodeId::must(2)));
     signs(&c.nodes[2], &w, "b").await;
 }
+
+/// This process's CPU time (user + system), from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of the file, 12 and 13 after the command name.
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// BENCHMARKS.md's refresh timing: a FROST wallet at 3-of-5 on the in-memory cluster, refreshed
+/// `MPC_REFRESH_RUNS` times (default 5); each refresh's wall time and the process's CPU time
+/// over all of them (all five nodes run in this process). Not part of the suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn refresh_timing_at_five_nodes() {
+    let runs: u64 = std::env::var("MPC_REFRESH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let c = start(5, 3, |_| {}).await;
+    let w = taproot(&c).await;
+    let mut walls = Vec::new();
+    let cpu = cpu_seconds();
+    for _ in 0..runs {
+        let started = std::time::Instant::now();
+        c.nodes[0]
+            .refresh_wallet(Uuid::new_v4(), &w.id)
+            .await
+            .unwrap();
+        walls.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let cpu = cpu_seconds() - cpu;
+    settled(&c, &w.id, runs, 10).await;
+    signs(&c.nodes[0], &w, "timed").await;
+    walls.sort_by(f64::total_cmp);
+    eprintln!(
+        "[refresh] 3-of-5 FROST, {runs} refreshes: wall ms min {:.1} median {:.1} max {:.1}; \
+         CPU {:.2} s in all, {:.0} ms per refresh (five nodes in one process)",
+        walls[0],
+        walls[walls.len() / 2],
+        walls[walls.len() - 1],
+        cpu,
+        cpu * 1000.0 / runs as f64
+    );
+}
