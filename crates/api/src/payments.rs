@@ -6,6 +6,7 @@ use axum::{
     Json,
 };
 use mpc_node::utxos::{RegisterUtxo, SendReport, SendRequest, UtxoInfo};
+use mpc_types::WalletId;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -79,7 +80,8 @@ impl From<UtxoInfo> for Utxo {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UtxoList {
-    pub wallet_id: String,
+    #[schema(value_type = String)]
+    pub wallet_id: WalletId,
     pub utxos: Vec<Utxo>,
     /// Sum of the available outputs.
     pub available_sats: u64,
@@ -107,7 +109,7 @@ pub struct UtxoQuery {
 pub async fn register_utxos(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<WalletId>,
     ApiJson(req): ApiJson<RegisterUtxosRequest>,
 ) -> Result<(StatusCode, Json<Vec<Utxo>>), ApiError> {
     caller.require(SIGN)?;
@@ -137,7 +139,7 @@ pub async fn register_utxos(
 pub async fn list_utxos(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<WalletId>,
     Query(q): Query<UtxoQuery>,
 ) -> Result<Json<UtxoList>, ApiError> {
     caller.require(READ)?;
@@ -160,7 +162,8 @@ pub async fn list_utxos(
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransactionRequest {
-    pub wallet_id: String,
+    #[schema(value_type = String)]
+    pub wallet_id: WalletId,
     /// An address of the wallet's network.
     pub recipient: String,
     pub amount_sats: u64,

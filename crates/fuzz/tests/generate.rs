@@ -276,12 +276,12 @@ fn transport_and_api_seeds() {
 
     let api = [
         (
-            "api_dkg",
+            "api_keygen",
             "frost",
             r#"{"protocol":"frost","name":"treasury"}"#,
         ),
         (
-            "api_dkg",
+            "api_keygen",
             "full",
             r#"{"protocol":"cggmp24","name":"hot","threshold":3,"participants":[1,2,3,4,5],"network":"regtest"}"#,
         ),
@@ -530,7 +530,7 @@ fn protocol_and_control_seeds() {
     // Control messages, one of each kind.
     let session = Uuid::from_bytes([3; 16]);
     let wallet = WalletSpec {
-        id: "w1".into(),
+        id: mpc_types::WalletId::must("w1"),
         name: "treasury".into(),
         scheme: mpc_bitcoin::Scheme::Schnorr,
         threshold: 2,
@@ -566,7 +566,7 @@ fn protocol_and_control_seeds() {
         (
             "presign",
             propose(ProposalBody::Presign {
-                wallet_id: "w1".into(),
+                wallet_id: mpc_types::WalletId::must("w1"),
                 path: path.clone(),
                 signers: NodeId::must_list(&[1, 3]),
                 count: 20,
@@ -575,7 +575,10 @@ fn protocol_and_control_seeds() {
         (
             "sign",
             propose(ProposalBody::Sign {
-                wallet_ids: vec!["w1".into(), "w2".into()],
+                wallet_ids: vec![
+                    mpc_types::WalletId::must("w1"),
+                    mpc_types::WalletId::must("w2"),
+                ],
                 psbt: psbt_b64.clone(),
                 signers: NodeId::must_list(&[1, 3]),
                 presignatures: vec![Some("p1".into()), None, None],
@@ -632,7 +635,7 @@ fn protocol_and_control_seeds() {
         (
             "signed",
             Control::Signed {
-                wallet_ids: vec!["w1".into()],
+                wallet_ids: vec![mpc_types::WalletId::must("w1")],
                 psbt: psbt_b64,
                 raw_transaction: "0200000000".into(),
             },

@@ -15,7 +15,7 @@ use mpc_protocols::{
 };
 use mpc_store::{WalletRecord, WalletState};
 use mpc_transport::NodeId;
-use mpc_types::party_index;
+use mpc_types::{party_index, WalletId};
 use serde::Serialize;
 
 use crate::{Node, NodeError};
@@ -23,18 +23,18 @@ use crate::{Node, NodeError};
 /// Decrypted shares by wallet id, each with the key epoch it is of.
 #[derive(Default)]
 pub struct ShareCache {
-    ecdsa: RwLock<HashMap<String, (u64, Arc<EcdsaKeyShare>)>>,
-    schnorr: RwLock<HashMap<String, (u64, Arc<SchnorrKeyShare>)>>,
+    ecdsa: RwLock<HashMap<WalletId, (u64, Arc<EcdsaKeyShare>)>>,
+    schnorr: RwLock<HashMap<WalletId, (u64, Arc<SchnorrKeyShare>)>>,
     /// Active wallets' records: an active wallet changes only by a key refresh's commit, which
     /// forgets it here ([`Node::forget_wallet`]), so the signing path need not read it from
     /// the store each time.
-    active: RwLock<HashMap<String, WalletRecord>>,
+    active: RwLock<HashMap<WalletId, WalletRecord>>,
 }
 
 /// A wallet as clients see it.
 #[derive(Debug, Clone, Serialize)]
 pub struct WalletInfo {
-    pub id: String,
+    pub id: WalletId,
     pub name: String,
     pub scheme: Scheme,
     pub script_type: &'static str,
@@ -51,19 +51,13 @@ pub struct WalletInfo {
     pub created_at: i64,
 }
 
-/// The wallet's public side from its record.
+/// The wallet's public side from its record (already decoded by the store).
 pub fn wallet_key(record: &WalletRecord) -> Result<WalletKey, NodeError> {
-    let bad = |m: String| NodeError::Internal(format!("wallet {}: {m}", record.id));
-    let master_key =
-        PublicKey::try_from(record.public_key.clone()).map_err(|e| bad(e.to_string()))?;
-    let chain_code: [u8; 32] = hex::decode(&record.chain_code)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| bad("chain code is not 32 hex bytes".into()))?;
+    let master_key = PublicKey(record.public_key.serialize());
     Ok(WalletKey::new(
         record.scheme,
         master_key,
-        chain_code,
+        record.chain_code.to_bytes(),
         record.network.into(),
     )?)
 }
@@ -79,7 +73,7 @@ pub fn wallet_info(record: &WalletRecord) -> Result<WalletInfo, NodeError> {
         participants: record.participants.clone(),
         network: record.network,
         state: record.state.to_string(),
-        public_key: record.public_key.clone(),
+        public_key: record.public_key.to_string(),
         xpub: key.xpub()?.to_string(),
         fingerprint: key.fingerprint()?.to_string(),
         first_address: key.chain_address(Chain::Receive, 0)?.to_string(),
@@ -106,7 +100,7 @@ pub fn keygen_indices(
 
 impl Node {
     /// An active wallet's record; pending, aborted and unknown wallets are errors.
-    pub async fn active_wallet(&self, id: &str) -> Result<WalletRecord, NodeError> {
+    pub async fn active_wallet(&self, id: &WalletId) -> Result<WalletRecord, NodeError> {
         if let Some(record) = self
             .inner
             .shares
@@ -147,7 +141,7 @@ impl Node {
             .collect()
     }
 
-    pub async fn wallet(&self, id: &str) -> Result<WalletInfo, NodeError> {
+    pub async fn wallet(&self, id: &WalletId) -> Result<WalletInfo, NodeError> {
         let record = self
             .inner
             .store
@@ -203,7 +197,7 @@ impl Node {
 
     /// Drops what this node keeps in memory of `wallet_id` (its record and decrypted share),
     /// after a key refresh changed both in the store.
-    pub(crate) fn forget_wallet(&self, wallet_id: &str) {
+    pub(crate) fn forget_wallet(&self, wallet_id: &WalletId) {
         let cache = &self.inner.shares;
         if let Ok(mut c) = cache.active.write() {
             c.remove(wallet_id);
@@ -249,7 +243,7 @@ impl Node {
 
 /// A cached share of `wallet`, if it is of the wallet's key epoch.
 fn cached<S>(
-    cache: &RwLock<HashMap<String, (u64, Arc<S>)>>,
+    cache: &RwLock<HashMap<WalletId, (u64, Arc<S>)>>,
     wallet: &WalletRecord,
 ) -> Option<Arc<S>> {
     cache

@@ -3,13 +3,13 @@
 //! commit moves it over the active share, bumps the wallet's key epoch and retires every
 //! presignature of an older key epoch, in one transaction; an abort deletes it.
 
-use mpc_types::NodeId;
+use mpc_types::{NodeId, WalletId};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::error::{Context, Result, StoreError};
 use crate::records::PendingShare;
-use crate::rows::{epoch_i64, get, parse_uuid, to_node_id, to_u64};
+use crate::rows::{epoch_i64, get, parse_uuid, to_node_id, to_u64, to_wallet_id};
 use crate::store::{now_ms, Store};
 
 const PENDING: &str = "pending_key_shares";
@@ -35,12 +35,13 @@ impl Store {
     /// undecided refresh (only one refresh runs at a time: the ceremony lock).
     pub async fn put_pending_share(
         &self,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         key_epoch: u64,
         session: Uuid,
         coordinator: NodeId,
         share: &[u8],
     ) -> Result<()> {
+        let wallet_id = wallet_id.as_str();
         let ctx = || format!("storing {PENDING}/{wallet_id}");
         let sealed = self.seal(PENDING, &pending_ad(wallet_id, key_epoch), share)?;
         let mut tx = self.begin_write().await?;
@@ -100,7 +101,7 @@ impl Store {
                     session: parse_uuid(&get::<String>(row, "session", PENDING)?, PENDING, &id)?,
                     coordinator: to_node_id(get(row, "coordinator", PENDING)?, PENDING, &id)?,
                     created_at: get(row, "created_at", PENDING)?,
-                    wallet_id: id,
+                    wallet_id: to_wallet_id(id, PENDING, "")?,
                 })
             })
             .collect()
@@ -112,9 +113,10 @@ impl Store {
     /// the same epoch; a session with no pending share (aborted, or never stored) is an error.
     pub async fn commit_pending_share(
         &self,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         session: Uuid,
     ) -> Result<KeyEpochCommit> {
+        let wallet_id = wallet_id.as_str();
         let ctx = || format!("committing {PENDING}/{wallet_id}");
         let mut tx = self.begin_write().await?;
         let pending: Option<(i64, Vec<u8>)> = sqlx::query_as(
@@ -182,7 +184,8 @@ impl Store {
 
     /// Deletes the pending share of `session` (the refresh aborted or was never decided).
     /// `false` if there was none.
-    pub async fn drop_pending_share(&self, wallet_id: &str, session: Uuid) -> Result<bool> {
+    pub async fn drop_pending_share(&self, wallet_id: &WalletId, session: Uuid) -> Result<bool> {
+        let wallet_id = wallet_id.as_str();
         let deleted =
             sqlx::query("DELETE FROM pending_key_shares WHERE wallet_id = $1 AND session = $2")
                 .bind(wallet_id)
@@ -198,8 +201,9 @@ impl Store {
     /// before the commit moves it).
     pub async fn pending_share(
         &self,
-        wallet_id: &str,
+        wallet_id: &WalletId,
     ) -> Result<Option<(u64, Zeroizing<Vec<u8>>)>> {
+        let wallet_id = wallet_id.as_str();
         let row: Option<(i64, Vec<u8>)> =
             sqlx::query_as("SELECT key_epoch, sealed FROM pending_key_shares WHERE wallet_id = $1")
                 .bind(wallet_id)

@@ -3,7 +3,8 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use mpc_api::routes::DkgRequest;
+use mpc_api::routes::KeygenRequest;
+use mpc_types::WalletId;
 use serde_json::Value;
 
 use super::{output, s, table, Conn};
@@ -30,14 +31,14 @@ pub enum WalletCommand {
     },
     /// Refresh a wallet's key shares on every participant (same key, xpub, addresses and
     /// descriptors; new shares); waits for the ceremony. FROST wallets only for now.
-    Refresh { wallet: String },
+    Refresh { wallet: WalletId },
     /// Every wallet of the node.
     List,
     /// One wallet: keys, xpub, first address, descriptors.
-    Show { wallet: String },
+    Show { wallet: WalletId },
     /// HD addresses.
     Address {
-        wallet: String,
+        wallet: WalletId,
         /// receive (m/0/i) or change (m/1/i).
         #[arg(long, default_value = "receive")]
         chain: String,
@@ -47,7 +48,7 @@ pub enum WalletCommand {
         count: u32,
     },
     /// Watch-only descriptors.
-    Descriptor { wallet: String },
+    Descriptor { wallet: WalletId },
 }
 
 fn print_wallet(w: &Value) {
@@ -84,7 +85,7 @@ pub async fn wallet(conn: &Conn, command: &WalletCommand) -> Result<()> {
             participants,
             network,
         } => {
-            let request = DkgRequest {
+            let request = KeygenRequest {
                 scheme: *scheme,
                 name: name.clone(),
                 threshold: *threshold,
@@ -92,7 +93,7 @@ pub async fn wallet(conn: &Conn, command: &WalletCommand) -> Result<()> {
                 network: *network,
             };
             let bar = (!conn.json).then(|| spinner(&format!("key generation ({scheme})")));
-            let result = api.dkg(&request, bar.as_ref()).await;
+            let result = api.keygen(&request, bar.as_ref()).await;
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }

@@ -19,6 +19,7 @@ use mpc_protocols::{
 };
 use mpc_store::{AuditEvent, PendingShare, WalletRecord};
 use mpc_transport::{NodeId, SessionId};
+use mpc_types::WalletId;
 use rand_core::OsRng;
 use serde::Serialize;
 use tracing::{info, warn, Instrument};
@@ -41,7 +42,7 @@ const ASK_TIMES: u32 = 240;
 /// A committed refresh, as the coordinator reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RefreshReport {
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     /// The wallet's key epoch now.
     pub key_epoch: u64,
     pub participants: Vec<NodeId>,
@@ -63,7 +64,7 @@ fn execution_id(wallet: &WalletRecord, session: Uuid, key_epoch: u64) -> Executi
     .concat();
     ExecutionId::derive(
         ProtocolKind::KeyRefresh,
-        &wallet.id,
+        wallet.id.as_str(),
         session,
         &indices,
         &context,
@@ -76,7 +77,7 @@ impl Node {
     pub async fn refresh_wallet(
         &self,
         session: Uuid,
-        wallet_id: &str,
+        wallet_id: &WalletId,
     ) -> Result<RefreshReport, NodeError> {
         let started = Instant::now();
         let started_at = now_ms();
@@ -109,7 +110,7 @@ impl Node {
                 wallet_id: wallet.id.clone(),
                 key_epoch,
                 participants: wallet.participants.clone(),
-                public_key: wallet.public_key.clone(),
+                public_key: wallet.public_key.to_string(),
                 duration_ms: started.elapsed().as_millis() as u64,
                 unacknowledged,
             })
@@ -195,7 +196,7 @@ impl Node {
         &self,
         coordinator: NodeId,
         session: Uuid,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         key_epoch: u64,
     ) -> Result<Outcome, NodeError> {
         let wallet = self.active_wallet(wallet_id).await?;
@@ -235,7 +236,7 @@ impl Node {
                 )))
             }
         };
-        if public_key.to_string() != wallet.public_key {
+        if public_key.to_string() != wallet.public_key.to_string() {
             return Err(NodeError::Internal(format!(
                 "the refreshed share of wallet {wallet_id} is of another key"
             )));
@@ -417,7 +418,7 @@ impl Node {
         &self,
         stage: &str,
         session: Uuid,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         key_epoch: u64,
         coordinator: bool,
         error: Option<String>,
@@ -425,7 +426,7 @@ impl Node {
         self.audit_after(AuditEvent::KeyRefresh {
             stage: stage.into(),
             session,
-            wallet_id: wallet_id.into(),
+            wallet_id: wallet_id.clone(),
             key_epoch,
             coordinator,
             error,

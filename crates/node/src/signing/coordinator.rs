@@ -2,6 +2,7 @@
 //! PSBT, combines and verifies the signatures, retries on other signer sets without the nodes
 //! that failed.
 
+use mpc_types::WalletId;
 use std::time::{Duration, Instant};
 
 use mpc_bitcoin::{
@@ -52,7 +53,7 @@ impl Node {
     pub async fn sign_psbt(
         &self,
         session: Uuid,
-        wallet_ids: &[String],
+        wallet_ids: &[WalletId],
         psbt_base64: &str,
     ) -> Result<SignReport, NodeError> {
         let (txid, outputs) = audit::psbt_summary(psbt_base64);
@@ -91,7 +92,7 @@ impl Node {
     async fn sign_psbt_unaudited(
         &self,
         session: Uuid,
-        wallet_ids: &[String],
+        wallet_ids: &[WalletId],
         psbt_base64: &str,
     ) -> Result<SignReport, NodeError> {
         let started = Instant::now();
@@ -474,7 +475,7 @@ impl Node {
                     }
                 }
                 let binding = PresignatureBinding {
-                    master_key: PublicKey::try_from(wallet.public_key.clone())?,
+                    master_key: PublicKey(wallet.public_key.serialize()),
                     path: job.path.clone(),
                     signers: keygen_indices(&wallet.participants, signers)?,
                 };

@@ -8,7 +8,11 @@ use super::*;
 
 /// Each honest node's key epoch and share of `wallet`, and whether it still holds a pending
 /// share, once every honest node settled (at most `bound`).
-async fn honest_state(c: &Cluster, wallet: &str, bound: Duration) -> Vec<(u64, Vec<u8>)> {
+async fn honest_state(
+    c: &Cluster,
+    wallet: &mpc_types::WalletId,
+    bound: Duration,
+) -> Vec<(u64, Vec<u8>)> {
     let started = Instant::now();
     loop {
         let mut pending = 0;

@@ -17,7 +17,7 @@ use mpc_node::{
     Node,
 };
 use mpc_store::AuditEvent;
-use mpc_types::NodeId;
+use mpc_types::{NodeId, WalletId};
 use uuid::Uuid;
 
 /// A 2-of-3 cluster whose ceremonies give up after 3 s (a withheld report costs little).
@@ -33,7 +33,7 @@ async fn taproot(c: &Cluster) -> WalletInfo {
 }
 
 /// Every node's decrypted share of `wallet`, in node order.
-async fn shares(c: &Cluster, wallet: &str) -> Vec<Vec<u8>> {
+async fn shares(c: &Cluster, wallet: &WalletId) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for node in &c.nodes {
         out.push(
@@ -49,7 +49,7 @@ async fn shares(c: &Cluster, wallet: &str) -> Vec<Vec<u8>> {
 }
 
 /// Every node's key epoch of `wallet`, in node order.
-async fn key_epochs(c: &Cluster, wallet: &str) -> Vec<u64> {
+async fn key_epochs(c: &Cluster, wallet: &WalletId) -> Vec<u64> {
     let mut out = Vec::new();
     for node in &c.nodes {
         out.push(
@@ -65,7 +65,7 @@ async fn key_epochs(c: &Cluster, wallet: &str) -> Vec<u64> {
 }
 
 /// Waits (at most `seconds`) until every node has `wallet` at `epoch` with no pending share.
-async fn settled(c: &Cluster, wallet: &str, epoch: u64, seconds: u64) {
+async fn settled(c: &Cluster, wallet: &WalletId, epoch: u64, seconds: u64) {
     for _ in 0..seconds * 10 {
         let mut pending = 0;
         for node in &c.nodes {
@@ -109,8 +109,20 @@ fn public(w: &WalletInfo) -> [String; 6] {
     ]
 }
 
-/// The `key_refresh` stages in `node`'s audit log for `session`.
-async fn audited(node: &Node, session: Uuid) -> Vec<String> {
+/// The `key_refresh` stages in `node`'s audit log for `session`, once it has `last` (the entry
+/// follows the store's change it records; at most 5 s).
+async fn audited(node: &Node, session: Uuid, last: &str) -> Vec<String> {
+    for _ in 0..50 {
+        let stages = audited_now(node, session).await;
+        if stages.last().map(String::as_str) == Some(last) {
+            return stages;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    audited_now(node, session).await
+}
+
+async fn audited_now(node: &Node, session: Uuid) -> Vec<String> {
     node.audit_entries(0, 0, 1000)
         .await
         .unwrap()
@@ -142,11 +154,11 @@ async fn a_frost_refresh_changes_every_share_and_keeps_the_key() {
         assert_eq!(public(&node.wallet(&w.id).await.unwrap()), public(&w));
     }
     assert_eq!(
-        audited(&c.nodes[0], session).await,
+        audited(&c.nodes[0], session, "committed").await,
         ["started", "committed"]
     );
     for node in &c.nodes[1..] {
-        assert_eq!(audited(node, session).await, ["committed"]);
+        assert_eq!(audited(node, session, "committed").await, ["committed"]);
     }
     // Signs on two signer sets after the refresh (each verified).
     let first = signs(&c.nodes[0], &w, "a").await;
@@ -187,8 +199,12 @@ async fn a_participant_silent_before_its_report_leaves_every_node_on_the_old_sha
     settled(&c, &w.id, 0, 10).await;
     assert_eq!(shares(&c, &w.id).await, before);
     for node in &c.nodes {
-        assert!(
-            audited(node, session).await.contains(&"aborted".to_owned()),
+        assert_eq!(
+            audited(node, session, "aborted")
+                .await
+                .last()
+                .map(String::as_str),
+            Some("aborted"),
             "node {}",
             node.id()
         );

@@ -15,7 +15,7 @@ const NEW: &[u8] = b"share of key epoch 1";
 async fn active_wallet(store: &Store, id: &str) {
     store.insert_wallet(&wallet(id), OLD).await.unwrap();
     store
-        .set_wallet_state(id, WalletState::Active)
+        .set_wallet_state(&wallet_id(id), WalletState::Active)
         .await
         .unwrap();
 }
@@ -34,12 +34,15 @@ async fn a_committed_refresh_switches_the_share_and_retires_older_presignatures(
     }
     let session = Uuid::new_v4();
     store
-        .put_pending_share("w", 1, session, N1, NEW)
+        .put_pending_share(&wallet_id("w"), 1, session, N1, NEW)
         .await
         .unwrap();
     // Pending: the active share, the key epoch and the presignature are untouched.
-    assert_eq!(bytes(store.key_share("w").await.unwrap()).unwrap(), OLD);
-    let (pending_epoch, pending) = store.pending_share("w").await.unwrap().unwrap();
+    assert_eq!(
+        bytes(store.key_share(&wallet_id("w")).await.unwrap()).unwrap(),
+        OLD
+    );
+    let (pending_epoch, pending) = store.pending_share(&wallet_id("w")).await.unwrap().unwrap();
     assert_eq!((pending_epoch, &pending[..]), (1, NEW));
     let listed = store.pending_shares().await.unwrap();
     assert_eq!(listed.len(), 1);
@@ -54,16 +57,40 @@ async fn a_committed_refresh_switches_the_share_and_retires_older_presignatures(
     );
     // Another session's commit finds nothing to commit.
     assert!(matches!(
-        store.commit_pending_share("w", Uuid::new_v4()).await,
+        store
+            .commit_pending_share(&wallet_id("w"), Uuid::new_v4())
+            .await,
         Err(StoreError::NotFound { .. })
     ));
-    let commit = store.commit_pending_share("w", session).await.unwrap();
+    let commit = store
+        .commit_pending_share(&wallet_id("w"), session)
+        .await
+        .unwrap();
     assert_eq!((commit.key_epoch, commit.presignatures_retired), (1, 1));
-    assert_eq!(bytes(store.key_share("w").await.unwrap()).unwrap(), NEW);
-    let (epoch_now, share) = store.key_share_with_epoch("w").await.unwrap().unwrap();
+    assert_eq!(
+        bytes(store.key_share(&wallet_id("w")).await.unwrap()).unwrap(),
+        NEW
+    );
+    let (epoch_now, share) = store
+        .key_share_with_epoch(&wallet_id("w"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((epoch_now, &share[..]), (1, NEW));
-    assert_eq!(store.wallet("w").await.unwrap().unwrap().key_epoch, 1);
-    assert!(store.pending_share("w").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .wallet(&wallet_id("w"))
+            .await
+            .unwrap()
+            .unwrap()
+            .key_epoch,
+        1
+    );
+    assert!(store
+        .pending_share(&wallet_id("w"))
+        .await
+        .unwrap()
+        .is_none());
     // The wallet's old presignature is gone (its secret deleted); the other wallet's stays.
     let old = store.presignature("p-w").await.unwrap().unwrap();
     assert_eq!(old.state, PresignatureState::Expired);
@@ -108,7 +135,7 @@ async fn a_committed_refresh_switches_the_share_and_retires_older_presignatures(
         .unwrap()
         .is_none());
     assert!(store
-        .ready_presignatures("w", "m/0/0", &ONE_TWO_THREE, NOW, 10)
+        .ready_presignatures(&wallet_id("w"), "m/0/0", &ONE_TWO_THREE, NOW, 10)
         .await
         .unwrap()
         .is_empty());
@@ -128,17 +155,45 @@ async fn a_dropped_refresh_leaves_the_old_share(db: Db) {
     active_wallet(&store, "w").await;
     let session = Uuid::new_v4();
     store
-        .put_pending_share("w", 1, session, N2, NEW)
+        .put_pending_share(&wallet_id("w"), 1, session, N2, NEW)
         .await
         .unwrap();
-    assert!(!store.drop_pending_share("w", Uuid::new_v4()).await.unwrap());
-    assert!(store.drop_pending_share("w", session).await.unwrap());
+    assert!(!store
+        .drop_pending_share(&wallet_id("w"), Uuid::new_v4())
+        .await
+        .unwrap());
+    assert!(store
+        .drop_pending_share(&wallet_id("w"), session)
+        .await
+        .unwrap());
     assert!(store.pending_shares().await.unwrap().is_empty());
-    assert_eq!(bytes(store.key_share("w").await.unwrap()).unwrap(), OLD);
-    assert_eq!(store.wallet("w").await.unwrap().unwrap().key_epoch, 0);
+    assert_eq!(
+        bytes(store.key_share(&wallet_id("w")).await.unwrap()).unwrap(),
+        OLD
+    );
+    assert_eq!(
+        store
+            .wallet(&wallet_id("w"))
+            .await
+            .unwrap()
+            .unwrap()
+            .key_epoch,
+        0
+    );
     // A dropped refresh cannot be committed afterwards.
-    assert!(store.commit_pending_share("w", session).await.is_err());
-    assert_eq!(store.wallet("w").await.unwrap().unwrap().key_epoch, 0);
+    assert!(store
+        .commit_pending_share(&wallet_id("w"), session)
+        .await
+        .is_err());
+    assert_eq!(
+        store
+            .wallet(&wallet_id("w"))
+            .await
+            .unwrap()
+            .unwrap()
+            .key_epoch,
+        0
+    );
 }
 
 async fn a_pending_share_must_be_for_the_next_key_epoch(db: Db) {
@@ -146,14 +201,14 @@ async fn a_pending_share_must_be_for_the_next_key_epoch(db: Db) {
     // A pending (not yet active) wallet has nothing to refresh.
     store.insert_wallet(&wallet("p"), OLD).await.unwrap();
     assert!(store
-        .put_pending_share("p", 1, Uuid::new_v4(), N1, NEW)
+        .put_pending_share(&wallet_id("p"), 1, Uuid::new_v4(), N1, NEW)
         .await
         .is_err());
     active_wallet(&store, "w").await;
     for epoch in [0, 2] {
         assert!(matches!(
             store
-                .put_pending_share("w", epoch, Uuid::new_v4(), N1, NEW)
+                .put_pending_share(&wallet_id("w"), epoch, Uuid::new_v4(), N1, NEW)
                 .await,
             Err(StoreError::Invalid(_))
         ));
@@ -161,7 +216,7 @@ async fn a_pending_share_must_be_for_the_next_key_epoch(db: Db) {
     // A pending share moved to another epoch's row does not open.
     let session = Uuid::new_v4();
     store
-        .put_pending_share("w", 1, session, N1, NEW)
+        .put_pending_share(&wallet_id("w"), 1, session, N1, NEW)
         .await
         .unwrap();
     let raw = db.raw().await;
@@ -170,8 +225,11 @@ async fn a_pending_share_must_be_for_the_next_key_epoch(db: Db) {
         .await
         .unwrap();
     assert!(matches!(
-        store.commit_pending_share("w", session).await,
+        store.commit_pending_share(&wallet_id("w"), session).await,
         Err(StoreError::Tampered { .. })
     ));
-    assert_eq!(bytes(store.key_share("w").await.unwrap()).unwrap(), OLD);
+    assert_eq!(
+        bytes(store.key_share(&wallet_id("w")).await.unwrap()).unwrap(),
+        OLD
+    );
 }
