@@ -558,6 +558,16 @@ async fn an_older_backup_with_poisoned_fencing_tokens_restores_without_them(db: 
     store.close().await;
 }
 
+/// Wallet w1's key epoch and this node's share of it.
+async fn epoch_and_share(store: &Store) -> (u64, Vec<u8>) {
+    let (epoch, share) = store
+        .key_share_with_epoch(&wallet_id("w1"))
+        .await
+        .unwrap()
+        .unwrap();
+    (epoch, share.to_vec())
+}
+
 /// A backup made before a key refresh holds the old share, which no longer combines with the
 /// other nodes' shares: forcing it over the refreshed store is refused and changes nothing. A
 /// backup made after the refresh carries the key epoch and restores it.
@@ -589,19 +599,7 @@ async fn a_backup_from_before_a_key_refresh_is_refused_over_the_refreshed_store(
         "{err}"
     );
     let store = db.open().await;
-    assert_eq!(
-        store
-            .wallet(&wallet_id("w1"))
-            .await
-            .unwrap()
-            .unwrap()
-            .key_epoch,
-        1
-    );
-    assert_eq!(
-        &store.key_share(&wallet_id("w1")).await.unwrap().unwrap()[..],
-        NEW
-    );
+    assert_eq!(epoch_and_share(&store).await, (1, NEW.to_vec()));
     store.close().await;
 
     let after = create_backup(&db.url, &db.key(), NODE, CLUSTER)
@@ -611,18 +609,6 @@ async fn a_backup_from_before_a_key_refresh_is_refused_over_the_refreshed_store(
         .await
         .unwrap();
     let store = db.open().await;
-    assert_eq!(
-        store
-            .wallet(&wallet_id("w1"))
-            .await
-            .unwrap()
-            .unwrap()
-            .key_epoch,
-        1
-    );
-    assert_eq!(
-        &store.key_share(&wallet_id("w1")).await.unwrap().unwrap()[..],
-        NEW
-    );
+    assert_eq!(epoch_and_share(&store).await, (1, NEW.to_vec()));
     store.close().await;
 }
