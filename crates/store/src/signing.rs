@@ -5,13 +5,14 @@ use mpc_types::{DerivationPath, NodeId, WalletId};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use crate::connection::Durability;
 use crate::error::{Context, Result, StoreError};
 use crate::meta::{count_consumed, read_epoch};
 use crate::presignatures::{claim_presignature, Claim};
 use crate::records::Backend;
 use crate::rows::epoch_i64;
 use crate::spends::{sum_spends, SpendLimit};
-use crate::store::{Durability, Store};
+use crate::store::Store;
 
 /// A presignature a signer means to use, with what it must be bound to.
 #[derive(Debug, Clone, Copy)]
