@@ -494,6 +494,16 @@ pub struct SignRequest {
     pub additional_wallets: Vec<WalletId>,
 }
 
+impl SignRequest {
+    /// Signs `psbt` (base64) with the wallet named in the route alone.
+    pub fn new(psbt: impl Into<String>) -> Self {
+        Self {
+            psbt: psbt.into(),
+            additional_wallets: Vec::new(),
+        }
+    }
+}
+
 /// Signs a PSBT: every signer checks each input and recomputes its sighash; the result is
 /// verified with libsecp256k1 and bitcoinconsensus before it is returned.
 #[utoipa::path(post, path = "/api/v1/wallets/{id}/psbt/sign", tag = "signing", request_body = SignRequest,
