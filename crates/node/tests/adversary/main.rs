@@ -381,3 +381,4 @@ mod blame;
 mod cases;
 mod ceremonies;
 mod forged;
+mod refresh;
