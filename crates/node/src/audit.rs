@@ -14,7 +14,11 @@ use mpc_store::{Actor, AuditEntry, AuditEvent, AuditHead, AuditOutput};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use mpc_transport::NodeId;
+use tracing::error;
+
 use crate::{
+    audit_heads::AuditProblem,
     refusal::{Refusal, RefusalKind},
     Node, NodeConfig, NodeError,
 };
@@ -134,6 +138,32 @@ impl Node {
             }
             (result, Ok(_)) => result,
         }
+    }
+
+    /// A peer's audit log changed under this node's eyes (`audit_heads`): said at error, and
+    /// kept in this node's own log (the status stays in cluster health and the metrics).
+    pub(crate) fn peer_audit_log_changed(&self, peer: NodeId, problem: AuditProblem) {
+        error!(
+            node = self.id().get(),
+            peer = peer.get(),
+            ?problem,
+            "a peer's audit log was rewritten or cut"
+        );
+        let (seq, shown, now, head) = match problem {
+            AuditProblem::Rewritten { seq, shown, now } => (seq, shown, Some(now), None),
+            AuditProblem::Truncated { seq, shown, head } => (seq, shown, None, head),
+        };
+        let node = self.clone();
+        tokio::spawn(async move {
+            node.audit_after(AuditEvent::PeerAuditLogChanged {
+                node: peer.get(),
+                seq,
+                shown,
+                now,
+                head,
+            })
+            .await
+        });
     }
 
     /// Appends an event about something that already happened: a failure is logged loudly.
