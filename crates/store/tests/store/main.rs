@@ -20,6 +20,7 @@ mod common;
 use common::*;
 
 mod audit;
+mod key_epochs;
 mod presignatures;
 mod records;
 mod secrets;
@@ -68,6 +69,7 @@ fn presig(id: &str, wallet: &str, path: &str, epoch: u64, expires_at: i64) -> Pr
         path: path.parse().unwrap(),
         signers: NodeId::must_list(&[1, 2, 3]),
         epoch,
+        key_epoch: 0,
         state: PresignatureState::Ready,
         public: format!("public {id}").into_bytes(),
         created_at: NOW,
