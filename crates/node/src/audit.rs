@@ -39,12 +39,14 @@ fn current_actor() -> Actor {
 }
 
 /// SHA-256 of the config as the node runs it (policy, limits, cluster), without the store URL,
-/// which may hold a database password.
-pub fn config_digest(config: &NodeConfig) -> String {
+/// which may hold a database password. A config that does not serialize is an error, never
+/// the digest of nothing.
+pub fn config_digest(config: &NodeConfig) -> Result<String, NodeError> {
     let mut config = config.clone();
     config.store.url = None;
-    let json = serde_json::to_vec(&config).unwrap_or_default();
-    hex::encode(Sha256::digest(json))
+    let json = serde_json::to_vec(&config)
+        .map_err(|e| NodeError::Internal(format!("the config does not serialize: {e}")))?;
+    Ok(hex::encode(Sha256::digest(json)))
 }
 
 /// A time as the audit export and route take it: milliseconds since the Unix epoch, or an

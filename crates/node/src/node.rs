@@ -99,7 +99,7 @@ async fn guard_store(config: &NodeConfig, store: &Store) -> Result<(), NodeError
 async fn audit_start(config: &NodeConfig, store: &Store) -> Result<(), NodeError> {
     let event = mpc_store::AuditEvent::NodeStarted {
         version: env!("CARGO_PKG_VERSION").into(),
-        config_sha256: crate::audit::config_digest(config),
+        config_sha256: crate::audit::config_digest(config)?,
     };
     store.append_audit(&mpc_store::Actor::Node, &event).await?;
     Ok(())
