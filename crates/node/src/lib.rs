@@ -17,6 +17,7 @@
 #[cfg(feature = "test-support")]
 pub mod adversary;
 pub mod audit;
+pub mod audit_heads;
 pub mod ceremony;
 mod change;
 pub mod config;
