@@ -180,6 +180,7 @@ impl Node {
                 psbt,
                 signers,
                 presignatures,
+                approvals,
             } => {
                 let result = self
                     .sign_participant(
@@ -188,6 +189,7 @@ impl Node {
                         &psbt,
                         &signers,
                         &presignatures,
+                        approvals.as_ref(),
                     )
                     .await;
                 let (txid, _) = audit::psbt_summary(&psbt);
