@@ -8,7 +8,7 @@
 //! Expiry, issuer and audience are checked with 5 s of leeway.
 //!
 //! Roles separate duties: `viewer` reads; `signer` also signs and spends; `admin` also runs
-//! ceremonies (aux info, DKG, presignatures). An admin does not sign and a signer does not
+//! ceremonies (aux info, keygen, presignatures). An admin does not sign and a signer does not
 //! create wallets.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -12,7 +12,7 @@ use mpc_node::{
     NodeError,
 };
 use mpc_store::IncidentRecord;
-use mpc_types::NodeId;
+use mpc_types::{NodeId, WalletId};
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -51,7 +51,8 @@ pub struct Incident {
     pub kind: String,
     /// The failed attempt's session.
     pub session: Uuid,
-    pub wallet_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub wallet_id: Option<WalletId>,
     pub at_ms: i64,
     /// The error as recorded.
     pub detail: String,

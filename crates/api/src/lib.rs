@@ -144,7 +144,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(incidents::verify_evidence))
         .routes(routes!(audit::audit_log))
         .routes(routes!(routes::aux_info))
-        .routes(routes!(routes::dkg_initiate))
+        .routes(routes!(routes::start_keygen))
         .routes(routes!(routes::ceremony))
         .routes(routes!(routes::wallets))
         .routes(routes!(routes::wallet))

@@ -7,6 +7,7 @@ use axum::{
     Json,
 };
 use mpc_node::utxos::{RegisterUtxo, SendOutcome, SendRequest, UtxoInfo};
+use mpc_types::WalletId;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -80,7 +81,8 @@ impl From<UtxoInfo> for Utxo {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UtxoList {
-    pub wallet_id: String,
+    #[schema(value_type = String)]
+    pub wallet_id: WalletId,
     pub utxos: Vec<Utxo>,
     /// Sum of the available outputs.
     pub available_sats: u64,
@@ -108,7 +110,7 @@ pub struct UtxoQuery {
 pub async fn register_utxos(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<WalletId>,
     ApiJson(req): ApiJson<RegisterUtxosRequest>,
 ) -> Result<(StatusCode, Json<Vec<Utxo>>), ApiError> {
     caller.require(SIGN)?;
@@ -138,7 +140,7 @@ pub async fn register_utxos(
 pub async fn list_utxos(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<WalletId>,
     Query(q): Query<UtxoQuery>,
 ) -> Result<Json<UtxoList>, ApiError> {
     caller.require(READ)?;
@@ -161,7 +163,8 @@ pub async fn list_utxos(
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransactionRequest {
-    pub wallet_id: String,
+    #[schema(value_type = String)]
+    pub wallet_id: WalletId,
     /// An address of the wallet's network.
     pub recipient: String,
     pub amount_sats: u64,

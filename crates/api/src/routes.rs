@@ -11,7 +11,7 @@ use axum::{
 use mpc_bitcoin::{Chain, Scheme};
 use mpc_node::{approvals::Submitted, ceremony::CreateWallet, keys::WalletInfo, Node};
 use mpc_protocols::DerivationPath;
-use mpc_types::NodeId;
+use mpc_types::{NodeId, WalletId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -175,7 +175,7 @@ pub async fn aux_info(State(s): State<AppState>, caller: Caller) -> Result<Respo
 
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct DkgRequest {
+pub struct KeygenRequest {
     /// `cggmp24` (threshold ECDSA, P2WPKH) or `frost` (Schnorr, P2TR). Also accepted under
     /// its former name, `protocol`.
     #[serde(alias = "protocol")]
@@ -191,7 +191,7 @@ pub struct DkgRequest {
     pub network: Option<mpc_bitcoin::Network>,
 }
 
-impl DkgRequest {
+impl KeygenRequest {
     /// A wallet of `scheme` over every node, at the cluster's threshold and network.
     pub fn new(scheme: Scheme, name: impl Into<String>) -> Self {
         Self {
@@ -205,13 +205,13 @@ impl DkgRequest {
 }
 
 /// Starts distributed key generation for a new wallet; poll the ceremony.
-#[utoipa::path(post, path = "/api/v1/dkg/initiate", tag = "ceremonies", request_body = DkgRequest,
+#[utoipa::path(post, path = "/api/v1/keygen", tag = "ceremonies", request_body = KeygenRequest,
     responses((status = 202, body = CeremonyAccepted), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn dkg_initiate(
+pub async fn start_keygen(
     State(s): State<AppState>,
     caller: Caller,
-    ApiJson(req): ApiJson<DkgRequest>,
+    ApiJson(req): ApiJson<KeygenRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(ADMIN)?;
     let request = CreateWallet {
@@ -302,7 +302,7 @@ pub async fn wallets(
 pub async fn wallet(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<WalletId>,
 ) -> Result<Json<WalletInfo>, ApiError> {
     caller.require(READ)?;
     Ok(Json(s.node.wallet(&id).await?))
@@ -333,7 +333,7 @@ pub struct AddressEntry {
 pub async fn addresses(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<WalletId>,
     Query(q): Query<AddressQuery>,
 ) -> Result<Json<Vec<AddressEntry>>, ApiError> {
     caller.require(READ)?;
@@ -389,7 +389,7 @@ pub struct Descriptors {
 pub async fn descriptor(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<WalletId>,
 ) -> Result<Json<Descriptors>, ApiError> {
     caller.require(READ)?;
     let w = s.node.wallet(&id).await?;
@@ -429,7 +429,7 @@ impl PresignRequest {
 pub async fn presignatures(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<WalletId>,
     ApiJson(req): ApiJson<PresignRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(ADMIN)?;
@@ -466,7 +466,8 @@ pub struct SignRequest {
     pub psbt: String,
     /// Other wallets whose inputs the same PSBT spends (same node set and threshold).
     #[serde(default)]
-    pub additional_wallets: Vec<String>,
+    #[schema(value_type = Vec<String>)]
+    pub additional_wallets: Vec<WalletId>,
 }
 
 /// Signs a PSBT: every signer checks each input and recomputes its sighash; the result is
@@ -481,7 +482,7 @@ pub struct SignRequest {
 pub async fn sign_psbt(
     State(s): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    Path(id): Path<WalletId>,
     ApiJson(req): ApiJson<SignRequest>,
 ) -> Result<Response, ApiError> {
     caller.require(SIGN)?;

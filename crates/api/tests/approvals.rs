@@ -25,7 +25,8 @@ fn key(seed: u8) -> SigningKey {
 /// The decision body `key` signs for the request as the API shows it, built from its PSBT.
 fn decision(key: &SigningKey, request: &Value, decision: Decision) -> Value {
     let psbt = parse_psbt(request["psbt"].as_str().unwrap()).unwrap();
-    let wallets: Vec<String> = serde_json::from_value(request["wallet_ids"].clone()).unwrap();
+    let wallets: Vec<mpc_types::WalletId> =
+        serde_json::from_value(request["wallet_ids"].clone()).unwrap();
     let id: Uuid = request["request_id"].as_str().unwrap().parse().unwrap();
     let expires = request["expires_at_ms"].as_i64().unwrap();
     let message = approval_message(&psbt, &wallets, id, expires, decision).unwrap();

@@ -114,7 +114,7 @@ async fn the_error_codes_a_client_can_cause() {
     expect(
         api.call(
             Method::POST,
-            "/api/v1/dkg/initiate",
+            "/api/v1/keygen",
             admin,
             Some(&json!({"protocol": "frost", "name": "x", "bogus": 1})),
         )
@@ -123,7 +123,7 @@ async fn the_error_codes_a_client_can_cause() {
         "invalid_body",
         "an unknown field",
     );
-    let text = Request::post("/api/v1/dkg/initiate")
+    let text = Request::post("/api/v1/keygen")
         .header(
             header::AUTHORIZATION,
             format!("Bearer {}", api.token(Role::Admin)),

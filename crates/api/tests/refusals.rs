@@ -209,7 +209,7 @@ async fn forged_tokens_and_refused_roles_start_nothing() {
     for (what, token) in &forged {
         for (method, path) in [
             (Method::GET, "/api/v1/wallets"),
-            (Method::POST, "/api/v1/dkg/initiate"),
+            (Method::POST, "/api/v1/keygen"),
         ] {
             let a = with_token(&api, method.clone(), path, &format!("Bearer {token}")).await;
             refused(
@@ -234,7 +234,7 @@ async fn forged_tokens_and_refused_roles_start_nothing() {
         for (path, body) in [
             ("/api/v1/aux-info", None),
             (
-                "/api/v1/dkg/initiate",
+                "/api/v1/keygen",
                 Some(json!({"scheme": "frost", "name": "x"})),
             ),
         ] {
@@ -278,7 +278,7 @@ async fn malformed_requests_are_refused_before_anything_starts() {
     let a = api
         .call(
             Method::POST,
-            "/api/v1/dkg/initiate",
+            "/api/v1/keygen",
             admin,
             Some(&json!({"protocol": "rsa", "name": "x"})),
         )
@@ -412,25 +412,25 @@ async fn malformed_requests_are_refused_before_anything_starts() {
     let mainnet = "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq";
     for (body, status, code, details) in [
         (
-            pay(&eid, &to, 5_000_000, 2.0),
+            pay(eid.as_str(), &to, 5_000_000, 2.0),
             StatusCode::UNPROCESSABLE_ENTITY,
             "insufficient_funds",
             json!({"available_sats": 100_000, "utxos": 2}),
         ),
         (
-            pay(&eid, &to, 100, 2.0),
+            pay(eid.as_str(), &to, 100, 2.0),
             StatusCode::UNPROCESSABLE_ENTITY,
             "dust_output",
             json!({"amount_sats": 100}),
         ),
         (
-            pay(&eid, mainnet, 10_000, 2.0),
+            pay(eid.as_str(), mainnet, 10_000, 2.0),
             StatusCode::UNPROCESSABLE_ENTITY,
             "wrong_network",
             json!({"expected": "regtest"}),
         ),
         (
-            pay(&eid, &to, 10_000, 0.0),
+            pay(eid.as_str(), &to, 10_000, 0.0),
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_fee_rate",
             json!({}),

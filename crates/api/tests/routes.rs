@@ -49,7 +49,7 @@ async fn every_route_answers_each_role_as_documented() {
     let (ecdsa_id, _) = wallet(&c, Scheme::Ecdsa).await;
     let (taproot_id, tkey) = wallet(&c, Scheme::Schnorr).await;
 
-    let dkg = json!({"scheme": "frost", "name": "from-the-api"});
+    let keygen = json!({"scheme": "frost", "name": "from-the-api"});
     let presign = json!({"path": "m/0/0", "count": 1});
     let sign = json!({"psbt": payment(&tkey, 100_000, 10_000).to_string()});
     let utxos = json!({"utxos": [{
@@ -73,9 +73,9 @@ async fn every_route_answers_each_role_as_documented() {
     let started = api
         .call(
             Method::POST,
-            "/api/v1/dkg/initiate",
+            "/api/v1/keygen",
             Some(Role::Admin),
-            Some(&dkg),
+            Some(&keygen),
         )
         .await;
     let ceremony = format!(
@@ -143,10 +143,10 @@ async fn every_route_answers_each_role_as_documented() {
         ),
         (
             Method::POST,
-            "/api/v1/dkg/initiate",
-            "/api/v1/dkg/initiate".into(),
+            "/api/v1/keygen",
+            "/api/v1/keygen".into(),
             ADMIN,
-            Some(&dkg),
+            Some(&keygen),
             StatusCode::ACCEPTED,
         ),
         (

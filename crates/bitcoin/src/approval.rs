@@ -13,6 +13,7 @@ use std::collections::HashSet;
 
 use bitcoin::{hashes::Hash, psbt::Psbt, ScriptBuf};
 use ed25519_dalek::{Signature, VerifyingKey};
+use mpc_types::WalletId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -52,7 +53,7 @@ pub struct ApprovalPolicy {
     /// The N approvers.
     pub approvers: Vec<Approver>,
     /// Wallet ids the rule applies to; empty: every wallet.
-    pub wallets: Vec<String>,
+    pub wallets: Vec<WalletId>,
     /// Only when more than this leaves the wallets (payments + fee).
     pub above_sats: Option<u64>,
     /// Only when an output pays outside `policy.allowed_destinations`; with it, the allow-list
@@ -117,7 +118,7 @@ fn parse_signature(hex_sig: &str) -> Option<Signature> {
 /// documentation. Fails on a PSBT whose spent amounts are not proven (no fee to state).
 pub fn approval_message(
     psbt: &Psbt,
-    wallet_ids: &[String],
+    wallet_ids: &[WalletId],
     request: Uuid,
     expires_at_ms: i64,
     decision: Decision,
@@ -139,8 +140,8 @@ pub fn approval_message(
     m.extend_from_slice(request.as_bytes());
     m.extend_from_slice(&len(wallet_ids.len()));
     for id in wallet_ids {
-        m.extend_from_slice(&len(id.len()));
-        m.extend_from_slice(id.as_bytes());
+        m.extend_from_slice(&len(id.as_str().len()));
+        m.extend_from_slice(id.as_str().as_bytes());
     }
     // As displayed (reversed from the internal order): what a human compares.
     let mut txid = psbt.unsigned_tx.compute_txid().to_byte_array();
@@ -239,7 +240,7 @@ impl ApprovalPolicy {
     /// approvals; with neither set, every transaction does.
     pub fn requires(
         &self,
-        wallet_ids: &[String],
+        wallet_ids: &[WalletId],
         summary: &SpendSummary,
         outside_allow_list: bool,
     ) -> bool {

@@ -165,6 +165,7 @@ mod approvals {
         build::{build_psbt, synthetic_funding, Payment},
         Chain,
     };
+    use mpc_types::WalletId;
     use uuid::Uuid;
 
     fn psbt(funded: u64, pays: &[u64]) -> Psbt {
@@ -195,9 +196,9 @@ mod approvals {
     #[test]
     fn the_message_binds_every_field() {
         let request = Uuid::from_u128(7);
-        let wallets = vec!["w1".to_string()];
+        let wallets = vec![WalletId::must("w1")];
         let base = psbt(10_000, &[4_000, 5_000]);
-        let m = |p: &Psbt, w: &[String], r: Uuid, e: i64, d: Decision| {
+        let m = |p: &Psbt, w: &[WalletId], r: Uuid, e: i64, d: Decision| {
             approval_message(p, w, r, e, d).unwrap()
         };
         let message = m(&base, &wallets, request, 1_000, Decision::Approve);
@@ -217,7 +218,7 @@ mod approvals {
             m(&base, &wallets, request, 1_000, Decision::Reject),
             m(
                 &base,
-                &["w2".to_string()],
+                &[WalletId::must("w2")],
                 request,
                 1_000,
                 Decision::Approve,
@@ -266,14 +267,14 @@ mod approvals {
         // The wallet ids are length-prefixed: ["ab", "c"] is not ["a", "bc"].
         let ab = m(
             &base,
-            &["ab".into(), "c".into()],
+            &[WalletId::must("ab"), WalletId::must("c")],
             request,
             1_000,
             Decision::Approve,
         );
         let bc = m(
             &base,
-            &["a".into(), "bc".into()],
+            &[WalletId::must("a"), WalletId::must("bc")],
             request,
             1_000,
             Decision::Approve,

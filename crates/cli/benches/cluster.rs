@@ -2,7 +2,7 @@
 //! (QUIC + mTLS, SQLite stores), 3-of-5, everything through the REST API.
 //!
 //! `cargo bench -p mpc-wallet --bench cluster [-- [--quick] [--skip-pool] [--frost-only]]`
-//! (`--frost-only`: FROST DKG and signing alone, without aux info; for profiling that path.
+//! (`--frost-only`: FROST keygen and signing alone, without aux info; for profiling that path.
 //! `MPC_BENCH_ECDSA_SIGNINGS=N` sets the number of ECDSA online signings, 5 by default (the extra
 //! presignatures are made in one ceremony first).
 //! `MPC_BENCH_PAUSE_MS=N` idles N ms before each signing request (0 by default: back to back).
@@ -112,7 +112,7 @@ async fn main() {
     println!("| phase | runs | cluster p50 ms | cluster p90 ms | client p50 / p99 ms | in-process p50 ms | ratio |");
     println!("|---|---|---|---|---|---|---|");
 
-    let taproot = dkg(&admin, "frost", "FROST DKG", reps, || {
+    let taproot = keygen(&admin, "frost", "FROST keygen", reps, || {
         local::schnorr_keygen(3, 5).unwrap();
     })
     .await;
@@ -160,7 +160,7 @@ async fn main() {
 
 /// Up to 5 key generations of `protocol` through the cluster, each followed by `baseline` in
 /// process; prints the row and returns the last wallet.
-async fn dkg(
+async fn keygen(
     admin: &ApiClient,
     protocol: &str,
     phase: &str,
@@ -172,7 +172,7 @@ async fn dkg(
     for _ in 0..reps.min(5) {
         let (ms, w) = ceremony_ms(
             admin,
-            "/api/v1/dkg/initiate",
+            "/api/v1/keygen",
             json!({"protocol": protocol, "name": "bench"}),
         )
         .await;
@@ -207,7 +207,7 @@ async fn ecdsa(
         &mut [t0.elapsed().as_secs_f64() * 1e3],
     );
 
-    let ecdsa = dkg(admin, "cggmp24", "ECDSA keygen (CGGMP24)", reps, || {
+    let ecdsa = keygen(admin, "cggmp24", "ECDSA keygen (CGGMP24)", reps, || {
         local::ecdsa_keygen(3, &aux).unwrap();
     })
     .await;

@@ -1,5 +1,6 @@
 //! A small client for a node's REST API (used by the CLI and the devnet).
 
+use mpc_types::WalletId;
 use std::time::Duration;
 
 use indicatif::ProgressBar;
@@ -7,8 +8,8 @@ use mpc_api::{
     incidents::{EvidenceCheck, EvidenceRequest, IncidentList, Released},
     payments::{RegisterUtxosRequest, TransactionRequest, Utxo, UtxoList},
     routes::{
-        AddressEntry, Ceremony, CeremonyAccepted, Descriptors, DkgRequest, Healthz, PresignRequest,
-        SignRequest,
+        AddressEntry, Ceremony, CeremonyAccepted, Descriptors, Healthz, KeygenRequest,
+        PresignRequest, SignRequest,
     },
 };
 use serde::{de::DeserializeOwned, Serialize};
@@ -247,18 +248,21 @@ impl ApiClient {
             .await
     }
 
-    /// `POST /api/v1/dkg/initiate`: starts key generation.
-    pub async fn start_dkg(&self, request: &DkgRequest) -> Result<CeremonyAccepted, ClientError> {
-        self.post("/api/v1/dkg/initiate", request).await
+    /// `POST /api/v1/keygen`: starts key generation.
+    pub async fn start_keygen(
+        &self,
+        request: &KeygenRequest,
+    ) -> Result<CeremonyAccepted, ClientError> {
+        self.post("/api/v1/keygen", request).await
     }
 
     /// A new wallet, waited for; the ceremony's result (wallet id, keys, first address).
-    pub async fn dkg(
+    pub async fn keygen(
         &self,
-        request: &DkgRequest,
+        request: &KeygenRequest,
         bar: Option<&ProgressBar>,
     ) -> Result<Value, ClientError> {
-        let accepted = self.start_dkg(request).await?;
+        let accepted = self.start_keygen(request).await?;
         self.wait_ceremony(&accepted.ceremony_id.to_string(), bar)
             .await
     }
@@ -274,7 +278,7 @@ impl ApiClient {
     }
 
     /// `GET /api/v1/wallets/{id}`.
-    pub async fn wallet(&self, id: &str) -> Result<Value, ClientError> {
+    pub async fn wallet(&self, id: &WalletId) -> Result<Value, ClientError> {
         self.get(&format!("/api/v1/wallets/{id}")).await
     }
 
@@ -282,7 +286,7 @@ impl ApiClient {
     /// `change`) from index `from`.
     pub async fn addresses(
         &self,
-        id: &str,
+        id: &WalletId,
         chain: &str,
         from: u32,
         count: u32,
@@ -294,14 +298,14 @@ impl ApiClient {
     }
 
     /// `GET /api/v1/wallets/{id}/descriptor`.
-    pub async fn descriptor(&self, id: &str) -> Result<Descriptors, ClientError> {
+    pub async fn descriptor(&self, id: &WalletId) -> Result<Descriptors, ClientError> {
         self.get(&format!("/api/v1/wallets/{id}/descriptor")).await
     }
 
     /// `POST /api/v1/wallets/{id}/utxos`: registers funding outputs, all or none.
     pub async fn register_utxos(
         &self,
-        id: &str,
+        id: &WalletId,
         request: &RegisterUtxosRequest,
     ) -> Result<Vec<Utxo>, ClientError> {
         self.post(&format!("/api/v1/wallets/{id}/utxos"), request)
@@ -309,7 +313,7 @@ impl ApiClient {
     }
 
     /// `GET /api/v1/wallets/{id}/utxos`.
-    pub async fn utxos(&self, id: &str, include_spent: bool) -> Result<UtxoList, ClientError> {
+    pub async fn utxos(&self, id: &WalletId, include_spent: bool) -> Result<UtxoList, ClientError> {
         self.get(&format!(
             "/api/v1/wallets/{id}/utxos?include_spent={include_spent}"
         ))
@@ -319,7 +323,7 @@ impl ApiClient {
     /// `POST /api/v1/wallets/{id}/presignatures`: starts the ceremony.
     pub async fn start_presignatures(
         &self,
-        id: &str,
+        id: &WalletId,
         request: &PresignRequest,
     ) -> Result<CeremonyAccepted, ClientError> {
         self.post(&format!("/api/v1/wallets/{id}/presignatures"), request)
@@ -329,7 +333,7 @@ impl ApiClient {
     /// Presignatures generated now, waited for; the ceremony's result.
     pub async fn presignatures(
         &self,
-        id: &str,
+        id: &WalletId,
         request: &PresignRequest,
         bar: Option<&ProgressBar>,
     ) -> Result<Value, ClientError> {
@@ -344,7 +348,11 @@ impl ApiClient {
     }
 
     /// `POST /api/v1/wallets/{id}/psbt/sign` (the node's `SignReport`, as JSON).
-    pub async fn sign_psbt(&self, id: &str, request: &SignRequest) -> Result<Value, ClientError> {
+    pub async fn sign_psbt(
+        &self,
+        id: &WalletId,
+        request: &SignRequest,
+    ) -> Result<Value, ClientError> {
         self.post(&format!("/api/v1/wallets/{id}/psbt/sign"), request)
             .await
     }

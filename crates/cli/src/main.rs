@@ -87,7 +87,7 @@ enum Command {
     /// Aux info for a node set, run in one process (test fixtures).
     #[command(subcommand, name = "aux-info")]
     AuxInfo(AuxInfoCommand),
-    /// Wallets through a node's API: create (DKG), list, show, address, descriptor.
+    /// Wallets through a node's API: create (keygen), list, show, address, descriptor.
     Wallet {
         #[command(flatten)]
         conn: Conn,

@@ -34,7 +34,7 @@ pub struct Report {
 #[derive(Debug, Serialize)]
 pub struct WalletReport {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
+    pub id: Option<mpc_types::WalletId>,
     pub scheme: Scheme,
     pub script_type: &'static str,
     pub master_key: String,
@@ -67,7 +67,7 @@ pub const VERIFIED_BY: &str =
     "libsecp256k1 (each signature) and bitcoinconsensus 26.0 with spent outputs";
 
 impl WalletReport {
-    pub fn new(id: Option<String>, w: &WalletKey) -> Result<Self> {
+    pub fn new(id: Option<mpc_types::WalletId>, w: &WalletKey) -> Result<Self> {
         Ok(Self {
             id,
             scheme: w.scheme,

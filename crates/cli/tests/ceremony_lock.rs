@@ -1,12 +1,12 @@
 //! The cluster's ceremony lock in a real etcd, with four real node processes: two coordinators
-//! asking for a DKG at once run one after the other, and a coordinator SIGSTOPped while it
+//! asking for a keygen at once run one after the other, and a coordinator SIGSTOPped while it
 //! holds the lock, past its lease, cannot complete its ceremony once resumed: every node checks
 //! its fencing token against etcd and refuses it as stale. Also: each node keeps
 //! its member record (addresses, certificate fingerprint) in etcd on a lease, gone while it is
 //! stopped and back after, and each new wallet's public key is published there.
 //!
 //! Needs `scripts/with-etcd` (`MPC_TEST_ETCD_ENDPOINTS`); skipped with a printed reason
-//! without it, failed if `MPC_REQUIRE_ETCD` is set. FROST DKG only: it needs no aux info, so
+//! without it, failed if `MPC_REQUIRE_ETCD` is set. FROST keygen only: it needs no aux info, so
 //! the test takes seconds.
 
 use std::time::{Duration, Instant};
@@ -28,7 +28,7 @@ use uuid::Uuid;
 const HOLD_MS: u64 = 4_000;
 const LEASE_MS: u64 = 2_000;
 
-/// Starts a FROST DKG; returns the ceremony id.
+/// Starts a FROST keygen; returns the ceremony id.
 async fn initiate(client: &ApiClient, name: &str, participants: Option<&[u16]>) -> String {
     let mut body = json!({"protocol": "frost", "name": name});
     if let Some(p) = participants {
@@ -36,9 +36,9 @@ async fn initiate(client: &ApiClient, name: &str, participants: Option<&[u16]>) 
         body["threshold"] = json!(2);
     }
     let accepted: Value = client
-        .post("/api/v1/dkg/initiate", &body)
+        .post("/api/v1/keygen", &body)
         .await
-        .expect("DKG accepted");
+        .expect("keygen accepted");
     accepted["ceremony_id"]
         .as_str()
         .expect("ceremony id")
@@ -181,7 +181,7 @@ async fn one_ceremony_at_a_time_and_a_paused_holder_is_fenced_off() {
     assert!(second["started_at_ms"].as_i64().expect("started_at") < first_done);
     assert!(
         second["finished_at_ms"].as_i64().expect("finished_at") > first_done,
-        "node 2's DKG ran while node 1 held the ceremony lock: {first} / {second}"
+        "node 2's keygen ran while node 1 held the ceremony lock: {first} / {second}"
     );
     assert!(log_count(&devnet, 2, "waiting for the ceremony lock") >= 1);
     println!(
@@ -198,14 +198,14 @@ async fn one_ceremony_at_a_time_and_a_paused_holder_is_fenced_off() {
     let stopped = Instant::now();
     // A stopped node's presence goes with its lease.
     wait_member(&etcd, 1, false, Duration::from_millis(3 * LEASE_MS)).await;
-    // The lease expires unrenewed; node 2 then gets the lock and runs a DKG without node 1.
+    // The lease expires unrenewed; node 2 then gets the lock and runs a keygen without node 1.
     tokio::time::sleep(Duration::from_millis(2 * LEASE_MS + 500)).await;
     let newer = initiate(&node2, "newer", Some(&[2, 3, 4])).await;
     let newer = finished(&node2, &newer, Duration::from_secs(60)).await;
     assert_eq!(newer["state"], "succeeded", "{newer}");
     devnet.signal(1, Signal::SIGCONT).expect("SIGCONT node 1");
     println!(
-        "fencing: node 1 stopped for {:.1} s; node 2's DKG succeeded meanwhile",
+        "fencing: node 1 stopped for {:.1} s; node 2's keygen succeeded meanwhile",
         stopped.elapsed().as_secs_f64()
     );
     let stale = finished(&node1, &stale, Duration::from_secs(60)).await;

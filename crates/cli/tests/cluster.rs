@@ -1,5 +1,5 @@
 //! Five real node processes on loopback (QUIC + mutual TLS, one SQLite store each), driven
-//! only through the network: DKG for both schemes, a mixed P2WPKH + P2TR
+//! only through the network: keygen for both schemes, a mixed P2WPKH + P2TR
 //! transaction (one input from a presignature), attacks on one node's mesh endpoint, a signer
 //! killed mid-signing, and a restart of every node from its store.
 
@@ -48,16 +48,15 @@ fn options(dir: &Path) -> DevnetOptions {
 
 async fn sign(
     client: &ApiClient,
-    wallet: &str,
-    also: &[&str],
+    wallet: &mpc_types::WalletId,
+    also: &[&mpc_types::WalletId],
     psbt: &str,
 ) -> Result<Value, ClientError> {
-    client
-        .post(
-            &format!("/api/v1/wallets/{wallet}/psbt/sign"),
-            &json!({"psbt": psbt, "additional_wallets": also}),
-        )
-        .await
+    let request = mpc_api::routes::SignRequest {
+        psbt: psbt.to_owned(),
+        additional_wallets: also.iter().map(|w| (*w).clone()).collect(),
+    };
+    client.sign_psbt(wallet, &request).await
 }
 
 fn spend(inputs: &[(&WalletKey, &str, u64)], to: &WalletKey) -> String {
@@ -137,7 +136,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
     // ---- ceremonies through the network ------------------------------------------------
     let ecdsa = admin
         .ceremony(
-            "/api/v1/dkg/initiate",
+            "/api/v1/keygen",
             &json!({"protocol": "cggmp24", "name": "e"}),
             None,
         )
@@ -145,15 +144,15 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
         .unwrap();
     let taproot = admin
         .ceremony(
-            "/api/v1/dkg/initiate",
+            "/api/v1/keygen",
             &json!({"protocol": "frost", "name": "t"}),
             None,
         )
         .await
         .unwrap();
     let (eid, tid) = (
-        ecdsa["id"].as_str().unwrap().to_string(),
-        taproot["id"].as_str().unwrap().to_string(),
+        mpc_wallet::commands::wallet_id_of(&ecdsa).unwrap(),
+        mpc_wallet::commands::wallet_id_of(&taproot).unwrap(),
     );
     // Every node reports the same wallet.
     for id in 1..=5 {

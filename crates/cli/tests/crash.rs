@@ -36,7 +36,7 @@ fn psbt_at(key: &WalletKey, path: &str, to: &WalletKey) -> String {
     synthetic_payment(&[(key, path, 10_000)], to, 0, 1_000).unwrap()
 }
 
-async fn check_stores_decrypt(dir: &Path, nodes: u16, wallets: &[String]) {
+async fn check_stores_decrypt(dir: &Path, nodes: u16, wallets: &[mpc_types::WalletId]) {
     let ids: Vec<NodeId> = (1..=nodes).filter_map(NodeId::new).collect();
     for &id in &ids {
         let node_dir = dir.join(format!("node-{id}"));
@@ -92,13 +92,13 @@ async fn nodes_killed_at_every_durable_step_never_reuse_a_presignature() {
     let admin1 = devnet.client(1, Role::Admin).unwrap();
     let wallet = admin1
         .ceremony(
-            "/api/v1/dkg/initiate",
+            "/api/v1/keygen",
             &json!({"protocol": "cggmp24", "name": "crash"}),
             None,
         )
         .await
         .unwrap();
-    let wallet_id = wallet["id"].as_str().unwrap().to_string();
+    let wallet_id = mpc_wallet::commands::wallet_id_of(&wallet).unwrap();
     let key = wallet_key_from_api(&wallet).unwrap();
 
     let started = Instant::now();

@@ -1,6 +1,6 @@
 //! The multi-host test (issue 6): five node processes, each in its own network namespace
 //! (veth pairs on one bridge), each with its own SQLite store, coordinating through a private
-//! etcd on the bridge. Aux info, DKG for both schemes and a mixed P2WPKH + P2TR transaction
+//! etcd on the bridge. Aux info, keygen for both schemes and a mixed P2WPKH + P2TR transaction
 //! checked with libbitcoinconsensus (`devnet::run`, the devnet's own main job); then node 5's
 //! link is cut and node 1 signs for both schemes with three of the four nodes left.
 //!
@@ -373,7 +373,7 @@ async fn five_namespaces_generate_sign_and_sign_again_with_one_cut_off() {
             .collect(),
     );
 
-    // ---- both DKGs, a presignature and a mixed transaction, all across namespaces
+    // ---- both keygens, a presignature and a mixed transaction, all across namespaces
     let (report, mut devnet) = devnet::run(options)
         .await
         .unwrap_or_else(|e| panic!("{e:#} (node logs in {})", dir.display()));

@@ -60,13 +60,13 @@ fn spend(key: &WalletKey, output: &SpendableOutput) -> String {
 }
 
 /// The wallet's pool statistics as node 1 reports them.
-async fn pool_stats(client: &ApiClient, wallet: &str) -> Value {
+async fn pool_stats(client: &ApiClient, wallet: &mpc_types::WalletId) -> Value {
     let stats = client.presignature_stats().await.unwrap();
     stats["wallets"]
         .as_array()
         .expect("stats lists wallets")
         .iter()
-        .find(|w| w["wallet_id"] == wallet)
+        .find(|w| w["wallet_id"] == wallet.as_str())
         .cloned()
         .unwrap_or(Value::Null)
 }
@@ -119,13 +119,13 @@ async fn the_pool_fills_in_the_background_and_serves_a_burst() {
     let viewer = devnet.client(1, Role::Viewer).unwrap();
     let wallet = admin
         .ceremony(
-            "/api/v1/dkg/initiate",
+            "/api/v1/keygen",
             &json!({"protocol": "cggmp24", "name": "pooled"}),
             None,
         )
         .await
         .unwrap();
-    let id = wallet["id"].as_str().unwrap().to_string();
+    let id = mpc_wallet::commands::wallet_id_of(&wallet).unwrap();
     let key = wallet_key_from_api(&wallet).unwrap();
 
     // Outputs registered through node 1, the refill leader (the registry is per node). Nobody

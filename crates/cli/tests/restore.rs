@@ -52,7 +52,11 @@ fn psbt_at(key: &WalletKey, path: &str) -> String {
 
 /// Signs through `client`'s node, verifies the transaction with bitcoinconsensus (with the
 /// spent outputs) and returns the answer.
-async fn sign_and_verify(client: &ApiClient, wallet: &str, key: &WalletKey) -> Value {
+async fn sign_and_verify(
+    client: &ApiClient,
+    wallet: &mpc_types::WalletId,
+    key: &WalletKey,
+) -> Value {
     let answer: Value = client
         .post(
             &format!("/api/v1/wallets/{wallet}/psbt/sign"),
@@ -94,13 +98,13 @@ async fn open_store(dir: &Path, id: u16) -> Store {
 }
 
 /// Ready presignatures of `wallet` in node 2's pool, as its API reports them.
-async fn ready_in_pool(client: &ApiClient, wallet: &str) -> u64 {
+async fn ready_in_pool(client: &ApiClient, wallet: &mpc_types::WalletId) -> u64 {
     let stats: Value = client.get("/api/v1/presignatures/stats").await.unwrap();
     stats["wallets"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|w| w["wallet_id"] == wallet)
+        .filter(|w| w["wallet_id"] == wallet.as_str())
         .map(|w| w["ready_total"].as_u64().unwrap())
         .sum()
 }
@@ -126,16 +130,16 @@ async fn a_node_restored_from_its_backup_signs_with_an_empty_presignature_pool()
     let admin1 = devnet.client(1, Role::Admin).unwrap();
     let wallet = admin1
         .ceremony(
-            "/api/v1/dkg/initiate",
+            "/api/v1/keygen",
             &json!({"protocol": "cggmp24", "name": "restore-test"}),
             None,
         )
         .await
         .unwrap();
-    let wallet_id = wallet["id"].as_str().unwrap().to_string();
+    let wallet_id = mpc_wallet::commands::wallet_id_of(&wallet).unwrap();
     let key = wallet_key_from_api(&wallet).unwrap();
     eprintln!(
-        "cluster, aux info and DKG: {:.0} s",
+        "cluster, aux info and keygen: {:.0} s",
         started.elapsed().as_secs_f64()
     );
 

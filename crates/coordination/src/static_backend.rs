@@ -131,7 +131,10 @@ mod tests {
             let (backend, held, last) = (backend.clone(), held.clone(), last.clone());
             tasks.push(tokio::spawn(async move {
                 for _ in 0..25 {
-                    let guard = backend.lock("dkg", Duration::from_secs(5)).await.unwrap();
+                    let guard = backend
+                        .lock("keygen", Duration::from_secs(5))
+                        .await
+                        .unwrap();
                     assert!(!held.swap(true, Ordering::SeqCst), "two holders at once");
                     {
                         let mut last = last.lock().unwrap();

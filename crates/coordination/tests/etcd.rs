@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use mpc_testkit::ETCD_ENDPOINTS_ENV as ENDPOINTS_ENV;
 const CHILD_ENV: &str = "MPC_COORDINATION_CHILD";
-/// The lock DKG and aux info run under, as a participant checks its proposals' tokens.
+/// The lock keygen and aux info run under, as a participant checks its proposals' tokens.
 const CEREMONY: TokenSource<'static> = TokenSource::Lock("ceremony");
 /// Short leases where a test waits for one to expire; etcd's minimum with default timing is 2 s.
 const TTL: Duration = Duration::from_secs(2);
@@ -93,7 +93,7 @@ async fn lock_contention_one_holder_at_a_time_and_tokens_increase() {
         );
         tasks.push(tokio::spawn(async move {
             for _ in 0..ROUNDS {
-                let guard = coordinator.lock("dkg", LONG_TTL).await.unwrap();
+                let guard = coordinator.lock("keygen", LONG_TTL).await.unwrap();
                 let acquired = Instant::now();
                 assert!(!held.swap(true, Ordering::SeqCst), "two holders at once");
                 if let Some((from, at)) = *last_release.lock().unwrap() {
@@ -179,8 +179,8 @@ async fn cancelled_lock_attempt_leaves_nothing_behind() {
 
     // Prefixes isolate clusters: the same lock name under another prefix is independent.
     let other = backend(&endpoints, &fresh_prefix()).await;
-    let _mine = a.lock("dkg", LONG_TTL).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(2), other.lock("dkg", LONG_TTL))
+    let _mine = a.lock("keygen", LONG_TTL).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), other.lock("keygen", LONG_TTL))
         .await
         .expect("another prefix's lock contended")
         .unwrap();

@@ -19,7 +19,7 @@ use base64::Engine;
 use mpc_api::{
     auth::{self, Jwt},
     payments::{RegisterUtxosRequest, TransactionRequest},
-    routes::{ApiJson, DkgRequest, PresignRequest, SignRequest},
+    routes::{ApiJson, KeygenRequest, PresignRequest, SignRequest},
 };
 use mpc_bitcoin::{
     bitcoin::Network,
@@ -54,7 +54,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("frost_signing_msg", frost_signing_msg),
     ("refresh_msg", refresh_msg),
     ("psbt", psbt),
-    ("api_dkg", api_dkg),
+    ("api_keygen", api_keygen),
     ("api_presign", api_presign),
     ("api_sign", api_sign),
     ("api_utxos", api_utxos),
@@ -317,9 +317,9 @@ fn api_round_trip<T: DeserializeOwned + Serialize>(data: &[u8]) {
     }
 }
 
-/// `POST /api/v1/dkg/initiate`.
-pub fn api_dkg(data: &[u8]) {
-    api_round_trip::<DkgRequest>(data)
+/// `POST /api/v1/keygen`.
+pub fn api_keygen(data: &[u8]) {
+    api_round_trip::<KeygenRequest>(data)
 }
 
 /// `POST /api/v1/wallets/{id}/presignatures`.

@@ -15,6 +15,7 @@ use mpc_bitcoin::{
     psbt::parse_psbt,
 };
 use mpc_store::{ApprovalRequestRecord, AuditEvent, DecisionRecord, RequestState};
+use mpc_types::WalletId;
 use serde::Serialize;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -51,7 +52,7 @@ pub struct RequestView {
     pub request_id: Uuid,
     /// `pending`, `signing`, `signed`, `rejected`, `expired` or `failed`.
     pub state: String,
-    pub wallet_ids: Vec<String>,
+    pub wallet_ids: Vec<WalletId>,
     /// The unsigned PSBT (base64): an approver builds the message from it, not from the
     /// fields beside it.
     pub psbt: String,
@@ -140,7 +141,7 @@ impl Node {
     pub async fn submit_psbt(
         &self,
         session: Uuid,
-        wallet_ids: &[String],
+        wallet_ids: &[WalletId],
         psbt_base64: &str,
     ) -> Result<Submitted, NodeError> {
         if !self.approvals_needed(wallet_ids, psbt_base64).await? {

@@ -6,6 +6,7 @@
 //! (a ceremony's outcome, an incident) are logged loudly when their append fails, since the
 //! thing itself already happened.
 
+use mpc_types::WalletId;
 use std::future::Future;
 
 use mpc_bitcoin::psbt::parse_psbt;
@@ -162,7 +163,7 @@ impl Node {
         &self,
         ceremony: &str,
         session: Uuid,
-        wallet_id: Option<String>,
+        wallet_id: Option<WalletId>,
         coordinator: bool,
         result: &Result<T, NodeError>,
     ) {

@@ -8,6 +8,7 @@
 //! ever raised) and remembered in memory, since every signing reads it.
 
 use mpc_transport::NodeId;
+use mpc_types::WalletId;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::{Node, NodeError};
@@ -18,7 +19,7 @@ pub(crate) const NOTICE_CHECKS: usize = 2;
 
 impl Node {
     /// The next change index of `wallet_id` this node knows to be unused.
-    pub(crate) async fn next_change_index(&self, wallet_id: &str) -> Result<u32, NodeError> {
+    pub(crate) async fn next_change_index(&self, wallet_id: &WalletId) -> Result<u32, NodeError> {
         if let Some(next) = self.change_next()?.get(wallet_id) {
             return Ok(*next);
         }
@@ -30,7 +31,7 @@ impl Node {
     /// Records that a signed transaction paid change to `index` of `wallet_id`.
     pub(crate) async fn note_change_index_used(
         &self,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         index: u32,
     ) -> Result<(), NodeError> {
         let next = self
@@ -43,7 +44,7 @@ impl Node {
     }
 
     /// Raises the remembered next change index of `wallet_id` to `next` (never lowers it).
-    pub(crate) fn remember_change_next(&self, wallet_id: &str, next: u32) {
+    pub(crate) fn remember_change_next(&self, wallet_id: &WalletId, next: u32) {
         if let Ok(mut known) = self.change_next() {
             let entry = known.entry(wallet_id.to_owned()).or_insert(next);
             *entry = (*entry).max(next);
@@ -55,7 +56,7 @@ impl Node {
     pub(crate) fn signed_arrived(
         &self,
         from: NodeId,
-        wallet_ids: Vec<String>,
+        wallet_ids: Vec<WalletId>,
         psbt: String,
         raw_transaction: String,
     ) {
@@ -86,7 +87,8 @@ impl Node {
 
     fn change_next(
         &self,
-    ) -> Result<std::sync::MutexGuard<'_, std::collections::HashMap<String, u32>>, NodeError> {
+    ) -> Result<std::sync::MutexGuard<'_, std::collections::HashMap<WalletId, u32>>, NodeError>
+    {
         self.inner
             .change_next
             .lock()

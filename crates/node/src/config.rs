@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::NodeError;
 use mpc_transport::{NodeId, RouterLimits};
-use mpc_types::Network;
+use mpc_types::{Network, WalletId};
 
 /// Everything one node needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,7 +95,7 @@ pub struct PoolConfig {
     /// Limits for every wallet without an override (`[pool.defaults]`).
     pub defaults: PoolLimits,
     /// Per-wallet overrides of the limits, by wallet id (`[pool.wallets.<id>]`).
-    pub wallets: std::collections::HashMap<String, PoolLimits>,
+    pub wallets: std::collections::HashMap<WalletId, PoolLimits>,
     /// Generation runs the leader drives at once (each uses every core for seconds).
     pub concurrency: usize,
     /// How often the leader looks at pool levels.
@@ -123,7 +123,7 @@ impl Default for PoolConfig {
 }
 
 impl PoolConfig {
-    pub fn limits_for(&self, wallet_id: &str) -> PoolLimits {
+    pub fn limits_for(&self, wallet_id: &WalletId) -> PoolLimits {
         self.wallets
             .get(wallet_id)
             .copied()
@@ -286,7 +286,7 @@ pub struct Limits {
     pub max_streams_per_peer: u32,
     /// How long one frame may take to arrive once its stream opened; a stalled stream is reset.
     pub frame_read_timeout_ms: u64,
-    /// How long a coordinator waits for the cluster's ceremony lock before giving up (one DKG
+    /// How long a coordinator waits for the cluster's ceremony lock before giving up (one keygen
     /// or aux-info ceremony runs at a time).
     pub ceremony_lock_wait_ms: u64,
     /// Most inputs in one PSBT, checked by the coordinator and by every signer before any

@@ -12,6 +12,7 @@ use mpc_protocols::{
     DerivationPath,
 };
 use mpc_transport::{Envelope, NodeId, SessionId, CONTROL};
+use mpc_types::WalletId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -42,7 +43,7 @@ pub enum Control {
     /// its change indices. Advisory: a receiver learns only what it verifies itself (every
     /// input's signature by the wallets' keys, for this exact PSBT).
     Signed {
-        wallet_ids: Vec<String>,
+        wallet_ids: Vec<WalletId>,
         /// The unsigned PSBT the signers checked (base64).
         psbt: String,
         /// The signed transaction (hex).
@@ -55,7 +56,7 @@ pub struct Proposal {
     pub session: Uuid,
     pub body: ProposalBody,
     /// The fencing token of the lock (or leadership) the coordinator proposes under: the
-    /// ceremony lock for DKG and aux info, the refill leadership for pool presignatures
+    /// ceremony lock for keygen and aux info, the refill leadership for pool presignatures
     /// (etcd backend only; see `locks`).
     pub fencing_token: Option<u64>,
 }
@@ -63,7 +64,7 @@ pub struct Proposal {
 /// What a wallet is, as proposed for key generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalletSpec {
-    pub id: String,
+    pub id: WalletId,
     pub name: String,
     pub scheme: mpc_bitcoin::Scheme,
     pub threshold: u16,
@@ -81,14 +82,14 @@ pub enum ProposalBody {
         wallet: WalletSpec,
     },
     Presign {
-        wallet_id: String,
+        wallet_id: WalletId,
         path: DerivationPath,
         /// Node ids of the signer set, sorted.
         signers: Vec<NodeId>,
         count: u32,
     },
     Sign {
-        wallet_ids: Vec<String>,
+        wallet_ids: Vec<WalletId>,
         /// The PSBT, base64: signers parse it themselves.
         psbt: String,
         signers: Vec<NodeId>,

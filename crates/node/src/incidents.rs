@@ -3,6 +3,7 @@
 
 use mpc_store::{AuditEvent, IncidentKind, IncidentRecord};
 use mpc_transport::{NodeId, SessionId};
+use mpc_types::WalletId;
 use rustls_pki_types::CertificateDer;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -132,7 +133,7 @@ impl Node {
     pub(crate) async fn record_incidents(
         &self,
         session: Uuid,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         signers: &[NodeId],
         error: &NodeError,
     ) -> Vec<Blame> {

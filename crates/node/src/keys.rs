@@ -15,7 +15,7 @@ use mpc_protocols::{
 };
 use mpc_store::{WalletRecord, WalletState};
 use mpc_transport::NodeId;
-use mpc_types::party_index;
+use mpc_types::{party_index, WalletId};
 use serde::Serialize;
 
 use crate::{Node, NodeError};
@@ -23,17 +23,17 @@ use crate::{Node, NodeError};
 /// Decrypted shares by wallet id.
 #[derive(Default)]
 pub struct ShareCache {
-    ecdsa: RwLock<HashMap<String, Arc<EcdsaKeyShare>>>,
-    schnorr: RwLock<HashMap<String, Arc<SchnorrKeyShare>>>,
+    ecdsa: RwLock<HashMap<WalletId, Arc<EcdsaKeyShare>>>,
+    schnorr: RwLock<HashMap<WalletId, Arc<SchnorrKeyShare>>>,
     /// Active wallets' records: an active wallet never changes (only a pending one becomes
     /// active or aborted), so the signing path need not read it from the store each time.
-    active: RwLock<HashMap<String, WalletRecord>>,
+    active: RwLock<HashMap<WalletId, WalletRecord>>,
 }
 
 /// A wallet as clients see it.
 #[derive(Debug, Clone, Serialize)]
 pub struct WalletInfo {
-    pub id: String,
+    pub id: WalletId,
     pub name: String,
     pub scheme: Scheme,
     pub script_type: &'static str,
@@ -50,19 +50,13 @@ pub struct WalletInfo {
     pub created_at: i64,
 }
 
-/// The wallet's public side from its record.
+/// The wallet's public side from its record (already decoded by the store).
 pub fn wallet_key(record: &WalletRecord) -> Result<WalletKey, NodeError> {
-    let bad = |m: String| NodeError::Internal(format!("wallet {}: {m}", record.id));
-    let master_key =
-        PublicKey::try_from(record.public_key.clone()).map_err(|e| bad(e.to_string()))?;
-    let chain_code: [u8; 32] = hex::decode(&record.chain_code)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| bad("chain code is not 32 hex bytes".into()))?;
+    let master_key = PublicKey(record.public_key.serialize());
     Ok(WalletKey::new(
         record.scheme,
         master_key,
-        chain_code,
+        record.chain_code.to_bytes(),
         record.network.into(),
     )?)
 }
@@ -78,7 +72,7 @@ pub fn wallet_info(record: &WalletRecord) -> Result<WalletInfo, NodeError> {
         participants: record.participants.clone(),
         network: record.network,
         state: record.state.to_string(),
-        public_key: record.public_key.clone(),
+        public_key: record.public_key.to_string(),
         xpub: key.xpub()?.to_string(),
         fingerprint: key.fingerprint()?.to_string(),
         first_address: key.chain_address(Chain::Receive, 0)?.to_string(),
@@ -105,7 +99,7 @@ pub fn keygen_indices(
 
 impl Node {
     /// An active wallet's record; pending, aborted and unknown wallets are errors.
-    pub async fn active_wallet(&self, id: &str) -> Result<WalletRecord, NodeError> {
+    pub async fn active_wallet(&self, id: &WalletId) -> Result<WalletRecord, NodeError> {
         if let Some(record) = self
             .inner
             .shares
@@ -146,7 +140,7 @@ impl Node {
             .collect()
     }
 
-    pub async fn wallet(&self, id: &str) -> Result<WalletInfo, NodeError> {
+    pub async fn wallet(&self, id: &WalletId) -> Result<WalletInfo, NodeError> {
         let record = self
             .inner
             .store
@@ -216,7 +210,7 @@ impl Node {
 
     async fn share_bytes(
         &self,
-        wallet_id: &str,
+        wallet_id: &WalletId,
     ) -> Result<mpc_store::Zeroizing<Vec<u8>>, NodeError> {
         self.inner.store.key_share(wallet_id).await?.ok_or_else(|| {
             NodeError::NotFound(format!(

@@ -1,6 +1,6 @@
 //! The cluster lock around ceremonies, and the fencing check every participant makes.
 //!
-//! One DKG or aux-info ceremony runs in the cluster at a time: its coordinator holds the
+//! One keygen or aux-info ceremony runs in the cluster at a time: its coordinator holds the
 //! `ceremony` lock of the cluster backend while it proposes and runs it. Under etcd the lock
 //! can be lost while its holder still runs (a paused process outlives its lease), so the
 //! proposal carries the lock's fencing token, and **each participant** checks it against etcd
@@ -29,7 +29,7 @@ use crate::{
     config::Limits, control::Proposal, control::ProposalBody, pool::POOL_ELECTION, Node, NodeError,
 };
 
-/// The lock (and fencing resource) of DKG and aux-info ceremonies.
+/// The lock (and fencing resource) of keygen and aux-info ceremonies.
 pub const CEREMONY_LOCK: &str = "ceremony";
 
 /// The ceremony lock, held by a coordinator for the length of one ceremony.

@@ -1,7 +1,7 @@
 //! What a node tells the cluster backend about itself and its wallets, and what it checks
 //! there: its presence (`members/<id>`: addresses, certificate fingerprint, version; on a
 //! lease, so it disappears when the node stops or stalls) and each wallet's public key
-//! (`wallets/<id>`, published once by the DKG's coordinator).
+//! (`wallets/<id>`, published once by the keygen's coordinator).
 //!
 //! etcd is trusted for liveness only: nothing here makes a node accept anything. A member
 //! record that disagrees with this node's own config is logged as an error (configuration
@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 use mpc_coordination::{BackendKind, Published};
 use mpc_store::WalletRecord;
 use mpc_transport::NodeId;
-use mpc_types::{Network, Scheme};
+use mpc_types::{Network, Scheme, WalletId};
 
 use crate::{Node, NodeError};
 
@@ -31,10 +31,10 @@ pub struct MemberRecord {
     pub version: String,
 }
 
-/// `wallets/<id>`: the public facts every participant agreed on at DKG.
+/// `wallets/<id>`: the public facts every participant agreed on at keygen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalletPublicRecord {
-    pub id: String,
+    pub id: WalletId,
     pub scheme: Scheme,
     pub threshold: u16,
     pub participants: Vec<NodeId>,
@@ -51,8 +51,8 @@ impl WalletPublicRecord {
             threshold: w.threshold,
             participants: w.participants.clone(),
             network: w.network,
-            public_key: w.public_key.clone(),
-            chain_code: w.chain_code.clone(),
+            public_key: w.public_key.to_string(),
+            chain_code: hex::encode(w.chain_code.to_bytes()),
         }
     }
 }
@@ -169,7 +169,7 @@ impl Node {
         };
         let published = match self.cluster_backend().await {
             Ok(backend) => backend
-                .publish("wallets", &wallet.id, &value)
+                .publish("wallets", wallet.id.as_str(), &value)
                 .await
                 .map_err(NodeError::from),
             Err(e) => Err(e),

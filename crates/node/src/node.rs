@@ -2,6 +2,7 @@
 //! (heartbeats, primes, the pool). The proposal protocol every ceremony uses is in
 //! `proposals`.
 
+use mpc_types::WalletId;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -46,7 +47,7 @@ pub(crate) struct Inner {
     /// signings, and those it offered or consumed (never offered again).
     pub(crate) ready: Mutex<ReadyPresignatures>,
     /// Each wallet's next unused change index, as far as this node knows (`change.rs`).
-    pub(crate) change_next: Mutex<HashMap<String, u32>>,
+    pub(crate) change_next: Mutex<HashMap<WalletId, u32>>,
     /// Bounds the signed-transaction notices checked at once (`change.rs`).
     pub(crate) notice_checks: Arc<tokio::sync::Semaphore>,
     pub(crate) waiters: Mutex<HashMap<Uuid, Waiter>>,

@@ -14,6 +14,7 @@
 //! Consumption is not here: each signer consumes durably in the signing path
 //! (`signing::sign_with_presignature`) before its partial signature leaves the node.
 
+use mpc_types::WalletId;
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex},
@@ -33,17 +34,17 @@ use uuid::Uuid;
 use crate::{config::Limits, now_ms, Node, NodeError};
 
 /// One (wallet, path, signer set) pool.
-type PoolKey = (String, DerivationPath, Vec<NodeId>);
+type PoolKey = (WalletId, DerivationPath, Vec<NodeId>);
 
 /// What the pool service remembers between rounds.
 #[derive(Default)]
 pub struct PoolState {
     /// Recently funded paths per wallet, newest last.
-    funded: Mutex<HashMap<String, VecDeque<DerivationPath>>>,
+    funded: Mutex<HashMap<WalletId, VecDeque<DerivationPath>>>,
     /// Pools currently being filled up to target (hysteresis between low water and target).
     refilling: Mutex<HashSet<PoolKey>>,
     in_flight: Mutex<HashSet<PoolKey>>,
-    stats: Mutex<HashMap<String, Generation>>,
+    stats: Mutex<HashMap<WalletId, Generation>>,
     /// The refill-leader campaign (etcd backend), once connected.
     election: Mutex<Option<ElectionHandle>>,
 }
@@ -62,7 +63,7 @@ struct Generation {
 /// Pool levels and statistics of one wallet, as the API reports them.
 #[derive(Debug, Clone, Serialize)]
 pub struct WalletPoolStats {
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     pub target: u32,
     pub low_water: u32,
     pub max: u32,
@@ -127,13 +128,13 @@ impl Node {
     }
 
     /// Remembers that `path` of `wallet_id` holds funds.
-    pub fn note_funded(&self, wallet_id: &str, path: DerivationPath) {
+    pub fn note_funded(&self, wallet_id: &WalletId, path: DerivationPath) {
         let max = self.inner.config.pool.max_paths_per_wallet;
         if path.is_root() || max == 0 {
             return;
         }
         if let Ok(mut funded) = self.inner.pool.funded.lock() {
-            let paths = funded.entry(wallet_id.to_string()).or_default();
+            let paths = funded.entry(wallet_id.clone()).or_default();
             paths.retain(|p| p != &path);
             paths.push_back(path);
             while paths.len() > max {
@@ -143,7 +144,7 @@ impl Node {
     }
 
     /// The paths of `wallet_id` known to hold funds, newest first.
-    pub fn funded_paths(&self, wallet_id: &str) -> Vec<DerivationPath> {
+    pub fn funded_paths(&self, wallet_id: &WalletId) -> Vec<DerivationPath> {
         self.inner
             .pool
             .funded
@@ -162,7 +163,7 @@ impl Node {
     /// registry does not hold.
     async fn spendable_paths(
         &self,
-        wallet_id: &str,
+        wallet_id: &WalletId,
     ) -> Result<Vec<(DerivationPath, u64)>, NodeError> {
         let stale = now_ms() - crate::utxos::RESERVATION_TTL_MS;
         let mut paths: Vec<(DerivationPath, u64)> = Vec::new();
@@ -397,12 +398,12 @@ impl Node {
         Ok(())
     }
 
-    fn record_generation(&self, wallet_id: &str, count: usize, took: Duration) {
+    fn record_generation(&self, wallet_id: &WalletId, count: usize, took: Duration) {
         if count == 0 {
             return;
         }
         if let Ok(mut stats) = self.inner.pool.stats.lock() {
-            let g = stats.entry(wallet_id.to_string()).or_default();
+            let g = stats.entry(wallet_id.clone()).or_default();
             g.generated += count as u64;
             g.last_refill_ms = Some(now_ms());
             let each = took.as_secs_f64() * 1e3 / count as f64;
@@ -415,7 +416,7 @@ impl Node {
         }
         info!(
             node = self.id().get(),
-            wallet = wallet_id,
+            wallet = %wallet_id,
             count,
             ms = took.as_millis() as u64,
             "pool refilled"

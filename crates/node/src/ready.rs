@@ -10,6 +10,7 @@
 //! every remembered one, so they wait until the remembered ones are gone, as the store's
 //! oldest-first order would have them wait anyway.
 
+use mpc_types::WalletId;
 use std::collections::{HashMap, VecDeque};
 
 use mpc_store::PresignatureRecord;
@@ -26,7 +27,7 @@ const USED_MEMORY: usize = 10_000;
 /// (sorted, as the coordinator picks it).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct ReadyKey {
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     pub path: String,
     pub signers: Vec<NodeId>,
 }
@@ -114,7 +115,7 @@ mod tests {
 
     fn key(path: &str) -> ReadyKey {
         ReadyKey {
-            wallet_id: "w".into(),
+            wallet_id: WalletId::must("w"),
             path: path.into(),
             signers: NodeId::must_list(&[1, 2, 3]),
         }
@@ -124,7 +125,7 @@ mod tests {
         ids.iter()
             .map(|id| PresignatureRecord {
                 id: (*id).into(),
-                wallet_id: "w".into(),
+                wallet_id: WalletId::must("w"),
                 path: "m/0/0".parse().unwrap(),
                 signers: NodeId::must_list(&[1, 2, 3]),
                 epoch: 1,

@@ -3,6 +3,7 @@
 //! ECDSA needs no 40 s ceremony; the process tests run it for real). The node's own tests and
 //! the API's in-process tests share it. Panics on any failure: it is for tests only.
 
+use mpc_types::WalletId;
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use crate::{
@@ -161,7 +162,7 @@ pub fn wallet_request(name: &str, scheme: Scheme) -> CreateWallet {
 
 /// A wallet of `scheme` created through node 1 (the cluster's threshold, every node), with
 /// its public key.
-pub async fn wallet(c: &Cluster, scheme: Scheme) -> (String, mpc_bitcoin::WalletKey) {
+pub async fn wallet(c: &Cluster, scheme: Scheme) -> (WalletId, mpc_bitcoin::WalletKey) {
     let n1 = &c.nodes[0];
     let created = n1
         .create_wallet(Uuid::new_v4(), wallet_request("w", scheme))

@@ -13,6 +13,7 @@
 //!
 //! The registry is this node's: outputs registered through one node are spent through it.
 
+use mpc_types::WalletId;
 use std::str::FromStr;
 
 use mpc_bitcoin::{
@@ -111,7 +112,7 @@ pub struct UtxoInfo {
 /// network it must be on is the wallet's, known only once the wallet is read.
 #[derive(Debug, Clone)]
 pub struct SendRequest {
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     pub recipient: String,
     pub amount: Amount,
     pub fee_rate: FeeRate,
@@ -121,7 +122,7 @@ impl SendRequest {
     /// A request as clients state it (satoshis, sat/vB), checked once: a fee rate outside
     /// the accepted range is refused here.
     pub fn new(
-        wallet_id: String,
+        wallet_id: WalletId,
         recipient: String,
         amount_sats: u64,
         fee_rate_sat_vb: f64,
@@ -249,7 +250,7 @@ impl Node {
     /// script of the wallet; that script is what is stored and later spent.
     pub async fn register_utxos(
         &self,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         utxos: &[RegisterUtxo],
     ) -> Result<Vec<UtxoInfo>, UtxoError> {
         if utxos.is_empty() || utxos.len() > MAX_REGISTER {
@@ -322,7 +323,7 @@ impl Node {
         // The pool reads the registry: these paths now get presignatures (ECDSA wallets).
         info!(
             node = self.id().get(),
-            wallet = wallet_id,
+            wallet = %wallet_id,
             count = rows.len(),
             "registered outputs"
         );
@@ -341,7 +342,7 @@ impl Node {
     /// A wallet's registered outputs, oldest first; spent ones only if asked.
     pub async fn utxos(
         &self,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         include_spent: bool,
     ) -> Result<Vec<UtxoInfo>, UtxoError> {
         let record = self
@@ -360,7 +361,7 @@ impl Node {
     }
 
     /// The wallet's next unused change index and its address.
-    pub async fn next_change(&self, wallet_id: &str) -> Result<(u32, Address), UtxoError> {
+    pub async fn next_change(&self, wallet_id: &WalletId) -> Result<(u32, Address), UtxoError> {
         let record = self.active_wallet(wallet_id).await?;
         let key = wallet_key(&record)?;
         let index = self.next_change_index(wallet_id).await?;
@@ -508,7 +509,7 @@ impl Node {
     async fn sign_selection(
         &self,
         session: Uuid,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         key: &WalletKey,
         candidates: &[Candidate],
         selection: &spend::Selection,
@@ -537,7 +538,7 @@ impl Node {
             _ => None,
         };
         let submitted = self
-            .submit_psbt(session, &[wallet_id.to_string()], &psbt.to_string())
+            .submit_psbt(session, std::slice::from_ref(wallet_id), &psbt.to_string())
             .await?;
         Ok((submitted, change))
     }

@@ -24,7 +24,7 @@ use mpc_node::{
     NodeError,
 };
 use mpc_store::{ApprovalRequestRecord, AuditEvent, RequestState};
-use mpc_types::NodeId;
+use mpc_types::{NodeId, WalletId};
 use uuid::Uuid;
 
 /// Approvers alice, bob and carol; mallory is nobody's approver.
@@ -65,7 +65,7 @@ async fn cluster() -> Cluster {
 fn sign(
     signer: &str,
     psbt: &Psbt,
-    wallets: &[String],
+    wallets: &[WalletId],
     request: Uuid,
     expires: i64,
     decision: Decision,
@@ -324,7 +324,7 @@ async fn a_hostile_coordinator_cannot_get_past_the_signers_approval_check() {
     let psbt = payment(&tkey, "a", 9_000, 1);
     let request = Uuid::new_v4();
     let expires = now_ms() + 3_600_000;
-    let valid = |who: &[&str], psbt: &Psbt, wallets: &[String], request: Uuid, at: i64| {
+    let valid = |who: &[&str], psbt: &Psbt, wallets: &[WalletId], request: Uuid, at: i64| {
         who.iter()
             .map(|w| sign(w, psbt, wallets, request, at, Decision::Approve))
             .collect::<Vec<_>>()
@@ -481,7 +481,13 @@ async fn a_hostile_coordinator_cannot_get_past_the_signers_approval_check() {
         },
         Case {
             name: "approvals of another wallet",
-            evidence: evidence(valid(&two, &psbt, &["other".to_string()], request, expires)),
+            evidence: evidence(valid(
+                &two,
+                &psbt,
+                &[WalletId::must("other")],
+                request,
+                expires,
+            )),
             rule: "approval_invalid",
         },
         Case {

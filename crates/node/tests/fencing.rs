@@ -67,7 +67,7 @@ async fn cluster(coordination: &CoordinationConfig) -> Cluster {
 fn keygen() -> ProposalBody {
     ProposalBody::Keygen {
         wallet: WalletSpec {
-            id: Uuid::new_v4().to_string(),
+            id: mpc_types::WalletId::from_uuid(Uuid::new_v4()),
             name: "proposed".into(),
             scheme: Scheme::Schnorr,
             threshold: 2,
@@ -137,9 +137,9 @@ async fn shutdown(cluster: Cluster) {
     }
 }
 
-/// `coordinator` runs a legitimate DKG under the ceremony lock; then every node has recorded
+/// `coordinator` runs a legitimate keygen under the ceremony lock; then every node has recorded
 /// one token, the lock's, below `BOGUS`.
-async fn a_legitimate_dkg_runs_and_its_token_is_recorded(coordinator: &Node, nodes: &[Node]) {
+async fn a_legitimate_keygen_runs_and_its_token_is_recorded(coordinator: &Node, nodes: &[Node]) {
     coordinator
         .create_wallet(
             Uuid::new_v4(),
@@ -187,7 +187,7 @@ async fn a_ceremony_token_above_the_holders_is_refused_and_stores_nothing() {
     assert!(c.nodes[0].store().wallets().await.unwrap().is_empty());
 
     // The bogus token changed nothing.
-    a_legitimate_dkg_runs_and_its_token_is_recorded(&c.nodes[1], &c.nodes).await;
+    a_legitimate_keygen_runs_and_its_token_is_recorded(&c.nodes[1], &c.nodes).await;
     shutdown(c).await;
 }
 
@@ -232,7 +232,7 @@ async fn a_poisoned_table_does_not_block_the_lock_holder() {
             .unwrap();
     }
     // etcd's holder wins, and replaces the poisoned value.
-    a_legitimate_dkg_runs_and_its_token_is_recorded(&c.nodes[0], &c.nodes).await;
+    a_legitimate_keygen_runs_and_its_token_is_recorded(&c.nodes[0], &c.nodes).await;
     shutdown(c).await;
 }
 

@@ -1,7 +1,8 @@
-//! Three nodes over the in-memory mesh with real SQLite stores: DKG for both schemes,
+//! Three nodes over the in-memory mesh with real SQLite stores: keygen for both schemes,
 //! presignatures, signing a mixed transaction, and what signers refuse.
 
 use mpc_types::NodeId;
+use mpc_types::WalletId;
 use std::time::Duration;
 
 use mpc_bitcoin::policy::Policy;
@@ -22,7 +23,7 @@ async fn cluster(n: u16, t: u16) -> Cluster {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dkg_presign_and_sign_a_mixed_transaction() {
+async fn keygen_presign_and_sign_a_mixed_transaction() {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("warn")
@@ -329,14 +330,14 @@ async fn taproot_with_policy(
 async fn refused_sign(
     node: &Node,
     session: Uuid,
-    wallet_id: &str,
+    wallet_id: &WalletId,
     psbt: &str,
     signers: &[NodeId],
 ) -> NodeError {
     node.coordinate(
         session,
         ProposalBody::Sign {
-            wallet_ids: vec![wallet_id.to_owned()],
+            wallet_ids: vec![wallet_id.clone()],
             psbt: psbt.to_owned(),
             signers: signers.to_vec(),
             presignatures: vec![None],

@@ -3,6 +3,7 @@
 //! start finds the store behind its rollback guard file and retires every presignature.
 
 use mpc_types::NodeId;
+use mpc_types::WalletId;
 use std::time::Duration;
 
 use mpc_bitcoin::{
@@ -18,7 +19,7 @@ use uuid::Uuid;
 
 /// An ECDSA wallet made by `node`, whose PSBTs spend a made-up output at m/0/0.
 struct EcdsaWallet {
-    id: String,
+    id: WalletId,
     key: mpc_bitcoin::WalletKey,
 }
 

@@ -4,6 +4,7 @@
 //! presignature and recording no spend.
 
 use mpc_types::NodeId;
+use mpc_types::WalletId;
 use std::time::Duration;
 
 use mpc_bitcoin::{
@@ -65,7 +66,7 @@ fn spend(inputs: &[SpendableOutput], pay: u64, change_path: &str) -> Psbt {
 /// `coordinator` proposes `psbt` for `signers` without checking it itself, to `to`.
 async fn propose(
     coordinator: &Node,
-    wallet_id: &str,
+    wallet_id: &WalletId,
     psbt: &Psbt,
     signers: &[NodeId],
     to: &[NodeId],
@@ -75,7 +76,7 @@ async fn propose(
         .coordinate(
             Uuid::new_v4(),
             ProposalBody::Sign {
-                wallet_ids: vec![wallet_id.to_owned()],
+                wallet_ids: vec![wallet_id.clone()],
                 psbt: psbt.to_string(),
                 signers: signers.to_vec(),
                 presignatures,
@@ -93,7 +94,7 @@ async fn propose(
 /// so the answer is node 2's own; returns node 2's refusal, as it came over the control channel.
 async fn refused_by_node_2(
     n1: &Node,
-    wallet_id: &str,
+    wallet_id: &WalletId,
     psbt: &Psbt,
     presignatures: Vec<Option<String>>,
 ) -> Refusal {
@@ -144,7 +145,7 @@ async fn with_tx_limit_on(node: u16, max_sats: u64) -> Cluster {
 }
 
 /// What node 2 holds for `wallet_id`: ready presignatures at `p` for {1, 2}, and sats spent.
-async fn node_2_state(c: &Cluster, wallet_id: &str, p: &str) -> (usize, u64) {
+async fn node_2_state(c: &Cluster, wallet_id: &WalletId, p: &str) -> (usize, u64) {
     let store = c.nodes[1].store();
     let ready = store
         .ready_presignatures(wallet_id, p, &NodeId::must_list(&[1, 2]), 0, 100)

@@ -12,11 +12,14 @@ use std::time::{Duration, Instant};
 
 use mpc_store::{
     generate_key_file, KeySource, PresignatureRecord, PresignatureState, PresignatureUse, Store,
-    WalletRecord, WalletState,
+    WalletState,
 };
 use uuid::Uuid;
 
 const NOW: i64 = 1_700_000_000_000;
+
+#[path = "../tests/common/wallet.rs"]
+mod wallet;
 
 async fn open(dir: &Path, guarded: bool) -> Store {
     std::fs::create_dir_all(dir).unwrap();
@@ -31,20 +34,9 @@ async fn open(dir: &Path, guarded: bool) -> Store {
             .await
             .unwrap();
     }
-    let wallet = WalletRecord {
-        id: "w".into(),
-        name: "bench".into(),
-        scheme: mpc_types::Scheme::Ecdsa,
-        threshold: 2,
-        participants: NodeId::must_list(&[1, 2, 3]),
-        network: mpc_types::Network::Regtest,
-        public_key: "02aa".into(),
-        chain_code: "cc".into(),
-        state: WalletState::Active,
-        session: Uuid::new_v4(),
-        created_at: NOW,
-        activated_at: Some(NOW),
-    };
+    let mut wallet = wallet::wallet("w");
+    wallet.state = WalletState::Active;
+    wallet.activated_at = Some(NOW);
     store.insert_wallet(&wallet, b"share").await.unwrap();
     store
 }
@@ -52,7 +44,7 @@ async fn open(dir: &Path, guarded: bool) -> Store {
 async fn add_presignature(store: &Store, id: &str) {
     let record = PresignatureRecord {
         id: id.into(),
-        wallet_id: "w".into(),
+        wallet_id: wallet::wallet_id("w"),
         path: mpc_types::DerivationPath::root(),
         signers: NodeId::must_list(&[1, 2, 3]),
         epoch: 1,
@@ -71,13 +63,19 @@ async fn signing(store: &Store, id: &str, idle: Duration) -> f64 {
     let root = mpc_types::DerivationPath::root();
     let uses = [PresignatureUse {
         id,
-        wallet_id: "w",
+        wallet_id: &wallet::wallet_id("w"),
         path: &root,
         signers: &NodeId::must_list(&[1, 2, 3]),
     }];
     let started = Instant::now();
     store
-        .begin_signing(Uuid::new_v4(), &uses, &[("w", 1_000)], None, NOW)
+        .begin_signing(
+            Uuid::new_v4(),
+            &uses,
+            &[(&wallet::wallet_id("w"), 1_000)],
+            None,
+            NOW,
+        )
         .await
         .unwrap()
         .unwrap();

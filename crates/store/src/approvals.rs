@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use mpc_types::Decision;
+use mpc_types::{Decision, WalletId};
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
@@ -78,7 +78,7 @@ pub struct DecisionRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalRequestRecord {
     pub id: Uuid,
-    pub wallet_ids: Vec<String>,
+    pub wallet_ids: Vec<WalletId>,
     /// The unsigned PSBT, base64: what approvers and signers build the message from.
     pub psbt: String,
     pub txid: String,

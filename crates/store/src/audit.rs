@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use mpc_types::WalletId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::any::AnyRow;
@@ -151,7 +152,7 @@ pub enum AuditEvent {
     Ceremony {
         ceremony: String,
         session: Uuid,
-        wallet_id: Option<String>,
+        wallet_id: Option<WalletId>,
         coordinator: bool,
         ok: bool,
         error: Option<String>,
@@ -159,7 +160,7 @@ pub enum AuditEvent {
     /// This node, as coordinator, was asked to sign a transaction (after the request parsed).
     SigningRequested {
         session: Uuid,
-        wallet_ids: Vec<String>,
+        wallet_ids: Vec<WalletId>,
         txid: Option<String>,
         outputs: Vec<AuditOutput>,
     },
@@ -177,21 +178,21 @@ pub enum AuditEvent {
     SignerSigned {
         session: Uuid,
         coordinator: u16,
-        wallet_ids: Vec<String>,
+        wallet_ids: Vec<WalletId>,
         txid: Option<String>,
     },
     /// This node, as a signer, refused: `rule` names the check.
     SignerRefused {
         session: Uuid,
         coordinator: u16,
-        wallet_ids: Vec<String>,
+        wallet_ids: Vec<WalletId>,
         rule: String,
         error: String,
     },
     /// A signing request needs human approvals: it waits as `request` until `expires_at_ms`.
     ApprovalPending {
         request: Uuid,
-        wallet_ids: Vec<String>,
+        wallet_ids: Vec<WalletId>,
         txid: String,
         outputs: Vec<AuditOutput>,
         fee_sats: u64,

@@ -2,13 +2,13 @@
 
 use std::fmt;
 
-use mpc_types::NodeId;
+use mpc_types::{NodeId, WalletId};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 use crate::error::{Context, Result, StoreError};
-use crate::rows::{get, parse_uuid, to_node_id, to_u64};
+use crate::rows::{get, parse_uuid, to_node_id, to_u64, to_wallet_id};
 use crate::store::Store;
 
 const T: &str = "incidents";
@@ -67,7 +67,7 @@ pub struct IncidentRecord {
     pub reporter: NodeId,
     pub kind: IncidentKind,
     pub session: Uuid,
-    pub wallet_id: Option<String>,
+    pub wallet_id: Option<WalletId>,
     pub at: i64,
     /// The error as the reporter worded it.
     pub detail: String,
@@ -95,7 +95,9 @@ fn incident_from_row(row: &AnyRow) -> Result<IncidentRecord> {
         reporter: to_node_id(get(row, "reporter", T)?, T, &id)?,
         kind: IncidentKind::parse(&get::<String>(row, "kind", T)?, &id)?,
         session: parse_uuid(&get::<String>(row, "session", T)?, T, &id)?,
-        wallet_id: get(row, "wallet_id", T)?,
+        wallet_id: get::<Option<String>>(row, "wallet_id", T)?
+            .map(|w| to_wallet_id(w, T, &id))
+            .transpose()?,
         at: get(row, "at", T)?,
         detail: get(row, "detail", T)?,
         evidence: get(row, "evidence", T)?,
@@ -127,7 +129,7 @@ impl Store {
         .bind(i64::from(incident.reporter.get()))
         .bind(incident.kind.as_str())
         .bind(incident.session.to_string())
-        .bind(&incident.wallet_id)
+        .bind(incident.wallet_id.as_ref().map(WalletId::as_str))
         .bind(incident.at)
         .bind(&incident.detail)
         .bind(&incident.evidence)

@@ -16,6 +16,7 @@ mod audit;
 mod aux_info;
 pub mod backup;
 mod ceremonies;
+mod connection;
 mod crypto;
 mod error;
 mod fencing;

@@ -8,12 +8,13 @@ use sqlx::{Any, AnyPool, Transaction};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use crate::connection::begin_write;
 use crate::crypto::{self, Key, KeySource, Sealer};
 use crate::error::{Context, Result, StoreError};
 use crate::records::Backend;
 use crate::rollback::Position;
 use crate::rows::get;
-use crate::store::{begin_write, Store};
+use crate::store::Store;
 
 /// The `meta` rows, by key.
 pub(crate) type Meta = HashMap<String, Vec<u8>>;

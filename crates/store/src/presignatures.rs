@@ -1,7 +1,7 @@
 //! Presignatures: stored ready with their secret sealed, of the current epoch only, and
 //! consumed at most once (the secret is deleted in the committing transaction).
 
-use mpc_types::{DerivationPath, NodeId};
+use mpc_types::{DerivationPath, NodeId, WalletId};
 use sqlx::{Any, Transaction};
 use zeroize::Zeroizing;
 
@@ -30,7 +30,7 @@ pub(crate) async fn claim_presignature(
     id: &str,
     epoch: i64,
     now_ms: i64,
-    binding: Option<(&str, &DerivationPath, &[NodeId])>,
+    binding: Option<(&WalletId, &DerivationPath, &[NodeId])>,
 ) -> Result<Claim> {
     let ctx = || format!("consuming presignatures/{id}");
     let row: Option<(String, String, String, Option<Vec<u8>>)> = sqlx::query_as(
@@ -48,7 +48,7 @@ pub(crate) async fn claim_presignature(
     };
     if let Some((want_wallet, want_path, want_signers)) = binding {
         // Compared decoded, not as text: one path has one meaning whatever its spelling.
-        if wallet_id != want_wallet
+        if *want_wallet != *wallet_id
             || parse_path(&path, "presignatures", id)? != *want_path
             || parse_id_list(&signers, "presignatures", id)? != want_signers
         {
@@ -108,7 +108,7 @@ impl Store {
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(id)
-        .bind(&p.wallet_id)
+        .bind(p.wallet_id.as_str())
         .bind(p.path.to_string())
         .bind(id_list(&p.signers))
         .bind(epoch_i64(p.epoch)?)
@@ -133,7 +133,7 @@ impl Store {
     /// `now_ms`; oldest first.
     pub async fn ready_presignatures(
         &self,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         path: &str,
         signers: &[NodeId],
         now_ms: i64,
@@ -144,7 +144,7 @@ impl Store {
             "WHERE wallet_id = $1 AND path = $2 AND signers = $3 AND state = 'ready' \
              AND epoch = $4 AND expires_at > $5 ORDER BY created_at, id LIMIT $6"
         ))
-        .bind(wallet_id)
+        .bind(wallet_id.as_str())
         .bind(path)
         .bind(id_list(signers))
         .bind(epoch)
@@ -232,7 +232,7 @@ impl Store {
     /// Pool levels of a wallet per (path, signer set): usable now, and consumed so far.
     pub async fn presignature_counts(
         &self,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         now_ms: i64,
     ) -> Result<Vec<PoolLevel>> {
         const T: &str = "presignatures";
@@ -246,7 +246,7 @@ impl Store {
              FROM presignatures WHERE wallet_id = $1 GROUP BY path, signers \
              ORDER BY path, signers",
         )
-        .bind(wallet_id)
+        .bind(wallet_id.as_str())
         .bind(epoch)
         .bind(now_ms)
         .fetch_all(self.pool())
@@ -269,7 +269,7 @@ impl Store {
     /// Presignatures of `wallet_id` consumed at or after `since_ms` (pool usage statistics).
     pub async fn presignatures_consumed_since(
         &self,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         since_ms: i64,
     ) -> Result<u64> {
         const T: &str = "presignatures";
@@ -277,12 +277,12 @@ impl Store {
             "SELECT COUNT(*) AS used FROM presignatures \
              WHERE wallet_id = $1 AND state = 'consumed' AND consumed_at >= $2",
         )
-        .bind(wallet_id)
+        .bind(wallet_id.as_str())
         .bind(since_ms)
         .fetch_one(self.pool())
         .await
         .context(|| format!("counting used presignatures of wallet {wallet_id}"))?;
-        to_u64(get(&row, "used", T)?, T, wallet_id)
+        to_u64(get(&row, "used", T)?, T, wallet_id.as_str())
     }
 
     /// Ready presignatures, of any epoch or age.

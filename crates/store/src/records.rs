@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use mpc_types::{DerivationPath, Network, NodeId, Scheme};
+use bitcoin::bip32::ChainCode;
+use bitcoin::secp256k1::PublicKey;
+use mpc_types::{DerivationPath, Network, NodeId, Scheme, WalletId};
 use uuid::Uuid;
 
 use crate::error::{Result, StoreError};
@@ -15,17 +17,18 @@ pub enum Backend {
 }
 
 /// A wallet is one key (ECDSA or Schnorr). It becomes active only when every node reported
-/// the same public key, so a half-finished DKG never leaves an active wallet.
+/// the same public key, so a half-finished keygen never leaves an active wallet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalletRecord {
-    pub id: String,
+    pub id: WalletId,
     pub name: String,
     pub scheme: Scheme,
     pub threshold: u16,
     pub participants: Vec<NodeId>,
     pub network: Network,
-    pub public_key: String,
-    pub chain_code: String,
+    /// The group's master public key (the HD root, before any derivation or tweak).
+    pub public_key: PublicKey,
+    pub chain_code: ChainCode,
     pub state: WalletState,
     pub session: Uuid,
     pub created_at: i64,
@@ -39,7 +42,7 @@ pub enum WalletState {
     Aborted,
 }
 
-/// A coordinator's record of a ceremony (DKG, aux info, signing); public data only.
+/// A coordinator's record of a ceremony (keygen, aux info, signing); public data only.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CeremonyRecord {
     pub id: String,
@@ -58,7 +61,7 @@ pub struct CeremonyRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresignatureRecord {
     pub id: String,
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     pub path: DerivationPath,
     pub signers: Vec<NodeId>,
     pub epoch: u64,

@@ -2,7 +2,9 @@
 //! conversions of integers and ids, and each record type from the columns its `select_*!` macro
 //! lists.
 
-use mpc_types::NodeId;
+use bitcoin::bip32::ChainCode;
+use bitcoin::secp256k1::PublicKey;
+use mpc_types::{NodeId, WalletId};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Decode, Row, Type};
 use uuid::Uuid;
@@ -68,6 +70,16 @@ pub(crate) fn parse_uuid(text: &str, table: &'static str, id: &str) -> Result<Uu
     })
 }
 
+/// A stored wallet id; an empty one makes its row corrupt.
+pub(crate) fn to_wallet_id(text: String, table: &'static str, id: &str) -> Result<WalletId> {
+    WalletId::new(text).map_err(|e| corrupt(table, id, e.to_string()))
+}
+
+/// Reads column `wallet_id` of a row of `table`, decoded.
+pub(crate) fn get_wallet_id(row: &AnyRow, table: &'static str, id: &str) -> Result<WalletId> {
+    to_wallet_id(get(row, "wallet_id", table)?, table, id)
+}
+
 /// Column lists, so every reader decodes the same columns.
 macro_rules! select_wallet {
     ($rest:literal) => {
@@ -104,6 +116,8 @@ pub(crate) use select_wallet;
 pub(crate) fn wallet_from_row(row: &AnyRow) -> Result<WalletRecord> {
     const T: &str = "wallets";
     let id: String = get(row, "id", T)?;
+    let public_key: String = get(row, "public_key", T)?;
+    let chain_code: String = get(row, "chain_code", T)?;
     Ok(WalletRecord {
         name: get(row, "name", T)?,
         scheme: get::<String>(row, "scheme", T)?
@@ -114,13 +128,25 @@ pub(crate) fn wallet_from_row(row: &AnyRow) -> Result<WalletRecord> {
         network: get::<String>(row, "network", T)?
             .parse()
             .map_err(|e: mpc_types::ParseError| corrupt(T, &id, e.to_string()))?,
-        public_key: get(row, "public_key", T)?,
-        chain_code: get(row, "chain_code", T)?,
+        public_key: public_key
+            .parse::<PublicKey>()
+            .map_err(|e| corrupt(T, &id, format!("public key {public_key:?}: {e}")))?,
+        chain_code: hex::decode(&chain_code)
+            .ok()
+            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+            .map(ChainCode::from)
+            .ok_or_else(|| {
+                corrupt(
+                    T,
+                    &id,
+                    format!("chain code {chain_code:?} is not 32 bytes of hex"),
+                )
+            })?,
         state: WalletState::parse(&get::<String>(row, "state", T)?, T, &id)?,
         session: parse_uuid(&get::<String>(row, "session", T)?, T, &id)?,
         created_at: get(row, "created_at", T)?,
         activated_at: get(row, "activated_at", T)?,
-        id,
+        id: to_wallet_id(id, T, "")?,
     })
 }
 
@@ -166,7 +192,7 @@ pub(crate) fn presignature_from_row(row: &AnyRow) -> Result<PresignatureRecord> 
     const T: &str = "presignatures";
     let id: String = get(row, "id", T)?;
     Ok(PresignatureRecord {
-        wallet_id: get(row, "wallet_id", T)?,
+        wallet_id: get_wallet_id(row, T, &id)?,
         path: parse_path(&get::<String>(row, "path", T)?, T, &id)?,
         signers: parse_id_list(&get::<String>(row, "signers", T)?, T, &id)?,
         epoch: to_u64(get(row, "epoch", T)?, T, &id)?,

@@ -1,23 +1,24 @@
 //! A signer's one durable step before it signs ([`Store::begin_signing`]): the session, the
 //! spends against a limit, and the presignatures consumed, in one transaction.
 
-use mpc_types::{DerivationPath, NodeId};
+use mpc_types::{DerivationPath, NodeId, WalletId};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use crate::connection::Durability;
 use crate::error::{Context, Result, StoreError};
 use crate::meta::{count_consumed, read_epoch};
 use crate::presignatures::{claim_presignature, Claim};
 use crate::records::Backend;
 use crate::rows::epoch_i64;
 use crate::spends::{sum_spends, SpendLimit};
-use crate::store::{Durability, Store};
+use crate::store::Store;
 
 /// A presignature a signer means to use, with what it must be bound to.
 #[derive(Debug, Clone, Copy)]
 pub struct PresignatureUse<'a> {
     pub id: &'a str,
-    pub wallet_id: &'a str,
+    pub wallet_id: &'a WalletId,
     pub path: &'a DerivationPath,
     pub signers: &'a [NodeId],
 }
@@ -34,7 +35,7 @@ pub enum SigningRefusal {
     /// The wallet already sent `spent_sats` within the limit's window; `amount_sats` more
     /// would exceed `max_sats`.
     SpendLimit {
-        wallet_id: String,
+        wallet_id: WalletId,
         spent_sats: u64,
         amount_sats: u64,
         max_sats: u64,
@@ -71,7 +72,7 @@ impl Store {
         &self,
         session: Uuid,
         presignatures: &[PresignatureUse<'_>],
-        spends: &[(&str, u64)],
+        spends: &[(&WalletId, u64)],
         limit: Option<SpendLimit>,
         now_ms: i64,
     ) -> Result<std::result::Result<Vec<Zeroizing<Vec<u8>>>, SigningRefusal>> {
@@ -93,14 +94,14 @@ impl Store {
             return Ok(Err(SigningRefusal::SessionUsed));
         }
         if let Some(limit) = limit {
-            let mut by_wallet: Vec<&(&str, u64)> = spends.iter().collect();
+            let mut by_wallet: Vec<&(&WalletId, u64)> = spends.iter().collect();
             by_wallet.sort(); // one lock order for every signing
             for &&(wallet_id, amount_sats) in &by_wallet {
                 if self.backend() == Backend::Postgres {
                     // Signings of one wallet take turns here, so the sum below sees every
                     // spend committed before; SQLite's BEGIN IMMEDIATE already serializes.
                     sqlx::query("SELECT id FROM wallets WHERE id = $1 FOR UPDATE")
-                        .bind(wallet_id)
+                        .bind(wallet_id.as_str())
                         .fetch_optional(&mut *tx)
                         .await
                         .context(ctx)?;
@@ -109,7 +110,7 @@ impl Store {
                 if spent_sats.saturating_add(amount_sats) > limit.max_sats {
                     tx.rollback().await.context(ctx)?;
                     return Ok(Err(SigningRefusal::SpendLimit {
-                        wallet_id: wallet_id.to_owned(),
+                        wallet_id: wallet_id.clone(),
                         spent_sats,
                         amount_sats,
                         max_sats: limit.max_sats,
@@ -147,7 +148,7 @@ impl Store {
                  ON CONFLICT (session, wallet_id) DO NOTHING",
             )
             .bind(session.to_string())
-            .bind(*wallet_id)
+            .bind(wallet_id.as_str())
             .bind(amount)
             .bind(now_ms)
             .execute(&mut *tx)

@@ -1,5 +1,6 @@
 //! What each wallet sent, for spending limits.
 
+use mpc_types::WalletId;
 use sqlx::Any;
 use uuid::Uuid;
 
@@ -16,7 +17,11 @@ pub struct SpendLimit {
 }
 
 /// What `wallet_id` sent since `since_ms`, as recorded here.
-pub(crate) async fn sum_spends<'e, E>(executor: E, wallet_id: &str, since_ms: i64) -> Result<u64>
+pub(crate) async fn sum_spends<'e, E>(
+    executor: E,
+    wallet_id: &WalletId,
+    since_ms: i64,
+) -> Result<u64>
 where
     E: sqlx::Executor<'e, Database = Any>,
 {
@@ -28,14 +33,14 @@ where
         "SELECT CAST(COALESCE(SUM(amount_sats), 0) AS BIGINT) FROM spends \
          WHERE wallet_id = $1 AND at >= $2",
     )
-    .bind(wallet_id)
+    .bind(wallet_id.as_str())
     .bind(since_ms)
     .fetch_one(executor)
     .await
     .context(|| format!("summing spends of {wallet_id}"))?;
     u64::try_from(spent).map_err(|_| StoreError::Corrupt {
         table: "spends",
-        id: wallet_id.to_owned(),
+        id: wallet_id.to_string(),
         reason: format!("negative total {spent}"),
     })
 }
@@ -45,7 +50,7 @@ impl Store {
     pub async fn record_spend(
         &self,
         session: Uuid,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         amount_sats: u64,
         at_ms: i64,
     ) -> Result<()> {
@@ -56,7 +61,7 @@ impl Store {
              ON CONFLICT (session, wallet_id) DO NOTHING",
         )
         .bind(session.to_string())
-        .bind(wallet_id)
+        .bind(wallet_id.as_str())
         .bind(amount)
         .bind(at_ms)
         .execute(self.pool())
@@ -66,7 +71,7 @@ impl Store {
     }
 
     /// Total `wallet_id` sent since `since_ms`.
-    pub async fn spent_since(&self, wallet_id: &str, since_ms: i64) -> Result<u64> {
+    pub async fn spent_since(&self, wallet_id: &WalletId, since_ms: i64) -> Result<u64> {
         sum_spends(self.pool(), wallet_id, since_ms).await
     }
 }

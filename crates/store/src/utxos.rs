@@ -6,11 +6,12 @@ use std::fmt;
 use std::str::FromStr;
 
 use bitcoin::{consensus, Amount, OutPoint, ScriptBuf, Transaction, Txid};
-use mpc_types::DerivationPath;
+use mpc_types::{DerivationPath, WalletId};
 
 use sqlx::{any::AnyRow, Row};
 
 use crate::error::{Context, Result, StoreError};
+use crate::rows::to_wallet_id;
 use crate::store::Store;
 
 const T: &str = "utxos";
@@ -75,7 +76,7 @@ pub struct NewUtxo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UtxoRecord {
     pub outpoint: OutPoint,
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     pub amount: Amount,
     pub path: DerivationPath,
     pub script_pubkey: ScriptBuf,
@@ -132,7 +133,7 @@ fn utxo_from_row(row: &AnyRow) -> Result<UtxoRecord> {
         other => return Err(corrupt(&outpoint_text, format!("unknown state {other:?}"))),
     };
     Ok(UtxoRecord {
-        wallet_id: column(row, "wallet_id")?,
+        wallet_id: to_wallet_id(column(row, "wallet_id")?, T, &outpoint_text)?,
         amount: u64::try_from(amount)
             .map(Amount::from_sat)
             .map_err(|_| corrupt(&outpoint_text, format!("negative amount {amount}")))?,
@@ -166,7 +167,7 @@ macro_rules! select_utxo {
 /// and path is accepted again (idempotent), anything else is refused.
 async fn insert_utxo(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    wallet_id: &str,
+    wallet_id: &WalletId,
     utxo: &NewUtxo,
     origin: UtxoOrigin,
     now_ms: i64,
@@ -179,7 +180,7 @@ async fn insert_utxo(
          ON CONFLICT (outpoint) DO NOTHING",
     )
     .bind(utxo.outpoint.to_string())
-    .bind(wallet_id)
+    .bind(wallet_id.as_str())
     .bind(sats(utxo.amount.to_sat())?)
     .bind(utxo.path.to_string())
     .bind(hex::encode(utxo.script_pubkey.as_bytes()))
@@ -208,7 +209,7 @@ async fn insert_utxo(
         .await
         .context(ctx)?;
     let existing = utxo_from_row(&existing)?;
-    if existing.wallet_id == wallet_id
+    if existing.wallet_id == *wallet_id
         && existing.amount == utxo.amount
         && existing.path == utxo.path
     {
@@ -281,7 +282,7 @@ impl Store {
 
     /// Raises the wallet's next unused change index past `index`, a change index a signed
     /// transaction used (signed here, or by signers whose signatures this node checked).
-    pub async fn note_change_index_used(&self, wallet_id: &str, index: u32) -> Result<u32> {
+    pub async fn note_change_index_used(&self, wallet_id: &WalletId, index: u32) -> Result<u32> {
         let next = i64::from(index) + 1;
         let stored: i64 = sqlx::query_scalar(
             "INSERT INTO change_indices (wallet_id, next_index) VALUES ($1, $2) \
@@ -289,14 +290,14 @@ impl Store {
              WHEN change_indices.next_index < excluded.next_index THEN excluded.next_index \
              ELSE change_indices.next_index END RETURNING next_index",
         )
-        .bind(wallet_id)
+        .bind(wallet_id.as_str())
         .bind(next)
         .fetch_one(self.pool())
         .await
         .context(|| format!("recording change index {index} of wallet {wallet_id}"))?;
         u32::try_from(stored).map_err(|_| StoreError::Corrupt {
             table: "change_indices",
-            id: wallet_id.to_owned(),
+            id: wallet_id.to_string(),
             reason: format!("index {stored} out of range"),
         })
     }
@@ -306,7 +307,7 @@ impl Store {
     /// ([`StoreError::AlreadyExists`]).
     pub async fn insert_utxos(
         &self,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         utxos: &[NewUtxo],
         now_ms: i64,
     ) -> Result<()> {
@@ -320,14 +321,18 @@ impl Store {
     }
 
     /// The registered outputs of `wallet_id`, oldest first; spent ones only if asked.
-    pub async fn utxos(&self, wallet_id: &str, include_spent: bool) -> Result<Vec<UtxoRecord>> {
+    pub async fn utxos(
+        &self,
+        wallet_id: &WalletId,
+        include_spent: bool,
+    ) -> Result<Vec<UtxoRecord>> {
         let query = if include_spent {
             select_utxo!("WHERE wallet_id = $1 ORDER BY created_at, outpoint")
         } else {
             select_utxo!("WHERE wallet_id = $1 AND state <> 'spent' ORDER BY created_at, outpoint")
         };
         sqlx::query(query)
-            .bind(wallet_id)
+            .bind(wallet_id.as_str())
             .fetch_all(self.pool())
             .await
             .context(|| format!("listing outputs of wallet {wallet_id}"))?
@@ -340,14 +345,14 @@ impl Store {
     /// that started before `stale_before_ms` (its process died before it finished).
     pub async fn spendable_utxos(
         &self,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         stale_before_ms: i64,
     ) -> Result<Vec<UtxoRecord>> {
         sqlx::query(select_utxo!(
             "WHERE wallet_id = $1 AND (state = 'available' \
              OR (state = 'reserved' AND reserved_at < $2)) ORDER BY created_at, outpoint"
         ))
-        .bind(wallet_id)
+        .bind(wallet_id.as_str())
         .bind(stale_before_ms)
         .fetch_all(self.pool())
         .await
@@ -362,7 +367,7 @@ impl Store {
     /// concurrent requests can never select the same output or get the same change index.
     pub async fn reserve_utxos(
         &self,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         outpoints: &[OutPoint],
         reservation: &str,
         now_ms: i64,
@@ -378,7 +383,7 @@ impl Store {
                  OR (state = 'reserved' AND reserved_at < $5))",
             )
             .bind(outpoint.to_string())
-            .bind(wallet_id)
+            .bind(wallet_id.as_str())
             .bind(reservation)
             .bind(now_ms)
             .bind(stale_before_ms)
@@ -399,7 +404,7 @@ impl Store {
                  ON CONFLICT (wallet_id) DO UPDATE SET next_index = change_indices.next_index + 1 \
                  RETURNING next_index",
             )
-            .bind(wallet_id)
+            .bind(wallet_id.as_str())
             .fetch_one(&mut *tx)
             .await
             .context(ctx)?;
@@ -440,7 +445,7 @@ impl Store {
     /// transaction's change output, in one transaction.
     pub async fn complete_spend(
         &self,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         reservation: &str,
         txid: Txid,
         change: Option<&NewUtxo>,
@@ -496,17 +501,17 @@ impl Store {
     }
 
     /// The wallet's next unused change index (m/1/i); 0 before any change was made.
-    pub async fn next_change_index(&self, wallet_id: &str) -> Result<u32> {
+    pub async fn next_change_index(&self, wallet_id: &WalletId) -> Result<u32> {
         let next: Option<i64> =
             sqlx::query_scalar("SELECT next_index FROM change_indices WHERE wallet_id = $1")
-                .bind(wallet_id)
+                .bind(wallet_id.as_str())
                 .fetch_optional(self.pool())
                 .await
                 .context(|| format!("reading the change index of wallet {wallet_id}"))?;
         let next = next.unwrap_or(0);
         u32::try_from(next).map_err(|_| StoreError::Corrupt {
             table: "change_indices",
-            id: wallet_id.to_owned(),
+            id: wallet_id.to_string(),
             reason: format!("index {next} out of range"),
         })
     }

@@ -1,5 +1,6 @@
 //! Wallets and this node's key share of each (sealed), written together.
 
+use mpc_types::WalletId;
 use zeroize::Zeroizing;
 
 use crate::error::{Context, Result, StoreError};
@@ -12,7 +13,7 @@ impl Store {
     pub async fn insert_wallet(&self, wallet: &WalletRecord, share: &[u8]) -> Result<()> {
         let id = &wallet.id;
         let ctx = || format!("inserting wallets/{id}");
-        let sealed = self.seal("key_shares", id, share)?;
+        let sealed = self.seal("key_shares", id.as_str(), share)?;
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO wallets (id, name, scheme, threshold, participants, network, public_key, \
@@ -20,14 +21,14 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (id) DO NOTHING",
         )
-        .bind(id)
+        .bind(id.as_str())
         .bind(&wallet.name)
         .bind(wallet.scheme.as_str())
         .bind(i64::from(wallet.threshold))
         .bind(id_list(&wallet.participants))
         .bind(wallet.network.as_str())
-        .bind(&wallet.public_key)
-        .bind(&wallet.chain_code)
+        .bind(wallet.public_key.to_string())
+        .bind(hex::encode(wallet.chain_code.to_bytes()))
         .bind(wallet.state.as_str())
         .bind(wallet.session.to_string())
         .bind(wallet.created_at)
@@ -39,11 +40,11 @@ impl Store {
         if inserted == 0 {
             return Err(StoreError::AlreadyExists {
                 table: "wallets",
-                id: id.clone(),
+                id: id.to_string(),
             });
         }
         sqlx::query("INSERT INTO key_shares (wallet_id, sealed) VALUES ($1, $2)")
-            .bind(id)
+            .bind(id.as_str())
             .bind(sealed)
             .execute(&mut *tx)
             .await
@@ -54,7 +55,7 @@ impl Store {
     /// Moves a pending wallet to active (stamping `activated_at`) or aborted (deleting its key
     /// share in the same transaction). Setting the state it already has is a no-op; anything
     /// else is refused, so an active wallet's share can never be deleted here.
-    pub async fn set_wallet_state(&self, id: &str, state: WalletState) -> Result<()> {
+    pub async fn set_wallet_state(&self, id: &WalletId, state: WalletState) -> Result<()> {
         let ctx = || format!("setting wallets/{id} to {state}");
         let mut tx = self.begin_write().await?;
         let changed = sqlx::query(
@@ -62,7 +63,7 @@ impl Store {
              activated_at = CASE WHEN $2 = 'active' THEN $3 ELSE activated_at END \
              WHERE id = $1 AND state = 'pending'",
         )
-        .bind(id)
+        .bind(id.as_str())
         .bind(state.as_str())
         .bind(now_ms())
         .execute(&mut *tx)
@@ -71,7 +72,7 @@ impl Store {
         .rows_affected();
         if changed == 1 && state == WalletState::Aborted {
             sqlx::query("DELETE FROM key_shares WHERE wallet_id = $1")
-                .bind(id)
+                .bind(id.as_str())
                 .execute(&mut *tx)
                 .await
                 .context(ctx)?;
@@ -80,7 +81,7 @@ impl Store {
             return tx.commit().await.context(ctx);
         }
         let current: Option<String> = sqlx::query_scalar("SELECT state FROM wallets WHERE id = $1")
-            .bind(id)
+            .bind(id.as_str())
             .fetch_optional(&mut *tx)
             .await
             .context(ctx)?;
@@ -88,20 +89,20 @@ impl Store {
         match current {
             None => Err(StoreError::NotFound {
                 table: "wallets",
-                id: id.to_owned(),
+                id: id.to_string(),
             }),
             Some(current) if current == state.as_str() => Ok(()),
             Some(current) => Err(StoreError::InvalidTransition {
-                id: id.to_owned(),
+                id: id.to_string(),
                 from: current,
                 to: state.to_string(),
             }),
         }
     }
 
-    pub async fn wallet(&self, id: &str) -> Result<Option<WalletRecord>> {
+    pub async fn wallet(&self, id: &WalletId) -> Result<Option<WalletRecord>> {
         sqlx::query(select_wallet!("WHERE id = $1"))
-            .bind(id)
+            .bind(id.as_str())
             .fetch_optional(self.pool())
             .await
             .context(|| format!("reading wallets/{id}"))?
@@ -121,15 +122,15 @@ impl Store {
             .collect()
     }
 
-    pub async fn key_share(&self, wallet_id: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
+    pub async fn key_share(&self, wallet_id: &WalletId) -> Result<Option<Zeroizing<Vec<u8>>>> {
         let sealed: Option<Vec<u8>> =
             sqlx::query_scalar("SELECT sealed FROM key_shares WHERE wallet_id = $1")
-                .bind(wallet_id)
+                .bind(wallet_id.as_str())
                 .fetch_optional(self.pool())
                 .await
                 .context(|| format!("reading key_shares/{wallet_id}"))?;
         sealed
-            .map(|sealed| self.unseal("key_shares", wallet_id, &sealed))
+            .map(|sealed| self.unseal("key_shares", wallet_id.as_str(), &sealed))
             .transpose()
     }
 }

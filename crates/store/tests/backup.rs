@@ -43,7 +43,7 @@ const UNFORCED: RestoreOptions = RestoreOptions {
 fn presig(id: &str, epoch: u64) -> PresignatureRecord {
     PresignatureRecord {
         id: id.into(),
-        wallet_id: "w1".into(),
+        wallet_id: wallet_id("w1"),
         path: "m/0/0".parse().unwrap(),
         signers: NodeId::must_list(&[1, 2, 3]),
         epoch,
@@ -63,7 +63,7 @@ fn incident() -> IncidentRecord {
         reporter: NodeId::must(2),
         kind: IncidentKind::Misbehaved,
         session: Uuid::from_u128(8),
-        wallet_id: Some("w1".into()),
+        wallet_id: Some(wallet_id("w1")),
         at: NOW,
         detail: "a message from node 3 did not decode".into(),
         evidence: Some(vec![0, 1, 2, 0xff]),
@@ -85,13 +85,13 @@ async fn populate(store: &Store) {
         .unwrap();
     store.insert_wallet(&wallet("w1"), SHARE).await.unwrap();
     store
-        .set_wallet_state("w1", WalletState::Active)
+        .set_wallet_state(&wallet_id("w1"), WalletState::Active)
         .await
         .unwrap();
     store
         .put_ceremony(&CeremonyRecord {
             id: "c1".into(),
-            kind: "dkg".into(),
+            kind: "keygen".into(),
             state: "succeeded".into(),
             coordinator: NODE,
             request: serde_json::json!({"wallet": "w1"}),
@@ -107,7 +107,7 @@ async fn populate(store: &Store) {
         .await
         .unwrap());
     store
-        .record_spend(Uuid::new_v4(), "w1", 1234, NOW)
+        .record_spend(Uuid::new_v4(), &wallet_id("w1"), 1234, NOW)
         .await
         .unwrap();
     let funding = bitcoin::Transaction {
@@ -122,7 +122,7 @@ async fn populate(store: &Store) {
     };
     store
         .insert_utxos(
-            "w1",
+            &wallet_id("w1"),
             &[NewUtxo {
                 outpoint: bitcoin::OutPoint::new(funding.compute_txid(), 0),
                 amount: bitcoin::Amount::from_sat(50_000),
@@ -134,7 +134,7 @@ async fn populate(store: &Store) {
         )
         .await
         .unwrap();
-    assert_eq!(store.next_change_index("w1").await.unwrap(), 0);
+    assert_eq!(store.next_change_index(&wallet_id("w1")).await.unwrap(), 0);
     store.record_incident(&incident()).await.unwrap();
     store
         .insert_presignature(&presig("p1", 1), PRESIG)
@@ -181,7 +181,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 async fn round_trip_restores_everything_but_presignatures(db: Db) {
     let store = db.open().await;
     populate(&store).await;
-    let before_wallet = store.wallet("w1").await.unwrap().unwrap();
+    let before_wallet = store.wallet(&wallet_id("w1")).await.unwrap().unwrap();
     let before_store_id = store.store_id();
     store.close().await;
 
@@ -226,8 +226,14 @@ async fn round_trip_restores_everything_but_presignatures(db: Db) {
     let store = db.open().await;
     assert_eq!(store.store_id(), before_store_id);
     assert_eq!(store.epoch().await.unwrap(), 2);
-    assert_eq!(store.wallet("w1").await.unwrap().unwrap(), before_wallet);
-    assert_eq!(&store.key_share("w1").await.unwrap().unwrap()[..], SHARE);
+    assert_eq!(
+        store.wallet(&wallet_id("w1")).await.unwrap().unwrap(),
+        before_wallet
+    );
+    assert_eq!(
+        &store.key_share(&wallet_id("w1")).await.unwrap().unwrap()[..],
+        SHARE
+    );
     assert_eq!(
         &store
             .aux_info(&NodeId::must_list(&[1, 2, 3]))
@@ -240,13 +246,19 @@ async fn round_trip_restores_everything_but_presignatures(db: Db) {
     assert_eq!(&store.take_primes().await.unwrap().unwrap()[..], PRIMES);
     let c = store.ceremony("c1").await.unwrap().unwrap();
     assert_eq!(c.result, Some(serde_json::json!({"id": "w1"})));
-    assert_eq!(store.spent_since("w1", 0).await.unwrap(), 1234);
-    assert_eq!(store.utxos("w1", true).await.unwrap().len(), 1);
+    assert_eq!(store.spent_since(&wallet_id("w1"), 0).await.unwrap(), 1234);
+    assert_eq!(store.utxos(&wallet_id("w1"), true).await.unwrap().len(), 1);
     assert_eq!(store.incidents(None, 10).await.unwrap(), vec![incident()]);
     // The pool is empty, and a presignature made under the old epoch cannot come back.
     assert!(store.presignature("p1").await.unwrap().is_none());
     assert!(store
-        .ready_presignatures("w1", "m/0/0", &NodeId::must_list(&[1, 2, 3]), NOW, 10)
+        .ready_presignatures(
+            &wallet_id("w1"),
+            "m/0/0",
+            &NodeId::must_list(&[1, 2, 3]),
+            NOW,
+            10
+        )
         .await
         .unwrap()
         .is_empty());
@@ -333,10 +345,13 @@ async fn forced_restore_replaces_a_store_and_its_presignatures(db: Db) {
         assert!(store.consume_presignature(id, NOW).await.unwrap().is_none());
     }
     assert!(
-        store.wallet("w2").await.unwrap().is_none(),
+        store.wallet(&wallet_id("w2")).await.unwrap().is_none(),
         "replaced, not merged"
     );
-    assert_eq!(&store.key_share("w1").await.unwrap().unwrap()[..], SHARE);
+    assert_eq!(
+        &store.key_share(&wallet_id("w1")).await.unwrap().unwrap()[..],
+        SHARE
+    );
     let err = store
         .insert_presignature(&presig("p4", 3), PRESIG)
         .await
@@ -470,7 +485,10 @@ async fn tampered_or_foreign_key_backups_are_refused(db: Db) {
     // The untouched file still restores after all those refusals.
     restore(good, db.key(), NODE).await.unwrap();
     let store = db.open().await;
-    assert_eq!(&store.key_share("w1").await.unwrap().unwrap()[..], SHARE);
+    assert_eq!(
+        &store.key_share(&wallet_id("w1")).await.unwrap().unwrap()[..],
+        SHARE
+    );
     store.close().await;
 }
 
@@ -510,7 +528,10 @@ async fn backups_leave_fencing_tokens_out_and_a_restore_empties_them(db: Db) {
         .unwrap();
     let store = db.open().await;
     assert_eq!(store.fencing_token("ceremony").await.unwrap(), None);
-    assert_eq!(&store.key_share("w1").await.unwrap().unwrap()[..], SHARE);
+    assert_eq!(
+        &store.key_share(&wallet_id("w1")).await.unwrap().unwrap()[..],
+        SHARE
+    );
     store.close().await;
 }
 

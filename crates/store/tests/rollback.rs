@@ -46,20 +46,10 @@ async fn open_guarded(db: &Db) -> (Store, GuardCheck) {
 }
 
 fn wallet() -> WalletRecord {
-    WalletRecord {
-        id: WALLET.into(),
-        name: "rollback test".into(),
-        scheme: mpc_types::Scheme::Ecdsa,
-        threshold: 2,
-        participants: SIGNERS.to_vec(),
-        network: mpc_types::Network::Regtest,
-        public_key: "02aa".into(),
-        chain_code: "cc".into(),
-        state: WalletState::Active,
-        session: Uuid::new_v4(),
-        created_at: NOW,
-        activated_at: Some(NOW),
-    }
+    let mut wallet = common::wallet(WALLET);
+    wallet.state = WalletState::Active;
+    wallet.activated_at = Some(NOW);
+    wallet
 }
 
 async fn add_presignatures(store: &Store, ids: &[&str]) {
@@ -67,7 +57,7 @@ async fn add_presignatures(store: &Store, ids: &[&str]) {
     for id in ids {
         let record = PresignatureRecord {
             id: (*id).into(),
-            wallet_id: WALLET.into(),
+            wallet_id: wallet_id(WALLET),
             path: PATH.parse().unwrap(),
             signers: SIGNERS.to_vec(),
             epoch,
@@ -87,14 +77,15 @@ async fn add_presignatures(store: &Store, ids: &[&str]) {
 /// A signer's durable step with presignature `id`, as `sign_participant` runs it.
 async fn sign_with(store: &Store, id: &str) -> Result<Vec<u8>, SigningRefusal> {
     let path = PATH.parse().unwrap();
+    let wallet = wallet_id(WALLET);
     let uses = [PresignatureUse {
         id,
-        wallet_id: WALLET,
+        wallet_id: &wallet,
         path: &path,
         signers: SIGNERS,
     }];
     store
-        .begin_signing(Uuid::new_v4(), &uses, &[(WALLET, 1_000)], None, NOW)
+        .begin_signing(Uuid::new_v4(), &uses, &[(&wallet, 1_000)], None, NOW)
         .await
         .unwrap()
         .map(|mut secrets| secrets.remove(0).to_vec())
@@ -106,7 +97,7 @@ async fn state(store: &Store, id: &str) -> PresignatureState {
 
 async fn ready_ids(store: &Store) -> Vec<String> {
     store
-        .ready_presignatures(WALLET, PATH, SIGNERS, NOW, 100)
+        .ready_presignatures(&wallet_id(WALLET), PATH, SIGNERS, NOW, 100)
         .await
         .unwrap()
         .into_iter()

@@ -58,40 +58,44 @@ async fn registry_lifecycle(db: Db) {
     let a = utxo(0, 10_000);
     let b = utxo(1, 20_000);
     store
-        .insert_utxos("w1", &[a.clone(), b.clone()], NOW)
+        .insert_utxos(&wallet_id("w1"), &[a.clone(), b.clone()], NOW)
         .await
         .unwrap();
     // Registering the same output again is a no-op; with another amount, or for another
     // wallet, it is refused and nothing of the batch is kept.
     store
-        .insert_utxos("w1", std::slice::from_ref(&a), NOW)
+        .insert_utxos(&wallet_id("w1"), std::slice::from_ref(&a), NOW)
         .await
         .unwrap();
     let mut other_amount = a.clone();
     other_amount.amount = Amount::from_sat(1);
     let c = utxo(2, 30_000);
     let err = store
-        .insert_utxos("w1", &[c.clone(), other_amount], NOW)
+        .insert_utxos(&wallet_id("w1"), &[c.clone(), other_amount], NOW)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
     assert!(store
-        .insert_utxos("w2", std::slice::from_ref(&b), NOW)
+        .insert_utxos(&wallet_id("w2"), std::slice::from_ref(&b), NOW)
         .await
         .is_err());
-    let listed = store.utxos("w1", true).await.unwrap();
+    let listed = store.utxos(&wallet_id("w1"), true).await.unwrap();
     assert_eq!(listed.len(), 2, "the failed batch left nothing behind");
     assert!(listed.iter().all(|u| u.state == UtxoState::Available
         && u.origin == UtxoOrigin::Registered
         && u.wallet_id == "w1"));
     assert_eq!(listed[1].amount.to_sat(), 20_000);
-    assert!(store.utxos("w2", true).await.unwrap().is_empty());
+    assert!(store
+        .utxos(&wallet_id("w2"), true)
+        .await
+        .unwrap()
+        .is_empty());
 
     // Two requests race for the same output: one wins, the other reserves nothing.
-    assert_eq!(store.next_change_index("w1").await.unwrap(), 0);
+    assert_eq!(store.next_change_index(&wallet_id("w1")).await.unwrap(), 0);
     let r1 = store
         .reserve_utxos(
-            "w1",
+            &wallet_id("w1"),
             std::slice::from_ref(&a.outpoint),
             "req-1",
             NOW,
@@ -107,7 +111,14 @@ async fn registry_lifecycle(db: Db) {
         }
     );
     let r2 = store
-        .reserve_utxos("w1", &[b.outpoint, a.outpoint], "req-2", NOW, NOW - 1, true)
+        .reserve_utxos(
+            &wallet_id("w1"),
+            &[b.outpoint, a.outpoint],
+            "req-2",
+            NOW,
+            NOW - 1,
+            true,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -117,18 +128,42 @@ async fn registry_lifecycle(db: Db) {
         }
     );
     // b was not kept reserved by the failed request, and no change index was used.
-    let spendable = store.spendable_utxos("w1", NOW - 1).await.unwrap();
+    let spendable = store
+        .spendable_utxos(&wallet_id("w1"), NOW - 1)
+        .await
+        .unwrap();
     assert_eq!(spendable.len(), 1);
     assert_eq!(spendable[0].outpoint, b.outpoint);
-    assert_eq!(store.next_change_index("w1").await.unwrap(), 1);
+    assert_eq!(store.next_change_index(&wallet_id("w1")).await.unwrap(), 1);
     // A reservation older than the staleness bound is spendable again.
-    assert_eq!(store.spendable_utxos("w1", NOW + 1).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .spendable_utxos(&wallet_id("w1"), NOW + 1)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 
     // Released: available again; the change index stays used.
     assert_eq!(store.release_utxos("req-1").await.unwrap(), 1);
-    assert_eq!(store.spendable_utxos("w1", NOW - 1).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .spendable_utxos(&wallet_id("w1"), NOW - 1)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     let r3 = store
-        .reserve_utxos("w1", &[a.outpoint, b.outpoint], "req-3", NOW, NOW - 1, true)
+        .reserve_utxos(
+            &wallet_id("w1"),
+            &[a.outpoint, b.outpoint],
+            "req-3",
+            NOW,
+            NOW - 1,
+            true,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -148,26 +183,26 @@ async fn registry_lifecycle(db: Db) {
     };
     assert_eq!(
         store
-            .complete_spend("w1", "req-3", spent_by, Some(&change), NOW + 5)
+            .complete_spend(&wallet_id("w1"), "req-3", spent_by, Some(&change), NOW + 5)
             .await
             .unwrap(),
         2
     );
-    let all = store.utxos("w1", true).await.unwrap();
+    let all = store.utxos(&wallet_id("w1"), true).await.unwrap();
     assert_eq!(all.len(), 3);
     let spent: Vec<_> = all.iter().filter(|u| u.state == UtxoState::Spent).collect();
     assert_eq!(spent.len(), 2);
     assert!(spent
         .iter()
         .all(|u| u.spent_by == Some(spent_by.to_string()) && u.spent_at == Some(NOW + 5)));
-    let unspent = store.utxos("w1", false).await.unwrap();
+    let unspent = store.utxos(&wallet_id("w1"), false).await.unwrap();
     assert_eq!(unspent.len(), 1);
     assert_eq!(unspent[0].origin, UtxoOrigin::Change);
     assert_eq!(unspent[0].path.to_string(), "m/1/1");
     // A spent output can never be reserved again, however old.
     let r4 = store
         .reserve_utxos(
-            "w1",
+            &wallet_id("w1"),
             std::slice::from_ref(&a.outpoint),
             "req-4",
             NOW,
@@ -190,7 +225,11 @@ async fn registry_lifecycle(db: Db) {
             .unwrap(),
         1
     );
-    assert!(store.utxos("w1", false).await.unwrap().is_empty());
+    assert!(store
+        .utxos(&wallet_id("w1"), false)
+        .await
+        .unwrap()
+        .is_empty());
 
     // Counts for metrics.
     store
@@ -233,7 +272,7 @@ async fn change_indices_are_unique_under_concurrency(db: Db) {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             match store
-                .reserve_utxos("w", &[], &format!("r{k}"), NOW, NOW, true)
+                .reserve_utxos(&wallet_id("w"), &[], &format!("r{k}"), NOW, NOW, true)
                 .await
                 .unwrap()
             {
@@ -248,7 +287,7 @@ async fn change_indices_are_unique_under_concurrency(db: Db) {
     }
     indices.sort_unstable();
     assert_eq!(indices, (0..16).collect::<Vec<u32>>());
-    assert_eq!(store.next_change_index("w").await.unwrap(), 16);
+    assert_eq!(store.next_change_index(&wallet_id("w")).await.unwrap(), 16);
 }
 
 /// A registered output's funding transaction is kept by txid (once for several outputs of
@@ -268,7 +307,7 @@ async fn funding_transactions_are_kept_by_txid(db: Db) {
     };
     let c = utxo(3, 30_000);
     store
-        .insert_utxos("w1", &[a.clone(), b.clone(), c.clone()], NOW)
+        .insert_utxos(&wallet_id("w1"), &[a.clone(), b.clone(), c.clone()], NOW)
         .await
         .unwrap();
     let found = store
@@ -283,7 +322,10 @@ async fn funding_transactions_are_kept_by_txid(db: Db) {
         funding_transaction: Some(funding(2, 1)),
         ..utxo(4, 1_000)
     };
-    let err = store.insert_utxos("w1", &[wrong], NOW).await.unwrap_err();
+    let err = store
+        .insert_utxos(&wallet_id("w1"), &[wrong], NOW)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)), "{err}");
 
     // Read back, a stored transaction that is not the one its txid names, or no transaction
@@ -316,18 +358,30 @@ async fn funding_transactions_are_kept_by_txid(db: Db) {
 async fn a_used_change_index_raises_the_next_one(db: Db) {
     let store = &db.open().await;
     store.insert_wallet(&wallet("w1"), b"share").await.unwrap();
-    assert_eq!(store.next_change_index("w1").await.unwrap(), 0);
-    assert_eq!(store.note_change_index_used("w1", 4).await.unwrap(), 5);
-    assert_eq!(store.note_change_index_used("w1", 2).await.unwrap(), 5);
-    assert_eq!(store.next_change_index("w1").await.unwrap(), 5);
+    assert_eq!(store.next_change_index(&wallet_id("w1")).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .note_change_index_used(&wallet_id("w1"), 4)
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(
+        store
+            .note_change_index_used(&wallet_id("w1"), 2)
+            .await
+            .unwrap(),
+        5
+    );
+    assert_eq!(store.next_change_index(&wallet_id("w1")).await.unwrap(), 5);
     let a = utxo(0, 10_000);
     store
-        .insert_utxos("w1", std::slice::from_ref(&a), NOW)
+        .insert_utxos(&wallet_id("w1"), std::slice::from_ref(&a), NOW)
         .await
         .unwrap();
     let reserved = store
         .reserve_utxos(
-            "w1",
+            &wallet_id("w1"),
             std::slice::from_ref(&a.outpoint),
             "req",
             NOW,
@@ -356,14 +410,12 @@ async fn an_output_that_does_not_decode_is_corrupt(db: Db) {
         (1, "outpoint", "not-an-outpoint"),
         (2, "path", "m/0'"),
     ] {
-        let wallet_id = format!("w{n}");
-        store
-            .insert_wallet(&wallet(&wallet_id), b"share")
-            .await
-            .unwrap();
+        let name = format!("w{n}");
+        let id = wallet_id(&name);
+        store.insert_wallet(&wallet(&name), b"share").await.unwrap();
         let good = utxo(n, 1_000);
         store
-            .insert_utxos(&wallet_id, std::slice::from_ref(&good), NOW)
+            .insert_utxos(&id, std::slice::from_ref(&good), NOW)
             .await
             .unwrap();
         sqlx::query(AssertSqlSafe(format!(
@@ -379,7 +431,7 @@ async fn an_output_that_does_not_decode_is_corrupt(db: Db) {
         } else {
             good.outpoint.to_string()
         };
-        let error = store.utxos(&wallet_id, true).await.unwrap_err();
+        let error = store.utxos(&id, true).await.unwrap_err();
         assert!(
             matches!(&error, StoreError::Corrupt { table: "utxos", id, .. } if *id == named),
             "{error}"
@@ -387,10 +439,10 @@ async fn an_output_that_does_not_decode_is_corrupt(db: Db) {
     }
     store.insert_wallet(&wallet("w"), b"share").await.unwrap();
     store
-        .insert_utxos("w", &[utxo(3, 1_000)], NOW)
+        .insert_utxos(&wallet_id("w"), &[utxo(3, 1_000)], NOW)
         .await
         .unwrap();
-    assert_eq!(store.utxos("w", true).await.unwrap().len(), 1);
+    assert_eq!(store.utxos(&wallet_id("w"), true).await.unwrap().len(), 1);
 }
 
 on_both_backends!(

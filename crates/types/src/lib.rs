@@ -210,6 +210,19 @@ impl WalletId {
         Ok(Self(id))
     }
 
+    /// The id of a wallet the cluster makes now (a UUID, never empty).
+    pub fn from_uuid(id: uuid::Uuid) -> Self {
+        Self(id.to_string())
+    }
+
+    /// For ids written in the source (tests, examples); panics on an empty one, a bug there.
+    pub fn must(id: &str) -> Self {
+        match Self::new(id) {
+            Ok(id) => id,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -180,7 +180,7 @@ pub async fn decide(conn: &Conn, request: Uuid, key: &Path, decision: Decision) 
     let r: Value = api.get(&format!("/api/v1/requests/{request}")).await?;
     let psbt = parse_psbt(r["psbt"].as_str().unwrap_or_default())
         .context("the request's PSBT does not parse")?;
-    let wallet_ids: Vec<String> =
+    let wallet_ids: Vec<mpc_types::WalletId> =
         serde_json::from_value(r["wallet_ids"].clone()).context("the request's wallet ids")?;
     let Some(expires_at_ms) = r["expires_at_ms"].as_i64() else {
         bail!("the request has no expiry");

@@ -100,6 +100,15 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out.join("\n")
 }
 
+/// The `id` of a wallet as the API lists it, decoded.
+pub fn wallet_id_of(wallet: &Value) -> Result<mpc_types::WalletId> {
+    let id = wallet["id"]
+        .as_str()
+        .context("a wallet in the API's answer has no id")?;
+    id.parse()
+        .with_context(|| format!("wallet id {id:?} in the API's answer"))
+}
+
 fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),

@@ -3,13 +3,14 @@
 use anyhow::Result;
 use clap::Args;
 use mpc_api::payments::TransactionRequest;
+use mpc_types::WalletId;
 
 use super::{output, print_sign_report, Conn};
 
 #[derive(Args, Debug)]
 pub struct SendArgs {
     #[arg(long)]
-    pub wallet: String,
+    pub wallet: WalletId,
     /// Recipient address (the wallet's network).
     #[arg(long)]
     pub to: String,

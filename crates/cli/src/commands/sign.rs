@@ -1,5 +1,6 @@
 //! `mpc-wallet sign`: a PSBT file signed by the cluster; the wallets are found from its inputs.
 
+use mpc_types::WalletId;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -9,7 +10,7 @@ use mpc_bitcoin::psbt::parse_psbt;
 
 use crate::client::ApiClient;
 
-use super::{output, print_sign_report, read_input, s, Conn};
+use super::{output, print_sign_report, read_input, s, wallet_id_of, Conn};
 
 #[derive(Args, Debug)]
 pub struct SignArgs {
@@ -19,7 +20,7 @@ pub struct SignArgs {
     /// The wallet (default: every wallet of the node whose fingerprint the PSBT's inputs
     /// carry).
     #[arg(long)]
-    pub wallet: Option<String>,
+    pub wallet: Option<WalletId>,
     /// Also write the signed PSBT (base64) here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -40,7 +41,7 @@ fn read_psbt(path: &Path) -> Result<String> {
 }
 
 /// The node's wallets whose master fingerprints the PSBT's inputs carry.
-async fn wallets_of(api: &ApiClient, psbt: &str) -> Result<Vec<String>> {
+async fn wallets_of(api: &ApiClient, psbt: &str) -> Result<Vec<WalletId>> {
     let psbt = parse_psbt(psbt)?;
     let mut fingerprints = std::collections::HashSet::new();
     for input in &psbt.inputs {
@@ -52,20 +53,18 @@ async fn wallets_of(api: &ApiClient, psbt: &str) -> Result<Vec<String>> {
         }
     }
     let wallets = api.wallets().await?;
-    let ids: Vec<String> = wallets
+    let ids = wallets
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter(|w| w["state"] == "active")
-                .filter(|w| {
-                    w["fingerprint"]
-                        .as_str()
-                        .is_some_and(|f| fingerprints.contains(f))
-                })
-                .filter_map(|w| w["id"].as_str().map(String::from))
-                .collect()
+        .context("the node's wallet list is not a list")?
+        .iter()
+        .filter(|w| w["state"] == "active")
+        .filter(|w| {
+            w["fingerprint"]
+                .as_str()
+                .is_some_and(|f| fingerprints.contains(f))
         })
-        .unwrap_or_default();
+        .map(wallet_id_of)
+        .collect::<Result<Vec<_>>>()?;
     if ids.is_empty() {
         bail!("no wallet of this node appears in the PSBT's derivation records; pass --wallet");
     }

@@ -1,5 +1,6 @@
 //! `mpc-wallet utxo`: register outputs the wallet received (with their funding transactions) and list them.
 
+use mpc_types::WalletId;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -13,7 +14,7 @@ use super::{output, read_input, s, table, Conn};
 pub enum UtxoCommand {
     /// Register a funding output of a wallet.
     Add {
-        wallet: String,
+        wallet: WalletId,
         /// txid:vout
         #[arg(long)]
         outpoint: String,
@@ -31,7 +32,7 @@ pub enum UtxoCommand {
     },
     /// A wallet's registered outputs.
     List {
-        wallet: String,
+        wallet: WalletId,
         /// Include spent outputs.
         #[arg(long)]
         all: bool,

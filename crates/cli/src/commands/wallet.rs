@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use mpc_api::routes::DkgRequest;
+use mpc_api::routes::KeygenRequest;
+use mpc_types::WalletId;
 use serde_json::Value;
 
 use super::{output, s, table, Conn};
@@ -30,10 +31,10 @@ pub enum WalletCommand {
     /// Every wallet of the node.
     List,
     /// One wallet: keys, xpub, first address, descriptors.
-    Show { wallet: String },
+    Show { wallet: WalletId },
     /// HD addresses.
     Address {
-        wallet: String,
+        wallet: WalletId,
         /// receive (m/0/i) or change (m/1/i).
         #[arg(long, default_value = "receive")]
         chain: String,
@@ -43,7 +44,7 @@ pub enum WalletCommand {
         count: u32,
     },
     /// Watch-only descriptors.
-    Descriptor { wallet: String },
+    Descriptor { wallet: WalletId },
 }
 
 fn print_wallet(w: &Value) {
@@ -80,7 +81,7 @@ pub async fn wallet(conn: &Conn, command: &WalletCommand) -> Result<()> {
             participants,
             network,
         } => {
-            let request = DkgRequest {
+            let request = KeygenRequest {
                 scheme: *scheme,
                 name: name.clone(),
                 threshold: *threshold,
@@ -88,7 +89,7 @@ pub async fn wallet(conn: &Conn, command: &WalletCommand) -> Result<()> {
                 network: *network,
             };
             let bar = (!conn.json).then(|| spinner(&format!("key generation ({scheme})")));
-            let result = api.dkg(&request, bar.as_ref()).await;
+            let result = api.keygen(&request, bar.as_ref()).await;
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }

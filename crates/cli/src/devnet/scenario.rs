@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use mpc_api::routes::{DkgRequest, PresignRequest, SignRequest};
+use mpc_api::routes::{KeygenRequest, PresignRequest, SignRequest};
 use mpc_bitcoin::{
     bitcoin::{bip32::Xpub, consensus, Amount, Network, Psbt, Transaction, TxOut},
     build::{build_psbt, synthetic_funding, Payment},
@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use crate::report::{self, InputReport, Report, TransactionReport, WalletReport};
 
 use super::{Devnet, DevnetOptions};
+use crate::commands::wallet_id_of;
 use crate::progress::spinner;
 
 /// A PSBT (base64) spending SYNTHETIC outputs `(wallet, path, sats)` to `to`'s receive
@@ -158,8 +159,8 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
         let t0 = Instant::now();
         let bar = spinner(label);
         let result = admin
-            .dkg(
-                &DkgRequest::new(scheme, format!("devnet {scheme}")),
+            .keygen(
+                &KeygenRequest::new(scheme, format!("devnet {scheme}")),
                 Some(&bar),
             )
             .await?;
@@ -167,8 +168,8 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
         phase(label, t0);
         wallets.push(result);
     }
-    let ecdsa_id = wallets[0]["id"].as_str().context("wallet id")?.to_string();
-    let taproot_id = wallets[1]["id"].as_str().context("wallet id")?.to_string();
+    let ecdsa_id = wallet_id_of(&wallets[0])?;
+    let taproot_id = wallet_id_of(&wallets[1])?;
     let ecdsa = wallet_key_from_api(&wallets[0])?;
     let taproot = wallet_key_from_api(&wallets[1])?;
 

@@ -68,7 +68,10 @@ pub async fn commands_against_a_live_node(c: &Cluster, w: &Wallets) {
     let (code, table, stderr) =
         cli(&["wallet", "list", "--url", &url, "--token", &viewer], &[]).await;
     assert_eq!(code, 0, "{stderr}");
-    assert!(table.contains(&w.eid) && table.contains(&w.tid), "{table}");
+    assert!(
+        table.contains(w.eid.as_str()) && table.contains(w.tid.as_str()),
+        "{table}"
+    );
     // API errors in --json mode: the error object on stdout, exit status 1.
     let create = [
         "wallet",
@@ -146,7 +149,7 @@ async fn tokens_issued_offline(c: &Cluster, w: &Wallets, url: &str) {
     ];
     let listed = cli_json(
         "utxo list with the CLI-issued signer token",
-        &cli(&["utxo", "list", &w.eid, "--json"], &env).await,
+        &cli(&["utxo", "list", w.eid.as_str(), "--json"], &env).await,
     );
     assert_eq!(listed["wallet_id"], w.eid.as_str());
     // Without a secret the CLI refuses rather than issuing something unusable.

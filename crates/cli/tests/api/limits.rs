@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use mpc_api::{
-    routes::{DkgRequest, PresignRequest, SignRequest},
+    routes::{KeygenRequest, PresignRequest, SignRequest},
     Role,
 };
 use mpc_bitcoin::{Chain, Scheme};
@@ -66,8 +66,8 @@ pub async fn per_token(c: &Cluster, w: &Wallets, psbt: &str) {
         assert!(ok >= TOKEN_BURST - 1, "only {ok} requests before the limit");
     }
     // Then requests that would each start a session or a ceremony.
-    let dkg = DkgRequest::new(Scheme::Schnorr, "should not exist");
-    let dkg_refusals = join_all((0..4).map(|_| admin.start_dkg(&dkg)).collect()).await;
+    let request = KeygenRequest::new(Scheme::Schnorr, "should not exist");
+    let keygen_refusals = join_all((0..4).map(|_| admin.start_keygen(&request)).collect()).await;
     let aux = admin.start_aux_info().await;
     let presign = admin
         .start_presignatures(&w.eid, &PresignRequest::new("m/0/8", 1))
@@ -86,7 +86,7 @@ pub async fn per_token(c: &Cluster, w: &Wallets, psbt: &str) {
         rate_limited(&pay, "payment"),
         rate_limited(&sign, "PSBT"),
     ];
-    refusals.extend(dkg_refusals.iter().map(|r| rate_limited(r, "DKG")));
+    refusals.extend(keygen_refusals.iter().map(|r| rate_limited(r, "keygen")));
     for (details, secs) in &refusals {
         assert_eq!(details["limit"], "token");
         assert!(
@@ -124,8 +124,8 @@ pub async fn per_token(c: &Cluster, w: &Wallets, psbt: &str) {
         refusals.len() as f64 + 2.0,
         "every refusal counted (and the two that ended the read bursts)"
     );
-    let dkg_429 = [("route", "/api/v1/dkg/initiate"), ("status", "429")];
-    assert_eq!(m2_after.sum("mpc_api_requests_total", &dkg_429), 4.0);
+    let keygen_429 = [("route", "/api/v1/keygen"), ("status", "429")];
+    assert_eq!(m2_after.sum("mpc_api_requests_total", &keygen_429), 4.0);
     assert_eq!(
         m2_after.sum("mpc_ceremony_duration_seconds_count", &[]),
         0.0,
@@ -151,7 +151,7 @@ pub async fn per_token(c: &Cluster, w: &Wallets, psbt: &str) {
     while client.wallets().await.is_ok() {}
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let created = client
-        .dkg(&DkgRequest::new(Scheme::Schnorr, "throttled"), None)
+        .keygen(&KeygenRequest::new(Scheme::Schnorr, "throttled"), None)
         .await
         .expect("a ceremony polled through the rate limit");
     assert_eq!(created["name"], "throttled", "{created}");

@@ -172,8 +172,8 @@ where
 pub struct Wallets {
     pub ecdsa: Value,
     pub taproot: Value,
-    pub eid: String,
-    pub tid: String,
+    pub eid: mpc_types::WalletId,
+    pub tid: mpc_types::WalletId,
     pub ekey: WalletKey,
     pub tkey: WalletKey,
 }
@@ -221,7 +221,7 @@ async fn rest_api_and_cli_against_five_node_processes() {
     served::health_over_the_mesh(&cluster).await;
     steps.done("OpenAPI document and health");
     let wallets = served::wallets_on_every_node(&cluster).await;
-    steps.done("DKG (CGGMP24, FROST), addresses, descriptors");
+    steps.done("keygen (CGGMP24, FROST), addresses, descriptors");
     let paid = payments::payments_of_both_schemes(&cluster, &wallets).await;
     steps.done("ECDSA and Taproot payments through /transactions");
     payments::change_spent_by_concurrent_payments(&cluster, &wallets, &paid).await;

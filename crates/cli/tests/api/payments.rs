@@ -23,9 +23,9 @@ pub struct Paid {
     pub t_recipient: Address,
 }
 
-pub fn payment(wallet: &str, to: &Address, amount_sats: u64) -> TransactionRequest {
+pub fn payment(wallet: &mpc_types::WalletId, to: &Address, amount_sats: u64) -> TransactionRequest {
     TransactionRequest {
-        wallet_id: wallet.to_string(),
+        wallet_id: wallet.clone(),
         recipient: to.to_string(),
         amount_sats,
         fee_rate_sat_vb: 2.0,

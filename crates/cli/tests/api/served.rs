@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mpc_api::routes::{Ceremony, DkgRequest};
+use mpc_api::routes::{Ceremony, KeygenRequest};
 use mpc_bitcoin::{Chain, Scheme};
 use mpc_wallet::devnet::wallet_key_from_api;
 use serde_json::{json, Value};
@@ -110,7 +110,7 @@ pub async fn wallets_on_every_node(c: &Cluster) -> Wallets {
     ] {
         let accepted = c
             .admin
-            .start_dkg(&DkgRequest::new(scheme, name))
+            .start_keygen(&KeygenRequest::new(scheme, name))
             .await
             .unwrap();
         let record = ceremony_succeeded(c, &accepted.ceremony_id.to_string()).await;
@@ -128,14 +128,14 @@ pub async fn wallets_on_every_node(c: &Cluster) -> Wallets {
     assert_eq!(ecdsa["script_type"], "p2wpkh");
     assert_eq!(taproot["script_type"], "p2tr");
     let w = Wallets {
-        eid: ecdsa["id"].as_str().unwrap().to_string(),
-        tid: taproot["id"].as_str().unwrap().to_string(),
+        eid: mpc_wallet::commands::wallet_id_of(&ecdsa).unwrap(),
+        tid: mpc_wallet::commands::wallet_id_of(&taproot).unwrap(),
         ekey: wallet_key_from_api(&ecdsa).unwrap(),
         tkey: wallet_key_from_api(&taproot).unwrap(),
         ecdsa,
         taproot,
     };
-    let ids: BTreeSet<String> = c
+    let ids: BTreeSet<mpc_types::WalletId> = c
         .viewer
         .wallets()
         .await
@@ -143,7 +143,7 @@ pub async fn wallets_on_every_node(c: &Cluster) -> Wallets {
         .as_array()
         .unwrap()
         .iter()
-        .map(|w| w["id"].as_str().unwrap().to_string())
+        .map(|w| mpc_wallet::commands::wallet_id_of(w).unwrap())
         .collect();
     assert_eq!(ids, BTreeSet::from([w.eid.clone(), w.tid.clone()]));
     for node in 1..=5 {
@@ -164,7 +164,7 @@ pub async fn wallets_on_every_node(c: &Cluster) -> Wallets {
         }
     }
     for (wallet, key) in [(&w.ecdsa, &w.ekey), (&w.taproot, &w.tkey)] {
-        let id = wallet["id"].as_str().unwrap();
+        let id = &mpc_wallet::commands::wallet_id_of(wallet).unwrap();
         for (chain, name, n) in [(Chain::Receive, "receive", 0), (Chain::Change, "change", 1)] {
             let list = c.viewer.addresses(id, name, 0, 3).await.unwrap();
             assert_eq!(list.len(), 3);

@@ -143,9 +143,11 @@ pub async fn metrics_of_a_process(c: &Cluster, w: &Wallets) {
     let sign = "/api/v1/wallets/{id}/psbt/sign";
     assert_eq!(requests(&[("route", sign), ("status", "403")]), 1.0);
     assert_eq!(requests(&[("route", sign), ("status", "200")]), 1.0);
-    assert!(m
-        .find("mpc_api_requests_total", &[])
-        .all(|(l, _)| !l["route"].contains(&w.eid) && !l["route"].contains(&w.tid)));
+    assert!(
+        m.find("mpc_api_requests_total", &[])
+            .all(|(l, _)| !l["route"].contains(w.eid.as_str())
+                && !l["route"].contains(w.tid.as_str()))
+    );
     assert!(
         m.sum(
             "mpc_api_request_duration_seconds_count",

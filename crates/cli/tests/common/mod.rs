@@ -146,7 +146,7 @@ pub fn registration(outputs: &[SpendableOutput]) -> RegisterUtxosRequest {
 #[allow(clippy::too_many_arguments)]
 pub async fn check_payment(
     viewer: &ApiClient,
-    wallet_id: &str,
+    wallet_id: &mpc_types::WalletId,
     key: &WalletKey,
     funded: &[SpendableOutput],
     recipient: &Address,

@@ -10,6 +10,7 @@ use mpc_protocols::{
 };
 use mpc_store::{WalletRecord, WalletState};
 use mpc_transport::{NodeId, SessionId};
+use mpc_types::WalletId;
 use rand_core::OsRng;
 use tracing::{info, warn, Instrument};
 use uuid::Uuid;
@@ -25,7 +26,7 @@ use crate::{
 use super::{sorted_unique, CreateWallet};
 
 impl Node {
-    /// Coordinates a DKG. The wallet is active only after every participant reported the
+    /// Coordinates a keygen. The wallet is active only after every participant reported the
     /// same key; on any failure every participant discards its share.
     pub async fn create_wallet(
         &self,
@@ -51,7 +52,7 @@ impl Node {
             .clone()
             .unwrap_or_else(|| config.node_ids());
         let spec = WalletSpec {
-            id: Uuid::new_v4().to_string(),
+            id: WalletId::from_uuid(Uuid::new_v4()),
             name: request.name.clone(),
             scheme: request.scheme,
             threshold: request.threshold.unwrap_or(config.cluster.threshold),
@@ -185,7 +186,7 @@ impl Node {
                 let aux = self.aux_info(&spec.participants).await?;
                 let eid = ExecutionId::derive(
                     ProtocolKind::EcdsaKeygen,
-                    &spec.id,
+                    spec.id.as_str(),
                     session,
                     &indices,
                     &t.to_be_bytes(),
@@ -209,7 +210,7 @@ impl Node {
             Scheme::Schnorr => {
                 let eid = ExecutionId::derive(
                     ProtocolKind::SchnorrKeygen,
-                    &spec.id,
+                    spec.id.as_str(),
                     session,
                     &indices,
                     &t.to_be_bytes(),
@@ -240,8 +241,9 @@ impl Node {
             threshold: t,
             participants: spec.participants.clone(),
             network: spec.network,
-            public_key: public_key.to_string(),
-            chain_code: hex::encode(chain_code),
+            public_key: mpc_bitcoin::bitcoin::secp256k1::PublicKey::from_slice(&public_key.0)
+                .map_err(|e| NodeError::Internal(format!("the group key: {e}")))?,
+            chain_code: chain_code.into(),
             state: WalletState::Pending,
             session,
             created_at: now_ms(),

@@ -4,12 +4,13 @@
 
 use mpc_bitcoin::Scheme;
 use mpc_transport::NodeId;
+use mpc_types::WalletId;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{Node, NodeError};
 
-/// A request to create a wallet (DKG).
+/// A request to create a wallet (keygen).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CreateWallet {
     pub name: String,
@@ -31,7 +32,7 @@ pub struct AuxInfoReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PresignReport {
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     pub path: String,
     pub signers: Vec<NodeId>,
     pub ids: Vec<String>,

@@ -1,6 +1,7 @@
 //! Presignatures over the network: signer sets, batches, and each participant's stored
 //! share of a presignature bound to (wallet, path, signer set).
 
+use mpc_types::WalletId;
 use std::time::Instant;
 
 use mpc_bitcoin::Scheme;
@@ -115,7 +116,7 @@ impl Node {
     pub async fn generate_presignatures(
         &self,
         session: Uuid,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         path: &DerivationPath,
         count: u32,
         signers: Option<Vec<NodeId>>,
@@ -136,7 +137,7 @@ impl Node {
     async fn presign_batch(
         &self,
         session: Uuid,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         path: &DerivationPath,
         count: u32,
         signers: Option<Vec<NodeId>>,
@@ -154,7 +155,7 @@ impl Node {
             .coordinate(
                 session,
                 ProposalBody::Presign {
-                    wallet_id: wallet_id.into(),
+                    wallet_id: wallet_id.clone(),
                     path: path.clone(),
                     signers: signers.clone(),
                     count,
@@ -177,7 +178,7 @@ impl Node {
             ));
         }
         Ok(PresignReport {
-            wallet_id: wallet_id.into(),
+            wallet_id: wallet_id.clone(),
             path: path.to_string(),
             signers,
             ids: lists[0].clone(),
@@ -209,7 +210,7 @@ impl Node {
     pub(crate) async fn presign_participant(
         &self,
         session: Uuid,
-        wallet_id: &str,
+        wallet_id: &WalletId,
         path: &DerivationPath,
         signers: &[NodeId],
         count: u32,
@@ -234,7 +235,7 @@ impl Node {
             let sid = SessionId::from_uuid(session).derive(&format!("presign/{k}"));
             let eid = ExecutionId::derive(
                 ProtocolKind::EcdsaPresign,
-                wallet_id,
+                wallet_id.as_str(),
                 sid.as_uuid(),
                 &indices,
                 &path.to_bytes(),
@@ -255,7 +256,7 @@ impl Node {
             let now = now_ms();
             let record = PresignatureRecord {
                 id: eid.to_string(),
-                wallet_id: wallet_id.into(),
+                wallet_id: wallet_id.clone(),
                 path: path.clone(),
                 signers: signers.to_vec(),
                 epoch: store.epoch().await?,

@@ -2,6 +2,7 @@
 //! PSBT, combines and verifies the signatures, retries on other signer sets without the nodes
 //! that failed.
 
+use mpc_types::WalletId;
 use std::time::{Duration, Instant};
 
 use mpc_bitcoin::{
@@ -59,7 +60,7 @@ impl Node {
     pub async fn sign_psbt(
         &self,
         session: Uuid,
-        wallet_ids: &[String],
+        wallet_ids: &[WalletId],
         psbt_base64: &str,
     ) -> Result<SignReport, NodeError> {
         self.sign_psbt_approved(session, wallet_ids, psbt_base64, None)
@@ -71,7 +72,7 @@ impl Node {
     pub(crate) async fn sign_psbt_approved(
         &self,
         session: Uuid,
-        wallet_ids: &[String],
+        wallet_ids: &[WalletId],
         psbt_base64: &str,
         approvals: Option<ApprovalEvidence>,
     ) -> Result<SignReport, NodeError> {
@@ -111,7 +112,7 @@ impl Node {
     async fn sign_psbt_unaudited(
         &self,
         session: Uuid,
-        wallet_ids: &[String],
+        wallet_ids: &[WalletId],
         psbt_base64: &str,
         approvals: Option<&ApprovalEvidence>,
     ) -> Result<SignReport, NodeError> {
@@ -500,7 +501,7 @@ impl Node {
                     }
                 }
                 let binding = PresignatureBinding {
-                    master_key: PublicKey::try_from(wallet.public_key.clone())?,
+                    master_key: PublicKey(wallet.public_key.serialize()),
                     path: job.path.clone(),
                     signers: keygen_indices(&wallet.participants, signers)?,
                 };

@@ -13,6 +13,7 @@
 //! the wallets of a request, the policy and transaction rules this node applies, and what it
 //! learns from signed transactions.
 
+use mpc_types::WalletId;
 use std::collections::HashMap;
 
 use mpc_bitcoin::{
@@ -41,7 +42,7 @@ use crate::{
 #[derive(Debug, Clone, Serialize)]
 pub struct InputReport {
     pub input: usize,
-    pub wallet_id: String,
+    pub wallet_id: WalletId,
     pub scheme: Scheme,
     pub path: String,
     pub sighash: String,
@@ -85,7 +86,7 @@ impl RequestWallets {
     }
 
     /// The wallet ids, in the request's order (the order the approval message has them in).
-    fn ids(&self) -> Vec<String> {
+    fn ids(&self) -> Vec<WalletId> {
         self.records.iter().map(|r| r.id.clone()).collect()
     }
 }
@@ -132,7 +133,7 @@ impl Node {
     /// coordinator makes of any request (a request refused anyway does not wait).
     pub(crate) async fn approvals_needed(
         &self,
-        wallet_ids: &[String],
+        wallet_ids: &[WalletId],
         psbt_base64: &str,
     ) -> Result<bool, NodeError> {
         if !self.inner.config.policy.approvals.enabled() {
@@ -229,7 +230,7 @@ impl Node {
     /// interpreter with the proven spent outputs. Returns the change indices learned.
     pub async fn learn_from_signed(
         &self,
-        wallet_ids: &[String],
+        wallet_ids: &[WalletId],
         psbt_base64: &str,
         raw_transaction: &str,
     ) -> Result<usize, NodeError> {
@@ -311,7 +312,7 @@ impl Node {
         })
     }
 
-    async fn request_wallets(&self, wallet_ids: &[String]) -> Result<RequestWallets, NodeError> {
+    async fn request_wallets(&self, wallet_ids: &[WalletId]) -> Result<RequestWallets, NodeError> {
         if wallet_ids.is_empty() || wallet_ids.len() > 8 {
             return Err(NodeError::InvalidRequest("name 1 to 8 wallets".into()));
         }

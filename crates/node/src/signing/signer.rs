@@ -1,6 +1,7 @@
 //! The signer's side: every check made on this node's own data, then the durable commit,
 //! then the partial signature or share.
 
+use mpc_types::WalletId;
 use std::{collections::HashMap, time::Instant};
 
 use mpc_bitcoin::{
@@ -60,7 +61,7 @@ impl Node {
     pub(crate) async fn sign_participant(
         &self,
         session: Uuid,
-        wallet_ids: &[String],
+        wallet_ids: &[WalletId],
         psbt_base64: &str,
         signers: &[NodeId],
         presignatures: &[Option<String>],
@@ -129,10 +130,10 @@ impl Node {
             }
         }
         let t_checked = Instant::now();
-        let spends: Vec<(&str, u64)> = summary
+        let spends: Vec<(&WalletId, u64)> = summary
             .leaving_by_wallet
             .iter()
-            .map(|(w, amount)| (wallets.records[*w].id.as_str(), *amount))
+            .map(|(w, amount)| (&wallets.records[*w].id, *amount))
             .collect();
         // Invariants 1 and 4, and the 24-hour limit, in one commit before anything derived
         // from this node's shares leaves it: session marked seen, amounts checked against the
@@ -164,7 +165,7 @@ impl Node {
                     amount_sats,
                     max_sats,
                 } => NodeError::Policy(policy::spend_limit_violation(
-                    &wallet_id,
+                    wallet_id.as_str(),
                     spent_sats,
                     amount_sats,
                     max_sats,
@@ -198,7 +199,7 @@ impl Node {
                     let share = self.ecdsa_share(wallet).await?;
                     let eid = ExecutionId::derive(
                         ProtocolKind::EcdsaSign,
-                        &wallet.id,
+                        wallet.id.as_str(),
                         sub.as_uuid(),
                         &indices,
                         &preimage.sighash(),

@@ -74,7 +74,7 @@ impl Interceptor for ForgedPartial {
 /// 2 with node 2's outcome as node 2 signed it, checked on node 3: an exhibit (whether the
 /// answer fits needs the presignature's binding or the key and sighash, which the message does
 /// not carry), so the fault is not re-checked, only its authorship.
-async fn a_forged_answer_names_its_signer(c: &Cluster, id: &str, psbt: &str, what: &str) {
+async fn a_forged_answer_names_its_signer(c: &Cluster, id: &WalletId, psbt: &str, what: &str) {
     let n1 = &c.nodes[0];
     let (one, two, three) = (NodeId::must(1), ADVERSARY, NodeId::must(3));
     let hostile = std::sync::Arc::new(ForgedPartial {
@@ -83,7 +83,7 @@ async fn a_forged_answer_names_its_signer(c: &Cluster, id: &str, psbt: &str, wha
     c.network.intercept(ADVERSARY, hostile.clone());
     let session = Uuid::new_v4();
     let started = Instant::now();
-    let result = n1.sign_psbt(session, &[id.to_owned()], psbt).await;
+    let result = n1.sign_psbt(session, std::slice::from_ref(id), psbt).await;
     let took = started.elapsed();
     c.network.release(ADVERSARY);
     let report = result.unwrap();

@@ -41,6 +41,7 @@ use mpc_node::{
 use mpc_protocols::execution::ProtocolKind;
 use mpc_store::{IncidentKind, WalletState};
 use mpc_transport::{memory::Interceptor, Envelope, NodeId};
+use mpc_types::WalletId;
 use uuid::Uuid;
 
 /// The hostile node; 1 coordinates, 3 is the other honest one.
@@ -230,7 +231,7 @@ async fn generate<T>(
 }
 
 /// Every honest node holds wallet `id`, active, with one public key.
-async fn honest_nodes_agree(c: &Cluster, id: &str, case: &str) {
+async fn honest_nodes_agree(c: &Cluster, id: &WalletId, case: &str) {
     let mut keys = Vec::new();
     for node in c.nodes.iter().filter(|n| n.id() != ADVERSARY) {
         let record = node

@@ -14,12 +14,13 @@ use super::format::{
     TRAILER,
 };
 use super::{check_schema, meta_parse, meta_text, open_dek, BackupError, BackupHeader};
+use crate::connection;
 use crate::crypto::KeySource;
 use crate::error::{Context, StoreError};
 use crate::meta::{kek_for, load_meta, read_epoch};
 use crate::records::Backend;
 use crate::rows::get;
-use crate::store::{self, now_ms};
+use crate::store::now_ms;
 
 /// A finished backup: write `bytes` to a file.
 pub struct Backup {
@@ -36,7 +37,7 @@ pub async fn create_backup(
     node_id: NodeId,
     cluster: &str,
 ) -> Result<Backup, BackupError> {
-    let (pool, backend) = store::connect(url).await?;
+    let (pool, backend) = connection::connect(url).await?;
     // The file and the store's meta keep the bare number.
     let result = dump(&pool, backend, key, node_id.get(), cluster).await;
     pool.close().await;

@@ -15,12 +15,13 @@ use super::format::{
     BACKUP_FORMAT, BACKUP_FORMAT_VERSION, BACKUP_SCHEMA_VERSION, OLDEST_SCHEMA_VERSION,
 };
 use super::{check_schema, meta_parse, meta_text, open_dek, BackupError, BackupHeader};
+use crate::connection::{self, begin_write};
 use crate::crypto::{self, KeySource, Sealer};
 use crate::error::{Context, StoreError};
 use crate::meta::{kek_for, read_epoch};
 use crate::records::Backend;
 use crate::rows;
-use crate::store::{self, begin_write, now_ms, sealed_ad};
+use crate::store::{now_ms, sealed_ad};
 
 /// Tables whose `sealed` column is checked to open before a restore writes anything, with the
 /// column that names the row (the sealing's associated data).
@@ -66,7 +67,7 @@ pub async fn restore_backup(
     options: RestoreOptions,
 ) -> Result<RestoreSummary, BackupError> {
     let Checked { header, body, meta } = check(key, node_id, cluster, file).await?;
-    let (pool, backend) = store::connect(url).await?;
+    let (pool, backend) = connection::connect(url).await?;
     let result = write(&pool, backend, &header, &body, &meta, file, options).await;
     pool.close().await;
     let summary = result?;

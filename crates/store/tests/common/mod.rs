@@ -9,7 +9,7 @@ use mpc_types::NodeId;
 use std::future::Future;
 use std::path::PathBuf;
 
-use mpc_store::{generate_key_file, KeySource, Store, WalletRecord, WalletState};
+use mpc_store::{generate_key_file, KeySource, Store};
 use sqlx::{AnyPool, AssertSqlSafe, Connection};
 use uuid::Uuid;
 
@@ -230,20 +230,6 @@ macro_rules! on_both_backends {
     };
 }
 
-/// A pending 2-of-3 ECDSA wallet record on nodes 1 to 3 (regtest), named after `id`.
-pub fn wallet(id: &str) -> WalletRecord {
-    WalletRecord {
-        id: id.into(),
-        name: format!("wallet {id}"),
-        scheme: mpc_types::Scheme::Ecdsa,
-        threshold: 2,
-        participants: NodeId::must_list(&[1, 2, 3]),
-        network: mpc_types::Network::Regtest,
-        public_key: "02aa".into(),
-        chain_code: "cc".into(),
-        state: WalletState::Pending,
-        session: Uuid::new_v4(),
-        created_at: NOW,
-        activated_at: None,
-    }
-}
+mod wallet;
+#[allow(unused_imports)] // not every test file uses both
+pub use wallet::{wallet, wallet_id};

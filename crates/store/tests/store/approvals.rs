@@ -3,7 +3,7 @@
 
 use super::*;
 use mpc_store::{ApprovalRequestRecord, DecisionRecord, RequestState};
-use mpc_types::Decision;
+use mpc_types::{Decision, WalletId};
 
 on_both_backends!(
     approval_requests_survive_reopening_and_move_once,
@@ -13,7 +13,7 @@ on_both_backends!(
 fn request(expires_at: i64) -> ApprovalRequestRecord {
     ApprovalRequestRecord {
         id: Uuid::new_v4(),
-        wallet_ids: vec!["w1".into(), "w2".into()],
+        wallet_ids: vec![WalletId::must("w1"), WalletId::must("w2")],
         psbt: "cHNidP8B".into(),
         txid: "ab".repeat(32),
         state: RequestState::Pending,

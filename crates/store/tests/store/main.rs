@@ -62,16 +62,10 @@ where
     results
 }
 
-fn presig(
-    id: &str,
-    wallet_id: &str,
-    path: &str,
-    epoch: u64,
-    expires_at: i64,
-) -> PresignatureRecord {
+fn presig(id: &str, wallet: &str, path: &str, epoch: u64, expires_at: i64) -> PresignatureRecord {
     PresignatureRecord {
         id: id.into(),
-        wallet_id: wallet_id.into(),
+        wallet_id: wallet_id(wallet),
         path: path.parse().unwrap(),
         signers: NodeId::must_list(&[1, 2, 3]),
         epoch,
@@ -86,7 +80,7 @@ fn presig(
 fn ceremony(id: &str, started_at: i64) -> CeremonyRecord {
     CeremonyRecord {
         id: id.into(),
-        kind: "dkg".into(),
+        kind: "keygen".into(),
         state: "running".into(),
         coordinator: N1,
         request: serde_json::json!({ "wallet": id, "threshold": 2 }),

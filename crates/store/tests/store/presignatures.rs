@@ -91,7 +91,13 @@ async fn expired_and_other_epoch_presignatures_are_unusable(db: Db) {
         .unwrap();
 
     let ready = store
-        .ready_presignatures("w", "m/0/1", &NodeId::must_list(&[3, 2, 1]), NOW, 10)
+        .ready_presignatures(
+            &wallet_id("w"),
+            "m/0/1",
+            &NodeId::must_list(&[3, 2, 1]),
+            NOW,
+            10,
+        )
         .await
         .unwrap();
     let ids: Vec<&str> = ready.iter().map(|p| p.id.as_str()).collect();
@@ -101,7 +107,13 @@ async fn expired_and_other_epoch_presignatures_are_unusable(db: Db) {
         "ready, current epoch, unexpired, oldest first"
     );
     let limited = store
-        .ready_presignatures("w", "m/0/1", &NodeId::must_list(&[1, 2, 3]), NOW, 1)
+        .ready_presignatures(
+            &wallet_id("w"),
+            "m/0/1",
+            &NodeId::must_list(&[1, 2, 3]),
+            NOW,
+            1,
+        )
         .await
         .unwrap();
     assert_eq!(limited.len(), 1);
@@ -198,19 +210,16 @@ async fn a_corrupt_epoch_makes_presignatures_unusable(db: Db) {
     store.insert_wallet(&wallet("w"), b"share").await.unwrap();
     let p = presig("p", "w", "m/0/1", 1, NOW + 1000);
     store.insert_presignature(&p, b"p").await.unwrap();
-    let listed = store
-        .ready_presignatures("w", "m/0/1", &NodeId::must_list(&[1, 2, 3]), NOW, 10)
-        .await
-        .unwrap();
+    let signers = NodeId::must_list(&[1, 2, 3]);
+    let ready = || store.ready_presignatures(&p.wallet_id, "m/0/1", &signers, NOW, 10);
+    let listed = ready().await.unwrap();
     assert_eq!(listed.len(), 1, "listed before the corruption");
     sqlx::query("UPDATE meta SET value = $1 WHERE key = 'epoch'")
         .bind(b"1x".to_vec())
         .execute(&raw)
         .await
         .unwrap();
-    let listed = store
-        .ready_presignatures("w", "m/0/1", &NodeId::must_list(&[1, 2, 3]), NOW, 10)
-        .await;
+    let listed = ready().await;
     assert!(
         listed.as_ref().map_or(true, Vec::is_empty),
         "listed under a corrupt epoch: {listed:?}"
@@ -249,7 +258,13 @@ async fn bump_epoch_invalidates_every_presignature(db: Db) {
     );
 
     assert!(store
-        .ready_presignatures("w", "m", &NodeId::must_list(&[1, 2, 3]), NOW, 10)
+        .ready_presignatures(
+            &wallet_id("w"),
+            "m",
+            &NodeId::must_list(&[1, 2, 3]),
+            NOW,
+            10
+        )
         .await
         .unwrap()
         .is_empty());
@@ -317,7 +332,10 @@ async fn presignature_counts_per_path_and_signers(db: Db) {
         .unwrap()
         .is_some());
     assert!(store.discard_presignature("other-0", NOW).await.unwrap());
-    let levels = store.presignature_counts("w", NOW).await.unwrap();
+    let levels = store
+        .presignature_counts(&wallet_id("w"), NOW)
+        .await
+        .unwrap();
     let level = |path: &str, signers: Vec<NodeId>, ready, consumed, generated| PoolLevel {
         path: path.parse().unwrap(),
         signers,
@@ -335,7 +353,7 @@ async fn presignature_counts_per_path_and_signers(db: Db) {
         ]
     );
     assert!(store
-        .presignature_counts("none", NOW)
+        .presignature_counts(&wallet_id("none"), NOW)
         .await
         .unwrap()
         .is_empty());

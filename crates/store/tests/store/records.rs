@@ -6,7 +6,7 @@ on_both_backends!(
     wallet_lifecycle,
     ceremonies_upsert_and_list,
     incidents_are_listed_counted_and_released,
-    a_wallet_row_with_an_unknown_scheme_or_network_is_corrupt,
+    a_wallet_row_that_does_not_decode_is_corrupt,
     primes_are_taken_once_under_concurrency,
     concurrent_writers_do_not_fail,
     reopening_gives_back_everything,
@@ -16,32 +16,35 @@ async fn wallet_lifecycle(db: Db) {
     let store = db.open().await;
     let w1 = wallet("w1");
     store.insert_wallet(&w1, b"share 1").await.unwrap();
-    assert_eq!(store.wallet("w1").await.unwrap(), Some(w1.clone()));
+    assert_eq!(
+        store.wallet(&wallet_id("w1")).await.unwrap(),
+        Some(w1.clone())
+    );
     let error = store.insert_wallet(&w1, b"other share").await.unwrap_err();
     assert!(
         matches!(&error, StoreError::AlreadyExists { table: "wallets", id } if id == "w1"),
         "{error}"
     );
     assert_eq!(
-        bytes(store.key_share("w1").await.unwrap()),
+        bytes(store.key_share(&wallet_id("w1")).await.unwrap()),
         Some(b"share 1".to_vec())
     );
 
     store
-        .set_wallet_state("w1", WalletState::Active)
+        .set_wallet_state(&wallet_id("w1"), WalletState::Active)
         .await
         .unwrap();
-    let active = store.wallet("w1").await.unwrap().unwrap();
+    let active = store.wallet(&wallet_id("w1")).await.unwrap().unwrap();
     assert_eq!(active.state, WalletState::Active);
     assert!(active.activated_at.unwrap() > 0);
     assert_eq!(active.participants, NodeId::must_list(&[1, 2, 3]));
     // Idempotent, and an active wallet cannot be aborted (its share would be lost).
     store
-        .set_wallet_state("w1", WalletState::Active)
+        .set_wallet_state(&wallet_id("w1"), WalletState::Active)
         .await
         .unwrap();
     let error = store
-        .set_wallet_state("w1", WalletState::Aborted)
+        .set_wallet_state(&wallet_id("w1"), WalletState::Aborted)
         .await
         .unwrap_err();
     assert!(
@@ -49,7 +52,7 @@ async fn wallet_lifecycle(db: Db) {
         "{error}"
     );
     assert_eq!(
-        bytes(store.key_share("w1").await.unwrap()),
+        bytes(store.key_share(&wallet_id("w1")).await.unwrap()),
         Some(b"share 1".to_vec())
     );
 
@@ -58,16 +61,16 @@ async fn wallet_lifecycle(db: Db) {
     w2.participants = NodeId::must_list(&[5, 1, 3]);
     store.insert_wallet(&w2, b"share 2").await.unwrap();
     store
-        .set_wallet_state("w2", WalletState::Aborted)
+        .set_wallet_state(&wallet_id("w2"), WalletState::Aborted)
         .await
         .unwrap();
-    let aborted = store.wallet("w2").await.unwrap().unwrap();
+    let aborted = store.wallet(&wallet_id("w2")).await.unwrap().unwrap();
     assert_eq!(aborted.state, WalletState::Aborted);
     assert_eq!(aborted.activated_at, None);
     assert_eq!(aborted.participants, NodeId::must_list(&[1, 3, 5]));
-    assert!(store.key_share("w2").await.unwrap().is_none());
+    assert!(store.key_share(&wallet_id("w2")).await.unwrap().is_none());
     let error = store
-        .set_wallet_state("w2", WalletState::Active)
+        .set_wallet_state(&wallet_id("w2"), WalletState::Active)
         .await
         .unwrap_err();
     assert!(
@@ -76,11 +79,11 @@ async fn wallet_lifecycle(db: Db) {
     );
 
     let error = store
-        .set_wallet_state("nope", WalletState::Active)
+        .set_wallet_state(&wallet_id("nope"), WalletState::Active)
         .await
         .unwrap_err();
     assert!(matches!(error, StoreError::NotFound { .. }), "{error}");
-    let ids: Vec<String> = store
+    let ids: Vec<mpc_types::WalletId> = store
         .wallets()
         .await
         .unwrap()
@@ -88,7 +91,7 @@ async fn wallet_lifecycle(db: Db) {
         .map(|w| w.id)
         .collect();
     assert_eq!(ids, ["w1", "w2"]);
-    assert!(store.wallet("nope").await.unwrap().is_none());
+    assert!(store.wallet(&wallet_id("nope")).await.unwrap().is_none());
 }
 
 async fn ceremonies_upsert_and_list(db: Db) {
@@ -236,8 +239,9 @@ async fn incidents_are_listed_counted_and_released(db: Db) {
 }
 
 /// Rows are decoded into typed values once, here: a wallet whose scheme or network is not one
-/// we know is an error naming the row, never skipped and never a default.
-async fn a_wallet_row_with_an_unknown_scheme_or_network_is_corrupt(db: Db) {
+/// we know, whose public key is not a point or whose chain code is not 32 bytes is an error
+/// naming the row, never skipped and never a default.
+async fn a_wallet_row_that_does_not_decode_is_corrupt(db: Db) {
     let store = db.open().await;
     let raw = db.raw().await;
     let set = |column: &str, value: &'static str| {
@@ -249,16 +253,27 @@ async fn a_wallet_row_with_an_unknown_scheme_or_network_is_corrupt(db: Db) {
     };
     store.insert_wallet(&wallet("w"), b"share").await.unwrap();
     assert_eq!(
-        store.wallet("w").await.unwrap().unwrap().scheme,
+        store.wallet(&wallet_id("w")).await.unwrap().unwrap().scheme,
         mpc_types::Scheme::Ecdsa
     );
+    let generator = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798";
+    let chain_code = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
     for (column, bad, good) in [
         ("scheme", "rsa", "cggmp24"),
         ("network", "litecoin", "regtest"),
+        // x = 5 is not on the curve.
+        (
+            "public_key",
+            "020000000000000000000000000000000000000000000000000000000000000005",
+            generator,
+        ),
+        ("public_key", "02aa", generator),
+        ("chain_code", "cc", chain_code),
+        ("chain_code", "not hex", chain_code),
     ] {
         set(column, bad).await.unwrap();
         for error in [
-            store.wallet("w").await.unwrap_err(),
+            store.wallet(&wallet_id("w")).await.unwrap_err(),
             store.wallets().await.unwrap_err(),
         ] {
             assert!(
@@ -268,7 +283,7 @@ async fn a_wallet_row_with_an_unknown_scheme_or_network_is_corrupt(db: Db) {
             );
         }
         set(column, good).await.unwrap();
-        assert!(store.wallet("w").await.unwrap().is_some());
+        assert!(store.wallet(&wallet_id("w")).await.unwrap().is_some());
     }
 }
 
@@ -330,7 +345,10 @@ async fn concurrent_writers_do_not_fail(db: Db) {
     .await;
     assert_eq!(store.primes_count().await.unwrap(), TASKS as u64);
     assert_eq!(store.ceremonies(1000).await.unwrap().len(), TASKS);
-    let levels = store.presignature_counts("w", NOW).await.unwrap();
+    let levels = store
+        .presignature_counts(&wallet_id("w"), NOW)
+        .await
+        .unwrap();
     assert_eq!((levels[0].ready, levels[0].consumed), (0, TASKS as u64));
 }
 
@@ -349,7 +367,7 @@ async fn reopening_gives_back_everything(db: Db) {
             .unwrap();
         store.insert_wallet(&w, b"share").await.unwrap();
         store
-            .set_wallet_state("w", WalletState::Active)
+            .set_wallet_state(&wallet_id("w"), WalletState::Active)
             .await
             .unwrap();
         store.put_ceremony(&c).await.unwrap();
@@ -376,7 +394,7 @@ async fn reopening_gives_back_everything(db: Db) {
         (aux.to_vec(), digest),
         (b"aux".to_vec(), "digest".to_owned())
     );
-    let reopened = store.wallet("w").await.unwrap().unwrap();
+    let reopened = store.wallet(&wallet_id("w")).await.unwrap().unwrap();
     assert_eq!(reopened.state, WalletState::Active);
     assert_eq!(
         WalletRecord {
@@ -387,7 +405,7 @@ async fn reopening_gives_back_everything(db: Db) {
         w
     );
     assert_eq!(
-        bytes(store.key_share("w").await.unwrap()),
+        bytes(store.key_share(&wallet_id("w")).await.unwrap()),
         Some(b"share".to_vec())
     );
     assert_eq!(store.ceremony("c").await.unwrap(), Some(c));

@@ -109,7 +109,7 @@ async fn sealing_round_trips_every_secret_kind(db: Db) {
         .await
         .unwrap();
     assert_eq!(
-        bytes(store.key_share("w1").await.unwrap()),
+        bytes(store.key_share(&wallet_id("w1")).await.unwrap()),
         Some(b"key share secret".to_vec())
     );
     let sealed = sealed_of(
@@ -119,7 +119,7 @@ async fn sealing_round_trips_every_secret_kind(db: Db) {
     )
     .await;
     assert_sealed(&sealed.unwrap(), b"key share secret");
-    assert!(store.key_share("nope").await.unwrap().is_none());
+    assert!(store.key_share(&wallet_id("nope")).await.unwrap().is_none());
 
     let p = presig("p1", "w1", "m/0/1", 1, NOW + 60_000);
     store
@@ -172,7 +172,7 @@ async fn wrong_passphrase_is_refused(db: Db) {
     assert!(matches!(error, StoreError::WrongKey), "{error}");
     let store = Store::open(&db.url, &right, N1).await.unwrap();
     assert_eq!(
-        bytes(store.key_share("w1").await.unwrap()),
+        bytes(store.key_share(&wallet_id("w1")).await.unwrap()),
         Some(b"share".to_vec())
     );
 }
@@ -211,7 +211,7 @@ async fn tampered_and_swapped_values_are_refused(db: Db) {
     let last = sealed_a.len() - 1;
     sealed_a[last] ^= 0x01;
     set_sealed(&raw, SET_SHARE, "a", sealed_a).await;
-    let error = store.key_share("a").await.unwrap_err();
+    let error = store.key_share(&wallet_id("a")).await.unwrap_err();
     assert!(
         matches!(&error, StoreError::Tampered { table: "key_shares", id } if id == "a"),
         "{error}"
@@ -219,13 +219,13 @@ async fn tampered_and_swapped_values_are_refused(db: Db) {
 
     // A valid sealed value moved to another row.
     set_sealed(&raw, SET_SHARE, "b", original_a.clone()).await;
-    let error = store.key_share("b").await.unwrap_err();
+    let error = store.key_share(&wallet_id("b")).await.unwrap_err();
     assert!(
         matches!(&error, StoreError::Tampered { table: "key_shares", id } if id == "b"),
         "{error}"
     );
     assert_eq!(
-        bytes(store.key_share("c").await.unwrap()),
+        bytes(store.key_share(&wallet_id("c")).await.unwrap()),
         Some(b"share c".to_vec())
     );
 
@@ -236,7 +236,7 @@ async fn tampered_and_swapped_values_are_refused(db: Db) {
     let other_raw = AnyPool::connect(&other_url).await.unwrap();
     let foreign = sealed_of(&other_raw, SHARE, "c").await.unwrap();
     set_sealed(&raw, SET_SHARE, "c", foreign).await;
-    let error = store.key_share("c").await.unwrap_err();
+    let error = store.key_share(&wallet_id("c")).await.unwrap_err();
     assert!(
         matches!(&error, StoreError::Tampered { id, .. } if id == "c"),
         "{error}"
@@ -372,7 +372,7 @@ async fn key_files_raw_and_hex_open_the_same_store() {
         .await
         .unwrap();
     assert_eq!(
-        bytes(store.key_share("w").await.unwrap()),
+        bytes(store.key_share(&wallet_id("w")).await.unwrap()),
         Some(b"share".to_vec())
     );
     store.close().await;

@@ -36,9 +36,10 @@ async fn begin_signing_is_one_all_or_nothing_commit(db: Db) {
     let epoch = store.epoch().await.unwrap();
     assert_eq!(epoch, 1, "the fixtures' presignatures are of epoch 1");
     let (m, m01) = (DerivationPath::root(), "m/0/1".parse().unwrap());
+    let w1 = wallet_id("w1");
     let for_m = |id| PresignatureUse {
         id,
-        wallet_id: "w1",
+        wallet_id: &w1,
         path: &m,
         signers: &ONE_TWO_THREE,
     };
@@ -48,7 +49,7 @@ async fn begin_signing_is_one_all_or_nothing_commit(db: Db) {
         .begin_signing(
             session,
             &[for_m("a"), for_m("missing")],
-            &[("w1", 500)],
+            &[(&wallet_id("w1"), 500)],
             None,
             NOW,
         )
@@ -64,7 +65,13 @@ async fn begin_signing_is_one_all_or_nothing_commit(db: Db) {
         ..for_m("b")
     };
     let refused = store
-        .begin_signing(session, &[for_m("a"), elsewhere], &[("w1", 500)], None, NOW)
+        .begin_signing(
+            session,
+            &[for_m("a"), elsewhere],
+            &[(&wallet_id("w1"), 500)],
+            None,
+            NOW,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -78,13 +85,13 @@ async fn begin_signing_is_one_all_or_nothing_commit(db: Db) {
         store.presignature("a").await.unwrap().unwrap().state,
         PresignatureState::Ready
     );
-    assert_eq!(store.spent_since("w1", 0).await.unwrap(), 0);
+    assert_eq!(store.spent_since(&wallet_id("w1"), 0).await.unwrap(), 0);
     // The same session then succeeds: nothing of the refused attempt was committed.
     let secrets = store
         .begin_signing(
             session,
             &[for_m("a"), for_m("b")],
-            &[("w1", 500)],
+            &[(&wallet_id("w1"), 500)],
             None,
             NOW,
         )
@@ -93,7 +100,7 @@ async fn begin_signing_is_one_all_or_nothing_commit(db: Db) {
         .unwrap();
     let secrets: Vec<Vec<u8>> = secrets.iter().map(|s| s.to_vec()).collect();
     assert_eq!(secrets, [b"a".to_vec(), b"b".to_vec()]);
-    assert_eq!(store.spent_since("w1", 0).await.unwrap(), 500);
+    assert_eq!(store.spent_since(&wallet_id("w1"), 0).await.unwrap(), 500);
     for id in ["a", "b"] {
         assert_eq!(
             store.presignature(id).await.unwrap().unwrap().state,
@@ -102,19 +109,19 @@ async fn begin_signing_is_one_all_or_nothing_commit(db: Db) {
     }
     // A replay of the session is refused before anything else, and counts nothing.
     let replay = store
-        .begin_signing(session, &[], &[("w1", 500)], None, NOW)
+        .begin_signing(session, &[], &[(&wallet_id("w1"), 500)], None, NOW)
         .await
         .unwrap();
     assert_eq!(replay, Err(SigningRefusal::SessionUsed));
     assert!(!store.mark_session_seen(session, "sign").await.unwrap());
-    assert_eq!(store.spent_since("w1", 0).await.unwrap(), 500);
+    assert_eq!(store.spent_since(&wallet_id("w1"), 0).await.unwrap(), 500);
     // Without presignatures (FROST, interactive ECDSA) it marks and counts.
     let frost = store
-        .begin_signing(Uuid::new_v4(), &[], &[("w1", 700)], None, NOW)
+        .begin_signing(Uuid::new_v4(), &[], &[(&wallet_id("w1"), 700)], None, NOW)
         .await
         .unwrap();
     assert_eq!(frost, Ok(Vec::new()));
-    assert_eq!(store.spent_since("w1", 0).await.unwrap(), 1200);
+    assert_eq!(store.spent_since(&wallet_id("w1"), 0).await.unwrap(), 1200);
 }
 
 /// Signings that consume a presignature (their commit fsync'd) and signings that do not (on
@@ -138,17 +145,18 @@ async fn fsynced_and_unfsynced_signings_share_the_database(db: Db) {
         async move {
             let id = format!("p{t}");
             let root = DerivationPath::root();
+            let wallet = wallet_id("w");
             let uses = match t % 2 {
                 1 => vec![PresignatureUse {
                     id: &id,
-                    wallet_id: "w",
+                    wallet_id: &wallet,
                     path: &root,
                     signers: &ONE_TWO_THREE,
                 }],
                 _ => Vec::new(),
             };
             let secrets = handle
-                .begin_signing(session, &uses, &[("w", 1_000)], None, NOW)
+                .begin_signing(session, &uses, &[(&wallet_id("w"), 1_000)], None, NOW)
                 .await
                 .unwrap()
                 .unwrap();
@@ -164,7 +172,7 @@ async fn fsynced_and_unfsynced_signings_share_the_database(db: Db) {
         assert_eq!(secrets, &expected, "signing {t}");
     }
     assert_eq!(
-        store.spent_since("w", 0).await.unwrap(),
+        store.spent_since(&wallet_id("w"), 0).await.unwrap(),
         1_000 * TASKS as u64
     );
     store.close().await;
@@ -179,13 +187,13 @@ async fn fsynced_and_unfsynced_signings_share_the_database(db: Db) {
     }
     for session in sessions {
         let replay = reopened
-            .begin_signing(session, &[], &[("w", 1)], None, NOW)
+            .begin_signing(session, &[], &[(&wallet_id("w"), 1)], None, NOW)
             .await
             .unwrap();
         assert_eq!(replay, Err(SigningRefusal::SessionUsed));
     }
     assert_eq!(
-        reopened.spent_since("w", 0).await.unwrap(),
+        reopened.spent_since(&wallet_id("w"), 0).await.unwrap(),
         1_000 * TASKS as u64
     );
 }
@@ -205,20 +213,32 @@ async fn spend_limit_holds_under_concurrent_signings(db: Db) {
     };
     for (at, amount) in [(NOW - 5_000, 50_000), (NOW - 500, 20_000)] {
         store
-            .begin_signing(Uuid::new_v4(), &[], &[("w", amount)], None, at)
+            .begin_signing(Uuid::new_v4(), &[], &[(&wallet_id("w"), amount)], None, at)
             .await
             .unwrap()
             .unwrap();
     }
     // Another wallet's spends do not count against this one.
     store
-        .begin_signing(Uuid::new_v4(), &[], &[("other", 90_000)], Some(limit), NOW)
+        .begin_signing(
+            Uuid::new_v4(),
+            &[],
+            &[(&wallet_id("other"), 90_000)],
+            Some(limit),
+            NOW,
+        )
         .await
         .unwrap()
         .unwrap();
     let results = race(&db, &store, TASKS, |handle, _| async move {
         handle
-            .begin_signing(Uuid::new_v4(), &[], &[("w", 30_000)], Some(limit), NOW)
+            .begin_signing(
+                Uuid::new_v4(),
+                &[],
+                &[(&wallet_id("w"), 30_000)],
+                Some(limit),
+                NOW,
+            )
             .await
             .unwrap()
     })
@@ -249,8 +269,14 @@ async fn spend_limit_holds_under_concurrent_signings(db: Db) {
         "20 000 + 2 x 30 000 fits in 100 000; a third does not"
     );
     assert_eq!(
-        store.spent_since("w", limit.since_ms).await.unwrap(),
+        store
+            .spent_since(&wallet_id("w"), limit.since_ms)
+            .await
+            .unwrap(),
         80_000
     );
-    assert_eq!(store.spent_since("w", 0).await.unwrap(), 130_000);
+    assert_eq!(
+        store.spent_since(&wallet_id("w"), 0).await.unwrap(),
+        130_000
+    );
 }
