@@ -470,6 +470,16 @@ pub struct SignRequest {
     pub additional_wallets: Vec<WalletId>,
 }
 
+impl SignRequest {
+    /// Signs `psbt` (base64) with the wallet named in the route alone.
+    pub fn new(psbt: impl Into<String>) -> Self {
+        Self {
+            psbt: psbt.into(),
+            additional_wallets: Vec::new(),
+        }
+    }
+}
+
 /// Signs a PSBT: every signer checks each input and recomputes its sighash; the result is
 /// verified with libsecp256k1 and bitcoinconsensus before it is returned. A transaction the
 /// node's approval rule covers is not signed: 202 with the pending request

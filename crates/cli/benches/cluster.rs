@@ -75,16 +75,13 @@ fn api_overhead(node_ms: &[f64], client_ms: &[f64]) -> Vec<f64> {
     node_ms.iter().zip(client_ms).map(|(n, c)| c - n).collect()
 }
 
-async fn sign(client: &ApiClient, wallet: &str, psbt: String) -> (f64, f64, Value) {
+async fn sign(client: &ApiClient, wallet: &mpc_types::WalletId, psbt: String) -> (f64, f64, Value) {
     // An idle cluster before each request: isolated signings instead of back-to-back ones.
     let pause_ms = env_count("MPC_BENCH_PAUSE_MS", 0) as u64;
     tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
     let t0 = Instant::now();
     let answer: Value = client
-        .post(
-            &format!("/api/v1/wallets/{wallet}/psbt/sign"),
-            &json!({"psbt": psbt}),
-        )
+        .sign_psbt(wallet, &mpc_api::routes::SignRequest::new(psbt))
         .await
         .unwrap();
     let client_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -116,7 +113,7 @@ async fn main() {
         local::schnorr_keygen(3, 5).unwrap();
     })
     .await;
-    let tid = taproot["id"].as_str().unwrap().to_string();
+    let tid = mpc_wallet::commands::wallet_id_of(&taproot).unwrap();
     let tkey = wallet_key_from_api(&taproot).unwrap();
 
     let (mut cluster, mut client, mut base) = (Vec::new(), Vec::new(), Vec::new());
@@ -194,7 +191,7 @@ async fn ecdsa(
     reps: usize,
     quick: bool,
     overhead: &mut Vec<f64>,
-) -> (String, WalletKey) {
+) -> (mpc_types::WalletId, WalletKey) {
     let primes: mpc_protocols::ecdsa::PrimesFile =
         serde_json::from_slice(mpc_wallet::devnet::FIXTURE_PRIMES).unwrap();
     let (aux_ms, _) = ceremony_ms(admin, "/api/v1/aux-info", json!({})).await;
@@ -211,7 +208,7 @@ async fn ecdsa(
         local::ecdsa_keygen(3, &aux).unwrap();
     })
     .await;
-    let eid = ecdsa["id"].as_str().unwrap().to_string();
+    let eid = mpc_wallet::commands::wallet_id_of(&ecdsa).unwrap();
     let ekey = wallet_key_from_api(&ecdsa).unwrap();
     let shares = local::ecdsa_keygen(3, &aux).unwrap();
     let signers = PartyIndex::list(&[0, 1, 2]);
@@ -279,7 +276,7 @@ async fn ecdsa(
 async fn pool(
     admin: &ApiClient,
     signer: &ApiClient,
-    eid: &str,
+    eid: &mpc_types::WalletId,
     ekey: &WalletKey,
     tkey: &WalletKey,
     quick: bool,
@@ -309,7 +306,7 @@ async fn pool(
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for k in 0..concurrency {
-        let (signer, eid) = (signer.clone(), eid.to_string());
+        let (signer, eid) = (signer.clone(), eid.clone());
         let (ekey, tkey) = (ekey.clone(), tkey.clone());
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();

@@ -11,7 +11,10 @@
 
 use std::time::{Duration, Instant};
 
+use mpc_api::routes::KeygenRequest;
 use mpc_api::Role;
+use mpc_bitcoin::Scheme;
+use mpc_types::NodeId;
 use std::collections::BTreeMap;
 
 use mpc_coordination::{BackendKind, ClusterBackend, CoordinationConfig, EtcdBackend};
@@ -21,7 +24,7 @@ use mpc_wallet::{
     devnet::{Devnet, DevnetOptions},
 };
 use nix::sys::signal::Signal;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 /// Node 1 waits this long before each proposal it makes under the ceremony lock.
@@ -30,29 +33,24 @@ const LEASE_MS: u64 = 2_000;
 
 /// Starts a FROST keygen; returns the ceremony id.
 async fn initiate(client: &ApiClient, name: &str, participants: Option<&[u16]>) -> String {
-    let mut body = json!({"protocol": "frost", "name": name});
+    let mut request = KeygenRequest::new(Scheme::Schnorr, name);
     if let Some(p) = participants {
-        body["participants"] = json!(p);
-        body["threshold"] = json!(2);
+        request.participants = Some(NodeId::must_list(p));
+        request.threshold = Some(2);
     }
-    let accepted: Value = client
-        .post("/api/v1/keygen", &body)
+    let accepted = client
+        .start_keygen(&request)
         .await
         .expect("keygen accepted");
-    accepted["ceremony_id"]
-        .as_str()
-        .expect("ceremony id")
-        .to_string()
+    accepted.ceremony_id.to_string()
 }
 
 /// Polls a ceremony until it has finished; returns its record.
 async fn finished(client: &ApiClient, id: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
-        let record: Value = client
-            .get(&format!("/api/v1/ceremonies/{id}"))
-            .await
-            .expect("ceremony record");
+        let record = client.ceremony_status(id).await.expect("ceremony record");
+        let record = serde_json::to_value(record).expect("a ceremony record is JSON");
         if record["state"] == "succeeded" || record["state"] == "failed" {
             return record;
         }
@@ -96,7 +94,7 @@ async fn wait_member(etcd: &ClusterBackend, id: u16, present: bool, within: Dura
 }
 
 async fn wallet_names(client: &ApiClient) -> Vec<String> {
-    let wallets: Value = client.get("/api/v1/wallets").await.expect("wallets");
+    let wallets: Value = client.wallets().await.expect("wallets");
     wallets
         .as_array()
         .or_else(|| wallets["wallets"].as_array())
@@ -237,7 +235,7 @@ async fn one_ceremony_at_a_time_and_a_paused_holder_is_fenced_off() {
     // published (by its coordinator) exactly as the nodes hold it; the stale one is not.
     wait_member(&etcd, 1, true, Duration::from_secs(20)).await;
     let published = etcd_records(&etcd, "wallets").await;
-    let wallets: Value = node2.get("/api/v1/wallets").await.expect("wallets");
+    let wallets: Value = node2.wallets().await.expect("wallets");
     let wallets = wallets.as_array().expect("wallet list");
     assert_eq!(published.len(), wallets.len(), "{published:?}");
     for w in wallets {

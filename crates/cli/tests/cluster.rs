@@ -27,7 +27,7 @@ use mpc_wallet::{
     devnet::{synthetic_payment, verify_answer, wallet_key_from_api, Devnet, DevnetOptions},
 };
 use nix::sys::signal::Signal;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 const N1: NodeId = NodeId::must(1);
@@ -64,7 +64,7 @@ fn spend(inputs: &[(&WalletKey, &str, u64)], to: &WalletKey) -> String {
 }
 
 async fn refused(client: &ApiClient) -> (u64, u64) {
-    let h: Value = client.get("/api/v1/cluster/health").await.unwrap();
+    let h: Value = client.cluster_health().await.unwrap();
     (
         h["refused"]["connections"].as_u64().unwrap(),
         h["refused"]["frames"].as_u64().unwrap(),
@@ -135,17 +135,15 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
 
     // ---- ceremonies through the network ------------------------------------------------
     let ecdsa = admin
-        .ceremony(
-            "/api/v1/keygen",
-            &json!({"protocol": "cggmp24", "name": "e"}),
+        .keygen(
+            &mpc_api::routes::KeygenRequest::new(mpc_bitcoin::Scheme::Ecdsa, "e"),
             None,
         )
         .await
         .unwrap();
     let taproot = admin
-        .ceremony(
-            "/api/v1/keygen",
-            &json!({"protocol": "frost", "name": "t"}),
+        .keygen(
+            &mpc_api::routes::KeygenRequest::new(mpc_bitcoin::Scheme::Schnorr, "t"),
             None,
         )
         .await
@@ -159,7 +157,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
         let w: Value = devnet
             .client(id, Role::Viewer)
             .unwrap()
-            .get(&format!("/api/v1/wallets/{eid}"))
+            .wallet(&eid)
             .await
             .unwrap();
         assert_eq!(w["public_key"], ecdsa["public_key"]);
@@ -168,9 +166,9 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
     let ekey = wallet_key_from_api(&ecdsa).unwrap();
     let tkey = wallet_key_from_api(&taproot).unwrap();
     admin
-        .ceremony(
-            &format!("/api/v1/wallets/{eid}/presignatures"),
-            &json!({"path": "m/0/0", "count": 2}),
+        .presignatures(
+            &eid,
+            &mpc_api::routes::PresignRequest::new("m/0/0", 2),
             None,
         )
         .await
@@ -461,7 +459,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
     .await
     .unwrap();
     r_values.extend(verify_answer(&after).unwrap());
-    let w: Value = signer.get(&format!("/api/v1/wallets/{eid}")).await.unwrap();
+    let w: Value = signer.wallet(&eid).await.unwrap();
     assert_eq!(w["public_key"], ecdsa["public_key"]);
 
     // No two ECDSA signatures in this test share a nonce.

@@ -22,7 +22,7 @@ use mpc_wallet::{
 };
 use nix::sys::signal::Signal;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -91,9 +91,8 @@ async fn nodes_killed_at_every_durable_step_never_reuse_a_presignature() {
     let all: Vec<u16> = (1..=n).collect();
     let admin1 = devnet.client(1, Role::Admin).unwrap();
     let wallet = admin1
-        .ceremony(
-            "/api/v1/keygen",
-            &json!({"protocol": "cggmp24", "name": "crash"}),
+        .keygen(
+            &mpc_api::routes::KeygenRequest::new(mpc_bitcoin::Scheme::Ecdsa, "crash"),
             None,
         )
         .await
@@ -129,9 +128,9 @@ async fn nodes_killed_at_every_durable_step_never_reuse_a_presignature() {
         // Generate two presignatures, then spend three times at that path: the first two
         // from presignatures (if they survived), the third interactively.
         if admin
-            .ceremony(
-                &format!("/api/v1/wallets/{wallet_id}/presignatures"),
-                &json!({"path": path, "count": 2}),
+            .presignatures(
+                &wallet_id,
+                &mpc_api::routes::PresignRequest::new(path.as_str(), 2),
                 None,
             )
             .await
@@ -141,9 +140,9 @@ async fn nodes_killed_at_every_durable_step_never_reuse_a_presignature() {
         }
         for _ in 0..3 {
             let answer: Result<Value, _> = signer
-                .post(
-                    &format!("/api/v1/wallets/{wallet_id}/psbt/sign"),
-                    &json!({"psbt": psbt_at(&key, &path, &key)}),
+                .sign_psbt(
+                    &wallet_id,
+                    &mpc_api::routes::SignRequest::new(psbt_at(&key, &path, &key)),
                 )
                 .await;
             match answer {
@@ -174,9 +173,9 @@ async fn nodes_killed_at_every_durable_step_never_reuse_a_presignature() {
     let last = devnet
         .client(1, Role::Signer)
         .unwrap()
-        .post::<_, Value>(
-            &format!("/api/v1/wallets/{wallet_id}/psbt/sign"),
-            &json!({"psbt": psbt_at(&key, "m/1/0", &key)}),
+        .sign_psbt(
+            &wallet_id,
+            &mpc_api::routes::SignRequest::new(psbt_at(&key, "m/1/0", &key)),
         )
         .await
         .unwrap();

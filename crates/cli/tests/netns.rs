@@ -17,6 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use mpc_api::routes::SignRequest;
 use mpc_api::Role;
 use mpc_coordination::{BackendKind, CoordinationConfig};
 use mpc_wallet::devnet::{
@@ -426,7 +427,7 @@ async fn five_namespaces_generate_sign_and_sign_again_with_one_cut_off() {
         let health: Value = devnet
             .client(id, Role::Viewer)
             .expect("client")
-            .get("/api/v1/cluster/health")
+            .cluster_health()
             .await
             .expect("node answers on its namespace's address");
         assert_eq!(health["node"], id);
@@ -454,10 +455,7 @@ async fn five_namespaces_generate_sign_and_sign_again_with_one_cut_off() {
     ip(&["link", "set", &net.veth(CUT), "down"]).expect("cutting node 5's link");
     let t0 = Instant::now();
     loop {
-        let health: Value = viewer
-            .get("/api/v1/cluster/health")
-            .await
-            .expect("node 1 health");
+        let health: Value = viewer.cluster_health().await.expect("node 1 health");
         let nodes = health["nodes"].as_array().expect("nodes");
         let cut = nodes
             .iter()
@@ -489,10 +487,7 @@ async fn five_namespaces_generate_sign_and_sign_again_with_one_cut_off() {
     let signer = devnet.client(1, Role::Signer).expect("client");
     let mut keys = Vec::new();
     for id in [wallet(0), wallet(1)] {
-        let w: Value = viewer
-            .get(&format!("/api/v1/wallets/{id}"))
-            .await
-            .expect("wallet");
+        let w: Value = viewer.wallet(&id).await.expect("wallet");
         keys.push(wallet_key_from_api(&w).expect("wallet key"));
     }
     let mut after: Vec<(String, f64)> = vec![("node 1 notices node 5 cut off".into(), noticed)];
@@ -504,10 +499,7 @@ async fn five_namespaces_generate_sign_and_sign_again_with_one_cut_off() {
             .expect("synthetic payment");
         let t0 = Instant::now();
         let answer: Value = signer
-            .post(
-                &format!("/api/v1/wallets/{}/psbt/sign", wallet(index)),
-                &json!({"psbt": psbt, "additional_wallets": []}),
-            )
+            .sign_psbt(&wallet(index), &SignRequest::new(psbt))
             .await
             .unwrap_or_else(|e| panic!("{label}: {e}"));
         after.push((label.into(), ms(t0)));

@@ -24,7 +24,7 @@ use mpc_wallet::{
     client::ApiClient,
     devnet::{wallet_key_from_api, Devnet, DevnetOptions},
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 mod common;
@@ -118,9 +118,8 @@ async fn the_pool_fills_in_the_background_and_serves_a_burst() {
     let admin = devnet.client(1, Role::Admin).unwrap();
     let viewer = devnet.client(1, Role::Viewer).unwrap();
     let wallet = admin
-        .ceremony(
-            "/api/v1/keygen",
-            &json!({"protocol": "cggmp24", "name": "pooled"}),
+        .keygen(
+            &mpc_api::routes::KeygenRequest::new(mpc_bitcoin::Scheme::Ecdsa, "pooled"),
             None,
         )
         .await

@@ -24,7 +24,7 @@ use mpc_wallet::{
     devnet::{synthetic_payment, wallet_key_from_api, Devnet, DevnetOptions},
 };
 use nix::sys::signal::Signal;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mpc-wallet");
@@ -58,9 +58,9 @@ async fn sign_and_verify(
     key: &WalletKey,
 ) -> Value {
     let answer: Value = client
-        .post(
-            &format!("/api/v1/wallets/{wallet}/psbt/sign"),
-            &json!({"psbt": psbt_at(key, PATH)}),
+        .sign_psbt(
+            wallet,
+            &mpc_api::routes::SignRequest::new(psbt_at(key, PATH)),
         )
         .await
         .unwrap();
@@ -99,7 +99,7 @@ async fn open_store(dir: &Path, id: u16) -> Store {
 
 /// Ready presignatures of `wallet` in node 2's pool, as its API reports them.
 async fn ready_in_pool(client: &ApiClient, wallet: &mpc_types::WalletId) -> u64 {
-    let stats: Value = client.get("/api/v1/presignatures/stats").await.unwrap();
+    let stats: Value = client.presignature_stats().await.unwrap();
     stats["wallets"]
         .as_array()
         .unwrap()
@@ -129,9 +129,8 @@ async fn a_node_restored_from_its_backup_signs_with_an_empty_presignature_pool()
     let all: Vec<u16> = (1..=5).collect();
     let admin1 = devnet.client(1, Role::Admin).unwrap();
     let wallet = admin1
-        .ceremony(
-            "/api/v1/keygen",
-            &json!({"protocol": "cggmp24", "name": "restore-test"}),
+        .keygen(
+            &mpc_api::routes::KeygenRequest::new(mpc_bitcoin::Scheme::Ecdsa, "restore-test"),
             None,
         )
         .await
@@ -147,9 +146,12 @@ async fn a_node_restored_from_its_backup_signs_with_an_empty_presignature_pool()
     let admin2 = devnet.client(2, Role::Admin).unwrap();
     let signer2 = devnet.client(2, Role::Signer).unwrap();
     admin2
-        .ceremony(
-            &format!("/api/v1/wallets/{wallet_id}/presignatures"),
-            &json!({"path": PATH, "count": 3, "signers": [1, 2, 3]}),
+        .presignatures(
+            &wallet_id,
+            &mpc_api::routes::PresignRequest {
+                signers: Some(mpc_types::NodeId::must_list(&[1, 2, 3])),
+                ..mpc_api::routes::PresignRequest::new(PATH, 3)
+            },
             None,
         )
         .await
@@ -309,9 +311,12 @@ async fn a_node_restored_from_its_backup_signs_with_an_empty_presignature_pool()
 
     // The pool refills with new presignatures (epoch 2), which sign.
     admin2
-        .ceremony(
-            &format!("/api/v1/wallets/{wallet_id}/presignatures"),
-            &json!({"path": PATH, "count": 1, "signers": [1, 2, 3]}),
+        .presignatures(
+            &wallet_id,
+            &mpc_api::routes::PresignRequest {
+                signers: Some(mpc_types::NodeId::must_list(&[1, 2, 3])),
+                ..mpc_api::routes::PresignRequest::new(PATH, 1)
+            },
             None,
         )
         .await

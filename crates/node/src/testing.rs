@@ -172,32 +172,36 @@ pub async fn wallet(c: &Cluster, scheme: Scheme) -> (WalletId, mpc_bitcoin::Wall
     (created.id, crate::keys::wallet_key(&record).unwrap())
 }
 
-/// A PSBT spending one synthetic 10 000 sat output of `key`'s first receive address (its
-/// funding told apart by `label`) to its second, 9 000 sat.
-pub fn spend_to_self(key: &mpc_bitcoin::WalletKey, label: &str) -> String {
+/// A PSBT spending one synthetic `funded` sat output of `key` at `path` (its funding told
+/// apart by `label`) to `key`'s receive address `to`, `paid` sats.
+pub fn spend(
+    key: &mpc_bitcoin::WalletKey,
+    path: &mpc_types::DerivationPath,
+    funded: u64,
+    label: &str,
+    to: u32,
+    paid: u64,
+) -> String {
     use mpc_bitcoin::{
         bitcoin::Amount,
         build::{build_psbt, synthetic_funding, Payment},
         Chain,
     };
-    let inputs = vec![synthetic_funding(
-        key,
-        &Chain::Receive.path(0).unwrap(),
-        Amount::from_sat(10_000),
-        label,
-    )
-    .unwrap()];
-    build_psbt(
-        &inputs,
-        &[Payment {
-            script_pubkey: key
-                .chain_address(Chain::Receive, 1)
-                .unwrap()
-                .script_pubkey(),
-            amount: Amount::from_sat(9_000),
-            owner: None,
-        }],
-    )
-    .unwrap()
-    .to_string()
+    let input = synthetic_funding(key, path, Amount::from_sat(funded), label).unwrap();
+    let payment = Payment {
+        script_pubkey: key
+            .chain_address(Chain::Receive, to)
+            .unwrap()
+            .script_pubkey(),
+        amount: Amount::from_sat(paid),
+        owner: None,
+    };
+    build_psbt(&[input], &[payment]).unwrap().to_string()
+}
+
+/// A PSBT spending one synthetic 10 000 sat output of `key`'s first receive address (its
+/// funding told apart by `label`) to its second, 9 000 sat.
+pub fn spend_to_self(key: &mpc_bitcoin::WalletKey, label: &str) -> String {
+    let first = mpc_bitcoin::Chain::Receive.path(0).unwrap();
+    spend(key, &first, 10_000, label, 1, 9_000)
 }

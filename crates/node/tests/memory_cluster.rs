@@ -240,18 +240,7 @@ async fn a_presignature_used_under_another_coordinator_is_not_offered_again() {
         .unwrap();
     // Node 1 and node 2 both pick signers {1, 2}: the presignatures' set.
     assert_eq!(presigned.signers, NodeId::must_list(&[1, 2]));
-    let spend = |funding: &str| {
-        let input = synthetic_funding(&key, &p00, Amount::from_sat(50_000), funding).unwrap();
-        let payment = Payment {
-            script_pubkey: key
-                .chain_address(Chain::Receive, 9)
-                .unwrap()
-                .script_pubkey(),
-            amount: Amount::from_sat(40_000),
-            owner: None,
-        };
-        build_psbt(&[input], &[payment]).unwrap().to_string()
-    };
+    let spend = |funding: &str| mpc_node::testing::spend(&key, &p00, 50_000, funding, 9, 40_000);
     let wallets = std::slice::from_ref(&ecdsa.id);
     let sign = |node: &Node, funding: &'static str| {
         let (node, psbt) = (node.clone(), spend(funding));

@@ -6,11 +6,7 @@ use mpc_types::NodeId;
 use mpc_types::WalletId;
 use std::time::Duration;
 
-use mpc_bitcoin::{
-    bitcoin::Amount,
-    build::{build_psbt, synthetic_funding, Payment},
-    Chain, Scheme,
-};
+use mpc_bitcoin::{Chain, Scheme};
 use mpc_node::testing::{start, start_node, wait_all_live, wallet_request, Cluster};
 use mpc_node::{
     ceremony::PresignReport, control::ProposalBody, refusal::RefusalKind, Node, NodeError,
@@ -30,18 +26,7 @@ impl EcdsaWallet {
 
     /// A PSBT spending 50 000 sats from a made-up output `funding` names.
     fn spend(&self, funding: &str) -> String {
-        let input =
-            synthetic_funding(&self.key, &Self::path(), Amount::from_sat(50_000), funding).unwrap();
-        let payment = Payment {
-            script_pubkey: self
-                .key
-                .chain_address(Chain::Receive, 9)
-                .unwrap()
-                .script_pubkey(),
-            amount: Amount::from_sat(40_000),
-            owner: None,
-        };
-        build_psbt(&[input], &[payment]).unwrap().to_string()
+        mpc_node::testing::spend(&self.key, &Self::path(), 50_000, funding, 9, 40_000)
     }
 }
 
