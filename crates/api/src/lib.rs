@@ -152,6 +152,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::descriptor))
         .routes(routes!(payments::register_utxos, payments::list_utxos))
         .routes(routes!(routes::presignatures))
+        .routes(routes!(routes::refresh))
         .routes(routes!(routes::presignature_stats))
         .routes(routes!(routes::sign_psbt))
         .routes(routes!(payments::transactions))

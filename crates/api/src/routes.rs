@@ -457,6 +457,30 @@ pub async fn presignatures(
     .await
 }
 
+/// Refreshes a wallet's key shares on every participant (same key, xpub, addresses and
+/// descriptors; new shares, key epoch plus one); poll the ceremony. FROST wallets only for now.
+#[utoipa::path(post, path = "/api/v1/wallets/{id}/refresh", tag = "wallets",
+    params(("id" = String, Path, description = "wallet id")),
+    responses((status = 202, body = CeremonyAccepted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn refresh(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<WalletId>,
+) -> Result<Response, ApiError> {
+    caller.require(ADMIN)?;
+    s.node.active_wallet(&id).await?;
+    let json = json!({ "wallet_id": id });
+    spawn_ceremony(
+        &s,
+        &caller,
+        "refresh",
+        json,
+        move |node, session| async move { node.refresh_wallet(session, &id).await },
+    )
+    .await
+}
+
 // ---- signing ------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]

@@ -245,6 +245,15 @@ async fn every_route_answers_each_role_as_documented() {
             None,
             StatusCode::OK,
         ),
+        // After the signings: a refresh that commits during a signing fails that signing.
+        (
+            Method::POST,
+            "/api/v1/wallets/{id}/refresh",
+            w("/refresh"),
+            ADMIN,
+            None,
+            StatusCode::ACCEPTED,
+        ),
         (
             Method::GET,
             "/api/v1/requests",

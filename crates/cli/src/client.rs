@@ -267,6 +267,20 @@ impl ApiClient {
             .await
     }
 
+    /// `POST /api/v1/wallets/{id}/refresh`, waited for; the ceremony's result (the wallet's
+    /// key epoch now).
+    pub async fn refresh(
+        &self,
+        id: &WalletId,
+        bar: Option<&ProgressBar>,
+    ) -> Result<Value, ClientError> {
+        let accepted: CeremonyAccepted = self
+            .post(&format!("/api/v1/wallets/{id}/refresh"), &json!({}))
+            .await?;
+        self.wait_ceremony(&accepted.ceremony_id.to_string(), bar)
+            .await
+    }
+
     /// `GET /api/v1/ceremonies/{id}`.
     pub async fn ceremony_status(&self, id: &str) -> Result<Ceremony, ClientError> {
         self.get(&format!("/api/v1/ceremonies/{id}")).await

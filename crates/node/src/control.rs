@@ -39,6 +39,13 @@ pub enum Control {
         session: Uuid,
         reason: String,
     },
+    /// A participant holding a refreshed share whose commit or abort it never received (it
+    /// restarted, or its wait ended) asks the refresh's coordinator, which answers with the
+    /// `Commit` or `Abort` it decided, or not at all while it is still deciding.
+    Decision {
+        session: Uuid,
+        attempt: u32,
+    },
     /// A transaction the cluster signed, sent to the wallets' other participants so they learn
     /// its change indices. Advisory: a receiver learns only what it verifies itself (every
     /// input's signature by the wallets' keys, for this exact PSBT).
@@ -100,6 +107,12 @@ pub enum ProposalBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         approvals: Option<ApprovalEvidence>,
     },
+    /// Key refresh of one wallet: every participant deals, and stores its new share as
+    /// pending for `key_epoch` (the wallet's current key epoch plus one).
+    Refresh {
+        wallet_id: WalletId,
+        key_epoch: u64,
+    },
 }
 
 /// The approvals of a request as they travel with its signing proposal. Every signer builds
@@ -119,6 +132,7 @@ impl ProposalBody {
             ProposalBody::Keygen { .. } => "keygen",
             ProposalBody::Presign { .. } => "presign",
             ProposalBody::Sign { .. } => "sign",
+            ProposalBody::Refresh { .. } => "refresh",
         }
     }
 }
@@ -137,6 +151,10 @@ pub enum Outcome {
     },
     Sign {
         inputs: Vec<InputOutcome>,
+    },
+    /// The refreshed key's public shares, by key-generation index; the group key is unchanged.
+    Refresh {
+        public_shares: Vec<PublicKey>,
     },
     /// Acknowledges a commit or abort.
     Committed,

@@ -20,13 +20,14 @@ use serde::Serialize;
 
 use crate::{Node, NodeError};
 
-/// Decrypted shares by wallet id.
+/// Decrypted shares by wallet id, each with the key epoch it is of.
 #[derive(Default)]
 pub struct ShareCache {
-    ecdsa: RwLock<HashMap<WalletId, Arc<EcdsaKeyShare>>>,
-    schnorr: RwLock<HashMap<WalletId, Arc<SchnorrKeyShare>>>,
-    /// Active wallets' records: an active wallet never changes (only a pending one becomes
-    /// active or aborted), so the signing path need not read it from the store each time.
+    ecdsa: RwLock<HashMap<WalletId, (u64, Arc<EcdsaKeyShare>)>>,
+    schnorr: RwLock<HashMap<WalletId, (u64, Arc<SchnorrKeyShare>)>>,
+    /// Active wallets' records: an active wallet changes only by a key refresh's commit, which
+    /// forgets it here ([`Node::forget_wallet`]), so the signing path need not read it from
+    /// the store each time.
     active: RwLock<HashMap<WalletId, WalletRecord>>,
 }
 
@@ -164,24 +165,17 @@ impl Node {
         &self,
         wallet: &WalletRecord,
     ) -> Result<Arc<EcdsaKeyShare>, NodeError> {
-        if let Some(s) = self
-            .inner
-            .shares
-            .ecdsa
-            .read()
-            .ok()
-            .and_then(|c| c.get(&wallet.id).cloned())
-        {
+        if let Some(s) = cached(&self.inner.shares.ecdsa, wallet) {
             return Ok(s);
         }
-        let bytes = self.share_bytes(&wallet.id).await?;
+        let bytes = self.share_bytes(wallet).await?;
         let incomplete = IncompleteEcdsaShare::from_bytes(&bytes)?;
         let share = Arc::new(EcdsaKeyShare::from_parts(
             incomplete,
             self.aux_info(&wallet.participants).await?,
         )?);
         if let Ok(mut c) = self.inner.shares.ecdsa.write() {
-            c.insert(wallet.id.clone(), share.clone());
+            c.insert(wallet.id.clone(), (wallet.key_epoch, share.clone()));
         }
         Ok(share)
     }
@@ -190,33 +184,72 @@ impl Node {
         &self,
         wallet: &WalletRecord,
     ) -> Result<Arc<SchnorrKeyShare>, NodeError> {
-        if let Some(s) = self
-            .inner
-            .shares
-            .schnorr
-            .read()
-            .ok()
-            .and_then(|c| c.get(&wallet.id).cloned())
-        {
+        if let Some(s) = cached(&self.inner.shares.schnorr, wallet) {
             return Ok(s);
         }
-        let bytes = self.share_bytes(&wallet.id).await?;
+        let bytes = self.share_bytes(wallet).await?;
         let share = Arc::new(SchnorrKeyShare::from_bytes(&bytes)?);
         if let Ok(mut c) = self.inner.shares.schnorr.write() {
-            c.insert(wallet.id.clone(), share.clone());
+            c.insert(wallet.id.clone(), (wallet.key_epoch, share.clone()));
         }
         Ok(share)
     }
 
+    /// Drops what this node keeps in memory of `wallet_id` (its record and decrypted share),
+    /// after a key refresh changed both in the store.
+    pub(crate) fn forget_wallet(&self, wallet_id: &WalletId) {
+        let cache = &self.inner.shares;
+        if let Ok(mut c) = cache.active.write() {
+            c.remove(wallet_id);
+        }
+        if let Ok(mut c) = cache.ecdsa.write() {
+            c.remove(wallet_id);
+        }
+        if let Ok(mut c) = cache.schnorr.write() {
+            c.remove(wallet_id);
+        }
+    }
+
+    /// The wallet's share, which must be of the record's key epoch: a refresh committed since
+    /// the record was read fails this operation rather than mixing epochs in it.
     async fn share_bytes(
         &self,
-        wallet_id: &WalletId,
+        wallet: &WalletRecord,
     ) -> Result<mpc_store::Zeroizing<Vec<u8>>, NodeError> {
-        self.inner.store.key_share(wallet_id).await?.ok_or_else(|| {
-            NodeError::NotFound(format!(
-                "key share of wallet {wallet_id} on node {}",
-                self.id()
-            ))
-        })
+        let (epoch, bytes) = self
+            .inner
+            .store
+            .key_share_with_epoch(&wallet.id)
+            .await?
+            .ok_or_else(|| {
+                NodeError::NotFound(format!(
+                    "key share of wallet {} on node {}",
+                    wallet.id,
+                    self.id()
+                ))
+            })?;
+        if epoch != wallet.key_epoch {
+            return Err(NodeError::Unavailable(format!(
+                "wallet {}'s key was refreshed on node {} during this operation (key epoch {} \
+                 to {epoch}): retry",
+                wallet.id,
+                self.id(),
+                wallet.key_epoch
+            )));
+        }
+        Ok(bytes)
     }
+}
+
+/// A cached share of `wallet`, if it is of the wallet's key epoch.
+fn cached<S>(
+    cache: &RwLock<HashMap<WalletId, (u64, Arc<S>)>>,
+    wallet: &WalletRecord,
+) -> Option<Arc<S>> {
+    cache
+        .read()
+        .ok()
+        .and_then(|c| c.get(&wallet.id).cloned())
+        .filter(|(epoch, _)| *epoch == wallet.key_epoch)
+        .map(|(_, s)| s)
 }

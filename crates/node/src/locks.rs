@@ -52,9 +52,9 @@ impl ProposalBody {
     /// Whose fencing token a proposal of this kind from `proposer` carries.
     fn fenced_by<'a>(&self, proposer: &'a str) -> Option<TokenSource<'a>> {
         match self {
-            ProposalBody::AuxInfo { .. } | ProposalBody::Keygen { .. } => {
-                Some(TokenSource::Lock(CEREMONY_LOCK))
-            }
+            ProposalBody::AuxInfo { .. }
+            | ProposalBody::Keygen { .. }
+            | ProposalBody::Refresh { .. } => Some(TokenSource::Lock(CEREMONY_LOCK)),
             ProposalBody::Presign { .. } => Some(TokenSource::Leader {
                 election: POOL_ELECTION,
                 candidate: proposer,

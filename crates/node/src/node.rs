@@ -52,6 +52,8 @@ pub(crate) struct Inner {
     pub(crate) notice_checks: Arc<tokio::sync::Semaphore>,
     pub(crate) waiters: Mutex<HashMap<Uuid, Waiter>>,
     pub(crate) commit_waiters: Mutex<HashMap<Uuid, CommitWaiter>>,
+    /// Refresh sessions this node coordinates now (undecided until removed).
+    pub(crate) refreshing: Mutex<std::collections::HashSet<Uuid>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     mesh: Option<Arc<QuicMesh>>,
     /// The cluster backend (ceremony lock, refill election), connected on first use.
@@ -188,6 +190,7 @@ impl Node {
                 notice_checks: Arc::new(tokio::sync::Semaphore::new(crate::change::NOTICE_CHECKS)),
                 waiters: Mutex::new(HashMap::new()),
                 commit_waiters: Mutex::new(HashMap::new()),
+                refreshing: Mutex::default(),
                 tasks: Mutex::new(Vec::new()),
                 mesh,
                 backend: tokio::sync::OnceCell::new(),
@@ -200,11 +203,13 @@ impl Node {
         node.spawn(node.clone().prime_pool());
         node.spawn(node.clone().pool_service());
         node.spawn(node.clone().membership_service());
+        let settling = node.clone();
+        node.spawn(async move { settling.settle_pending_refreshes().await });
         info!(node = node.id().get(), "node started");
         node
     }
 
-    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+    pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         let handle = tokio::spawn(task);
         if let Ok(mut tasks) = self.inner.tasks.lock() {
             tasks.push(handle);

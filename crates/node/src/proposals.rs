@@ -97,6 +97,10 @@ impl Node {
                     self.outcome_arrived(from, session, result, Some(envelope))
                 }
                 Control::Commit { session } => self.commit_arrived(from, session, Ok(())),
+                Control::Decision { session, .. } => {
+                    let node = self.clone();
+                    tokio::spawn(async move { node.decision_asked(from, session).await });
+                }
                 Control::Abort { session, reason } => {
                     self.commit_arrived(from, session, Err(reason))
                 }
@@ -164,6 +168,26 @@ impl Node {
                     .await;
                 self.audit_ceremony("keygen", proposal.session, wallet_id, false, &result)
                     .await;
+                result
+            }
+            ProposalBody::Refresh {
+                wallet_id,
+                key_epoch,
+            } => {
+                let result = self
+                    .refresh_participant(coordinator, proposal.session, &wallet_id, key_epoch)
+                    .await;
+                if let Err(e) = &result {
+                    self.audit_refresh(
+                        "aborted",
+                        proposal.session,
+                        &wallet_id,
+                        key_epoch,
+                        coordinator == self.id(),
+                        Some(e.to_string()),
+                    )
+                    .await;
+                }
                 result
             }
             ProposalBody::Presign {

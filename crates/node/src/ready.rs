@@ -129,6 +129,7 @@ mod tests {
                 path: "m/0/0".parse().unwrap(),
                 signers: NodeId::must_list(&[1, 2, 3]),
                 epoch: 1,
+                key_epoch: 0,
                 state: PresignatureState::Ready,
                 public: Vec::new(),
                 created_at: 0,

@@ -18,6 +18,9 @@ use uuid::Uuid;
 
 use mpc_node::testing::{start, wallet_request, Cluster};
 
+#[path = "refresh/mod.rs"]
+mod refresh;
+
 async fn cluster(n: u16, t: u16) -> Cluster {
     start(n, t, |_| {}).await
 }

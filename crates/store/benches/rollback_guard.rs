@@ -48,6 +48,7 @@ async fn add_presignature(store: &Store, id: &str) {
         path: mpc_types::DerivationPath::root(),
         signers: NodeId::must_list(&[1, 2, 3]),
         epoch: 1,
+        key_epoch: 0,
         state: PresignatureState::Ready,
         public: Vec::new(),
         created_at: NOW,

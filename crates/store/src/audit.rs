@@ -233,6 +233,17 @@ pub enum AuditEvent {
         backup_store_id: Uuid,
         epoch: u64,
     },
+    /// A key refresh of `wallet_id` for `key_epoch`: `stage` is `started` (this node, as
+    /// coordinator, proposed it), `committed` (this node's share of the new epoch is active)
+    /// or `aborted` (this node's new share, if any, was dropped; the old one stays).
+    KeyRefresh {
+        stage: String,
+        session: Uuid,
+        wallet_id: WalletId,
+        key_epoch: u64,
+        coordinator: bool,
+        error: Option<String>,
+    },
 }
 
 impl AuditEvent {

@@ -37,6 +37,14 @@ pub enum StoreError {
         record: u64,
         current: u64,
     },
+    #[error(
+        "presignature {id} is for key epoch {record}, but its wallet is at key epoch {wallet}"
+    )]
+    WrongKeyEpoch {
+        id: String,
+        record: u64,
+        wallet: u64,
+    },
     #[error("invalid input: {0}")]
     Invalid(String),
     #[error("corrupt value in {table}/{id}: {reason}")]

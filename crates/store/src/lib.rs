@@ -21,6 +21,7 @@ mod crypto;
 mod error;
 mod fencing;
 mod incidents;
+mod key_epochs;
 mod meta;
 mod presignatures;
 mod primes;
@@ -46,9 +47,10 @@ pub use backup::{
 pub use crypto::{generate_key_file, KeySource};
 pub use error::{Result, StoreError};
 pub use incidents::{IncidentKind, IncidentRecord};
+pub use key_epochs::KeyEpochCommit;
 pub use records::{
-    Backend, CeremonyRecord, PoolLevel, PresignatureRecord, PresignatureState, WalletRecord,
-    WalletState,
+    Backend, CeremonyRecord, PendingShare, PoolLevel, PresignatureRecord, PresignatureState,
+    WalletRecord, WalletState,
 };
 pub use rollback::{witnessed_position, GuardCheck, Position};
 pub use signing::{PresignatureUse, SigningRefusal};

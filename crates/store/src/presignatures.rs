@@ -21,7 +21,8 @@ pub(crate) enum Claim {
     BoundElsewhere(String),
 }
 
-/// Claims ready presignature `id` of `epoch` inside `tx` if it is bound to `binding` (wallet,
+/// Claims ready presignature `id` of `epoch`, made under its wallet's current key epoch, inside
+/// `tx` if it is bound to `binding` (wallet,
 /// path, signers) when one is given. The conditional UPDATE is the claim: on PostgreSQL a
 /// concurrent claimer waits on the row lock and then sees state = 'consumed'; on SQLite
 /// writers are serialized.
@@ -35,7 +36,8 @@ pub(crate) async fn claim_presignature(
     let ctx = || format!("consuming presignatures/{id}");
     let row: Option<(String, String, String, Option<Vec<u8>>)> = sqlx::query_as(
         "SELECT wallet_id, path, signers, sealed FROM presignatures \
-         WHERE id = $1 AND state = 'ready' AND epoch = $2 AND expires_at > $3",
+         WHERE id = $1 AND state = 'ready' AND epoch = $2 AND expires_at > $3 AND \
+         key_epoch = (SELECT w.key_epoch FROM wallets w WHERE w.id = presignatures.wallet_id)",
     )
     .bind(id)
     .bind(epoch)
@@ -59,7 +61,8 @@ pub(crate) async fn claim_presignature(
     }
     let claimed = sqlx::query(
         "UPDATE presignatures SET state = 'consumed', consumed_at = $2, sealed = NULL \
-         WHERE id = $1 AND state = 'ready' AND epoch = $3 AND expires_at > $2",
+         WHERE id = $1 AND state = 'ready' AND epoch = $3 AND expires_at > $2 AND \
+         key_epoch = (SELECT w.key_epoch FROM wallets w WHERE w.id = presignatures.wallet_id)",
     )
     .bind(id)
     .bind(now_ms)
@@ -82,7 +85,8 @@ pub(crate) async fn claim_presignature(
 
 impl Store {
     /// Stores a new, ready presignature with its sealed secret. `p.epoch` must be the current
-    /// epoch: a presignature made before an epoch bump is never stored.
+    /// epoch and `p.key_epoch` its wallet's: a presignature made before an epoch bump or a key
+    /// refresh is never stored.
     pub async fn insert_presignature(&self, p: &PresignatureRecord, secret: &[u8]) -> Result<()> {
         let id = &p.id;
         let ctx = || format!("inserting presignatures/{id}");
@@ -101,10 +105,28 @@ impl Store {
                 current,
             });
         }
+        let key_epoch: Option<i64> =
+            sqlx::query_scalar("SELECT key_epoch FROM wallets WHERE id = $1")
+                .bind(p.wallet_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .context(ctx)?;
+        let key_epoch = key_epoch.ok_or_else(|| StoreError::NotFound {
+            table: "wallets",
+            id: p.wallet_id.to_string(),
+        })?;
+        let key_epoch = to_u64(key_epoch, "wallets", p.wallet_id.as_str())?;
+        if p.key_epoch != key_epoch {
+            return Err(StoreError::WrongKeyEpoch {
+                id: id.clone(),
+                record: p.key_epoch,
+                wallet: key_epoch,
+            });
+        }
         let inserted = sqlx::query(
-            "INSERT INTO presignatures (id, wallet_id, path, signers, epoch, state, sealed, \
-             public, created_at, expires_at, consumed_at) \
-             VALUES ($1, $2, $3, $4, $5, 'ready', $6, $7, $8, $9, NULL) \
+            "INSERT INTO presignatures (id, wallet_id, path, signers, epoch, key_epoch, state, \
+             sealed, public, created_at, expires_at, consumed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'ready', $7, $8, $9, $10, NULL) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(id)
@@ -112,6 +134,7 @@ impl Store {
         .bind(p.path.to_string())
         .bind(id_list(&p.signers))
         .bind(epoch_i64(p.epoch)?)
+        .bind(epoch_i64(p.key_epoch)?)
         .bind(sealed)
         .bind(&p.public)
         .bind(p.created_at)
@@ -129,8 +152,8 @@ impl Store {
         tx.commit().await.context(ctx)
     }
 
-    /// Usable presignatures for (wallet, path, signer set): ready, current epoch, unexpired at
-    /// `now_ms`; oldest first.
+    /// Usable presignatures for (wallet, path, signer set): ready, current epoch and the
+    /// wallet's key epoch, unexpired at `now_ms`; oldest first.
     pub async fn ready_presignatures(
         &self,
         wallet_id: &WalletId,
@@ -142,7 +165,9 @@ impl Store {
         let epoch = epoch_i64(self.epoch().await?)?;
         sqlx::query(select_presignature!(
             "WHERE wallet_id = $1 AND path = $2 AND signers = $3 AND state = 'ready' \
-             AND epoch = $4 AND expires_at > $5 ORDER BY created_at, id LIMIT $6"
+             AND epoch = $4 AND expires_at > $5 AND key_epoch = \
+             (SELECT w.key_epoch FROM wallets w WHERE w.id = presignatures.wallet_id) \
+             ORDER BY created_at, id LIMIT $6"
         ))
         .bind(wallet_id.as_str())
         .bind(path)
@@ -198,15 +223,17 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// Marks ready presignatures that expired by `now_ms`, or belong to another epoch, as
-    /// expired and deletes their secrets. Returns how many.
+    /// Marks ready presignatures that expired by `now_ms`, belong to another epoch, or to
+    /// another key epoch than their wallet's, as expired and deletes their secrets. Returns how
+    /// many.
     pub async fn expire_presignatures(&self, now_ms: i64) -> Result<u64> {
         let ctx = || "expiring presignatures".to_owned();
         let mut tx = self.begin_write().await?;
         let epoch = epoch_i64(read_epoch(&mut *tx).await?)?;
         let changed = sqlx::query(
             "UPDATE presignatures SET state = 'expired', sealed = NULL \
-             WHERE state = 'ready' AND (expires_at <= $1 OR epoch <> $2)",
+             WHERE state = 'ready' AND (expires_at <= $1 OR epoch <> $2 OR key_epoch <> \
+             (SELECT w.key_epoch FROM wallets w WHERE w.id = presignatures.wallet_id))",
         )
         .bind(now_ms)
         .bind(epoch)
@@ -239,8 +266,9 @@ impl Store {
         let epoch = epoch_i64(self.epoch().await?)?;
         let rows = sqlx::query(
             "SELECT path, signers, \
-             COUNT(CASE WHEN state = 'ready' AND epoch = $2 AND expires_at > $3 THEN 1 END) \
-             AS ready, \
+             COUNT(CASE WHEN state = 'ready' AND epoch = $2 AND expires_at > $3 AND key_epoch = \
+             (SELECT w.key_epoch FROM wallets w WHERE w.id = presignatures.wallet_id) \
+             THEN 1 END) AS ready, \
              COUNT(CASE WHEN state = 'consumed' THEN 1 END) AS consumed, \
              COUNT(*) AS generated \
              FROM presignatures WHERE wallet_id = $1 GROUP BY path, signers \

@@ -33,6 +33,9 @@ pub struct WalletRecord {
     pub session: Uuid,
     pub created_at: i64,
     pub activated_at: Option<i64>,
+    /// Bumped by every committed key refresh: the shares of this node and every other
+    /// participant are of this epoch, and so is every usable presignature.
+    pub key_epoch: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,11 +68,25 @@ pub struct PresignatureRecord {
     pub path: DerivationPath,
     pub signers: Vec<NodeId>,
     pub epoch: u64,
+    /// The wallet's key epoch it was made under; it signs under no other.
+    pub key_epoch: u64,
     pub state: PresignatureState,
     pub public: Vec<u8>,
     pub created_at: i64,
     pub expires_at: i64,
     pub consumed_at: Option<i64>,
+}
+
+/// A refreshed key share waiting for its refresh's commit (public part; the share is sealed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingShare {
+    pub wallet_id: WalletId,
+    /// The key epoch the share is for: the wallet's current one plus one.
+    pub key_epoch: u64,
+    pub session: Uuid,
+    /// Who decides the refresh: the node to ask for the decision after a restart.
+    pub coordinator: NodeId,
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

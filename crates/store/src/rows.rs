@@ -85,7 +85,7 @@ macro_rules! select_wallet {
     ($rest:literal) => {
         concat!(
             "SELECT id, name, scheme, threshold, participants, network, public_key, chain_code, ",
-            "state, session, created_at, activated_at FROM wallets ",
+            "state, session, created_at, activated_at, key_epoch FROM wallets ",
             $rest
         )
     };
@@ -102,8 +102,8 @@ macro_rules! select_ceremony {
 macro_rules! select_presignature {
     ($rest:literal) => {
         concat!(
-            "SELECT id, wallet_id, path, signers, epoch, state, public, created_at, expires_at, ",
-            "consumed_at FROM presignatures ",
+            "SELECT id, wallet_id, path, signers, epoch, key_epoch, state, public, created_at, ",
+            "expires_at, consumed_at FROM presignatures ",
             $rest
         )
     };
@@ -146,6 +146,7 @@ pub(crate) fn wallet_from_row(row: &AnyRow) -> Result<WalletRecord> {
         session: parse_uuid(&get::<String>(row, "session", T)?, T, &id)?,
         created_at: get(row, "created_at", T)?,
         activated_at: get(row, "activated_at", T)?,
+        key_epoch: to_u64(get(row, "key_epoch", T)?, T, &id)?,
         id: to_wallet_id(id, T, "")?,
     })
 }
@@ -196,6 +197,7 @@ pub(crate) fn presignature_from_row(row: &AnyRow) -> Result<PresignatureRecord> 
         path: parse_path(&get::<String>(row, "path", T)?, T, &id)?,
         signers: parse_id_list(&get::<String>(row, "signers", T)?, T, &id)?,
         epoch: to_u64(get(row, "epoch", T)?, T, &id)?,
+        key_epoch: to_u64(get(row, "key_epoch", T)?, T, &id)?,
         state: PresignatureState::parse(&get::<String>(row, "state", T)?, T, &id)?,
         public: get(row, "public", T)?,
         created_at: get(row, "created_at", T)?,

@@ -17,8 +17,8 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO wallets (id, name, scheme, threshold, participants, network, public_key, \
-             chain_code, state, session, created_at, activated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             chain_code, state, session, created_at, activated_at, key_epoch) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(id.as_str())
@@ -33,6 +33,7 @@ impl Store {
         .bind(wallet.session.to_string())
         .bind(wallet.created_at)
         .bind(wallet.activated_at)
+        .bind(crate::rows::epoch_i64(wallet.key_epoch)?)
         .execute(&mut *tx)
         .await
         .context(ctx)?
@@ -132,5 +133,29 @@ impl Store {
         sealed
             .map(|sealed| self.unseal("key_shares", wallet_id.as_str(), &sealed))
             .transpose()
+    }
+
+    /// This node's share of `wallet_id` with the key epoch it is of, read together (a refresh
+    /// commit changes both in one transaction).
+    pub async fn key_share_with_epoch(
+        &self,
+        wallet_id: &WalletId,
+    ) -> Result<Option<(u64, Zeroizing<Vec<u8>>)>> {
+        let wallet_id = wallet_id.as_str();
+        let row: Option<(Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT k.sealed, w.key_epoch FROM key_shares k JOIN wallets w ON w.id = k.wallet_id \
+             WHERE k.wallet_id = $1",
+        )
+        .bind(wallet_id)
+        .fetch_optional(self.pool())
+        .await
+        .context(|| format!("reading key_shares/{wallet_id}"))?;
+        row.map(|(sealed, epoch)| {
+            Ok((
+                crate::rows::to_u64(epoch, "wallets", wallet_id)?,
+                self.unseal("key_shares", wallet_id, &sealed)?,
+            ))
+        })
+        .transpose()
     }
 }

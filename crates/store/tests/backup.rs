@@ -22,6 +22,7 @@ on_both_backends!(
     tampered_or_foreign_key_backups_are_refused,
     backups_leave_fencing_tokens_out_and_a_restore_empties_them,
     an_older_backup_with_poisoned_fencing_tokens_restores_without_them,
+    a_backup_from_before_a_key_refresh_is_refused_over_the_refreshed_store,
 );
 
 /// The node every backup here is of.
@@ -47,6 +48,7 @@ fn presig(id: &str, epoch: u64) -> PresignatureRecord {
         path: "m/0/0".parse().unwrap(),
         signers: NodeId::must_list(&[1, 2, 3]),
         epoch,
+        key_epoch: 0,
         state: PresignatureState::Ready,
         public: b"public".to_vec(),
         created_at: NOW,
@@ -147,6 +149,7 @@ async fn wipe(db: &Db) {
     let raw = db.raw().await;
     for table in [
         "presignatures",
+        "pending_key_shares",
         "key_shares",
         "spends",
         "utxos",
@@ -554,5 +557,60 @@ async fn an_older_backup_with_poisoned_fencing_tokens_restores_without_them(db: 
     assert_eq!(store.store_id(), header.store_id);
     assert_eq!(store.fencing_token("ceremony").await.unwrap(), None);
     assert_eq!(store.fencing_token("pool-refill").await.unwrap(), None);
+    store.close().await;
+}
+
+/// Wallet w1's key epoch and this node's share of it.
+async fn epoch_and_share(store: &Store) -> (u64, Vec<u8>) {
+    let (epoch, share) = store
+        .key_share_with_epoch(&wallet_id("w1"))
+        .await
+        .unwrap()
+        .unwrap();
+    (epoch, share.to_vec())
+}
+
+/// A backup made before a key refresh holds the old share, which no longer combines with the
+/// other nodes' shares: forcing it over the refreshed store is refused and changes nothing. A
+/// backup made after the refresh carries the key epoch and restores it.
+async fn a_backup_from_before_a_key_refresh_is_refused_over_the_refreshed_store(db: Db) {
+    const NEW: &[u8] = b"refreshed share of wallet w1";
+    let store = db.open().await;
+    populate(&store).await;
+    store.close().await;
+    let before = create_backup(&db.url, &db.key(), NODE, CLUSTER)
+        .await
+        .unwrap();
+    let store = db.open().await;
+    let session = Uuid::new_v4();
+    store
+        .put_pending_share(&wallet_id("w1"), 1, session, NODE, NEW)
+        .await
+        .unwrap();
+    store
+        .commit_pending_share(&wallet_id("w1"), session)
+        .await
+        .unwrap();
+    store.close().await;
+
+    let err = restore_backup(&db.url, &db.key(), NODE, CLUSTER, &before.bytes, FORCED)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, BackupError::OlderKeyEpoch { wallet, backup: 0, store: 1 } if wallet == "w1"),
+        "{err}"
+    );
+    let store = db.open().await;
+    assert_eq!(epoch_and_share(&store).await, (1, NEW.to_vec()));
+    store.close().await;
+
+    let after = create_backup(&db.url, &db.key(), NODE, CLUSTER)
+        .await
+        .unwrap();
+    restore_backup(&db.url, &db.key(), NODE, CLUSTER, &after.bytes, FORCED)
+        .await
+        .unwrap();
+    let store = db.open().await;
+    assert_eq!(epoch_and_share(&store).await, (1, NEW.to_vec()));
     store.close().await;
 }

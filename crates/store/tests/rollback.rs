@@ -61,6 +61,7 @@ async fn add_presignatures(store: &Store, ids: &[&str]) {
             path: PATH.parse().unwrap(),
             signers: SIGNERS.to_vec(),
             epoch,
+            key_epoch: 0,
             state: PresignatureState::Ready,
             public: b"public".to_vec(),
             created_at: NOW,

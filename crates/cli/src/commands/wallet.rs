@@ -1,4 +1,5 @@
-//! `mpc-wallet wallet`: create (key generation, with progress), list, show, address, descriptor.
+//! `mpc-wallet wallet`: create (key generation, with progress), refresh, list, show, address,
+//! descriptor.
 
 use anyhow::Result;
 use clap::Subcommand;
@@ -28,6 +29,9 @@ pub enum WalletCommand {
         #[arg(long)]
         network: Option<mpc_bitcoin::Network>,
     },
+    /// Refresh a wallet's key shares on every participant (same key, xpub, addresses and
+    /// descriptors; new shares); waits for the ceremony. FROST wallets only for now.
+    Refresh { wallet: WalletId },
     /// Every wallet of the node.
     List,
     /// One wallet: keys, xpub, first address, descriptors.
@@ -94,6 +98,21 @@ pub async fn wallet(conn: &Conn, command: &WalletCommand) -> Result<()> {
                 bar.finish_and_clear();
             }
             output(conn, &result?, print_wallet)
+        }
+        WalletCommand::Refresh { wallet } => {
+            let bar = (!conn.json).then(|| spinner("key refresh"));
+            let result = api.refresh(wallet, bar.as_ref()).await;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            output(conn, &result?, |r| {
+                let rows: Vec<Vec<String>> =
+                    ["wallet_id", "key_epoch", "public_key", "duration_ms"]
+                        .iter()
+                        .map(|k| vec![k.to_string(), s(&r[*k])])
+                        .collect();
+                println!("{}", table(&["field", "value"], &rows));
+            })
         }
         WalletCommand::List => {
             let wallets = api.wallets().await?;

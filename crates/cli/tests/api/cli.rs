@@ -96,6 +96,60 @@ pub async fn commands_against_a_live_node(c: &Cluster, w: &Wallets) {
 
     tokens_issued_offline(c, w, &url).await;
     sign_and_send(c, w, &url).await;
+    refresh_then_sign(c, w, &url).await;
+}
+
+/// `wallet refresh` (issue 19): the Taproot wallet's shares change on all five node
+/// processes, its key, first address and descriptors stay, and `sign` then signs with the new
+/// shares (checked independently by `verify_answer`). A viewer may not refresh.
+async fn refresh_then_sign(c: &Cluster, w: &Wallets, url: &str) {
+    let viewer = c.devnet.token(Role::Viewer).unwrap();
+    let refresh = ["wallet", "refresh", w.tid.as_str(), "--json"];
+    let (code, stdout, _) = cli(
+        &refresh,
+        &[("MPC_WALLET_URL", url), ("MPC_WALLET_TOKEN", &viewer)],
+    )
+    .await;
+    assert_eq!(code, 1, "a viewer refreshes: {stdout}");
+    let admin = c.devnet.token(Role::Admin).unwrap();
+    let refreshed = cli_json(
+        "wallet refresh",
+        &cli(
+            &refresh,
+            &[("MPC_WALLET_URL", url), ("MPC_WALLET_TOKEN", &admin)],
+        )
+        .await,
+    );
+    assert_eq!(refreshed["key_epoch"], 1, "{refreshed}");
+    assert_eq!(
+        refreshed["public_key"], w.taproot["public_key"],
+        "{refreshed}"
+    );
+    assert_eq!(refreshed["unacknowledged"], json!([]), "{refreshed}");
+    let shown = c.viewer.wallet(&w.tid).await.unwrap();
+    for field in [
+        "public_key",
+        "xpub",
+        "first_address",
+        "receive_descriptor",
+        "change_descriptor",
+    ] {
+        assert_eq!(shown[field], w.taproot[field], "{field}");
+    }
+    let signer = c.devnet.token(Role::Signer).unwrap();
+    let psbt = synthetic_payment(&[(&w.tkey, "m/0/40", 50_000)], &w.tkey, 41, 2_000).unwrap();
+    let psbt_file = c.dir.join("cli-sign-refreshed.psbt");
+    std::fs::write(&psbt_file, &psbt).unwrap();
+    let sign = ["sign", "--psbt", psbt_file.to_str().unwrap(), "--json"];
+    let signed = cli_json(
+        "sign after refresh",
+        &cli(
+            &sign,
+            &[("MPC_WALLET_URL", url), ("MPC_WALLET_TOKEN", &signer)],
+        )
+        .await,
+    );
+    verify_answer(&signed).expect("the PSBT signed after the refresh verifies");
 }
 
 /// `token issue` with the cluster's secret from the environment and from a file: the node

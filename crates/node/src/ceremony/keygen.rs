@@ -248,6 +248,7 @@ impl Node {
             session,
             created_at: now_ms(),
             activated_at: None,
+            key_epoch: 0,
         };
         // Register for the commit before reporting, so it cannot arrive unseen.
         let commit = self.await_commit(coordinator, session);

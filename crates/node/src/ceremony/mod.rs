@@ -84,3 +84,6 @@ impl Node {
 mod aux_info;
 mod keygen;
 mod presign;
+mod refresh;
+
+pub use refresh::RefreshReport;

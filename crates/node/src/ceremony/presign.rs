@@ -260,6 +260,7 @@ impl Node {
                 path: path.clone(),
                 signers: signers.to_vec(),
                 epoch: store.epoch().await?,
+                key_epoch: wallet.key_epoch,
                 state: PresignatureState::Ready,
                 public: encoding::encode(presig.public())?,
                 created_at: now,

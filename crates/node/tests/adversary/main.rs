@@ -274,3 +274,4 @@ where
 mod blame;
 mod cases;
 mod forged;
+mod refresh;

@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, AnyPool, AssertSqlSafe, Transaction};
 use uuid::Uuid;
 
-use super::format::Kind::{Bytes, Int, Text};
+use super::format::Kind::{self, Bytes, Int, Text};
 use super::format::{
     mac_key, tables_at, tag, Body, TableDump, TableSpec, BACKUP_FORMAT, BACKUP_FORMAT_VERSION,
     TRAILER,
@@ -44,8 +44,8 @@ pub async fn create_backup(
     result
 }
 
-fn select_sql(spec: &TableSpec) -> String {
-    let columns: Vec<&str> = spec.columns.iter().map(|(c, _)| *c).collect();
+fn select_sql(spec: &TableSpec, columns: &[(&str, Kind)]) -> String {
+    let columns: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
     format!(
         "SELECT {} FROM {} ORDER BY {}",
         columns.join(", "),
@@ -54,8 +54,12 @@ fn select_sql(spec: &TableSpec) -> String {
     )
 }
 
-fn row_values(row: &AnyRow, spec: &TableSpec) -> Result<Vec<Value>, BackupError> {
-    spec.columns
+fn row_values(
+    row: &AnyRow,
+    spec: &TableSpec,
+    columns: &[(&str, Kind)],
+) -> Result<Vec<Value>, BackupError> {
+    columns
         .iter()
         .map(|&(column, kind)| {
             Ok(match kind {
@@ -111,19 +115,20 @@ async fn dump(
     let mut tables = BTreeMap::new();
     let mut rows = BTreeMap::new();
     for spec in tables_at(version) {
-        let found = sqlx::query(AssertSqlSafe(select_sql(spec)))
+        let columns = spec.columns_at(version);
+        let found = sqlx::query(AssertSqlSafe(select_sql(spec, &columns)))
             .fetch_all(&mut *tx)
             .await
             .context(|| format!("reading {}", spec.name))?;
         let values = found
             .iter()
-            .map(|row| row_values(row, spec))
+            .map(|row| row_values(row, spec, &columns))
             .collect::<Result<Vec<_>, _>>()?;
         rows.insert(spec.name.to_owned(), values.len() as u64);
         tables.insert(
             spec.name.to_owned(),
             TableDump {
-                columns: spec.columns.iter().map(|(c, _)| (*c).to_owned()).collect(),
+                columns: columns.iter().map(|(c, _)| (*c).to_owned()).collect(),
                 rows: values,
             },
         );

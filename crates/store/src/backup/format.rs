@@ -44,7 +44,22 @@ pub(super) struct TableSpec {
     since: i64,
     /// Primary key columns, for a stable row order.
     pub(super) order: &'static str,
-    pub(super) columns: &'static [(&'static str, Kind)],
+    columns: &'static [(&'static str, Kind)],
+    /// Columns a later migration added, with that migration (a backup made before it lacks
+    /// them, and a restore leaves them at their default).
+    added: &'static [(&'static str, Kind, i64)],
+}
+
+impl TableSpec {
+    /// The table's columns at schema `version`.
+    pub(super) fn columns_at(&self, version: i64) -> Vec<(&'static str, Kind)> {
+        let added = self
+            .added
+            .iter()
+            .filter(|(_, _, since)| *since <= version)
+            .map(|&(c, k, _)| (c, k));
+        self.columns.iter().copied().chain(added).collect()
+    }
 }
 
 /// Every table a backup holds, parents before children (the insert order).
@@ -54,6 +69,7 @@ const TABLES: &[TableSpec] = &[
         since: 1,
         order: "id",
         columns: &[("id", Text), ("sealed", Bytes), ("created_at", Int)],
+        added: &[],
     },
     TableSpec {
         name: "aux_info",
@@ -66,6 +82,7 @@ const TABLES: &[TableSpec] = &[
             ("session", Text),
             ("created_at", Int),
         ],
+        added: &[],
     },
     TableSpec {
         name: "wallets",
@@ -85,12 +102,14 @@ const TABLES: &[TableSpec] = &[
             ("created_at", Int),
             ("activated_at", Int),
         ],
+        added: &[("key_epoch", Int, 9)],
     },
     TableSpec {
         name: "key_shares",
         since: 1,
         order: "wallet_id",
         columns: &[("wallet_id", Text), ("sealed", Bytes)],
+        added: &[],
     },
     TableSpec {
         name: "ceremonies",
@@ -107,12 +126,14 @@ const TABLES: &[TableSpec] = &[
             ("started_at", Int),
             ("finished_at", Int),
         ],
+        added: &[],
     },
     TableSpec {
         name: "sessions_seen",
         since: 1,
         order: "session",
         columns: &[("session", Text), ("protocol", Text), ("seen_at", Int)],
+        added: &[],
     },
     TableSpec {
         name: "spends",
@@ -124,6 +145,7 @@ const TABLES: &[TableSpec] = &[
             ("amount_sats", Int),
             ("at", Int),
         ],
+        added: &[],
     },
     TableSpec {
         name: "utxos",
@@ -143,12 +165,14 @@ const TABLES: &[TableSpec] = &[
             ("spent_at", Int),
             ("created_at", Int),
         ],
+        added: &[],
     },
     TableSpec {
         name: "change_indices",
         since: 3,
         order: "wallet_id",
         columns: &[("wallet_id", Text), ("next_index", Int)],
+        added: &[],
     },
     TableSpec {
         name: "restores",
@@ -163,6 +187,7 @@ const TABLES: &[TableSpec] = &[
             ("presignatures_deleted", Int),
             ("restored_at", Int),
         ],
+        added: &[],
     },
     TableSpec {
         name: "funding_transactions",
@@ -173,6 +198,7 @@ const TABLES: &[TableSpec] = &[
             ("raw_transaction", Text),
             ("created_at", Int),
         ],
+        added: &[],
     },
     TableSpec {
         name: "incidents",
@@ -190,6 +216,7 @@ const TABLES: &[TableSpec] = &[
             ("evidence", Bytes),
             ("released_at", Int),
         ],
+        added: &[],
     },
     // The audit log is backed up: a restore brings back the chain as it was at the backup,
     // and the restore itself is appended to it.
@@ -206,6 +233,7 @@ const TABLES: &[TableSpec] = &[
             ("prev_hash", Text),
             ("hash", Text),
         ],
+        added: &[],
     },
     // Requests waiting for approvals: a restored request still needs every signer's check of
     // its approvals, and its expiry still holds.
@@ -226,6 +254,7 @@ const TABLES: &[TableSpec] = &[
             ("error", Text),
             ("finished_at", Int),
         ],
+        added: &[],
     },
     TableSpec {
         name: "approval_decisions",
@@ -239,6 +268,7 @@ const TABLES: &[TableSpec] = &[
             ("signature", Text),
             ("at", Int),
         ],
+        added: &[],
     },
 ];
 
@@ -252,7 +282,15 @@ pub(super) fn tables_at(version: i64) -> impl DoubleEndedIterator<Item = &'stati
 /// state that etcd owns; the node checks every token against etcd and records it anew, and a
 /// row brought back could only be out of date (or a value older versions stored from a peer
 /// unchecked). Backups made before they were left out carry them; a restore ignores them.
-const NEVER_BACKED_UP: &[(&str, i64)] = &[("presignatures", 1), ("fencing_tokens", 5)];
+///
+/// Pending key shares: a refresh undecided at backup time is decided (and its pending share
+/// committed or dropped) long before any restore, so a pending share brought back could only
+/// be stale.
+const NEVER_BACKED_UP: &[(&str, i64)] = &[
+    ("presignatures", 1),
+    ("fencing_tokens", 5),
+    ("pending_key_shares", 9),
+];
 
 pub(super) fn never_backed_up(name: &str) -> bool {
     NEVER_BACKED_UP.iter().any(|(n, _)| *n == name)

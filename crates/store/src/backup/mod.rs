@@ -79,6 +79,15 @@ pub enum BackupError {
          without --force"
     )]
     NotEmpty { rows: u64, tables: String },
+    #[error(
+        "the backup holds wallet {wallet} at key epoch {backup}, but the store has it at key \
+         epoch {store}: its share was refreshed since, and the old share no longer signs"
+    )]
+    OlderKeyEpoch {
+        wallet: String,
+        backup: i64,
+        store: i64,
+    },
     #[error("the store has never been initialized: there is nothing to back up")]
     NotInitialized,
 }

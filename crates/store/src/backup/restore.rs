@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Transaction};
 use uuid::Uuid;
 
-use super::format::Kind::{Bytes, Int, Text};
+use super::format::Kind::{self, Bytes, Int, Text};
 use super::format::{
     mac_key, never_backed_up, never_backed_up_at, tables_at, verify_tag, Body, Parsed, TableSpec,
     BACKUP_FORMAT, BACKUP_FORMAT_VERSION, BACKUP_SCHEMA_VERSION, OLDEST_SCHEMA_VERSION,
@@ -195,7 +195,8 @@ fn check_body(body: &Body, version: i64) -> Result<(), BackupError> {
             .tables
             .get(spec.name)
             .ok_or_else(|| BackupError::Malformed(format!("table {} missing", spec.name)))?;
-        let expected: Vec<&str> = spec.columns.iter().map(|(c, _)| *c).collect();
+        let columns = spec.columns_at(version);
+        let expected: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
         if dump.columns != expected {
             return Err(BackupError::Malformed(format!(
                 "table {}: columns {:?}, expected {expected:?}",
@@ -203,10 +204,10 @@ fn check_body(body: &Body, version: i64) -> Result<(), BackupError> {
             )));
         }
         for row in &dump.rows {
-            let fits = row.len() == spec.columns.len()
+            let fits = row.len() == columns.len()
                 && row
                     .iter()
-                    .zip(spec.columns)
+                    .zip(&columns)
                     .all(|(v, (_, kind))| match (kind, v) {
                         (_, Value::Null) => true,
                         (Text, Value::String(_)) => true,
@@ -258,6 +259,43 @@ fn check_sealed(body: &Body, dek: &Sealer, store_id: Uuid) -> Result<(), BackupE
     Ok(())
 }
 
+/// A wallet's share from before a key refresh does not combine with the other nodes' shares
+/// of the refreshed key: refuses a backup holding any wallet at an older key epoch than the
+/// target store has it (a backup made before migration 9 holds key epoch 0).
+async fn refuse_older_key_epochs(
+    tx: &mut Transaction<'static, Any>,
+    body: &Body,
+) -> Result<(), BackupError> {
+    let target: Vec<(String, i64)> = sqlx::query_as("SELECT id, key_epoch FROM wallets")
+        .fetch_all(&mut **tx)
+        .await
+        .context(|| "reading the target's key epochs".into())?;
+    let Some(dump) = body.tables.get("wallets") else {
+        return Ok(());
+    };
+    let column = |name: &str| dump.columns.iter().position(|c| c == name);
+    let id_at = column("id");
+    let epoch_at = column("key_epoch");
+    for row in &dump.rows {
+        let id = id_at
+            .and_then(|i| row.get(i))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let backup = epoch_at
+            .and_then(|i| row.get(i))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if let Some((_, current)) = target.iter().find(|(t, e)| t == id && *e > backup) {
+            return Err(BackupError::OlderKeyEpoch {
+                wallet: id.to_owned(),
+                backup,
+                store: *current,
+            });
+        }
+    }
+    Ok(())
+}
+
 async fn count(tx: &mut Transaction<'static, Any>, table: &str) -> Result<u64, BackupError> {
     let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
         .fetch_one(&mut **tx)
@@ -266,8 +304,8 @@ async fn count(tx: &mut Transaction<'static, Any>, table: &str) -> Result<u64, B
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-fn insert_sql(spec: &TableSpec) -> String {
-    let columns: Vec<&str> = spec.columns.iter().map(|(c, _)| *c).collect();
+fn insert_sql(spec: &TableSpec, columns: &[(&str, Kind)]) -> String {
+    let columns: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
     let params: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
     format!(
         "INSERT INTO {} ({}) VALUES ({})",
@@ -313,6 +351,9 @@ async fn write(
             rows: replaced_rows,
             tables: occupied.join(", "),
         });
+    }
+    if version >= 9 {
+        refuse_older_key_epochs(&mut tx, body).await?;
     }
     let has_epoch: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM meta WHERE key = 'epoch'")
         .fetch_one(&mut *tx)
@@ -368,10 +409,12 @@ async fn write(
         let Some(dump) = body.tables.get(spec.name) else {
             continue;
         };
-        let sql = insert_sql(spec);
+        // The backup's columns: a column added since is left at its default.
+        let columns = spec.columns_at(header.schema_version);
+        let sql = insert_sql(spec, &columns);
         for row in &dump.rows {
             let mut query = sqlx::query(AssertSqlSafe(sql.clone()));
-            for (value, (_, kind)) in row.iter().zip(spec.columns) {
+            for (value, (_, kind)) in row.iter().zip(&columns) {
                 query = match kind {
                     Text => query.bind(value.as_str().map(str::to_owned)),
                     Int => query.bind(value.as_i64()),

@@ -27,5 +27,6 @@ pub fn wallet(id: &str) -> WalletRecord {
         session: Uuid::new_v4(),
         created_at: 1_700_000_000_000,
         activated_at: None,
+        key_epoch: 0,
     }
 }

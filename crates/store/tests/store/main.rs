@@ -21,6 +21,7 @@ use common::*;
 
 mod approvals;
 mod audit;
+mod key_epochs;
 mod presignatures;
 mod records;
 mod secrets;
@@ -69,6 +70,7 @@ fn presig(id: &str, wallet: &str, path: &str, epoch: u64, expires_at: i64) -> Pr
         path: path.parse().unwrap(),
         signers: NodeId::must_list(&[1, 2, 3]),
         epoch,
+        key_epoch: 0,
         state: PresignatureState::Ready,
         public: format!("public {id}").into_bytes(),
         created_at: NOW,

@@ -400,6 +400,7 @@ async fn reopening_gives_back_everything(db: Db) {
         WalletRecord {
             state: WalletState::Pending,
             activated_at: None,
+            key_epoch: 0,
             ..reopened
         },
         w

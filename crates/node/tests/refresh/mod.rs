@@ -1,0 +1,318 @@
+//! Key refresh on the in-memory cluster (issue 19), through the real node code: the key and
+//! everything public stay, every node's share changes, the wallet signs after it on more than
+//! one signer set, a refresh that fails anywhere leaves every node on the old shares, and a
+//! node that missed the commit learns it.
+
+use std::time::Duration;
+
+use mpc_bitcoin::{
+    psbt::{parse_psbt, spent_outputs},
+    verify::verify_transaction,
+    Scheme,
+};
+use mpc_node::{
+    adversary::{Adversary, Attack, Target},
+    keys::WalletInfo,
+    testing::{spend_to_self, start, start_node, wait_all_live, wallet_request, Cluster},
+    Node,
+};
+use mpc_store::AuditEvent;
+use mpc_types::{NodeId, WalletId};
+use uuid::Uuid;
+
+/// A 2-of-3 cluster whose ceremonies give up after 3 s (a withheld report costs little).
+async fn cluster() -> Cluster {
+    start(3, 2, |cfg| cfg.limits.keygen_timeout_ms = 3_000).await
+}
+
+async fn taproot(c: &Cluster) -> WalletInfo {
+    c.nodes[0]
+        .create_wallet(Uuid::new_v4(), wallet_request("t", Scheme::Schnorr))
+        .await
+        .unwrap()
+}
+
+/// Every node's decrypted share of `wallet`, in node order.
+async fn shares(c: &Cluster, wallet: &WalletId) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for node in &c.nodes {
+        out.push(
+            node.store()
+                .key_share(wallet)
+                .await
+                .unwrap()
+                .unwrap()
+                .to_vec(),
+        );
+    }
+    out
+}
+
+/// Every node's key epoch of `wallet`, in node order.
+async fn key_epochs(c: &Cluster, wallet: &WalletId) -> Vec<u64> {
+    let mut out = Vec::new();
+    for node in &c.nodes {
+        out.push(
+            node.store()
+                .wallet(wallet)
+                .await
+                .unwrap()
+                .unwrap()
+                .key_epoch,
+        );
+    }
+    out
+}
+
+/// Waits (at most `seconds`) until every node has `wallet` at `epoch` with no pending share.
+async fn settled(c: &Cluster, wallet: &WalletId, epoch: u64, seconds: u64) {
+    for _ in 0..seconds * 10 {
+        let mut pending = 0;
+        for node in &c.nodes {
+            pending += node.store().pending_shares().await.unwrap().len();
+        }
+        if pending == 0 && key_epochs(c, wallet).await.iter().all(|e| *e == epoch) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "not settled at key epoch {epoch}: {:?}",
+        key_epochs(c, wallet).await
+    );
+}
+
+/// `node` signs a spend of `wallet`; the transaction is checked by bitcoinconsensus (Bitcoin
+/// Core's interpreter, libsecp256k1's BIP-340 verification). Returns the signer set.
+async fn signs(node: &Node, wallet: &WalletInfo, label: &str) -> Vec<NodeId> {
+    let record = node.store().wallet(&wallet.id).await.unwrap().unwrap();
+    let key = mpc_node::keys::wallet_key(&record).unwrap();
+    let psbt = spend_to_self(&key, label);
+    let report = node
+        .sign_psbt(Uuid::new_v4(), std::slice::from_ref(&wallet.id), &psbt)
+        .await
+        .unwrap();
+    let signed = parse_psbt(&report.psbt).unwrap();
+    verify_transaction(&report.raw_transaction, &spent_outputs(&signed).unwrap()).unwrap();
+    report.signers
+}
+
+/// The public side every client sees, which a refresh must not change.
+fn public(w: &WalletInfo) -> [String; 6] {
+    [
+        w.public_key.clone(),
+        w.xpub.clone(),
+        w.fingerprint.clone(),
+        w.first_address.clone(),
+        w.receive_descriptor.clone(),
+        w.change_descriptor.clone(),
+    ]
+}
+
+/// The `key_refresh` stages in `node`'s audit log for `session`, once it has `last` (the entry
+/// follows the store's change it records; at most 5 s).
+async fn audited(node: &Node, session: Uuid, last: &str) -> Vec<String> {
+    for _ in 0..50 {
+        let stages = audited_now(node, session).await;
+        if stages.last().map(String::as_str) == Some(last) {
+            return stages;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    audited_now(node, session).await
+}
+
+async fn audited_now(node: &Node, session: Uuid) -> Vec<String> {
+    node.audit_entries(0, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.event {
+            AuditEvent::KeyRefresh {
+                stage, session: s, ..
+            } if s == session => Some(stage),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frost_refresh_changes_every_share_and_keeps_the_key() {
+    let c = cluster().await;
+    let w = taproot(&c).await;
+    let before = shares(&c, &w.id).await;
+    let session = Uuid::new_v4();
+    let report = c.nodes[0].refresh_wallet(session, &w.id).await.unwrap();
+    assert_eq!(report.key_epoch, 1);
+    assert_eq!(report.public_key, w.public_key);
+    settled(&c, &w.id, 1, 5).await;
+    let after = shares(&c, &w.id).await;
+    for (i, (old, new)) in before.iter().zip(&after).enumerate() {
+        assert_ne!(old, new, "node {}'s share did not change", i + 1);
+    }
+    for node in &c.nodes {
+        assert_eq!(public(&node.wallet(&w.id).await.unwrap()), public(&w));
+    }
+    assert_eq!(
+        audited(&c.nodes[0], session, "committed").await,
+        ["started", "committed"]
+    );
+    for node in &c.nodes[1..] {
+        assert_eq!(audited(node, session, "committed").await, ["committed"]);
+    }
+    // Signs on two signer sets after the refresh (each verified).
+    let first = signs(&c.nodes[0], &w, "a").await;
+    let second = signs(&c.nodes[2], &w, "b").await;
+    assert_ne!(first, second, "two different signer sets");
+
+    // A second refresh moves on from the first.
+    let again = c.nodes[1]
+        .refresh_wallet(Uuid::new_v4(), &w.id)
+        .await
+        .unwrap();
+    assert_eq!(again.key_epoch, 2);
+    settled(&c, &w.id, 2, 5).await;
+    let third = shares(&c, &w.id).await;
+    assert!(third.iter().zip(&after).all(|(a, b)| a != b));
+    signs(&c.nodes[1], &w, "c").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_silent_before_its_report_leaves_every_node_on_the_old_shares() {
+    let c = cluster().await;
+    let w = taproot(&c).await;
+    let before = shares(&c, &w.id).await;
+    // Node 3 runs the refresh (and stores its pending share) but its report never arrives,
+    // as if it died right after storing it.
+    let silent = Adversary::new(
+        Target::Control {
+            kind: "Outcome".into(),
+        },
+        Attack::Drop,
+    );
+    c.network.intercept(NodeId::must(3), silent.clone());
+    let session = Uuid::new_v4();
+    let err = c.nodes[0].refresh_wallet(session, &w.id).await.unwrap_err();
+    assert!(err.to_string().contains('3'), "{err}");
+    assert!(silent.altered() > 0);
+    c.network.release(NodeId::must(3));
+    settled(&c, &w.id, 0, 10).await;
+    assert_eq!(shares(&c, &w.id).await, before);
+    for node in &c.nodes {
+        assert_eq!(
+            audited(node, session, "aborted")
+                .await
+                .last()
+                .map(String::as_str),
+            Some("aborted"),
+            "node {}",
+            node.id()
+        );
+    }
+    signs(&c.nodes[0], &w, "a").await;
+    signs(&c.nodes[2], &w, "b").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecdsa_refresh_is_refused_until_its_aux_info_is_built() {
+    let c = cluster().await;
+    let w = c.nodes[0]
+        .create_wallet(Uuid::new_v4(), wallet_request("e", Scheme::Ecdsa))
+        .await
+        .unwrap();
+    let before = shares(&c, &w.id).await;
+    let err = c.nodes[0]
+        .refresh_wallet(Uuid::new_v4(), &w.id)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("aux info"), "{err}");
+    settled(&c, &w.id, 0, 5).await;
+    assert_eq!(shares(&c, &w.id).await, before);
+}
+
+/// Node 1 commits, but its commit reaches neither node 2 nor node 3. Node 3 restarts before
+/// hearing anything and asks at its start; node 2 asks when its wait ends. Both learn the
+/// commit, and nodes 2 and 3 then sign together (the set without the coordinator).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_the_commit_learns_it() {
+    let mut c = cluster().await;
+    let w = taproot(&c).await;
+    let before = shares(&c, &w.id).await;
+    let lost = Adversary::new(
+        Target::Control {
+            kind: "Commit".into(),
+        },
+        Attack::Drop,
+    );
+    c.network.intercept(NodeId::must(1), lost.clone());
+    let report = c.nodes[0]
+        .refresh_wallet(Uuid::new_v4(), &w.id)
+        .await
+        .unwrap();
+    assert_eq!(report.unacknowledged, NodeId::must_list(&[2, 3]));
+    assert_eq!(key_epochs(&c, &w.id).await, [1, 0, 0]);
+    c.network.release(NodeId::must(1));
+
+    let three = c.nodes[2].clone();
+    three.shutdown().await;
+    c.network.disconnect(three.id());
+    c.nodes[2] = start_node(three.config().clone(), &c.network).await;
+    wait_all_live(&c.nodes).await;
+    settled(&c, &w.id, 1, 15).await;
+    let after = shares(&c, &w.id).await;
+    assert!(after.iter().zip(&before).all(|(a, b)| a != b));
+    let signers = signs(&c.nodes[1], &w, "a").await;
+    assert!(signers.contains(&NodeId::must(2)));
+    signs(&c.nodes[2], &w, "b").await;
+}
+
+/// This process's CPU time (user + system), from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of the file, 12 and 13 after the command name.
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// BENCHMARKS.md's refresh timing: a FROST wallet at 3-of-5 on the in-memory cluster, refreshed
+/// `MPC_REFRESH_RUNS` times (default 5); each refresh's wall time and the process's CPU time
+/// over all of them (all five nodes run in this process). Not part of the suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn refresh_timing_at_five_nodes() {
+    let runs: u64 = std::env::var("MPC_REFRESH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let c = start(5, 3, |_| {}).await;
+    let w = taproot(&c).await;
+    let mut walls = Vec::new();
+    let cpu = cpu_seconds();
+    for _ in 0..runs {
+        let started = std::time::Instant::now();
+        c.nodes[0]
+            .refresh_wallet(Uuid::new_v4(), &w.id)
+            .await
+            .unwrap();
+        walls.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    let cpu = cpu_seconds() - cpu;
+    settled(&c, &w.id, runs, 10).await;
+    signs(&c.nodes[0], &w, "timed").await;
+    walls.sort_by(f64::total_cmp);
+    eprintln!(
+        "[refresh] 3-of-5 FROST, {runs} refreshes: wall ms min {:.1} median {:.1} max {:.1}; \
+         CPU {:.2} s in all, {:.0} ms per refresh (five nodes in one process)",
+        walls[0],
+        walls[walls.len() / 2],
+        walls[walls.len() - 1],
+        cpu,
+        cpu * 1000.0 / runs as f64
+    );
+}

@@ -1,0 +1,220 @@
+//! Key refresh, the store's half of the two-phase switch: a refreshed share waits as pending
+//! (at most one per wallet, for the wallet's next key epoch) until its refresh commits. The
+//! commit moves it over the active share, bumps the wallet's key epoch and retires every
+//! presignature of an older key epoch, in one transaction; an abort deletes it.
+
+use mpc_types::{NodeId, WalletId};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::error::{Context, Result, StoreError};
+use crate::records::PendingShare;
+use crate::rows::{epoch_i64, get, parse_uuid, to_node_id, to_u64, to_wallet_id};
+use crate::store::{now_ms, Store};
+
+const PENDING: &str = "pending_key_shares";
+
+/// What a committed refresh changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyEpochCommit {
+    /// The wallet's key epoch now.
+    pub key_epoch: u64,
+    /// Ready presignatures of older key epochs, retired with their secrets deleted.
+    pub presignatures_retired: u64,
+}
+
+/// The sealing's row name: bound to the epoch, so a pending share cannot be replayed as
+/// another epoch's.
+fn pending_ad(wallet_id: &str, key_epoch: u64) -> String {
+    format!("{wallet_id}/{key_epoch}")
+}
+
+impl Store {
+    /// Stores `share` as the pending share of active wallet `wallet_id` for `key_epoch`, which
+    /// must be the wallet's key epoch plus one. Replaces a pending share left by an earlier,
+    /// undecided refresh (only one refresh runs at a time: the ceremony lock).
+    pub async fn put_pending_share(
+        &self,
+        wallet_id: &WalletId,
+        key_epoch: u64,
+        session: Uuid,
+        coordinator: NodeId,
+        share: &[u8],
+    ) -> Result<()> {
+        let wallet_id = wallet_id.as_str();
+        let ctx = || format!("storing {PENDING}/{wallet_id}");
+        let sealed = self.seal(PENDING, &pending_ad(wallet_id, key_epoch), share)?;
+        let mut tx = self.begin_write().await?;
+        let row: Option<(String, i64)> =
+            sqlx::query_as("SELECT state, key_epoch FROM wallets WHERE id = $1")
+                .bind(wallet_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .context(ctx)?;
+        let Some((state, current)) = row else {
+            return Err(StoreError::NotFound {
+                table: "wallets",
+                id: wallet_id.to_owned(),
+            });
+        };
+        let current = to_u64(current, "wallets", wallet_id)?;
+        if state != "active" || current.checked_add(1) != Some(key_epoch) {
+            return Err(StoreError::Invalid(format!(
+                "a pending share of wallet {wallet_id} for key epoch {key_epoch}, but the \
+                 wallet is {state} at key epoch {current}"
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO pending_key_shares (wallet_id, key_epoch, session, coordinator, \
+             sealed, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (wallet_id) DO UPDATE SET key_epoch = excluded.key_epoch, \
+             session = excluded.session, coordinator = excluded.coordinator, \
+             sealed = excluded.sealed, created_at = excluded.created_at",
+        )
+        .bind(wallet_id)
+        .bind(epoch_i64(key_epoch)?)
+        .bind(session.to_string())
+        .bind(i64::from(coordinator.get()))
+        .bind(sealed)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .context(ctx)?;
+        tx.commit().await.context(ctx)
+    }
+
+    /// Every pending share's public part (a restarted node asks each one's coordinator for
+    /// the decision).
+    pub async fn pending_shares(&self) -> Result<Vec<PendingShare>> {
+        let rows = sqlx::query(
+            "SELECT wallet_id, key_epoch, session, coordinator, created_at \
+             FROM pending_key_shares ORDER BY created_at, wallet_id",
+        )
+        .fetch_all(self.pool())
+        .await
+        .context(|| format!("listing {PENDING}"))?;
+        rows.iter()
+            .map(|row| {
+                let id: String = get(row, "wallet_id", PENDING)?;
+                Ok(PendingShare {
+                    key_epoch: to_u64(get(row, "key_epoch", PENDING)?, PENDING, &id)?,
+                    session: parse_uuid(&get::<String>(row, "session", PENDING)?, PENDING, &id)?,
+                    coordinator: to_node_id(get(row, "coordinator", PENDING)?, PENDING, &id)?,
+                    created_at: get(row, "created_at", PENDING)?,
+                    wallet_id: to_wallet_id(id, PENDING, "")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Commits the pending share of `session`: it replaces the active share, the wallet's key
+    /// epoch becomes the share's, and the wallet's ready presignatures of other key epochs are
+    /// retired, all in one transaction. Committing again after success is a no-op that returns
+    /// the same epoch; a session with no pending share (aborted, or never stored) is an error.
+    pub async fn commit_pending_share(
+        &self,
+        wallet_id: &WalletId,
+        session: Uuid,
+    ) -> Result<KeyEpochCommit> {
+        let wallet_id = wallet_id.as_str();
+        let ctx = || format!("committing {PENDING}/{wallet_id}");
+        let mut tx = self.begin_write().await?;
+        let pending: Option<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT key_epoch, sealed FROM pending_key_shares \
+             WHERE wallet_id = $1 AND session = $2",
+        )
+        .bind(wallet_id)
+        .bind(session.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .context(ctx)?;
+        let Some((key_epoch, sealed)) = pending else {
+            return Err(StoreError::NotFound {
+                table: PENDING,
+                id: format!("{wallet_id} of session {session}"),
+            });
+        };
+        let new_epoch = to_u64(key_epoch, PENDING, wallet_id)?;
+        let share = self.unseal(PENDING, &pending_ad(wallet_id, new_epoch), &sealed)?;
+        let active = self.seal("key_shares", wallet_id, &share)?;
+        let bumped = sqlx::query(
+            "UPDATE wallets SET key_epoch = $2 WHERE id = $1 AND state = 'active' \
+             AND key_epoch = $3",
+        )
+        .bind(wallet_id)
+        .bind(key_epoch)
+        .bind(key_epoch - 1)
+        .execute(&mut *tx)
+        .await
+        .context(ctx)?
+        .rows_affected();
+        if bumped != 1 {
+            return Err(StoreError::Invalid(format!(
+                "wallet {wallet_id} is not active at key epoch {}",
+                key_epoch - 1
+            )));
+        }
+        sqlx::query("UPDATE key_shares SET sealed = $2 WHERE wallet_id = $1")
+            .bind(wallet_id)
+            .bind(active)
+            .execute(&mut *tx)
+            .await
+            .context(ctx)?;
+        let presignatures_retired = sqlx::query(
+            "UPDATE presignatures SET state = 'expired', sealed = NULL \
+             WHERE wallet_id = $1 AND state = 'ready' AND key_epoch <> $2",
+        )
+        .bind(wallet_id)
+        .bind(key_epoch)
+        .execute(&mut *tx)
+        .await
+        .context(ctx)?
+        .rows_affected();
+        sqlx::query("DELETE FROM pending_key_shares WHERE wallet_id = $1")
+            .bind(wallet_id)
+            .execute(&mut *tx)
+            .await
+            .context(ctx)?;
+        tx.commit().await.context(ctx)?;
+        Ok(KeyEpochCommit {
+            key_epoch: new_epoch,
+            presignatures_retired,
+        })
+    }
+
+    /// Deletes the pending share of `session` (the refresh aborted or was never decided).
+    /// `false` if there was none.
+    pub async fn drop_pending_share(&self, wallet_id: &WalletId, session: Uuid) -> Result<bool> {
+        let wallet_id = wallet_id.as_str();
+        let deleted =
+            sqlx::query("DELETE FROM pending_key_shares WHERE wallet_id = $1 AND session = $2")
+                .bind(wallet_id)
+                .bind(session.to_string())
+                .execute(self.pool())
+                .await
+                .context(|| format!("dropping {PENDING}/{wallet_id}"))?
+                .rows_affected();
+        Ok(deleted == 1)
+    }
+
+    /// The pending share itself, unsealed (tests compare shares; the node never reads it
+    /// before the commit moves it).
+    pub async fn pending_share(
+        &self,
+        wallet_id: &WalletId,
+    ) -> Result<Option<(u64, Zeroizing<Vec<u8>>)>> {
+        let wallet_id = wallet_id.as_str();
+        let row: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT key_epoch, sealed FROM pending_key_shares WHERE wallet_id = $1")
+                .bind(wallet_id)
+                .fetch_optional(self.pool())
+                .await
+                .context(|| format!("reading {PENDING}/{wallet_id}"))?;
+        row.map(|(epoch, sealed)| {
+            let epoch = to_u64(epoch, PENDING, wallet_id)?;
+            let share = self.unseal(PENDING, &pending_ad(wallet_id, epoch), &sealed)?;
+            Ok((epoch, share))
+        })
+        .transpose()
+    }
+}

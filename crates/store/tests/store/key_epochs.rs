@@ -1,0 +1,233 @@
+//! Key refresh's two-phase switch in the store: a pending share, its commit (share, key epoch
+//! and presignatures in one transaction) or its drop, and presignatures bound to a key epoch.
+
+use super::*;
+
+on_both_backends!(
+    a_committed_refresh_switches_the_share_and_retires_older_presignatures,
+    a_dropped_refresh_leaves_the_old_share,
+    a_pending_share_must_be_for_the_next_key_epoch,
+);
+
+const OLD: &[u8] = b"share of key epoch 0";
+const NEW: &[u8] = b"share of key epoch 1";
+
+/// Wallet w's key epoch and this node's share of it.
+async fn epoch_and_share(store: &Store) -> (u64, Vec<u8>) {
+    let (epoch, share) = store
+        .key_share_with_epoch(&wallet_id("w"))
+        .await
+        .unwrap()
+        .unwrap();
+    (epoch, share.to_vec())
+}
+
+async fn active_wallet(store: &Store, id: &str) {
+    store.insert_wallet(&wallet(id), OLD).await.unwrap();
+    store
+        .set_wallet_state(&wallet_id(id), WalletState::Active)
+        .await
+        .unwrap();
+}
+
+async fn a_committed_refresh_switches_the_share_and_retires_older_presignatures(db: Db) {
+    let store = db.open().await;
+    active_wallet(&store, "w").await;
+    active_wallet(&store, "other").await;
+    let epoch = store.epoch().await.unwrap();
+    let later = NOW + 3_600_000;
+    for (id, wallet) in [("p-w", "w"), ("p-other", "other")] {
+        store
+            .insert_presignature(&presig(id, wallet, "m/0/0", epoch, later), b"secret")
+            .await
+            .unwrap();
+    }
+    let session = Uuid::new_v4();
+    store
+        .put_pending_share(&wallet_id("w"), 1, session, N1, NEW)
+        .await
+        .unwrap();
+    // Pending: the active share, the key epoch and the presignature are untouched.
+    assert_eq!(
+        bytes(store.key_share(&wallet_id("w")).await.unwrap()).unwrap(),
+        OLD
+    );
+    let (pending_epoch, pending) = store.pending_share(&wallet_id("w")).await.unwrap().unwrap();
+    assert_eq!((pending_epoch, &pending[..]), (1, NEW));
+    let listed = store.pending_shares().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (
+            listed[0].wallet_id.as_str(),
+            listed[0].key_epoch,
+            listed[0].session,
+            listed[0].coordinator
+        ),
+        ("w", 1, session, N1)
+    );
+    // Another session's commit finds nothing to commit.
+    assert!(matches!(
+        store
+            .commit_pending_share(&wallet_id("w"), Uuid::new_v4())
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let commit = store
+        .commit_pending_share(&wallet_id("w"), session)
+        .await
+        .unwrap();
+    assert_eq!((commit.key_epoch, commit.presignatures_retired), (1, 1));
+    assert_eq!(
+        bytes(store.key_share(&wallet_id("w")).await.unwrap()).unwrap(),
+        NEW
+    );
+    let (epoch_now, share) = store
+        .key_share_with_epoch(&wallet_id("w"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((epoch_now, &share[..]), (1, NEW));
+    assert_eq!(
+        store
+            .wallet(&wallet_id("w"))
+            .await
+            .unwrap()
+            .unwrap()
+            .key_epoch,
+        1
+    );
+    assert!(store
+        .pending_share(&wallet_id("w"))
+        .await
+        .unwrap()
+        .is_none());
+    // The wallet's old presignature is gone (its secret deleted); the other wallet's stays.
+    let old = store.presignature("p-w").await.unwrap().unwrap();
+    assert_eq!(old.state, PresignatureState::Expired);
+    let raw = db.raw().await;
+    assert!(sealed_of(
+        &raw,
+        "SELECT sealed FROM presignatures WHERE id = $1",
+        "p-w"
+    )
+    .await
+    .is_none());
+    assert_eq!(
+        store.presignature("p-other").await.unwrap().unwrap().state,
+        PresignatureState::Ready
+    );
+    // Forced through: an old-key-epoch presignature is neither stored nor consumed.
+    assert!(matches!(
+        store
+            .insert_presignature(&presig("p-late", "w", "m/0/0", epoch, later), b"s")
+            .await,
+        Err(StoreError::WrongKeyEpoch {
+            record: 0,
+            wallet: 1,
+            ..
+        })
+    ));
+    assert!(store
+        .consume_presignature("p-w", NOW)
+        .await
+        .unwrap()
+        .is_none());
+    // A row of the old key epoch written behind the store's back is not usable either.
+    sqlx::query("UPDATE presignatures SET state = 'ready', sealed = $2 WHERE id = $1")
+        .bind("p-w")
+        .bind(b"junk".to_vec())
+        .execute(&raw)
+        .await
+        .unwrap();
+    assert!(store
+        .consume_presignature("p-w", NOW)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .ready_presignatures(&wallet_id("w"), "m/0/0", &ONE_TWO_THREE, NOW, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.expire_presignatures(NOW).await.unwrap(), 1);
+    // A presignature of the new key epoch is.
+    let mut fresh = presig("p-new", "w", "m/0/0", epoch, later);
+    fresh.key_epoch = 1;
+    store.insert_presignature(&fresh, b"fresh").await.unwrap();
+    assert_eq!(
+        bytes(store.consume_presignature("p-new", NOW).await.unwrap()).unwrap(),
+        b"fresh"
+    );
+}
+
+async fn a_dropped_refresh_leaves_the_old_share(db: Db) {
+    let store = db.open().await;
+    active_wallet(&store, "w").await;
+    let session = Uuid::new_v4();
+    store
+        .put_pending_share(&wallet_id("w"), 1, session, N2, NEW)
+        .await
+        .unwrap();
+    assert!(!store
+        .drop_pending_share(&wallet_id("w"), Uuid::new_v4())
+        .await
+        .unwrap());
+    assert!(store
+        .drop_pending_share(&wallet_id("w"), session)
+        .await
+        .unwrap());
+    assert!(store.pending_shares().await.unwrap().is_empty());
+    assert_eq!(epoch_and_share(&store).await, (0, OLD.to_vec()));
+    // A dropped refresh cannot be committed afterwards.
+    assert!(store
+        .commit_pending_share(&wallet_id("w"), session)
+        .await
+        .is_err());
+    assert_eq!(
+        store
+            .wallet(&wallet_id("w"))
+            .await
+            .unwrap()
+            .unwrap()
+            .key_epoch,
+        0
+    );
+}
+
+async fn a_pending_share_must_be_for_the_next_key_epoch(db: Db) {
+    let store = db.open().await;
+    // A pending (not yet active) wallet has nothing to refresh.
+    store.insert_wallet(&wallet("p"), OLD).await.unwrap();
+    assert!(store
+        .put_pending_share(&wallet_id("p"), 1, Uuid::new_v4(), N1, NEW)
+        .await
+        .is_err());
+    active_wallet(&store, "w").await;
+    for epoch in [0, 2] {
+        assert!(matches!(
+            store
+                .put_pending_share(&wallet_id("w"), epoch, Uuid::new_v4(), N1, NEW)
+                .await,
+            Err(StoreError::Invalid(_))
+        ));
+    }
+    // A pending share moved to another epoch's row does not open.
+    let session = Uuid::new_v4();
+    store
+        .put_pending_share(&wallet_id("w"), 1, session, N1, NEW)
+        .await
+        .unwrap();
+    let raw = db.raw().await;
+    sqlx::query("UPDATE pending_key_shares SET key_epoch = 7 WHERE wallet_id = 'w'")
+        .execute(&raw)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.commit_pending_share(&wallet_id("w"), session).await,
+        Err(StoreError::Tampered { .. })
+    ));
+    assert_eq!(
+        bytes(store.key_share(&wallet_id("w")).await.unwrap()).unwrap(),
+        OLD
+    );
+}
