@@ -36,6 +36,7 @@ pub struct Metrics {
     ceremony_seconds: HistogramVec,
     rate_limited: IntCounterVec,
     peer_live: IntGaugeVec,
+    peer_audit_log_changed: IntGaugeVec,
     peer_last_heartbeat: IntGaugeVec,
     peers_live: IntGauge,
     pool_ready: IntGaugeVec,
@@ -111,6 +112,11 @@ impl Metrics {
                 &["limit"],
             )?,
             peer_live: gauge("peer_live", "1 if the node is live as this node sees it.", &["node"])?,
+            peer_audit_log_changed: gauge(
+                "peer_audit_log_changed",
+                "1 if this node saw the peer's audit log rewritten or cut (its heartbeats).",
+                &["node"],
+            )?,
             peer_last_heartbeat: gauge(
                 "peer_last_heartbeat_timestamp_ms",
                 "Unix milliseconds of the last heartbeat from the node.",
@@ -179,12 +185,18 @@ impl Metrics {
         let store_err = |e: mpc_store::StoreError| ApiError::from(mpc_node::NodeError::from(e));
         let statuses = node.health().statuses();
         self.peer_live.reset();
+        self.peer_audit_log_changed.reset();
         self.peer_last_heartbeat.reset();
         for s in &statuses {
             let id = s.node.to_string();
             self.peer_live
                 .with_label_values(&[id.as_str()])
                 .set(i64::from(s.live));
+            if let Some(audit) = &s.audit {
+                self.peer_audit_log_changed
+                    .with_label_values(&[id.as_str()])
+                    .set(i64::from(audit.problem.is_some()));
+            }
             if let Some(at) = s.last_heartbeat_ms {
                 self.peer_last_heartbeat
                     .with_label_values(&[id.as_str()])

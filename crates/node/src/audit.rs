@@ -14,7 +14,11 @@ use mpc_store::{Actor, AuditEntry, AuditEvent, AuditHead, AuditOutput};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use mpc_transport::NodeId;
+use tracing::error;
+
 use crate::{
+    audit_heads::AuditProblem,
     refusal::{Refusal, RefusalKind},
     Node, NodeConfig, NodeError,
 };
@@ -35,12 +39,14 @@ fn current_actor() -> Actor {
 }
 
 /// SHA-256 of the config as the node runs it (policy, limits, cluster), without the store URL,
-/// which may hold a database password.
-pub fn config_digest(config: &NodeConfig) -> String {
+/// which may hold a database password. A config that does not serialize is an error, never
+/// the digest of nothing.
+pub fn config_digest(config: &NodeConfig) -> Result<String, NodeError> {
     let mut config = config.clone();
     config.store.url = None;
-    let json = serde_json::to_vec(&config).unwrap_or_default();
-    hex::encode(Sha256::digest(json))
+    let json = serde_json::to_vec(&config)
+        .map_err(|e| NodeError::Internal(format!("the config does not serialize: {e}")))?;
+    Ok(hex::encode(Sha256::digest(json)))
 }
 
 /// A time as the audit export and route take it: milliseconds since the Unix epoch, or an
@@ -135,6 +141,32 @@ impl Node {
             }
             (result, Ok(_)) => result,
         }
+    }
+
+    /// A peer's audit log changed under this node's eyes (`audit_heads`): said at error, and
+    /// kept in this node's own log (the status stays in cluster health and the metrics).
+    pub(crate) fn peer_audit_log_changed(&self, peer: NodeId, problem: AuditProblem) {
+        error!(
+            node = self.id().get(),
+            peer = peer.get(),
+            ?problem,
+            "a peer's audit log was rewritten or cut"
+        );
+        let (seq, shown, now, head) = match problem {
+            AuditProblem::Rewritten { seq, shown, now } => (seq, shown, Some(now), None),
+            AuditProblem::Truncated { seq, shown, head } => (seq, shown, None, head),
+        };
+        let node = self.clone();
+        tokio::spawn(async move {
+            node.audit_after(AuditEvent::PeerAuditLogChanged {
+                node: peer.get(),
+                seq,
+                shown,
+                now,
+                head,
+            })
+            .await
+        });
     }
 
     /// Appends an event about something that already happened: a failure is logged loudly.

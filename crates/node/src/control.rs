@@ -23,6 +23,15 @@ pub enum Control {
     Heartbeat {
         version: String,
         sent_at_ms: i64,
+        /// The sender's audit-log head, and the audit-head check with the receiver
+        /// (`audit_heads`): the seq it asks the receiver about, its answer to the receiver's
+        /// last question. Absent from nodes that predate them.
+        #[serde(default)]
+        audit_head: Option<mpc_store::AuditHead>,
+        #[serde(default)]
+        audit_question: Option<u64>,
+        #[serde(default)]
+        audit_answer: Option<crate::audit_heads::AuditAnswer>,
     },
     Propose(Proposal),
     /// A participant's result for a proposal, sent to the coordinator.

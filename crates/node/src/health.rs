@@ -10,6 +10,7 @@ use std::{
 use mpc_transport::NodeId;
 use serde::Serialize;
 
+use crate::audit_heads::{AuditHeads, PeerAuditStatus};
 use crate::now_ms;
 
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct Health {
     all: Vec<NodeId>,
     liveness: Duration,
     seen: Mutex<HashMap<NodeId, Seen>>,
+    /// The peers' audit-log heads, checked over the same heartbeats.
+    pub audit: AuditHeads,
 }
 
 /// One node's liveness, as reported by the API.
@@ -35,6 +38,8 @@ pub struct PeerStatus {
     /// Unix milliseconds of the last heartbeat (this node: now).
     pub last_heartbeat_ms: Option<i64>,
     pub version: Option<String>,
+    /// The peer's audit log as this node checked it (none for this node itself).
+    pub audit: Option<PeerAuditStatus>,
 }
 
 impl Health {
@@ -44,6 +49,7 @@ impl Health {
             all,
             liveness,
             seen: Mutex::new(HashMap::new()),
+            audit: AuditHeads::default(),
         }
     }
 
@@ -90,6 +96,7 @@ impl Health {
                         live: true,
                         last_heartbeat_ms: Some(now_ms()),
                         version: Some(crate::VERSION.to_string()),
+                        audit: None,
                     };
                 }
                 let s = seen.get(n);
@@ -98,6 +105,7 @@ impl Health {
                     live: s.is_some_and(|s| s.at.elapsed() < self.liveness),
                     last_heartbeat_ms: s.map(|s| s.at_ms),
                     version: s.map(|s| s.version.clone()),
+                    audit: self.audit.status(*n),
                 }
             })
             .collect()

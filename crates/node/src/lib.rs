@@ -19,6 +19,7 @@
 pub mod adversary;
 pub mod approvals;
 pub mod audit;
+pub mod audit_heads;
 pub mod ceremony;
 mod change;
 pub mod config;

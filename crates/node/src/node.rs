@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::audit_heads::AuditAnswer;
 use crate::{
     config::{Limits, NodeConfig},
     control::Control,
@@ -98,7 +99,7 @@ async fn guard_store(config: &NodeConfig, store: &Store) -> Result<(), NodeError
 async fn audit_start(config: &NodeConfig, store: &Store) -> Result<(), NodeError> {
     let event = mpc_store::AuditEvent::NodeStarted {
         version: env!("CARGO_PKG_VERSION").into(),
-        config_sha256: crate::audit::config_digest(config),
+        config_sha256: crate::audit::config_digest(config)?,
     };
     store.append_audit(&mpc_store::Actor::Node, &event).await?;
     Ok(())
@@ -319,13 +320,27 @@ impl Node {
             .filter(|p| *p != self.id())
             .collect();
         loop {
-            let msg = Control::Heartbeat {
-                version: crate::VERSION.into(),
-                sent_at_ms: now_ms(),
-            };
+            // A store that cannot be read gives no head and no answers: never a false one.
+            let store = &self.inner.store;
+            let audit_head = store.audit_head().await.ok().flatten();
             for &p in &peers {
+                let heads = &self.inner.health.audit;
+                let audit_answer = match heads.asked_by(p) {
+                    Some(seq) => store
+                        .audit_hash_at(seq)
+                        .await
+                        .ok()
+                        .map(|hash| AuditAnswer { seq, hash }),
+                    None => None,
+                };
+                let msg = Control::Heartbeat {
+                    version: crate::VERSION.into(),
+                    sent_at_ms: now_ms(),
+                    audit_head,
+                    audit_question: heads.question_for(p),
+                    audit_answer,
+                };
                 let node = self.clone();
-                let msg = msg.clone();
                 // A dead peer must not delay heartbeats to the others.
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(interval, node.send_control(p, Uuid::nil(), &msg))

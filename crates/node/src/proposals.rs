@@ -87,7 +87,21 @@ impl Node {
                 }
             };
             match msg {
-                Control::Heartbeat { version, .. } => self.inner.health.heard_from(from, version),
+                Control::Heartbeat {
+                    version,
+                    audit_head,
+                    audit_question,
+                    audit_answer,
+                    ..
+                } => {
+                    self.inner.health.heard_from(from, version);
+                    let heads = &self.inner.health.audit;
+                    if let Some(problem) =
+                        heads.heard(from, audit_head, audit_question, audit_answer)
+                    {
+                        self.peer_audit_log_changed(from, problem);
+                    }
+                }
                 Control::Propose(proposal) => {
                     let node = self.clone();
                     let span = tracing::info_span!("participant", node = self.id().get(), session = %proposal.session, kind = proposal.body.kind(), coordinator = from.get());

@@ -567,3 +567,124 @@ async fn signings_and_refusals_are_in_each_nodes_audit_log() {
         assert!(verified.entries >= 3, "node {}", node.id());
     }
 }
+
+/// Polls `check` every 100 ms for up to 20 s.
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn peer_audit(of: &Node, peer: NodeId) -> Option<mpc_node::audit_heads::PeerAuditStatus> {
+    of.health()
+        .statuses()
+        .into_iter()
+        .find(|s| s.node == peer)
+        .and_then(|s| s.audit)
+}
+
+/// Whose audit logs `node`'s own log says changed: (peer, seq, the hash there now).
+async fn logged_changes(node: &Node) -> Vec<(u16, u64, Option<mpc_store::AuditHash>)> {
+    let mut seen: Vec<_> = node
+        .audit_entries(0, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.event {
+            mpc_store::AuditEvent::PeerAuditLogChanged { node, seq, now, .. } => {
+                Some((node, seq, now))
+            }
+            _ => None,
+        })
+        .collect();
+    seen.sort_by_key(|(peer, _, _)| *peer);
+    seen
+}
+
+/// Waits until `node` has checked `peer`'s audit head as it is now; returns that head.
+async fn checked_head(node: &Node, peer: &Node) -> mpc_store::AuditHead {
+    let head = peer.store().audit_head().await.unwrap().unwrap();
+    eventually(
+        &format!("node {} checked node {}'s head", node.id(), peer.id()),
+        || async { peer_audit(node, peer.id()).and_then(|s| s.checked_head) == Some(head) },
+    )
+    .await;
+    head
+}
+
+/// One node's audit log cut and then another's rewritten, underneath the running cluster (as
+/// an attacker with their disks would): the other nodes notice through heartbeats, show it
+/// in cluster health, and keep it in their own audit logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_or_cut_audit_log_is_noticed_by_the_peers() {
+    use mpc_node::audit_heads::AuditProblem;
+    use mpc_store::AuditHash;
+    let c = cluster(3, 2).await;
+    let (n1, n2, n3) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    sqlx::any::install_default_drivers();
+    let raw = |node: &Node| sqlx::AnyPool::connect_lazy(&node.config().store_url()).unwrap();
+
+    // Node 3's last entry deleted.
+    let head3 = checked_head(n1, n3).await;
+    sqlx::query("DELETE FROM audit_log WHERE seq = $1")
+        .bind(i64::try_from(head3.seq).unwrap())
+        .execute(&raw(n3))
+        .await
+        .unwrap();
+    let cut = AuditProblem::Truncated {
+        seq: head3.seq,
+        shown: head3.hash,
+        head: Some(head3.seq - 1).filter(|seq| *seq > 0),
+    };
+    for node in [n1, n2] {
+        eventually(&format!("node {} names node 3", node.id()), || async {
+            peer_audit(node, n3.id()).and_then(|s| s.problem) == Some(cut)
+        })
+        .await;
+    }
+
+    // Node 2 logged that (its head moved on); once its peers checked its new head, that entry's
+    // hash is rewritten.
+    eventually("node 2's log says node 3's changed", || async {
+        logged_changes(n2).await.len() == 1
+    })
+    .await;
+    let head2 = checked_head(n1, n2).await;
+    assert_eq!(checked_head(n3, n2).await, head2);
+    let forged = AuditHash([0xee; 32]);
+    sqlx::query("UPDATE audit_log SET hash = $1 WHERE seq = $2")
+        .bind(forged.to_hex())
+        .bind(i64::try_from(head2.seq).unwrap())
+        .execute(&raw(n2))
+        .await
+        .unwrap();
+    let rewritten = AuditProblem::Rewritten {
+        seq: head2.seq,
+        shown: head2.hash,
+        now: forged,
+    };
+    for node in [n1, n3] {
+        eventually(&format!("node {} names node 2", node.id()), || async {
+            peer_audit(node, n2.id()).and_then(|s| s.problem) == Some(rewritten)
+        })
+        .await;
+    }
+    // Nobody names node 1, whose log nobody touched.
+    for node in [n2, n3] {
+        assert_eq!(peer_audit(node, n1.id()).unwrap().problem, None);
+    }
+    // Node 1 keeps what it saw in its own audit log (appended just after it noticed).
+    eventually("node 1's log has both", || async {
+        logged_changes(n1).await.len() == 2
+    })
+    .await;
+    assert_eq!(
+        logged_changes(n1).await,
+        [(2, head2.seq, Some(forged)), (3, head3.seq, None)]
+    );
+}

@@ -225,6 +225,16 @@ pub enum AuditEvent {
     },
     /// An operator released `node`'s incidents.
     IncidentsReleased { node: u16, released: u64 },
+    /// A peer's audit log changed under this node's eyes (its heartbeats, see
+    /// `mpc_node::audit_heads`): entry `seq`, shown before with `shown`, now has `now`
+    /// (rewritten), or is gone (`now` empty: cut, the peer's head now `head`).
+    PeerAuditLogChanged {
+        node: u16,
+        seq: u64,
+        shown: AuditHash,
+        now: Option<AuditHash>,
+        head: Option<u64>,
+    },
     /// A backup of this store was written (its SHA-256, not its content).
     BackupCreated { bytes: u64, sha256: String },
     /// This store was restored from a backup; the entries before this one are the backup's.
@@ -494,6 +504,24 @@ impl Store {
             seq: entry.seq,
             hash: entry.hash,
         }))
+    }
+
+    /// The hash stored with entry `seq`, if there is one: what this node answers a peer that
+    /// saw that entry as its head (the peer compares it with what it was shown).
+    pub async fn audit_hash_at(&self, seq: u64) -> Result<Option<AuditHash>> {
+        let hash: Option<String> = sqlx::query_scalar("SELECT hash FROM audit_log WHERE seq = $1")
+            .bind(seq_i64(seq)?)
+            .fetch_optional(self.pool())
+            .await
+            .context(|| format!("reading audit_log/{seq}"))?;
+        hash.map(|text| {
+            AuditHash::from_hex(&text).ok_or_else(|| StoreError::Corrupt {
+                table: T,
+                id: seq.to_string(),
+                reason: format!("hash {text:?}"),
+            })
+        })
+        .transpose()
     }
 
     /// Up to `limit` entries after seq `after` with `at_ms >= since_ms`, in chain order.

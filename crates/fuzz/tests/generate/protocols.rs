@@ -118,6 +118,15 @@ pub(super) fn protocol_and_control_seeds() {
             Control::Heartbeat {
                 version: "0.1.0".into(),
                 sent_at_ms: 1_700_000_000_000,
+                audit_head: Some(mpc_store::AuditHead {
+                    seq: 7,
+                    hash: mpc_store::AuditHash([7; 32]),
+                }),
+                audit_question: Some(5),
+                audit_answer: Some(mpc_node::audit_heads::AuditAnswer {
+                    seq: 4,
+                    hash: Some(mpc_store::AuditHash([4; 32])),
+                }),
             },
         ),
         (
