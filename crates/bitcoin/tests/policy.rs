@@ -155,6 +155,80 @@ fn every_rule_refuses_and_names_itself() {
         .is_ok());
 }
 
+/// When approvals are needed: `above_sats` and `outside_allow_list` are alternatives (either
+/// one calls for them), neither means always, a wallet list limits them; with
+/// `outside_allow_list`, the allow-list asks for approvals instead of refusing.
+#[test]
+fn approvals_are_required_where_the_rule_says() {
+    use mpc_bitcoin::approval::{ApprovalPolicy, Approver};
+    use mpc_types::WalletId;
+    let (_, key) = mpc_testkit::schnorr_wallet(2, 3, Network::Regtest);
+    let (_, friend) = mpc_testkit::schnorr_wallet(2, 3, Network::Regtest);
+    let (_, stranger) = mpc_testkit::schnorr_wallet(2, 3, Network::Regtest);
+    let rule = ApprovalPolicy {
+        required: 1,
+        approvers: vec![Approver {
+            name: "a".into(),
+            public_key: hex::encode([0u8; 32]),
+        }],
+        ..ApprovalPolicy::default()
+    };
+    let mut policy = Policy {
+        allowed_destinations: Some(vec![friend
+            .chain_address(Chain::Receive, 0)
+            .unwrap()
+            .to_string()]),
+        approvals: rule,
+        ..Policy::default()
+    };
+    let wallets = [&key];
+    let w = [WalletId::must("w")];
+    let needs = |policy: &Policy, p: &mpc_bitcoin::bitcoin::psbt::Psbt| {
+        let summary = summarize(p, &wallets, &[0], &first_change()).unwrap();
+        let outside = policy
+            .first_outside_allow_list(p, &summary, &wallets)
+            .is_some();
+        let checked = policy.check(
+            p,
+            &summary,
+            &wallets,
+            &HashMap::new(),
+            mpc_bitcoin::Network::Regtest,
+        );
+        (
+            policy.approvals.requires(&w, &summary, outside),
+            checked.map_err(|v| v.rule),
+        )
+    };
+    let small_to_friend = psbt(&key, 10_000, 50_000, 1_000, &friend);
+    let big_to_friend = psbt(&key, 90_000, 50_000, 1_000, &friend);
+    let small_to_stranger = psbt(&key, 10_000, 50_000, 1_000, &stranger);
+    // Neither condition: every transaction; the allow-list still refuses on its own.
+    assert_eq!(needs(&policy, &small_to_friend), (true, Ok(())));
+    assert_eq!(
+        needs(&policy, &small_to_stranger),
+        (true, Err("allowed_destinations"))
+    );
+    // Above an amount (payments + fee, change not counted).
+    policy.approvals.above_sats = Some(50_000);
+    assert_eq!(needs(&policy, &small_to_friend), (false, Ok(())));
+    assert_eq!(needs(&policy, &big_to_friend), (true, Ok(())));
+    // Or outside the allow-list, which then no longer refuses.
+    policy.approvals.outside_allow_list = true;
+    assert_eq!(needs(&policy, &small_to_friend), (false, Ok(())));
+    assert_eq!(needs(&policy, &small_to_stranger), (true, Ok(())));
+    assert_eq!(needs(&policy, &big_to_friend), (true, Ok(())));
+    // Only the wallets listed.
+    policy.approvals.wallets = vec![WalletId::must("other")];
+    assert_eq!(needs(&policy, &small_to_stranger), (false, Ok(())));
+    // Off: the allow-list refuses again.
+    policy.approvals.required = 0;
+    assert_eq!(
+        needs(&policy, &small_to_stranger),
+        (false, Err("allowed_destinations"))
+    );
+}
+
 // ---- approvals: the message an approver signs, and the signer's check ----------------------
 
 mod approvals {
