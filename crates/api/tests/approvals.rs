@@ -1,12 +1,13 @@
 //! Approvals through the API in process (issue 20): a PSBT the node's rule covers answers 202
 //! with a request id; a signer-role client cannot approve it without an approver's key (its
 //! token counts for nothing); two approvers' signatures, posted with a viewer token, sign it;
-//! one rejection ends another.
+//! one rejection ends another; a payment through `/transactions` waits, is signed once
+//! approved, and its registered output is then spent.
 
 mod common;
 
 use axum::http::{Method, StatusCode};
-use common::{cluster, payment, Api};
+use common::{cluster, payment, stranger, Api};
 use ed25519_dalek::{Signer, SigningKey};
 use mpc_api::Role;
 use mpc_bitcoin::{
@@ -172,4 +173,75 @@ async fn pending_until_two_approve_and_a_signer_token_cannot_approve() {
         .await;
     assert_eq!(rejected.status, StatusCode::OK, "{}", rejected.body);
     assert_eq!(rejected.body["state"], json!("rejected"));
+
+    // A payment from registered outputs waits the same way; once approved, it is signed and
+    // the output it spends is marked spent.
+    let registered = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/wallets/{id}/utxos"),
+            Some(Role::Signer),
+            Some(&json!({"utxos": [{
+                "outpoint": format!("{}:0", "cd".repeat(32)),
+                "amount_sats": 200_000,
+                "path": "m/0/3",
+            }]})),
+        )
+        .await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.body
+    );
+    let paid = api
+        .call(
+            Method::POST,
+            "/api/v1/transactions",
+            Some(Role::Signer),
+            Some(&json!({
+                "wallet_id": id,
+                "recipient": stranger().to_string(),
+                "amount_sats": 20_000,
+                "fee_rate_sat_vb": 2.0,
+            })),
+        )
+        .await;
+    assert_eq!(paid.status, StatusCode::ACCEPTED, "{}", paid.body);
+    let payment_id = paid.body["request_id"].as_str().unwrap().to_owned();
+    let approvals = format!("/api/v1/requests/{payment_id}/approvals");
+    for approver in [&alice, &carol] {
+        let answer = api
+            .call(
+                Method::POST,
+                &approvals,
+                Some(Role::Viewer),
+                Some(&decision(approver, &paid.body, Decision::Approve)),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+    let done = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/requests/{payment_id}"),
+            Some(Role::Viewer),
+            None,
+        )
+        .await;
+    assert_eq!(done.body["state"], json!("signed"), "{}", done.body);
+    let utxos = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/wallets/{id}/utxos?include_spent=true"),
+            Some(Role::Viewer),
+            None,
+        )
+        .await;
+    assert_eq!(
+        utxos.body["utxos"][0]["state"],
+        json!("spent"),
+        "{}",
+        utxos.body
+    );
 }
