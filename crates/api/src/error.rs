@@ -70,6 +70,16 @@ error_codes! {
     InvalidTransaction = "invalid_transaction",
     /// A rule of a signer's policy (`details.rule`).
     PolicyRefused = "policy_refused",
+    /// A signer's approval rule: the request lacks enough valid approvals by its approvers
+    /// (`details.rule`, `details.node`).
+    ApprovalsMissing = "approvals_missing",
+    /// An approval whose signature does not verify for this transaction and request, or by a
+    /// key that is no approver's (`details.rule`, `details.node`).
+    ApprovalInvalid = "approval_invalid",
+    /// The request's expiry passed (`details.rule`, `details.node`).
+    ApprovalExpired = "approval_expired",
+    /// A request that waited for approvals is no longer pending (`details.state`).
+    RequestClosed = "request_closed",
     /// A presignature named for signing is used, expired or bound elsewhere.
     PresignatureUnavailable = "presignature_unavailable",
     /// A session id used before: a replay.
@@ -190,6 +200,14 @@ impl ApiError {
             RefusalKind::Policy { rule } => {
                 unprocessable(ErrorCode::PolicyRefused).with_details(json!({"rule": rule}))
             }
+            RefusalKind::Approval { rule } => {
+                let code = match rule.as_str() {
+                    mpc_bitcoin::approval::APPROVAL_EXPIRED => ErrorCode::ApprovalExpired,
+                    mpc_bitcoin::approval::APPROVAL_INVALID => ErrorCode::ApprovalInvalid,
+                    _ => ErrorCode::ApprovalsMissing,
+                };
+                unprocessable(code).with_details(json!({"rule": rule}))
+            }
             RefusalKind::Inputs { inputs } => {
                 unprocessable(ErrorCode::PsbtRefused).with_details(json!({"inputs": inputs}))
             }
@@ -273,6 +291,7 @@ impl From<NodeError> for ApiError {
             | NodeError::Wallet(mpc_bitcoin::WalletError::InvalidTransaction(_))
             | NodeError::Wallet(mpc_bitcoin::WalletError::MalformedPsbt(_))
             | NodeError::Policy(_)
+            | NodeError::Approval(_)
             | NodeError::LimitExceeded { .. }
             | NodeError::FencingTokenRefused(_)
             | NodeError::SessionReplayed(_)
@@ -285,6 +304,10 @@ impl From<NodeError> for ApiError {
                 ErrorCode::WalletError,
                 message,
             ),
+            NodeError::RequestClosed { state, .. } => {
+                Self::new(StatusCode::CONFLICT, ErrorCode::RequestClosed, message)
+                    .with_details(json!({"state": state}))
+            }
             NodeError::Unavailable(_) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::Unavailable,

@@ -7,6 +7,7 @@
 //! details}}`), metrics, the rate limiter (before any handler, so a refused request starts
 //! nothing), then the handler, which checks the caller's role.
 
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod error;
@@ -109,7 +110,7 @@ pub fn jwt_from_config(secret: &[u8], config: &ApiConfig) -> Result<Jwt, SetupEr
     modifiers(&BearerAuth),
     tags(
         (name = "health"), (name = "ceremonies"), (name = "wallets"), (name = "signing"),
-        (name = "audit")
+        (name = "audit"), (name = "approvals")
     )
 )]
 struct ApiDoc;
@@ -155,6 +156,10 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::presignature_stats))
         .routes(routes!(routes::sign_psbt))
         .routes(routes!(payments::transactions))
+        .routes(routes!(approvals::list))
+        .routes(routes!(approvals::show))
+        .routes(routes!(approvals::approve))
+        .routes(routes!(approvals::reject))
 }
 
 /// The router and its OpenAPI document, built together from one list of routes.

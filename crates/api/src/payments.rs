@@ -3,9 +3,10 @@
 use axum::{
     extract::{Path, Query, State},
     http::StatusCode,
+    response::{IntoResponse, Response},
     Json,
 };
-use mpc_node::utxos::{RegisterUtxo, SendReport, SendRequest, UtxoInfo};
+use mpc_node::utxos::{RegisterUtxo, SendOutcome, SendRequest, UtxoInfo};
 use mpc_types::WalletId;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -175,16 +176,19 @@ pub struct TransactionRequest {
 /// Pays `amount_sats` to `recipient` from the wallet's registered outputs: BDK's coin
 /// selection (branch and bound, then single random draw), change to the wallet's next change
 /// address (m/1/i), then signing as `psbt/sign` does (every signer checks the PSBT). Returns
-/// the same as `psbt/sign`, plus `spend` (inputs, fee, change).
+/// the same as `psbt/sign`, plus `spend` (inputs, fee, change). A payment the node's approval
+/// rule covers answers 202 with the pending request, as `psbt/sign` does; its outputs stay
+/// reserved meanwhile.
 #[utoipa::path(post, path = "/api/v1/transactions", tag = "signing", request_body = TransactionRequest,
-    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 200, body = Object), (status = 202, body = Object, description = "waits for approvals"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 504, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn transactions(
     State(s): State<AppState>,
     caller: Caller,
     ApiJson(req): ApiJson<TransactionRequest>,
-) -> Result<Json<SendReport>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(SIGN)?;
     let request = SendRequest::new(
         req.wallet_id,
@@ -192,8 +196,13 @@ pub async fn transactions(
         req.amount_sats,
         req.fee_rate_sat_vb,
     )?;
-    let report =
+    let outcome =
         mpc_node::audit::with_caller(caller.actor(), s.node.send(Uuid::new_v4(), &request)).await?;
-    s.metrics.signed(&report.signed);
-    Ok(Json(report))
+    match outcome {
+        SendOutcome::Sent(report) => {
+            s.metrics.signed(&report.signed);
+            Ok(Json(report).into_response())
+        }
+        SendOutcome::Pending(request) => Ok(crate::approvals::pending(request)),
+    }
 }

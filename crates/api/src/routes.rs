@@ -9,7 +9,7 @@ use axum::{
     Json,
 };
 use mpc_bitcoin::{Chain, Scheme};
-use mpc_node::{ceremony::CreateWallet, keys::WalletInfo, signing::SignReport, Node};
+use mpc_node::{approvals::Submitted, ceremony::CreateWallet, keys::WalletInfo, Node};
 use mpc_protocols::DerivationPath;
 use mpc_types::{NodeId, WalletId};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -505,32 +505,39 @@ impl SignRequest {
 }
 
 /// Signs a PSBT: every signer checks each input and recomputes its sighash; the result is
-/// verified with libsecp256k1 and bitcoinconsensus before it is returned.
+/// verified with libsecp256k1 and bitcoinconsensus before it is returned. A transaction the
+/// node's approval rule covers is not signed: 202 with the pending request
+/// (`/api/v1/requests/{id}`), signed once enough approvers approved it.
 #[utoipa::path(post, path = "/api/v1/wallets/{id}/psbt/sign", tag = "signing", request_body = SignRequest,
     params(("id" = String, Path, description = "wallet id")),
-    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 504, body = ErrorBody)),
+    responses((status = 200, body = Object), (status = 202, body = Object, description = "waits for approvals"),
+        (status = 400, body = ErrorBody), (status = 422, body = ErrorBody), (status = 504, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn sign_psbt(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<WalletId>,
     ApiJson(req): ApiJson<SignRequest>,
-) -> Result<Json<SignReport>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(SIGN)?;
     let mut wallets = vec![id];
     wallets.extend(req.additional_wallets);
-    let report = mpc_node::audit::with_caller(
+    let submitted = mpc_node::audit::with_caller(
         caller.actor(),
-        s.node.sign_psbt(Uuid::new_v4(), &wallets, &req.psbt),
+        s.node.submit_psbt(Uuid::new_v4(), &wallets, &req.psbt),
     )
     .await?;
+    let report = match submitted {
+        Submitted::Signed(report) => report,
+        Submitted::Pending(request) => return Ok(crate::approvals::pending(request)),
+    };
     s.metrics.signed(&report);
     // Registered outputs this transaction spends are spent now; the signature stands even
     // if this bookkeeping fails.
     if let Err(e) = s.node.record_signed(&report).await {
         tracing::warn!(txid = %report.txid, error = %e, "could not mark registered outputs spent");
     }
-    Ok(Json(report))
+    Ok(Json(report).into_response())
 }
 
 /// This document (OpenAPI 3.1, generated from the handlers).

@@ -64,6 +64,9 @@ async fn every_route_answers_each_role_as_documented() {
         "fee_rate_sat_vb": 2.0,
     });
     let w = |suffix: &str| format!("/api/v1/wallets/{taproot_id}{suffix}");
+    // No approval rule here: no request to find (`approvals.rs` runs them for real).
+    let request = |suffix: &str| format!("/api/v1/requests/{}{suffix}", uuid::Uuid::new_v4());
+    let decision = json!({"public_key": "00".repeat(32), "signature": "00".repeat(64)});
     // Evidence to check (it does not verify: the answer says so, with 200).
     let evidence = json!({"evidence": hex::encode(b"not evidence")});
     // A ceremony to look at.
@@ -250,6 +253,38 @@ async fn every_route_answers_each_role_as_documented() {
             ADMIN,
             None,
             StatusCode::ACCEPTED,
+        ),
+        (
+            Method::GET,
+            "/api/v1/requests",
+            "/api/v1/requests?state=pending".into(),
+            READ,
+            None,
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            "/api/v1/requests/{id}",
+            request(""),
+            READ,
+            None,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::POST,
+            "/api/v1/requests/{id}/approvals",
+            request("/approvals"),
+            READ,
+            Some(&decision),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::POST,
+            "/api/v1/requests/{id}/rejections",
+            request("/rejections"),
+            READ,
+            Some(&decision),
+            StatusCode::NOT_FOUND,
         ),
         (
             Method::POST,

@@ -5,6 +5,7 @@
 //! * [`psbt`]: what a signer checks before it signs: each input's owner, path, spent output,
 //!   and the sighash it computes itself.
 //! * [`finalize`]: signatures into the PSBT, finalization, extraction.
+//! * [`approval`]: the approval rule, the message an approver signs, and its check.
 //! * [`build`]: unsigned PSBTs with the derivation records signers need.
 //! * [`spend`]: paying from registered outputs: recipient checks, coin selection (BDK's),
 //!   fee math, the unsigned PSBT with change to the wallet.
@@ -14,6 +15,7 @@
 //! * [`verify`]: the whole transaction through Bitcoin Core's script interpreter
 //!   (`bitcoinconsensus`), with the spent outputs, plus standardness checks consensus omits.
 
+pub mod approval;
 pub mod build;
 pub mod error;
 pub mod finalize;

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use bitcoin::{psbt::Psbt, Address, Amount, ScriptBuf};
+use bitcoin::{psbt::Psbt, Amount};
 use mpc_protocols::DerivationPath;
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +47,9 @@ pub struct Policy {
     pub allow_nonstandard_outputs: bool,
     /// Largest `OP_RETURN` output script signed (one such output per transaction).
     pub max_data_carrier_bytes: usize,
+    /// Human approvals some transactions need (`[policy.approvals]`), checked by every
+    /// signer against this, its own, list of approvers.
+    pub approvals: crate::approval::ApprovalPolicy,
 }
 
 impl Default for Policy {
@@ -61,6 +64,7 @@ impl Default for Policy {
             change_gap: DEFAULT_CHANGE_GAP,
             allow_nonstandard_outputs: false,
             max_data_carrier_bytes: DEFAULT_MAX_DATA_CARRIER_BYTES,
+            approvals: Default::default(),
         }
     }
 }
@@ -309,24 +313,39 @@ impl Policy {
                 ));
             }
         }
-        if let Some(allowed) = &self.allowed_destinations {
-            let network = wallets.first().map(|w| w.network);
-            let scripts: Vec<ScriptBuf> = allowed
-                .iter()
-                .filter_map(|a| a.parse::<Address<_>>().ok())
-                .filter_map(|a| network.and_then(|n| a.require_network(n).ok()))
-                .map(|a| a.script_pubkey())
-                .collect();
-            for (i, out) in psbt.unsigned_tx.output.iter().enumerate() {
-                let is_change = summary.change.iter().any(|c| c.output == i);
-                if !is_change && !scripts.contains(&out.script_pubkey) {
-                    return Err(violation(
-                        "allowed_destinations",
-                        format!("output {i} pays a destination not on the allow-list"),
-                    ));
-                }
-            }
+        // With approvals for outputs outside the allow-list, such an output needs approvals
+        // (checked by the caller) instead of being refused here.
+        let approvals_instead = self.approvals.enabled() && self.approvals.outside_allow_list;
+        if let (Some(i), false) = (
+            self.first_outside_allow_list(psbt, summary, wallets),
+            approvals_instead,
+        ) {
+            return Err(violation(
+                "allowed_destinations",
+                format!("output {i} pays a destination not on the allow-list"),
+            ));
         }
         Ok(())
+    }
+
+    /// The first output that is not change and pays no address of `allowed_destinations`
+    /// (none while no allow-list is set).
+    pub fn first_outside_allow_list(
+        &self,
+        psbt: &Psbt,
+        summary: &SpendSummary,
+        wallets: &[&WalletKey],
+    ) -> Option<usize> {
+        let allowed = self.allowed_destinations.as_ref()?;
+        let scripts =
+            crate::approval::allow_list_scripts(allowed, wallets.first().map(|w| w.network));
+        psbt.unsigned_tx
+            .output
+            .iter()
+            .enumerate()
+            .find_map(|(i, out)| {
+                let is_change = summary.change.iter().any(|c| c.output == i);
+                (!is_change && !scripts.contains(&out.script_pubkey)).then_some(i)
+            })
     }
 }

@@ -48,13 +48,7 @@ pub async fn backup(config_path: &Path, out: &Path) -> Result<()> {
         .await
         .with_context(|| format!("backing up node {}'s store", config.id))?;
     // Never overwrite: an existing file may be the only good backup.
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(out)
-        .with_context(|| format!("creating {} (it must not exist yet)", out.display()))?;
+    let mut file = create_private_file(out)?;
     file.write_all(&backup.bytes)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", out.display()))?;
@@ -143,4 +137,15 @@ fn rows(rows: &std::collections::BTreeMap<String, u64>) -> String {
         .map(|(t, n)| format!("{t}={n}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Creates `path` for this user alone (mode 0600), refusing to overwrite an existing file.
+pub(crate) fn create_private_file(path: &Path) -> Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))
 }

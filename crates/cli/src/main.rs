@@ -129,6 +129,34 @@ enum Command {
         #[command(subcommand)]
         command: commands::ClusterCommand,
     },
+    /// Requests that wait for human approvals.
+    Requests {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        command: commands::RequestsCommand,
+    },
+    /// Approve a pending request with an approver's key (signs the request's transaction,
+    /// wallets, id and expiry, built here from its PSBT).
+    Approve {
+        #[command(flatten)]
+        conn: Conn,
+        request: uuid::Uuid,
+        /// The approver's secret key file (`mpc-wallet approver keygen`).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Reject a pending request with an approver's key: one rejection ends it.
+    Reject {
+        #[command(flatten)]
+        conn: Conn,
+        request: uuid::Uuid,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Approvers' Ed25519 keys (offline).
+    #[command(subcommand)]
+    Approver(commands::ApproverCommand),
     /// API tokens.
     #[command(subcommand)]
     Token(commands::TokenCommand),
@@ -344,6 +372,28 @@ pub(crate) fn main() -> Result<()> {
             commands::run_api(conn.json, commands::cluster(&conn, &command))
         }
         Command::Token(command) => commands::token(&command),
+        Command::Requests { conn, command } => {
+            commands::run_api(conn.json, commands::requests(&conn, &command))
+        }
+        Command::Approve { conn, request, key } => commands::run_api(
+            conn.json,
+            commands::decide(
+                &conn,
+                request,
+                &key,
+                mpc_bitcoin::approval::Decision::Approve,
+            ),
+        ),
+        Command::Reject { conn, request, key } => commands::run_api(
+            conn.json,
+            commands::decide(
+                &conn,
+                request,
+                &key,
+                mpc_bitcoin::approval::Decision::Reject,
+            ),
+        ),
+        Command::Approver(command) => commands::approver(&command),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -313,6 +313,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
                 psbt: psbt.clone(),
                 signers: first_signers.clone(),
                 presignatures: vec![None, None],
+                approvals: None,
             },
             fencing_token: None,
         });

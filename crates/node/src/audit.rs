@@ -85,6 +85,7 @@ pub(crate) fn psbt_summary(psbt_base64: &str) -> (Option<String>, Vec<AuditOutpu
 pub(crate) fn refusal_rule(error: &NodeError) -> String {
     match Refusal::from(error).kind {
         RefusalKind::Policy { rule } => format!("policy:{rule}"),
+        RefusalKind::Approval { rule } => format!("approval:{rule}"),
         RefusalKind::Inputs { inputs } => format!(
             "inputs:{}",
             inputs

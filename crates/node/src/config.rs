@@ -455,6 +455,20 @@ impl NodeConfig {
                 ));
             }
         }
+        self.policy
+            .approvals
+            .validate()
+            .map_err(|e| NodeError::Config(format!("policy.approvals: {e}")))?;
+        // Else the condition could never hold, and nothing would ever need approvals.
+        let approvals = &self.policy.approvals;
+        if approvals.enabled()
+            && approvals.outside_allow_list
+            && self.policy.allowed_destinations.is_none()
+        {
+            return bad(
+                "policy.approvals.outside_allow_list needs policy.allowed_destinations".into(),
+            );
+        }
         self.coordination
             .validate()
             .map_err(|e| NodeError::Config(format!("coordination: {e}")))?;
@@ -525,6 +539,65 @@ mod tests {
                 config.coordination.backend,
                 mpc_coordination::BackendKind::Etcd
             );
+        }
+    }
+
+    /// `[policy.approvals]` is checked when the config loads: M <= N, keys that parse and
+    /// differ, names unique, and an allow-list condition only with an allow-list.
+    #[test]
+    fn an_approval_rule_that_cannot_work_is_refused() {
+        let key = |b: u8| {
+            hex::encode(
+                ed25519_dalek::SigningKey::from_bytes(&[b; 32])
+                    .verifying_key()
+                    .as_bytes(),
+            )
+        };
+        let base = |rule: &str| {
+            format!(
+                r#"id = 1
+data_dir = "/tmp/x"
+[tls]
+ca = "ca.pem"
+certificate = "c.pem"
+private_key = "k.pem"
+[store]
+[cluster]
+threshold = 2
+network = "regtest"
+nodes = [{{ id = 1, address = "127.0.0.1:7001" }}, {{ id = 2, address = "127.0.0.1:7002" }}]
+[policy.approvals]
+{rule}"#
+            )
+        };
+        let approvers = format!(
+            r#"approvers = [{{ name = "a", public_key = "{}" }}, {{ name = "b", public_key = "{}" }}]"#,
+            key(1),
+            key(2)
+        );
+        let ok = NodeConfig::from_toml(&base(&format!("required = 2\n{approvers}"))).unwrap();
+        assert_eq!(ok.policy.approvals.required, 2);
+        assert_eq!(ok.policy.approvals.expiry_secs, 24 * 3600);
+        for (rule, expected) in [
+            (format!("required = 3\n{approvers}"), "only 2 approvers"),
+            (
+                format!(
+                    "required = 1\n{}",
+                    approvers.replace(r#"name = "b""#, r#"name = "a""#)
+                ),
+                "unique",
+            ),
+            (
+                format!("required = 1\n{}", approvers.replace(&key(2), &key(1))),
+                "another approver's key",
+            ),
+            (
+                format!("required = 1\noutside_allow_list = true\n{approvers}"),
+                "needs policy.allowed_destinations",
+            ),
+        ] {
+            let e = NodeConfig::from_toml(&base(&rule)).unwrap_err().to_string();
+            assert!(e.contains(expected), "{e}");
         }
     }
 

@@ -111,6 +111,10 @@ pub enum ProposalBody {
         signers: Vec<NodeId>,
         /// Per input: the presignature to use, if any.
         presignatures: Vec<Option<String>>,
+        /// The human approvals of the request, when it had to wait for them: each signer
+        /// checks them itself against its own approvers (absent on the wire when none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approvals: Option<ApprovalEvidence>,
     },
     /// Key refresh of one wallet: every participant deals, and stores its new share as
     /// pending for `key_epoch` (the wallet's current key epoch plus one).
@@ -118,6 +122,16 @@ pub enum ProposalBody {
         wallet_id: WalletId,
         key_epoch: u64,
     },
+}
+
+/// The approvals of a request as they travel with its signing proposal. Every signer builds
+/// the signed message itself from the PSBT it parsed, with this request id and expiry: a
+/// coordinator that changes either, or the transaction, invalidates the signatures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalEvidence {
+    pub request: Uuid,
+    pub expires_at_ms: i64,
+    pub approvals: Vec<mpc_bitcoin::approval::SignedDecision>,
 }
 
 impl ProposalBody {

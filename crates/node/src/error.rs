@@ -18,6 +18,13 @@ pub enum NodeError {
     Wallet(#[from] mpc_bitcoin::WalletError),
     #[error(transparent)]
     Policy(#[from] mpc_bitcoin::policy::PolicyViolation),
+    /// The human approvals a transaction needs are missing, invalid or expired
+    /// (`[policy.approvals]`).
+    #[error(transparent)]
+    Approval(#[from] mpc_bitcoin::approval::ApprovalViolation),
+    /// A request waiting for approvals that is no longer pending (signed, rejected, expired).
+    #[error("request {id} is {state}, no longer pending")]
+    RequestClosed { id: Uuid, state: String },
     #[error("not found: {0}")]
     NotFound(String),
     #[error("invalid request: {0}")]
@@ -90,6 +97,8 @@ impl NodeError {
             | NodeError::Protocol(_)
             | NodeError::Wallet(_)
             | NodeError::Policy(_)
+            | NodeError::Approval(_)
+            | NodeError::RequestClosed { .. }
             | NodeError::NotFound(_)
             | NodeError::InvalidRequest(_)
             | NodeError::LimitExceeded { .. }

@@ -12,10 +12,12 @@
 //! * [`locks`]: the cluster's ceremony lock and the participants' fencing check.
 //! * [`membership`]: members' presence and wallets' public keys in the cluster backend.
 //! * [`delivery`]: runs a protocol over the mesh.
+//! * [`approvals`]: requests that wait for human approvals (every signer checks them again).
 //! * [`utxos`]: the UTXO registry and payments from it (coin selection, change, signing).
 
 #[cfg(feature = "test-support")]
 pub mod adversary;
+pub mod approvals;
 pub mod audit;
 pub mod audit_heads;
 pub mod ceremony;

@@ -219,6 +219,7 @@ impl Node {
                 psbt,
                 signers,
                 presignatures,
+                approvals,
             } => {
                 let result = self
                     .sign_participant(
@@ -228,6 +229,7 @@ impl Node {
                         &psbt,
                         &signers,
                         &presignatures,
+                        approvals.as_ref(),
                     )
                     .await;
                 let (txid, _) = audit::psbt_summary(&psbt);

@@ -29,6 +29,11 @@ pub enum RefusalKind {
     Policy {
         rule: String,
     },
+    /// The participant's approval rule (`[policy.approvals]`): `approvals_missing`,
+    /// `approval_invalid` or `approval_expired`.
+    Approval {
+        rule: String,
+    },
     /// Inputs the participant does not sign ([`mpc_bitcoin::InputProblem::code`] per input).
     Inputs {
         inputs: Vec<InputRefusal>,
@@ -109,6 +114,9 @@ impl From<&NodeError> for Refusal {
             NodeError::Policy(violation) => RefusalKind::Policy {
                 rule: violation.rule.to_owned(),
             },
+            NodeError::Approval(violation) => RefusalKind::Approval {
+                rule: violation.rule.to_owned(),
+            },
             NodeError::Wallet(WalletError::Inputs(inputs)) => RefusalKind::Inputs {
                 inputs: inputs
                     .iter()
@@ -150,6 +158,7 @@ impl From<&NodeError> for Refusal {
             // A refusal this node relays (it was not the one refusing): its kind, unchanged.
             NodeError::Refused { refusal, .. } => refusal.kind.clone(),
             NodeError::Config(_)
+            | NodeError::RequestClosed { .. }
             | NodeError::Store(_)
             | NodeError::Transport(_)
             | NodeError::Wallet(_)
@@ -198,6 +207,10 @@ mod tests {
                 first: 0,
             })),
             NodeError::Wallet(WalletError::MalformedPsbt("bad".into())),
+            NodeError::Approval(mpc_bitcoin::approval::ApprovalViolation {
+                rule: "approvals_missing",
+                detail: "1 of 2 approvals".into(),
+            }),
             NodeError::LimitExceeded {
                 limit: "max_inputs_per_psbt",
                 detail: "101 inputs".into(),

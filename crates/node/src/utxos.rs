@@ -28,7 +28,13 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::{keys::wallet_key, now_ms, signing::SignReport, Node, NodeError};
+use crate::{
+    approvals::{RequestView, Submitted},
+    keys::wallet_key,
+    now_ms,
+    signing::SignReport,
+    Node, NodeError,
+};
 
 /// A reservation older than this is taken to belong to a request that died (the process
 /// stopped mid-signing), and its outputs are spendable again. Longer than any signing run.
@@ -160,6 +166,14 @@ pub struct SpendDetails {
 }
 
 /// A signed payment: the same report as `psbt/sign`, plus what was spent.
+/// What became of a payment: sent, or waiting for approvals.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
+pub enum SendOutcome {
+    Sent(SendReport),
+    Pending(RequestView),
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SendReport {
     #[serde(flatten)]
@@ -359,7 +373,7 @@ impl Node {
 
     /// Pays `amount` to `recipient` from the wallet's registered outputs, with change to
     /// its next change address, signed through the cluster.
-    pub async fn send(&self, session: Uuid, req: &SendRequest) -> Result<SendReport, UtxoError> {
+    pub async fn send(&self, session: Uuid, req: &SendRequest) -> Result<SendOutcome, UtxoError> {
         let record = self.active_wallet(&req.wallet_id).await?;
         let key = wallet_key(&record)?;
         // Client mistakes first, before anything is selected or reserved.
@@ -437,7 +451,10 @@ impl Node {
             )
             .await;
         match result {
-            Ok((signed, change)) => {
+            // Waiting for approvals: the outputs stay reserved (until the reservation's TTL;
+            // the signed transaction marks them spent).
+            Ok((Submitted::Pending(request), _)) => Ok(SendOutcome::Pending(request)),
+            Ok((Submitted::Signed(signed), change)) => {
                 let inputs: Vec<String> = selection
                     .selected
                     .iter()
@@ -476,7 +493,7 @@ impl Node {
                     fee_rate_sat_vb: selection.fee.to_sat() as f64 / vsize as f64,
                     change,
                 };
-                Ok(SendReport { signed, spend })
+                Ok(SendOutcome::Sent(SendReport { signed, spend }))
             }
             Err(e) => {
                 if let Err(release) = self.store().release_utxos(&reservation).await {
@@ -499,7 +516,7 @@ impl Node {
         recipient: &ScriptBuf,
         amount: Amount,
         change_index: Option<u32>,
-    ) -> Result<(SignReport, Option<ChangeOutput>), UtxoError> {
+    ) -> Result<(Submitted, Option<ChangeOutput>), UtxoError> {
         let change_path = Chain::Change
             .path(change_index.unwrap_or(0))
             .map_err(NodeError::from)?;
@@ -520,10 +537,10 @@ impl Node {
             }),
             _ => None,
         };
-        let signed = self
-            .sign_psbt(session, std::slice::from_ref(wallet_id), &psbt.to_string())
+        let submitted = self
+            .submit_psbt(session, std::slice::from_ref(wallet_id), &psbt.to_string())
             .await?;
-        Ok((signed, change))
+        Ok((submitted, change))
     }
 
     /// The candidates with the stored funding transaction of each selected one attached.

@@ -130,6 +130,7 @@ async fn a_node_whose_store_was_copied_back_never_signs_with_a_used_presignature
                 psbt: spend("b"),
                 signers: NodeId::must_list(&[1, 2]),
                 presignatures: vec![Some(used.clone())],
+                approvals: None,
             },
             &NodeId::must_list(&[2]),
             Duration::from_secs(10),

@@ -80,6 +80,7 @@ async fn propose(
                 psbt: psbt.to_string(),
                 signers: signers.to_vec(),
                 presignatures,
+                approvals: None,
             },
             to,
             Duration::from_secs(30),

@@ -190,6 +190,32 @@ pub enum AuditEvent {
         rule: String,
         error: String,
     },
+    /// A signing request needs human approvals: it waits as `request` until `expires_at_ms`.
+    ApprovalPending {
+        request: Uuid,
+        wallet_ids: Vec<WalletId>,
+        txid: String,
+        outputs: Vec<AuditOutput>,
+        fee_sats: u64,
+        required: u16,
+        expires_at_ms: i64,
+    },
+    /// An approver's signed decision (`approve` or `reject`) on `request` was verified and
+    /// recorded; `public_key` is the approver's (public) Ed25519 key.
+    ApprovalDecided {
+        request: Uuid,
+        approver: String,
+        public_key: String,
+        decision: String,
+    },
+    /// A request that waited for approvals ended: `signed`, `failed`, `rejected` or
+    /// `expired`.
+    ApprovalRequestClosed {
+        request: Uuid,
+        state: String,
+        txid: String,
+        error: Option<String>,
+    },
     /// This node recorded blame against `accused`.
     Incident {
         id: Uuid,

@@ -11,6 +11,7 @@
 //! ([`StoreError::Tampered`]) instead of being used.
 
 mod admin;
+mod approvals;
 mod audit;
 mod aux_info;
 pub mod backup;
@@ -34,6 +35,7 @@ mod utxos;
 mod wallets;
 
 pub use admin::create_postgres_database;
+pub use approvals::{ApprovalRequestRecord, DecisionRecord, RequestState};
 pub use audit::{
     audit_hash, Actor, AuditEntry, AuditError, AuditEvent, AuditHash, AuditHead, AuditOutput,
     AuditVerified,

@@ -77,6 +77,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "key epoch",
         include_str!("../migrations/0009_key_epoch.sql"),
     ),
+    (
+        10,
+        "approvals",
+        include_str!("../migrations/0010_approvals.sql"),
+    ),
 ];
 
 /// How often the write-ahead log is folded into the database file in the background.
@@ -374,7 +379,7 @@ mod tests {
     /// these checksums and refuses to open if one differs.
     #[test]
     fn the_embedded_migrations_are_the_files_and_keep_their_checksums() {
-        const RELEASED: [&str; 9] = [
+        const RELEASED: [&str; 10] = [
             "482f11594afaee7a04a7392ed707c3a1429207678b2321483b511d1db1555192c2f8af72e218427e6d7417ecbbb21501",
             "f718e3c5a6f188b4ced916ed7407afde2ec192d439c1d38bed76ecad23ef71b74f88d1485c88dfce0199e01de92416f6",
             "b752633d571d70791ed32940ffd763b1697f6aaf5ffb4077c633eb649393149fd2fbfab63034c83948c4f4b882890d69",
@@ -384,6 +389,7 @@ mod tests {
             "edf15804a93cfda3b71d0f5da685e84a5110f21d4fe5461d7e210a69a7b1f45e4c182a5278ffa5b28bd65bd9a9e683f9",
             "bf1262ce2d13b98964d3eda9d1d2c7d5f2387705023c93a281b9f8aa1fbd82b46a1fd74c689ba52994aa8c291baa7f52",
             "777ea35f942a0b7e71898c08ce6d580e9e95bae30193259ce771bc86ca72e97205862bd0f06a85a44f6d5234f08aaeea",
+            "91c2833cccedc0c87eff3f297a7e620c2be8f99b3a72d1f082c1ac381691082d4db5402bd4d50a39b792fd924de8c57f",
         ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
         let mut files: Vec<String> = std::fs::read_dir(&dir)

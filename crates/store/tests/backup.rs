@@ -164,6 +164,8 @@ async fn wipe(db: &Db) {
         "funding_transactions",
         "incidents",
         "audit_log",
+        "approval_decisions",
+        "approval_requests",
         "meta",
         "_sqlx_migrations",
     ] {

@@ -281,6 +281,30 @@ impl<'de> Deserialize<'de> for WalletId {
     }
 }
 
+/// What an approver says about a request waiting for approvals. A rejection is signed too,
+/// and never counts as an approval: the decision is part of the signed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Reject => "reject",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Decision> {
+        [Decision::Approve, Decision::Reject]
+            .into_iter()
+            .find(|d| d.as_str() == text)
+    }
+}
+
 /// The two signature schemes, each with its own keys. Named by protocol (`cggmp24`, `frost`)
 /// in the API, the CLI and the store; `ecdsa` and `schnorr` are accepted on input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
-//! The CLI's API commands: `wallet`, `utxo`, `sign`, `send`, `pool`, `cluster` (all through
-//! a node's REST API) and `token issue` (offline). `--json` prints the API's JSON; otherwise
+//! The CLI's API commands: `wallet`, `utxo`, `sign`, `send`, `pool`, `cluster`, `requests`,
+//! `approve`, `reject` (all through a node's REST API), `token issue` and `approver keygen`
+//! (offline). `--json` prints the API's JSON; otherwise
 //! tables. The node URL and token come from `--url`/`--token` or `MPC_WALLET_URL` /
 //! `MPC_WALLET_TOKEN`.
 
@@ -11,6 +12,7 @@ use serde_json::{json, Value};
 
 use crate::client::{ApiClient, ClientError};
 
+mod approvals;
 mod cluster;
 mod pool;
 mod send;
@@ -19,6 +21,7 @@ mod token;
 mod utxo;
 mod wallet;
 
+pub use approvals::{approver, decide, requests, ApproverCommand, RequestsCommand};
 pub use cluster::{cluster, ClusterCommand};
 pub use pool::{pool, PoolCommand};
 pub use send::{send, SendArgs};
@@ -116,6 +119,9 @@ fn s(v: &Value) -> String {
 }
 
 fn print_sign_report(r: &Value) {
+    if r.get("request_id").is_some() {
+        return approvals::print_pending(r);
+    }
     println!("txid      {}", s(&r["txid"]));
     println!("signers   {}", s(&r["signers"]));
     println!(

@@ -155,6 +155,7 @@ pub(super) fn protocol_and_control_seeds() {
                 psbt: psbt_b64.clone(),
                 signers: NodeId::must_list(&[1, 3]),
                 presignatures: vec![Some("p1".into()), None, None],
+                approvals: None,
             }),
         ),
         (

@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::{
     audit,
     config::Limits,
-    control::{InputOutcome, Outcome, ProposalBody},
+    control::{ApprovalEvidence, InputOutcome, Outcome, ProposalBody},
     keys::keygen_indices,
     now_ms,
     proposals::OutcomeEnvelopes,
@@ -41,6 +41,13 @@ use crate::{
 use super::{
     interactive_inputs, interactive_limit, AttemptReport, InputReport, RequestWallets, SignReport,
 };
+
+/// What every attempt proposes as the request gave it: the PSBT (base64) and the approvals.
+#[derive(Clone, Copy)]
+struct Proposed<'a> {
+    psbt_base64: &'a str,
+    approvals: Option<&'a ApprovalEvidence>,
+}
 
 /// Signing attempts per request at most: each may cost seconds of CPU at every signer
 /// (interactive ECDSA), and with one hostile node the second attempt already avoids it.
@@ -56,6 +63,19 @@ impl Node {
         wallet_ids: &[WalletId],
         psbt_base64: &str,
     ) -> Result<SignReport, NodeError> {
+        self.sign_psbt_approved(session, wallet_ids, psbt_base64, None)
+            .await
+    }
+
+    /// [`Self::sign_psbt`] with the approvals of a request that waited for them, sent along
+    /// to every signer.
+    pub(crate) async fn sign_psbt_approved(
+        &self,
+        session: Uuid,
+        wallet_ids: &[WalletId],
+        psbt_base64: &str,
+        approvals: Option<ApprovalEvidence>,
+    ) -> Result<SignReport, NodeError> {
         let (txid, outputs) = audit::psbt_summary(psbt_base64);
         self.audit(AuditEvent::SigningRequested {
             session,
@@ -65,7 +85,7 @@ impl Node {
         })
         .await?;
         let result = self
-            .sign_psbt_unaudited(session, wallet_ids, psbt_base64)
+            .sign_psbt_unaudited(session, wallet_ids, psbt_base64, approvals.as_ref())
             .await;
         let finished = match &result {
             Ok(report) => AuditEvent::SigningFinished {
@@ -94,6 +114,7 @@ impl Node {
         session: Uuid,
         wallet_ids: &[WalletId],
         psbt_base64: &str,
+        approvals: Option<&ApprovalEvidence>,
     ) -> Result<SignReport, NodeError> {
         let started = Instant::now();
         let span = tracing::info_span!("sign", node = self.id().get(), %session);
@@ -103,6 +124,7 @@ impl Node {
             // The coordinator checks first, so a bad request starts no session at all.
             let jobs = analyze(&psbt, &wallets.keys(), &self.tx_rules())?;
             let summary = self.check_policy(&psbt, &jobs, &wallets, true).await?;
+            self.check_approvals(&psbt, &summary, &wallets, approvals)?;
             tracing::debug!(
                 prepare_ms = started.elapsed().as_secs_f64() * 1e3,
                 "coordinator: request checked"
@@ -144,7 +166,10 @@ impl Node {
                         &psbt,
                         &jobs,
                         &signers,
-                        psbt_base64,
+                        Proposed {
+                            psbt_base64,
+                            approvals,
+                        },
                     )
                     .await;
                 let duration_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -311,7 +336,7 @@ impl Node {
         psbt: &Psbt,
         jobs: &[SigningJob],
         signers: &[NodeId],
-        psbt_base64: &str,
+        proposed: Proposed<'_>,
     ) -> Result<(Psbt, Vec<InputReport>), NodeError> {
         let t_start = Instant::now();
         let presignatures = self
@@ -342,9 +367,10 @@ impl Node {
                 session,
                 ProposalBody::Sign {
                     wallet_ids: wallets.records.iter().map(|r| r.id.clone()).collect(),
-                    psbt: psbt_base64.to_string(),
+                    psbt: proposed.psbt_base64.to_string(),
                     signers: signers.to_vec(),
                     presignatures: presignatures.clone(),
+                    approvals: proposed.approvals.cloned(),
                 },
                 signers,
                 timeout,

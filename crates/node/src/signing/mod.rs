@@ -17,6 +17,7 @@ use mpc_types::WalletId;
 use std::collections::HashMap;
 
 use mpc_bitcoin::{
+    approval::{self, ApprovalViolation},
     bitcoin::{consensus, psbt::Psbt, Transaction, Txid},
     policy::{self, ChangeRule, SpendSummary},
     psbt::{analyze, parse_psbt, spent_outputs, JobMessage, SigningJob},
@@ -30,7 +31,11 @@ use tracing::{warn, Instrument};
 use uuid::Uuid;
 
 use crate::{
-    control::Control, keys::wallet_key, now_ms, ready::ReadyPresignatures, Node, NodeError,
+    control::{ApprovalEvidence, Control},
+    keys::wallet_key,
+    now_ms,
+    ready::ReadyPresignatures,
+    Node, NodeError,
 };
 
 /// How one input was signed.
@@ -79,6 +84,11 @@ impl RequestWallets {
     fn keys(&self) -> Vec<&WalletKey> {
         self.keys.iter().collect()
     }
+
+    /// The wallet ids, in the request's order (the order the approval message has them in).
+    fn ids(&self) -> Vec<WalletId> {
+        self.records.iter().map(|r| r.id.clone()).collect()
+    }
 }
 
 impl Node {
@@ -117,6 +127,88 @@ impl Node {
             .policy
             .check(psbt, &summary, &keys, &spent_24h, config.cluster.network)?;
         Ok(summary)
+    }
+
+    /// Whether this node's approval rule covers this request, after the checks the
+    /// coordinator makes of any request (a request refused anyway does not wait).
+    pub(crate) async fn approvals_needed(
+        &self,
+        wallet_ids: &[WalletId],
+        psbt_base64: &str,
+    ) -> Result<bool, NodeError> {
+        if !self.inner.config.policy.approvals.enabled() {
+            return Ok(false);
+        }
+        let wallets = self.request_wallets(wallet_ids).await?;
+        let psbt = parse_psbt(psbt_base64)?;
+        let jobs = analyze(&psbt, &wallets.keys(), &self.tx_rules())?;
+        let summary = self.check_policy(&psbt, &jobs, &wallets, true).await?;
+        Ok(self.approvals_required(&psbt, &summary, &wallets))
+    }
+
+    /// Whether this node's approval rule wants human approvals for this transaction.
+    fn approvals_required(
+        &self,
+        psbt: &Psbt,
+        summary: &SpendSummary,
+        wallets: &RequestWallets,
+    ) -> bool {
+        let policy = &self.inner.config.policy;
+        let outside = policy
+            .first_outside_allow_list(psbt, summary, &wallets.keys())
+            .is_some();
+        policy.approvals.requires(&wallets.ids(), summary, outside)
+    }
+
+    /// The approval check, on this node's own data: when this node's rule wants approvals,
+    /// `evidence` must hold enough valid ones, by this node's approvers, of the message this
+    /// node builds from the PSBT it parsed itself, the request id and the expiry (its own
+    /// clock decides whether that passed).
+    fn check_approvals(
+        &self,
+        psbt: &Psbt,
+        summary: &SpendSummary,
+        wallets: &RequestWallets,
+        evidence: Option<&ApprovalEvidence>,
+    ) -> Result<(), NodeError> {
+        if !self.approvals_required(psbt, summary, wallets) {
+            return Ok(());
+        }
+        let rule = &self.inner.config.policy.approvals;
+        let Some(evidence) = evidence else {
+            return Err(ApprovalViolation {
+                rule: approval::APPROVALS_MISSING,
+                detail: format!(
+                    "this transaction needs {} approvals and has none",
+                    rule.required
+                ),
+            }
+            .into());
+        };
+        // Approvers signed the expiry, but a request this node would not have let wait so
+        // long is not one its rule allows.
+        let longest = i64::try_from(rule.expiry_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let now = now_ms();
+        if evidence.expires_at_ms > now.saturating_add(longest) {
+            return Err(ApprovalViolation {
+                rule: approval::APPROVAL_INVALID,
+                detail: format!(
+                    "the request expires at {} ms, later than this node's expiry_secs allows",
+                    evidence.expires_at_ms
+                ),
+            }
+            .into());
+        }
+        let message = approval::approval_message(
+            psbt,
+            &wallets.ids(),
+            evidence.request,
+            evidence.expires_at_ms,
+            approval::Decision::Approve,
+        )?;
+        let approvers = rule.check(&message, &evidence.approvals, evidence.expires_at_ms, now)?;
+        tracing::info!(request = %evidence.request, ?approvers, "approvals checked");
+        Ok(())
     }
 
     /// Where change may go for `wallets`, as this node knows their change indices.

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::{
     config::Limits,
-    control::{InputOutcome, Outcome},
+    control::{ApprovalEvidence, InputOutcome, Outcome},
     delivery::run_blocking,
     now_ms, Node, NodeError,
 };
@@ -58,6 +58,8 @@ impl Node {
     }
 
     /// The signer's side: every check made here, on this node's own data.
+    // The proposal's parts, as `participate` unpacks them, and who proposed it.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn sign_participant(
         &self,
         coordinator: NodeId,
@@ -66,6 +68,7 @@ impl Node {
         psbt_base64: &str,
         signers: &[NodeId],
         presignatures: &[Option<String>],
+        approvals: Option<&ApprovalEvidence>,
     ) -> Result<Signed, NodeError> {
         let t_start = Instant::now();
         let wallets = self.request_wallets(wallet_ids).await?;
@@ -106,6 +109,9 @@ impl Node {
         }
         // This node's own limits, whatever the coordinator decided.
         let summary = self.check_policy(&psbt, &jobs, &wallets, false).await?;
+        // And this node's approval rule, against its own approvers and clock: a coordinator
+        // cannot skip, reuse or stretch the approvals.
+        self.check_approvals(&psbt, &summary, &wallets, approvals)?;
         self.note_funded_paths(&summary, &wallets.keys(), &wallets.records);
         // Each presignature must be for this wallet, path and signer set (checked again where
         // it is consumed, in the same transaction) and for an ECDSA input.

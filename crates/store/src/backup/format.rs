@@ -23,7 +23,7 @@ pub const BACKUP_FORMAT_VERSION: u32 = 1;
 /// The newest migration whose tables this module knows. A new migration must update
 /// `TABLES` and this number (a unit test below fails until it does), so a backup never
 /// silently leaves out a table or a column.
-pub const BACKUP_SCHEMA_VERSION: i64 = 9;
+pub const BACKUP_SCHEMA_VERSION: i64 = 10;
 /// The oldest schema a backup is made of (the first with the `restores` table).
 pub(super) const OLDEST_SCHEMA_VERSION: i64 = 4;
 
@@ -232,6 +232,41 @@ const TABLES: &[TableSpec] = &[
             ("details", Text),
             ("prev_hash", Text),
             ("hash", Text),
+        ],
+        added: &[],
+    },
+    // Requests waiting for approvals: a restored request still needs every signer's check of
+    // its approvals, and its expiry still holds.
+    TableSpec {
+        name: "approval_requests",
+        since: 10,
+        order: "id",
+        columns: &[
+            ("id", Text),
+            ("wallet_ids", Text),
+            ("psbt", Text),
+            ("txid", Text),
+            ("state", Text),
+            ("required", Int),
+            ("created_at", Int),
+            ("expires_at", Int),
+            ("result", Text),
+            ("error", Text),
+            ("finished_at", Int),
+        ],
+        added: &[],
+    },
+    TableSpec {
+        name: "approval_decisions",
+        since: 10,
+        order: "request_id, public_key",
+        columns: &[
+            ("request_id", Text),
+            ("public_key", Text),
+            ("approver", Text),
+            ("decision", Text),
+            ("signature", Text),
+            ("at", Int),
         ],
         added: &[],
     },

@@ -19,6 +19,7 @@ use uuid::Uuid;
 mod common;
 use common::*;
 
+mod approvals;
 mod audit;
 mod key_epochs;
 mod presignatures;
