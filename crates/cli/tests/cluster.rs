@@ -309,6 +309,7 @@ async fn five_node_processes_generate_sign_survive_attacks_a_killed_signer_and_a
         let proposal = Control::Propose(Proposal {
             session,
             body: ProposalBody::Sign {
+                key_epochs: Vec::new(),
                 wallet_ids: vec![eid.clone(), tid.clone()],
                 psbt: psbt.clone(),
                 signers: first_signers.clone(),

@@ -111,6 +111,11 @@ pub enum ProposalBody {
         signers: Vec<NodeId>,
         /// Per input: the presignature to use, if any.
         presignatures: Vec<Option<String>>,
+        /// The key epoch of each wallet as the coordinator holds it: a signer on another epoch
+        /// (a refresh committed between the two) refuses instead of signing with a share that
+        /// would not combine, which would get it blamed. Absent from older coordinators.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        key_epochs: Vec<u64>,
         /// The human approvals of the request, when it had to wait for them: each signer
         /// checks them itself against its own approvers (absent on the wire when none).
         #[serde(default, skip_serializing_if = "Option::is_none")]

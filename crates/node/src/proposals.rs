@@ -219,13 +219,14 @@ impl Node {
                 psbt,
                 signers,
                 presignatures,
+                key_epochs,
                 approvals,
             } => {
                 let result = self
                     .sign_participant(
                         coordinator,
                         proposal.session,
-                        &wallet_ids,
+                        (&wallet_ids, &key_epochs),
                         &psbt,
                         &signers,
                         &presignatures,

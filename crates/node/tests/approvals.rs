@@ -501,6 +501,7 @@ async fn a_hostile_coordinator_cannot_get_past_the_signers_approval_check() {
         // Sent to each signer alone, so every signer's own answer is seen.
         for &to in &signers {
             let body = ProposalBody::Sign {
+                key_epochs: Vec::new(),
                 wallet_ids: wallets.clone(),
                 psbt: psbt.to_string(),
                 signers: signers.clone(),
@@ -538,6 +539,7 @@ async fn a_hostile_coordinator_cannot_get_past_the_signers_approval_check() {
 
     // The check can pass: the same proposal with two valid approvals is signed by both.
     let body = ProposalBody::Sign {
+        key_epochs: Vec::new(),
         wallet_ids: wallets.clone(),
         psbt: psbt.to_string(),
         signers: signers.clone(),

@@ -136,6 +136,7 @@ async fn keygen_presign_and_sign_a_mixed_transaction() {
         .coordinate(
             Uuid::new_v4(),
             ProposalBody::Sign {
+                key_epochs: Vec::new(),
                 wallet_ids: vec![ecdsa.id.clone()],
                 psbt: one_input.clone(),
                 signers: report.signers.clone(),
@@ -168,6 +169,7 @@ async fn keygen_presign_and_sign_a_mixed_transaction() {
         .coordinate(
             Uuid::new_v4(),
             ProposalBody::Sign {
+                key_epochs: Vec::new(),
                 wallet_ids: vec![ecdsa.id.clone()],
                 psbt: other_path,
                 signers: report.signers.clone(),
@@ -208,6 +210,7 @@ async fn keygen_presign_and_sign_a_mixed_transaction() {
         .coordinate(
             Uuid::new_v4(),
             ProposalBody::Sign {
+                key_epochs: Vec::new(),
                 wallet_ids: vec![ecdsa.id.clone()],
                 psbt: foreign.to_string(),
                 signers: report.signers.clone(),
@@ -329,6 +332,7 @@ async fn refused_sign(
     node.coordinate(
         session,
         ProposalBody::Sign {
+            key_epochs: Vec::new(),
             wallet_ids: vec![wallet_id.clone()],
             psbt: psbt.to_owned(),
             signers: signers.to_vec(),
@@ -438,6 +442,7 @@ async fn every_signer_enforces_its_own_policy() {
         .coordinate(
             Uuid::new_v4(),
             ProposalBody::Sign {
+                key_epochs: Vec::new(),
                 wallet_ids: vec![taproot.id.clone()],
                 psbt: psbt(90_000, 1_000, &allowed_address),
                 signers: NodeId::must_list(&[2, 3]),

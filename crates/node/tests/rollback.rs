@@ -126,6 +126,7 @@ async fn a_node_whose_store_was_copied_back_never_signs_with_a_used_presignature
         .coordinate(
             Uuid::new_v4(),
             ProposalBody::Sign {
+                key_epochs: Vec::new(),
                 wallet_ids: vec![ecdsa.id.clone()],
                 psbt: spend("b"),
                 signers: NodeId::must_list(&[1, 2]),

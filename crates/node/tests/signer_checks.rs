@@ -76,6 +76,7 @@ async fn propose(
         .coordinate(
             Uuid::new_v4(),
             ProposalBody::Sign {
+                key_epochs: Vec::new(),
                 wallet_ids: vec![wallet_id.clone()],
                 psbt: psbt.to_string(),
                 signers: signers.to_vec(),

@@ -148,6 +148,7 @@ pub(super) fn protocol_and_control_seeds() {
         (
             "sign",
             propose(ProposalBody::Sign {
+                key_epochs: Vec::new(),
                 wallet_ids: vec![
                     mpc_types::WalletId::must("w1"),
                     mpc_types::WalletId::must("w2"),

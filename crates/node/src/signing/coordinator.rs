@@ -370,6 +370,7 @@ impl Node {
                     psbt: proposed.psbt_base64.to_string(),
                     signers: signers.to_vec(),
                     presignatures: presignatures.clone(),
+                    key_epochs: wallets.records.iter().map(|r| r.key_epoch).collect(),
                     approvals: proposed.approvals.cloned(),
                 },
                 signers,

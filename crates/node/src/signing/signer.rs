@@ -25,7 +25,7 @@ use crate::{
     now_ms, Node, NodeError,
 };
 
-use super::{interactive_inputs, interactive_limit};
+use super::{interactive_inputs, interactive_limit, RequestWallets};
 
 impl Node {
     /// Starts this node's FROST signing of one Taproot input: the nonce commitments go out at
@@ -57,6 +57,38 @@ impl Node {
         })))
     }
 
+    /// The coordinator's key epochs (when it sent them) must be this node's: a signer whose
+    /// wallet was refreshed on one side only would sign with a share that does not combine,
+    /// and be named for it. A refusal, not blame: the request fails and can be sent again.
+    fn check_key_epochs(
+        &self,
+        wallets: &RequestWallets,
+        key_epochs: &[u64],
+    ) -> Result<(), NodeError> {
+        if key_epochs.is_empty() {
+            return Ok(());
+        }
+        if key_epochs.len() != wallets.records.len() {
+            return Err(NodeError::InvalidRequest(format!(
+                "{} key epochs for {} wallets",
+                key_epochs.len(),
+                wallets.records.len()
+            )));
+        }
+        for (record, &theirs) in wallets.records.iter().zip(key_epochs) {
+            if record.key_epoch != theirs {
+                return Err(NodeError::InvalidRequest(format!(
+                    "wallet {} is at key epoch {} on node {}, not {theirs} as proposed (a refresh \
+                     committed between them): send the request again",
+                    record.id,
+                    record.key_epoch,
+                    self.id()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// The signer's side: every check made here, on this node's own data.
     // The proposal's parts, as `participate` unpacks them, and who proposed it.
     #[allow(clippy::too_many_arguments)]
@@ -64,7 +96,7 @@ impl Node {
         &self,
         coordinator: NodeId,
         session: Uuid,
-        wallet_ids: &[WalletId],
+        (wallet_ids, key_epochs): (&[WalletId], &[u64]),
         psbt_base64: &str,
         signers: &[NodeId],
         presignatures: &[Option<String>],
@@ -72,6 +104,7 @@ impl Node {
     ) -> Result<Signed, NodeError> {
         let t_start = Instant::now();
         let wallets = self.request_wallets(wallet_ids).await?;
+        self.check_key_epochs(&wallets, key_epochs)?;
         let indices = self.check_signers(&wallets.records[0], signers)?;
         let psbt = parse_psbt(psbt_base64)?;
         // Invariants 2 and 9: the sighashes are computed here, from the PSBT and the spent

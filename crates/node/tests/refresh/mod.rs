@@ -14,8 +14,9 @@ use mpc_node::{
     adversary::{Adversary, Attack, Target},
     keys::WalletInfo,
     testing::{spend_to_self, start, start_node, wait_all_live, wallet_request, Cluster},
-    Node,
+    Node, NodeError,
 };
+use mpc_node::{control::ProposalBody, refusal::RefusalKind};
 use mpc_store::AuditEvent;
 use mpc_types::{NodeId, WalletId};
 use uuid::Uuid;
@@ -160,6 +161,35 @@ async fn a_frost_refresh_changes_every_share_and_keeps_the_key() {
     for node in &c.nodes[1..] {
         assert_eq!(audited(node, session, "committed").await, ["committed"]);
     }
+    // A coordinator still on the old key epoch (a refresh committed between it and its
+    // signers): each signer refuses, naming the epochs, instead of signing with a share that
+    // does not combine and being blamed for it.
+    let record = c.nodes[0].store().wallet(&w.id).await.unwrap().unwrap();
+    let psbt = spend_to_self(&mpc_node::keys::wallet_key(&record).unwrap(), "stale");
+    let signers = NodeId::must_list(&[1, 2]);
+    let stale = c.nodes[0]
+        .coordinate(
+            Uuid::new_v4(),
+            ProposalBody::Sign {
+                key_epochs: vec![0],
+                wallet_ids: vec![w.id.clone()],
+                psbt,
+                signers: signers.clone(),
+                presignatures: vec![None],
+                approvals: None,
+            },
+            &signers,
+            Duration::from_secs(10),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&stale, NodeError::Refused { refusal, .. }
+            if refusal.kind == RefusalKind::InvalidRequest
+                && refusal.message.contains("key epoch 1 on node")),
+        "{stale:?}"
+    );
     // Signs on two signer sets after the refresh (each verified).
     let first = signs(&c.nodes[0], &w, "a").await;
     let second = signs(&c.nodes[2], &w, "b").await;
