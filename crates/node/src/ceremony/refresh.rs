@@ -17,7 +17,7 @@ use mpc_protocols::{
     signature::PublicKey,
     PartyIndex,
 };
-use mpc_store::{AuditEvent, PendingShare, WalletRecord};
+use mpc_store::{AuditEvent, CeremonyRecord, PendingShare, WalletRecord};
 use mpc_transport::{NodeId, SessionId};
 use mpc_types::WalletId;
 use rand_core::OsRng;
@@ -35,6 +35,8 @@ use crate::{
 
 /// The ceremony's kind in records, audit entries and proposals.
 const KIND: &str = "refresh";
+/// In a running record's result: the coordinator decided to commit (it announces it next).
+const COMMIT: &str = "commit_decided";
 /// How often, and how many times, an undecided participant asks the coordinator.
 const ASK_EVERY: Duration = Duration::from_millis(500);
 const ASK_TIMES: u32 = 240;
@@ -167,13 +169,41 @@ impl Node {
             }
         });
         // The decision is recorded before anyone hears it, so that a participant asking later
-        // gets the same answer, even from this node after a restart.
-        let decided = match &agreed {
-            Ok(()) => Ok(serde_json::json!({ "key_epoch": key_epoch })),
-            Err(e) => Err(e.to_string()),
+        // gets the same answer, even from this node after a restart. A commit is kept in the
+        // still-running record (`COMMIT`): the record becomes `succeeded`, with the report
+        // clients poll for, only once the commit was announced. A commit this node could not
+        // record is not announced: the refresh aborts.
+        let agreed = match agreed {
+            Ok(()) => {
+                let decision = CeremonyRecord {
+                    id: session.to_string(),
+                    kind: KIND.into(),
+                    state: "running".into(),
+                    coordinator: self.id(),
+                    request: request.clone(),
+                    result: Some(serde_json::json!({ COMMIT: true, "key_epoch": key_epoch })),
+                    error: None,
+                    started_at,
+                    finished_at: None,
+                };
+                self.inner
+                    .store
+                    .put_ceremony(&decision)
+                    .await
+                    .map_err(NodeError::from)
+            }
+            Err(e) => Err(e),
         };
-        self.record_ceremony(session, KIND, request.clone(), started_at, &decided)
+        if let Err(e) = &agreed {
+            self.record_ceremony(
+                session,
+                KIND,
+                request.clone(),
+                started_at,
+                &Err(e.to_string()),
+            )
             .await;
+        }
         match agreed {
             Ok(()) => {
                 let missing = self.finish_ceremony(session, participants, Ok(())).await;
@@ -377,6 +407,7 @@ impl Node {
             Some(r) if r.state == "failed" => {
                 Some(Err(r.error.unwrap_or_else(|| "the refresh failed".into())))
             }
+            Some(r) if r.result.as_ref().is_some_and(|v| v[COMMIT] == true) => Some(Ok(())),
             Some(_) if Deciding::is(self, session) => None,
             Some(_) => Some(Err(
                 "the coordinator restarted before deciding the refresh".into()
