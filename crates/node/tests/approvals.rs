@@ -21,7 +21,7 @@ use mpc_node::{
     now_ms,
     refusal::RefusalKind,
     testing::{start, start_node, wait_all_live, wallet, Cluster},
-    NodeError,
+    Node, NodeError,
 };
 use mpc_store::{ApprovalRequestRecord, AuditEvent, RequestState};
 use mpc_types::{NodeId, WalletId};
@@ -123,6 +123,15 @@ fn approval_rule(e: &NodeError) -> &str {
     }
 }
 
+/// `node` refuses `approval` of `request` as `approval_invalid`.
+async fn invalid_approval(node: &Node, request: Uuid, approval: &SignedDecision) {
+    let err = node
+        .decide(request, Decision::Approve, approval)
+        .await
+        .unwrap_err();
+    assert_eq!(approval_rule(&err), "approval_invalid");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_of_three_approvals_then_signed_and_verified() {
     let c = cluster().await;
@@ -158,17 +167,9 @@ async fn two_of_three_approvals_then_signed_and_verified() {
         expires,
         Decision::Approve,
     );
-    let err = n1
-        .decide(request, Decision::Approve, &forged)
-        .await
-        .unwrap_err();
-    assert_eq!(approval_rule(&err), "approval_invalid");
+    invalid_approval(n1, request, &forged).await;
     forged.public_key = public("alice");
-    let err = n1
-        .decide(request, Decision::Approve, &forged)
-        .await
-        .unwrap_err();
-    assert_eq!(approval_rule(&err), "approval_invalid");
+    invalid_approval(n1, request, &forged).await;
     let elsewhere = sign(
         "alice",
         &psbt,
@@ -177,18 +178,10 @@ async fn two_of_three_approvals_then_signed_and_verified() {
         expires,
         Decision::Approve,
     );
-    let err = n1
-        .decide(request, Decision::Approve, &elsewhere)
-        .await
-        .unwrap_err();
-    assert_eq!(approval_rule(&err), "approval_invalid");
+    invalid_approval(n1, request, &elsewhere).await;
     // A rejection's signature is no approval.
     let rejection = sign("alice", &psbt, &wallets, request, expires, Decision::Reject);
-    let err = n1
-        .decide(request, Decision::Approve, &rejection)
-        .await
-        .unwrap_err();
-    assert_eq!(approval_rule(&err), "approval_invalid");
+    invalid_approval(n1, request, &rejection).await;
 
     let alice = sign(
         "alice",
