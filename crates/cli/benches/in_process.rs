@@ -19,23 +19,13 @@ use mpc_protocols::{
     ecdsa::{AuxInfo, PrimesFile, SighashPreimage},
     local, DerivationPath, PartyIndex,
 };
+use mpc_testkit::process_cpu_ms;
 
 const BACKEND: &str = if cfg!(feature = "backend-rug") {
     "rug"
 } else {
     "num-bigint"
 };
-
-/// Process CPU time (all threads) in ms, from /proc (Linux).
-fn cpu_ms() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the ")" that closes the command name: utime is the 12th, stime the 13th.
-    let rest = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
-    ticks * 10.0 // USER_HZ is 100 on Linux
-}
 
 struct Row {
     phase: String,
@@ -53,13 +43,13 @@ fn measure<T>(
 ) -> Vec<T> {
     let mut samples = Vec::with_capacity(iterations);
     let mut outs = Vec::with_capacity(iterations);
-    let cpu0 = cpu_ms();
+    let cpu0 = process_cpu_ms();
     for _ in 0..iterations {
         let started = Instant::now();
         outs.push(f());
         samples.push(started.elapsed().as_secs_f64() * 1e3);
     }
-    let cpu = (cpu_ms() - cpu0) / iterations as f64;
+    let cpu = (process_cpu_ms() - cpu0) / iterations as f64;
     samples.sort_by(f64::total_cmp);
     let row = Row {
         phase: phase.into(),

@@ -34,6 +34,18 @@ fn read(path: PathBuf) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// This process's CPU time (user + system, all threads, finished ones included) in ms, from
+/// /proc/self/stat (Linux; 10 ms resolution): what the benchmarks report as CPU.
+pub fn process_cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the ")" that closes the command name: utime is the 12th, stime the 13th.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|u| u.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    ticks * 10.0 // USER_HZ is 100 on Linux
+}
+
 /// The nine fixture prime sets.
 pub fn primes() -> Vec<Primes> {
     serde_json::from_slice::<PrimesFile>(&read(fixtures_dir().join("primes.json")))
