@@ -21,6 +21,9 @@ use mpc_node::testing::{start, wallet_request, Cluster};
 #[path = "refresh/mod.rs"]
 mod refresh;
 
+#[path = "aux_info/mod.rs"]
+mod aux_info;
+
 async fn cluster(n: u16, t: u16) -> Cluster {
     start(n, t, |_| {}).await
 }
