@@ -71,6 +71,16 @@ pub struct PoolLimits {
     pub ttl_ms: u64,
 }
 
+impl PoolLimits {
+    /// Ready presignatures wanted per (path, signer set) for `outputs` outputs there.
+    pub fn wanted(&self, outputs: u64) -> u64 {
+        outputs
+            .saturating_mul(u64::from(self.per_output))
+            .min(u64::from(self.target))
+            .min(u64::from(self.max))
+    }
+}
+
 impl Default for PoolLimits {
     fn default() -> Self {
         Self {

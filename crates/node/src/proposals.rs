@@ -119,6 +119,15 @@ impl Node {
                 Control::Abort { session, reason } => {
                     self.commit_arrived(from, session, Err(reason))
                 }
+                Control::Retire {
+                    wallet_id,
+                    presignatures,
+                } => {
+                    let node = self.clone();
+                    tokio::spawn(async move {
+                        node.retire_arrived(from, wallet_id, presignatures).await
+                    });
+                }
                 Control::Signed {
                     wallet_ids,
                     psbt,

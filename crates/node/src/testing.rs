@@ -248,3 +248,8 @@ pub fn spend_to_self(key: &mpc_bitcoin::WalletKey, label: &str) -> String {
     let first = mpc_bitcoin::Chain::Receive.path(0).unwrap();
     spend(key, &first, 10_000, label, 1, 9_000)
 }
+
+/// Delivers a `Control::Retire` notice to `node` as if `from` had sent it.
+pub async fn retire_notice(node: &Node, from: NodeId, wallet_id: &WalletId, ids: Vec<String>) {
+    node.retire_arrived(from, wallet_id.clone(), ids).await
+}

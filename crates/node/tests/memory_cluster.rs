@@ -18,6 +18,8 @@ use uuid::Uuid;
 
 use mpc_node::testing::{start, wallet_request, Cluster};
 
+#[path = "pool/mod.rs"]
+mod pool;
 #[path = "refresh/mod.rs"]
 mod refresh;
 

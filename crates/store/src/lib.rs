@@ -56,5 +56,5 @@ pub use rollback::{witnessed_position, GuardCheck, Position};
 pub use signing::{PresignatureUse, SigningRefusal};
 pub use spends::SpendLimit;
 pub use store::Store;
-pub use utxos::{NewUtxo, Reservation, UtxoOrigin, UtxoRecord, UtxoState};
+pub use utxos::{NewUtxo, PathUtxoCounts, Reservation, UtxoOrigin, UtxoRecord, UtxoState};
 pub use zeroize::Zeroizing;
