@@ -22,6 +22,8 @@ use mpc_node::testing::{start, wallet_request, Cluster};
 mod pool;
 #[path = "refresh/mod.rs"]
 mod refresh;
+#[path = "webhooks/mod.rs"]
+mod webhooks;
 
 async fn cluster(n: u16, t: u16) -> Cluster {
     start(n, t, |_| {}).await
