@@ -220,7 +220,13 @@ async fn the_pool_fills_in_the_background_and_serves_a_burst() {
     assert!(mine["used_last_hour"].as_u64().unwrap() >= BURST as u64);
     let utilization = mine["utilization"].as_f64().unwrap();
     assert!(utilization >= 0.9, "utilization {utilization}: {mine}");
-    eprintln!("pool: utilization {utilization:.2} after the burst");
+    let cpu_ms = mine["generation_cpu_ms_p50"].as_f64().unwrap();
+    let per_consumed = mine["cpu_s_per_consumed"].as_f64().unwrap();
+    assert!(cpu_ms > 0.0 && per_consumed > 0.0, "{mine}");
+    eprintln!(
+        "pool: utilization {utilization:.2} after the burst; this node's CPU per presignature \
+         {cpu_ms:.0} ms, the signer set's CPU per consumed presignature {per_consumed:.2} s"
+    );
     let t0 = Instant::now();
     loop {
         let after = pool_stats(&viewer, &id).await;

@@ -64,6 +64,7 @@ pub(crate) struct Inner {
     pub(crate) fencing: tokio::sync::Mutex<()>,
     /// How each failed protocol session ended, for [`Node::attribute`].
     delivery_failures: DeliveryFailures,
+    pub(crate) webhooks: crate::webhooks::Webhooks,
 }
 
 /// A running node. Cheap to clone.
@@ -144,7 +145,7 @@ impl Node {
         mesh_config.max_streams_per_peer = config.limits.max_streams_per_peer;
         mesh_config.frame_read_timeout = Limits::ms(config.limits.frame_read_timeout_ms);
         let mesh = Arc::new(QuicMesh::start(mesh_config, router.clone()).await?);
-        let node = Self::assemble(config, store, mesh.clone(), router, control, Some(mesh));
+        let node = Self::assemble(config, store, mesh.clone(), router, control, Some(mesh))?;
         node.import_primes().await?;
         Ok(node)
     }
@@ -160,9 +161,7 @@ impl Node {
     ) -> Result<Self, NodeError> {
         guard_store(&config, &store).await?;
         audit_start(&config, &store).await?;
-        Ok(Self::assemble(
-            config, store, transport, router, control, None,
-        ))
+        Self::assemble(config, store, transport, router, control, None)
     }
 
     fn assemble(
@@ -172,7 +171,8 @@ impl Node {
         router: Arc<Router>,
         control: ControlInbox,
         mesh: Option<Arc<QuicMesh>>,
-    ) -> Self {
+    ) -> Result<Self, NodeError> {
+        let webhooks = crate::webhooks::Webhooks::start(&config.webhooks, config.id)?;
         let health = Health::new(
             config.id,
             config.node_ids(),
@@ -198,6 +198,7 @@ impl Node {
                 backend: tokio::sync::OnceCell::new(),
                 fencing: tokio::sync::Mutex::new(()),
                 delivery_failures: DeliveryFailures::default(),
+                webhooks,
             }),
         };
         node.spawn(node.clone().dispatch(control));
@@ -208,7 +209,7 @@ impl Node {
         let settling = node.clone();
         node.spawn(async move { settling.settle_pending_at_start().await });
         info!(node = node.id().get(), "node started");
-        node
+        Ok(node)
     }
 
     pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {

@@ -65,6 +65,18 @@ struct Generation {
     last_refill_ms: Option<i64>,
     /// Milliseconds per presignature of recent runs (bounded).
     per_presignature_ms: VecDeque<f64>,
+    /// CPU milliseconds this node's party spent per presignature, recent ones (bounded).
+    cpu_ms: VecDeque<f64>,
+}
+
+/// Recent samples kept per wallet for the percentiles.
+const SAMPLES: usize = 1000;
+
+fn push_sample(samples: &mut VecDeque<f64>, value: f64) {
+    samples.push_back(value);
+    while samples.len() > SAMPLES {
+        samples.pop_front();
+    }
 }
 
 /// Pool levels and statistics of one wallet, as the API reports them.
@@ -93,6 +105,13 @@ pub struct WalletPoolStats {
     pub generation_ms_p50: Option<f64>,
     pub generation_ms_p90: Option<f64>,
     pub generation_ms_p99: Option<f64>,
+    /// CPU milliseconds this node's party spent per presignature (median of recent ones,
+    /// measured on the protocol thread; as leader or as any other signer).
+    pub generation_cpu_ms_p50: Option<f64>,
+    /// CPU seconds of the whole signer set per consumed presignature: this node's CPU per
+    /// presignature times the signers per set (every party does the same work), over
+    /// `utilization`. What one signature from the pool costs the cluster.
+    pub cpu_s_per_consumed: Option<f64>,
     /// Whether this node drives refill.
     pub leader: bool,
 }
@@ -521,10 +540,7 @@ impl Node {
             g.last_refill_ms = Some(now_ms());
             let each = took.as_secs_f64() * 1e3 / count as f64;
             for _ in 0..count {
-                g.per_presignature_ms.push_back(each);
-            }
-            while g.per_presignature_ms.len() > 1000 {
-                g.per_presignature_ms.pop_front();
+                push_sample(&mut g.per_presignature_ms, each);
             }
         }
         info!(
@@ -534,6 +550,14 @@ impl Node {
             ms = took.as_millis() as u64,
             "pool refilled"
         );
+    }
+
+    /// Records the CPU time this node's party spent on one presignature of `wallet_id`.
+    pub(crate) fn record_generation_cpu(&self, wallet_id: &WalletId, cpu: Duration) {
+        if let Ok(mut stats) = self.inner.pool.stats.lock() {
+            let g = stats.entry(wallet_id.clone()).or_default();
+            push_sample(&mut g.cpu_ms, cpu.as_secs_f64() * 1e3);
+        }
     }
 
     /// Pool levels and statistics for every active ECDSA wallet.
@@ -573,6 +597,10 @@ impl Node {
             let used_total: u64 = levels.iter().map(|l| l.consumed).sum();
             let held_total: u64 = levels.iter().map(|l| l.generated).sum();
             let kept = levels.iter().filter(|l| l.ready > 0).count().max(1) as f64;
+            let utilization = (held_total > 0).then(|| used_total as f64 / held_total as f64);
+            let mut cpu: Vec<f64> = generation.cpu_ms.iter().copied().collect();
+            cpu.sort_by(f64::total_cmp);
+            let generation_cpu_ms_p50 = percentile(&cpu, 0.5);
             out.push(WalletPoolStats {
                 wallet_id: wallet.id.clone(),
                 target: limits.target,
@@ -585,7 +613,11 @@ impl Node {
                     ready_total as f64 / (f64::from(limits.target) * kept)
                 },
                 held_total,
-                utilization: (held_total > 0).then(|| used_total as f64 / held_total as f64),
+                utilization,
+                generation_cpu_ms_p50,
+                cpu_s_per_consumed: generation_cpu_ms_p50
+                    .zip(utilization.filter(|u| *u > 0.0))
+                    .map(|(ms, u)| ms * f64::from(wallet.threshold) / 1e3 / u),
                 used_total,
                 used_last_hour,
                 levels: levels

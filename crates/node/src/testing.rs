@@ -90,6 +90,7 @@ pub fn config(id: NodeId, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
             ..Default::default()
         },
         coordination: Default::default(),
+        webhooks: Vec::new(),
     }
 }
 
