@@ -410,7 +410,7 @@ fn crt_projection(me: &DirtyAuxInfo<Level>, primes: &PregeneratedPrimes<Level>, 
         "primes.json[0] is aux-info-5.json[0]'s Paillier key"
     );
     assert!(
-        &(hat_p * hat_q) == &params.hat_N,
+        hat_p * hat_q == params.hat_N,
         "primes.json[0] holds N-hat_0's primes"
     );
     let crt_hat = CrtExp::build_n(hat_p, hat_q).expect("crt");
