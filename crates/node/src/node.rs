@@ -53,8 +53,9 @@ pub(crate) struct Inner {
     pub(crate) notice_checks: Arc<tokio::sync::Semaphore>,
     pub(crate) waiters: Mutex<HashMap<Uuid, Waiter>>,
     pub(crate) commit_waiters: Mutex<HashMap<Uuid, CommitWaiter>>,
-    /// Refresh sessions this node coordinates now (undecided until removed).
-    pub(crate) refreshing: Mutex<std::collections::HashSet<Uuid>>,
+    /// Two-phase ceremonies (refresh, aux info) this node coordinates now (undecided until
+    /// removed).
+    pub(crate) deciding: Mutex<std::collections::HashSet<Uuid>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     mesh: Option<Arc<QuicMesh>>,
     /// The cluster backend (ceremony lock, refill election), connected on first use.
@@ -193,7 +194,7 @@ impl Node {
                 notice_checks: Arc::new(tokio::sync::Semaphore::new(crate::change::NOTICE_CHECKS)),
                 waiters: Mutex::new(HashMap::new()),
                 commit_waiters: Mutex::new(HashMap::new()),
-                refreshing: Mutex::default(),
+                deciding: Mutex::default(),
                 tasks: Mutex::new(Vec::new()),
                 mesh,
                 backend: tokio::sync::OnceCell::new(),
@@ -209,7 +210,7 @@ impl Node {
         node.spawn(node.clone().pool_service());
         node.spawn(node.clone().membership_service());
         let settling = node.clone();
-        node.spawn(async move { settling.settle_pending_refreshes().await });
+        node.spawn(async move { settling.settle_pending_at_start().await });
         info!(node = node.id().get(), "node started");
         Ok(node)
     }

@@ -27,6 +27,21 @@ pub struct Cluster {
     dir: PathBuf,
 }
 
+impl Cluster {
+    /// Restarts node `k` (0-based) on its store, with its config as `adjust` changes it: its
+    /// tasks end (a wait for a decision among them) and it starts as any node does. Waits
+    /// until every node hears every other.
+    pub async fn restart(&mut self, k: usize, adjust: impl Fn(&mut NodeConfig)) {
+        let node = self.nodes[k].clone();
+        node.shutdown().await;
+        self.network.disconnect(node.id());
+        let mut cfg = node.config().clone();
+        adjust(&mut cfg);
+        self.nodes[k] = start_node(cfg, &self.network).await;
+        wait_all_live(&self.nodes).await;
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -25,6 +25,9 @@ mod refresh;
 #[path = "webhooks/mod.rs"]
 mod webhooks;
 
+#[path = "aux_info/mod.rs"]
+mod aux_info;
+
 async fn cluster(n: u16, t: u16) -> Cluster {
     start(n, t, |_| {}).await
 }

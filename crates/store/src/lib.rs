@@ -49,8 +49,8 @@ pub use error::{Result, StoreError};
 pub use incidents::{IncidentKind, IncidentRecord};
 pub use key_epochs::KeyEpochCommit;
 pub use records::{
-    Backend, CeremonyRecord, PendingShare, PoolLevel, PresignatureRecord, PresignatureState,
-    WalletRecord, WalletState,
+    Backend, CeremonyRecord, PendingAuxInfo, PendingShare, PoolLevel, PresignatureRecord,
+    PresignatureState, WalletRecord, WalletState,
 };
 pub use rollback::{witnessed_position, GuardCheck, Position};
 pub use signing::{PresignatureUse, SigningRefusal};
