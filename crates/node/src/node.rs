@@ -65,6 +65,8 @@ pub(crate) struct Inner {
     /// How each failed protocol session ended, for [`Node::attribute`].
     delivery_failures: DeliveryFailures,
     pub(crate) webhooks: crate::webhooks::Webhooks,
+    /// Signings refused since start: as coordinator, as signer (`Node::refusals`).
+    pub(crate) refusals: [std::sync::atomic::AtomicU64; 2],
 }
 
 /// A running node. Cheap to clone.
@@ -199,6 +201,7 @@ impl Node {
                 fencing: tokio::sync::Mutex::new(()),
                 delivery_failures: DeliveryFailures::default(),
                 webhooks,
+                refusals: Default::default(),
             }),
         };
         node.spawn(node.clone().dispatch(control));
