@@ -558,8 +558,9 @@ pub struct PoolStats {
     #[schema(value_type = u16)]
     node: NodeId,
     /// One entry per ECDSA wallet: levels per (path, signer set), target, fill (ready over
-    /// target), utilization (used over held), generated, held and used totals, last refill and
-    /// generation-time percentiles.
+    /// target), utilization (used over held), generated, held and used totals, last refill,
+    /// generation-time percentiles, this node's CPU per presignature and the signer set's CPU
+    /// per consumed presignature.
     #[schema(value_type = Vec<Object>)]
     wallets: Vec<mpc_node::pool::WalletPoolStats>,
 }

@@ -122,7 +122,9 @@ impl Node {
         actor: &Actor,
         event: AuditEvent,
     ) -> Result<AuditHead, NodeError> {
-        Ok(self.inner.store.append_audit(actor, &event).await?)
+        let head = self.inner.store.append_audit(actor, &event).await?;
+        self.inner.webhooks.notify(self.id(), &head, actor, &event);
+        Ok(head)
     }
 
     /// `result`, unless it is a success whose record (`recorded`) failed: then that failure,

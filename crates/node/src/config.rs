@@ -46,6 +46,10 @@ pub struct NodeConfig {
     /// environment variable overrides `endpoints`).
     #[serde(default)]
     pub coordination: mpc_coordination::CoordinationConfig,
+    /// Webhooks (`[[webhooks]]`): URLs POSTed to on pending, signed, refused and incident
+    /// events, signed with HMAC (`webhooks`).
+    #[serde(default)]
+    pub webhooks: Vec<crate::webhooks::WebhookConfig>,
 }
 
 /// Pool sizes for one wallet. Presignatures are kept only for paths that hold spendable
@@ -69,6 +73,16 @@ pub struct PoolLimits {
     pub batch: u32,
     /// Presignatures are destroyed unused after this long.
     pub ttl_ms: u64,
+}
+
+impl PoolLimits {
+    /// Ready presignatures wanted per (path, signer set) for `outputs` outputs there.
+    pub fn wanted(&self, outputs: u64) -> u64 {
+        outputs
+            .saturating_mul(u64::from(self.per_output))
+            .min(u64::from(self.target))
+            .min(u64::from(self.max))
+    }
 }
 
 impl Default for PoolLimits {
@@ -421,6 +435,11 @@ impl NodeConfig {
 
     pub fn validate(&self) -> Result<(), NodeError> {
         let bad = |m: String| Err(NodeError::Config(m));
+        for webhook in &self.webhooks {
+            webhook
+                .validate()
+                .map_err(|e| NodeError::Config(format!("webhooks: {e}")))?;
+        }
         let n = self.cluster.nodes.len();
         if !self.cluster.nodes.iter().any(|p| p.id == self.id) {
             return bad(format!("node id {} is not in cluster.nodes", self.id));

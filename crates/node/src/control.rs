@@ -55,6 +55,14 @@ pub enum Control {
         session: Uuid,
         attempt: u32,
     },
+    /// The pool's refill leader retired these presignatures of `wallet_id` (it made them for
+    /// outputs that are spent now): every other member of their signer sets deletes its
+    /// share too. A receiver retires only ready ones of that wallet whose signer set includes
+    /// the sender; a notice lost leaves the share to expire with its TTL.
+    Retire {
+        wallet_id: WalletId,
+        presignatures: Vec<String>,
+    },
     /// A transaction the cluster signed, sent to the wallets' other participants so they learn
     /// its change indices. Advisory: a receiver learns only what it verifies itself (every
     /// input's signature by the wallets' keys, for this exact PSBT).

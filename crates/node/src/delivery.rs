@@ -413,8 +413,12 @@ impl Drop for IdlePriority {
     }
 }
 
-/// [`run_blocking`] at idle priority: for work that must not slow down signing.
-pub async fn run_blocking_background<T, F, Fut>(start: F) -> Result<T, crate::NodeError>
+/// [`run_blocking`] at idle priority: for work that must not slow down signing. Returns the
+/// CPU time the thread spent on it too (the protocol runs on this one thread; `None` if the
+/// clock cannot be read).
+pub async fn run_blocking_background<T, F, Fut>(
+    start: F,
+) -> Result<(T, Option<Duration>), crate::NodeError>
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,
@@ -422,9 +426,19 @@ where
 {
     run_blocking(move || async move {
         let _idle = IdlePriority::enter();
-        start().await
+        let before = thread_cpu();
+        let result = start().await;
+        let cpu = before.zip(thread_cpu()).map(|(b, a)| a.saturating_sub(b));
+        (result, cpu)
     })
     .await
+}
+
+/// CPU time of the calling thread so far.
+fn thread_cpu() -> Option<Duration> {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .ok()
+        .map(Duration::from)
 }
 
 #[cfg(test)]

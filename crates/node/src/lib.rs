@@ -43,6 +43,7 @@ pub mod signing;
 #[cfg(feature = "test-support")]
 pub mod testing;
 pub mod utxos;
+pub mod webhooks;
 
 pub use config::NodeConfig;
 pub use error::NodeError;

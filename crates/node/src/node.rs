@@ -53,8 +53,9 @@ pub(crate) struct Inner {
     pub(crate) notice_checks: Arc<tokio::sync::Semaphore>,
     pub(crate) waiters: Mutex<HashMap<Uuid, Waiter>>,
     pub(crate) commit_waiters: Mutex<HashMap<Uuid, CommitWaiter>>,
-    /// Refresh sessions this node coordinates now (undecided until removed).
-    pub(crate) refreshing: Mutex<std::collections::HashSet<Uuid>>,
+    /// Two-phase ceremonies (refresh, aux info) this node coordinates now (undecided until
+    /// removed).
+    pub(crate) deciding: Mutex<std::collections::HashSet<Uuid>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     mesh: Option<Arc<QuicMesh>>,
     /// The cluster backend (ceremony lock, refill election), connected on first use.
@@ -63,6 +64,7 @@ pub(crate) struct Inner {
     pub(crate) fencing: tokio::sync::Mutex<()>,
     /// How each failed protocol session ended, for [`Node::attribute`].
     delivery_failures: DeliveryFailures,
+    pub(crate) webhooks: crate::webhooks::Webhooks,
 }
 
 /// A running node. Cheap to clone.
@@ -143,7 +145,7 @@ impl Node {
         mesh_config.max_streams_per_peer = config.limits.max_streams_per_peer;
         mesh_config.frame_read_timeout = Limits::ms(config.limits.frame_read_timeout_ms);
         let mesh = Arc::new(QuicMesh::start(mesh_config, router.clone()).await?);
-        let node = Self::assemble(config, store, mesh.clone(), router, control, Some(mesh));
+        let node = Self::assemble(config, store, mesh.clone(), router, control, Some(mesh))?;
         node.import_primes().await?;
         Ok(node)
     }
@@ -159,9 +161,7 @@ impl Node {
     ) -> Result<Self, NodeError> {
         guard_store(&config, &store).await?;
         audit_start(&config, &store).await?;
-        Ok(Self::assemble(
-            config, store, transport, router, control, None,
-        ))
+        Self::assemble(config, store, transport, router, control, None)
     }
 
     fn assemble(
@@ -171,7 +171,8 @@ impl Node {
         router: Arc<Router>,
         control: ControlInbox,
         mesh: Option<Arc<QuicMesh>>,
-    ) -> Self {
+    ) -> Result<Self, NodeError> {
+        let webhooks = crate::webhooks::Webhooks::start(&config.webhooks, config.id)?;
         let health = Health::new(
             config.id,
             config.node_ids(),
@@ -191,12 +192,13 @@ impl Node {
                 notice_checks: Arc::new(tokio::sync::Semaphore::new(crate::change::NOTICE_CHECKS)),
                 waiters: Mutex::new(HashMap::new()),
                 commit_waiters: Mutex::new(HashMap::new()),
-                refreshing: Mutex::default(),
+                deciding: Mutex::default(),
                 tasks: Mutex::new(Vec::new()),
                 mesh,
                 backend: tokio::sync::OnceCell::new(),
                 fencing: tokio::sync::Mutex::new(()),
                 delivery_failures: DeliveryFailures::default(),
+                webhooks,
             }),
         };
         node.spawn(node.clone().dispatch(control));
@@ -205,9 +207,9 @@ impl Node {
         node.spawn(node.clone().pool_service());
         node.spawn(node.clone().membership_service());
         let settling = node.clone();
-        node.spawn(async move { settling.settle_pending_refreshes().await });
+        node.spawn(async move { settling.settle_pending_at_start().await });
         info!(node = node.id().get(), "node started");
-        node
+        Ok(node)
     }
 
     pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {

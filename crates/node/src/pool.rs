@@ -8,8 +8,12 @@
 //! change), and change paths of transactions signed through `psbt/sign`. Each such path gets
 //! `per_output` presignatures per output, per signer set of live nodes that include the
 //! leader, up to `target` per (path, set) and `max_per_wallet` in all; none for the root path
-//! or any path that holds nothing. Generation is bounded in concurrency and runs at idle
-//! priority so it never starves signing. Every node destroys expired presignatures.
+//! or any path that holds nothing. An output being signed through `psbt/sign` is held
+//! (`utxos::hold_spent_outputs`), so it is not spendable for the pool while its presignature
+//! is used. Presignatures beyond what a registry path's unspent outputs need (their outputs
+//! were spent, some other way than through them) are retired by the leader at every member
+//! of their signer set (`Control::Retire`). Generation is bounded in concurrency and runs at
+//! idle priority so it never starves signing. Every node destroys expired presignatures.
 //!
 //! Consumption is not here: each signer consumes durably in the signing path
 //! (`signing::sign_with_presignature`) before its partial signature leaves the node.
@@ -24,14 +28,17 @@ use std::{
 use mpc_bitcoin::{policy::SpendSummary, Chain, Scheme, WalletKey};
 use mpc_coordination::{BackendKind, ElectionHandle, FencingToken};
 use mpc_protocols::DerivationPath;
-use mpc_store::{WalletRecord, WalletState};
+use mpc_store::{PathUtxoCounts, PoolLevel, WalletRecord, WalletState};
 use mpc_transport::NodeId;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tracing::{info, warn, Instrument};
 use uuid::Uuid;
 
-use crate::{config::Limits, now_ms, Node, NodeError};
+use crate::{config::Limits, control::Control, now_ms, Node, NodeError};
+
+/// Most presignature ids one retirement notice is read for.
+const MAX_RETIRE_NOTICE: usize = 1_000;
 
 /// One (wallet, path, signer set) pool.
 type PoolKey = (WalletId, DerivationPath, Vec<NodeId>);
@@ -58,6 +65,18 @@ struct Generation {
     last_refill_ms: Option<i64>,
     /// Milliseconds per presignature of recent runs (bounded).
     per_presignature_ms: VecDeque<f64>,
+    /// CPU milliseconds this node's party spent per presignature, recent ones (bounded).
+    cpu_ms: VecDeque<f64>,
+}
+
+/// Recent samples kept per wallet for the percentiles.
+const SAMPLES: usize = 1000;
+
+fn push_sample(samples: &mut VecDeque<f64>, value: f64) {
+    samples.push_back(value);
+    while samples.len() > SAMPLES {
+        samples.pop_front();
+    }
 }
 
 /// Pool levels and statistics of one wallet, as the API reports them.
@@ -86,6 +105,13 @@ pub struct WalletPoolStats {
     pub generation_ms_p50: Option<f64>,
     pub generation_ms_p90: Option<f64>,
     pub generation_ms_p99: Option<f64>,
+    /// CPU milliseconds this node's party spent per presignature (median of recent ones,
+    /// measured on the protocol thread; as leader or as any other signer).
+    pub generation_cpu_ms_p50: Option<f64>,
+    /// CPU seconds of the whole signer set per consumed presignature: this node's CPU per
+    /// presignature times the signers per set (every party does the same work), over
+    /// `utilization`. What one signature from the pool costs the cluster.
+    pub cpu_s_per_consumed: Option<f64>,
     /// Whether this node drives refill.
     pub leader: bool,
 }
@@ -158,27 +184,130 @@ impl Node {
             .unwrap_or_default()
     }
 
-    /// The paths of `wallet_id` that hold spendable outputs, with how many outputs each: the
-    /// registry's available outputs, then remembered change paths (one output each) that the
-    /// registry does not hold.
-    async fn spendable_paths(
-        &self,
-        wallet_id: &WalletId,
-    ) -> Result<Vec<(DerivationPath, u64)>, NodeError> {
+    /// What each path of `wallet_id` asks of the pool: the registry's outputs counted per
+    /// path, then remembered change paths (one output each) that the registry does not hold.
+    async fn path_demand(&self, wallet_id: &WalletId) -> Result<Vec<PathUtxoCounts>, NodeError> {
         let stale = now_ms() - crate::utxos::RESERVATION_TTL_MS;
-        let mut paths: Vec<(DerivationPath, u64)> = Vec::new();
-        for output in self.inner.store.spendable_utxos(wallet_id, stale).await? {
-            match paths.iter_mut().find(|(p, _)| *p == output.path) {
-                Some((_, count)) => *count += 1,
-                None => paths.push((output.path, 1)),
-            }
-        }
+        let mut demand = self.inner.store.utxo_counts(wallet_id, stale).await?;
         for path in self.funded_paths(wallet_id) {
-            if !paths.iter().any(|(p, _)| *p == path) {
-                paths.push((path, 1));
+            if !demand.iter().any(|d| d.path == path) {
+                demand.push(PathUtxoCounts {
+                    path,
+                    spendable: 1,
+                    unspent: 1,
+                });
             }
         }
-        Ok(paths)
+        Ok(demand)
+    }
+
+    /// Retires the ready presignatures of `wallet` beyond what its unspent outputs need at
+    /// each path the registry knows (`unspent` × `per_output`, capped as refill caps it): the
+    /// outputs they were made for are spent. This node's shares are deleted here; the other
+    /// members of each signer set are told to delete theirs (`Control::Retire`). Paths the
+    /// registry never held are left to expire: another leader may have made those.
+    async fn retire_surplus(
+        &self,
+        wallet: &WalletRecord,
+        levels: &[PoolLevel],
+        demand: &[PathUtxoCounts],
+    ) -> Result<(), NodeError> {
+        let limits = self.inner.config.pool.limits_for(&wallet.id);
+        for level in levels.iter().filter(|l| l.ready > 0) {
+            let Some(unspent) = demand
+                .iter()
+                .find(|d| d.path == level.path)
+                .map(|d| d.unspent)
+            else {
+                continue;
+            };
+            let keep = limits.wanted(unspent);
+            if level.ready <= keep {
+                continue;
+            }
+            let key: PoolKey = (wallet.id.clone(), level.path.clone(), level.signers.clone());
+            if self
+                .inner
+                .pool
+                .in_flight
+                .lock()
+                .map(|f| f.contains(&key))
+                .unwrap_or(true)
+            {
+                continue;
+            }
+            let surplus = u32::try_from(level.ready - keep).unwrap_or(u32::MAX);
+            let ids: Vec<String> = self
+                .inner
+                .store
+                .ready_presignatures(
+                    &wallet.id,
+                    &level.path.to_string(),
+                    &level.signers,
+                    now_ms(),
+                    surplus,
+                )
+                .await?
+                .into_iter()
+                .map(|p| p.id)
+                .collect();
+            let retired = self
+                .inner
+                .store
+                .retire_presignatures(&wallet.id, &ids)
+                .await?;
+            self.ready()?.used(ids.iter().map(String::as_str));
+            info!(node = self.id().get(), wallet = %wallet.id, path = %level.path, retired, "presignatures of spent outputs retired");
+            let notice = Control::Retire {
+                wallet_id: wallet.id.clone(),
+                presignatures: ids,
+            };
+            let session = Uuid::new_v4();
+            for to in level.signers.iter().copied().filter(|n| *n != self.id()) {
+                if let Err(e) = self.send_control(to, session, &notice).await {
+                    warn!(to = to.get(), error = %e, "retirement notice not sent; its shares expire with their TTL");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A `Control::Retire` from `from`: retires this node's shares of the named presignatures
+    /// that are of `wallet_id` and whose signer set includes the sender (a node can retire
+    /// only presignatures it could have used; retiring is never more than a lost
+    /// presignature, which any signer can cause by refusing anyway).
+    pub(crate) async fn retire_arrived(
+        &self,
+        from: NodeId,
+        wallet_id: WalletId,
+        presignatures: Vec<String>,
+    ) {
+        let mut ids = Vec::new();
+        for id in presignatures.into_iter().take(MAX_RETIRE_NOTICE) {
+            match self.inner.store.presignature(&id).await {
+                Ok(Some(p)) if p.wallet_id == wallet_id && p.signers.contains(&from) => {
+                    ids.push(id)
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(presignature = %id, error = %e, "cannot read a presignature to retire")
+                }
+            }
+        }
+        match self
+            .inner
+            .store
+            .retire_presignatures(&wallet_id, &ids)
+            .await
+        {
+            Ok(retired) => {
+                if let Ok(mut ready) = self.ready() {
+                    ready.used(ids.iter().map(String::as_str));
+                }
+                info!(node = self.id().get(), from = from.get(), wallet = %wallet_id, retired, "presignatures retired by the pool leader");
+            }
+            Err(e) => warn!(error = %e, "could not retire presignatures"),
+        }
     }
 
     /// Signer sets the pool keeps for `wallet`: live participants including this node,
@@ -305,13 +434,16 @@ impl Node {
                 .store
                 .presignature_counts(&wallet.id, now_ms())
                 .await?;
+            let demand = self.path_demand(&wallet.id).await?;
+            self.retire_surplus(&wallet, &levels, &demand).await?;
             // Room left under the wallet's cap, shared by its paths (in registry order).
             let mut room = u64::from(limits.max_per_wallet)
                 .saturating_sub(levels.iter().map(|l| l.ready).sum());
-            for (path, outputs) in self.spendable_paths(&wallet.id).await? {
-                let want = (outputs * u64::from(limits.per_output))
-                    .min(u64::from(limits.target))
-                    .min(u64::from(limits.max));
+            for PathUtxoCounts {
+                path, spendable, ..
+            } in demand
+            {
+                let want = limits.wanted(spendable);
                 for signers in self.pool_signer_sets(&wallet) {
                     let ready = levels
                         .iter()
@@ -408,10 +540,7 @@ impl Node {
             g.last_refill_ms = Some(now_ms());
             let each = took.as_secs_f64() * 1e3 / count as f64;
             for _ in 0..count {
-                g.per_presignature_ms.push_back(each);
-            }
-            while g.per_presignature_ms.len() > 1000 {
-                g.per_presignature_ms.pop_front();
+                push_sample(&mut g.per_presignature_ms, each);
             }
         }
         info!(
@@ -421,6 +550,14 @@ impl Node {
             ms = took.as_millis() as u64,
             "pool refilled"
         );
+    }
+
+    /// Records the CPU time this node's party spent on one presignature of `wallet_id`.
+    pub(crate) fn record_generation_cpu(&self, wallet_id: &WalletId, cpu: Duration) {
+        if let Ok(mut stats) = self.inner.pool.stats.lock() {
+            let g = stats.entry(wallet_id.clone()).or_default();
+            push_sample(&mut g.cpu_ms, cpu.as_secs_f64() * 1e3);
+        }
     }
 
     /// Pool levels and statistics for every active ECDSA wallet.
@@ -460,6 +597,10 @@ impl Node {
             let used_total: u64 = levels.iter().map(|l| l.consumed).sum();
             let held_total: u64 = levels.iter().map(|l| l.generated).sum();
             let kept = levels.iter().filter(|l| l.ready > 0).count().max(1) as f64;
+            let utilization = (held_total > 0).then(|| used_total as f64 / held_total as f64);
+            let mut cpu: Vec<f64> = generation.cpu_ms.iter().copied().collect();
+            cpu.sort_by(f64::total_cmp);
+            let generation_cpu_ms_p50 = percentile(&cpu, 0.5);
             out.push(WalletPoolStats {
                 wallet_id: wallet.id.clone(),
                 target: limits.target,
@@ -472,7 +613,11 @@ impl Node {
                     ready_total as f64 / (f64::from(limits.target) * kept)
                 },
                 held_total,
-                utilization: (held_total > 0).then(|| used_total as f64 / held_total as f64),
+                utilization,
+                generation_cpu_ms_p50,
+                cpu_s_per_consumed: generation_cpu_ms_p50
+                    .zip(utilization.filter(|u| *u > 0.0))
+                    .map(|(ms, u)| ms * f64::from(wallet.threshold) / 1e3 / u),
                 used_total,
                 used_last_hour,
                 levels: levels

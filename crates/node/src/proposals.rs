@@ -119,6 +119,15 @@ impl Node {
                 Control::Abort { session, reason } => {
                     self.commit_arrived(from, session, Err(reason))
                 }
+                Control::Retire {
+                    wallet_id,
+                    presignatures,
+                } => {
+                    let node = self.clone();
+                    tokio::spawn(async move {
+                        node.retire_arrived(from, wallet_id, presignatures).await
+                    });
+                }
                 Control::Signed {
                     wallet_ids,
                     psbt,
@@ -171,7 +180,9 @@ impl Node {
         self.admit_fencing(coordinator, &proposal).await?;
         match proposal.body {
             ProposalBody::AuxInfo { node_set } => {
-                let result = self.aux_info_participant(proposal.session, node_set).await;
+                let result = self
+                    .aux_info_participant(coordinator, proposal.session, node_set)
+                    .await;
                 self.audit_ceremony("aux_info", proposal.session, None, false, &result)
                     .await;
                 result
@@ -324,6 +335,13 @@ impl Node {
             w.insert(session, CommitWaiter { coordinator, tx });
         }
         rx
+    }
+
+    /// Withdraws the registration of [`Self::await_commit`] (the run it was for failed).
+    pub(crate) fn forget_commit(&self, session: Uuid) {
+        if let Ok(mut w) = self.inner.commit_waiters.lock() {
+            w.remove(&session);
+        }
     }
 
     /// Proposes `body` to `participants` (this node may be one), runs our own part, and

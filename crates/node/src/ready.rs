@@ -4,8 +4,9 @@
 //! A hint, never an authority: each signer claims the presignature in its own transaction,
 //! which refuses one that is used, expired, of another epoch or bound elsewhere. A stale entry
 //! can cost a failed attempt, never a second use. Entries go stale only through this node's
-//! own consumptions, because a presignature this node can offer is one it holds a share of:
-//! every signing that consumes it runs here too, as coordinator or as signer, and reports it
+//! own consumptions and retirements, because a presignature this node can offer is one it
+//! holds a share of: every signing that consumes it runs here too, as coordinator or as
+//! signer, and every retirement deletes this node's share here (`pool`); both report it
 //! with [`ReadyPresignatures::used`]. Presignatures stored since the last read are newer than
 //! every remembered one, so they wait until the remembered ones are gone, as the store's
 //! oldest-first order would have them wait anyway.

@@ -27,6 +27,21 @@ pub struct Cluster {
     dir: PathBuf,
 }
 
+impl Cluster {
+    /// Restarts node `k` (0-based) on its store, with its config as `adjust` changes it: its
+    /// tasks end (a wait for a decision among them) and it starts as any node does. Waits
+    /// until every node hears every other.
+    pub async fn restart(&mut self, k: usize, adjust: impl Fn(&mut NodeConfig)) {
+        let node = self.nodes[k].clone();
+        node.shutdown().await;
+        self.network.disconnect(node.id());
+        let mut cfg = node.config().clone();
+        adjust(&mut cfg);
+        self.nodes[k] = start_node(cfg, &self.network).await;
+        wait_all_live(&self.nodes).await;
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -75,6 +90,7 @@ pub fn config(id: NodeId, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
             ..Default::default()
         },
         coordination: Default::default(),
+        webhooks: Vec::new(),
     }
 }
 
@@ -232,4 +248,9 @@ pub fn spend(
 pub fn spend_to_self(key: &mpc_bitcoin::WalletKey, label: &str) -> String {
     let first = mpc_bitcoin::Chain::Receive.path(0).unwrap();
     spend(key, &first, 10_000, label, 1, 9_000)
+}
+
+/// Delivers a `Control::Retire` notice to `node` as if `from` had sent it.
+pub async fn retire_notice(node: &Node, from: NodeId, wallet_id: &WalletId, ids: Vec<String>) {
+    node.retire_arrived(from, wallet_id.clone(), ids).await
 }

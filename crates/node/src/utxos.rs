@@ -17,7 +17,9 @@ use mpc_types::WalletId;
 use std::str::FromStr;
 
 use mpc_bitcoin::{
-    bitcoin::{consensus, Address, Amount, FeeRate, OutPoint, ScriptBuf, Transaction, TxOut, Txid},
+    bitcoin::{
+        consensus, Address, Amount, FeeRate, OutPoint, Psbt, ScriptBuf, Transaction, TxOut, Txid,
+    },
     spend::{self, Candidate, SpendError},
     Chain, Scheme, WalletKey,
 };
@@ -39,6 +41,11 @@ use crate::{
 /// A reservation older than this is taken to belong to a request that died (the process
 /// stopped mid-signing), and its outputs are spendable again. Longer than any signing run.
 pub const RESERVATION_TTL_MS: i64 = 3_600_000;
+/// The reservation under which a `psbt/sign` request holds the registered outputs it spends.
+fn signing_hold(session: Uuid) -> String {
+    format!("psbt/sign/{session}")
+}
+
 /// Most outputs registered in one request.
 pub const MAX_REGISTER: usize = 1_000;
 /// Attempts at selecting and reserving when a concurrent request took a selected output.
@@ -563,6 +570,33 @@ impl Node {
             }
         }
         Ok(candidates)
+    }
+
+    /// Holds the registered outputs `psbt` spends while it is signed (`Store::hold_utxos`), so
+    /// the presignature pool does not make presignatures again for an output whose
+    /// presignature is being used. The caller marks them spent (`record_signed`); a failed
+    /// signing releases them. A hold that cannot be written costs at most a presignature.
+    pub(crate) async fn hold_spent_outputs(&self, session: Uuid, psbt: &Psbt) {
+        let outpoints: Vec<OutPoint> = psbt
+            .unsigned_tx
+            .input
+            .iter()
+            .map(|i| i.previous_output)
+            .collect();
+        if let Err(e) = self
+            .store()
+            .hold_utxos(&outpoints, &signing_hold(session), now_ms())
+            .await
+        {
+            warn!(%session, error = %e, "could not hold the registered outputs being spent");
+        }
+    }
+
+    /// Returns what [`Self::hold_spent_outputs`] held to the spendable outputs.
+    pub(crate) async fn release_held_outputs(&self, session: Uuid) {
+        if let Err(e) = self.store().release_utxos(&signing_hold(session)).await {
+            warn!(%session, error = %e, "could not release the registered outputs held");
+        }
     }
 
     /// Marks registered outputs spent by a transaction signed through `psbt/sign`.

@@ -18,8 +18,15 @@ use uuid::Uuid;
 
 use mpc_node::testing::{start, wallet_request, Cluster};
 
+#[path = "pool/mod.rs"]
+mod pool;
 #[path = "refresh/mod.rs"]
 mod refresh;
+#[path = "webhooks/mod.rs"]
+mod webhooks;
+
+#[path = "aux_info/mod.rs"]
+mod aux_info;
 
 async fn cluster(n: u16, t: u16) -> Cluster {
     start(n, t, |_| {}).await

@@ -19,8 +19,6 @@ use std::{
     time::Duration,
 };
 
-use cpu_time::ThreadTime;
-
 use futures::{
     channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender},
     Sink, StreamExt,
@@ -31,13 +29,21 @@ use serde::Serialize;
 /// What one party of a simulated run cost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PartyCost {
-    /// CPU time of the party's thread (`CLOCK_THREAD_CPUTIME_ID`), encoding included.
+    /// CPU time of the party's thread ([`thread_cpu`]), encoding included.
     pub cpu: Duration,
     /// Messages sent, one per recipient (a broadcast to `n - 1` parties counts `n - 1`), as
     /// the node's delivery sends one envelope per peer.
     pub messages: u64,
     /// The CBOR payload bytes of those messages; the envelope around them is not counted.
     pub bytes: u64,
+}
+
+/// CPU time of the calling thread so far (`CLOCK_THREAD_CPUTIME_ID`); `None` where the clock
+/// cannot be read.
+pub fn thread_cpu() -> Option<Duration> {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .ok()
+        .map(Duration::from)
 }
 
 thread_local! {
@@ -189,11 +195,14 @@ where
                 };
                 let incoming: SimIncoming<M> = rx.map(Ok as fn(_) -> _);
                 scope.spawn(move || {
-                    let cpu = ThreadTime::try_now().ok();
+                    let before = thread_cpu();
                     let party = MpcParty::connected((incoming, outgoing));
                     let out = futures::executor::block_on(protocol(i, party));
                     // A clock that cannot be read measures nothing: zero, not an error.
-                    let cpu = cpu.and_then(|c| c.try_elapsed().ok()).unwrap_or_default();
+                    let cpu = before
+                        .zip(thread_cpu())
+                        .map(|(b, a)| a.saturating_sub(b))
+                        .unwrap_or_default();
                     (out, cpu)
                 })
             })

@@ -49,12 +49,12 @@ pub use error::{Result, StoreError};
 pub use incidents::{IncidentKind, IncidentRecord};
 pub use key_epochs::KeyEpochCommit;
 pub use records::{
-    Backend, CeremonyRecord, PendingShare, PoolLevel, PresignatureRecord, PresignatureState,
-    WalletRecord, WalletState,
+    Backend, CeremonyRecord, PendingAuxInfo, PendingShare, PoolLevel, PresignatureRecord,
+    PresignatureState, WalletRecord, WalletState,
 };
 pub use rollback::{witnessed_position, GuardCheck, Position};
 pub use signing::{PresignatureUse, SigningRefusal};
 pub use spends::SpendLimit;
 pub use store::Store;
-pub use utxos::{NewUtxo, Reservation, UtxoOrigin, UtxoRecord, UtxoState};
+pub use utxos::{NewUtxo, PathUtxoCounts, Reservation, UtxoOrigin, UtxoRecord, UtxoState};
 pub use zeroize::Zeroizing;

@@ -223,6 +223,30 @@ impl Store {
         Ok(changed == 1)
     }
 
+    /// Retires ready presignatures among `ids` of `wallet_id` without using them: the pool
+    /// made them for outputs that are spent now. They end as if their time had run out
+    /// (`expired`, secret deleted), so the pool's statistics do not count them as used.
+    /// Returns how many were retired (ids not ready, or of another wallet, are left alone).
+    pub async fn retire_presignatures(&self, wallet_id: &WalletId, ids: &[String]) -> Result<u64> {
+        let ctx = || format!("retiring presignatures of wallet {wallet_id}");
+        let mut tx = self.begin_write().await?;
+        let mut retired = 0;
+        for id in ids {
+            retired += sqlx::query(
+                "UPDATE presignatures SET state = 'expired', sealed = NULL \
+                 WHERE id = $1 AND wallet_id = $2 AND state = 'ready'",
+            )
+            .bind(id)
+            .bind(wallet_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .context(ctx)?
+            .rows_affected();
+        }
+        tx.commit().await.context(ctx)?;
+        Ok(retired)
+    }
+
     /// Marks ready presignatures that expired by `now_ms`, belong to another epoch, or to
     /// another key epoch than their wallet's, as expired and deletes their secrets. Returns how
     /// many.

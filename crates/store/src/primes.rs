@@ -11,13 +11,22 @@ use crate::store::{now_ms, Store};
 impl Store {
     /// Adds one set of pregenerated primes (serialized) to the pool.
     pub async fn add_primes(&self, primes: &[u8]) -> Result<Uuid> {
+        self.insert_primes(self.pool(), primes).await
+    }
+
+    /// [`Self::add_primes`] through `executor` (a transaction that returns them with another
+    /// change).
+    pub(crate) async fn insert_primes<'e, E>(&self, executor: E, primes: &[u8]) -> Result<Uuid>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
         let id = crypto::random_uuid()?;
         let sealed = self.seal("primes", &id.to_string(), primes)?;
         sqlx::query("INSERT INTO primes (id, sealed, created_at) VALUES ($1, $2, $3)")
             .bind(id.to_string())
             .bind(sealed)
             .bind(now_ms())
-            .execute(self.pool())
+            .execute(executor)
             .await
             .context(|| format!("inserting primes/{id}"))?;
         Ok(id)

@@ -89,6 +89,18 @@ pub struct PendingShare {
     pub created_at: i64,
 }
 
+/// This node's aux info waiting for its ceremony's commit (public part; the aux info and the
+/// primes it was made from are sealed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingAuxInfo {
+    pub node_set: Vec<NodeId>,
+    pub session: Uuid,
+    /// Who decides the ceremony: the node to ask for the decision.
+    pub coordinator: NodeId,
+    pub public_digest: String,
+    pub created_at: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PresignatureState {
     Ready,

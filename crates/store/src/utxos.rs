@@ -11,7 +11,7 @@ use mpc_types::{DerivationPath, WalletId};
 use sqlx::{any::AnyRow, Row};
 
 use crate::error::{Context, Result, StoreError};
-use crate::rows::to_wallet_id;
+use crate::rows::{get, parse_path, to_u64, to_wallet_id};
 use crate::store::Store;
 
 const T: &str = "utxos";
@@ -86,6 +86,14 @@ pub struct UtxoRecord {
     pub spent_by: Option<String>,
     pub spent_at: Option<i64>,
     pub created_at: i64,
+}
+
+/// Registered outputs at one derivation path of a wallet, counted (`Store::utxo_counts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathUtxoCounts {
+    pub path: DerivationPath,
+    pub spendable: u64,
+    pub unspent: u64,
 }
 
 /// The result of trying to reserve outputs for a transaction.
@@ -362,6 +370,38 @@ impl Store {
         .collect()
     }
 
+    /// Per derivation path of `wallet_id` that holds or held a registered output: how many
+    /// are spendable (available, or reserved before `stale_before_ms`) and how many are not
+    /// spent yet. What the presignature pool makes and keeps presignatures for.
+    pub async fn utxo_counts(
+        &self,
+        wallet_id: &WalletId,
+        stale_before_ms: i64,
+    ) -> Result<Vec<PathUtxoCounts>> {
+        let rows = sqlx::query(
+            "SELECT path, \
+             COUNT(CASE WHEN state = 'available' OR (state = 'reserved' AND reserved_at < $2) \
+             THEN 1 END) AS spendable, \
+             COUNT(CASE WHEN state <> 'spent' THEN 1 END) AS unspent \
+             FROM utxos WHERE wallet_id = $1 GROUP BY path ORDER BY MIN(created_at), path",
+        )
+        .bind(wallet_id.as_str())
+        .bind(stale_before_ms)
+        .fetch_all(self.pool())
+        .await
+        .context(|| format!("counting registered outputs of wallet {wallet_id}"))?;
+        rows.iter()
+            .map(|row| {
+                let text: String = get(row, "path", T)?;
+                Ok(PathUtxoCounts {
+                    path: parse_path(&text, T, &text)?,
+                    spendable: to_u64(get(row, "spendable", T)?, T, &text)?,
+                    unspent: to_u64(get(row, "unspent", T)?, T, &text)?,
+                })
+            })
+            .collect()
+    }
+
     /// Reserves `outpoints` of `wallet_id` for request `reservation`, all or none, and
     /// allocates the wallet's next change index if `with_change`, in one transaction: two
     /// concurrent requests can never select the same output or get the same change index.
@@ -425,6 +465,37 @@ impl Store {
         };
         tx.commit().await.context(ctx)?;
         Ok(Reservation::Reserved { change_index })
+    }
+
+    /// Holds for `reservation` the available outputs among `outpoints` (a transaction that
+    /// spends them is being signed through `psbt/sign`), so the presignature pool does not
+    /// count them as spendable meanwhile. Outputs in another state are left as they are: this
+    /// is bookkeeping, not a lock (`psbt/sign` may sign a replacement of a spent output).
+    /// Returns how many were held.
+    pub async fn hold_utxos(
+        &self,
+        outpoints: &[OutPoint],
+        reservation: &str,
+        now_ms: i64,
+    ) -> Result<u64> {
+        let ctx = || format!("holding outputs for {reservation}");
+        let mut tx = self.begin_write().await?;
+        let mut held = 0;
+        for outpoint in outpoints {
+            held += sqlx::query(
+                "UPDATE utxos SET state = 'reserved', reserved_by = $2, reserved_at = $3 \
+                 WHERE outpoint = $1 AND state = 'available'",
+            )
+            .bind(outpoint.to_string())
+            .bind(reservation)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .context(ctx)?
+            .rows_affected();
+        }
+        tx.commit().await.context(ctx)?;
+        Ok(held)
     }
 
     /// Returns the outputs reserved by `reservation` to the available set (its transaction

@@ -150,6 +150,7 @@ async fn wipe(db: &Db) {
     for table in [
         "presignatures",
         "pending_key_shares",
+        "pending_aux_info",
         "key_shares",
         "spends",
         "utxos",

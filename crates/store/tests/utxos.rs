@@ -7,7 +7,7 @@ use bitcoin::{
     absolute::LockTime, transaction::Version, Amount, OutPoint, ScriptBuf, Sequence, Transaction,
     TxIn, TxOut, Txid, Witness,
 };
-use mpc_store::{NewUtxo, Reservation, StoreError, UtxoOrigin, UtxoState};
+use mpc_store::{NewUtxo, PathUtxoCounts, Reservation, StoreError, UtxoOrigin, UtxoState};
 use mpc_types::NodeId;
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
@@ -445,7 +445,80 @@ async fn an_output_that_does_not_decode_is_corrupt(db: Db) {
     assert_eq!(store.utxos(&wallet_id("w"), true).await.unwrap().len(), 1);
 }
 
+/// What the presignature pool reads: per path, outputs spendable and outputs not spent. An
+/// output held by a signing in progress is unspent but not spendable; a hold takes only
+/// available outputs and is released, or becomes spent.
+async fn outputs_held_while_signed_are_counted_unspent_not_spendable(db: Db) {
+    let store = &db.open().await;
+    let w = wallet_id("w");
+    store.insert_wallet(&wallet("w"), b"share").await.unwrap();
+    let (a, b, mut c) = (utxo(0, 1_000), utxo(1, 1_000), utxo(2, 1_000));
+    c.path = a.path.clone();
+    store
+        .insert_utxos(&w, &[a.clone(), b.clone(), c.clone()], NOW)
+        .await
+        .unwrap();
+    let counts = |spendable_at_0: u64, unspent_at_0: u64, spendable_at_1: u64, unspent_at_1| {
+        vec![
+            PathUtxoCounts {
+                path: a.path.clone(),
+                spendable: spendable_at_0,
+                unspent: unspent_at_0,
+            },
+            PathUtxoCounts {
+                path: b.path.clone(),
+                spendable: spendable_at_1,
+                unspent: unspent_at_1,
+            },
+        ]
+    };
+    assert_eq!(
+        store.utxo_counts(&w, NOW).await.unwrap(),
+        counts(2, 2, 1, 1)
+    );
+
+    // A signing holds a and b; another request's reservation of c is not taken over.
+    let reserved = store
+        .reserve_utxos(&w, &[c.outpoint], "send", NOW, NOW, false)
+        .await
+        .unwrap();
+    assert!(matches!(reserved, Reservation::Reserved { .. }));
+    let held = store
+        .hold_utxos(&[a.outpoint, b.outpoint, c.outpoint], "sign-1", NOW)
+        .await
+        .unwrap();
+    assert_eq!(held, 2);
+    assert_eq!(
+        store.utxo_counts(&w, NOW).await.unwrap(),
+        counts(0, 2, 0, 1)
+    );
+    // Held outputs of a request that died count as spendable again once stale.
+    assert_eq!(
+        store.utxo_counts(&w, NOW + 1).await.unwrap(),
+        counts(2, 2, 1, 1)
+    );
+    // A failed signing releases only what it held; a signed one marks it spent.
+    assert_eq!(store.release_utxos("sign-1").await.unwrap(), 2);
+    assert_eq!(
+        store.utxo_counts(&w, NOW).await.unwrap(),
+        counts(1, 2, 1, 1)
+    );
+    store
+        .hold_utxos(&[b.outpoint], "sign-2", NOW)
+        .await
+        .unwrap();
+    store
+        .mark_utxos_spent(&[b.outpoint], txid(99), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.utxo_counts(&w, NOW).await.unwrap(),
+        counts(1, 2, 0, 0)
+    );
+}
+
 on_both_backends!(
+    outputs_held_while_signed_are_counted_unspent_not_spendable,
     registry_lifecycle,
     an_output_that_does_not_decode_is_corrupt,
     change_indices_are_unique_under_concurrency,

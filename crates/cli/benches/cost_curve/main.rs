@@ -9,7 +9,6 @@
 
 use std::{path::PathBuf, time::Instant};
 
-use cpu_time::ThreadTime;
 use mpc_protocols::{ecdsa::SighashPreimage, local, sim, DerivationPath, PartyIndex};
 use serde::{Deserialize, Serialize};
 
@@ -56,10 +55,11 @@ fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn thread_cpu_ms(since: Option<ThreadTime>) -> f64 {
-    since
-        .and_then(|c| c.try_elapsed().ok())
-        .map(ms)
+/// The calling thread's CPU since `before`, in ms (0 where the clock cannot be read).
+fn thread_cpu_ms(before: Option<std::time::Duration>) -> f64 {
+    before
+        .zip(sim::thread_cpu())
+        .map(|(b, a)| ms(a.saturating_sub(b)))
         .unwrap_or(0.0)
 }
 
@@ -74,7 +74,7 @@ impl Recorder {
         let (mut cpu, mut msgs, mut bytes) = (vec![0.0; parties], 0u64, 0u64);
         let (mut caller, mut walls, mut outs) = (0.0, Vec::new(), Vec::new());
         for _ in 0..iterations {
-            let caller0 = ThreadTime::try_now().ok();
+            let caller0 = sim::thread_cpu();
             let started = Instant::now();
             let (out, runs) = sim::measured(&mut f);
             walls.push(ms(started.elapsed()));

@@ -268,6 +268,7 @@ impl Devnet {
                 policy: options.policy.clone(),
                 pool: options.pool.clone(),
                 coordination: options.coordination.clone(),
+                webhooks: Vec::new(),
             };
             let path = node_dir.join("node.toml");
             std::fs::write(&path, toml::to_string(&config)?)?;

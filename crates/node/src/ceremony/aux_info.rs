@@ -1,19 +1,29 @@
 //! Aux info over the network: Paillier keys and ring-Pedersen parameters for the whole node
-//! set, coordinated once; each participant stores its own.
+//! set, coordinated once, in two phases (`decision`). Each participant keeps the aux info it
+//! made as pending, with the primes it was made from; the coordinator commits only when every
+//! participant reported the same public parameters, and each participant then makes its
+//! pending aux info the node set's. On abort (or any failure) every participant drops it and
+//! has its primes back, so a failed ceremony leaves no node with aux info and a retry runs.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mpc_protocols::{
     ecdsa::{self, AuxInfoMsg, Primes},
     execution::{ExecutionId, ProtocolKind},
     PartyIndex,
 };
+use mpc_store::PendingAuxInfo;
 use mpc_transport::{NodeId, SessionId};
 use mpc_types::party_index;
 use rand_core::OsRng;
+use tokio::sync::oneshot;
 use tracing::{info, warn, Instrument};
 use uuid::Uuid;
 
+use super::{
+    decision::{Deciding, Decision},
+    AuxInfoReport,
+};
 use crate::{
     config::Limits,
     control::{Outcome, ProposalBody},
@@ -21,7 +31,8 @@ use crate::{
     now_ms, Node, NodeError,
 };
 
-use super::AuxInfoReport;
+/// The ceremony's kind in records and proposals.
+const KIND: &str = "aux-info";
 
 impl Node {
     /// Coordinates aux-info generation for the whole cluster (once per node set).
@@ -36,26 +47,60 @@ impl Node {
         let node_set = self.inner.config.node_ids();
         let started = Instant::now();
         let started_at = now_ms();
+        let request = serde_json::json!(node_set);
         let span = tracing::info_span!("aux-info", node = self.id().get(), %session);
         let result = async {
+            // Held until the aux info is committed or aborted everywhere.
             let lock = self.ceremony_lock().await?;
-            let outcomes = match self.check_all_live(&node_set) {
+            let _deciding = Deciding::new(self, session);
+            // A running record first: a participant asking for the decision meanwhile is told
+            // to wait, and one asking after a restart of this node is told it failed.
+            let result = match self.ceremony_started(session, KIND, request.clone()).await {
                 Ok(()) => {
-                    self.coordinate(
-                        session,
-                        ProposalBody::AuxInfo {
-                            node_set: node_set.clone(),
-                        },
-                        &node_set,
-                        Limits::ms(self.inner.config.limits.aux_info_timeout_ms),
-                        lock.fencing_token,
-                    )
-                    .await
+                    self.aux_info_locked(session, &node_set, started_at, lock.fencing_token)
+                        .await
                 }
                 Err(e) => Err(e),
             };
             lock.release().await;
-            let outcomes = outcomes?;
+            result.map(|(public_digest, unacknowledged)| AuxInfoReport {
+                node_set: node_set.clone(),
+                public_digest,
+                duration_ms: started.elapsed().as_millis() as u64,
+                unacknowledged,
+            })
+        }
+        .instrument(span)
+        .await;
+        self.recorded(session, KIND, &node_set, started_at, result)
+            .await
+    }
+
+    /// Proposes, checks that every participant made the same public parameters, commits or
+    /// aborts. The public digest and the nodes that did not acknowledge the commit.
+    async fn aux_info_locked(
+        &self,
+        session: Uuid,
+        node_set: &[NodeId],
+        started_at: i64,
+        fencing_token: Option<mpc_coordination::FencingToken>,
+    ) -> Result<(String, Vec<NodeId>), NodeError> {
+        let outcomes = match self.check_all_live(node_set) {
+            Ok(()) => {
+                self.coordinate(
+                    session,
+                    ProposalBody::AuxInfo {
+                        node_set: node_set.to_vec(),
+                    },
+                    node_set,
+                    Limits::ms(self.inner.config.limits.aux_info_timeout_ms),
+                    fencing_token,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        let agreed = outcomes.and_then(|outcomes| {
             let digests: Vec<&String> = outcomes
                 .iter()
                 .filter_map(|(_, o)| match o {
@@ -64,24 +109,28 @@ impl Node {
                 })
                 .collect();
             if digests.len() != node_set.len() || digests.windows(2).any(|w| w[0] != w[1]) {
-                return Err(NodeError::Disagreement(format!(
+                Err(NodeError::Disagreement(format!(
                     "aux info public parameters differ between nodes: {digests:?}"
-                )));
+                )))
+            } else {
+                Ok(digests[0].clone())
             }
-            Ok(AuxInfoReport {
-                node_set: node_set.clone(),
-                public_digest: digests[0].clone(),
-                duration_ms: started.elapsed().as_millis() as u64,
-            })
-        }
-        .instrument(span)
-        .await;
-        self.recorded(session, "aux-info", &node_set, started_at, result)
-            .await
+        });
+        let digest = agreed.as_ref().ok().cloned();
+        let kept = agreed.map(|d| serde_json::json!({ "public_digest": d }));
+        let request = serde_json::json!(node_set);
+        let unacknowledged = self
+            .commit_or_abort(session, KIND, (&request, started_at), node_set, kept)
+            .await?;
+        let digest = digest.ok_or_else(|| NodeError::Internal("a commit without digest".into()))?;
+        Ok((digest, unacknowledged))
     }
 
+    /// A participant's part: check the proposal, run the protocol, keep the aux info as pending
+    /// and report its public digest; the commit or abort is applied in the background.
     pub(crate) async fn aux_info_participant(
         &self,
+        coordinator: NodeId,
         session: Uuid,
         node_set: Vec<NodeId>,
     ) -> Result<Outcome, NodeError> {
@@ -98,6 +147,67 @@ impl Node {
                 self.id()
             )));
         }
+        if let Some(p) = store
+            .pending_aux_infos()
+            .await?
+            .into_iter()
+            .find(|p| p.node_set == node_set)
+        {
+            return Err(NodeError::Unavailable(format!(
+                "node {} holds the aux info of ceremony {} pending, until its coordinator \
+                 (node {}) decides it",
+                self.id(),
+                p.session,
+                p.coordinator
+            )));
+        }
+        // Registered before the run: an abort that arrives while it runs is not missed.
+        let decision = self.await_commit(coordinator, session);
+        let made = self.make_aux_info(session, &node_set).await;
+        let (aux, digest, primes) = match made {
+            Ok(made) => made,
+            Err(e) => {
+                self.forget_commit(session);
+                return Err(e);
+            }
+        };
+        let stored = store
+            .put_pending_aux_info(&node_set, session, coordinator, (&aux, &digest), &primes)
+            .await;
+        if let Err(e) = stored {
+            self.forget_commit(session);
+            self.primes_back(&primes).await;
+            return Err(e.into());
+        }
+        info!(node = self.id().get(), %session, "aux info pending, awaiting commit");
+        let pending = PendingAuxInfo {
+            node_set,
+            session,
+            coordinator,
+            public_digest: digest.clone(),
+            created_at: now_ms(),
+        };
+        // The coordinator decides within its own wait for outcomes; then this node asks.
+        let wait = Limits::ms(self.inner.config.limits.aux_info_timeout_ms);
+        let node = self.clone();
+        // On the node's task list: a node shut down mid-wait settles at its next start.
+        self.spawn(
+            async move { node.settle_aux_info(pending, Some((decision, wait))).await }
+                .in_current_span(),
+        );
+        Ok(Outcome::AuxInfo {
+            public_digest: digest,
+        })
+    }
+
+    /// Runs the protocol on one set of this node's primes: the aux info, its public digest and
+    /// the primes. The primes go back to the pool if the run fails.
+    async fn make_aux_info(
+        &self,
+        session: Uuid,
+        node_set: &[NodeId],
+    ) -> Result<(Vec<u8>, String, Vec<u8>), NodeError> {
+        let store = &self.inner.store;
         let primes = store.take_primes().await?.ok_or_else(|| {
             NodeError::Unavailable(format!(
                 "node {} has no safe primes ready (the pool is generating them)",
@@ -107,39 +217,65 @@ impl Node {
         let primes_bytes = primes.to_vec();
         let primes = Primes::from_bytes(&primes)?;
         let n = node_set.len() as u16;
-        let i = party_index(&node_set, self.id())
-            .ok_or_else(|| NodeError::InvalidRequest("this node is not in the node set".into()))?;
+        let Some(i) = party_index(node_set, self.id()) else {
+            self.primes_back(&primes_bytes).await;
+            return Err(NodeError::InvalidRequest(
+                "this node is not in the node set".into(),
+            ));
+        };
         let indices = PartyIndex::all(n);
         let eid = ExecutionId::derive(ProtocolKind::AuxInfo, "", session, &indices, &[]);
         let sid = SessionId::from_uuid(session);
-        let party = self.join_session::<AuxInfoMsg>(
-            sid,
-            ProtocolKind::AuxInfo,
-            &node_set,
-            Limits::ms(self.inner.config.limits.aux_info_timeout_ms),
-        )?;
-        let result = run_blocking(move || async move {
-            ecdsa::generate_aux_info(&eid, i, n, primes, party, &mut OsRng).await
-        })
-        .await?;
-        let aux = match result {
-            Ok(aux) => aux,
+        let timeout = Limits::ms(self.inner.config.limits.aux_info_timeout_ms);
+        let result =
+            match self.join_session::<AuxInfoMsg>(sid, ProtocolKind::AuxInfo, node_set, timeout) {
+                Ok(party) => run_blocking(move || async move {
+                    ecdsa::generate_aux_info(&eid, i, n, primes, party, &mut OsRng).await
+                })
+                .await
+                .and_then(|r| r.map_err(|e| self.attribute(sid, e))),
+                Err(e) => Err(e),
+            };
+        let made = result
+            .and_then(|aux| Ok((aux.to_bytes()?.to_vec(), hex::encode(aux.public_digest()?))));
+        match made {
+            Ok((aux, digest)) => Ok((aux, digest, primes_bytes)),
             Err(e) => {
                 // The primes were never used to finish a run: keep them for the next one
                 // (their modulus may have been published, which is public anyway).
-                if let Err(e) = store.add_primes(&primes_bytes).await {
-                    warn!(error = %e, "could not return primes to the pool");
-                }
-                return Err(self.attribute(sid, e));
+                self.primes_back(&primes_bytes).await;
+                Err(e)
             }
-        };
-        let digest = hex::encode(aux.public_digest()?);
-        store
-            .put_aux_info(&node_set, &aux.to_bytes()?, &digest, session)
-            .await?;
-        info!(node = self.id().get(), %session, "aux info stored");
-        Ok(Outcome::AuxInfo {
-            public_digest: digest,
+        }
+    }
+
+    async fn primes_back(&self, primes: &[u8]) {
+        if let Err(e) = self.inner.store.add_primes(primes).await {
+            warn!(node = self.id().get(), error = %e, "could not return primes to the pool");
+        }
+    }
+
+    /// Settles `pending`: makes it the node set's aux info, or drops it (its primes back in the
+    /// pool), as its coordinator decided.
+    pub(super) async fn settle_aux_info(
+        &self,
+        pending: PendingAuxInfo,
+        heard: Option<(oneshot::Receiver<Decision>, Duration)>,
+    ) {
+        let ceremony = (pending.coordinator, pending.session);
+        self.settle(ceremony, heard, |decision| async move {
+            let store = &self.inner.store;
+            let (set, session) = (&pending.node_set, pending.session);
+            let applied = match &decision {
+                Ok(()) => store.commit_pending_aux_info(set, session).await.map(|()| {
+                    info!(node = self.id().get(), %session, "aux info committed");
+                }),
+                Err(reason) => store.drop_pending_aux_info(set, session).await.map(|_| {
+                    info!(node = self.id().get(), %session, %reason, "aux info aborted: pending aux info dropped, primes back in the pool");
+                }),
+            };
+            applied.map_err(|e| e.to_string())
         })
+        .await
     }
 }

@@ -28,6 +28,8 @@ pub struct AuxInfoReport {
     pub node_set: Vec<NodeId>,
     pub public_digest: String,
     pub duration_ms: u64,
+    /// Nodes that did not acknowledge the commit (they learn it by asking).
+    pub unacknowledged: Vec<NodeId>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -82,6 +84,7 @@ impl Node {
 }
 
 mod aux_info;
+mod decision;
 mod keygen;
 mod presign;
 mod refresh;

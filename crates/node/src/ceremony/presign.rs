@@ -285,11 +285,14 @@ impl Node {
                 Limits::ms(limits.presign_timeout_ms),
             )?;
             let (share, path_owned, indices_owned) = (share.clone(), path.clone(), indices.clone());
-            let presig = run_blocking_background(move || async move {
+            let (presig, cpu) = run_blocking_background(move || async move {
                 ecdsa::presign(&eid, &share, &indices_owned, &path_owned, party, &mut OsRng).await
             })
-            .await?
-            .map_err(|e| self.attribute(sid, e))?;
+            .await?;
+            let presig = presig.map_err(|e| self.attribute(sid, e))?;
+            if let Some(cpu) = cpu {
+                self.record_generation_cpu(wallet_id, cpu);
+            }
             crate::failpoint::crash_point("presign:generated");
             let now = now_ms();
             let record = PresignatureRecord {

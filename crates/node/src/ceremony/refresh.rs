@@ -7,7 +7,7 @@
 //! that never heard the decision (it restarted, or its wait ended) asks the coordinator, who
 //! recorded the decision before announcing it.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mpc_bitcoin::Scheme;
 use mpc_coordination::FencingToken;
@@ -17,17 +17,18 @@ use mpc_protocols::{
     signature::PublicKey,
     PartyIndex,
 };
-use mpc_store::{AuditEvent, CeremonyRecord, PendingShare, WalletRecord};
+use mpc_store::{AuditEvent, PendingShare, WalletRecord};
 use mpc_transport::{NodeId, SessionId};
 use mpc_types::WalletId;
 use rand_core::OsRng;
 use serde::Serialize;
-use tracing::{info, warn, Instrument};
+use tracing::{info, Instrument};
 use uuid::Uuid;
 
+use super::decision::{Deciding, Decision};
 use crate::{
     config::Limits,
-    control::{Control, Outcome, ProposalBody},
+    control::{Outcome, ProposalBody},
     delivery::run_blocking,
     keys::keygen_indices,
     now_ms, Node, NodeError,
@@ -35,11 +36,6 @@ use crate::{
 
 /// The ceremony's kind in records, audit entries and proposals.
 const KIND: &str = "refresh";
-/// In a running record's result: the coordinator decided to commit (it announces it next).
-const COMMIT: &str = "commit_decided";
-/// How often, and how many times, an undecided participant asks the coordinator.
-const ASK_EVERY: Duration = Duration::from_millis(500);
-const ASK_TIMES: u32 = 240;
 
 /// A committed refresh, as the coordinator reports it.
 #[derive(Debug, Clone, Serialize)]
@@ -168,56 +164,11 @@ impl Node {
                 Ok(())
             }
         });
-        // The decision is recorded before anyone hears it, so that a participant asking later
-        // gets the same answer, even from this node after a restart. A commit is kept in the
-        // still-running record (`COMMIT`): the record becomes `succeeded`, with the report
-        // clients poll for, only once the commit was announced. A commit this node could not
-        // record is not announced: the refresh aborts.
-        let agreed = match agreed {
-            Ok(()) => {
-                let decision = CeremonyRecord {
-                    id: session.to_string(),
-                    kind: KIND.into(),
-                    state: "running".into(),
-                    coordinator: self.id(),
-                    request: request.clone(),
-                    result: Some(serde_json::json!({ COMMIT: true, "key_epoch": key_epoch })),
-                    error: None,
-                    started_at,
-                    finished_at: None,
-                };
-                self.inner
-                    .store
-                    .put_ceremony(&decision)
-                    .await
-                    .map_err(NodeError::from)
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = &agreed {
-            self.record_ceremony(
-                session,
-                KIND,
-                request.clone(),
-                started_at,
-                &Err(e.to_string()),
-            )
-            .await;
-        }
-        match agreed {
-            Ok(()) => {
-                let missing = self.finish_ceremony(session, participants, Ok(())).await;
-                if !missing.is_empty() {
-                    warn!(?missing, "nodes did not acknowledge the refresh's commit");
-                }
-                Ok(missing)
-            }
-            Err(e) => {
-                self.finish_ceremony(session, participants, Err(e.to_string()))
-                    .await;
-                Err(e)
-            }
-        }
+        // Recorded before anyone hears it (`decision`): the record becomes `succeeded`, with the
+        // report clients poll for, only once the commit was announced.
+        let kept = agreed.map(|()| serde_json::json!({ "key_epoch": key_epoch }));
+        self.commit_or_abort(session, KIND, (request, started_at), participants, kept)
+            .await
     }
 
     /// A participant's part: check the proposal, run the refresh, store the new share as
@@ -290,159 +241,62 @@ impl Node {
         let node = self.clone();
         // On the node's task list: a node shut down mid-wait settles at its next start.
         self.spawn(
-            async move {
-                let decided = match tokio::time::timeout(wait, decision).await {
-                    Ok(Ok(d)) => Some(d),
-                    _ => None,
-                };
-                node.settle_pending(pending, decided).await;
-            }
-            .in_current_span(),
+            async move { node.settle_refresh(pending, Some((decision, wait))).await }
+                .in_current_span(),
         );
         Ok(Outcome::Refresh { public_shares })
     }
 
-    /// Applies the decision on `pending` (asking its coordinator if `decided` is `None`) and
-    /// acknowledges it. Undecided after every attempt, the pending share is kept for the next
-    /// start to ask again: dropping it could leave this node on the old epoch after the others
-    /// committed, and committing it could do the opposite.
-    async fn settle_pending(&self, pending: PendingShare, decided: Option<Result<(), String>>) {
-        let decided = match decided {
-            Some(d) => Some(d),
-            None => self.ask_decision(&pending).await,
-        };
-        let Some(decision) = decided else {
-            warn!(node = self.id().get(), wallet = %pending.wallet_id, session = %pending.session, "refresh still undecided: the pending share is kept until the coordinator answers");
-            return;
-        };
-        let store = &self.inner.store;
-        let applied = match &decision {
-            Ok(()) => store
-                .commit_pending_share(&pending.wallet_id, pending.session)
-                .await
-                .map(|c| {
-                    info!(node = self.id().get(), wallet = %pending.wallet_id, key_epoch = c.key_epoch, presignatures_retired = c.presignatures_retired, "refresh committed");
-                }),
-            Err(reason) => store
-                .drop_pending_share(&pending.wallet_id, pending.session)
-                .await
-                .map(|_| {
-                    info!(node = self.id().get(), wallet = %pending.wallet_id, %reason, "refresh aborted: pending share dropped");
-                }),
-        };
-        self.forget_wallet(&pending.wallet_id);
-        let applied = applied.map_err(|e| e.to_string());
-        let error = match (&decision, &applied) {
-            (_, Err(e)) | (Err(e), _) => Some(e.clone()),
-            _ => None,
-        };
-        let stage = if decision.is_ok() && applied.is_ok() {
-            "committed"
-        } else {
-            "aborted"
-        };
-        self.audit_refresh(
-            stage,
-            pending.session,
-            &pending.wallet_id,
-            pending.key_epoch,
-            pending.coordinator == self.id(),
-            error,
-        )
-        .await;
-        self.acknowledge(pending.coordinator, pending.session, applied.and(decision))
-            .await;
-    }
-
-    /// Asks the coordinator for the decision on `pending` until it answers (`None` if it never
-    /// does within the attempts).
-    async fn ask_decision(&self, pending: &PendingShare) -> Option<Result<(), String>> {
-        if pending.coordinator == self.id() {
-            for _ in 0..ASK_TIMES {
-                if let Some(d) = self.refresh_decision(pending.session).await {
-                    return Some(d);
-                }
-                tokio::time::sleep(ASK_EVERY).await;
-            }
-            return None;
-        }
-        // One registration for every attempt, so an answer to an earlier one still counts.
-        let mut answer = self.await_commit(pending.coordinator, pending.session);
-        for attempt in 0..ASK_TIMES {
-            // Numbered: the router drops a control message identical to one it already took.
-            let asked = Control::Decision {
-                session: pending.session,
-                attempt,
+    /// Settles `pending` (`decision`): commits or drops it as its coordinator decided, with
+    /// the audit entry of what happened.
+    pub(super) async fn settle_refresh(
+        &self,
+        pending: PendingShare,
+        heard: Option<(
+            tokio::sync::oneshot::Receiver<Decision>,
+            std::time::Duration,
+        )>,
+    ) {
+        let ceremony = (pending.coordinator, pending.session);
+        self.settle(ceremony, heard, |decision| async move {
+            let store = &self.inner.store;
+            let applied = match &decision {
+                Ok(()) => store
+                    .commit_pending_share(&pending.wallet_id, pending.session)
+                    .await
+                    .map(|c| {
+                        info!(node = self.id().get(), wallet = %pending.wallet_id, key_epoch = c.key_epoch, presignatures_retired = c.presignatures_retired, "refresh committed");
+                    }),
+                Err(reason) => store
+                    .drop_pending_share(&pending.wallet_id, pending.session)
+                    .await
+                    .map(|_| {
+                        info!(node = self.id().get(), wallet = %pending.wallet_id, %reason, "refresh aborted: pending share dropped");
+                    }),
             };
-            if let Err(e) = self
-                .send_control(pending.coordinator, pending.session, &asked)
-                .await
-            {
-                warn!(node = self.id().get(), error = %e, "could not ask for the refresh's decision");
-            }
-            match tokio::time::timeout(ASK_EVERY, &mut answer).await {
-                Ok(Ok(d)) => return Some(d),
-                Ok(Err(_)) => return None,
-                Err(_) => {}
-            }
-        }
-        None
-    }
-
-    /// This node's decision on refresh `session` as its coordinator: commit or abort as
-    /// recorded; abort for a refresh it has no record of (never proposed here), or whose record
-    /// is still running while no ceremony runs (this node restarted before deciding, and never
-    /// will); `None` while it is still deciding.
-    pub(crate) async fn refresh_decision(&self, session: Uuid) -> Option<Result<(), String>> {
-        let record = match self.inner.store.ceremony(&session.to_string()).await {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(node = self.id().get(), error = %e, "could not read the refresh's record");
-                return None;
-            }
-        };
-        match record {
-            Some(r) if r.kind != KIND => Some(Err(format!("session {session} is no refresh"))),
-            Some(r) if r.state == "succeeded" => Some(Ok(())),
-            Some(r) if r.state == "failed" => {
-                Some(Err(r.error.unwrap_or_else(|| "the refresh failed".into())))
-            }
-            Some(r) if r.result.as_ref().is_some_and(|v| v[COMMIT] == true) => Some(Ok(())),
-            Some(_) if Deciding::is(self, session) => None,
-            Some(_) => Some(Err(
-                "the coordinator restarted before deciding the refresh".into()
-            )),
-            None => Some(Err(format!("no refresh {session} was coordinated here"))),
-        }
-    }
-
-    /// Answers a participant's [`Control::Decision`] for `session` (nothing while deciding).
-    pub(crate) async fn decision_asked(&self, from: NodeId, session: Uuid) {
-        let Some(decision) = self.refresh_decision(session).await else {
-            return;
-        };
-        let msg = match decision {
-            Ok(()) => Control::Commit { session },
-            Err(reason) => Control::Abort { session, reason },
-        };
-        if let Err(e) = self.send_control(from, session, &msg).await {
-            warn!(node = self.id().get(), peer = from.get(), error = %e, "could not answer a decision request");
-        }
-    }
-
-    /// At start: settle every pending share left by a refresh this node never heard decided.
-    pub(crate) async fn settle_pending_refreshes(&self) {
-        let pending = match self.inner.store.pending_shares().await {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(node = self.id().get(), error = %e, "could not list pending shares");
-                return;
-            }
-        };
-        for p in pending {
-            let node = self.clone();
-            self.spawn(async move { node.settle_pending(p, None).await });
-        }
+            self.forget_wallet(&pending.wallet_id);
+            let applied = applied.map_err(|e| e.to_string());
+            let error = match (&decision, &applied) {
+                (_, Err(e)) | (Err(e), _) => Some(e.clone()),
+                _ => None,
+            };
+            let stage = if decision.is_ok() && applied.is_ok() {
+                "committed"
+            } else {
+                "aborted"
+            };
+            self.audit_refresh(
+                stage,
+                pending.session,
+                &pending.wallet_id,
+                pending.key_epoch,
+                pending.coordinator == self.id(),
+                error,
+            )
+            .await;
+            applied
+        })
+        .await
     }
 
     pub(crate) async fn audit_refresh(
@@ -463,39 +317,5 @@ impl Node {
             error,
         })
         .await
-    }
-}
-
-/// Marks a refresh as being decided by this node while it lives.
-struct Deciding {
-    node: Node,
-    session: Uuid,
-}
-
-impl Deciding {
-    fn new(node: &Node, session: Uuid) -> Self {
-        if let Ok(mut s) = node.inner.refreshing.lock() {
-            s.insert(session);
-        }
-        Deciding {
-            node: node.clone(),
-            session,
-        }
-    }
-
-    fn is(node: &Node, session: Uuid) -> bool {
-        node.inner
-            .refreshing
-            .lock()
-            .map(|s| s.contains(&session))
-            .unwrap_or(false)
-    }
-}
-
-impl Drop for Deciding {
-    fn drop(&mut self) {
-        if let Ok(mut s) = self.node.inner.refreshing.lock() {
-            s.remove(&self.session);
-        }
     }
 }

@@ -87,6 +87,9 @@ impl Node {
         let result = self
             .sign_psbt_unaudited(session, wallet_ids, psbt_base64, approvals.as_ref())
             .await;
+        if result.is_err() {
+            self.release_held_outputs(session).await;
+        }
         let finished = match &result {
             Ok(report) => AuditEvent::SigningFinished {
                 session,
@@ -125,6 +128,7 @@ impl Node {
             let jobs = analyze(&psbt, &wallets.keys(), &self.tx_rules())?;
             let summary = self.check_policy(&psbt, &jobs, &wallets, true).await?;
             self.check_approvals(&psbt, &summary, &wallets, approvals)?;
+            self.hold_spent_outputs(session, &psbt).await;
             tracing::debug!(
                 prepare_ms = started.elapsed().as_secs_f64() * 1e3,
                 "coordinator: request checked"

@@ -336,7 +336,7 @@ impl Node {
         Ok(RequestWallets { records, keys })
     }
 
-    fn ready(&self) -> Result<std::sync::MutexGuard<'_, ReadyPresignatures>, NodeError> {
+    pub(crate) fn ready(&self) -> Result<std::sync::MutexGuard<'_, ReadyPresignatures>, NodeError> {
         self.inner
             .ready
             .lock()

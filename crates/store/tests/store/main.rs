@@ -21,6 +21,7 @@ use common::*;
 
 mod approvals;
 mod audit;
+mod aux_info;
 mod key_epochs;
 mod presignatures;
 mod records;
