@@ -17,8 +17,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use mpc_node::{now_ms, Node};
-use mpc_store::WalletState;
+use mpc_node::Node;
 use mpc_types::NodeId;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -41,6 +40,8 @@ pub struct Metrics {
     peers_live: IntGauge,
     pool_ready: IntGaugeVec,
     pool_consumed: IntGaugeVec,
+    pool_below_low_water: IntGaugeVec,
+    refusals: IntCounterVec,
     ceremonies: IntGaugeVec,
     sessions: IntGaugeVec,
     incidents: IntCounterVec,
@@ -85,7 +86,7 @@ impl Metrics {
         let peers_live =
             IntGauge::new("peers_live", "Nodes this node sees live (itself included).")?;
         registry.register(Box::new(peers_live.clone()))?;
-        Ok(Self {
+        let metrics = Self {
             requests: counter(
                 "api_requests_total",
                 "API requests by method, route template and status.",
@@ -133,6 +134,16 @@ impl Metrics {
                 "Presignatures used so far per wallet, path and signer set.",
                 &["wallet", "path", "signers"],
             )?,
+            pool_below_low_water: gauge(
+                "presignatures_below_low_water",
+                "On the refill leader: presignatures missing below low water over the paths with spendable outputs, per wallet.",
+                &["wallet"],
+            )?,
+            refusals: counter(
+                "signing_refusals_total",
+                "Signings refused or failed since the node started (its audit log has the rule), as coordinator or as signer.",
+                &["role"],
+            )?,
             ceremonies: gauge(
                 "ceremonies",
                 "Ceremonies this node coordinated, by kind and state.",
@@ -150,7 +161,17 @@ impl Metrics {
             )?,
             registry,
             scrape: tokio::sync::Mutex::new(()),
-        })
+        };
+        // Every signing method's series exists from the start, at zero: Prometheus's
+        // increase() does not count a series' first sample, so an alert on the first
+        // interactive signing after a start would otherwise never fire.
+        for method in ["presignature", "interactive", "frost", "mixed"] {
+            metrics.signing_seconds.with_label_values(&[method]);
+        }
+        for role in ["coordinator", "signer"] {
+            metrics.refusals.with_label_values(&[role]);
+        }
+        Ok(metrics)
     }
 
     pub fn rate_limited(&self, which: Limited) {
@@ -208,16 +229,13 @@ impl Metrics {
 
         self.pool_ready.reset();
         self.pool_consumed.reset();
-        let now = now_ms();
-        for wallet in store.wallets().await.map_err(store_err)? {
-            if wallet.state != WalletState::Active || wallet.scheme != mpc_bitcoin::Scheme::Ecdsa {
-                continue;
-            }
-            for level in store
-                .presignature_counts(&wallet.id, now)
-                .await
-                .map_err(store_err)?
-            {
+        self.pool_below_low_water.reset();
+        for wallet in node.pool_stats().await.map_err(ApiError::from)? {
+            let id = wallet.wallet_id.as_str();
+            self.pool_below_low_water
+                .with_label_values(&[id])
+                .set(wallet.below_low_water as i64);
+            for level in &wallet.levels {
                 let signers = level
                     .signers
                     .iter()
@@ -225,7 +243,7 @@ impl Metrics {
                     .collect::<Vec<_>>()
                     .join(",");
                 let path = level.path.to_string();
-                let labels = [wallet.id.as_str(), path.as_str(), signers.as_str()];
+                let labels = [id, path.as_str(), signers.as_str()];
                 self.pool_ready
                     .with_label_values(&labels)
                     .set(level.ready as i64);
@@ -234,6 +252,12 @@ impl Metrics {
                     .set(level.consumed as i64);
             }
         }
+        let (coordinator, signer) = node.refusals();
+        self.refusals.reset();
+        self.refusals
+            .with_label_values(&["coordinator"])
+            .inc_by(coordinator);
+        self.refusals.with_label_values(&["signer"]).inc_by(signer);
         self.ceremonies.reset();
         for (kind, state, n) in store.ceremony_counts().await.map_err(store_err)? {
             self.ceremonies
@@ -247,7 +271,20 @@ impl Metrics {
                 .set(n as i64);
         }
         // Counted by the store, so the counter is set anew from it (reset, then the total).
+        // Every (peer, kind) series exists at zero before its first incident: increase() in
+        // the alerting rules does not count a series' first sample.
         self.incidents.reset();
+        for peer in node
+            .config()
+            .node_ids()
+            .into_iter()
+            .filter(|p| *p != node.id())
+        {
+            for kind in mpc_store::IncidentKind::ALL {
+                self.incidents
+                    .with_label_values(&[peer.to_string().as_str(), kind.as_str()]);
+            }
+        }
         for (accused, kind, n) in store.incident_counts().await.map_err(store_err)? {
             self.incidents
                 .with_label_values(&[accused.to_string().as_str(), kind.as_str()])

@@ -124,7 +124,25 @@ impl Node {
     ) -> Result<AuditHead, NodeError> {
         let head = self.inner.store.append_audit(actor, &event).await?;
         self.inner.webhooks.notify(self.id(), &head, actor, &event);
+        let refused = match &event {
+            AuditEvent::SigningFinished { ok: false, .. } => Some(0),
+            AuditEvent::SignerRefused { .. } => Some(1),
+            _ => None,
+        };
+        if let Some(role) = refused {
+            self.inner.refusals[role].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(head)
+    }
+
+    /// Signings refused or failed since this node started, as recorded in its audit log:
+    /// `(coordinator, signer)`, the requests it coordinated and the proposals it refused.
+    pub fn refusals(&self) -> (u64, u64) {
+        let [coordinator, signer] = &self.inner.refusals;
+        (
+            coordinator.load(std::sync::atomic::Ordering::Relaxed),
+            signer.load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// `result`, unless it is a success whose record (`recorded`) failed: then that failure,

@@ -53,7 +53,7 @@ pub(crate) struct Inner {
     pub(crate) notice_checks: Arc<tokio::sync::Semaphore>,
     pub(crate) waiters: Mutex<HashMap<Uuid, Waiter>>,
     pub(crate) commit_waiters: Mutex<HashMap<Uuid, CommitWaiter>>,
-    /// Two-phase ceremonies (refresh, aux info) this node coordinates now (undecided until
+    /// Two-phase ceremonies (refresh, aux info, keygen) this node coordinates now (undecided until
     /// removed).
     pub(crate) deciding: Mutex<std::collections::HashSet<Uuid>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -65,6 +65,8 @@ pub(crate) struct Inner {
     /// How each failed protocol session ended, for [`Node::attribute`].
     delivery_failures: DeliveryFailures,
     pub(crate) webhooks: crate::webhooks::Webhooks,
+    /// Signings refused since start: as coordinator, as signer (`Node::refusals`).
+    pub(crate) refusals: [std::sync::atomic::AtomicU64; 2],
 }
 
 /// A running node. Cheap to clone.
@@ -199,6 +201,7 @@ impl Node {
                 fencing: tokio::sync::Mutex::new(()),
                 delivery_failures: DeliveryFailures::default(),
                 webhooks,
+                refusals: Default::default(),
             }),
         };
         node.spawn(node.clone().dispatch(control));

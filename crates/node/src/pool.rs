@@ -88,6 +88,11 @@ pub struct WalletPoolStats {
     pub max: u32,
     pub levels: Vec<PoolLevelReport>,
     pub ready_total: u64,
+    /// On the refill leader: presignatures missing below low water, summed over the paths
+    /// with spendable outputs (low water, or what the path's outputs want if fewer, less the
+    /// ready ones of its best-stocked signer set). Above zero for long, refill cannot keep up
+    /// (too few live nodes, or too little CPU). Zero on other nodes and with the pool off.
+    pub below_low_water: u64,
     /// Ready presignatures over the target summed over the kept pools.
     pub fill: f64,
     /// Presignatures of this wallet this node holds or held, in any state.
@@ -594,6 +599,21 @@ impl Node {
             let mut times: Vec<f64> = generation.per_presignature_ms.iter().copied().collect();
             times.sort_by(f64::total_cmp);
             let ready_total: u64 = levels.iter().map(|l| l.ready).sum();
+            let mut below_low_water = 0;
+            if self.inner.config.pool.enabled && self.is_pool_leader() {
+                for demand in self.path_demand(&wallet.id).await? {
+                    let floor = limits
+                        .wanted(demand.spendable)
+                        .min(u64::from(limits.low_water));
+                    let ready = levels
+                        .iter()
+                        .filter(|l| l.path == demand.path)
+                        .map(|l| l.ready)
+                        .max()
+                        .unwrap_or(0);
+                    below_low_water += floor.saturating_sub(ready);
+                }
+            }
             let used_total: u64 = levels.iter().map(|l| l.consumed).sum();
             let held_total: u64 = levels.iter().map(|l| l.generated).sum();
             let kept = levels.iter().filter(|l| l.ready > 0).count().max(1) as f64;
@@ -607,6 +627,7 @@ impl Node {
                 low_water: limits.low_water,
                 max: limits.max,
                 ready_total,
+                below_low_water,
                 fill: if limits.target == 0 {
                     0.0
                 } else {
