@@ -53,7 +53,7 @@ pub(crate) struct Inner {
     pub(crate) notice_checks: Arc<tokio::sync::Semaphore>,
     pub(crate) waiters: Mutex<HashMap<Uuid, Waiter>>,
     pub(crate) commit_waiters: Mutex<HashMap<Uuid, CommitWaiter>>,
-    /// Two-phase ceremonies (refresh, aux info) this node coordinates now (undecided until
+    /// Two-phase ceremonies (refresh, aux info, keygen) this node coordinates now (undecided until
     /// removed).
     pub(crate) deciding: Mutex<std::collections::HashSet<Uuid>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,

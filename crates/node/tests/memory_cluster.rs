@@ -28,6 +28,9 @@ mod webhooks;
 #[path = "aux_info/mod.rs"]
 mod aux_info;
 
+#[path = "keygen/mod.rs"]
+mod keygen;
+
 async fn cluster(n: u16, t: u16) -> Cluster {
     start(n, t, |_| {}).await
 }

@@ -1,4 +1,4 @@
-//! The second phase that key refresh and aux info share. Participants keep what the protocol
+//! The second phase that key refresh, aux info and key generation share. Participants keep what the protocol
 //! produced as pending; the coordinator commits only when every participant reported the same
 //! public result, **records its decision before announcing it**, and answers a participant that
 //! asks ([`Control::Decision`]) from that record. A participant applies the decision it hears,
@@ -19,8 +19,9 @@ use crate::{control::Control, Node, NodeError};
 /// In a running record's result: the coordinator decided to commit (it announces it next).
 const COMMIT: &str = "commit_decided";
 /// The ceremony kinds (as recorded) decided in two phases: the only ones a participant asks
-/// about.
-const TWO_PHASE: &[&str] = &["refresh", "aux-info"];
+/// about. (Key generation's pending wallets are not settled at a start: the wallet row does not
+/// record the coordinator.)
+const TWO_PHASE: &[&str] = &["refresh", "aux-info", "keygen"];
 /// How often, and how many times, an undecided participant asks the coordinator.
 const ASK_EVERY: Duration = Duration::from_millis(500);
 const ASK_TIMES: u32 = 240;

@@ -1,5 +1,6 @@
 //! Key generation over the network (CGGMP24 or FROST): the wallet is active only after every
-//! participant reported the same key.
+//! participant reported the same key, in the two phases of `decision` (a participant that
+//! misses the coordinator's commit or abort asks for it instead of guessing).
 
 use mpc_bitcoin::Scheme;
 use mpc_coordination::FencingToken;
@@ -23,7 +24,10 @@ use crate::{
     now_ms, Node, NodeError,
 };
 
-use super::{sorted_unique, CreateWallet};
+use super::{decision::Deciding, sorted_unique, CreateWallet};
+
+/// The ceremony's kind in records and proposals.
+const KIND: &str = "keygen";
 
 impl Node {
     /// Coordinates a keygen. The wallet is active only after every participant reported the
@@ -61,17 +65,31 @@ impl Node {
         };
         let span =
             tracing::info_span!("keygen", node = self.id().get(), %session, wallet = %spec.id);
+        let recorded_request = serde_json::to_value(&request).unwrap_or_default();
         let result = async {
             self.check_spec(&spec)?;
             // Held until the wallet is committed or aborted everywhere.
             let lock = self.ceremony_lock().await?;
-            let result = self.keygen_locked(session, &spec, lock.fencing_token).await;
+            let _deciding = Deciding::new(self, session);
+            // A running record first: a participant asking for the decision meanwhile is told
+            // to wait, and one asking after a restart of this node is told it failed.
+            let result = match self
+                .ceremony_started(session, KIND, recorded_request.clone())
+                .await
+            {
+                Ok(()) => {
+                    let recorded = (&recorded_request, started_at);
+                    self.keygen_locked(session, &spec, recorded, lock.fencing_token)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             lock.release().await;
             result
         }
         .instrument(span)
         .await;
-        self.recorded(session, "keygen", &request, started_at, result)
+        self.recorded(session, KIND, &request, started_at, result)
             .await
     }
 
@@ -79,6 +97,7 @@ impl Node {
         &self,
         session: Uuid,
         spec: &WalletSpec,
+        recorded: (&serde_json::Value, i64),
         fencing_token: Option<FencingToken>,
     ) -> Result<WalletInfo, NodeError> {
         let participants = &spec.participants;
@@ -113,25 +132,13 @@ impl Node {
                 Ok(())
             }
         });
-        match agreed {
-            Ok(()) => {
-                let missing = self.finish_ceremony(session, participants, Ok(())).await;
-                if !missing.is_empty() {
-                    warn!(
-                        ?missing,
-                        "nodes did not acknowledge the wallet's activation"
-                    );
-                }
-                let record = self.active_wallet(&spec.id).await?;
-                self.publish_wallet(&record).await;
-                wallet_info(&record)
-            }
-            Err(e) => {
-                self.finish_ceremony(session, participants, Err(e.to_string()))
-                    .await;
-                Err(e)
-            }
-        }
+        // Recorded before anyone hears it (`decision`): a participant that misses it asks.
+        let kept = agreed.map(|()| serde_json::json!({ "wallet_id": spec.id }));
+        self.commit_or_abort(session, KIND, recorded, participants, kept)
+            .await?;
+        let record = self.active_wallet(&spec.id).await?;
+        self.publish_wallet(&record).await;
+        wallet_info(&record)
     }
 
     fn check_spec(&self, spec: &WalletSpec) -> Result<(), NodeError> {
@@ -254,26 +261,28 @@ impl Node {
         let commit = self.await_commit(coordinator, session);
         store.insert_wallet(&record, &share_bytes).await?;
         info!(node = self.id().get(), wallet = %spec.id, %kind, "key share stored, awaiting commit");
+        // Not heard within the ceremony's deadline, the decision is asked for, never guessed:
+        // an abort deletes the share, which the others may have activated.
+        let wait = Limits::ms(self.inner.config.limits.keygen_timeout_ms);
         let node = self.clone();
         let wallet_id = spec.id.clone();
-        tokio::spawn(
+        self.spawn(
             async move {
-                let decision = match tokio::time::timeout(std::time::Duration::from_secs(60), commit).await {
-                    Ok(Ok(d)) => d,
-                    _ => Err("no commit from the coordinator".into()),
-                };
-                let state = if decision.is_ok() {
-                    WalletState::Active
-                } else {
-                    WalletState::Aborted
-                };
-                let stored = node.inner.store.set_wallet_state(&wallet_id, state).await;
-                match &stored {
-                    Ok(()) => info!(node = node.id().get(), wallet = %wallet_id, %state, "wallet state set"),
-                    Err(e) => warn!(node = node.id().get(), wallet = %wallet_id, error = %e, "could not set wallet state"),
-                }
-                let ack = stored.map_err(|e| e.to_string()).and(decision.map(|_| ()));
-                node.acknowledge(coordinator, session, ack).await;
+                let (node, wallet_id) = (&node, &wallet_id);
+                node.settle((coordinator, session), Some((commit, wait)), |decision| async move {
+                    let state = if decision.is_ok() {
+                        WalletState::Active
+                    } else {
+                        WalletState::Aborted
+                    };
+                    let stored = node.inner.store.set_wallet_state(wallet_id, state).await;
+                    match &stored {
+                        Ok(()) => info!(node = node.id().get(), wallet = %wallet_id, %state, "wallet state set"),
+                        Err(e) => warn!(node = node.id().get(), wallet = %wallet_id, error = %e, "could not set wallet state"),
+                    }
+                    stored.map_err(|e| e.to_string())
+                })
+                .await
             }
             .in_current_span(),
         );

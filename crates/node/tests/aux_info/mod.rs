@@ -62,7 +62,7 @@ async fn a_pending_aux_info_is_settled_at_start_as_its_coordinator_decided() {
         };
     let cases = [
         ("aux-info", "running", serde_json::json!({}), None),
-        ("keygen", "succeeded", serde_json::json!({}), None),
+        ("presign", "succeeded", serde_json::json!({}), None),
         (
             "aux-info",
             "running",
