@@ -11,9 +11,9 @@
 //! `--tables` also times cggmp24's multi-exponentiation tables: one party's against plain
 //! `s^x t^y`, then presignatures with tables for the signers' parameters (about 45 s of CPU
 //! more). `--presign-only` runs only three presignatures (with tables if `--tables`), e.g.
-//! under `perf record`. CPU time is read per thread from `/proc/thread-self/schedstat` (ns),
-//! so time spent waiting for a core is not counted; the presignatures' from `/proc/self/stat`
-//! (all threads).
+//! under `perf record`. CPU time is read per thread (`CLOCK_THREAD_CPUTIME_ID`, through
+//! `mpc_protocols::sim::thread_cpu`), so time spent waiting for a core is not counted; the
+//! presignatures' from `/proc/self/stat` (all threads).
 
 #[path = "presign_floor/count.rs"]
 mod count;
@@ -34,12 +34,9 @@ use rand_core::OsRng;
 
 type Curve = mpc_protocols::ecdsa::Curve;
 
-/// This thread's CPU time in ns (Linux: the first field of schedstat).
+/// This thread's CPU time in ns.
 fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|f| f.parse().ok()))
-        .unwrap_or(0)
+    mpc_protocols::sim::thread_cpu().map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// CPU µs per call of `f`, repeated until `budget_ns` of this thread's CPU (at least 3 calls).
