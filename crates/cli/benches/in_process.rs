@@ -16,15 +16,12 @@ use mpc_bitcoin::{
     Chain, Scheme, WalletKey,
 };
 use mpc_protocols::{
-    ecdsa::{AuxInfo, PrimesFile, SighashPreimage},
+    ecdsa::{AuxInfo, SighashPreimage},
     local, DerivationPath, PartyIndex,
 };
 
-const BACKEND: &str = if cfg!(feature = "backend-rug") {
-    "rug"
-} else {
-    "num-bigint"
-};
+mod common;
+use common::{cores, fixture_primes, BACKEND};
 
 /// Process CPU time (all threads) in ms, from /proc (Linux).
 fn cpu_ms() -> f64 {
@@ -93,16 +90,8 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let it = |full: usize| if quick { full.min(2) } else { full };
     let n = 5u16;
-    let primes_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/primes.json");
-    let primes: PrimesFile =
-        serde_json::from_slice(&std::fs::read(primes_path).expect("fixture primes"))
-            .expect("fixture primes parse");
-    println!(
-        "in-process, n = {n}, {} cores",
-        std::thread::available_parallelism()
-            .map(|c| c.get())
-            .unwrap_or(1)
-    );
+    let primes = fixture_primes();
+    println!("in-process, n = {n}, {} cores", cores());
     println!("| phase | t | backend | iterations | p50 ms | p90 ms | CPU ms/iter (all threads) |");
     println!("|---|---|---|---|---|---|---|");
     let mut rows = Vec::new();

@@ -50,6 +50,9 @@ pub struct NodeConfig {
     /// events, signed with HMAC (`webhooks`).
     #[serde(default)]
     pub webhooks: Vec<crate::webhooks::WebhookConfig>,
+    /// Scheduled key refresh (`[refresh] every_secs`); off by default.
+    #[serde(default)]
+    pub refresh: RefreshConfig,
 }
 
 /// Pool sizes for one wallet. Presignatures are kept only for paths that hold spendable
@@ -97,6 +100,15 @@ impl Default for PoolLimits {
             ttl_ms: 3_600_000,
         }
     }
+}
+
+/// Scheduled key refresh (`[refresh]`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshConfig {
+    /// Refresh every FROST wallet whose shares are older than this many seconds (0: never;
+    /// on demand only). Driven by the pool's refill leader, so one node starts each refresh.
+    pub every_secs: u64,
 }
 
 /// The presignature pool service.

@@ -426,19 +426,14 @@ where
 {
     run_blocking(move || async move {
         let _idle = IdlePriority::enter();
-        let before = thread_cpu();
+        let before = mpc_protocols::sim::thread_cpu();
         let result = start().await;
-        let cpu = before.zip(thread_cpu()).map(|(b, a)| a.saturating_sub(b));
+        let cpu = before
+            .zip(mpc_protocols::sim::thread_cpu())
+            .map(|(b, a)| a.saturating_sub(b));
         (result, cpu)
     })
     .await
-}
-
-/// CPU time of the calling thread so far.
-fn thread_cpu() -> Option<Duration> {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
-        .ok()
-        .map(Duration::from)
 }
 
 #[cfg(test)]

@@ -208,6 +208,7 @@ impl Node {
         node.spawn(node.clone().heartbeats());
         node.spawn(node.clone().prime_pool());
         node.spawn(node.clone().pool_service());
+        node.spawn(node.clone().refresh_schedule());
         node.spawn(node.clone().membership_service());
         let settling = node.clone();
         node.spawn(async move { settling.settle_pending_at_start().await });

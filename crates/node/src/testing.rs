@@ -91,6 +91,7 @@ pub fn config(id: NodeId, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
         },
         coordination: Default::default(),
         webhooks: Vec::new(),
+        refresh: Default::default(),
     }
 }
 

@@ -1,8 +1,13 @@
 //! Runs `n` parties of a protocol in one process, each on its own thread, over in-memory
 //! channels. This is the "in-process library run" that tests use and that benchmarks compare
 //! the networked cluster against: same protocol code, no serialization, no network.
+//!
+//! Inside [`measured`], each run also records what every party cost: its thread's CPU time and
+//! the messages and bytes it sent (each message CBOR-encoded, as a node encodes it for the
+//! wire), for the cost-curve benchmark.
 
 use std::{
+    cell::RefCell,
     convert::Infallible,
     future::Future,
     pin::Pin,
@@ -11,6 +16,7 @@ use std::{
         Arc,
     },
     task::{Context, Poll},
+    time::Duration,
 };
 
 use futures::{
@@ -18,6 +24,52 @@ use futures::{
     Sink, StreamExt,
 };
 use round_based::{Incoming, MessageDestination, MessageType, MpcParty, Outgoing, PartyIndex};
+use serde::Serialize;
+
+/// What one party of a simulated run cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartyCost {
+    /// CPU time of the party's thread ([`thread_cpu`]), encoding included.
+    pub cpu: Duration,
+    /// Messages sent, one per recipient (a broadcast to `n - 1` parties counts `n - 1`), as
+    /// the node's delivery sends one envelope per peer.
+    pub messages: u64,
+    /// The CBOR payload bytes of those messages; the envelope around them is not counted.
+    pub bytes: u64,
+}
+
+/// CPU time of the calling thread so far (`CLOCK_THREAD_CPUTIME_ID`); `None` where the clock
+/// cannot be read.
+pub fn thread_cpu() -> Option<Duration> {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .ok()
+        .map(Duration::from)
+}
+
+thread_local! {
+    /// The costs of the runs started on this thread inside [`measured`]; `None` outside it,
+    /// where messages are not encoded.
+    static MEASURED: RefCell<Option<Vec<Vec<PartyCost>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` and returns, beside its output, the per-party costs of every simulated run `f`
+/// started on this thread, in order (one `Vec` per run, in party order).
+///
+/// Inside it every message is encoded to be counted, which a party pays for in CPU as a node
+/// does; a message that cannot be encoded panics the run (a node could not send it either).
+pub fn measured<T>(f: impl FnOnce() -> T) -> (T, Vec<Vec<PartyCost>>) {
+    let outer = MEASURED.with(|m| m.replace(Some(Vec::new())));
+    let out = f();
+    let runs = MEASURED.with(|m| m.replace(outer)).unwrap_or_default();
+    (out, runs)
+}
+
+/// Messages and bytes one party sent, counted by its outgoing half.
+#[derive(Default)]
+struct Sent {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+}
 
 /// Incoming half of a simulated party's delivery.
 pub type SimIncoming<M> = futures::stream::Map<
@@ -38,9 +90,11 @@ pub struct SimOutgoing<M> {
     peers: Arc<Vec<UnboundedSender<Incoming<M>>>>,
     next_id: Arc<AtomicU64>,
     tamper: Option<Tamper<M>>,
+    /// Set inside [`measured`] only.
+    sent: Option<Arc<Sent>>,
 }
 
-impl<M: Clone> Sink<Outgoing<M>> for SimOutgoing<M> {
+impl<M: Clone + Serialize> Sink<Outgoing<M>> for SimOutgoing<M> {
     type Error = Infallible;
 
     fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -48,6 +102,19 @@ impl<M: Clone> Sink<Outgoing<M>> for SimOutgoing<M> {
     }
 
     fn start_send(self: Pin<&mut Self>, out: Outgoing<M>) -> Result<(), Self::Error> {
+        if let Some(sent) = &self.sent {
+            let copies = match out.recipient {
+                MessageDestination::AllParties => self.peers.len().saturating_sub(1),
+                MessageDestination::OneParty(to) => usize::from(usize::from(to) < self.peers.len()),
+            } as u64;
+            // Encoded once, sent to each recipient: as the node's delivery does.
+            let len = match crate::encoding::encode(&out.msg) {
+                Ok(bytes) => bytes.len() as u64,
+                Err(e) => panic!("a protocol message that cannot be encoded: {e}"),
+            };
+            sent.messages.fetch_add(copies, Ordering::Relaxed);
+            sent.bytes.fetch_add(copies * len, Ordering::Relaxed);
+        }
         let deliver = |to: usize, msg_type: MessageType, mut msg: M| {
             if let (Some(tamper), Ok(to)) = (&self.tamper, PartyIndex::try_from(to)) {
                 tamper(self.me, to, &mut msg);
@@ -89,7 +156,7 @@ impl<M: Clone> Sink<Outgoing<M>> for SimOutgoing<M> {
 /// outputs in party order.
 pub fn run<M, T, F, Fut>(n: u16, protocol: F) -> Vec<T>
 where
-    M: Clone + Send + 'static,
+    M: Clone + Serialize + Send + 'static,
     T: Send,
     F: Fn(PartyIndex, SimParty<M>) -> Fut + Sync,
     Fut: Future<Output = T>,
@@ -100,7 +167,7 @@ where
 /// [`run`], with every delivered message passed through `tamper` first.
 pub fn run_tampered<M, T, F, Fut>(n: u16, tamper: Option<Tamper<M>>, protocol: F) -> Vec<T>
 where
-    M: Clone + Send + 'static,
+    M: Clone + Serialize + Send + 'static,
     T: Send,
     F: Fn(PartyIndex, SimParty<M>) -> Fut + Sync,
     Fut: Future<Output = T>,
@@ -109,7 +176,11 @@ where
     let peers = Arc::new(senders);
     let next_id = Arc::new(AtomicU64::new(0));
     let protocol = &protocol;
-    std::thread::scope(|scope| {
+    let measuring = MEASURED.with(|m| m.borrow().is_some());
+    let sent: Vec<Option<Arc<Sent>>> = (0..n)
+        .map(|_| measuring.then(|| Arc::new(Sent::default())))
+        .collect();
+    let results: Vec<(T, Duration)> = std::thread::scope(|scope| {
         let handles: Vec<_> = receivers
             .into_iter()
             .enumerate()
@@ -120,11 +191,19 @@ where
                     peers: peers.clone(),
                     next_id: next_id.clone(),
                     tamper: tamper.clone(),
+                    sent: sent[usize::from(i)].clone(),
                 };
                 let incoming: SimIncoming<M> = rx.map(Ok as fn(_) -> _);
                 scope.spawn(move || {
+                    let before = thread_cpu();
                     let party = MpcParty::connected((incoming, outgoing));
-                    futures::executor::block_on(protocol(i, party))
+                    let out = futures::executor::block_on(protocol(i, party));
+                    // A clock that cannot be read measures nothing: zero, not an error.
+                    let cpu = before
+                        .zip(thread_cpu())
+                        .map(|(b, a)| a.saturating_sub(b))
+                        .unwrap_or_default();
+                    (out, cpu)
                 })
             })
             .collect();
@@ -135,5 +214,24 @@ where
                 Err(panic) => std::panic::resume_unwind(panic),
             })
             .collect()
-    })
+    });
+    if measuring {
+        let costs = results
+            .iter()
+            .zip(&sent)
+            .map(|((_, cpu), sent)| PartyCost {
+                cpu: *cpu,
+                messages: sent
+                    .as_ref()
+                    .map_or(0, |s| s.messages.load(Ordering::Relaxed)),
+                bytes: sent.as_ref().map_or(0, |s| s.bytes.load(Ordering::Relaxed)),
+            })
+            .collect();
+        MEASURED.with(|m| {
+            if let Some(runs) = m.borrow_mut().as_mut() {
+                runs.push(costs);
+            }
+        });
+    }
+    results.into_iter().map(|(out, _)| out).collect()
 }

@@ -347,3 +347,31 @@ fn bip340_test_vectors() {
         "{accepted} accepted, {rejected} rejected"
     );
 }
+
+/// `sim::measured` counts what each party sent, once per recipient, and the runs it saw.
+#[test]
+fn measured_runs_count_each_partys_messages_and_cpu() {
+    use mpc_protocols::sim;
+    let (shares, keygen) = sim::measured(|| local::schnorr_keygen(3, 4).unwrap());
+    assert_eq!(keygen.len(), 1, "one simulated run");
+    assert_eq!(keygen[0].len(), 4, "one cost per party");
+    let signers = PartyIndex::list(&[0, 2, 3]);
+    let path: DerivationPath = "m/0/5".parse().unwrap();
+    let (shares_out, signing) = sim::measured(|| {
+        local::schnorr_signature_shares(&shares, &signers, &path, &[3; 32]).unwrap()
+    });
+    assert_eq!(shares_out.len(), 3);
+    assert_eq!(signing.len(), 1);
+    for party in &signing[0] {
+        // One round among the signers: a commitment to each of the two others.
+        assert_eq!(party.messages, 2);
+        assert!(party.bytes > 0 && party.bytes % 2 == 0, "{party:?}");
+        assert!(party.cpu > std::time::Duration::ZERO, "{party:?}");
+    }
+    // Outside `measured` nothing is recorded, and nesting keeps the runs apart.
+    let ((_, inner), outer) = sim::measured(|| {
+        local::schnorr_keygen(2, 3).unwrap();
+        sim::measured(|| local::schnorr_keygen(2, 3).unwrap())
+    });
+    assert_eq!((outer.len(), inner.len()), (1, 1));
+}

@@ -115,6 +115,7 @@ impl Store {
         &self,
         wallet_id: &WalletId,
         session: Uuid,
+        now_ms: i64,
     ) -> Result<KeyEpochCommit> {
         let wallet_id = wallet_id.as_str();
         let ctx = || format!("committing {PENDING}/{wallet_id}");
@@ -138,12 +139,13 @@ impl Store {
         let share = self.unseal(PENDING, &pending_ad(wallet_id, new_epoch), &sealed)?;
         let active = self.seal("key_shares", wallet_id, &share)?;
         let bumped = sqlx::query(
-            "UPDATE wallets SET key_epoch = $2 WHERE id = $1 AND state = 'active' \
-             AND key_epoch = $3",
+            "UPDATE wallets SET key_epoch = $2, key_epoch_at = $4 WHERE id = $1 \
+             AND state = 'active' AND key_epoch = $3",
         )
         .bind(wallet_id)
         .bind(key_epoch)
         .bind(key_epoch - 1)
+        .bind(now_ms)
         .execute(&mut *tx)
         .await
         .context(ctx)?
@@ -180,6 +182,19 @@ impl Store {
             key_epoch: new_epoch,
             presignatures_retired,
         })
+    }
+
+    /// When `wallet_id`'s current key epoch began: its last refresh's commit here, else the
+    /// wallet's activation, else its creation (`None` for an unknown wallet).
+    pub async fn key_epoch_began(&self, wallet_id: &WalletId) -> Result<Option<i64>> {
+        let row: Option<(Option<i64>, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT key_epoch_at, activated_at, created_at FROM wallets WHERE id = $1",
+        )
+        .bind(wallet_id.as_str())
+        .fetch_optional(self.pool())
+        .await
+        .context(|| format!("reading the key epoch of wallet {wallet_id}"))?;
+        Ok(row.map(|(refreshed, activated, created)| refreshed.or(activated).unwrap_or(created)))
     }
 
     /// Deletes the pending share of `session` (the refresh aborted or was never decided).

@@ -87,6 +87,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "pending aux info",
         include_str!("../migrations/0011_pending_aux_info.sql"),
     ),
+    (
+        12,
+        "key epoch at",
+        include_str!("../migrations/0012_key_epoch_at.sql"),
+    ),
 ];
 
 /// How often the write-ahead log is folded into the database file in the background.
@@ -384,7 +389,7 @@ mod tests {
     /// these checksums and refuses to open if one differs.
     #[test]
     fn the_embedded_migrations_are_the_files_and_keep_their_checksums() {
-        const RELEASED: [&str; 11] = [
+        const RELEASED: [&str; 12] = [
             "482f11594afaee7a04a7392ed707c3a1429207678b2321483b511d1db1555192c2f8af72e218427e6d7417ecbbb21501",
             "f718e3c5a6f188b4ced916ed7407afde2ec192d439c1d38bed76ecad23ef71b74f88d1485c88dfce0199e01de92416f6",
             "b752633d571d70791ed32940ffd763b1697f6aaf5ffb4077c633eb649393149fd2fbfab63034c83948c4f4b882890d69",
@@ -396,6 +401,7 @@ mod tests {
             "777ea35f942a0b7e71898c08ce6d580e9e95bae30193259ce771bc86ca72e97205862bd0f06a85a44f6d5234f08aaeea",
             "91c2833cccedc0c87eff3f297a7e620c2be8f99b3a72d1f082c1ac381691082d4db5402bd4d50a39b792fd924de8c57f",
             "0ec04ecccdda9bfcb17984eb98bd064095c5eb668493d712f6f5b3f488fd059b0f21acffd6c711fbd903966c220fdc87",
+            "6b339910f0ea964a74018ce32842a5160850914e521c64047f52e419c00a53f24762772e4ae2c3a9a54a7e2616f582d5",
         ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
         let mut files: Vec<String> = std::fs::read_dir(&dir)

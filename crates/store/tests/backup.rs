@@ -589,7 +589,7 @@ async fn a_backup_from_before_a_key_refresh_is_refused_over_the_refreshed_store(
         .await
         .unwrap();
     store
-        .commit_pending_share(&wallet_id("w1"), session)
+        .commit_pending_share(&wallet_id("w1"), session, NOW)
         .await
         .unwrap();
     store.close().await;

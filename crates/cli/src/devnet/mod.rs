@@ -269,6 +269,7 @@ impl Devnet {
                 pool: options.pool.clone(),
                 coordination: options.coordination.clone(),
                 webhooks: Vec::new(),
+                refresh: Default::default(),
             };
             let path = node_dir.join("node.toml");
             std::fs::write(&path, toml::to_string(&config)?)?;

@@ -88,5 +88,6 @@ mod decision;
 mod keygen;
 mod presign;
 mod refresh;
+mod schedule;
 
 pub use refresh::RefreshReport;

@@ -262,7 +262,7 @@ impl Node {
             let store = &self.inner.store;
             let applied = match &decision {
                 Ok(()) => store
-                    .commit_pending_share(&pending.wallet_id, pending.session)
+                    .commit_pending_share(&pending.wallet_id, pending.session, now_ms())
                     .await
                     .map(|c| {
                         info!(node = self.id().get(), wallet = %pending.wallet_id, key_epoch = c.key_epoch, presignatures_retired = c.presignatures_retired, "refresh committed");

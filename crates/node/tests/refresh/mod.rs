@@ -260,6 +260,30 @@ async fn an_ecdsa_refresh_is_refused_until_its_aux_info_is_built() {
     assert_eq!(shares(&c, &w.id).await, before);
 }
 
+/// `[refresh] every_secs`: the refill leader (node 1) refreshes a FROST wallet each period,
+/// every node's share changes, the key stays and the wallet signs; an ECDSA wallet is left on
+/// its shares (its refresh is not built).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frost_wallets_are_refreshed_on_schedule() {
+    let c = start(3, 2, |cfg| cfg.refresh.every_secs = 2).await;
+    let w = taproot(&c).await;
+    let ecdsa = c.nodes[0]
+        .create_wallet(Uuid::new_v4(), wallet_request("e", Scheme::Ecdsa))
+        .await
+        .unwrap();
+    let before = shares(&c, &w.id).await;
+    let ecdsa_before = shares(&c, &ecdsa.id).await;
+    // Two periods: two scheduled refreshes, each within a second of its due time.
+    settled(&c, &w.id, 2, 30).await;
+    let after = shares(&c, &w.id).await;
+    assert!(before.iter().zip(&after).all(|(b, a)| b != a));
+    let record = c.nodes[1].store().wallet(&w.id).await.unwrap().unwrap();
+    assert_eq!(record.public_key.to_string(), w.public_key.to_string());
+    assert_eq!(signs(&c.nodes[0], &w, "scheduled").await.len(), 2);
+    assert_eq!(key_epochs(&c, &ecdsa.id).await, vec![0, 0, 0]);
+    assert_eq!(shares(&c, &ecdsa.id).await, ecdsa_before);
+}
+
 /// Node 1 commits, but its commit reaches neither node 2 nor node 3. Node 3 restarts before
 /// hearing anything and asks at its start; node 2 asks when its wait ends. Both learn the
 /// commit, and nodes 2 and 3 then sign together (the set without the coordinator).

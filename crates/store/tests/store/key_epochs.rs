@@ -65,18 +65,28 @@ async fn a_committed_refresh_switches_the_share_and_retires_older_presignatures(
         ),
         ("w", 1, session, N1)
     );
+    // Before any refresh the epoch began when the wallet became active (or was made).
+    let record = store.wallet(&wallet_id("w")).await.unwrap().unwrap();
+    assert_eq!(
+        store.key_epoch_began(&wallet_id("w")).await.unwrap(),
+        Some(record.activated_at.unwrap_or(record.created_at))
+    );
     // Another session's commit finds nothing to commit.
     assert!(matches!(
         store
-            .commit_pending_share(&wallet_id("w"), Uuid::new_v4())
+            .commit_pending_share(&wallet_id("w"), Uuid::new_v4(), NOW)
             .await,
         Err(StoreError::NotFound { .. })
     ));
     let commit = store
-        .commit_pending_share(&wallet_id("w"), session)
+        .commit_pending_share(&wallet_id("w"), session, NOW + 5)
         .await
         .unwrap();
     assert_eq!((commit.key_epoch, commit.presignatures_retired), (1, 1));
+    assert_eq!(
+        store.key_epoch_began(&wallet_id("w")).await.unwrap(),
+        Some(NOW + 5)
+    );
     assert_eq!(
         bytes(store.key_share(&wallet_id("w")).await.unwrap()).unwrap(),
         NEW
@@ -180,7 +190,7 @@ async fn a_dropped_refresh_leaves_the_old_share(db: Db) {
     assert_eq!(epoch_and_share(&store).await, (0, OLD.to_vec()));
     // A dropped refresh cannot be committed afterwards.
     assert!(store
-        .commit_pending_share(&wallet_id("w"), session)
+        .commit_pending_share(&wallet_id("w"), session, NOW)
         .await
         .is_err());
     assert_eq!(
@@ -223,7 +233,9 @@ async fn a_pending_share_must_be_for_the_next_key_epoch(db: Db) {
         .await
         .unwrap();
     assert!(matches!(
-        store.commit_pending_share(&wallet_id("w"), session).await,
+        store
+            .commit_pending_share(&wallet_id("w"), session, NOW)
+            .await,
         Err(StoreError::Tampered { .. })
     ));
     assert_eq!(
