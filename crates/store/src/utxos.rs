@@ -479,9 +479,28 @@ impl Store {
         now_ms: i64,
     ) -> Result<u64> {
         let ctx = || format!("holding outputs for {reservation}");
+        // Read first, without the write lock: most signed PSBTs spend no registered output of
+        // this node, and every signing request passes here, so those take no write
+        // transaction (which would serialize them on SQLite).
+        let mut available = Vec::new();
+        for outpoint in outpoints {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM utxos WHERE outpoint = $1 AND state = 'available'",
+            )
+            .bind(outpoint.to_string())
+            .fetch_one(self.pool())
+            .await
+            .context(ctx)?;
+            if count > 0 {
+                available.push(outpoint);
+            }
+        }
+        if available.is_empty() {
+            return Ok(0);
+        }
         let mut tx = self.begin_write().await?;
         let mut held = 0;
-        for outpoint in outpoints {
+        for outpoint in available {
             held += sqlx::query(
                 "UPDATE utxos SET state = 'reserved', reserved_by = $2, reserved_at = $3 \
                  WHERE outpoint = $1 AND state = 'available'",
