@@ -72,6 +72,12 @@ struct Generation {
 /// Recent samples kept per wallet for the percentiles.
 const SAMPLES: usize = 1000;
 
+fn sorted(samples: &VecDeque<f64>) -> Vec<f64> {
+    let mut sorted: Vec<f64> = samples.iter().copied().collect();
+    sorted.sort_by(f64::total_cmp);
+    sorted
+}
+
 fn push_sample(samples: &mut VecDeque<f64>, value: f64) {
     samples.push_back(value);
     while samples.len() > SAMPLES {
@@ -596,8 +602,7 @@ impl Node {
                 .ok()
                 .and_then(|s| s.get(&wallet.id).cloned())
                 .unwrap_or_default();
-            let mut times: Vec<f64> = generation.per_presignature_ms.iter().copied().collect();
-            times.sort_by(f64::total_cmp);
+            let times = sorted(&generation.per_presignature_ms);
             let ready_total: u64 = levels.iter().map(|l| l.ready).sum();
             let mut below_low_water = 0;
             if self.inner.config.pool.enabled && self.is_pool_leader() {
@@ -618,9 +623,7 @@ impl Node {
             let held_total: u64 = levels.iter().map(|l| l.generated).sum();
             let kept = levels.iter().filter(|l| l.ready > 0).count().max(1) as f64;
             let utilization = (held_total > 0).then(|| used_total as f64 / held_total as f64);
-            let mut cpu: Vec<f64> = generation.cpu_ms.iter().copied().collect();
-            cpu.sort_by(f64::total_cmp);
-            let generation_cpu_ms_p50 = percentile(&cpu, 0.5);
+            let generation_cpu_ms_p50 = percentile(&sorted(&generation.cpu_ms), 0.5);
             out.push(WalletPoolStats {
                 wallet_id: wallet.id.clone(),
                 target: limits.target,
