@@ -89,8 +89,12 @@ async fn presignatures_of_spent_outputs_are_retired_at_every_signer() {
     let made = wait_ready(n1, &id, path, 2).await;
     assert_eq!(wait_ready(n2, &id, path, 2).await, made);
 
-    // A notice from a node outside the signer set retires nothing.
+    // A notice from a node outside the signer set retires nothing, nor does one from a
+    // member that names the presignatures under another wallet.
     retire_notice(n2, NodeId::must(3), &id, made.clone()).await;
+    assert_eq!(ready(n2, &id, path).await, made);
+    let other = WalletId::from_uuid(Uuid::new_v4());
+    retire_notice(n2, NodeId::must(1), &other, made.clone()).await;
     assert_eq!(ready(n2, &id, path).await, made);
 
     // One output is spent by a transaction the pool did not serve (recorded here as
