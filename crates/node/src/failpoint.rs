@@ -13,13 +13,19 @@
 
 use std::{sync::OnceLock, time::Duration};
 
-/// The durable steps of presignature generation and consumption.
+/// The durable steps of presignature generation and consumption, and of the two-phase
+/// ceremonies (keygen, key refresh, aux info): a participant that reported its pending result
+/// and has not heard the decision, a coordinator that recorded its decision and has not
+/// announced it, a participant that applied the decision and has not acknowledged it.
 pub const POINTS: &[&str] = &[
     "presign:generated",
     "presign:stored",
     "consume:before",
     "consume:committed",
     "sign:reported",
+    "ceremony:reported",
+    "ceremony:decided",
+    "ceremony:applied",
 ];
 
 /// The environment variables a failpoints binary reads.

@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::audit_heads::AuditAnswer;
 use crate::{
+    ceremony::decision::finish_interrupted_ceremonies,
     config::{Limits, NodeConfig},
     control::Control,
     delivery::{connect, DeliveryError, DeliveryFailures, MeshParty, SessionParties},
@@ -119,6 +120,7 @@ impl Node {
         let store = Store::open(&config.store_url(), &key_source(&config)?, config.id).await?;
         guard_store(&config, &store).await?;
         audit_start(&config, &store).await?;
+        finish_interrupted_ceremonies(&store, config.id).await;
         let (router, control) = Router::new(config.id, config.limits.router());
         let me = config
             .peer(config.id)
@@ -163,6 +165,7 @@ impl Node {
     ) -> Result<Self, NodeError> {
         guard_store(&config, &store).await?;
         audit_start(&config, &store).await?;
+        finish_interrupted_ceremonies(&store, config.id).await;
         Self::assemble(config, store, transport, router, control, None)
     }
 

@@ -140,7 +140,13 @@ impl Node {
     /// Runs our part of a proposal and reports the outcome to its coordinator.
     async fn answer(&self, coordinator: NodeId, proposal: Proposal) {
         let session = proposal.session;
-        let is_sign = matches!(proposal.body, ProposalBody::Sign { .. });
+        let point = match proposal.body {
+            ProposalBody::Sign { .. } => Some("sign:reported"),
+            ProposalBody::Keygen { .. }
+            | ProposalBody::Refresh { .. }
+            | ProposalBody::AuxInfo { .. } => Some("ceremony:reported"),
+            _ => None,
+        };
         let result = self.participate(coordinator, proposal).await;
         if let Err(e) = &result {
             warn!(error = %e, "refused or failed");
@@ -154,8 +160,8 @@ impl Node {
         {
             warn!(error = %e, "could not report the outcome to the coordinator");
         }
-        if is_sign {
-            crate::failpoint::crash_point("sign:reported");
+        if let Some(point) = point {
+            crate::failpoint::crash_point(point);
         }
     }
 

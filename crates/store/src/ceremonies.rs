@@ -59,6 +59,19 @@ impl Store {
         .collect()
     }
 
+    /// Every ceremony recorded as still running, oldest first.
+    pub async fn running_ceremonies(&self) -> Result<Vec<CeremonyRecord>> {
+        sqlx::query(select_ceremony!(
+            "WHERE state = 'running' ORDER BY started_at, id"
+        ))
+        .fetch_all(self.pool())
+        .await
+        .context(|| "listing running ceremonies".into())?
+        .iter()
+        .map(ceremony_from_row)
+        .collect()
+    }
+
     /// Records a session id; `false` if it was seen before (the caller must refuse the run).
     pub async fn mark_session_seen(&self, session: Uuid, protocol: &str) -> Result<bool> {
         let inserted = sqlx::query(

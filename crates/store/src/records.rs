@@ -36,6 +36,9 @@ pub struct WalletRecord {
     /// Bumped by every committed key refresh: the shares of this node and every other
     /// participant are of this epoch, and so is every usable presignature.
     pub key_epoch: u64,
+    /// The node that coordinated the keygen, which decides a pending wallet; `None` for a
+    /// wallet stored before this was recorded.
+    pub coordinator: Option<NodeId>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

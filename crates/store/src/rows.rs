@@ -85,7 +85,7 @@ macro_rules! select_wallet {
     ($rest:literal) => {
         concat!(
             "SELECT id, name, scheme, threshold, participants, network, public_key, chain_code, ",
-            "state, session, created_at, activated_at, key_epoch FROM wallets ",
+            "state, session, created_at, activated_at, key_epoch, coordinator FROM wallets ",
             $rest
         )
     };
@@ -147,6 +147,9 @@ pub(crate) fn wallet_from_row(row: &AnyRow) -> Result<WalletRecord> {
         created_at: get(row, "created_at", T)?,
         activated_at: get(row, "activated_at", T)?,
         key_epoch: to_u64(get(row, "key_epoch", T)?, T, &id)?,
+        coordinator: get::<Option<i64>>(row, "coordinator", T)?
+            .map(|c| to_node_id(c, T, &id))
+            .transpose()?,
         id: to_wallet_id(id, T, "")?,
     })
 }

@@ -17,8 +17,8 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
             "INSERT INTO wallets (id, name, scheme, threshold, participants, network, public_key, \
-             chain_code, state, session, created_at, activated_at, key_epoch) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             chain_code, state, session, created_at, activated_at, key_epoch, coordinator) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(id.as_str())
@@ -34,6 +34,7 @@ impl Store {
         .bind(wallet.created_at)
         .bind(wallet.activated_at)
         .bind(crate::rows::epoch_i64(wallet.key_epoch)?)
+        .bind(wallet.coordinator.map(|c| i64::from(c.get())))
         .execute(&mut *tx)
         .await
         .context(ctx)?
@@ -110,6 +111,19 @@ impl Store {
             .as_ref()
             .map(wallet_from_row)
             .transpose()
+    }
+
+    /// The wallets whose keygen this node has not heard decided, oldest first.
+    pub async fn pending_wallets(&self) -> Result<Vec<WalletRecord>> {
+        sqlx::query(select_wallet!(
+            "WHERE state = 'pending' ORDER BY created_at, id"
+        ))
+        .fetch_all(self.pool())
+        .await
+        .context(|| "listing pending wallets".into())?
+        .iter()
+        .map(wallet_from_row)
+        .collect()
     }
 
     /// Every wallet, oldest first.

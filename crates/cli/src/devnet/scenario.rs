@@ -106,6 +106,29 @@ impl Verified {
             })
             .collect()
     }
+
+    /// The nonce point `R` (its x coordinate) of every P2TR input's Schnorr signature: a FROST
+    /// nonce used twice for different messages would show as a repeated `R`.
+    pub fn schnorr_r_values(&self) -> Result<Vec<Vec<u8>>> {
+        self.tx
+            .input
+            .iter()
+            .zip(&self.spent)
+            .filter(|(_, out)| out.script_pubkey.is_p2tr())
+            .map(|(input, _)| {
+                let sig = input
+                    .witness
+                    .nth(0)
+                    .context("a P2TR input without a signature")?;
+                anyhow::ensure!(
+                    sig.len() >= 64,
+                    "a Schnorr signature of {} bytes",
+                    sig.len()
+                );
+                Ok(sig[..32].to_vec())
+            })
+            .collect()
+    }
 }
 
 /// A wallet's public side from the API's wallet object (its xpub).

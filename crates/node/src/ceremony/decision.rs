@@ -8,16 +8,18 @@
 
 use std::{future::Future, time::Duration};
 
-use mpc_store::CeremonyRecord;
+use mpc_store::{CeremonyRecord, Store};
 use mpc_transport::NodeId;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::{control::Control, Node, NodeError};
+use crate::{control::Control, now_ms, Node, NodeError};
 
 /// In a running record's result: the coordinator decided to commit (it announces it next).
 const COMMIT: &str = "commit_decided";
+/// Why a ceremony its coordinator never decided failed.
+const INTERRUPTED: &str = "the coordinator restarted before deciding the ceremony";
 /// The ceremony kinds (as recorded) decided in two phases: the only ones a participant asks
 /// about. (Key generation's pending wallets are not settled at a start: the wallet row does not
 /// record the coordinator.)
@@ -67,6 +69,7 @@ impl Node {
         };
         match agreed {
             Ok(()) => {
+                crate::failpoint::crash_point("ceremony:decided");
                 let missing = self.finish_ceremony(session, participants, Ok(())).await;
                 if !missing.is_empty() {
                     warn!(?missing, %session, kind, "nodes did not acknowledge the commit");
@@ -119,6 +122,7 @@ impl Node {
             return;
         };
         let applied = apply(decision.clone()).await;
+        crate::failpoint::crash_point("ceremony:applied");
         self.acknowledge(coordinator, session, applied.and(decision))
             .await;
     }
@@ -175,9 +179,7 @@ impl Node {
             }
             Some(r) if r.result.as_ref().is_some_and(|v| v[COMMIT] == true) => Some(Ok(())),
             Some(_) if Deciding::is(self, session) => None,
-            Some(_) => Some(Err(
-                "the coordinator restarted before deciding the ceremony".into(),
-            )),
+            Some(_) => Some(Err(INTERRUPTED.into())),
             None => Some(Err(format!("no ceremony {session} was coordinated here"))),
         }
     }
@@ -196,10 +198,27 @@ impl Node {
         }
     }
 
-    /// At start: settle every pending share and aux info left by a ceremony this node never
-    /// heard decided.
+    /// At start: settle every pending wallet, share and aux info left by a ceremony this node
+    /// never heard decided.
     pub(crate) async fn settle_pending_at_start(&self) {
         let store = &self.inner.store;
+        match store.pending_wallets().await {
+            Ok(pending) => {
+                for w in pending {
+                    let Some(coordinator) = w.coordinator else {
+                        warn!(node = self.id().get(), wallet = %w.id, "pending wallet from before coordinators were recorded: left pending");
+                        continue;
+                    };
+                    info!(node = self.id().get(), wallet = %w.id, session = %w.session, "pending wallet found at start: asking its coordinator");
+                    let node = self.clone();
+                    self.spawn(async move {
+                        node.settle_keygen(&w.id, (coordinator, w.session), None)
+                            .await
+                    });
+                }
+            }
+            Err(e) => warn!(node = self.id().get(), error = %e, "could not list pending wallets"),
+        }
         match store.pending_shares().await {
             Ok(pending) => {
                 for p in pending {
@@ -218,6 +237,38 @@ impl Node {
                 }
             }
             Err(e) => warn!(node = self.id().get(), error = %e, "could not list pending aux info"),
+        }
+    }
+}
+
+/// At start, before any service runs: a ceremony record still `running` was left by this
+/// node's previous run, which ended before finishing it. One whose commit was recorded
+/// succeeded (its participants learn the commit by asking); any other failed, as this node
+/// answers participants that ask. Left running, a client polling it would wait for ever.
+pub(crate) async fn finish_interrupted_ceremonies(store: &Store, node: NodeId) {
+    let running = match store.running_ceremonies().await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(node = node.get(), error = %e, "could not list running ceremonies");
+            return;
+        }
+    };
+    for mut record in running {
+        let committed = record.result.as_ref().is_some_and(|v| v[COMMIT] == true);
+        if committed {
+            record.state = "succeeded".into();
+        } else {
+            record.state = "failed".into();
+            record.error = Some(INTERRUPTED.into());
+        }
+        record.finished_at = Some(now_ms());
+        match store.put_ceremony(&record).await {
+            Ok(()) => {
+                info!(node = node.get(), session = %record.id, kind = %record.kind, state = %record.state, "ceremony interrupted by a restart: finished")
+            }
+            Err(e) => {
+                warn!(node = node.get(), session = %record.id, error = %e, "could not finish an interrupted ceremony")
+            }
         }
     }
 }

@@ -24,7 +24,10 @@ use crate::{
     now_ms, Node, NodeError,
 };
 
-use super::{decision::Deciding, sorted_unique, CreateWallet};
+use super::{
+    decision::{Deciding, Decision},
+    sorted_unique, CreateWallet,
+};
 
 /// The ceremony's kind in records and proposals.
 const KIND: &str = "keygen";
@@ -256,6 +259,7 @@ impl Node {
             created_at: now_ms(),
             activated_at: None,
             key_epoch: 0,
+            coordinator: Some(coordinator),
         };
         // Register for the commit before reporting, so it cannot arrive unseen.
         let commit = self.await_commit(coordinator, session);
@@ -265,24 +269,10 @@ impl Node {
         // an abort deletes the share, which the others may have activated.
         let wait = Limits::ms(self.inner.config.limits.keygen_timeout_ms);
         let node = self.clone();
-        let wallet_id = spec.id.clone();
         self.spawn(
             async move {
-                let (node, wallet_id) = (&node, &wallet_id);
-                node.settle((coordinator, session), Some((commit, wait)), |decision| async move {
-                    let state = if decision.is_ok() {
-                        WalletState::Active
-                    } else {
-                        WalletState::Aborted
-                    };
-                    let stored = node.inner.store.set_wallet_state(wallet_id, state).await;
-                    match &stored {
-                        Ok(()) => info!(node = node.id().get(), wallet = %wallet_id, %state, "wallet state set"),
-                        Err(e) => warn!(node = node.id().get(), wallet = %wallet_id, error = %e, "could not set wallet state"),
-                    }
-                    stored.map_err(|e| e.to_string())
-                })
-                .await
+                node.settle_keygen(&record.id, (coordinator, session), Some((commit, wait)))
+                    .await
             }
             .in_current_span(),
         );
@@ -290,5 +280,34 @@ impl Node {
             public_key,
             chain_code: hex::encode(chain_code),
         })
+    }
+
+    /// Settles pending wallet `wallet_id` of keygen `ceremony` (`decision`): active on a commit,
+    /// aborted otherwise, as its coordinator decided. At a start (`heard` is `None`) for every
+    /// wallet still pending, so a participant that died between its report and the decision
+    /// does not keep a wallet the others activated pending for ever.
+    pub(super) async fn settle_keygen(
+        &self,
+        wallet_id: &WalletId,
+        ceremony: (NodeId, Uuid),
+        heard: Option<(
+            tokio::sync::oneshot::Receiver<Decision>,
+            std::time::Duration,
+        )>,
+    ) {
+        self.settle(ceremony, heard, |decision| async move {
+            let state = if decision.is_ok() {
+                WalletState::Active
+            } else {
+                WalletState::Aborted
+            };
+            let stored = self.inner.store.set_wallet_state(wallet_id, state).await;
+            match &stored {
+                Ok(()) => info!(node = self.id().get(), wallet = %wallet_id, %state, "wallet state set"),
+                Err(e) => warn!(node = self.id().get(), wallet = %wallet_id, error = %e, "could not set wallet state"),
+            }
+            stored.map_err(|e| e.to_string())
+        })
+        .await
     }
 }

@@ -84,7 +84,7 @@ impl Node {
 }
 
 mod aux_info;
-mod decision;
+pub(crate) mod decision;
 mod keygen;
 mod presign;
 mod refresh;

@@ -9,7 +9,8 @@ pub fn wallet_id(id: &str) -> WalletId {
     WalletId::must(id)
 }
 
-/// A pending 2-of-3 ECDSA wallet record on nodes 1 to 3 (regtest), named after `id`. Its
+/// A pending 2-of-3 ECDSA wallet record on nodes 1 to 3 (regtest), its keygen coordinated by
+/// node 1, named after `id`. Its
 /// public key is the generator, a valid point: the store decodes what it reads back.
 pub fn wallet(id: &str) -> WalletRecord {
     WalletRecord {
@@ -28,5 +29,6 @@ pub fn wallet(id: &str) -> WalletRecord {
         created_at: 1_700_000_000_000,
         activated_at: None,
         key_epoch: 0,
+        coordinator: Some(NodeId::must(1)),
     }
 }
