@@ -6,15 +6,16 @@
 //! `MPC_BENCH_ECDSA_SIGNINGS=N` sets the number of ECDSA online signings, 5 by default (the extra
 //! presignatures are made in one ceremony first).
 //! `MPC_BENCH_PAUSE_MS=N` idles N ms before each signing request (0 by default: back to back).
-//! `MPC_BENCH_FROST_SIGNINGS=N` sets the number of FROST signings, 40 by default; above the
-//! API's rate limits, raise them for the nodes with `MPC_WALLET_NODE__API__RATE_LIMIT_PER_SECOND`,
-//! `MPC_WALLET_NODE__API__RATE_LIMIT_BURST` and the per-address pair
-//! `MPC_WALLET_NODE__API__RATE_LIMIT_IP_PER_SECOND`, `MPC_WALLET_NODE__API__RATE_LIMIT_IP_BURST`.)
+//! `MPC_BENCH_FROST_SIGNINGS=N` sets the number of FROST signings, 40 by default.
+//! `MPC_BENCH_FROST_BURST=N` the FROST burst's signings (500), `MPC_BENCH_CLIENTS=N` the
+//! bursts' concurrent clients (10). The nodes run without API rate limits: the bursts measure
+//! the cluster, not the limiter.)
 //!
 //! For each protocol: the time the coordinating node reports (ceremony duration or the sign
 //! response's `duration_ms`), the client-side latency, and the same protocol run in one
-//! process over `mpc_protocols::sim` (the baseline), with their ratio. Then the presignature
-//! pool: refill rate, and a burst of 50 ECDSA signatures served from it.
+//! process over `mpc_protocols::sim` (the baseline), with their ratio. Then throughput: a
+//! burst of FROST signings from concurrent clients; the presignature pool's refill rate, and a
+//! burst of 50 ECDSA signatures served from it.
 
 use std::time::Instant;
 
@@ -96,6 +97,8 @@ async fn main() {
     let mut options =
         DevnetOptions::new(5, 3, dir.clone(), env!("CARGO_BIN_EXE_mpc-wallet").into());
     options.pool.enabled = false; // measured separately below
+    options.api.rate_limit_per_second = 0;
+    options.api.rate_limit_ip_per_second = 0;
     let devnet = Devnet::launch(options).await.unwrap();
     let admin = devnet.client(1, Role::Admin).unwrap();
     let signer = devnet.client(1, Role::Signer).unwrap();
@@ -130,6 +133,8 @@ async fn main() {
     }
     let mut overhead = api_overhead(&cluster, &client);
     row("FROST sign", &mut cluster, Some(&mut client), &mut base);
+    let frost_burst = env_count("MPC_BENCH_FROST_BURST", if quick { 50 } else { 500 });
+    burst(&signer, &tid, &tkey, "m/0/0", &tkey, frost_burst, "FROST").await;
 
     if !std::env::args().any(|a| a == "--frost-only") {
         let (eid, ekey) = ecdsa(&admin, &signer, &tkey, reps, quick, &mut overhead).await;
@@ -283,11 +288,11 @@ async fn pool(
 ) {
     // The pool service generates in batches through the same ceremony; drive it directly so
     // nothing else runs during the other measurements.
-    let burst: usize = if quick { 10 } else { 50 };
+    let burst_size: usize = if quick { 10 } else { 50 };
     let t0 = Instant::now();
     let mut generated = 0;
-    while generated < burst {
-        let count = (burst - generated).min(10);
+    while generated < burst_size {
+        let count = (burst_size - generated).min(10);
         ceremony_ms(
             admin,
             &format!("/api/v1/wallets/{eid}/presignatures"),
@@ -298,20 +303,34 @@ async fn pool(
     }
     let refill_min = t0.elapsed().as_secs_f64() / 60.0;
     println!(
-        "\npool refill: {burst} presignatures (3-of-5, batches of 10) in {:.1} s = {:.1} per minute",
+        "\npool refill: {burst_size} presignatures (3-of-5, batches of 10) in {:.1} s = {:.1} per minute",
         refill_min * 60.0,
-        burst as f64 / refill_min
+        burst_size as f64 / refill_min
     );
-    let concurrency = 10;
+    burst(signer, eid, ekey, "m", tkey, burst_size, "ECDSA").await;
+}
+
+/// `count` signings of `key`'s output at `path` from [`clients`] concurrent clients, back to
+/// back: signatures per second, and the node's and the client's latency.
+async fn burst(
+    signer: &ApiClient,
+    wallet: &mpc_types::WalletId,
+    key: &WalletKey,
+    path: &'static str,
+    to: &WalletKey,
+    count: usize,
+    label: &str,
+) {
+    let concurrency = clients();
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for k in 0..concurrency {
-        let (signer, eid) = (signer.clone(), eid.clone());
-        let (ekey, tkey) = (ekey.clone(), tkey.clone());
+        let (signer, wallet) = (signer.clone(), wallet.clone());
+        let (key, to) = (key.clone(), to.clone());
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
-            for _ in (k..burst).step_by(concurrency) {
-                out.push(sign(&signer, &eid, spend(&ekey, "m", &tkey)).await);
+            for _ in (k..count).step_by(concurrency) {
+                out.push(sign(&signer, &wallet, spend(&key, path, &to)).await);
             }
             out
         }));
@@ -326,12 +345,17 @@ async fn pool(
     }
     let secs = t0.elapsed().as_secs_f64();
     println!(
-        "burst: {burst} ECDSA signatures, {concurrency} concurrent clients, {from_pool} from the pool: \
+        "burst: {count} {label} signatures, {concurrency} concurrent clients, {from_pool} from the pool: \
          {:.1} signatures/s; node p50 {:.2} ms p99 {:.2} ms; client p50 {:.2} ms p99 {:.2} ms",
-        burst as f64 / secs,
+        count as f64 / secs,
         pct(&mut node_ms, 0.5),
         pct(&mut node_ms, 0.99),
         pct(&mut client_ms, 0.5),
         pct(&mut client_ms, 0.99),
     );
+}
+
+/// The bursts' concurrent clients: `MPC_BENCH_CLIENTS`, 10 by default.
+fn clients() -> usize {
+    env_count("MPC_BENCH_CLIENTS", 10).max(1)
 }

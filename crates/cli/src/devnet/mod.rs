@@ -64,6 +64,9 @@ pub struct DevnetOptions {
     /// so that the process id (and so `signal`, `stop`, `Drop`) is the node's. `None`: the
     /// binary is run directly.
     pub launcher: Option<Vec<Vec<String>>>,
+    /// Every node's API settings (rate limits, say); `listen` and `jwt_secret_file` are set
+    /// per node.
+    pub api: ApiConfig,
 }
 
 /// With [`DevnetOptions::hosts`], node `id` listens for QUIC on this port + `id`.
@@ -98,6 +101,7 @@ impl DevnetOptions {
             aux_info_fixture: false,
             hosts: None,
             launcher: None,
+            api: ApiConfig::default(),
         }
     }
 
@@ -256,7 +260,7 @@ impl Devnet {
                 api: ApiConfig {
                     listen: peer.api,
                     jwt_secret_file: Some(jwt_secret.clone()),
-                    ..ApiConfig::default()
+                    ..options.api.clone()
                 },
                 limits: options.limits.clone(),
                 primes: PrimesConfig {
