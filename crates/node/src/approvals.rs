@@ -144,7 +144,15 @@ impl Node {
         wallet_ids: &[WalletId],
         psbt_base64: &str,
     ) -> Result<Submitted, NodeError> {
-        if !self.approvals_needed(wallet_ids, psbt_base64).await? {
+        // A request the checks refuse before it could wait (its policy, a PSBT that does not
+        // parse) goes the signing's way too: that path refuses it again, the same way, and
+        // records the request and the refusal with its rule in the audit log. It cannot sign
+        // without approvals: its own approval check comes after the policy's.
+        if !self
+            .approvals_needed(wallet_ids, psbt_base64)
+            .await
+            .unwrap_or(false)
+        {
             return Ok(Submitted::Signed(
                 self.sign_psbt(session, wallet_ids, psbt_base64).await?,
             ));

@@ -605,3 +605,47 @@ async fn a_pending_request_survives_a_restart() {
         .to_owned();
     verified(&raw, &parse_psbt(&signed.psbt).unwrap());
 }
+
+/// A request the policy refuses (over `max_amount_per_tx_sats`) does not wait for approvals:
+/// it is refused with the policy's rule, and the request and its refusal are in the audit log,
+/// as without an approval rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_policy_refuses_is_refused_and_audited_with_its_rule() {
+    let c = start(3, 2, |cfg| {
+        cfg.policy.approvals = two_of_three();
+        cfg.policy.max_amount_per_tx_sats = Some(5_000);
+    })
+    .await;
+    let (id, tkey) = wallet(&c, Scheme::Schnorr).await;
+    let psbt = payment(&tkey, "too much", 8_000, 1);
+    let session = Uuid::new_v4();
+    let err = c.nodes[0]
+        .submit_psbt(session, &[id], &psbt.to_string())
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(err.to_string().contains("max_amount_per_tx_sats"), "{err}");
+    let recorded: Vec<(bool, Option<String>)> = c.nodes[0]
+        .audit_entries(0, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.event {
+            AuditEvent::SigningRequested { session: s, .. } if s == session => Some((true, None)),
+            AuditEvent::SigningFinished {
+                session: s,
+                ok,
+                rule,
+                ..
+            } if s == session => Some((ok, rule)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            (true, None),
+            (false, Some("policy:max_amount_per_tx_sats".into()))
+        ]
+    );
+}
