@@ -5,11 +5,13 @@
 //! are built from the same list and cannot drift apart. A request passes, in order: the body
 //! size limit, error normalization (every error leaves as `{"error": {code, message,
 //! details}}`), metrics, the rate limiter (before any handler, so a refused request starts
-//! nothing), then the handler, which checks the caller's role.
+//! nothing), then the handler, which checks the caller's role. The web console
+//! ([`console`], `/console`) is served beside the API, through the same layers.
 
 pub mod approvals;
 pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod incidents;
 pub mod metrics;
@@ -149,6 +151,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::wallets))
         .routes(routes!(routes::wallet))
         .routes(routes!(routes::addresses))
+        .routes(routes!(routes::address_qr))
         .routes(routes!(routes::descriptor))
         .routes(routes!(payments::register_utxos, payments::list_utxos))
         .routes(routes!(routes::presignatures))
@@ -171,6 +174,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     // Layers added later run first: the body limit, then normalization, metrics, and the
     // rate limiter just before the handler.
     let router = router
+        .merge(console::router())
         .fallback(|| async { ApiError::not_found("no such route".into()) })
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -337,12 +337,7 @@ pub async fn addresses(
     Query(q): Query<AddressQuery>,
 ) -> Result<Json<Vec<AddressEntry>>, ApiError> {
     caller.require(READ)?;
-    let chain: Chain = q
-        .chain
-        .as_deref()
-        .unwrap_or("receive")
-        .parse()
-        .map_err(|e: mpc_bitcoin::WalletError| ApiError::bad_request(e.to_string()))?;
+    let chain = parse_chain(q.chain.as_deref())?;
     let from = q.from.unwrap_or(0);
     let count = q.count.unwrap_or(10);
     if !(1..=1000).contains(&count) || from.checked_add(count).is_none_or(|end| end > 0x8000_0000) {
@@ -350,14 +345,7 @@ pub async fn addresses(
             "count must be 1 to 1000 and indices non-hardened".into(),
         ));
     }
-    let record = s
-        .node
-        .store()
-        .wallet(&id)
-        .await
-        .map_err(mpc_node::NodeError::from)?
-        .ok_or_else(|| ApiError::not_found(format!("wallet {id}")))?;
-    let key = mpc_node::keys::wallet_key(&record)?;
+    let key = wallet_key(&s, &id).await?;
     (from..from + count)
         .map(|i| {
             let path = chain
@@ -374,6 +362,78 @@ pub async fn addresses(
         })
         .collect::<Result<Vec<_>, ApiError>>()
         .map(Json)
+}
+
+/// `receive` (the default) or `change`.
+fn parse_chain(text: Option<&str>) -> Result<Chain, ApiError> {
+    text.unwrap_or("receive")
+        .parse()
+        .map_err(|e: mpc_bitcoin::WalletError| ApiError::bad_request(e.to_string()))
+}
+
+/// The public key of wallet `id` (404 if this node holds no share of it).
+async fn wallet_key(s: &AppState, id: &WalletId) -> Result<mpc_bitcoin::WalletKey, ApiError> {
+    let record = s
+        .node
+        .store()
+        .wallet(id)
+        .await
+        .map_err(mpc_node::NodeError::from)?
+        .ok_or_else(|| ApiError::not_found(format!("wallet {id}")))?;
+    Ok(mpc_node::keys::wallet_key(&record)?)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct QrQuery {
+    /// `receive` (m/0/i) or `change` (m/1/i); default receive.
+    chain: Option<String>,
+}
+
+/// One address of a wallet as a QR code (SVG) of its BIP 21 URI, `bitcoin:ADDRESS` (the
+/// console shows it).
+#[utoipa::path(get, path = "/api/v1/wallets/{id}/addresses/{index}/qr", tag = "wallets",
+    params(("id" = String, Path, description = "wallet id"),
+        ("index" = u32, Path, description = "address index (non-hardened)"), QrQuery),
+    responses((status = 200, description = "SVG image", content_type = "image/svg+xml"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn address_qr(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((id, index)): Path<(WalletId, u32)>,
+    Query(q): Query<QrQuery>,
+) -> Result<Response, ApiError> {
+    caller.require(READ)?;
+    let chain = parse_chain(q.chain.as_deref())?;
+    let path = chain
+        .path(index)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let address = wallet_key(&s, &id)
+        .await?
+        .address(&path)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        address_qr_svg(&address.to_string())?,
+    )
+        .into_response())
+}
+
+/// The QR code (SVG, error correction level M) of `bitcoin:ADDRESS`.
+pub fn address_qr_svg(address: &str) -> Result<String, ApiError> {
+    let code = qrcode::QrCode::with_error_correction_level(
+        format!("bitcoin:{address}"),
+        qrcode::EcLevel::M,
+    )
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(code
+        .render::<qrcode::render::svg::Color>()
+        .min_dimensions(200, 200)
+        .build())
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

@@ -183,6 +183,14 @@ async fn every_route_answers_each_role_as_documented() {
         ),
         (
             Method::GET,
+            "/api/v1/wallets/{id}/addresses/{index}/qr",
+            w("/addresses/3/qr?chain=change"),
+            READ,
+            None,
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
             "/api/v1/wallets/{id}/descriptor",
             w("/descriptor"),
             READ,
