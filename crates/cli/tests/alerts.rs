@@ -14,7 +14,6 @@
 
 use std::{
     collections::BTreeSet,
-    net::TcpListener,
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -34,7 +33,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 mod common;
-use common::registration;
+use common::{free_port, registration, which};
 
 /// Prometheus, stopped when dropped.
 struct Prometheus {
@@ -70,14 +69,6 @@ fn rules_with_short_durations() -> String {
         .collect();
     assert!(shortened >= 3, "the rules have `for:` durations to shorten");
     rules.join("\n")
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_prometheus(dir: &Path, targets: &[String], token: &str) -> Option<Prometheus> {
@@ -121,14 +112,6 @@ fn start_prometheus(dir: &Path, targets: &[String], token: &str) -> Option<Prome
     Some(Prometheus {
         child,
         url: format!("http://127.0.0.1:{port}"),
-    })
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|path| path.is_file())
     })
 }
 

@@ -473,16 +473,17 @@ impl Devnet {
         let first = self.nodes.first().context("the devnet has no node")?;
         let text = format!(
             "# mpc-wallet devnet: `source` this file (tokens expire; re-run `mpc-wallet token issue`).\n\
-             export MPC_WALLET_URL=http://{}\n\
+             # The web console: http://{api}/console (sign in with one of the tokens below).\n\
+             export MPC_WALLET_URL=http://{api}\n\
              export MPC_WALLET_TOKEN={}\n\
              export MPC_WALLET_SIGNER_TOKEN={}\n\
              export MPC_WALLET_VIEWER_TOKEN={}\n\
              export JWT_SECRET_FILE={}\n",
-            first.api,
             self.token(mpc_api::Role::Admin)?,
             self.token(mpc_api::Role::Signer)?,
             self.token(mpc_api::Role::Viewer)?,
             std::fs::canonicalize(self.options.dir.join("jwt-secret"))?.display(),
+            api = first.api,
         );
         certs::write_private(&path, text.as_bytes())?;
         Ok(path)

@@ -219,6 +219,26 @@ pub async fn check_payment(
     tx
 }
 
+// ---- local processes -------------------------------------------------------------------
+
+/// A TCP port free on loopback now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The first `name` on PATH.
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|path| path.is_file())
+    })
+}
+
 // ---- the CLI ----------------------------------------------------------------------------
 
 /// Runs the `mpc-wallet` binary with `args` and only `env` of its variables: exit code,
