@@ -45,9 +45,14 @@ pub struct Metrics {
     ceremonies: IntGaugeVec,
     sessions: IntGaugeVec,
     incidents: IntCounterVec,
+    /// Every sample name this node can export (see [`Metrics::names`]).
+    names: Vec<String>,
     /// One scrape at a time: a scrape resets the gauges it reads from the node.
     scrape: tokio::sync::Mutex<()>,
 }
+
+/// Every metric's name starts with `mpc_`.
+const PREFIX: &str = "mpc";
 
 /// Buckets in seconds from 1 ms (FROST, presignature signing) to 10 minutes (aux info).
 const BUCKETS: &[f64] = &[
@@ -61,11 +66,21 @@ pub struct MetricsError(#[from] prometheus::Error);
 
 impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
-        let registry = Registry::new_custom(Some("mpc".into()), None)?;
+        let registry = Registry::new_custom(Some(PREFIX.into()), None)?;
+        // The names registered, as exported (a histogram as its three sample names).
+        let names = std::cell::RefCell::new(Vec::new());
+        let named = |name: &str, suffixes: &[&str]| {
+            names.borrow_mut().extend(
+                suffixes
+                    .iter()
+                    .map(|suffix| format!("{PREFIX}_{name}{suffix}")),
+            )
+        };
         let counter =
             |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, MetricsError> {
                 let c = IntCounterVec::new(Opts::new(name, help), labels)?;
                 registry.register(Box::new(c.clone()))?;
+                named(name, &[""]);
                 Ok(c)
             };
         let histogram =
@@ -75,18 +90,21 @@ impl Metrics {
                     labels,
                 )?;
                 registry.register(Box::new(h.clone()))?;
+                named(name, &["_bucket", "_sum", "_count"]);
                 Ok(h)
             };
         let gauge =
             |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, MetricsError> {
                 let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
                 registry.register(Box::new(g.clone()))?;
+                named(name, &[""]);
                 Ok(g)
             };
         let peers_live =
             IntGauge::new("peers_live", "Nodes this node sees live (itself included).")?;
         registry.register(Box::new(peers_live.clone()))?;
-        let metrics = Self {
+        named("peers_live", &[""]);
+        let mut metrics = Self {
             requests: counter(
                 "api_requests_total",
                 "API requests by method, route template and status.",
@@ -160,8 +178,10 @@ impl Metrics {
                 &["node", "kind"],
             )?,
             registry,
+            names: Vec::new(),
             scrape: tokio::sync::Mutex::new(()),
         };
+        metrics.names = names.into_inner();
         // Every signing method's series exists from the start, at zero: Prometheus's
         // increase() does not count a series' first sample, so an alert on the first
         // interactive signing after a start would otherwise never fire.
@@ -172,6 +192,13 @@ impl Metrics {
             metrics.refusals.with_label_values(&[role]);
         }
         Ok(metrics)
+    }
+
+    /// Every sample name this node can export (`mpc_...`; a histogram's `_bucket`, `_sum` and
+    /// `_count`), whether or not it has a series yet: what dashboards and alerting rules may
+    /// name (`--test dashboard` checks both, and this list against a node's `/metrics`).
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     pub fn rate_limited(&self, which: Limited) {
