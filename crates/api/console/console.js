@@ -362,8 +362,13 @@ function failed(error) {
   }
 }
 
+// Each navigation's number: a view that finishes loading after a later navigation started is
+// dropped, so the page always ends on the view its address names.
+let navigation = 0;
+
 async function route() {
   if (!sessionStorage.getItem(TOKEN_KEY)) return;
+  const mine = ++navigation;
   const [name, arg] = (location.hash.slice(1) || "health").split("/");
   const view = views[name] ? name : "health";
   for (const a of document.querySelectorAll("nav a")) {
@@ -374,9 +379,11 @@ async function route() {
   show("");
   try {
     const content = await views[view](arg && decodeURIComponent(arg));
+    if (mine !== navigation) return;
     section.replaceChildren(...[content].flat(2).filter(Boolean));
     section.dataset.loaded = view;
   } catch (error) {
+    if (mine !== navigation) return;
     section.replaceChildren();
     section.dataset.loaded = `${view}:error`;
     failed(error);
@@ -393,6 +400,7 @@ function signedIn() {
 
 function signOut(message, kind) {
   sessionStorage.removeItem(TOKEN_KEY);
+  navigation++;
   $("whoami").textContent = "";
   $("nav").hidden = true;
   $("view").hidden = true;

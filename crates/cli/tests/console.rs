@@ -238,14 +238,14 @@ impl Driver {
         }
     }
 
-    /// Shows view `hash` and waits until view `view` has loaded.
+    /// Shows view `hash` and waits until view `view` has loaded and is shown (signed in).
     async fn view(&self, hash: &str, view: &str) {
         self.js("location.hash = arguments[0];", json!([hash]))
             .await;
         self.wait_for(
             view,
-            "const v = document.getElementById('view'); return v.dataset.loaded === arguments[0] \
-             && location.hash === arguments[1];",
+            "const v = document.getElementById('view'); return !v.hidden \
+             && v.dataset.loaded === arguments[0] && location.hash === arguments[1];",
             json!([view, hash]),
         )
         .await;
