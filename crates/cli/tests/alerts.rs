@@ -265,29 +265,44 @@ async fn the_alerts_that_can_be_provoked_here_fire_and_stay_quiet_otherwise() {
         .register_utxos(&id, &registration(&funded))
         .await
         .unwrap();
-    let all = wait_firing(
-        &prometheus,
-        &["MpcNodeDown", "MpcPeerUnreachable", "MpcPoolBelowLowWater"],
-    )
-    .await;
-    let firing = |name: &str, label: &str| -> BTreeSet<String> {
+    let firing = |all: &[Value], name: &str, label: &str| -> BTreeSet<String> {
         all.iter()
             .filter(|a| a["labels"]["alertname"] == name && a["state"] == "firing")
             .filter_map(|a| a["labels"][label].as_str().map(str::to_owned))
             .collect()
     };
+    // Each killed node's alerts fire on their own clock (node 2 went a moment after node 3):
+    // wait until two of each fire, not only the first.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let all = loop {
+        let all = wait_firing(
+            &prometheus,
+            &["MpcNodeDown", "MpcPeerUnreachable", "MpcPoolBelowLowWater"],
+        )
+        .await;
+        if firing(&all, "MpcPeerUnreachable", "node").len() >= 2
+            && firing(&all, "MpcNodeDown", "instance").len() >= 2
+        {
+            break all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not both killed nodes within 90 s: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let set = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
     assert_eq!(
-        firing("MpcPeerUnreachable", "node"),
+        firing(&all, "MpcPeerUnreachable", "node"),
         set(&["2", "3"]),
         "{all:?}"
     );
     assert_eq!(
-        firing("MpcNodeDown", "instance"),
+        firing(&all, "MpcNodeDown", "instance"),
         set(&[&targets[1], &targets[2]])
     );
     assert_eq!(
-        firing("MpcPoolBelowLowWater", "wallet"),
+        firing(&all, "MpcPoolBelowLowWater", "wallet"),
         set(&[id.as_str()])
     );
     eprintln!(
