@@ -518,7 +518,10 @@ pub async fn presignatures(
 }
 
 /// Refreshes a wallet's key shares on every participant (same key, xpub, addresses and
-/// descriptors; new shares, key epoch plus one); poll the ceremony. FROST wallets only for now.
+/// descriptors; new shares, key epoch plus one); poll the ceremony. An ECDSA (CGGMP24) wallet
+/// also gets new aux info (fresh Paillier keys) for its node set, which every other ECDSA
+/// wallet of the node set then uses (its key epoch plus one, its presignatures retired); that
+/// takes as long as the aux-info ceremony and a set of safe primes from each node's pool.
 #[utoipa::path(post, path = "/api/v1/wallets/{id}/refresh", tag = "wallets",
     params(("id" = String, Path, description = "wallet id")),
     responses((status = 202, body = CeremonyAccepted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),

@@ -109,6 +109,10 @@ pub struct RefreshConfig {
     /// Refresh every FROST wallet whose shares are older than this many seconds (0: never;
     /// on demand only). Driven by the pool's refill leader, so one node starts each refresh.
     pub every_secs: u64,
+    /// The same for ECDSA wallets, apart and off by default: each ECDSA refresh also makes new
+    /// aux info for the node set (tens of seconds of CPU on every node, and one set of safe
+    /// primes from each node's pool, which takes minutes to replace).
+    pub ecdsa_every_secs: u64,
 }
 
 /// The presignature pool service.

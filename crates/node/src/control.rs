@@ -177,6 +177,9 @@ pub enum Outcome {
     /// The refreshed key's public shares, by key-generation index; the group key is unchanged.
     Refresh {
         public_shares: Vec<PublicKey>,
+        /// ECDSA: the public digest of the node set's new aux info, made in the same ceremony.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        aux_info: Option<String>,
     },
     /// Acknowledges a commit or abort.
     Committed,

@@ -195,8 +195,8 @@ impl Node {
         Ok(share)
     }
 
-    /// Drops what this node keeps in memory of `wallet_id` (its record and decrypted share),
-    /// after a key refresh changed both in the store.
+    /// Drops what this node keeps in memory of `wallet_id` (its record, decrypted share and
+    /// the ready presignatures it remembers), after a key refresh changed them in the store.
     pub(crate) fn forget_wallet(&self, wallet_id: &WalletId) {
         let cache = &self.inner.shares;
         if let Ok(mut c) = cache.active.write() {
@@ -207,6 +207,10 @@ impl Node {
         }
         if let Ok(mut c) = cache.schnorr.write() {
             c.remove(wallet_id);
+        }
+        // Ready presignatures it remembers may have been retired with the old key epoch.
+        if let Ok(mut ready) = self.inner.ready.lock() {
+            ready.forget_wallet(wallet_id);
         }
     }
 

@@ -94,6 +94,12 @@ impl ReadyPresignatures {
         }
     }
 
+    /// Forgets every presignature remembered for `wallet_id` (a refresh retired them); the
+    /// next request reads the store.
+    pub fn forget_wallet(&mut self, wallet_id: &WalletId) {
+        self.lists.retain(|key, _| &key.wallet_id != wallet_id);
+    }
+
     /// Presignatures this node consumed as a signer: forgotten, and kept out of any store read
     /// that began before the consumption committed.
     pub fn used<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {
@@ -179,5 +185,21 @@ mod tests {
         ready.used(["d"]);
         ready.remember(k.clone(), listed(&["d", "e"], NOW + 1));
         assert_eq!(drain(&mut ready, &k), ["e"]);
+    }
+
+    #[test]
+    fn a_forgotten_wallet_is_read_again() {
+        let mut ready = ReadyPresignatures::default();
+        let (k, mut other) = (key("m/0/0"), key("m/0/0"));
+        other.wallet_id = WalletId::must("v");
+        ready.remember(k.clone(), listed(&["a", "b"], NOW + 1));
+        ready.remember(other.clone(), listed(&["c"], NOW + 1));
+        ready.forget_wallet(&k.wallet_id);
+        assert_eq!(
+            ready.take(&k, NOW),
+            None,
+            "retired by a refresh: the store decides"
+        );
+        assert_eq!(drain(&mut ready, &other), ["c"]);
     }
 }

@@ -1,7 +1,9 @@
 //! Key refresh, the store's half of the two-phase switch: a refreshed share waits as pending
 //! (at most one per wallet, for the wallet's next key epoch) until its refresh commits. The
 //! commit moves it over the active share, bumps the wallet's key epoch and retires every
-//! presignature of an older key epoch, in one transaction; an abort deletes it.
+//! presignature of an older key epoch, in one transaction; an abort deletes it. An ECDSA
+//! refresh also holds a pending aux info of the same session (`aux_info`): it is committed and
+//! dropped in the same transaction as the share.
 
 use mpc_types::{NodeId, WalletId};
 use uuid::Uuid;
@@ -15,12 +17,18 @@ use crate::store::{now_ms, Store};
 const PENDING: &str = "pending_key_shares";
 
 /// What a committed refresh changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyEpochCommit {
     /// The wallet's key epoch now.
     pub key_epoch: u64,
-    /// Ready presignatures of older key epochs, retired with their secrets deleted.
+    /// Ready presignatures of older key epochs, retired with their secrets deleted (with an
+    /// ECDSA refresh's new aux info, those of the node set's other ECDSA wallets too).
     pub presignatures_retired: u64,
+    /// An ECDSA refresh: its new aux info replaced the node set's.
+    pub aux_info_replaced: bool,
+    /// With the aux info: the node set's other ECDSA wallets, moved to their next key epoch
+    /// (same shares, new aux info).
+    pub other_wallets: Vec<WalletId>,
 }
 
 /// The sealing's row name: bound to the epoch, so a pending share cannot be replayed as
@@ -109,8 +117,9 @@ impl Store {
 
     /// Commits the pending share of `session`: it replaces the active share, the wallet's key
     /// epoch becomes the share's, and the wallet's ready presignatures of other key epochs are
-    /// retired, all in one transaction. Committing again after success is a no-op that returns
-    /// the same epoch; a session with no pending share (aborted, or never stored) is an error.
+    /// retired; the session's pending aux info, if any (an ECDSA refresh), replaces the node
+    /// set's (`commit_refresh_aux_info_in`); all in one transaction. A session with no pending
+    /// share (aborted, never stored, or already committed) is an error.
     pub async fn commit_pending_share(
         &self,
         wallet_id: &WalletId,
@@ -172,6 +181,9 @@ impl Store {
         .await
         .context(ctx)?
         .rows_affected();
+        let aux = self
+            .commit_refresh_aux_info_in(&mut tx, wallet_id, session)
+            .await?;
         sqlx::query("DELETE FROM pending_key_shares WHERE wallet_id = $1")
             .bind(wallet_id)
             .execute(&mut *tx)
@@ -180,7 +192,10 @@ impl Store {
         tx.commit().await.context(ctx)?;
         Ok(KeyEpochCommit {
             key_epoch: new_epoch,
-            presignatures_retired,
+            presignatures_retired: presignatures_retired
+                + aux.as_ref().map_or(0, |a| a.presignatures_retired),
+            aux_info_replaced: aux.is_some(),
+            other_wallets: aux.map(|a| a.other_wallets).unwrap_or_default(),
         })
     }
 
@@ -197,18 +212,23 @@ impl Store {
         Ok(row.map(|(refreshed, activated, created)| refreshed.or(activated).unwrap_or(created)))
     }
 
-    /// Deletes the pending share of `session` (the refresh aborted or was never decided).
-    /// `false` if there was none.
+    /// Deletes the pending share of `session` (the refresh aborted or was never decided) and
+    /// the session's pending aux info, if any, with its primes back in the pool, in one
+    /// transaction. `false` if there was no pending share.
     pub async fn drop_pending_share(&self, wallet_id: &WalletId, session: Uuid) -> Result<bool> {
         let wallet_id = wallet_id.as_str();
+        let ctx = || format!("dropping {PENDING}/{wallet_id}");
+        let mut tx = self.begin_write().await?;
         let deleted =
             sqlx::query("DELETE FROM pending_key_shares WHERE wallet_id = $1 AND session = $2")
                 .bind(wallet_id)
                 .bind(session.to_string())
-                .execute(self.pool())
+                .execute(&mut *tx)
                 .await
-                .context(|| format!("dropping {PENDING}/{wallet_id}"))?
+                .context(ctx)?
                 .rows_affected();
+        self.drop_pending_aux_info_in(&mut tx, session).await?;
+        tx.commit().await.context(ctx)?;
         Ok(deleted == 1)
     }
 

@@ -40,6 +40,7 @@ pub use audit::{
     audit_hash, Actor, AuditEntry, AuditError, AuditEvent, AuditHash, AuditHead, AuditOutput,
     AuditVerified,
 };
+pub use aux_info::PendingAuxInfoFor;
 pub use backup::{
     check_backup, create_backup, read_backup_header, restore_backup, Backup, BackupError,
     BackupHeader, RestoreOptions, RestoreSummary,

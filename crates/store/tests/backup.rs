@@ -4,8 +4,8 @@
 
 use mpc_store::{
     create_backup, generate_key_file, read_backup_header, restore_backup, BackupError,
-    CeremonyRecord, IncidentKind, IncidentRecord, KeySource, NewUtxo, PresignatureRecord,
-    PresignatureState, RestoreOptions, Store, StoreError, WalletState,
+    CeremonyRecord, IncidentKind, IncidentRecord, KeySource, NewUtxo, PendingAuxInfoFor,
+    PresignatureRecord, PresignatureState, RestoreOptions, Store, StoreError, WalletState,
 };
 use mpc_types::NodeId;
 use sqlx::AssertSqlSafe;
@@ -571,11 +571,23 @@ async fn epoch_and_share(store: &Store) -> (u64, Vec<u8>) {
     (epoch, share.to_vec())
 }
 
+/// The node set's aux info and its digest.
+async fn aux_of(store: &Store) -> (Vec<u8>, String) {
+    let (aux, digest) = store
+        .aux_info(&NodeId::must_list(&[1, 2, 3]))
+        .await
+        .unwrap()
+        .unwrap();
+    (aux.to_vec(), digest)
+}
+
 /// A backup made before a key refresh holds the old share, which no longer combines with the
-/// other nodes' shares: forcing it over the refreshed store is refused and changes nothing. A
-/// backup made after the refresh carries the key epoch and restores it.
+/// other nodes' shares (and, for an ECDSA wallet as w1 is, the old aux info): forcing it over
+/// the refreshed store is refused and changes nothing. A backup made after the refresh
+/// carries the key epoch and the new aux info and restores them.
 async fn a_backup_from_before_a_key_refresh_is_refused_over_the_refreshed_store(db: Db) {
     const NEW: &[u8] = b"refreshed share of wallet w1";
+    const NEW_AUX: &[u8] = b"aux info of the refresh";
     let store = db.open().await;
     populate(&store).await;
     store.close().await;
@@ -585,6 +597,16 @@ async fn a_backup_from_before_a_key_refresh_is_refused_over_the_refreshed_store(
     let store = db.open().await;
     let session = Uuid::new_v4();
     store
+        .put_pending_aux_info(
+            &NodeId::must_list(&[1, 2, 3]),
+            (session, NODE),
+            (NEW_AUX, "new digest"),
+            b"primes",
+            PendingAuxInfoFor::Refresh,
+        )
+        .await
+        .unwrap();
+    store
         .put_pending_share(&wallet_id("w1"), 1, session, NODE, NEW)
         .await
         .unwrap();
@@ -592,6 +614,8 @@ async fn a_backup_from_before_a_key_refresh_is_refused_over_the_refreshed_store(
         .commit_pending_share(&wallet_id("w1"), session, NOW)
         .await
         .unwrap();
+    let refreshed_aux = (NEW_AUX.to_vec(), "new digest".to_owned());
+    assert_eq!(aux_of(&store).await, refreshed_aux);
     store.close().await;
 
     let err = restore_backup(&db.url, &db.key(), NODE, CLUSTER, &before.bytes, FORCED)
@@ -603,6 +627,7 @@ async fn a_backup_from_before_a_key_refresh_is_refused_over_the_refreshed_store(
     );
     let store = db.open().await;
     assert_eq!(epoch_and_share(&store).await, (1, NEW.to_vec()));
+    assert_eq!(aux_of(&store).await, refreshed_aux);
     store.close().await;
 
     let after = create_backup(&db.url, &db.key(), NODE, CLUSTER)
@@ -613,5 +638,6 @@ async fn a_backup_from_before_a_key_refresh_is_refused_over_the_refreshed_store(
         .unwrap();
     let store = db.open().await;
     assert_eq!(epoch_and_share(&store).await, (1, NEW.to_vec()));
+    assert_eq!(aux_of(&store).await, refreshed_aux);
     store.close().await;
 }

@@ -30,7 +30,8 @@ pub enum WalletCommand {
         network: Option<mpc_bitcoin::Network>,
     },
     /// Refresh a wallet's key shares on every participant (same key, xpub, addresses and
-    /// descriptors; new shares); waits for the ceremony. FROST wallets only for now.
+    /// descriptors; new shares); waits for the ceremony. An ECDSA wallet also gets new aux
+    /// info (fresh Paillier keys) for its node set, shared with the set's other ECDSA wallets.
     Refresh { wallet: WalletId },
     /// Every wallet of the node.
     List,

@@ -12,7 +12,7 @@ use mpc_protocols::{
     execution::{ExecutionId, ProtocolKind},
     PartyIndex,
 };
-use mpc_store::PendingAuxInfo;
+use mpc_store::{PendingAuxInfo, PendingAuxInfoFor};
 use mpc_transport::{NodeId, SessionId};
 use mpc_types::party_index;
 use rand_core::OsRng;
@@ -172,7 +172,13 @@ impl Node {
             }
         };
         let stored = store
-            .put_pending_aux_info(&node_set, session, coordinator, (&aux, &digest), &primes)
+            .put_pending_aux_info(
+                &node_set,
+                (session, coordinator),
+                (&aux, &digest),
+                &primes,
+                PendingAuxInfoFor::FirstOfNodeSet,
+            )
             .await;
         if let Err(e) = stored {
             self.forget_commit(session);
@@ -202,7 +208,7 @@ impl Node {
 
     /// Runs the protocol on one set of this node's primes: the aux info, its public digest and
     /// the primes. The primes go back to the pool if the run fails.
-    async fn make_aux_info(
+    pub(super) async fn make_aux_info(
         &self,
         session: Uuid,
         node_set: &[NodeId],
@@ -249,7 +255,7 @@ impl Node {
         }
     }
 
-    async fn primes_back(&self, primes: &[u8]) {
+    pub(super) async fn primes_back(&self, primes: &[u8]) {
         if let Err(e) = self.inner.store.add_primes(primes).await {
             warn!(node = self.id().get(), error = %e, "could not return primes to the pool");
         }

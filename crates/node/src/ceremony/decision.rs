@@ -219,9 +219,11 @@ impl Node {
             }
             Err(e) => warn!(node = self.id().get(), error = %e, "could not list pending wallets"),
         }
+        let mut refreshes = Vec::new();
         match store.pending_shares().await {
             Ok(pending) => {
                 for p in pending {
+                    refreshes.push(p.session);
                     let node = self.clone();
                     self.spawn(async move { node.settle_refresh(p, None).await });
                 }
@@ -230,7 +232,11 @@ impl Node {
         }
         match store.pending_aux_infos().await {
             Ok(pending) => {
-                for p in pending {
+                // An ECDSA refresh's aux info is settled with its share.
+                for p in pending
+                    .into_iter()
+                    .filter(|p| !refreshes.contains(&p.session))
+                {
                     info!(node = self.id().get(), session = %p.session, "pending aux info found at start: asking its coordinator");
                     let node = self.clone();
                     self.spawn(async move { node.settle_aux_info(p, None).await });

@@ -6,6 +6,11 @@
 //! failure every participant drops its pending share and keeps the old one. A participant
 //! that never heard the decision (it restarted, or its wait ended) asks the coordinator, who
 //! recorded the decision before announcing it.
+//!
+//! An ECDSA refresh also makes new aux info (fresh Paillier keys) for the wallet's node set in
+//! the same ceremony, kept pending with the share and committed or dropped with it in one
+//! transaction: the node set's other ECDSA wallets then sign with it too (their presignatures,
+//! made under the old Paillier keys, retired).
 
 use std::time::Instant;
 
@@ -13,11 +18,11 @@ use mpc_bitcoin::Scheme;
 use mpc_coordination::FencingToken;
 use mpc_protocols::{
     execution::{ExecutionId, ProtocolKind},
-    refresh::{refresh_schnorr, RefreshMsg},
+    refresh::{refresh_ecdsa, refresh_schnorr, RefreshMsg},
     signature::PublicKey,
     PartyIndex,
 };
-use mpc_store::{AuditEvent, PendingShare, WalletRecord};
+use mpc_store::{AuditEvent, PendingAuxInfoFor, PendingShare, WalletRecord};
 use mpc_transport::{NodeId, SessionId};
 use mpc_types::WalletId;
 use rand_core::OsRng;
@@ -138,7 +143,7 @@ impl Node {
                         key_epoch,
                     },
                     participants,
-                    Limits::ms(self.inner.config.limits.keygen_timeout_ms),
+                    self.refresh_timeout(wallet.scheme),
                     fencing_token,
                 )
                 .await
@@ -146,19 +151,25 @@ impl Node {
             Err(e) => Err(e),
         };
         let agreed = outcomes.and_then(|outcomes| {
-            let shares: Vec<&Vec<PublicKey>> = outcomes
+            let reports: Vec<(&Vec<PublicKey>, &Option<String>)> = outcomes
                 .iter()
                 .filter_map(|(_, o)| match o {
-                    Outcome::Refresh { public_shares } => Some(public_shares),
+                    Outcome::Refresh {
+                        public_shares,
+                        aux_info,
+                    } => Some((public_shares, aux_info)),
                     _ => None,
                 })
                 .collect();
-            if shares.len() != participants.len()
-                || shares.windows(2).any(|w| w[0] != w[1])
-                || shares[0].len() != participants.len()
+            // ECDSA: every participant made the same new aux info; FROST: none made any.
+            let aux_expected = wallet.scheme == Scheme::Ecdsa;
+            if reports.len() != participants.len()
+                || reports.windows(2).any(|w| w[0] != w[1])
+                || reports[0].0.len() != participants.len()
+                || reports[0].1.is_some() != aux_expected
             {
                 Err(NodeError::Disagreement(format!(
-                    "participants reported different new public shares: {shares:?}"
+                    "participants reported different new public shares or aux info: {reports:?}"
                 )))
             } else {
                 Ok(())
@@ -190,12 +201,100 @@ impl Node {
             )));
         }
         keygen_indices(&wallet.participants, &[self.id()])?;
-        let eid = execution_id(&wallet, session, key_epoch);
+        if wallet.scheme == Scheme::Ecdsa {
+            self.check_no_pending_for(&wallet).await?;
+        }
+        // Registered before the run: an abort that arrives while it runs (an ECDSA refresh
+        // takes as long as aux info) is not missed.
+        let decision = self.await_commit(coordinator, session);
+        let stored = self
+            .refresh_and_keep_pending(coordinator, session, &wallet, key_epoch)
+            .await;
+        let (public_shares, aux_info) = match stored {
+            Ok(reported) => reported,
+            Err(e) => {
+                self.forget_commit(session);
+                return Err(e);
+            }
+        };
+        info!(node = self.id().get(), wallet = %wallet_id, key_epoch, "refreshed share pending, awaiting commit");
+        let pending = PendingShare {
+            wallet_id: wallet.id.clone(),
+            key_epoch,
+            session,
+            coordinator,
+            created_at: now_ms(),
+        };
+        // Then it asks (a coordinator still deciding does not answer, and is asked again).
+        let wait = self.refresh_timeout(wallet.scheme);
+        let node = self.clone();
+        // On the node's task list: a node shut down mid-wait settles at its next start.
+        self.spawn(
+            async move { node.settle_refresh(pending, Some((decision, wait))).await }
+                .in_current_span(),
+        );
+        Ok(Outcome::Refresh {
+            public_shares,
+            aux_info,
+        })
+    }
+
+    /// How long a refresh of a `scheme` wallet may take: an ECDSA refresh makes aux info too.
+    fn refresh_timeout(&self, scheme: Scheme) -> std::time::Duration {
+        let limits = &self.inner.config.limits;
+        Limits::ms(match scheme {
+            Scheme::Schnorr => limits.keygen_timeout_ms,
+            Scheme::Ecdsa => limits
+                .keygen_timeout_ms
+                .saturating_add(limits.aux_info_timeout_ms),
+        })
+    }
+
+    /// Refuses an ECDSA refresh while this node holds anything pending over the wallet's node
+    /// set: its commit replaces the node set's aux info and moves every other ECDSA wallet of
+    /// the set to its next key epoch, which a pending aux info or another wallet's pending
+    /// share (an undecided ceremony, settled first) would then not fit.
+    async fn check_no_pending_for(&self, wallet: &WalletRecord) -> Result<(), NodeError> {
+        let store = &self.inner.store;
+        let aux = store.pending_aux_infos().await?;
+        let shares = store.pending_shares().await?;
+        let held = aux
+            .iter()
+            .filter(|p| p.node_set == wallet.participants)
+            .map(|p| (p.session, p.coordinator))
+            .chain(
+                shares
+                    .iter()
+                    .filter(|p| p.wallet_id != wallet.id)
+                    .map(|p| (p.session, p.coordinator)),
+            )
+            .next();
+        match held {
+            Some((session, coordinator)) => Err(NodeError::Unavailable(format!(
+                "node {} holds the result of ceremony {session} pending, until its coordinator \
+                 (node {coordinator}) decides it",
+                self.id()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs the refresh (for ECDSA, aux info first, on a set of this node's primes) and stores
+    /// its result as pending. The new public shares, and the new aux info's public digest.
+    async fn refresh_and_keep_pending(
+        &self,
+        coordinator: NodeId,
+        session: Uuid,
+        wallet: &WalletRecord,
+        key_epoch: u64,
+    ) -> Result<(Vec<PublicKey>, Option<String>), NodeError> {
+        let eid = execution_id(wallet, session, key_epoch);
         let sid = SessionId::from_uuid(session);
         let timeout = Limits::ms(self.inner.config.limits.keygen_timeout_ms);
-        let (bytes, public_key, public_shares) = match wallet.scheme {
+        let store = &self.inner.store;
+        let (bytes, public_key, public_shares, aux_info) = match wallet.scheme {
             Scheme::Schnorr => {
-                let share = self.schnorr_share(&wallet).await?;
+                let share = self.schnorr_share(wallet).await?;
                 let party = self.join_session::<RefreshMsg>(
                     sid,
                     ProtocolKind::KeyRefresh,
@@ -207,44 +306,92 @@ impl Node {
                 })
                 .await?
                 .map_err(|e| self.attribute(sid, e))?;
-                (new.to_bytes()?, new.public_key(), new.public_shares())
+                (new.to_bytes()?, new.public_key(), new.public_shares(), None)
             }
             Scheme::Ecdsa => {
-                return Err(NodeError::InvalidRequest(format!(
-                    "wallet {wallet_id} is ECDSA: its refresh needs fresh aux info for the node \
-                     set, kept pending with the shares, which is not built yet (FROST wallets \
-                     refresh)"
-                )))
+                let share = self.ecdsa_share(wallet).await?;
+                // Joined before the aux-info run, for as long as both take: a node whose run
+                // ends first sends its refresh messages at once, and they wait in this
+                // session's inbox rather than in the router's short hold for unknown sessions.
+                let party = self.join_session::<RefreshMsg>(
+                    sid,
+                    ProtocolKind::KeyRefresh,
+                    &wallet.participants,
+                    self.refresh_timeout(Scheme::Ecdsa),
+                )?;
+                // Its own sub-session: a session runs one protocol.
+                let aux_session = sid.derive("aux-info").as_uuid();
+                let (aux, digest, primes) = self
+                    .make_aux_info(aux_session, &wallet.participants)
+                    .await?;
+                let refreshed = self
+                    .refresh_ecdsa_share(sid, &eid, share, &aux, party)
+                    .await;
+                let kept = match refreshed {
+                    Ok(new) => store
+                        .put_pending_aux_info(
+                            &wallet.participants,
+                            (session, coordinator),
+                            (&aux, &digest),
+                            &primes,
+                            PendingAuxInfoFor::Refresh,
+                        )
+                        .await
+                        .map(|()| new)
+                        .map_err(NodeError::from),
+                    Err(e) => Err(e),
+                };
+                let new = match kept {
+                    Ok(new) => new,
+                    Err(e) => {
+                        self.primes_back(&primes).await;
+                        return Err(e);
+                    }
+                };
+                let public_shares = new.public_shares();
+                let (core, _aux) = new.into_parts()?;
+                (
+                    core.to_bytes()?,
+                    core.public_key(),
+                    public_shares,
+                    Some(digest),
+                )
             }
         };
         if public_key.to_string() != wallet.public_key.to_string() {
+            // Drops the pending aux info with it, if any (its primes back in the pool).
+            store.drop_pending_share(&wallet.id, session).await?;
             return Err(NodeError::Internal(format!(
-                "the refreshed share of wallet {wallet_id} is of another key"
+                "the refreshed share of wallet {} is of another key",
+                wallet.id
             )));
         }
-        // Registered before reporting, so the decision cannot arrive unseen.
-        let decision = self.await_commit(coordinator, session);
-        self.inner
-            .store
+        let kept = store
             .put_pending_share(&wallet.id, key_epoch, session, coordinator, &bytes)
-            .await?;
-        info!(node = self.id().get(), wallet = %wallet_id, key_epoch, "refreshed share pending, awaiting commit");
-        let pending = PendingShare {
-            wallet_id: wallet.id.clone(),
-            key_epoch,
-            session,
-            coordinator,
-            created_at: now_ms(),
-        };
-        // Then it asks (a coordinator still deciding does not answer, and is asked again).
-        let wait = Limits::ms(self.inner.config.limits.keygen_timeout_ms);
-        let node = self.clone();
-        // On the node's task list: a node shut down mid-wait settles at its next start.
-        self.spawn(
-            async move { node.settle_refresh(pending, Some((decision, wait))).await }
-                .in_current_span(),
-        );
-        Ok(Outcome::Refresh { public_shares })
+            .await;
+        if let Err(e) = kept {
+            store.drop_pending_share(&wallet.id, session).await?;
+            return Err(e.into());
+        }
+        Ok((public_shares, aux_info))
+    }
+
+    /// The ECDSA refresh proper: `share`'s core refreshed and joined with the new aux info.
+    async fn refresh_ecdsa_share(
+        &self,
+        sid: SessionId,
+        eid: &ExecutionId,
+        share: std::sync::Arc<mpc_protocols::ecdsa::EcdsaKeyShare>,
+        aux: &[u8],
+        party: crate::delivery::MeshParty<RefreshMsg>,
+    ) -> Result<mpc_protocols::ecdsa::EcdsaKeyShare, NodeError> {
+        let aux = mpc_protocols::ecdsa::AuxInfo::from_bytes(aux)?;
+        let eid = *eid;
+        run_blocking(
+            move || async move { refresh_ecdsa(&eid, &share, aux, party, &mut OsRng).await },
+        )
+        .await?
+        .map_err(|e| self.attribute(sid, e))
     }
 
     /// Settles `pending` (`decision`): commits or drops it as its coordinator decided, with
@@ -265,7 +412,12 @@ impl Node {
                     .commit_pending_share(&pending.wallet_id, pending.session, now_ms())
                     .await
                     .map(|c| {
-                        info!(node = self.id().get(), wallet = %pending.wallet_id, key_epoch = c.key_epoch, presignatures_retired = c.presignatures_retired, "refresh committed");
+                        // Same shares, but new aux info and key epoch: nothing kept in memory
+                        // of them may be used again.
+                        for other in &c.other_wallets {
+                            self.forget_wallet(other);
+                        }
+                        info!(node = self.id().get(), wallet = %pending.wallet_id, key_epoch = c.key_epoch, presignatures_retired = c.presignatures_retired, aux_info_replaced = c.aux_info_replaced, other_wallets = ?c.other_wallets, "refresh committed");
                     }),
                 Err(reason) => store
                     .drop_pending_share(&pending.wallet_id, pending.session)

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use mpc_node::testing::{start_without_aux_info, Cluster};
-use mpc_store::CeremonyRecord;
+use mpc_store::{CeremonyRecord, PendingAuxInfoFor};
 use mpc_types::NodeId;
 use uuid::Uuid;
 
@@ -79,7 +79,13 @@ async fn a_pending_aux_info_is_settled_at_start_as_its_coordinator_decided() {
             .unwrap();
         c.nodes[2]
             .store()
-            .put_pending_aux_info(&ids, session, one, (&aux_bytes, &digest), &primes)
+            .put_pending_aux_info(
+                &ids,
+                (session, one),
+                (&aux_bytes, &digest),
+                &primes,
+                PendingAuxInfoFor::FirstOfNodeSet,
+            )
             .await
             .unwrap();
         let pool = c.nodes[2].store().primes_count().await.unwrap();

@@ -214,13 +214,7 @@ async fn a_participant_silent_before_its_report_leaves_every_node_on_the_old_sha
     let before = shares(&c, &w.id).await;
     // Node 3 runs the refresh (and stores its pending share) but its report never arrives,
     // as if it died right after storing it.
-    let silent = Adversary::new(
-        Target::Control {
-            kind: "Outcome".into(),
-        },
-        Attack::Drop,
-    );
-    c.network.intercept(NodeId::must(3), silent.clone());
+    let silent = silence_reports_of_node_3(&c);
     let session = Uuid::new_v4();
     let err = c.nodes[0].refresh_wallet(session, &w.id).await.unwrap_err();
     assert!(err.to_string().contains('3'), "{err}");
@@ -228,6 +222,25 @@ async fn a_participant_silent_before_its_report_leaves_every_node_on_the_old_sha
     c.network.release(NodeId::must(3));
     settled(&c, &w.id, 0, 10).await;
     assert_eq!(shares(&c, &w.id).await, before);
+    aborted_everywhere(&c, session).await;
+    signs(&c.nodes[0], &w, "a").await;
+    signs(&c.nodes[2], &w, "b").await;
+}
+
+/// Drops every report (`Outcome`) node 3 sends; the adversary counts them.
+fn silence_reports_of_node_3(c: &Cluster) -> std::sync::Arc<Adversary> {
+    let silent = Adversary::new(
+        Target::Control {
+            kind: "Outcome".into(),
+        },
+        Attack::Drop,
+    );
+    c.network.intercept(NodeId::must(3), silent.clone());
+    silent
+}
+
+/// Every node's last `key_refresh` entry for `session` is `aborted`.
+async fn aborted_everywhere(c: &Cluster, session: Uuid) {
     for node in &c.nodes {
         assert_eq!(
             audited(node, session, "aborted")
@@ -239,30 +252,230 @@ async fn a_participant_silent_before_its_report_leaves_every_node_on_the_old_sha
             node.id()
         );
     }
+}
+
+/// An ECDSA wallet of the cluster, made by the nodes' key generation.
+async fn ecdsa_wallet(c: &Cluster, name: &str) -> WalletInfo {
+    c.nodes[0]
+        .create_wallet(Uuid::new_v4(), wallet_request(name, Scheme::Ecdsa))
+        .await
+        .unwrap()
+}
+
+/// Every node's aux info of the node set (sealed bytes opened, and public digest), in node order.
+async fn aux_infos(c: &Cluster) -> Vec<(Vec<u8>, String)> {
+    let set: Vec<NodeId> = c.nodes.iter().map(Node::id).collect();
+    let mut out = Vec::new();
+    for node in &c.nodes {
+        let (aux, digest) = node.store().aux_info(&set).await.unwrap().unwrap();
+        out.push((aux.to_vec(), digest));
+    }
+    out
+}
+
+/// Gives node `k` the fixture prime set `6 + k` (no aux-info fixture of the cluster uses
+/// sets 6 to 8): what its refresh makes its new Paillier key from.
+async fn give_primes(c: &Cluster) {
+    let primes = mpc_testkit::primes();
+    for (k, node) in c.nodes.iter().enumerate() {
+        node.store()
+            .add_primes(&primes[6 + k].to_bytes().unwrap())
+            .await
+            .unwrap();
+    }
+}
+
+/// One presignature of `wallet` at m/0/0 for signers 1 and 2 (the set node 1 signs with).
+async fn presign(c: &Cluster, wallet: &WalletId) -> String {
+    let report = c.nodes[0]
+        .generate_presignatures(
+            Uuid::new_v4(),
+            wallet,
+            &"m/0/0".parse().unwrap(),
+            1,
+            Some(NodeId::must_list(&[1, 2])),
+            None,
+        )
+        .await
+        .unwrap();
+    report.ids[0].clone()
+}
+
+/// How `node` signed a spend of `wallet` (`presignature` or `interactive`), the transaction
+/// checked as in [`signs`].
+async fn signs_by(node: &Node, wallet: &WalletInfo, label: &str) -> &'static str {
+    let record = node.store().wallet(&wallet.id).await.unwrap().unwrap();
+    let key = mpc_node::keys::wallet_key(&record).unwrap();
+    let report = node
+        .sign_psbt(
+            Uuid::new_v4(),
+            std::slice::from_ref(&wallet.id),
+            &spend_to_self(&key, label),
+        )
+        .await
+        .unwrap();
+    let signed = parse_psbt(&report.psbt).unwrap();
+    verify_transaction(&report.raw_transaction, &spent_outputs(&signed).unwrap()).unwrap();
+    report.inputs[0].method
+}
+
+/// Waits (at most `seconds`) until no node holds a pending share or pending aux info.
+async fn nothing_pending(c: &Cluster, seconds: u64) {
+    for _ in 0..seconds * 10 {
+        let mut pending = 0;
+        for node in &c.nodes {
+            pending += node.store().pending_shares().await.unwrap().len();
+            pending += node.store().pending_aux_infos().await.unwrap().len();
+        }
+        if pending == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("something still pending after {seconds} s");
+}
+
+/// An ECDSA refresh: new shares and new aux info (one real aux-info run), the key and every
+/// public part kept; the node set's other ECDSA wallet keeps its shares, moves to the new aux
+/// info with them and signs; both wallets' presignatures, made under the old Paillier keys,
+/// are retired, and new ones sign.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecdsa_refresh_changes_every_share_and_the_aux_info_and_keeps_the_key() {
+    let c = cluster().await;
+    give_primes(&c).await;
+    let w = ecdsa_wallet(&c, "e").await;
+    let other = ecdsa_wallet(&c, "f").await;
+    let old_presignatures = [presign(&c, &w.id).await, presign(&c, &other.id).await];
+    let before = shares(&c, &w.id).await;
+    let other_before = shares(&c, &other.id).await;
+    let aux_before = aux_infos(&c).await;
+
+    let session = Uuid::new_v4();
+    let started = std::time::Instant::now();
+    let cpu = mpc_testkit::process_cpu_ms();
+    let report = c.nodes[0].refresh_wallet(session, &w.id).await.unwrap();
+    eprintln!(
+        "[ecdsa refresh] 2-of-3 with new aux info: {:.1} s wall, {:.1} s CPU (three nodes in \
+         this process)",
+        started.elapsed().as_secs_f64(),
+        (mpc_testkit::process_cpu_ms() - cpu) / 1000.0
+    );
+    assert_eq!((report.key_epoch, &report.public_key), (1, &w.public_key));
+    settled(&c, &w.id, 1, 10).await;
+    nothing_pending(&c, 10).await;
+
+    let after = shares(&c, &w.id).await;
+    for (i, (old, new)) in before.iter().zip(&after).enumerate() {
+        assert_ne!(old, new, "node {}'s share did not change", i + 1);
+    }
+    let aux_after = aux_infos(&c).await;
+    for (i, (old, new)) in aux_before.iter().zip(&aux_after).enumerate() {
+        // The digest is over every party's Paillier modulus.
+        assert_ne!(old.0, new.0, "node {}'s aux info did not change", i + 1);
+        assert_ne!(
+            old.1,
+            new.1,
+            "node {}'s Paillier moduli did not change",
+            i + 1
+        );
+        assert_eq!(
+            new.1,
+            aux_after[0].1,
+            "nodes 1 and {} made other aux info",
+            i + 1
+        );
+    }
+    for node in &c.nodes {
+        assert_eq!(public(&node.wallet(&w.id).await.unwrap()), public(&w));
+        assert_eq!(
+            public(&node.wallet(&other.id).await.unwrap()),
+            public(&other)
+        );
+        // The primes it was made from are used up.
+        assert_eq!(node.store().primes_count().await.unwrap(), 0);
+    }
+    // The other wallet: same shares, but the next key epoch (its signing material changed).
+    assert_eq!(shares(&c, &other.id).await, other_before);
+    assert_eq!(key_epochs(&c, &other.id).await, [1, 1, 1]);
+    for node in &c.nodes[..2] {
+        for id in &old_presignatures {
+            let p = node.store().presignature(id).await.unwrap().unwrap();
+            assert_eq!(p.state, mpc_store::PresignatureState::Expired, "{id}");
+        }
+    }
+    assert_eq!(
+        audited(&c.nodes[0], session, "committed").await,
+        ["started", "committed"]
+    );
+    for node in &c.nodes[1..] {
+        assert_eq!(audited(node, session, "committed").await, ["committed"]);
+    }
+
+    // Both wallets sign: interactively (no presignature is left), on two signer sets, then
+    // from a presignature made under the new shares and aux info (each verified).
+    assert_eq!(signs_by(&c.nodes[0], &w, "a").await, "interactive");
+    assert_eq!(signs_by(&c.nodes[2], &w, "b").await, "interactive");
+    assert_eq!(signs_by(&c.nodes[0], &other, "c").await, "interactive");
+    presign(&c, &w.id).await;
+    presign(&c, &other.id).await;
+    assert_eq!(signs_by(&c.nodes[0], &w, "d").await, "presignature");
+    assert_eq!(signs_by(&c.nodes[0], &other, "e").await, "presignature");
+}
+
+/// Node 3 runs the ECDSA refresh (aux info included) and stores its pending share and aux
+/// info, but its report never arrives and it dies. Every node ends on its old share and old
+/// aux info, byte for byte, with its primes back in the pool; node 3 learns the abort when it
+/// starts again; the wallet signs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecdsa_refresh_whose_participant_dies_before_reporting_changes_nothing() {
+    let mut c = cluster().await;
+    give_primes(&c).await;
+    let w = ecdsa_wallet(&c, "e").await;
+    let before = shares(&c, &w.id).await;
+    let aux_before = aux_infos(&c).await;
+    let silent = silence_reports_of_node_3(&c);
+    let session = Uuid::new_v4();
+    let coordinator = c.nodes[0].clone();
+    let id = w.id.clone();
+    let refresh = tokio::spawn(async move { coordinator.refresh_wallet(session, &id).await });
+    // Node 3 dies once its pending share is stored (its report is already lost).
+    let three = c.nodes[2].clone();
+    for _ in 0..3000 {
+        if !three.store().pending_shares().await.unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(three.store().pending_aux_infos().await.unwrap().len(), 1);
+    three.shutdown().await;
+    c.network.disconnect(three.id());
+    let err = refresh.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains('3'), "{err}");
+    assert!(silent.altered() > 0);
+    c.network.release(NodeId::must(3));
+    c.nodes[2] = start_node(three.config().clone(), &c.network).await;
+    wait_all_live(&c.nodes).await;
+
+    nothing_pending(&c, 15).await;
+    settled(&c, &w.id, 0, 5).await;
+    assert_eq!(shares(&c, &w.id).await, before);
+    assert_eq!(aux_infos(&c).await, aux_before);
+    for node in &c.nodes {
+        assert_eq!(
+            node.store().primes_count().await.unwrap(),
+            1,
+            "node {}'s primes are back in its pool",
+            node.id()
+        );
+    }
+    aborted_everywhere(&c, session).await;
     signs(&c.nodes[0], &w, "a").await;
     signs(&c.nodes[2], &w, "b").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ecdsa_refresh_is_refused_until_its_aux_info_is_built() {
-    let c = cluster().await;
-    let w = c.nodes[0]
-        .create_wallet(Uuid::new_v4(), wallet_request("e", Scheme::Ecdsa))
-        .await
-        .unwrap();
-    let before = shares(&c, &w.id).await;
-    let err = c.nodes[0]
-        .refresh_wallet(Uuid::new_v4(), &w.id)
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("aux info"), "{err}");
-    settled(&c, &w.id, 0, 5).await;
-    assert_eq!(shares(&c, &w.id).await, before);
-}
-
 /// `[refresh] every_secs`: the refill leader (node 1) refreshes a FROST wallet each period,
 /// every node's share changes, the key stays and the wallet signs; an ECDSA wallet is left on
-/// its shares (its refresh is not built).
+/// its shares (its own period, `ecdsa_every_secs`, is off).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frost_wallets_are_refreshed_on_schedule() {
     let c = start(3, 2, |cfg| cfg.refresh.every_secs = 2).await;

@@ -15,7 +15,13 @@ const PRIMES: &[u8] = b"the primes it was made from";
 
 async fn pending(store: &Store, session: Uuid) -> Result<(), StoreError> {
     store
-        .put_pending_aux_info(&ONE_TWO_THREE, session, N2, (AUX, "digest"), PRIMES)
+        .put_pending_aux_info(
+            &ONE_TWO_THREE,
+            (session, N2),
+            (AUX, "digest"),
+            PRIMES,
+            PendingAuxInfoFor::FirstOfNodeSet,
+        )
         .await
 }
 

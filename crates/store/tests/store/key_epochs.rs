@@ -7,7 +7,157 @@ on_both_backends!(
     a_committed_refresh_switches_the_share_and_retires_older_presignatures,
     a_dropped_refresh_leaves_the_old_share,
     a_pending_share_must_be_for_the_next_key_epoch,
+    an_ecdsa_refresh_replaces_the_aux_info_and_moves_the_node_sets_other_wallets,
+    a_dropped_ecdsa_refresh_drops_its_aux_info_and_gives_the_primes_back,
 );
+
+const OLD_AUX: &[u8] = b"aux info before the refresh";
+const NEW_AUX: &[u8] = b"aux info of the refresh";
+const PRIMES: &[u8] = b"the primes of the refresh's aux info";
+
+/// Active wallets w and other (ECDSA, nodes 1 to 3) with a presignature each, the node set's
+/// aux info, and w's refresh `session` pending: its share and its aux info.
+async fn ecdsa_refresh_pending(store: &Store, session: Uuid) {
+    for id in ["w", "other"] {
+        active_wallet(store, id).await;
+        let epoch = store.epoch().await.unwrap();
+        store
+            .insert_presignature(
+                &presig(&format!("p-{id}"), id, "m/0/0", epoch, NOW + 3_600_000),
+                b"secret",
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .put_aux_info(&ONE_TWO_THREE, OLD_AUX, "old digest", Uuid::new_v4())
+        .await
+        .unwrap();
+    // A first-of-node-set aux info is refused over the node set's aux info; a refresh's is not.
+    let pending = |purpose: PendingAuxInfoFor| {
+        store.put_pending_aux_info(
+            &ONE_TWO_THREE,
+            (session, N1),
+            (NEW_AUX, "new digest"),
+            PRIMES,
+            purpose,
+        )
+    };
+    assert!(pending(PendingAuxInfoFor::FirstOfNodeSet).await.is_err());
+    pending(PendingAuxInfoFor::Refresh).await.unwrap();
+    // But not over another pending one.
+    assert!(store
+        .put_pending_aux_info(
+            &ONE_TWO_THREE,
+            (Uuid::new_v4(), N1),
+            (NEW_AUX, "new digest"),
+            PRIMES,
+            PendingAuxInfoFor::Refresh,
+        )
+        .await
+        .is_err());
+    store
+        .put_pending_share(&wallet_id("w"), 1, session, N1, NEW)
+        .await
+        .unwrap();
+}
+
+async fn key_epoch(store: &Store, id: &str) -> u64 {
+    store
+        .wallet(&wallet_id(id))
+        .await
+        .unwrap()
+        .unwrap()
+        .key_epoch
+}
+
+async fn an_ecdsa_refresh_replaces_the_aux_info_and_moves_the_node_sets_other_wallets(db: Db) {
+    let store = db.open().await;
+    let session = Uuid::new_v4();
+    ecdsa_refresh_pending(&store, session).await;
+    // Another node set's wallet is left alone.
+    let mut apart = wallet("apart");
+    apart.participants = NodeId::must_list(&[1, 2]);
+    store.insert_wallet(&apart, OLD).await.unwrap();
+    store
+        .set_wallet_state(&wallet_id("apart"), WalletState::Active)
+        .await
+        .unwrap();
+    // Pending: the node set still has its aux info.
+    let (aux, digest) = store.aux_info(&ONE_TWO_THREE).await.unwrap().unwrap();
+    assert_eq!((&aux[..], digest.as_str()), (OLD_AUX, "old digest"));
+    let commit = store
+        .commit_pending_share(&wallet_id("w"), session, NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        commit,
+        KeyEpochCommit {
+            key_epoch: 1,
+            presignatures_retired: 2,
+            aux_info_replaced: true,
+            other_wallets: vec![wallet_id("other")],
+        }
+    );
+    let (aux, digest) = store.aux_info(&ONE_TWO_THREE).await.unwrap().unwrap();
+    assert_eq!((&aux[..], digest.as_str()), (NEW_AUX, "new digest"));
+    assert!(store.pending_aux_infos().await.unwrap().is_empty());
+    assert_eq!(store.primes_count().await.unwrap(), 0);
+    assert_eq!(epoch_and_share(&store).await, (1, NEW.to_vec()));
+    // The other wallet: its share, at its next key epoch; its old presignature retired and
+    // one of the old key epoch refused, like the refreshed wallet's.
+    let (epoch, share) = store
+        .key_share_with_epoch(&wallet_id("other"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((epoch, &share[..]), (1, OLD));
+    for id in ["p-w", "p-other"] {
+        let p = store.presignature(id).await.unwrap().unwrap();
+        assert_eq!(p.state, PresignatureState::Expired, "{id}");
+    }
+    let epoch = store.epoch().await.unwrap();
+    assert!(matches!(
+        store
+            .insert_presignature(&presig("late", "other", "m/0/0", epoch, NOW + 1), b"s")
+            .await,
+        Err(StoreError::WrongKeyEpoch { .. })
+    ));
+    assert_eq!(key_epoch(&store, "apart").await, 0);
+    // Its key epoch did not begin anew: its shares are as old as they were.
+    let other = store.wallet(&wallet_id("other")).await.unwrap().unwrap();
+    assert_eq!(
+        store.key_epoch_began(&wallet_id("other")).await.unwrap(),
+        Some(other.activated_at.unwrap_or(other.created_at))
+    );
+}
+
+async fn a_dropped_ecdsa_refresh_drops_its_aux_info_and_gives_the_primes_back(db: Db) {
+    let store = db.open().await;
+    let session = Uuid::new_v4();
+    ecdsa_refresh_pending(&store, session).await;
+    assert!(store
+        .drop_pending_share(&wallet_id("w"), session)
+        .await
+        .unwrap());
+    assert!(store.pending_aux_infos().await.unwrap().is_empty());
+    assert!(store.pending_shares().await.unwrap().is_empty());
+    assert_eq!(&store.take_primes().await.unwrap().unwrap()[..], PRIMES);
+    let (aux, _) = store.aux_info(&ONE_TWO_THREE).await.unwrap().unwrap();
+    assert_eq!(&aux[..], OLD_AUX);
+    assert_eq!(epoch_and_share(&store).await, (0, OLD.to_vec()));
+    assert_eq!(key_epoch(&store, "other").await, 0);
+    for id in ["p-w", "p-other"] {
+        let p = store.presignature(id).await.unwrap().unwrap();
+        assert_eq!(p.state, PresignatureState::Ready, "{id}");
+    }
+    // Dropped once: the commit finds nothing.
+    assert!(store
+        .commit_pending_share(&wallet_id("w"), session, NOW)
+        .await
+        .is_err());
+    assert!(store.aux_info(&ONE_TWO_THREE).await.unwrap().is_some());
+}
 
 const OLD: &[u8] = b"share of key epoch 0";
 const NEW: &[u8] = b"share of key epoch 1";

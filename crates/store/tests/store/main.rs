@@ -7,9 +7,10 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use mpc_store::{
-    generate_key_file, Backend, CeremonyRecord, IncidentKind, IncidentRecord, KeySource, PoolLevel,
-    PresignatureRecord, PresignatureState, PresignatureUse, SigningRefusal, SpendLimit, Store,
-    StoreError, WalletRecord, WalletState, Zeroizing,
+    generate_key_file, Backend, CeremonyRecord, IncidentKind, IncidentRecord, KeyEpochCommit,
+    KeySource, PendingAuxInfoFor, PoolLevel, PresignatureRecord, PresignatureState,
+    PresignatureUse, SigningRefusal, SpendLimit, Store, StoreError, WalletRecord, WalletState,
+    Zeroizing,
 };
 use sqlx::{AnyPool, AssertSqlSafe};
 use uuid::Uuid;
