@@ -252,24 +252,29 @@ impl Node {
 
     /// Refuses an ECDSA refresh while this node holds anything pending over the wallet's node
     /// set: its commit replaces the node set's aux info and moves every other ECDSA wallet of
-    /// the set to its next key epoch, which a pending aux info or another wallet's pending
-    /// share (an undecided ceremony, settled first) would then not fit.
+    /// the set to its next key epoch, which a pending aux info of the set or another ECDSA
+    /// wallet's pending share there (an undecided ceremony, settled first) would then not fit.
     async fn check_no_pending_for(&self, wallet: &WalletRecord) -> Result<(), NodeError> {
         let store = &self.inner.store;
-        let aux = store.pending_aux_infos().await?;
-        let shares = store.pending_shares().await?;
-        let held = aux
-            .iter()
+        let mut held: Vec<(Uuid, NodeId)> = store
+            .pending_aux_infos()
+            .await?
+            .into_iter()
             .filter(|p| p.node_set == wallet.participants)
             .map(|p| (p.session, p.coordinator))
-            .chain(
-                shares
-                    .iter()
-                    .filter(|p| p.wallet_id != wallet.id)
-                    .map(|p| (p.session, p.coordinator)),
-            )
-            .next();
-        match held {
+            .collect();
+        for p in store.pending_shares().await? {
+            if p.wallet_id == wallet.id {
+                continue;
+            }
+            let moved = store.wallet(&p.wallet_id).await?.is_some_and(|w| {
+                w.scheme == Scheme::Ecdsa && w.participants == wallet.participants
+            });
+            if moved {
+                held.push((p.session, p.coordinator));
+            }
+        }
+        match held.first() {
             Some((session, coordinator)) => Err(NodeError::Unavailable(format!(
                 "node {} holds the result of ceremony {session} pending, until its coordinator \
                  (node {coordinator}) decides it",
