@@ -26,6 +26,18 @@ async fn cluster() -> Cluster {
     start(3, 2, |cfg| cfg.limits.keygen_timeout_ms = 3_000).await
 }
 
+/// [`cluster`], with 15 minutes for the aux-info run of an ECDSA refresh: three nodes' runs in
+/// one process beside other jobs on two cores took over 120 s, and scripts/test runs these
+/// tests at a lower priority than its other jobs. A participant that dies is still noticed
+/// within seconds (liveness), so the long deadline costs the failure tests nothing.
+async fn ecdsa_cluster() -> Cluster {
+    start(3, 2, |cfg| {
+        cfg.limits.keygen_timeout_ms = 3_000;
+        cfg.limits.aux_info_timeout_ms = 900_000;
+    })
+    .await
+}
+
 async fn taproot(c: &Cluster) -> WalletInfo {
     c.nodes[0]
         .create_wallet(Uuid::new_v4(), wallet_request("t", Scheme::Schnorr))
@@ -340,8 +352,10 @@ async fn nothing_pending(c: &Cluster, seconds: u64) {
 /// info with them and signs; both wallets' presignatures, made under the old Paillier keys,
 /// are retired, and new ones sign.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a real aux-info run (about 70 s of CPU): scripts/test runs it as its own job, \
+            node.ecdsa_refresh, one test at a time"]
 async fn an_ecdsa_refresh_changes_every_share_and_the_aux_info_and_keeps_the_key() {
-    let c = cluster().await;
+    let c = ecdsa_cluster().await;
     give_primes(&c).await;
     let w = ecdsa_wallet(&c, "e").await;
     let other = ecdsa_wallet(&c, "f").await;
@@ -427,8 +441,10 @@ async fn an_ecdsa_refresh_changes_every_share_and_the_aux_info_and_keeps_the_key
 /// aux info, byte for byte, with its primes back in the pool; node 3 learns the abort when it
 /// starts again; the wallet signs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a real aux-info run (about 70 s of CPU): scripts/test runs it as its own job, \
+            node.ecdsa_refresh, one test at a time"]
 async fn an_ecdsa_refresh_whose_participant_dies_before_reporting_changes_nothing() {
-    let mut c = cluster().await;
+    let mut c = ecdsa_cluster().await;
     give_primes(&c).await;
     let w = ecdsa_wallet(&c, "e").await;
     let before = shares(&c, &w.id).await;
