@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use mpc_api::routes::{KeygenRequest, PresignRequest, SignRequest};
 use mpc_bitcoin::{
-    bitcoin::{bip32::Xpub, consensus, Amount, Network, Psbt, Transaction, TxOut},
+    bitcoin::{bip32::Xpub, consensus, Amount, Network, Psbt, Script, Transaction, TxOut},
     build::{build_psbt, synthetic_funding, Payment},
     psbt::{parse_psbt, spent_outputs},
     verify::verify_transaction,
@@ -90,16 +90,8 @@ impl Verified {
     /// The `r` of every P2WPKH input's ECDSA signature (a reused presignature would show as a
     /// repeated `r`).
     pub fn ecdsa_r_values(&self) -> Result<Vec<Vec<u8>>> {
-        self.tx
-            .input
-            .iter()
-            .zip(&self.spent)
-            .filter(|(_, out)| out.script_pubkey.is_p2wpkh())
-            .map(|(input, _)| {
-                let der = input
-                    .witness
-                    .nth(0)
-                    .context("a P2WPKH input without a signature")?;
+        self.signatures("P2WPKH", Script::is_p2wpkh)?
+            .map(|der| {
                 let der = der.split_last().map(|(_, d)| d).unwrap_or_default();
                 let sig = mpc_bitcoin::bitcoin::secp256k1::ecdsa::Signature::from_der(der)?;
                 Ok(sig.serialize_compact()[..32].to_vec())
@@ -110,16 +102,8 @@ impl Verified {
     /// The nonce point `R` (its x coordinate) of every P2TR input's Schnorr signature: a FROST
     /// nonce used twice for different messages would show as a repeated `R`.
     pub fn schnorr_r_values(&self) -> Result<Vec<Vec<u8>>> {
-        self.tx
-            .input
-            .iter()
-            .zip(&self.spent)
-            .filter(|(_, out)| out.script_pubkey.is_p2tr())
-            .map(|(input, _)| {
-                let sig = input
-                    .witness
-                    .nth(0)
-                    .context("a P2TR input without a signature")?;
+        self.signatures("P2TR", Script::is_p2tr)?
+            .map(|sig| {
                 anyhow::ensure!(
                     sig.len() >= 64,
                     "a Schnorr signature of {} bytes",
@@ -128,6 +112,28 @@ impl Verified {
                 Ok(sig[..32].to_vec())
             })
             .collect()
+    }
+
+    /// The signature (first witness item) of every input whose spent output's script is of
+    /// `kind`; an error names the first such input without one.
+    fn signatures(
+        &self,
+        kind: &str,
+        is_kind: fn(&Script) -> bool,
+    ) -> Result<impl Iterator<Item = &[u8]>> {
+        let spends: Vec<_> = self
+            .tx
+            .input
+            .iter()
+            .zip(&self.spent)
+            .filter(|(_, out)| is_kind(&out.script_pubkey))
+            .map(|(input, _)| input.witness.nth(0))
+            .collect();
+        anyhow::ensure!(
+            spends.iter().all(Option::is_some),
+            "a {kind} input without a signature"
+        );
+        Ok(spends.into_iter().flatten())
     }
 }
 
