@@ -291,26 +291,37 @@ impl Store {
             .execute(&mut **tx)
             .await
             .context(ctx)?;
-        let mut replaced = AuxInfoReplaced::default();
-        for id in wallets.into_iter().filter(|w| w != refreshed) {
-            sqlx::query("UPDATE wallets SET key_epoch = key_epoch + 1 WHERE id = $1")
-                .bind(&id)
-                .execute(&mut **tx)
-                .await
-                .context(ctx)?;
-            replaced.presignatures_retired += sqlx::query(
-                "UPDATE presignatures SET state = 'expired', sealed = NULL \
-                 WHERE wallet_id = $1 AND state = 'ready'",
-            )
-            .bind(&id)
-            .execute(&mut **tx)
-            .await
-            .context(ctx)?
-            .rows_affected();
-            replaced
-                .other_wallets
-                .push(crate::rows::to_wallet_id(id, "wallets", "")?);
-        }
+        // Both statements select the node set's other active ECDSA wallets, as listed above.
+        sqlx::query(
+            "UPDATE wallets SET key_epoch = key_epoch + 1 WHERE scheme = $1 \
+             AND participants = $2 AND state = 'active' AND id <> $3",
+        )
+        .bind(Scheme::Ecdsa.as_str())
+        .bind(&set)
+        .bind(refreshed)
+        .execute(&mut **tx)
+        .await
+        .context(ctx)?;
+        let presignatures_retired = sqlx::query(
+            "UPDATE presignatures SET state = 'expired', sealed = NULL \
+             WHERE state = 'ready' AND wallet_id IN (SELECT id FROM wallets WHERE scheme = $1 \
+             AND participants = $2 AND state = 'active' AND id <> $3)",
+        )
+        .bind(Scheme::Ecdsa.as_str())
+        .bind(&set)
+        .bind(refreshed)
+        .execute(&mut **tx)
+        .await
+        .context(ctx)?
+        .rows_affected();
+        let replaced = AuxInfoReplaced {
+            other_wallets: wallets
+                .into_iter()
+                .filter(|w| w != refreshed)
+                .map(|id| crate::rows::to_wallet_id(id, "wallets", ""))
+                .collect::<Result<_>>()?,
+            presignatures_retired,
+        };
         Ok(Some(replaced))
     }
 }
