@@ -2,7 +2,7 @@
 //!
 //! Fixtures were generated once and checked in (safe primes take minutes on a 2-core
 //! machine): `fixtures/primes.json` by `mpc-wallet primes generate`, and
-//! `fixtures/aux-info-{3,5}.json` and `fixtures/aux-info-3-other-primes.json` by
+//! `fixtures/aux-info-{2,3,5}.json` and `fixtures/aux-info-3-other-primes.json` by
 //! `mpc-wallet aux-info generate`. They hold secrets and are
 //! for tests only.
 
@@ -53,7 +53,7 @@ pub fn primes() -> Vec<Primes> {
         .primes
 }
 
-/// Fixture aux info for a node set of `n` (3 or 5), from the first `n` prime sets.
+/// Fixture aux info for a node set of `n` (2, 3 or 5), from the first `n` prime sets.
 pub fn aux_info(n: usize) -> Vec<AuxInfo> {
     load_aux_info(&format!("aux-info-{n}.json"), n)
 }
