@@ -37,23 +37,24 @@ pub enum ProtocolError {
     InvalidSignature,
     #[error("key material is invalid: {0}")]
     InvalidKeyMaterial(String),
-    /// This party found that `dealer`'s refresh dealing does not check.
-    #[error("key refresh: dealer {dealer} cheated: {fault}")]
-    RefreshDealer {
+    /// This party found that `dealer`'s dealing (in a key refresh or a resharing) does not
+    /// check. Indices are the run's: for a refresh the key's, for a resharing the plan's.
+    #[error("dealer {dealer} cheated: {fault}")]
+    DealerCheated {
         dealer: PartyIndex,
-        fault: crate::refresh::DealerFault,
+        fault: crate::dealing::DealerFault,
     },
     /// Party `complainer` reported that `dealer`'s dealing to it does not check. Only the two
-    /// of them know which one lies; the refresh fails for everyone either way.
-    #[error("key refresh: party {complainer} accuses dealer {dealer}: {fault}")]
-    RefreshComplaint {
+    /// of them know which one lies; the run fails for everyone either way.
+    #[error("party {complainer} accuses dealer {dealer}: {fault}")]
+    DealerAccused {
         complainer: PartyIndex,
         dealer: PartyIndex,
-        fault: crate::refresh::DealerFault,
+        fault: crate::dealing::DealerFault,
     },
     /// These parties computed different new key info than this party (or none).
-    #[error("key refresh: parties {parties:?} did not confirm the same new key info")]
-    RefreshDisagreement { parties: Vec<PartyIndex> },
+    #[error("parties {parties:?} did not confirm the same new key info")]
+    NotConfirmed { parties: Vec<PartyIndex> },
     #[error("key refresh failed: {0}")]
     Refresh(String),
     #[error("encoding: {0}")]

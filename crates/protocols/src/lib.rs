@@ -7,6 +7,7 @@
 //! * [`ecdsa`]: threshold ECDSA by CGGMP24 (primes, aux info, keygen, presignatures, signing).
 //! * [`schnorr`]: FROST with the Bitcoin ciphersuite (BIP-340 signatures, BIP-341 tweak).
 //! * [`refresh`]: key refresh for both schemes (new shares of the same key).
+//! * [`dealing`]: the Feldman dealings, checks and verdicts refresh and resharing share.
 //! * [`execution`]: execution ids that bind each run to its protocol, wallet, session and signers.
 //! * [`hd`]: non-hardened derivation paths, shared by both schemes.
 //! * [`sim`]: runs `n` parties in one process over in-memory channels.
@@ -22,6 +23,7 @@ compile_error!(
     "enable exactly one big-number backend: with both on, cggmp24 silently uses the slower num-bigint"
 );
 
+pub mod dealing;
 pub mod ecdsa;
 pub mod encoding;
 pub mod error;

@@ -147,7 +147,7 @@ fn plus_one(s: &mut SecretScalar<generic_ec::curves::Secp256k1>) {
     *s = SecretScalar::new(&mut v);
 }
 
-/// `accused` is named by the parties that received its bad dealing (`RefreshDealer`) and by
+/// `accused` is named by the parties that received its bad dealing (`DealerCheated`) and by
 /// everyone else through their complaints; nobody gets a new share.
 fn assert_named(
     results: &[Result<SchnorrKeyShare, ProtocolError>],
@@ -159,11 +159,11 @@ fn assert_named(
     for (j, result) in results.iter().enumerate() {
         let j = PartyIndex::new(j as u16);
         match result {
-            Err(ProtocolError::RefreshDealer { dealer, fault }) => {
+            Err(ProtocolError::DealerCheated { dealer, fault }) => {
                 assert!(found_by.contains(&j.get()), "party {j} found a fault");
                 assert_eq!((*dealer, *fault), (accused, expected), "party {j}");
             }
-            Err(ProtocolError::RefreshComplaint {
+            Err(ProtocolError::DealerAccused {
                 complainer,
                 dealer,
                 fault,
@@ -200,7 +200,7 @@ fn a_cheating_dealer_is_named_and_nobody_gets_a_new_share() {
         (2, Msg::Share(s)) => plus_one(&mut s.0),
         _ => {}
     });
-    assert_named(&results, 2, &[0, 1, 3, 4], DealerFault::NonZeroConstantTerm);
+    assert_named(&results, 2, &[0, 1, 3, 4], DealerFault::WrongConstantTerm);
 
     // Dealer 0's proof of knowledge of a coefficient is broken, only towards party 4.
     let results = refresh_tampered(&shares, |from, to, msg| {
@@ -247,7 +247,7 @@ fn a_party_with_other_key_info_makes_the_refresh_fail_for_all() {
             PartyIndex::list(&[4])
         };
         assert!(
-            matches!(result, Err(ProtocolError::RefreshDisagreement { parties }) if *parties == expected),
+            matches!(result, Err(ProtocolError::NotConfirmed { parties }) if *parties == expected),
             "party {j}: {result:?}"
         );
     }
@@ -261,7 +261,7 @@ fn a_party_with_other_key_info_makes_the_refresh_fail_for_all() {
     });
     for result in &results[..2] {
         assert!(
-            matches!(result, Err(ProtocolError::RefreshDisagreement { parties }) if *parties == PartyIndex::list(&[2])),
+            matches!(result, Err(ProtocolError::NotConfirmed { parties }) if *parties == PartyIndex::list(&[2])),
             "{result:?}"
         );
     }
@@ -281,11 +281,7 @@ fn ecdsa_verifies(
     key: &PublicKey,
     msg: &SighashPreimage,
 ) -> bool {
-    let secp = secp256k1::Secp256k1::verification_only();
-    let sig = secp256k1::ecdsa::Signature::from_compact(&sig.to_compact()).unwrap();
-    let pk = secp256k1::PublicKey::from_slice(&key.0).unwrap();
-    secp.verify_ecdsa(secp256k1::Message::from_digest(msg.sighash()), &sig, &pk)
-        .is_ok()
+    mpc_testkit::ecdsa_verifies(&sig.to_compact(), &key.0, &msg.sighash())
 }
 
 /// The one ECDSA refresh: 2-of-3, the new aux info from prime sets 6 to 8, which the wallet's

@@ -93,6 +93,21 @@ pub fn taproot_key_spend_verifies(sig: &[u8; 64], internal: &[u8; 33], sighash: 
     .is_ok()
 }
 
+/// Whether libsecp256k1 verifies the compact ECDSA signature `sig` of `sighash` by `key`
+/// (compressed): an implementation independent of cggmp24's.
+pub fn ecdsa_verifies(sig: &[u8; 64], key: &[u8; 33], sighash: &[u8; 32]) -> bool {
+    use mpc_bitcoin::bitcoin::secp256k1;
+    let secp = secp256k1::Secp256k1::verification_only();
+    let (Ok(key), Ok(sig)) = (
+        secp256k1::PublicKey::from_slice(key),
+        secp256k1::ecdsa::Signature::from_compact(sig),
+    ) else {
+        return false;
+    };
+    secp.verify_ecdsa(&secp256k1::Message::from_digest(*sighash), &sig, &key)
+        .is_ok()
+}
+
 /// All `k`-subsets of `0..n`, each sorted, in lexicographic order.
 pub fn subsets(n: u16, k: usize) -> Vec<Vec<u16>> {
     fn go(start: u16, n: u16, k: usize, cur: &mut Vec<u16>, out: &mut Vec<Vec<u16>>) {
