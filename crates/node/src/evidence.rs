@@ -14,7 +14,7 @@
 //!   them;
 //! * silence (a withheld message): nothing was signed, so there is no evidence at all.
 
-use mpc_protocols::{ecdsa, encoding, refresh, schnorr, ProtocolKind};
+use mpc_protocols::{ecdsa, encoding, refresh, reshare, schnorr, ProtocolKind};
 use mpc_transport::certs::parse_certs;
 pub use mpc_transport::evidence::{Evidence, EvidenceError, Fault, VerifiedEvidence};
 use rustls_pki_types::CertificateDer;
@@ -67,6 +67,7 @@ fn decodes(kind: ProtocolKind, payload: &[u8]) -> bool {
         ProtocolKind::SchnorrKeygen => encoding::decode::<schnorr::KeygenMsg>(payload).is_ok(),
         ProtocolKind::SchnorrSign => encoding::decode::<schnorr::SigningMsg>(payload).is_ok(),
         ProtocolKind::KeyRefresh => encoding::decode::<refresh::RefreshMsg>(payload).is_ok(),
+        ProtocolKind::KeyReshare => encoding::decode::<reshare::ReshareMsg>(payload).is_ok(),
     }
 }
 

@@ -335,6 +335,11 @@ impl EcdsaKeyShare {
             .ok_or_else(|| ProtocolError::InvalidKeyMaterial("key was generated without HD".into()))
     }
 
+    /// The public side of the key, for a party without a share in a resharing.
+    pub fn key_info(&self) -> crate::reshare::KeyInfo {
+        crate::reshare::KeyInfo(self.0.core.key_info.clone())
+    }
+
     /// Public key of the child at `path` (SLIP-10, equal to BIP-32 for non-hardened steps).
     pub fn derive_public_key(&self, path: &DerivationPath) -> Result<PublicKey, ProtocolError> {
         let child = self

@@ -57,6 +57,8 @@ pub enum ProtocolError {
     NotConfirmed { parties: Vec<PartyIndex> },
     #[error("key refresh failed: {0}")]
     Refresh(String),
+    #[error("key resharing failed: {0}")]
+    Reshare(String),
     #[error("encoding: {0}")]
     Encoding(String),
 }

@@ -21,10 +21,12 @@ pub enum ProtocolKind {
     SchnorrSign,
     /// Key refresh of either scheme (one message type serves both).
     KeyRefresh,
+    /// Resharing of either scheme to another committee or threshold, and repair.
+    KeyReshare,
 }
 
 impl ProtocolKind {
-    pub const ALL: [ProtocolKind; 7] = [
+    pub const ALL: [ProtocolKind; 8] = [
         ProtocolKind::AuxInfo,
         ProtocolKind::EcdsaKeygen,
         ProtocolKind::EcdsaPresign,
@@ -32,6 +34,7 @@ impl ProtocolKind {
         ProtocolKind::SchnorrKeygen,
         ProtocolKind::SchnorrSign,
         ProtocolKind::KeyRefresh,
+        ProtocolKind::KeyReshare,
     ];
 
     /// Wire code in the transport envelope (0 is reserved for control messages).
@@ -44,6 +47,7 @@ impl ProtocolKind {
             ProtocolKind::SchnorrKeygen => 5,
             ProtocolKind::SchnorrSign => 6,
             ProtocolKind::KeyRefresh => 7,
+            ProtocolKind::KeyReshare => 8,
         }
     }
 
@@ -60,6 +64,7 @@ impl ProtocolKind {
             ProtocolKind::SchnorrKeygen => "schnorr-keygen",
             ProtocolKind::SchnorrSign => "schnorr-sign",
             ProtocolKind::KeyRefresh => "key-refresh",
+            ProtocolKind::KeyReshare => "key-reshare",
         }
     }
 }

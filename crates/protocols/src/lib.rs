@@ -7,6 +7,7 @@
 //! * [`ecdsa`]: threshold ECDSA by CGGMP24 (primes, aux info, keygen, presignatures, signing).
 //! * [`schnorr`]: FROST with the Bitcoin ciphersuite (BIP-340 signatures, BIP-341 tweak).
 //! * [`refresh`]: key refresh for both schemes (new shares of the same key).
+//! * [`reshare`]: resharing for both schemes (another committee or threshold, repair).
 //! * [`dealing`]: the Feldman dealings, checks and verdicts refresh and resharing share.
 //! * [`execution`]: execution ids that bind each run to its protocol, wallet, session and signers.
 //! * [`hd`]: non-hardened derivation paths, shared by both schemes.
@@ -31,6 +32,7 @@ pub mod execution;
 pub mod hd;
 pub mod local;
 pub mod refresh;
+pub mod reshare;
 pub mod schnorr;
 pub mod sha256d;
 pub mod signature;

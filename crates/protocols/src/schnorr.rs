@@ -114,6 +114,11 @@ impl SchnorrKeyShare {
             .collect()
     }
 
+    /// The public side of the key, for a party without a share in a resharing.
+    pub fn key_info(&self) -> crate::reshare::KeyInfo {
+        crate::reshare::KeyInfo(self.0.key_info.clone())
+    }
+
     /// Internal (untweaked) public key of the child at `path`.
     pub fn derive_public_key(&self, path: &DerivationPath) -> Result<PublicKey, ProtocolError> {
         let child = self
