@@ -4,9 +4,9 @@
 
 use std::{sync::Arc, time::Instant};
 
-use generic_ec::{Point, Scalar, SecretScalar};
+use generic_ec::{Point, Scalar};
 use mpc_protocols::{
-    ecdsa::{EcdsaKeyShare, SighashPreimage},
+    ecdsa::EcdsaKeyShare,
     local,
     refresh::{self, DealerFault, Msg, RefreshMsg},
     schnorr::SchnorrKeyShare,
@@ -15,28 +15,19 @@ use mpc_protocols::{
 };
 use rand_core::OsRng;
 
-const PATHS: [&str; 4] = ["m", "m/0/0", "m/1/7", "m/0/3/5"];
+#[macro_use]
+mod common;
+use common::{assert_named, ecdsa_verifies, plus_one, preimage, PATHS};
 
 fn taproot_verifies(sig: &SchnorrSignature, internal: &PublicKey, sighash: &[u8; 32]) -> bool {
     mpc_testkit::taproot_key_spend_verifies(&sig.to_bytes(), &internal.0, sighash)
 }
 
-/// What a refresh must keep: the group key, the chain code, every child key, t and n. A macro
-/// because the two share types have these methods but no common trait.
-macro_rules! key_side {
+/// What a refresh must keep: [`key_side!`], `t` and `n`.
+macro_rules! key_side_t_n {
     ($share:expr) => {{
         let s = $share;
-        let children: Vec<PublicKey> = PATHS
-            .iter()
-            .map(|p| s.derive_public_key(&p.parse().unwrap()).unwrap())
-            .collect();
-        (
-            s.public_key(),
-            s.chain_code().unwrap(),
-            children,
-            s.threshold(),
-            s.n(),
-        )
+        (key_side!(s), s.threshold(), s.n())
     }};
 }
 
@@ -60,7 +51,7 @@ fn schnorr_refresh_keeps_the_key_changes_every_share_and_the_new_shares_sign() {
             started.elapsed().as_secs_f64() * 1e3
         );
         for share in &new {
-            assert_eq!(key_side!(share), key_side!(&old[0]));
+            assert_eq!(key_side_t_n!(share), key_side_t_n!(&old[0]));
         }
         every_share_changed(
             &old.iter().map(|s| s.public_shares()).collect::<Vec<_>>(),
@@ -140,44 +131,6 @@ fn refresh_tampered(
         let share = &shares[usize::from(i)];
         async move { refresh::refresh_schnorr(&eid, share, party, &mut OsRng).await }
     })
-}
-
-fn plus_one(s: &mut SecretScalar<generic_ec::curves::Secp256k1>) {
-    let mut v = *s.as_ref() + Scalar::one();
-    *s = SecretScalar::new(&mut v);
-}
-
-/// `accused` is named by the parties that received its bad dealing (`DealerCheated`) and by
-/// everyone else through their complaints; nobody gets a new share.
-fn assert_named(
-    results: &[Result<SchnorrKeyShare, ProtocolError>],
-    accused: u16,
-    found_by: &[u16],
-    expected: DealerFault,
-) {
-    let accused = PartyIndex::new(accused);
-    for (j, result) in results.iter().enumerate() {
-        let j = PartyIndex::new(j as u16);
-        match result {
-            Err(ProtocolError::DealerCheated { dealer, fault }) => {
-                assert!(found_by.contains(&j.get()), "party {j} found a fault");
-                assert_eq!((*dealer, *fault), (accused, expected), "party {j}");
-            }
-            Err(ProtocolError::DealerAccused {
-                complainer,
-                dealer,
-                fault,
-            }) => {
-                assert!(
-                    !found_by.contains(&j.get()),
-                    "party {j} should have found it"
-                );
-                assert!(found_by.contains(&complainer.get()), "party {j}");
-                assert_eq!((*dealer, *fault), (accused, expected), "party {j}");
-            }
-            other => panic!("party {j}: {other:?}"),
-        }
-    }
 }
 
 #[test]
@@ -271,19 +224,6 @@ fn a_party_with_other_key_info_makes_the_refresh_fail_for_all() {
     assert!(results[2].is_ok());
 }
 
-fn preimage(tag: &str) -> SighashPreimage {
-    SighashPreimage::new(format!("a BIP-143 preimage stand-in: {tag}").into_bytes())
-}
-
-/// libsecp256k1 verifies the ECDSA signature against `key`.
-fn ecdsa_verifies(
-    sig: &mpc_protocols::signature::EcdsaSignature,
-    key: &PublicKey,
-    msg: &SighashPreimage,
-) -> bool {
-    mpc_testkit::ecdsa_verifies(&sig.to_compact(), &key.0, &msg.sighash())
-}
-
 /// The one ECDSA refresh: 2-of-3, the new aux info from prime sets 6 to 8, which the wallet's
 /// (`aux-info-3.json`, sets 1 to 3) does not use. A fixture, made by `mpc-wallet aux-info
 /// generate` (the function `scripts/test`'s demo job runs for real), because that run costs a
@@ -309,7 +249,7 @@ fn ecdsa_refresh_with_new_aux_info_keeps_the_key_and_old_and_new_do_not_mix() {
     );
 
     for (share, aux) in new.iter().zip(&new_aux) {
-        assert_eq!(key_side!(share), key_side!(&old[0]));
+        assert_eq!(key_side_t_n!(share), key_side_t_n!(&old[0]));
         assert_eq!(
             share.aux_public_digest().unwrap(),
             aux.public_digest().unwrap()

@@ -5,9 +5,9 @@
 
 use std::{sync::Arc, time::Instant};
 
-use generic_ec::{curves::Secp256k1, Point, Scalar, SecretScalar};
+use generic_ec::{curves::Secp256k1, Point, Scalar};
 use mpc_protocols::{
-    ecdsa::{EcdsaKeyShare, SighashPreimage},
+    ecdsa::EcdsaKeyShare,
     local,
     reshare::{self, DealerFault, Msg, Plan, ReshareMsg, Reshared},
     schnorr::SchnorrKeyShare,
@@ -16,20 +16,9 @@ use mpc_protocols::{
 };
 use rand_core::OsRng;
 
-const PATHS: [&str; 3] = ["m", "m/0/0", "m/1/7"];
-
-/// What a resharing must keep: the group key, the chain code and every child key (so every
-/// address and descriptor). A macro because the two share types have no common trait.
-macro_rules! key_side {
-    ($share:expr) => {{
-        let s = $share;
-        let children: Vec<PublicKey> = PATHS
-            .iter()
-            .map(|p| s.derive_public_key(&p.parse().unwrap()).unwrap())
-            .collect();
-        (s.public_key(), s.chain_code().unwrap(), children)
-    }};
-}
+#[macro_use]
+mod common;
+use common::{assert_named, ecdsa_verifies, plus_one, preimage, PATHS};
 
 type Outcome<S> = Result<Reshared<S>, ProtocolError>;
 
@@ -242,41 +231,6 @@ fn repairing_party_3_gives_it_a_share_that_signs() {
     every_signer_set_signs(&repaired, 3);
 }
 
-fn plus_one(s: &mut SecretScalar<Secp256k1>) {
-    let mut v = *s.as_ref() + Scalar::one();
-    *s = SecretScalar::new(&mut v);
-}
-
-/// `accused` (a run index) is named by the parties that found its fault (`DealerCheated`) and
-/// by everyone else through their complaints; no one, receiver or dealer, succeeds.
-fn assert_named(
-    results: &[Outcome<SchnorrKeyShare>],
-    accused: u16,
-    found_by: &[u16],
-    expected: DealerFault,
-) {
-    let accused = PartyIndex::new(accused);
-    for (r, result) in results.iter().enumerate() {
-        let r = r as u16;
-        match result {
-            Err(ProtocolError::DealerCheated { dealer, fault }) => {
-                assert!(found_by.contains(&r), "party {r} found a fault");
-                assert_eq!((*dealer, *fault), (accused, expected), "party {r}");
-            }
-            Err(ProtocolError::DealerAccused {
-                complainer,
-                dealer,
-                fault,
-            }) => {
-                assert!(!found_by.contains(&r), "party {r} should have found it");
-                assert!(found_by.contains(&complainer.get()), "party {r}");
-                assert_eq!((*dealer, *fault), (accused, expected), "party {r}");
-            }
-            other => panic!("party {r}: {other:?}"),
-        }
-    }
-}
-
 #[test]
 fn a_cheating_dealer_is_named_and_no_receiver_gets_a_share() {
     let old = local::schnorr_keygen(3, 5).unwrap();
@@ -325,19 +279,6 @@ fn a_cheating_dealer_is_named_and_no_receiver_gets_a_share() {
 
     // The old shares still sign.
     every_signer_set_signs(&old, 3);
-}
-
-fn preimage(tag: &str) -> SighashPreimage {
-    SighashPreimage::new(format!("a BIP-143 preimage stand-in: {tag}").into_bytes())
-}
-
-/// libsecp256k1 verifies the ECDSA signature against `key`.
-fn ecdsa_verifies(
-    sig: &mpc_protocols::signature::EcdsaSignature,
-    key: &PublicKey,
-    msg: &SighashPreimage,
-) -> bool {
-    mpc_testkit::ecdsa_verifies(&sig.to_compact(), &key.0, &msg.sighash())
 }
 
 /// ECDSA: node 5 replaced by node 6, 3-of-5; the old and the new shares. The new committee's
