@@ -29,7 +29,7 @@ use mpc_bitcoin::{
     Scheme, WalletKey,
 };
 use mpc_node::{control::Control, NodeConfig};
-use mpc_protocols::{ecdsa, encoding, refresh, schnorr, signature::PublicKey};
+use mpc_protocols::{ecdsa, encoding, refresh, reshare, schnorr, signature::PublicKey};
 use mpc_store::KeySource;
 use mpc_transport::{
     evidence::Evidence, quic::decode_frame, Envelope, NodeId, Router, RouterLimits, SessionId,
@@ -53,6 +53,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("frost_keygen_msg", frost_keygen_msg),
     ("frost_signing_msg", frost_signing_msg),
     ("refresh_msg", refresh_msg),
+    ("reshare_msg", reshare_msg),
     ("psbt", psbt),
     ("api_keygen", api_keygen),
     ("api_presign", api_presign),
@@ -204,6 +205,11 @@ pub fn frost_signing_msg(data: &[u8]) {
 /// Key refresh (both schemes), every round.
 pub fn refresh_msg(data: &[u8]) {
     protocol_message::<refresh::RefreshMsg>(data)
+}
+
+/// Resharing (both schemes), every round.
+pub fn reshare_msg(data: &[u8]) {
+    protocol_message::<reshare::ReshareMsg>(data)
 }
 
 // ---- PSBT analysis and policy ------------------------------------------------------------

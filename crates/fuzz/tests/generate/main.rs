@@ -35,7 +35,7 @@ use mpc_protocols::{
     ecdsa::{self, SighashPreimage},
     encoding,
     execution::{ExecutionId, ProtocolKind},
-    refresh, schnorr, DerivationPath, PartyIndex,
+    refresh, reshare, schnorr, DerivationPath, PartyIndex,
 };
 use mpc_transport::{Envelope, NodeId, SessionId, CONTROL};
 use rand_core::OsRng;

@@ -90,6 +90,24 @@ pub(super) fn protocol_and_control_seeds() {
         async move { refresh::refresh_schnorr(&eid, share, party, &mut OsRng).await }
     });
     write_rounds("refresh_msg", "refresh", &msgs);
+    // Resharing of the FROST key: node 3 replaced by node 4, nodes 1 and 2 dealing (the
+    // message type is the same for ECDSA).
+    let (plan, _) =
+        reshare::Plan::for_committees(&[1, 2, 3], &[1, 2], &[1, 2, 4], 2).expect("resharing plan");
+    let reshare_eid = eid(ProtocolKind::KeyReshare, &all, &plan.to_bytes());
+    let old_info = frost[0].key_info();
+    let (plan, old_info) = (&plan, &old_info);
+    let (_, msgs) = record(3, |r, party| {
+        let eid = reshare_eid;
+        let old_share = plan.roles()[r.as_usize()]
+            .dealer
+            .map(|i| &frost[i.as_usize()]);
+        async move {
+            reshare::reshare_schnorr(&eid, plan, r.get(), old_info, old_share, party, &mut OsRng)
+                .await
+        }
+    });
+    write_rounds("reshare_msg", "reshare", &msgs);
 
     // Control messages, one of each kind.
     let session = Uuid::from_bytes([3; 16]);
