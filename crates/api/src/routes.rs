@@ -109,6 +109,9 @@ pub struct ClusterHealth {
     #[schema(value_type = Vec<Object>)]
     nodes: Vec<mpc_node::health::PeerStatus>,
     live: usize,
+    /// Whether this node holds the cluster's aux info (ECDSA wallets need it; a fresh cluster
+    /// makes it by itself once every node has generated its safe primes).
+    aux_info: bool,
     /// Connections and frames the mesh refused since start (`frames_over_quota`: those of
     /// them refused because their peer was over one of its quotas).
     #[schema(value_type = Object)]
@@ -125,6 +128,13 @@ pub async fn cluster_health(
 ) -> Result<Json<ClusterHealth>, ApiError> {
     caller.require(READ)?;
     let nodes = s.node.health().statuses();
+    let aux_info = s
+        .node
+        .store()
+        .aux_info(&s.node.config().node_ids())
+        .await
+        .map_err(mpc_node::NodeError::from)?
+        .is_some();
     let refused = s
         .node
         .mesh_stats()
@@ -145,6 +155,7 @@ pub async fn cluster_health(
         threshold: s.node.config().cluster.threshold,
         live: nodes.iter().filter(|n| n.live).count(),
         nodes,
+        aux_info,
         refused,
     }))
 }

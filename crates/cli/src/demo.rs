@@ -51,7 +51,8 @@ fn primes_for(parties: u16) -> Result<Vec<Primes>> {
             usize::from(parties) - primes.len()
         );
         while primes.len() < usize::from(parties) {
-            primes.push(Primes::generate(&mut rand::rngs::OsRng));
+            let threads = std::thread::available_parallelism().map_or(1, usize::from);
+            primes.push(Primes::generate_parallel(threads, || ())?);
         }
     }
     primes.truncate(usize::from(parties));

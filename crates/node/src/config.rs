@@ -34,6 +34,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     #[serde(default)]
     pub primes: PrimesConfig,
+    #[serde(default)]
+    pub aux_info: AuxInfoConfig,
     /// This node's own spending policy, checked before it signs anything.
     #[serde(default)]
     pub policy: mpc_bitcoin::policy::Policy,
@@ -409,6 +411,9 @@ pub struct PrimesConfig {
     /// the pool is empty and no aux info exists yet (devnet, tests).
     pub import_file: Option<PathBuf>,
     pub import_index: Option<usize>,
+    /// Threads that generate one set's four primes at once, at idle priority (at most four
+    /// are used); default: the machine's cores.
+    pub threads: Option<usize>,
 }
 
 impl Default for PrimesConfig {
@@ -417,7 +422,33 @@ impl Default for PrimesConfig {
             pool_target: 1,
             import_file: None,
             import_index: None,
+            threads: None,
         }
+    }
+}
+
+impl PrimesConfig {
+    /// The threads one set of primes is generated on.
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+}
+
+/// The aux-info ceremony (`[aux_info]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuxInfoConfig {
+    /// The refill leader starts the ceremony by itself once the node set has no aux info and
+    /// every node holds a set of safe primes (default on; off: an operator starts it through
+    /// the API).
+    pub auto: bool,
+}
+
+impl Default for AuxInfoConfig {
+    fn default() -> Self {
+        Self { auto: true }
     }
 }
 
@@ -472,6 +503,9 @@ impl NodeConfig {
             return bad(format!(
                 "threshold {t} must be between 2 and the node count {n}"
             ));
+        }
+        if self.primes.threads == Some(0) {
+            return bad("primes.threads must be at least 1".into());
         }
         let limits = &self.limits;
         if limits.max_inputs_per_psbt == 0 || limits.max_sign_request_ms < limits.sign_timeout_ms {

@@ -32,6 +32,10 @@ pub enum Control {
         audit_question: Option<u64>,
         #[serde(default)]
         audit_answer: Option<crate::audit_heads::AuditAnswer>,
+        /// Whether the sender holds a set of safe primes for aux info (the refill leader
+        /// starts the ceremony by itself once every node does). Absent from older nodes.
+        #[serde(default)]
+        primes_ready: Option<bool>,
     },
     Propose(Proposal),
     /// A participant's result for a proposal, sent to the coordinator.

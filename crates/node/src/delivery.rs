@@ -384,12 +384,12 @@ where
 }
 
 /// Lowers the calling thread to the idle scheduling class until dropped, so background work
-/// (presignature generation) yields the CPU to signing. Blocking-pool threads are reused, so
-/// the normal class is restored afterwards.
-struct IdlePriority;
+/// (presignatures, safe primes) yields the CPU to signing. Blocking-pool threads are reused,
+/// so the normal class is restored afterwards.
+pub(crate) struct IdlePriority;
 
 impl IdlePriority {
-    fn enter() -> Self {
+    pub(crate) fn enter() -> Self {
         use thread_priority::unix::*;
         if let Err(e) = set_thread_priority_and_policy(
             thread_native_id(),

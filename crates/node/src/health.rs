@@ -18,6 +18,7 @@ struct Seen {
     at: Instant,
     at_ms: i64,
     version: String,
+    primes_ready: Option<bool>,
 }
 
 /// The liveness table of one node.
@@ -53,7 +54,8 @@ impl Health {
         }
     }
 
-    pub fn heard_from(&self, node: NodeId, version: String) {
+    /// A heartbeat from `node`: its version, and whether it holds safe primes (if it says).
+    pub fn heard_from(&self, node: NodeId, version: String, primes_ready: Option<bool>) {
         if let Ok(mut seen) = self.seen.lock() {
             seen.insert(
                 node,
@@ -61,9 +63,23 @@ impl Health {
                     at: Instant::now(),
                     at_ms: now_ms(),
                     version,
+                    primes_ready,
                 },
             );
         }
+    }
+
+    /// Whether live peer `node`'s last heartbeat said it holds safe primes (this node's own
+    /// are in its store, not here: false).
+    pub fn primes_ready(&self, node: NodeId) -> bool {
+        node != self.me
+            && self.is_live(node)
+            && self
+                .seen
+                .lock()
+                .ok()
+                .and_then(|s| s.get(&node).and_then(|s| s.primes_ready))
+                .unwrap_or(false)
     }
 
     pub fn is_live(&self, node: NodeId) -> bool {

@@ -210,6 +210,7 @@ impl Node {
         node.spawn(node.clone().dispatch(control));
         node.spawn(node.clone().heartbeats());
         node.spawn(node.clone().prime_pool());
+        node.spawn(node.clone().aux_info_auto());
         node.spawn(node.clone().pool_service());
         node.spawn(node.clone().refresh_schedule());
         node.spawn(node.clone().membership_service());
@@ -332,6 +333,7 @@ impl Node {
             // A store that cannot be read gives no head and no answers: never a false one.
             let store = &self.inner.store;
             let audit_head = store.audit_head().await.ok().flatten();
+            let primes_ready = store.primes_count().await.ok().map(|count| count > 0);
             for &p in &peers {
                 let heads = &self.inner.health.audit;
                 let audit_answer = match heads.asked_by(p) {
@@ -348,6 +350,7 @@ impl Node {
                     audit_head,
                     audit_question: heads.question_for(p),
                     audit_answer,
+                    primes_ready,
                 };
                 let node = self.clone();
                 // A dead peer must not delay heartbeats to the others.
@@ -389,28 +392,41 @@ impl Node {
     }
 
     /// Keeps `primes.pool_target` sets of safe primes ready, generating in the background
-    /// with one low-priority thread (minutes per set).
+    /// from the start, one set at a time, its four primes on `primes.threads` threads at idle
+    /// priority (minutes per set on one thread).
     async fn prime_pool(self) {
         let target = self.inner.config.primes.pool_target;
+        let threads = self.inner.config.primes.threads();
         loop {
             match self.inner.store.primes_count().await {
                 Ok(count) if count < target => {
                     info!(
                         node = self.id().get(),
-                        count, target, "generating safe primes"
+                        count, target, threads, "generating safe primes"
                     );
-                    let generated = tokio::task::spawn_blocking(|| {
-                        mpc_protocols::ecdsa::Primes::generate(&mut rand_core::OsRng).to_bytes()
+                    let started = std::time::Instant::now();
+                    let generated = tokio::task::spawn_blocking(move || {
+                        mpc_protocols::ecdsa::Primes::generate_parallel(
+                            threads,
+                            crate::delivery::IdlePriority::enter,
+                        )?
+                        .to_bytes()
                     })
                     .await;
                     match generated {
-                        Ok(Ok(bytes)) => {
-                            if let Err(e) = self.inner.store.add_primes(&bytes).await {
-                                warn!(node = self.id().get(), error = %e, "could not store primes");
+                        Ok(Ok(bytes)) => match self.inner.store.add_primes(&bytes).await {
+                            Ok(_) => info!(
+                                node = self.id().get(),
+                                threads,
+                                secs = started.elapsed().as_secs_f64(),
+                                "safe primes ready"
+                            ),
+                            Err(e) => {
+                                warn!(node = self.id().get(), error = %e, "could not store primes")
                             }
-                        }
+                        },
                         Ok(Err(e)) => {
-                            warn!(node = self.id().get(), error = %e, "prime encoding failed")
+                            warn!(node = self.id().get(), error = %e, "prime generation failed")
                         }
                         Err(e) => {
                             warn!(node = self.id().get(), error = %e, "prime generation failed")

@@ -93,9 +93,10 @@ impl Node {
                     audit_head,
                     audit_question,
                     audit_answer,
+                    primes_ready,
                     ..
                 } => {
-                    self.inner.health.heard_from(from, version);
+                    self.inner.health.heard_from(from, version, primes_ready);
                     let heads = &self.inner.health.audit;
                     if let Some(problem) =
                         heads.heard(from, audit_head, audit_question, audit_answer)

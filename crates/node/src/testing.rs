@@ -84,6 +84,8 @@ pub fn config(id: NodeId, n: u16, t: u16, dir: &std::path::Path) -> NodeConfig {
             pool_target: 0,
             ..Default::default()
         },
+        // Tests start the ceremony themselves (or hold the fixture aux info).
+        aux_info: crate::config::AuxInfoConfig { auto: false },
         policy: Default::default(),
         pool: crate::config::PoolConfig {
             enabled: false,
@@ -107,17 +109,22 @@ pub async fn start_without_aux_info(n: u16, t: u16, adjust: impl Fn(&mut NodeCon
     start_with(n, t, adjust, Ceremony::FixturePrimes).await
 }
 
+/// Like [`start`], but with neither aux info nor primes: a fresh cluster.
+pub async fn start_fresh(n: u16, t: u16, adjust: impl Fn(&mut NodeConfig)) -> Cluster {
+    start_with(n, t, adjust, Ceremony::Nothing).await
+}
+
 /// What a test cluster's stores hold before it starts.
 enum Ceremony {
     FixtureAuxInfo,
     FixturePrimes,
+    Nothing,
 }
 
 async fn start_with(n: u16, t: u16, adjust: impl Fn(&mut NodeConfig), held: Ceremony) -> Cluster {
     let dir = std::env::temp_dir().join(format!("mpc-node-test-{}", Uuid::new_v4().simple()));
     let network = MemoryNetwork::new();
     mpc_transport::certs::init_cluster(&dir.join("certs"), n, |_| Vec::new(), 30).unwrap();
-    let aux = mpc_testkit::aux_info(usize::from(n));
     let ids: Vec<NodeId> = (1..=n).filter_map(NodeId::new).collect();
     let mut nodes = Vec::new();
     for &id in &ids {
@@ -130,7 +137,7 @@ async fn start_with(n: u16, t: u16, adjust: impl Fn(&mut NodeConfig), held: Cere
         match held {
             // Fixture aux info instead of the 40 s ceremony (the process tests run it for real).
             Ceremony::FixtureAuxInfo => {
-                let a = &aux[k];
+                let a = &mpc_testkit::aux_info(usize::from(n))[k];
                 node.store()
                     .put_aux_info(
                         &ids,
@@ -148,6 +155,7 @@ async fn start_with(n: u16, t: u16, adjust: impl Fn(&mut NodeConfig), held: Cere
                     .await
                     .unwrap();
             }
+            Ceremony::Nothing => {}
         }
         nodes.push(node);
     }

@@ -8,6 +8,7 @@
 //! double SHA-256 itself, so no signer ever signs a hash it did not compute (design invariant 2).
 
 use cggmp24::{key_share::AnyKeyShare, DataToSign};
+use paillier_zk::backend::Integer;
 use rand_core::{CryptoRng, RngCore};
 use round_based::Mpc;
 use serde::{Deserialize, Serialize};
@@ -145,12 +146,83 @@ impl Primes {
         Self(cggmp24::PregeneratedPrimes::generate(rng))
     }
 
+    /// Generates fresh safe primes as [`Primes::generate`] does (the library's
+    /// `generate_safe_prime`, one prime at a time), the four primes on up to `threads` threads
+    /// at once: the calling thread and `threads - 1` others (at most 4 in all). `on_thread` runs
+    /// first on each of them; what it returns is held until that thread's share is done (a
+    /// priority guard, say).
+    pub fn generate_parallel<G>(
+        threads: usize,
+        on_thread: impl Fn() -> G + Sync,
+    ) -> Result<Self, ProtocolError> {
+        use cggmp24::security_level::SecurityLevel;
+        Self::from_primes(safe_primes_parallel(
+            Level::RSA_PRIME_BITLEN,
+            threads,
+            on_thread,
+        )?)
+    }
+
+    /// Four safe primes as a set, checked by the library (each at least the security level's
+    /// 1536 bits; that they are safe primes is the generator's word, as in cggmp24).
+    pub fn from_primes(primes: [Integer; 4]) -> Result<Self, ProtocolError> {
+        cggmp24::PregeneratedPrimes::try_from(primes)
+            .map(Self)
+            .map_err(|_| {
+                ProtocolError::InvalidKeyMaterial(
+                    "safe primes shorter than the security level asks".into(),
+                )
+            })
+    }
+
     pub fn to_bytes(&self) -> Result<Zeroizing<Vec<u8>>, ProtocolError> {
         encoding::encode_secret(self)
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProtocolError> {
         encoding::decode(bytes)
+    }
+}
+
+/// Four safe primes of `bits` bits from the library's `generate_safe_prime`, made by up to
+/// `threads` threads (the caller's included) that take the next missing prime until there are
+/// four. A worker that cannot be started leaves its share to the others.
+fn safe_primes_parallel<G>(
+    bits: u32,
+    threads: usize,
+    on_thread: impl Fn() -> G + Sync,
+) -> Result<[Integer; 4], ProtocolError> {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Mutex,
+    };
+    let next = AtomicUsize::new(0);
+    let made: [Mutex<Option<Integer>>; 4] = Default::default();
+    let work = || {
+        let _guard = on_thread();
+        loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            let Some(slot) = made.get(k) else { break };
+            let prime = Integer::generate_safe_prime(&mut rand_core::OsRng, bits);
+            if let Ok(mut slot) = slot.lock() {
+                *slot = Some(prime);
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads.clamp(1, made.len()) {
+            // On failure the other threads (the caller's at least) take its primes.
+            let _ = std::thread::Builder::new()
+                .name("safe-primes".into())
+                .spawn_scoped(scope, work);
+        }
+        work();
+    });
+    match made.map(|slot| slot.into_inner().ok().flatten()) {
+        [Some(a), Some(b), Some(c), Some(d)] => Ok([a, b, c, d]),
+        _ => Err(ProtocolError::InvalidKeyMaterial(
+            "a safe-prime thread failed".into(),
+        )),
     }
 }
 
@@ -433,4 +505,52 @@ pub struct PrimesFile {
 pub struct AuxInfoFile {
     pub note: String,
     pub aux_info: Vec<AuxInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use paillier_zk::backend::IsPrime;
+
+    use super::*;
+
+    fn is_prime(n: &Integer) -> bool {
+        matches!(
+            n.is_probably_prime(25, &mut rand_core::OsRng),
+            IsPrime::Yes | IsPrime::Probably
+        )
+    }
+
+    /// The parallel path at a small size (the library makes any size; only the set checks
+    /// 1536 bits): four distinct safe primes of that size, made on the threads asked for.
+    #[test]
+    fn parallel_safe_primes_are_safe_primes_of_the_size() {
+        for threads in [1, 3, 8] {
+            let started = AtomicUsize::new(0);
+            let primes = safe_primes_parallel(256, threads, || {
+                started.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+            assert_eq!(started.load(Ordering::Relaxed), threads.min(4));
+            for (k, p) in primes.iter().enumerate() {
+                assert_eq!(p.significant_bits(), 256);
+                assert!(is_prime(p), "prime {k} of {threads} threads");
+                let q = p.clone() >> 1u32;
+                assert!(is_prime(&q), "(p - 1) / 2 of prime {k}");
+                assert!(primes[..k].iter().all(|o| o != p), "prime {k} repeated");
+            }
+        }
+    }
+
+    /// A set assembled from four integers is the library's: the fixture's primes make the
+    /// same set again, and primes below the security level are refused.
+    #[test]
+    fn a_set_from_integers_is_checked_by_the_library() {
+        let fixture = Primes::from_bytes(&mpc_testkit::primes()[0].to_bytes().unwrap()).unwrap();
+        let again = Primes::from_primes(fixture.0.primes_ref().clone()).unwrap();
+        assert_eq!(*again.to_bytes().unwrap(), *fixture.to_bytes().unwrap());
+        let small = safe_primes_parallel(256, 2, || ()).unwrap();
+        assert!(Primes::from_primes(small).is_err());
+    }
 }

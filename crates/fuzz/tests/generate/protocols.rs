@@ -145,6 +145,7 @@ pub(super) fn protocol_and_control_seeds() {
                     seq: 4,
                     hash: Some(mpc_store::AuditHash([4; 32])),
                 }),
+                primes_ready: Some(true),
             },
         ),
         (

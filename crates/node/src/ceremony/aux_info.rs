@@ -17,7 +17,7 @@ use mpc_transport::{NodeId, SessionId};
 use mpc_types::party_index;
 use rand_core::OsRng;
 use tokio::sync::oneshot;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 use uuid::Uuid;
 
 use super::{
@@ -34,7 +34,72 @@ use crate::{
 /// The ceremony's kind in records and proposals.
 const KIND: &str = "aux-info";
 
+/// How often the refill leader checks whether aux info is due (`[aux_info] auto`).
+const AUTO_CHECK: Duration = Duration::from_secs(2);
+/// The first and the longest wait after an automatic run that failed (doubling between).
+const AUTO_RETRY: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(300));
+
 impl Node {
+    /// `[aux_info] auto`: on the refill leader, starts the ceremony once the node set has no
+    /// aux info and every node holds a set of safe primes (this node's in its store, the
+    /// others' as their heartbeats say), so a fresh cluster makes its aux info as soon as its
+    /// primes exist. A failed run is tried again after a wait that doubles up to five minutes;
+    /// the ceremony lock keeps it to one run at a time, an operator's included.
+    pub(crate) async fn aux_info_auto(self) {
+        if !self.inner.config.aux_info.auto {
+            return;
+        }
+        let mut retry = AUTO_RETRY.0;
+        loop {
+            tokio::time::sleep(AUTO_CHECK).await;
+            match self.aux_info_due().await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    debug!(node = self.id().get(), error = %e, "automatic aux info: cannot read the store");
+                    continue;
+                }
+            }
+            let session = Uuid::new_v4();
+            info!(node = self.id().get(), %session, "every node holds safe primes and the node set has no aux info: starting aux info");
+            match self.run_aux_info(session).await {
+                Ok(report) => {
+                    info!(node = self.id().get(), %session, duration_ms = report.duration_ms, "automatic aux info made");
+                    retry = AUTO_RETRY.0;
+                }
+                Err(e) => {
+                    warn!(node = self.id().get(), %session, error = %e, retry_in_secs = retry.as_secs(), "automatic aux info failed");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(AUTO_RETRY.1);
+                }
+            }
+        }
+    }
+
+    /// Whether this node should start aux info now: it leads refill, the node set has no aux
+    /// info (nor one pending here), and every node holds safe primes.
+    async fn aux_info_due(&self) -> Result<bool, NodeError> {
+        if !self.is_pool_leader() {
+            return Ok(false);
+        }
+        let node_set = self.inner.config.node_ids();
+        let health = &self.inner.health;
+        if !node_set
+            .iter()
+            .all(|&n| n == self.id() || health.primes_ready(n))
+        {
+            return Ok(false);
+        }
+        let store = &self.inner.store;
+        Ok(store.primes_count().await? > 0
+            && store.aux_info(&node_set).await?.is_none()
+            && !store
+                .pending_aux_infos()
+                .await?
+                .iter()
+                .any(|p| p.node_set == node_set))
+    }
+
     /// Coordinates aux-info generation for the whole cluster (once per node set).
     pub async fn run_aux_info(&self, session: Uuid) -> Result<AuxInfoReport, NodeError> {
         let result = self.run_aux_info_unaudited(session).await;

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use mpc_node::testing::{start_without_aux_info, Cluster};
+use mpc_node::testing::{start_fresh, start_without_aux_info, Cluster};
 use mpc_store::{CeremonyRecord, PendingAuxInfoFor};
 use mpc_types::NodeId;
 use uuid::Uuid;
@@ -99,4 +99,50 @@ async fn a_pending_aux_info_is_settled_at_start_as_its_coordinator_decided() {
             "a {state} {kind}"
         );
     }
+}
+
+/// `[aux_info] auto`: a fresh 2-node cluster, nobody asking. While only node 1 holds safe
+/// primes no ceremony starts (node 1 still holds its set, no ceremony is recorded); once node 2
+/// holds a set too (fixture primes given to the stores after the start), node 1, the refill
+/// leader, runs the ceremony by itself and both nodes hold the same aux info, their primes
+/// used. A real aux-info run (about 30 s of CPU for two parties).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a real aux-info run (about 30 s of CPU): scripts/test runs it in the job \
+            node.ecdsa_refresh, one test at a time"]
+async fn aux_info_is_made_by_itself_once_every_node_holds_primes() {
+    let c = start_fresh(2, 2, |cfg| cfg.aux_info.auto = true).await;
+    let ids = c.nodes[0].config().node_ids();
+    let primes = mpc_testkit::primes();
+    let (one, two) = (c.nodes[0].store(), c.nodes[1].store());
+    one.add_primes(&primes[0].to_bytes().unwrap())
+        .await
+        .unwrap();
+    // Several heartbeats and checks: node 2's say it has no primes.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(one.primes_count().await.unwrap(), 1);
+    assert!(one.ceremonies(10).await.unwrap().is_empty());
+    two.add_primes(&primes[1].to_bytes().unwrap())
+        .await
+        .unwrap();
+    let mut digests = Vec::new();
+    for _ in 0..1_800 {
+        digests = Vec::new();
+        for node in &c.nodes {
+            if let Some((_, digest)) = node.store().aux_info(&ids).await.unwrap() {
+                digests.push(digest);
+            }
+        }
+        if digests.len() == c.nodes.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(digests.len(), 2, "aux info on every node within 180 s");
+    assert_eq!(digests[0], digests[1]);
+    for node in &c.nodes {
+        assert_eq!(node.store().primes_count().await.unwrap(), 0);
+    }
+    let ceremonies = one.ceremonies(10).await.unwrap();
+    assert_eq!(ceremonies.len(), 1, "one ceremony: {ceremonies:?}");
+    assert_eq!(ceremonies[0].kind, "aux-info");
 }
