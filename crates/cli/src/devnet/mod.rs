@@ -16,8 +16,8 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use mpc_node::config::{
-    ApiConfig, ClusterConfig, Limits, NodeConfig, PeerEntry, PoolConfig, PoolLimits, PrimesConfig,
-    StoreConfig, TlsConfig,
+    ApiConfig, AuxInfoConfig, ClusterConfig, Limits, NodeConfig, PeerEntry, PoolConfig, PoolLimits,
+    PrimesConfig, StoreConfig, TlsConfig,
 };
 use mpc_transport::certs;
 use mpc_types::{NodeId, PartyIndex};
@@ -54,6 +54,13 @@ pub struct DevnetOptions {
     /// Load the checked-in aux info into the stores instead of running the ceremony (for
     /// tests whose subject is not aux info; see `fixtures::import_aux_info`).
     pub aux_info_fixture: bool,
+    /// A fresh cluster: no fixture primes; each node generates its own set in the background
+    /// and the refill leader starts aux info by itself once every node has one (`[aux_info]
+    /// auto`). Off: the fixture primes, and aux info started through the API.
+    pub generate_primes: bool,
+    /// With `generate_primes`: the threads each node generates its primes on (`[primes]
+    /// threads`; `None`: its cores).
+    pub prime_threads: Option<usize>,
     /// Each node's address (entry `id - 1`), used for its QUIC and API listen addresses and
     /// as its certificate's IP SAN, on fixed ports ([`FIXED_QUIC_PORT_BASE`] + id and
     /// [`FIXED_API_PORT_BASE`] + id): the nodes then live in other network namespaces or
@@ -99,6 +106,8 @@ impl DevnetOptions {
             postgres_admin_url: None,
             coordination: Default::default(),
             aux_info_fixture: false,
+            generate_primes: false,
+            prime_threads: None,
             hosts: None,
             launcher: None,
             api: ApiConfig::default(),
@@ -263,11 +272,22 @@ impl Devnet {
                     ..options.api.clone()
                 },
                 limits: options.limits.clone(),
-                primes: PrimesConfig {
-                    // The devnet runs on fixture primes; no background generation.
-                    pool_target: 0,
-                    import_file: Some(primes_file.clone()),
-                    import_index: Some(usize::from(id.get() - 1)),
+                primes: if options.generate_primes {
+                    PrimesConfig {
+                        threads: options.prime_threads,
+                        ..PrimesConfig::default()
+                    }
+                } else {
+                    // Fixture primes; no background generation.
+                    PrimesConfig {
+                        pool_target: 0,
+                        import_file: Some(primes_file.clone()),
+                        import_index: Some(usize::from(id.get() - 1)),
+                        threads: None,
+                    }
+                },
+                aux_info: AuxInfoConfig {
+                    auto: options.generate_primes,
                 },
                 policy: options.policy.clone(),
                 pool: options.pool.clone(),
@@ -490,6 +510,31 @@ impl Devnet {
     }
 
     /// Creates the devnet, starts every node and waits until all of them see each other.
+    /// Waits until every node holds the cluster's aux info (cluster health says so).
+    pub async fn wait_aux_info(&self, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let mut held = 0;
+            for node in &self.nodes {
+                let health = self
+                    .client(node.id.get(), mpc_api::Role::Admin)?
+                    .cluster_health()
+                    .await?;
+                held += usize::from(health["aux_info"].as_bool() == Some(true));
+            }
+            if held == self.nodes.len() {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "aux info on {held} of {} nodes after {timeout:?}",
+                    self.nodes.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     pub async fn launch(options: DevnetOptions) -> Result<Self> {
         let mut devnet = Self::create_with_databases(options).await?;
         devnet.start_all()?;

@@ -2,7 +2,7 @@
 //! payment signed by the cluster, every signature verified by libsecp256k1 and the
 //! transaction by Bitcoin Core's interpreter; and the helpers tests use for the same checks.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use mpc_api::routes::{KeygenRequest, PresignRequest, SignRequest};
@@ -171,6 +171,13 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
     let t0 = Instant::now();
     if devnet.options.aux_info_fixture {
         phase("aux info (checked-in fixture, imported at start)", t0);
+    } else if devnet.options.generate_primes {
+        let bar = spinner(&format!(
+            "safe primes on every node, then aux info started by node 1 by itself ({n} nodes, minutes)"
+        ));
+        devnet.wait_aux_info(Duration::from_secs(3_600)).await?;
+        bar.finish_and_clear();
+        phase("safe primes generated and aux info by itself", t0);
     } else {
         let bar = spinner(&format!(
             "aux info over the network ({n} nodes, about a minute)"
@@ -195,6 +202,9 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
             .await?;
         bar.finish_and_clear();
         phase(label, t0);
+        if scheme == Scheme::Ecdsa && devnet.options.generate_primes {
+            phase("first ECDSA wallet, from the first start", total);
+        }
         wallets.push(result);
     }
     let ecdsa_id = wallet_id_of(&wallets[0])?;
