@@ -320,7 +320,13 @@ pub(crate) fn main() -> Result<()> {
         }
         Command::Node { config } => {
             init_logs();
-            tokio::runtime::Runtime::new()?.block_on(node_cmd::run(&config))
+            let runtime = tokio::runtime::Runtime::new()?;
+            let result = runtime.block_on(node_cmd::run(&config));
+            // The node has stopped; a set of safe primes may still be generating on blocking
+            // threads (minutes), and dropping the runtime would wait for it. An unfinished set
+            // is lost anyway.
+            runtime.shutdown_background();
+            result
         }
         Command::Backup { config, out } => {
             init_logs();
