@@ -108,7 +108,7 @@ async fn a_pending_aux_info_is_settled_at_start_as_its_coordinator_decided() {
 /// used. A real aux-info run (about 30 s of CPU for two parties).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a real aux-info run (about 30 s of CPU): scripts/test runs it in the job \
-            node.ecdsa_refresh, one test at a time"]
+            node.aux_info_runs, one test at a time"]
 async fn aux_info_is_made_by_itself_once_every_node_holds_primes() {
     let c = start_fresh(2, 2, |cfg| cfg.aux_info.auto = true).await;
     let ids = c.nodes[0].config().node_ids();

@@ -353,7 +353,7 @@ async fn nothing_pending(c: &Cluster, seconds: u64) {
 /// are retired, and new ones sign.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a real aux-info run (about 70 s of CPU): scripts/test runs it as its own job, \
-            node.ecdsa_refresh, one test at a time"]
+            node.aux_info_runs, one test at a time"]
 async fn an_ecdsa_refresh_changes_every_share_and_the_aux_info_and_keeps_the_key() {
     let c = ecdsa_cluster(3).await;
     give_primes(&c).await;
@@ -444,7 +444,7 @@ async fn an_ecdsa_refresh_changes_every_share_and_the_aux_info_and_keeps_the_key
 /// half (two parties' proofs instead of three).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a real aux-info run (about 35 s of CPU): scripts/test runs it as its own job, \
-            node.ecdsa_refresh, one test at a time"]
+            node.aux_info_runs, one test at a time"]
 async fn an_ecdsa_refresh_whose_participant_dies_before_reporting_changes_nothing() {
     let mut c = ecdsa_cluster(2).await;
     give_primes(&c).await;
