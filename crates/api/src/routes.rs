@@ -256,6 +256,9 @@ pub struct Ceremony {
     pub duration_ms: Option<i64>,
     #[schema(value_type = Object)]
     pub request: Value,
+    /// Once `succeeded`, what the ceremony made. While `running`, none, except once a
+    /// two-phase ceremony's coordinator has decided to commit and is announcing it:
+    /// `commit_decided: true` with what it commits.
     #[schema(value_type = Object)]
     pub result: Option<Value>,
     pub error: Option<String>,
