@@ -132,8 +132,10 @@ async fn a_forged_answer_names_its_signer(c: &Cluster, id: &WalletId, psbt: &str
 async fn a_forged_partial_signature_names_its_signer() {
     count_panics();
     // The default deadlines: nothing here is withheld, and a presignature on a loaded machine
-    // can take longer than the harness's short ones.
-    let c = start(3, 2, |_| {}).await;
+    // can take longer than the harness's short ones. Liveness a minute: the three nodes'
+    // protocol threads share this process with other tests', and under that load a heartbeat
+    // was once late enough that the presignature failed as "node 2 dead" after 15 s.
+    let c = start(3, 2, |cfg| cfg.limits.liveness_ms = 60_000).await;
     let (id, key) = wallet(&c, Scheme::Ecdsa).await;
     let path = mpc_bitcoin::Chain::Receive.path(0).unwrap();
     let first_set = Some(vec![NodeId::must(1), ADVERSARY]);
