@@ -330,10 +330,16 @@ impl Node {
             .filter(|p| *p != self.id())
             .collect();
         loop {
-            // A store that cannot be read gives no head and no answers: never a false one.
+            // A store that cannot be read gives no head and no answers: never a false one. A
+            // busy one must not make the heartbeat late (peers would count this node dead):
+            // what it does not answer within half an interval is left out of this beat.
             let store = &self.inner.store;
-            let audit_head = store.audit_head().await.ok().flatten();
-            let primes_ready = store.primes_count().await.ok().map(|count| count > 0);
+            let (audit_head, primes) = tokio::join!(
+                tokio::time::timeout(interval / 2, store.audit_head()),
+                tokio::time::timeout(interval / 2, store.primes_count()),
+            );
+            let audit_head = audit_head.ok().and_then(Result::ok).flatten();
+            let primes_ready = primes.ok().and_then(Result::ok).map(|count| count > 0);
             for &p in &peers {
                 let heads = &self.inner.health.audit;
                 let audit_answer = match heads.asked_by(p) {
