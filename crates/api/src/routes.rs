@@ -3,7 +3,7 @@
 //! routes served).
 
 use axum::{
-    extract::{FromRequest, Path, Query, Request, State},
+    extract::{FromRequest, OptionalFromRequest, Path, Query, Request, State},
     http::{header, StatusCode},
     response::{IntoResponse, Response},
     Json,
@@ -31,7 +31,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        match <Json<T> as FromRequest<S>>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(rejection) => Err(ApiError::new(
                 rejection.status(),
@@ -39,6 +39,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 rejection.body_text(),
             )),
         }
+    }
+}
+
+/// An optional body: none when the request has no `Content-Type` (a bare `POST`); one that
+/// is there must parse.
+impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        if !req.headers().contains_key(header::CONTENT_TYPE) {
+            return Ok(None);
+        }
+        <Self as FromRequest<S>>::from_request(req, state)
+            .await
+            .map(Some)
     }
 }
 
@@ -168,18 +183,39 @@ pub struct CeremonyAccepted {
     pub location: String,
 }
 
-/// Starts aux-info generation for the whole cluster (minutes); poll the ceremony.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuxInfoRequest {
+    /// The nodes that will hold ECDSA wallets together (sorted node ids, this node among
+    /// them); default: every node of the cluster.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<u16>>)]
+    pub node_set: Option<Vec<NodeId>>,
+}
+
+/// Starts aux-info generation (minutes) for a node set: the whole cluster, or the nodes named
+/// (an ECDSA wallet on part of the cluster needs its node set's aux info); poll the ceremony.
+/// The body is optional.
 #[utoipa::path(post, path = "/api/v1/aux-info", tag = "ceremonies",
-    responses((status = 202, body = CeremonyAccepted), (status = 403, body = ErrorBody)),
+    request_body(content = Option<AuxInfoRequest>),
+    responses((status = 202, body = CeremonyAccepted), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn aux_info(State(s): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+pub async fn aux_info(
+    State(s): State<AppState>,
+    caller: Caller,
+    body: Option<ApiJson<AuxInfoRequest>>,
+) -> Result<Response, ApiError> {
     caller.require(ADMIN)?;
+    let node_set = body
+        .and_then(|ApiJson(req)| req.node_set)
+        .unwrap_or_else(|| s.node.config().node_ids());
+    s.node.check_node_set(&node_set, "aux-info node set")?;
     spawn_ceremony(
         &s,
         &caller,
         "aux-info",
-        json!({}),
-        |node, session| async move { node.run_aux_info(session).await },
+        json!({ "node_set": node_set }),
+        |node, session| async move { node.run_aux_info_for(session, node_set).await },
     )
     .await
 }

@@ -123,6 +123,40 @@ async fn the_error_codes_a_client_can_cause() {
         "invalid_body",
         "an unknown field",
     );
+    // An aux-info node set must be nodes of this cluster (1 to 3), sorted, unique, at least
+    // two, with the node asked (1) among them: refused before any ceremony starts.
+    for (node_set, what) in [
+        (json!([1]), "one node"),
+        (json!([2, 1]), "unsorted"),
+        (json!([1, 1, 2]), "a node twice"),
+        (json!([1, 9]), "a node outside the cluster"),
+        (json!([2, 3]), "without the node asked"),
+    ] {
+        expect(
+            api.call(
+                Method::POST,
+                "/api/v1/aux-info",
+                admin,
+                Some(&json!({ "node_set": node_set })),
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            &format!("aux-info node set {node_set}: {what}"),
+        );
+    }
+    expect(
+        api.call(
+            Method::POST,
+            "/api/v1/aux-info",
+            admin,
+            Some(&json!({"nodes": [1, 2]})),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+        "aux info with an unknown field",
+    );
     let text = Request::post("/api/v1/keygen")
         .header(
             header::AUTHORIZATION,

@@ -1,6 +1,6 @@
 //! A small client for a node's REST API (used by the CLI and the devnet).
 
-use mpc_types::WalletId;
+use mpc_types::{NodeId, WalletId};
 use std::time::Duration;
 
 use indicatif::ProgressBar;
@@ -236,14 +236,22 @@ impl ApiClient {
         .await
     }
 
-    /// `POST /api/v1/aux-info`: starts the ceremony.
-    pub async fn start_aux_info(&self) -> Result<CeremonyAccepted, ClientError> {
-        self.post("/api/v1/aux-info", &json!({})).await
+    /// `POST /api/v1/aux-info`: starts the ceremony for `node_set` (`None`: every node).
+    pub async fn start_aux_info(
+        &self,
+        node_set: Option<&[NodeId]>,
+    ) -> Result<CeremonyAccepted, ClientError> {
+        self.post("/api/v1/aux-info", &json!({ "node_set": node_set }))
+            .await
     }
 
-    /// Aux info for the node set, waited for; the ceremony's result.
-    pub async fn aux_info(&self, bar: Option<&ProgressBar>) -> Result<Value, ClientError> {
-        let accepted = self.start_aux_info().await?;
+    /// Aux info for a node set (`None`: every node), waited for; the ceremony's result.
+    pub async fn aux_info(
+        &self,
+        node_set: Option<&[NodeId]>,
+        bar: Option<&ProgressBar>,
+    ) -> Result<Value, ClientError> {
+        let accepted = self.start_aux_info(node_set).await?;
         self.wait_ceremony(&accepted.ceremony_id.to_string(), bar)
             .await
     }

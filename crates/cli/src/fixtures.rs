@@ -6,7 +6,6 @@ use std::{path::Path, time::Instant};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use mpc_protocols::ecdsa::{AuxInfoFile, Primes, PrimesFile};
-use mpc_types::NodeId;
 
 pub fn generate_primes(count: usize, out: &Path, threads: Option<usize>) -> Result<()> {
     let threads = threads
@@ -89,7 +88,9 @@ pub fn generate_aux_info(primes: &Path, parties: usize, out: &Path) -> Result<()
 /// had run over the network. For tests whose subject is not aux info: the real ceremony costs
 /// one to two minutes on a 2-core machine. Call it before the nodes start.
 pub async fn import_aux_info(devnet: &crate::devnet::Devnet) -> Result<()> {
-    let n = devnet.nodes.len();
+    // The wallets' node set: spare nodes hold no aux info until one is made for a set with them.
+    let node_set = devnet.holders();
+    let n = node_set.len();
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../fixtures/aux-info-{n}.json"));
     let file: AuxInfoFile = serde_json::from_slice(
@@ -102,9 +103,8 @@ pub async fn import_aux_info(devnet: &crate::devnet::Devnet) -> Result<()> {
         path.display(),
         file.aux_info.len()
     );
-    let node_set: Vec<NodeId> = devnet.nodes.iter().map(|node| node.id).collect();
     let session = uuid::Uuid::new_v4();
-    for (node, aux) in devnet.nodes.iter().zip(&file.aux_info) {
+    for (node, aux) in devnet.nodes.iter().take(n).zip(&file.aux_info) {
         let config = mpc_node::NodeConfig::load(&node.config)?;
         let key = mpc_node::node::key_source(&config)?;
         let store = mpc_store::Store::open(&config.store_url(), &key, node.id).await?;

@@ -39,10 +39,16 @@ enum Command {
     /// A local cluster of node processes (QUIC + mTLS, one SQLite store each): aux info, an
     /// ECDSA and a Taproot wallet, and a transaction signed through the cluster.
     Devnet {
+        /// The nodes that hold the wallets' shares (ids 1 to NODES).
         #[arg(long, default_value_t = 5)]
         nodes: u16,
         #[arg(long, default_value_t = 3)]
         threshold: u16,
+        /// Further nodes that join the cluster without a share (ids after NODES), to reshare
+        /// onto: `mpc-wallet wallet reshare` (with --keep-running). Fixture primes hold 9
+        /// sets, so NODES + SPARE is at most 9.
+        #[arg(long, default_value_t = 0, conflicts_with = "generate_primes")]
+        spare: u16,
         /// Directory for certificates, configs, stores and logs (cleared first).
         #[arg(long, default_value = "devnet")]
         dir: PathBuf,
@@ -286,6 +292,7 @@ pub(crate) fn main() -> Result<()> {
         Command::Devnet {
             nodes,
             threshold,
+            spare,
             dir,
             keep_running,
             generate_primes,
@@ -300,6 +307,7 @@ pub(crate) fn main() -> Result<()> {
                     dir,
                     std::env::current_exe().context("locating the mpc-wallet binary")?,
                 );
+                options.spare = spare;
                 options.generate_primes = generate_primes;
                 options.prime_threads = prime_threads.map(usize::from);
                 let (report, mut devnet) = devnet::run(options).await?;

@@ -1,11 +1,13 @@
 //! `mpc-wallet cluster status`: every node's liveness, heartbeat and version; `cluster
 //! incidents` and `cluster release`: blame this node recorded, and an operator's release;
-//! `cluster verify`: evidence any node recorded, checked against this node's cluster CA.
+//! `cluster verify`: evidence any node recorded, checked against this node's cluster CA;
+//! `cluster aux-info`: the aux-info ceremony for a node set.
 
 use anyhow::Result;
 use clap::Subcommand;
 
 use super::{output, s, table, Conn};
+use crate::progress::spinner;
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCommand {
@@ -25,6 +27,15 @@ pub enum ClusterCommand {
     Release {
         /// The node to release.
         node: u16,
+    },
+    /// Runs aux info (Paillier keys for ECDSA, minutes) for a node set: the whole cluster, or
+    /// the nodes an ECDSA wallet will be created on or reshared to (admin token); waits for
+    /// the ceremony. Each node of the set spends a set of its safe primes.
+    #[command(name = "aux-info")]
+    AuxInfo {
+        /// Node ids, comma-separated (default: every node).
+        #[arg(long, value_delimiter = ',')]
+        node_set: Vec<mpc_types::NodeId>,
     },
     /// Checks evidence any node recorded (hex, an incident's `evidence` in `cluster incidents
     /// --json`) against this node's cluster CA, trusting nothing else. Exits non-zero if it
@@ -117,6 +128,22 @@ pub async fn cluster(conn: &Conn, command: &ClusterCommand) -> Result<()> {
                         &rows
                     )
                 );
+            })
+        }
+        ClusterCommand::AuxInfo { node_set } => {
+            let bar = (!conn.json).then(|| spinner("aux info (minutes)"));
+            let node_set = (!node_set.is_empty()).then_some(node_set.as_slice());
+            let result = api.aux_info(node_set, bar.as_ref()).await;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            output(conn, &result?, |r| {
+                println!(
+                    "aux info for nodes {} (public digest {}) in {} ms",
+                    r["node_set"],
+                    s(&r["public_digest"]),
+                    s(&r["duration_ms"])
+                )
             })
         }
         ClusterCommand::Verify { evidence } => {

@@ -37,8 +37,13 @@ pub const FIXTURE_PRIMES: &[u8] = include_bytes!("../../../../fixtures/primes.js
 
 #[derive(Debug, Clone)]
 pub struct DevnetOptions {
+    /// The nodes that hold the wallets' shares: ids `1..=nodes`.
     pub nodes: u16,
     pub threshold: u16,
+    /// Further nodes, ids after `nodes`: members of the cluster (certificates, configs,
+    /// processes) that hold no share yet, for a resharing onto them (`mpc-wallet devnet
+    /// --spare`).
+    pub spare: u16,
     pub dir: PathBuf,
     /// The `mpc-wallet` binary to run nodes with.
     pub binary: PathBuf,
@@ -89,6 +94,7 @@ impl DevnetOptions {
         Self {
             nodes,
             threshold,
+            spare: 0,
             dir,
             binary,
             limits: Limits::default(),
@@ -196,8 +202,22 @@ impl Devnet {
             std::fs::remove_dir_all(dir).with_context(|| format!("clearing {}", dir.display()))?;
         }
         std::fs::create_dir_all(dir)?;
-        let n = options.nodes;
-        mpc_protocols::ecdsa::check_parameters(PartyIndex::new(0), n, options.threshold)?;
+        mpc_protocols::ecdsa::check_parameters(
+            PartyIndex::new(0),
+            options.nodes,
+            options.threshold,
+        )?;
+        if options.spare > 0 && options.generate_primes {
+            bail!(
+                "spare nodes with generated primes: the automatic aux info would cover every \
+                 node, spare ones too, and the wallets' node set would have none"
+            );
+        }
+        // Every process of the cluster, spare nodes included.
+        let n = options
+            .nodes
+            .checked_add(options.spare)
+            .context("too many nodes")?;
         let primes: mpc_protocols::ecdsa::PrimesFile = serde_json::from_slice(FIXTURE_PRIMES)?;
         if primes.primes.len() < usize::from(n) {
             bail!(
@@ -363,11 +383,23 @@ impl Devnet {
         Ok(())
     }
 
+    /// Starts every node, spare ones included.
     pub fn start_all(&mut self) -> Result<()> {
-        for id in 1..=self.options.nodes {
+        for id in self.ids() {
             self.start(id)?;
         }
         Ok(())
+    }
+
+    /// Every node's id, spare ones included.
+    fn ids(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.id.get()).collect()
+    }
+
+    /// The nodes that hold the wallets' shares (ids `1..=nodes`): the node set of the
+    /// devnet's aux info and wallets. The others are spare.
+    pub fn holders(&self) -> Vec<NodeId> {
+        (1..=self.options.nodes).filter_map(NodeId::new).collect()
     }
 
     fn node_mut(&mut self, id: u16) -> Result<&mut NodeProcess> {
@@ -416,7 +448,7 @@ impl Devnet {
     }
 
     pub fn stop_all(&mut self) -> Result<()> {
-        for id in 1..=self.options.nodes {
+        for id in self.ids() {
             if self.pid(id).is_some() {
                 self.stop(id, nix::sys::signal::Signal::SIGTERM)?;
             }
@@ -509,7 +541,6 @@ impl Devnet {
         Ok(path)
     }
 
-    /// Creates the devnet, starts every node and waits until all of them see each other.
     /// Waits until every node holds the cluster's aux info (cluster health says so).
     pub async fn wait_aux_info(&self, timeout: Duration) -> Result<()> {
         let deadline = std::time::Instant::now() + timeout;
@@ -535,13 +566,13 @@ impl Devnet {
         }
     }
 
+    /// Creates the devnet, starts every node and waits until all of them see each other.
     pub async fn launch(options: DevnetOptions) -> Result<Self> {
         let mut devnet = Self::create_with_databases(options).await?;
         devnet.start_all()?;
-        let n = devnet.options.nodes;
-        let ids: Vec<u16> = (1..=n).collect();
+        let ids = devnet.ids();
         devnet
-            .wait_live(&ids, usize::from(n), Duration::from_secs(60))
+            .wait_live(&ids, ids.len(), Duration::from_secs(60))
             .await?;
         Ok(devnet)
     }

@@ -161,13 +161,16 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
     let t = options.threshold;
 
     let t0 = Instant::now();
-    let bar = spinner(&format!("starting {n} node processes"));
+    let spare = options.spare;
+    let bar = spinner(&format!("starting {} node processes", n + spare));
     let devnet = Devnet::launch(options).await?;
     bar.finish_and_clear();
     phase("start nodes and mesh", t0);
 
     let admin = devnet.client(1, mpc_api::Role::Admin)?;
     let signer = devnet.client(1, mpc_api::Role::Signer)?;
+    // The wallets' nodes: every node but the spare ones.
+    let holders = devnet.holders();
     let t0 = Instant::now();
     if devnet.options.aux_info_fixture {
         phase("aux info (checked-in fixture, imported at start)", t0);
@@ -182,7 +185,7 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
         let bar = spinner(&format!(
             "aux info over the network ({n} nodes, about a minute)"
         ));
-        admin.aux_info(Some(&bar)).await?;
+        admin.aux_info(Some(&holders), Some(&bar)).await?;
         bar.finish_and_clear();
         phase("aux info", t0);
     }
@@ -194,12 +197,11 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
     ] {
         let t0 = Instant::now();
         let bar = spinner(label);
-        let result = admin
-            .keygen(
-                &KeygenRequest::new(scheme, format!("devnet {scheme}")),
-                Some(&bar),
-            )
-            .await?;
+        let request = KeygenRequest {
+            participants: Some(holders.clone()),
+            ..KeygenRequest::new(scheme, format!("devnet {scheme}"))
+        };
+        let result = admin.keygen(&request, Some(&bar)).await?;
         bar.finish_and_clear();
         phase(label, t0);
         if scheme == Scheme::Ecdsa && devnet.options.generate_primes {
@@ -271,7 +273,7 @@ pub async fn run(options: DevnetOptions) -> Result<(Report, Devnet)> {
         "env_file": env_file,
         "pool": devnet.pool_levels().await?,
         "dir": devnet.options.dir,
-        "nodes": devnet.nodes.iter().map(|n| json!({"id": n.id, "api": format!("http://{}", n.api), "quic": n.quic})).collect::<Vec<_>>(),
+        "nodes": devnet.nodes.iter().map(|n| json!({"id": n.id, "api": format!("http://{}", n.api), "quic": n.quic, "spare": !holders.contains(&n.id)})).collect::<Vec<_>>(),
         "tokens": {
             "admin": devnet.token(mpc_api::Role::Admin)?,
             "signer": devnet.token(mpc_api::Role::Signer)?,

@@ -172,7 +172,7 @@ async fn tokens_issued_offline(c: &Cluster, w: &Wallets, url: &str) {
         .wallets()
         .await
         .expect("CLI-issued viewer token reads");
-    let refused = client.start_aux_info().await;
+    let refused = client.start_aux_info(None).await;
     assert!(
         matches!(
             &refused,

@@ -68,7 +68,7 @@ pub async fn per_token(c: &Cluster, w: &Wallets, psbt: &str) {
     // Then requests that would each start a session or a ceremony.
     let request = KeygenRequest::new(Scheme::Schnorr, "should not exist");
     let keygen_refusals = join_all((0..4).map(|_| admin.start_keygen(&request)).collect()).await;
-    let aux = admin.start_aux_info().await;
+    let aux = admin.start_aux_info(None).await;
     let presign = admin
         .start_presignatures(&w.eid, &PresignRequest::new("m/0/8", 1))
         .await;

@@ -102,14 +102,31 @@ impl Node {
 
     /// Coordinates aux-info generation for the whole cluster (once per node set).
     pub async fn run_aux_info(&self, session: Uuid) -> Result<AuxInfoReport, NodeError> {
-        let result = self.run_aux_info_unaudited(session).await;
+        self.run_aux_info_for(session, self.inner.config.node_ids())
+            .await
+    }
+
+    /// Coordinates aux-info generation for `node_set`, some of the cluster's nodes with this
+    /// one among them: the aux info an ECDSA wallet on exactly those nodes needs (a wallet
+    /// created on, or reshared to, a part of the cluster). Each node spends a set of its safe
+    /// primes on it.
+    pub async fn run_aux_info_for(
+        &self,
+        session: Uuid,
+        node_set: Vec<NodeId>,
+    ) -> Result<AuxInfoReport, NodeError> {
+        let result = self.run_aux_info_unaudited(session, node_set).await;
         self.audit_ceremony("aux_info", session, None, true, &result)
             .await;
         result
     }
 
-    async fn run_aux_info_unaudited(&self, session: Uuid) -> Result<AuxInfoReport, NodeError> {
-        let node_set = self.inner.config.node_ids();
+    async fn run_aux_info_unaudited(
+        &self,
+        session: Uuid,
+        node_set: Vec<NodeId>,
+    ) -> Result<AuxInfoReport, NodeError> {
+        self.check_node_set(&node_set, "aux-info node set")?;
         let started = Instant::now();
         let started_at = now_ms();
         let request = serde_json::json!(node_set);
@@ -199,12 +216,7 @@ impl Node {
         session: Uuid,
         node_set: Vec<NodeId>,
     ) -> Result<Outcome, NodeError> {
-        if node_set != self.inner.config.node_ids() {
-            return Err(NodeError::InvalidRequest(format!(
-                "node set {node_set:?} is not this cluster's {:?}",
-                self.inner.config.node_ids()
-            )));
-        }
+        self.check_node_set(&node_set, "aux-info node set")?;
         let store = &self.inner.store;
         if store.aux_info(&node_set).await?.is_some() {
             return Err(NodeError::InvalidRequest(format!(

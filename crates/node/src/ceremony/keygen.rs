@@ -26,7 +26,7 @@ use crate::{
 
 use super::{
     decision::{Deciding, Decision},
-    sorted_unique, CreateWallet,
+    CreateWallet,
 };
 
 /// The ceremony's kind in records and proposals.
@@ -146,16 +146,8 @@ impl Node {
 
     fn check_spec(&self, spec: &WalletSpec) -> Result<(), NodeError> {
         let bad = |m: String| Err(NodeError::InvalidRequest(m));
-        let cluster = self.inner.config.node_ids();
         let p = &spec.participants;
-        if !sorted_unique(p) || p.iter().any(|n| !cluster.contains(n)) {
-            return bad(format!(
-                "participants {p:?} must be sorted, unique cluster node ids"
-            ));
-        }
-        if !p.contains(&self.id()) {
-            return bad(format!("node {} is not a participant", self.id()));
-        }
+        self.check_node_set(p, "participants")?;
         ecdsa::check_parameters(PartyIndex::new(0), p.len() as u16, spec.threshold)?;
         if spec.network != self.inner.config.cluster.network {
             return bad(format!(

@@ -46,6 +46,25 @@ fn sorted_unique(nodes: &[NodeId]) -> bool {
 }
 
 impl Node {
+    /// A ceremony's node set (a wallet's participants, an aux-info node set): sorted, unique
+    /// node ids of this cluster, at least two, this node among them.
+    pub fn check_node_set(&self, nodes: &[NodeId], what: &str) -> Result<(), NodeError> {
+        let cluster = self.inner.config.node_ids();
+        if nodes.len() < 2 || !sorted_unique(nodes) || nodes.iter().any(|n| !cluster.contains(n)) {
+            return Err(NodeError::InvalidRequest(format!(
+                "{what} {nodes:?} must be at least two sorted, unique node ids of the cluster \
+                 {cluster:?}"
+            )));
+        }
+        if !nodes.contains(&self.id()) {
+            return Err(NodeError::InvalidRequest(format!(
+                "node {} is not one of the {what} {nodes:?}",
+                self.id()
+            )));
+        }
+        Ok(())
+    }
+
     fn check_all_live(&self, nodes: &[NodeId]) -> Result<(), NodeError> {
         let dead: Vec<NodeId> = nodes
             .iter()
