@@ -139,6 +139,28 @@ pub enum ProposalBody {
         wallet_id: WalletId,
         key_epoch: u64,
     },
+    /// Resharing of one wallet to another committee or threshold, or a repair (the same
+    /// committee, the repaired node only receiving): `ceremony::reshare`.
+    Reshare(Box<ReshareSpec>),
+}
+
+/// A resharing as proposed. Every node of the run derives the plan from it
+/// (`Plan::for_committees(old_participants, dealers, wallet.participants, wallet.threshold)`)
+/// and checks it against its own state before taking part.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReshareSpec {
+    /// The wallet as it will be: its id, name, scheme and network, with the new threshold and
+    /// the new participants (sorted; a node's new index is its position there).
+    pub wallet: WalletSpec,
+    /// The wallet's key epoch after the commit: its current one plus one.
+    pub key_epoch: u64,
+    /// The wallet's participants now (sorted, old index order).
+    pub old_participants: Vec<NodeId>,
+    /// The old participants that deal: exactly the old threshold of them.
+    pub dealers: Vec<NodeId>,
+    /// The old key's public side, for the nodes that hold no share of it; an old member
+    /// refuses one that differs from its own.
+    pub key_info: mpc_protocols::reshare::KeyInfo,
 }
 
 /// The approvals of a request as they travel with its signing proposal. Every signer builds
@@ -159,6 +181,7 @@ impl ProposalBody {
             ProposalBody::Presign { .. } => "presign",
             ProposalBody::Sign { .. } => "sign",
             ProposalBody::Refresh { .. } => "refresh",
+            ProposalBody::Reshare(_) => "reshare",
         }
     }
 }
@@ -184,6 +207,11 @@ pub enum Outcome {
         /// ECDSA: the public digest of the node set's new aux info, made in the same ceremony.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         aux_info: Option<String>,
+    },
+    /// The digest of the reshared key's public side (group key, threshold, evaluation points,
+    /// public shares, dealings), hex; every node of the run must report the same.
+    Reshare {
+        digest: String,
     },
     /// Acknowledges a commit or abort.
     Committed,

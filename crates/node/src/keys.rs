@@ -136,7 +136,7 @@ impl Node {
             .wallets()
             .await?
             .iter()
-            .filter(|w| w.state != WalletState::Aborted)
+            .filter(|w| !matches!(w.state, WalletState::Aborted | WalletState::Retired))
             .map(wallet_info)
             .collect()
     }

@@ -54,7 +54,8 @@ impl ProposalBody {
         match self {
             ProposalBody::AuxInfo { .. }
             | ProposalBody::Keygen { .. }
-            | ProposalBody::Refresh { .. } => Some(TokenSource::Lock(CEREMONY_LOCK)),
+            | ProposalBody::Refresh { .. }
+            | ProposalBody::Reshare(_) => Some(TokenSource::Lock(CEREMONY_LOCK)),
             ProposalBody::Presign { .. } => Some(TokenSource::Leader {
                 election: POOL_ELECTION,
                 candidate: proposer,

@@ -145,6 +145,7 @@ impl Node {
             ProposalBody::Sign { .. } => Some("sign:reported"),
             ProposalBody::Keygen { .. }
             | ProposalBody::Refresh { .. }
+            | ProposalBody::Reshare(_)
             | ProposalBody::AuxInfo { .. } => Some("ceremony:reported"),
             _ => None,
         };
@@ -210,17 +211,19 @@ impl Node {
                 let result = self
                     .refresh_participant(coordinator, proposal.session, &wallet_id, key_epoch)
                     .await;
-                if let Err(e) = &result {
-                    self.audit_refresh(
-                        "aborted",
-                        proposal.session,
-                        &wallet_id,
-                        key_epoch,
-                        coordinator == self.id(),
-                        Some(e.to_string()),
-                    )
+                let key = (&wallet_id, key_epoch);
+                self.audit_failed_key_change(coordinator, proposal.session, key, &result)
                     .await;
-                }
+                result
+            }
+            ProposalBody::Reshare(spec) => {
+                let (wallet_id, key_epoch) = (spec.wallet.id.clone(), spec.key_epoch);
+                let result = self
+                    .reshare_participant(coordinator, proposal.session, *spec)
+                    .await;
+                let key = (&wallet_id, key_epoch);
+                self.audit_failed_key_change(coordinator, proposal.session, key, &result)
+                    .await;
                 result
             }
             ProposalBody::Presign {
@@ -284,6 +287,30 @@ impl Node {
                     }
                 }
             }
+        }
+    }
+
+    /// A refresh or resharing this node refused or failed before keeping anything pending:
+    /// audited as aborted here.
+    async fn audit_failed_key_change(
+        &self,
+        coordinator: NodeId,
+        session: Uuid,
+        (wallet_id, key_epoch): (&mpc_types::WalletId, u64),
+        result: &Result<Outcome, NodeError>,
+    ) {
+        if let Err(e) = result {
+            let error = Some(e.to_string());
+            let coordinating = coordinator == self.id();
+            self.audit_refresh(
+                "aborted",
+                session,
+                wallet_id,
+                key_epoch,
+                coordinating,
+                error,
+            )
+            .await;
         }
     }
 

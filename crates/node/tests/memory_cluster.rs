@@ -22,6 +22,8 @@ use mpc_node::testing::{start, wallet_request, Cluster};
 mod pool;
 #[path = "refresh/mod.rs"]
 mod refresh;
+#[path = "reshare/mod.rs"]
+mod reshare;
 #[path = "webhooks/mod.rs"]
 mod webhooks;
 

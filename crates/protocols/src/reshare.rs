@@ -211,6 +211,51 @@ impl std::fmt::Debug for KeyInfo {
     }
 }
 
+impl KeyInfo {
+    /// The group key.
+    pub fn public_key(&self) -> crate::signature::PublicKey {
+        crate::signature::public_key_of(&self.0.shared_public_key)
+    }
+
+    /// The BIP-32 chain code, if the key has one.
+    pub fn chain_code(&self) -> Option<[u8; 32]> {
+        self.0.chain_code
+    }
+
+    /// `t`: how many parties sign (and deal in a resharing); `None` for a key without VSS.
+    pub fn threshold(&self) -> Option<u16> {
+        self.0.vss_setup.as_ref().map(|v| v.min_signers)
+    }
+
+    /// `n`: how many parties hold a share.
+    pub fn n(&self) -> usize {
+        self.0.public_shares.len()
+    }
+}
+
+/// Equal when every public part is: the group key, the chain code, the public shares, the
+/// threshold and the evaluation points (what a party compares with its own key's before it
+/// takes part in a resharing).
+impl PartialEq for KeyInfo {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.0, &other.0);
+        let vss = |k: &DirtyKeyInfo<generic_ec::curves::Secp256k1>| {
+            k.vss_setup.as_ref().map(|v| {
+                (
+                    v.min_signers,
+                    v.I.iter().map(|p| *p.as_ref()).collect::<Vec<_>>(),
+                )
+            })
+        };
+        a.shared_public_key == b.shared_public_key
+            && a.chain_code == b.chain_code
+            && a.public_shares == b.public_shares
+            && vss(a) == vss(b)
+    }
+}
+
+impl Eq for KeyInfo {}
+
 /// What a resharing gave one party: a receiver's new share, and the digest of the new key info
 /// that every party confirmed.
 #[derive(Debug)]

@@ -4,6 +4,10 @@
 //! presignature of an older key epoch, in one transaction; an abort deletes it. An ECDSA
 //! refresh also holds a pending aux info of the same session (`aux_info`): it is committed and
 //! dropped in the same transaction as the share.
+//!
+//! A resharing uses the same rows with the wallet's new [`Committee`]: its commit also moves
+//! the wallet to the new participants and threshold, and on a node that leaves the committee
+//! (a dealer that receives nothing) deletes the share and marks the wallet `retired`.
 
 use mpc_types::{NodeId, WalletId};
 use uuid::Uuid;
@@ -11,6 +15,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Context, Result, StoreError};
 use crate::records::PendingShare;
+use crate::records::{id_list, parse_id_list};
 use crate::rows::{epoch_i64, get, parse_uuid, to_node_id, to_u64, to_wallet_id};
 use crate::store::{now_ms, Store};
 
@@ -29,6 +34,16 @@ pub struct KeyEpochCommit {
     /// With the aux info: the node set's other ECDSA wallets, moved to their next key epoch
     /// (same shares, new aux info).
     pub other_wallets: Vec<WalletId>,
+    /// A resharing this node left: its share is deleted and the wallet is `retired` here.
+    pub retired: bool,
+}
+
+/// The participants and threshold a resharing moves a wallet to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committee {
+    /// Node ids, sorted.
+    pub participants: Vec<NodeId>,
+    pub threshold: u16,
 }
 
 /// The sealing's row name: bound to the epoch, so a pending share cannot be replayed as
@@ -48,6 +63,49 @@ impl Store {
         session: Uuid,
         coordinator: NodeId,
         share: &[u8],
+    ) -> Result<()> {
+        self.put_pending(wallet_id, key_epoch, (session, coordinator), share, None)
+            .await
+    }
+
+    /// A resharing's [`Self::put_pending_share`]: `share` is this node's new share, `None` for
+    /// a dealer that leaves the committee (then `committee` must not include this node).
+    pub async fn put_pending_reshare(
+        &self,
+        wallet_id: &WalletId,
+        key_epoch: u64,
+        (session, coordinator): (Uuid, NodeId),
+        share: Option<&[u8]>,
+        committee: &Committee,
+    ) -> Result<()> {
+        let member = committee.participants.contains(&self.node_id());
+        if member != share.is_some() {
+            return Err(StoreError::Invalid(format!(
+                "a pending resharing of wallet {wallet_id} on node {}: a share if and only if \
+                 the node is in the new committee {:?}",
+                self.node_id(),
+                committee.participants
+            )));
+        }
+        let share = share.unwrap_or_default();
+        let committee = Some(committee);
+        self.put_pending(
+            wallet_id,
+            key_epoch,
+            (session, coordinator),
+            share,
+            committee,
+        )
+        .await
+    }
+
+    async fn put_pending(
+        &self,
+        wallet_id: &WalletId,
+        key_epoch: u64,
+        (session, coordinator): (Uuid, NodeId),
+        share: &[u8],
+        committee: Option<&Committee>,
     ) -> Result<()> {
         let wallet_id = wallet_id.as_str();
         let ctx = || format!("storing {PENDING}/{wallet_id}");
@@ -74,10 +132,11 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO pending_key_shares (wallet_id, key_epoch, session, coordinator, \
-             sealed, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             sealed, created_at, participants, threshold) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (wallet_id) DO UPDATE SET key_epoch = excluded.key_epoch, \
              session = excluded.session, coordinator = excluded.coordinator, \
-             sealed = excluded.sealed, created_at = excluded.created_at",
+             sealed = excluded.sealed, created_at = excluded.created_at, \
+             participants = excluded.participants, threshold = excluded.threshold",
         )
         .bind(wallet_id)
         .bind(epoch_i64(key_epoch)?)
@@ -85,6 +144,8 @@ impl Store {
         .bind(i64::from(coordinator.get()))
         .bind(sealed)
         .bind(now_ms())
+        .bind(committee.map(|c| id_list(&c.participants)))
+        .bind(committee.map(|c| i64::from(c.threshold)))
         .execute(&mut *tx)
         .await
         .context(ctx)?;
@@ -129,8 +190,9 @@ impl Store {
         let wallet_id = wallet_id.as_str();
         let ctx = || format!("committing {PENDING}/{wallet_id}");
         let mut tx = self.begin_write().await?;
-        let pending: Option<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT key_epoch, sealed FROM pending_key_shares \
+        #[allow(clippy::type_complexity)]
+        let pending: Option<(i64, Vec<u8>, Option<String>, Option<i64>)> = sqlx::query_as(
+            "SELECT key_epoch, sealed, participants, threshold FROM pending_key_shares \
              WHERE wallet_id = $1 AND session = $2",
         )
         .bind(wallet_id)
@@ -138,7 +200,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await
         .context(ctx)?;
-        let Some((key_epoch, sealed)) = pending else {
+        let Some((key_epoch, sealed, participants, threshold)) = pending else {
             return Err(StoreError::NotFound {
                 table: PENDING,
                 id: format!("{wallet_id} of session {session}"),
@@ -147,14 +209,33 @@ impl Store {
         let new_epoch = to_u64(key_epoch, PENDING, wallet_id)?;
         let share = self.unseal(PENDING, &pending_ad(wallet_id, new_epoch), &sealed)?;
         let active = self.seal("key_shares", wallet_id, &share)?;
+        // A resharing's committee (none for a refresh), and whether this node leaves it.
+        let committee = match (participants, threshold) {
+            (Some(p), Some(t)) => Some((
+                parse_id_list(&p, PENDING, wallet_id)?,
+                u16::try_from(t).map_err(|_| StoreError::Corrupt {
+                    table: PENDING,
+                    id: wallet_id.to_owned(),
+                    reason: format!("threshold {t}"),
+                })?,
+            )),
+            _ => None,
+        };
+        let retired = committee
+            .as_ref()
+            .is_some_and(|(p, _)| !p.contains(&self.node_id()));
         let bumped = sqlx::query(
-            "UPDATE wallets SET key_epoch = $2, key_epoch_at = $4 WHERE id = $1 \
-             AND state = 'active' AND key_epoch = $3",
+            "UPDATE wallets SET key_epoch = $2, key_epoch_at = $4, \
+             participants = COALESCE($5, participants), threshold = COALESCE($6, threshold), \
+             state = $7 WHERE id = $1 AND state = 'active' AND key_epoch = $3",
         )
         .bind(wallet_id)
         .bind(key_epoch)
         .bind(key_epoch - 1)
         .bind(now_ms)
+        .bind(committee.as_ref().map(|(p, _)| id_list(p)))
+        .bind(committee.as_ref().map(|(_, t)| i64::from(*t)))
+        .bind(if retired { "retired" } else { "active" })
         .execute(&mut *tx)
         .await
         .context(ctx)?
@@ -165,12 +246,24 @@ impl Store {
                 key_epoch - 1
             )));
         }
-        sqlx::query("UPDATE key_shares SET sealed = $2 WHERE wallet_id = $1")
+        if retired {
+            sqlx::query("DELETE FROM key_shares WHERE wallet_id = $1")
+                .bind(wallet_id)
+                .execute(&mut *tx)
+                .await
+                .context(ctx)?;
+        } else {
+            // An upsert: a node being repaired may have lost its share row.
+            sqlx::query(
+                "INSERT INTO key_shares (wallet_id, sealed) VALUES ($1, $2) \
+                 ON CONFLICT (wallet_id) DO UPDATE SET sealed = excluded.sealed",
+            )
             .bind(wallet_id)
             .bind(active)
             .execute(&mut *tx)
             .await
             .context(ctx)?;
+        }
         let presignatures_retired = sqlx::query(
             "UPDATE presignatures SET state = 'expired', sealed = NULL \
              WHERE wallet_id = $1 AND state = 'ready' AND key_epoch <> $2",
@@ -196,6 +289,7 @@ impl Store {
                 + aux.as_ref().map_or(0, |a| a.presignatures_retired),
             aux_info_replaced: aux.is_some(),
             other_wallets: aux.map(|a| a.other_wallets).unwrap_or_default(),
+            retired,
         })
     }
 

@@ -48,7 +48,7 @@ pub use backup::{
 pub use crypto::{generate_key_file, KeySource};
 pub use error::{Result, StoreError};
 pub use incidents::{IncidentKind, IncidentRecord};
-pub use key_epochs::KeyEpochCommit;
+pub use key_epochs::{Committee, KeyEpochCommit};
 pub use records::{
     Backend, CeremonyRecord, PendingAuxInfo, PendingShare, PoolLevel, PresignatureRecord,
     PresignatureState, WalletRecord, WalletState,

@@ -46,6 +46,9 @@ pub enum WalletState {
     Pending,
     Active,
     Aborted,
+    /// This node left the wallet's committee in a resharing: its share is deleted, the record
+    /// stays (with the new committee) so the wallet is known as not held here.
+    Retired,
 }
 
 /// A coordinator's record of a ceremony (keygen, aux info, signing); public data only.
@@ -151,7 +154,7 @@ macro_rules! text_enum {
     };
 }
 
-text_enum!(WalletState { Pending => "pending", Active => "active", Aborted => "aborted" });
+text_enum!(WalletState { Pending => "pending", Active => "active", Aborted => "aborted", Retired => "retired" });
 text_enum!(PresignatureState { Ready => "ready", Consumed => "consumed", Expired => "expired" });
 
 /// Node ids as stored: sorted, without duplicates, comma-separated ("1,2,3").

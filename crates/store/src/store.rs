@@ -97,6 +97,11 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "wallet coordinator",
         include_str!("../migrations/0013_wallet_coordinator.sql"),
     ),
+    (
+        14,
+        "reshare",
+        include_str!("../migrations/0014_reshare.sql"),
+    ),
 ];
 
 /// How often the write-ahead log is folded into the database file in the background.
@@ -394,7 +399,7 @@ mod tests {
     /// these checksums and refuses to open if one differs.
     #[test]
     fn the_embedded_migrations_are_the_files_and_keep_their_checksums() {
-        const RELEASED: [&str; 13] = [
+        const RELEASED: [&str; 14] = [
             "482f11594afaee7a04a7392ed707c3a1429207678b2321483b511d1db1555192c2f8af72e218427e6d7417ecbbb21501",
             "f718e3c5a6f188b4ced916ed7407afde2ec192d439c1d38bed76ecad23ef71b74f88d1485c88dfce0199e01de92416f6",
             "b752633d571d70791ed32940ffd763b1697f6aaf5ffb4077c633eb649393149fd2fbfab63034c83948c4f4b882890d69",
@@ -408,6 +413,7 @@ mod tests {
             "0ec04ecccdda9bfcb17984eb98bd064095c5eb668493d712f6f5b3f488fd059b0f21acffd6c711fbd903966c220fdc87",
             "6b339910f0ea964a74018ce32842a5160850914e521c64047f52e419c00a53f24762772e4ae2c3a9a54a7e2616f582d5",
             "63bd759c1c717250a9c73f5d7a66bff73240ec64c0762b3466122d3e0c581655a011d643222b943f7e689dff6bfc3266",
+            "de662826f02508083fbadaef89bebff1cf63a0aba31ba1ecc78bc6a3307714901045696fb66a71bba7abb5d309d87113",
         ];
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
         let mut files: Vec<String> = std::fs::read_dir(&dir)

@@ -23,7 +23,7 @@ const INTERRUPTED: &str = "the coordinator restarted before deciding the ceremon
 /// The ceremony kinds (as recorded) decided in two phases: the only ones a participant asks
 /// about. (Key generation's pending wallets are not settled at a start: the wallet row does not
 /// record the coordinator.)
-const TWO_PHASE: &[&str] = &["refresh", "aux-info", "keygen"];
+const TWO_PHASE: &[&str] = &["refresh", "aux-info", "keygen", "reshare", "repair"];
 /// How often, and how many times, an undecided participant asks the coordinator.
 const ASK_EVERY: Duration = Duration::from_millis(500);
 const ASK_TIMES: u32 = 240;

@@ -25,6 +25,7 @@ use crate::{
 };
 
 use super::{
+    all_agree,
     decision::{Deciding, Decision},
     CreateWallet,
 };
@@ -127,13 +128,7 @@ impl Node {
                     _ => None,
                 })
                 .collect();
-            if keys.len() != participants.len() || keys.windows(2).any(|w| w[0] != w[1]) {
-                Err(NodeError::Disagreement(format!(
-                    "participants reported different keys: {keys:?}"
-                )))
-            } else {
-                Ok(())
-            }
+            all_agree(&keys, participants.len(), "keys")
         });
         // Recorded before anyone hears it (`decision`): a participant that misses it asks.
         let kept = agreed.map(|()| serde_json::json!({ "wallet_id": spec.id }));
@@ -145,22 +140,8 @@ impl Node {
     }
 
     fn check_spec(&self, spec: &WalletSpec) -> Result<(), NodeError> {
-        let bad = |m: String| Err(NodeError::InvalidRequest(m));
-        let p = &spec.participants;
-        self.check_node_set(p, "participants")?;
-        ecdsa::check_parameters(PartyIndex::new(0), p.len() as u16, spec.threshold)?;
-        if spec.network != self.inner.config.cluster.network {
-            return bad(format!(
-                "node {} serves {}, not {}",
-                self.id(),
-                self.inner.config.cluster.network,
-                spec.network
-            ));
-        }
-        if spec.name.trim().is_empty() || spec.name.len() > 100 {
-            return bad("wallet name must be 1 to 100 characters".into());
-        }
-        Ok(())
+        self.check_committee(spec)?;
+        self.check_node_set(&spec.participants, "participants")
     }
 
     pub(crate) async fn keygen_participant(

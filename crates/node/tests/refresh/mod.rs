@@ -97,7 +97,7 @@ async fn settled(c: &Cluster, wallet: &WalletId, epoch: u64, seconds: u64) {
 
 /// `node` signs a spend of `wallet`; the transaction is checked by bitcoinconsensus (Bitcoin
 /// Core's interpreter, libsecp256k1's BIP-340 verification). Returns the signer set.
-async fn signs(node: &Node, wallet: &WalletInfo, label: &str) -> Vec<NodeId> {
+pub(crate) async fn signs(node: &Node, wallet: &WalletInfo, label: &str) -> Vec<NodeId> {
     let record = node.store().wallet(&wallet.id).await.unwrap().unwrap();
     let key = mpc_node::keys::wallet_key(&record).unwrap();
     let psbt = spend_to_self(&key, label);
@@ -111,7 +111,7 @@ async fn signs(node: &Node, wallet: &WalletInfo, label: &str) -> Vec<NodeId> {
 }
 
 /// The public side every client sees, which a refresh must not change.
-fn public(w: &WalletInfo) -> [String; 6] {
+pub(crate) fn public(w: &WalletInfo) -> [String; 6] {
     [
         w.public_key.clone(),
         w.xpub.clone(),
@@ -240,7 +240,7 @@ async fn a_participant_silent_before_its_report_leaves_every_node_on_the_old_sha
 }
 
 /// Drops every report (`Outcome`) node `id` sends; the adversary counts them.
-fn silence_reports_of(c: &Cluster, id: u16) -> std::sync::Arc<Adversary> {
+pub(crate) fn silence_reports_of(c: &Cluster, id: u16) -> std::sync::Arc<Adversary> {
     let silent = Adversary::new(
         Target::Control {
             kind: "Outcome".into(),

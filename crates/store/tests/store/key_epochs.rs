@@ -9,6 +9,8 @@ on_both_backends!(
     a_pending_share_must_be_for_the_next_key_epoch,
     an_ecdsa_refresh_replaces_the_aux_info_and_moves_the_node_sets_other_wallets,
     a_dropped_ecdsa_refresh_drops_its_aux_info_and_gives_the_primes_back,
+    a_committed_resharing_moves_the_wallet_to_the_new_committee,
+    a_node_leaving_the_committee_deletes_its_share_at_the_commit,
 );
 
 const OLD_AUX: &[u8] = b"aux info before the refresh";
@@ -97,6 +99,7 @@ async fn an_ecdsa_refresh_replaces_the_aux_info_and_moves_the_node_sets_other_wa
             presignatures_retired: 2,
             aux_info_replaced: true,
             other_wallets: vec![wallet_id("other")],
+            retired: false,
         }
     );
     let (aux, digest) = store.aux_info(&ONE_TWO_THREE).await.unwrap().unwrap();
@@ -392,4 +395,73 @@ async fn a_pending_share_must_be_for_the_next_key_epoch(db: Db) {
         bytes(store.key_share(&wallet_id("w")).await.unwrap()).unwrap(),
         OLD
     );
+}
+
+async fn a_committed_resharing_moves_the_wallet_to_the_new_committee(db: Db) {
+    let store = db.open().await;
+    active_wallet(&store, "w").await;
+    let session = Uuid::new_v4();
+    let committee = Committee {
+        participants: NodeId::must_list(&[1, 2, 4]),
+        threshold: 3,
+    };
+    store
+        .put_pending_reshare(&wallet_id("w"), 1, (session, N2), Some(NEW), &committee)
+        .await
+        .unwrap();
+    // Pending: the wallet is as it was.
+    let w = store.wallet(&wallet_id("w")).await.unwrap().unwrap();
+    assert_eq!(
+        (w.participants.as_slice(), w.threshold),
+        (&ONE_TWO_THREE[..], 2)
+    );
+    let commit = store
+        .commit_pending_share(&wallet_id("w"), session, NOW)
+        .await
+        .unwrap();
+    assert_eq!((commit.key_epoch, commit.retired), (1, false));
+    let w = store.wallet(&wallet_id("w")).await.unwrap().unwrap();
+    assert_eq!(
+        (w.participants, w.threshold, w.state),
+        (committee.participants, 3, WalletState::Active)
+    );
+    assert_eq!(epoch_and_share(&store).await, (1, NEW.to_vec()));
+}
+
+async fn a_node_leaving_the_committee_deletes_its_share_at_the_commit(db: Db) {
+    let store = db.open().await;
+    active_wallet(&store, "w").await;
+    let session = Uuid::new_v4();
+    let without_me = Committee {
+        participants: NodeId::must_list(&[2, 3, 4]),
+        threshold: 2,
+    };
+    // A share if and only if this node (1) is in the new committee.
+    let put = |share: Option<&'static [u8]>, committee: Committee| {
+        let store = store.clone();
+        async move {
+            store
+                .put_pending_reshare(&wallet_id("w"), 1, (session, N2), share, &committee)
+                .await
+        }
+    };
+    assert!(put(Some(NEW), without_me.clone()).await.is_err());
+    let with_me = Committee {
+        participants: ONE_TWO_THREE.to_vec(),
+        threshold: 2,
+    };
+    assert!(put(None, with_me).await.is_err());
+    put(None, without_me.clone()).await.unwrap();
+    assert_eq!(epoch_and_share(&store).await, (0, OLD.to_vec()));
+    let commit = store
+        .commit_pending_share(&wallet_id("w"), session, NOW)
+        .await
+        .unwrap();
+    assert_eq!((commit.key_epoch, commit.retired), (1, true));
+    let w = store.wallet(&wallet_id("w")).await.unwrap().unwrap();
+    assert_eq!(
+        (w.participants, w.state, w.key_epoch),
+        (without_me.participants, WalletState::Retired, 1)
+    );
+    assert_eq!(store.key_share(&wallet_id("w")).await.unwrap(), None);
 }

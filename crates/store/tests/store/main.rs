@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use mpc_store::{
-    generate_key_file, Backend, CeremonyRecord, IncidentKind, IncidentRecord, KeyEpochCommit,
-    KeySource, PendingAuxInfoFor, PoolLevel, PresignatureRecord, PresignatureState,
+    generate_key_file, Backend, CeremonyRecord, Committee, IncidentKind, IncidentRecord,
+    KeyEpochCommit, KeySource, PendingAuxInfoFor, PoolLevel, PresignatureRecord, PresignatureState,
     PresignatureUse, SigningRefusal, SpendLimit, Store, StoreError, WalletRecord, WalletState,
     Zeroizing,
 };

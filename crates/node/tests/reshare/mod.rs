@@ -1,0 +1,376 @@
+//! Resharing and repair on the in-memory cluster (issue 19), through the real node code: six
+//! nodes, a 3-of-5 wallet on nodes 1 to 5. Node 5 replaced by node 6, the threshold raised and
+//! lowered again, node 3's lost share repaired, an ECDSA replacement, a resharing that fails
+//! mid-run, and what every node refuses from a coordinator.
+
+use std::time::Duration;
+
+use mpc_bitcoin::Scheme;
+use mpc_node::{
+    control::{ProposalBody, ReshareSpec, WalletSpec},
+    keys::WalletInfo,
+    refusal::RefusalKind,
+    testing::{spend_to_self, start_fresh, wallet_request, Cluster},
+    Node, NodeError,
+};
+use mpc_protocols::schnorr::SchnorrKeyShare;
+use mpc_types::{NodeId, WalletId};
+use uuid::Uuid;
+
+use crate::refresh::{public, signs, silence_reports_of};
+
+/// Six nodes, no aux info (an ECDSA test puts fixture aux info for its node sets); ceremonies
+/// give up after `timeout_ms`.
+async fn cluster(timeout_ms: u64) -> Cluster {
+    start_fresh(6, 3, |cfg| cfg.limits.keygen_timeout_ms = timeout_ms).await
+}
+
+fn ids(list: &[u16]) -> Vec<NodeId> {
+    NodeId::must_list(list)
+}
+
+/// A 3-of-5 wallet on nodes 1 to 5.
+async fn wallet(c: &Cluster, scheme: Scheme) -> WalletInfo {
+    let mut request = wallet_request("r", scheme);
+    request.participants = Some(ids(&[1, 2, 3, 4, 5]));
+    request.threshold = Some(3);
+    c.nodes[0]
+        .create_wallet(Uuid::new_v4(), request)
+        .await
+        .unwrap()
+}
+
+fn node(c: &Cluster, id: u16) -> &Node {
+    &c.nodes[usize::from(id - 1)]
+}
+
+/// Waits (at most 30 s) until no node holds anything pending and each node of `members` has
+/// `wallet` active at `epoch` with `threshold`.
+async fn settled(c: &Cluster, wallet: &WalletId, members: &[u16], epoch: u64, threshold: u16) {
+    let mut last = Vec::new();
+    for _ in 0..300 {
+        let mut pending = 0;
+        for n in &c.nodes {
+            pending += n.store().pending_shares().await.unwrap().len();
+            pending += n.store().pending_wallets().await.unwrap().len();
+        }
+        last.clear();
+        for &m in members {
+            let r = node(c, m).store().wallet(wallet).await.unwrap();
+            last.push(r.map(|r| (r.state.to_string(), r.key_epoch, r.threshold)));
+        }
+        let expected = Some(("active".to_string(), epoch, threshold));
+        if pending == 0 && last.iter().all(|r| *r == expected) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not settled at key epoch {epoch}: {last:?}");
+}
+
+/// Node `id`'s decrypted share of `wallet`, if it holds one.
+async fn share(c: &Cluster, id: u16, wallet: &WalletId) -> Option<Vec<u8>> {
+    let s = node(c, id).store().key_share(wallet).await.unwrap();
+    s.map(|s| s.to_vec())
+}
+
+/// Node 1 proposes a signing of `wallet` by exactly `signers`; the error it got.
+async fn signing_by(
+    c: &Cluster,
+    wallet: &WalletInfo,
+    key_epoch: u64,
+    signers: &[u16],
+) -> NodeError {
+    let record = node(c, 1)
+        .store()
+        .wallet(&wallet.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let psbt = spend_to_self(&mpc_node::keys::wallet_key(&record).unwrap(), "named");
+    let signers = ids(signers);
+    c.nodes[0]
+        .coordinate(
+            Uuid::new_v4(),
+            ProposalBody::Sign {
+                key_epochs: vec![key_epoch],
+                wallet_ids: vec![wallet.id.clone()],
+                psbt,
+                signers: signers.clone(),
+                presignatures: vec![None],
+                approvals: None,
+            },
+            &signers,
+            Duration::from_secs(10),
+            None,
+        )
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_5_replaced_by_node_6_keeps_the_key_and_node_6_signs() {
+    let c = cluster(10_000).await;
+    let w = wallet(&c, Scheme::Schnorr).await;
+    let old5 = share(&c, 5, &w.id).await.unwrap();
+    let report = c.nodes[0]
+        .reshare_wallet(Uuid::new_v4(), &w.id, ids(&[1, 2, 3, 4, 6]), 3)
+        .await
+        .unwrap();
+    assert_eq!((report.key_epoch, &report.public_key), (1, &w.public_key));
+    // The leaving node deals, so it is reached and deletes its share.
+    assert!(report.dealers.contains(&NodeId::must(5)), "{report:?}");
+    assert!(report.not_reached.is_empty());
+    settled(&c, &w.id, &[1, 2, 3, 4, 6], 1, 3).await;
+    for id in [1, 2, 3, 4, 6] {
+        let info = node(&c, id).wallet(&w.id).await.unwrap();
+        assert_eq!(public(&info), public(&w), "node {id}");
+        assert_eq!(info.participants, ids(&[1, 2, 3, 4, 6]));
+    }
+    // Node 5 no longer holds the wallet.
+    let five = node(&c, 5).store().wallet(&w.id).await.unwrap().unwrap();
+    assert_eq!(five.state.to_string(), "retired");
+    assert_eq!(share(&c, 5, &w.id).await, None);
+    assert_ne!(share(&c, 1, &w.id).await.unwrap(), old5);
+    // Node 6 signs with two old nodes (verified by bitcoinconsensus / libsecp256k1).
+    let signers = signs(node(&c, 6), &w, "a").await;
+    assert_eq!(signers, ids(&[1, 2, 6]));
+    // A signing that names node 5 is refused.
+    let refused = signing_by(&c, &w, 1, &[1, 2, 5]).await;
+    assert!(matches!(refused, NodeError::Refused { .. }), "{refused:?}");
+    assert!(node(&c, 5).wallets().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_threshold_goes_from_3_to_4_of_5_and_back() {
+    let c = cluster(10_000).await;
+    let w = wallet(&c, Scheme::Schnorr).await;
+    let all = [1, 2, 3, 4, 5];
+    c.nodes[1]
+        .reshare_wallet(Uuid::new_v4(), &w.id, ids(&all), 4)
+        .await
+        .unwrap();
+    settled(&c, &w.id, &all, 1, 4).await;
+    assert_eq!(signs(node(&c, 1), &w, "a").await.len(), 4);
+    // With 4-of-5, three signers are refused.
+    let refused = signing_by(&c, &w, 1, &[1, 2, 3]).await;
+    assert!(
+        matches!(&refused, NodeError::Refused { refusal, .. }
+            if refusal.kind == RefusalKind::InvalidRequest && refusal.message.contains("must be 4")),
+        "{refused:?}"
+    );
+    c.nodes[2]
+        .reshare_wallet(Uuid::new_v4(), &w.id, ids(&all), 3)
+        .await
+        .unwrap();
+    settled(&c, &w.id, &all, 2, 3).await;
+    assert_eq!(signs(node(&c, 3), &w, "b").await, ids(&[1, 2, 3]));
+    for id in all {
+        assert_eq!(
+            public(&node(&c, id).wallet(&w.id).await.unwrap()),
+            public(&w)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_3_repaired_after_losing_its_share_signs_again() {
+    let mut c = cluster(10_000).await;
+    let w = wallet(&c, Scheme::Schnorr).await;
+    let before: Vec<Vec<u8>> = {
+        let mut v = Vec::new();
+        for id in [1, 2, 4, 5] {
+            v.push(share(&c, id, &w.id).await.unwrap());
+        }
+        v
+    };
+    // Node 3's share row is gone (restarted, so nothing of it is left in memory).
+    sqlx::any::install_default_drivers();
+    let raw = sqlx::AnyPool::connect_lazy(&node(&c, 3).config().store_url()).unwrap();
+    sqlx::query("DELETE FROM key_shares WHERE wallet_id = $1")
+        .bind(w.id.as_str())
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+    c.restart(2, |_| {}).await;
+    assert!(node(&c, 3)
+        .sign_psbt(
+            Uuid::new_v4(),
+            std::slice::from_ref(&w.id),
+            &spend_to_self(
+                &mpc_node::keys::wallet_key(
+                    &node(&c, 3).store().wallet(&w.id).await.unwrap().unwrap()
+                )
+                .unwrap(),
+                "lost"
+            )
+        )
+        .await
+        .is_err());
+
+    let report = c.nodes[0]
+        .repair_wallet(Uuid::new_v4(), &w.id, NodeId::must(3))
+        .await
+        .unwrap();
+    assert!(!report.dealers.contains(&NodeId::must(3)), "{report:?}");
+    assert_eq!(report.participants, ids(&[1, 2, 3, 4, 5]));
+    settled(&c, &w.id, &[1, 2, 3, 4, 5], 1, 3).await;
+    // Every share changed.
+    for (id, old) in [1, 2, 4, 5].into_iter().zip(&before) {
+        assert_ne!(&share(&c, id, &w.id).await.unwrap(), old, "node {id}");
+    }
+    assert!(signs(node(&c, 3), &w, "a").await.contains(&NodeId::must(3)));
+    assert_eq!(
+        public(&node(&c, 3).wallet(&w.id).await.unwrap()),
+        public(&w)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ecdsa_wallet_moves_from_node_5_to_node_6_with_the_new_sets_aux_info() {
+    let c = cluster(60_000).await;
+    let aux = mpc_testkit::aux_info(5);
+    let put = |set: Vec<NodeId>| {
+        let c = &c;
+        let aux = &aux;
+        async move {
+            for (k, id) in set.iter().enumerate() {
+                node(c, id.get())
+                    .store()
+                    .put_aux_info(
+                        &set,
+                        &aux[k].to_bytes().unwrap(),
+                        &hex::encode(aux[k].public_digest().unwrap()),
+                        Uuid::new_v4(),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    put(ids(&[1, 2, 3, 4, 5])).await;
+    let w = wallet(&c, Scheme::Ecdsa).await;
+    // No aux info for the new node set yet: a clear error before anything starts.
+    let err = c.nodes[0]
+        .reshare_wallet(Uuid::new_v4(), &w.id, ids(&[1, 2, 3, 4, 6]), 3)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no aux info"), "{err}");
+    assert_eq!(
+        node(&c, 1)
+            .store()
+            .wallet(&w.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .key_epoch,
+        0
+    );
+
+    put(ids(&[1, 2, 3, 4, 6])).await;
+    c.nodes[0]
+        .reshare_wallet(Uuid::new_v4(), &w.id, ids(&[1, 2, 3, 4, 6]), 3)
+        .await
+        .unwrap();
+    settled(&c, &w.id, &[1, 2, 3, 4, 6], 1, 3).await;
+    assert_eq!(share(&c, 5, &w.id).await, None);
+    assert_eq!(signs(node(&c, 6), &w, "a").await, ids(&[1, 2, 6]));
+    assert_eq!(
+        public(&node(&c, 6).wallet(&w.id).await.unwrap()),
+        public(&w)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_fails_mid_run_leaves_every_node_on_the_old_shares() {
+    let c = cluster(3_000).await;
+    let w = wallet(&c, Scheme::Schnorr).await;
+    let all = [1, 2, 3, 4, 5];
+    let mut before = Vec::new();
+    for id in all {
+        before.push(share(&c, id, &w.id).await.unwrap());
+    }
+    // Node 4 runs the resharing and keeps its result pending, but its report never arrives.
+    let silent = silence_reports_of(&c, 4);
+    let err = c.nodes[0]
+        .reshare_wallet(Uuid::new_v4(), &w.id, ids(&all), 4)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains('4'), "{err}");
+    assert!(silent.altered() > 0);
+    c.network.release(NodeId::must(4));
+    settled(&c, &w.id, &all, 0, 3).await;
+    for (id, old) in all.into_iter().zip(&before) {
+        assert_eq!(&share(&c, id, &w.id).await.unwrap(), old, "node {id}");
+    }
+    assert_eq!(signs(node(&c, 4), &w, "a").await.len(), 3);
+}
+
+/// A compromised coordinator's proposal, from `w`'s true one: each node of the run checks it.
+async fn proposal(c: &Cluster, w: &WalletInfo, key_epoch: u64) -> ReshareSpec {
+    let record = node(c, 1).store().wallet(&w.id).await.unwrap().unwrap();
+    let share = SchnorrKeyShare::from_bytes(&share(c, 1, &w.id).await.unwrap()).unwrap();
+    ReshareSpec {
+        wallet: WalletSpec {
+            id: w.id.clone(),
+            name: record.name,
+            scheme: record.scheme,
+            threshold: 3,
+            participants: ids(&[1, 2, 3, 4, 5]),
+            network: record.network,
+        },
+        key_epoch,
+        old_participants: ids(&[1, 2, 3, 4, 5]),
+        dealers: ids(&[1, 2, 3]),
+        key_info: share.key_info(),
+    }
+}
+
+async fn refused(c: &Cluster, spec: ReshareSpec) -> String {
+    let run = spec.wallet.participants.clone();
+    let err = c.nodes[0]
+        .coordinate(
+            Uuid::new_v4(),
+            ProposalBody::Reshare(Box::new(spec)),
+            &run,
+            Duration::from_secs(10),
+            None,
+        )
+        .await
+        .unwrap_err();
+    match err {
+        NodeError::Refused { refusal, .. } => refusal.message,
+        other => panic!("not a refusal: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_refuse_a_foreign_key_info_and_a_threshold_out_of_range() {
+    let c = cluster(10_000).await;
+    let w = wallet(&c, Scheme::Schnorr).await;
+    // The key info from before a refresh: same group key, other public shares.
+    let stale = proposal(&c, &w, 2).await;
+    c.nodes[0]
+        .refresh_wallet(Uuid::new_v4(), &w.id)
+        .await
+        .unwrap();
+    settled(&c, &w.id, &[1, 2, 3, 4, 5], 1, 3).await;
+    let message = refused(&c, stale).await;
+    assert!(message.contains("differs from node"), "{message}");
+
+    for threshold in [1, 6] {
+        let mut spec = proposal(&c, &w, 2).await;
+        spec.wallet.threshold = threshold;
+        let message = refused(&c, spec).await;
+        assert!(message.contains("it must be 2 to 5"), "{message}");
+        let err = c.nodes[0]
+            .reshare_wallet(Uuid::new_v4(), &w.id, ids(&[1, 2, 3, 4, 5]), threshold)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("it must be 2 to 5"), "{err}");
+    }
+    // Nothing changed: the wallet still signs at key epoch 1.
+    settled(&c, &w.id, &[1, 2, 3, 4, 5], 1, 3).await;
+    signs(node(&c, 2), &w, "a").await;
+}
