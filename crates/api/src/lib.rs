@@ -156,6 +156,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(payments::register_utxos, payments::list_utxos))
         .routes(routes!(routes::presignatures))
         .routes(routes!(routes::refresh))
+        .routes(routes!(routes::reshare))
+        .routes(routes!(routes::repair))
         .routes(routes!(routes::presignature_stats))
         .routes(routes!(routes::sign_psbt))
         .routes(routes!(payments::transactions))

@@ -594,6 +594,92 @@ pub async fn refresh(
     .await
 }
 
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReshareRequest {
+    /// Node ids of the new committee (any order; a node's new index is its place in sorted
+    /// order).
+    #[schema(value_type = Vec<u16>)]
+    pub participants: Vec<NodeId>,
+    /// The new threshold, 2 to the number of participants.
+    pub threshold: u16,
+}
+
+/// Reshares a wallet's key to another committee or threshold (same key, xpub, addresses and
+/// descriptors; new shares for every new participant, key epoch plus one); poll the ceremony.
+/// `t` live old participants deal (leaving ones first); a dealer that leaves deletes its share
+/// at the commit and holds the wallet as `retired`. An ECDSA wallet needs aux info for the new
+/// committee first (`POST /api/v1/aux-info`).
+#[utoipa::path(post, path = "/api/v1/wallets/{id}/reshare", tag = "wallets", request_body = ReshareRequest,
+    params(("id" = String, Path, description = "wallet id")),
+    responses((status = 202, body = CeremonyAccepted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn reshare(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<WalletId>,
+    ApiJson(req): ApiJson<ReshareRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(ADMIN)?;
+    s.node
+        .check_reshare_request(&id, &req.participants, req.threshold)
+        .await?;
+    let json =
+        json!({ "wallet_id": id, "participants": req.participants, "threshold": req.threshold });
+    spawn_ceremony(
+        &s,
+        &caller,
+        "reshare",
+        json,
+        move |node, session| async move {
+            node.reshare_wallet(session, &id, req.participants, req.threshold)
+                .await
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepairRequest {
+    /// The participant whose share is lost or corrupt.
+    #[schema(value_type = u16)]
+    pub node: NodeId,
+}
+
+/// Repairs one participant's lost share: a resharing to the same committee and threshold in
+/// which that node only receives (it needs only the wallet's record); every share changes and
+/// the key is never reconstructed. Poll the ceremony.
+#[utoipa::path(post, path = "/api/v1/wallets/{id}/repair", tag = "wallets", request_body = RepairRequest,
+    params(("id" = String, Path, description = "wallet id")),
+    responses((status = 202, body = CeremonyAccepted), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn repair(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<WalletId>,
+    ApiJson(req): ApiJson<RepairRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(ADMIN)?;
+    let wallet = s.node.active_wallet(&id).await?;
+    if !wallet.participants.contains(&req.node) {
+        let e = mpc_node::NodeError::InvalidRequest(format!(
+            "node {} is not a participant of wallet {id}",
+            req.node
+        ));
+        return Err(e.into());
+    }
+    let json = json!({ "wallet_id": id, "node": req.node });
+    spawn_ceremony(
+        &s,
+        &caller,
+        "repair",
+        json,
+        move |node, session| async move { node.repair_wallet(session, &id, req.node).await },
+    )
+    .await
+}
+
 // ---- signing ------------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]

@@ -302,6 +302,41 @@ async fn malformed_requests_are_refused_before_anything_starts() {
         )
         .await;
     refused(&a, StatusCode::BAD_REQUEST, "invalid_request", "101");
+    // Resharing and repair: a committee no node would accept, a node outside the wallet.
+    for (body, what) in [
+        (
+            json!({"participants": [1, 2, 3], "threshold": 1}),
+            "threshold 1",
+        ),
+        (
+            json!({"participants": [1, 2, 3], "threshold": 4}),
+            "threshold 4 of 3",
+        ),
+        (json!({"participants": [1, 2, 9], "threshold": 2}), "node 9"),
+        (
+            json!({"participants": [1, 2, 2], "threshold": 2}),
+            "node 2 twice",
+        ),
+    ] {
+        let path = format!("/api/v1/wallets/{tid}/reshare");
+        let a = api.call(Method::POST, &path, admin, Some(&body)).await;
+        refused(
+            &a,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            what,
+        );
+    }
+    let path = format!("/api/v1/wallets/{tid}/repair");
+    let a = api
+        .call(Method::POST, &path, admin, Some(&json!({"node": 9})))
+        .await;
+    refused(
+        &a,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+        "repair node 9",
+    );
 
     // Addresses.
     for (query, what) in [

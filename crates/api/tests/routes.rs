@@ -63,6 +63,8 @@ async fn every_route_answers_each_role_as_documented() {
         "amount_sats": 20_000,
         "fee_rate_sat_vb": 2.0,
     });
+    let reshare = json!({"participants": [1, 2, 3], "threshold": 2});
+    let repair = json!({"node": 3});
     let w = |suffix: &str| format!("/api/v1/wallets/{taproot_id}{suffix}");
     // No approval rule here: no request to find (`approvals.rs` runs them for real).
     let request = |suffix: &str| format!("/api/v1/requests/{}{suffix}", uuid::Uuid::new_v4());
@@ -260,6 +262,24 @@ async fn every_route_answers_each_role_as_documented() {
             w("/refresh"),
             ADMIN,
             None,
+            StatusCode::ACCEPTED,
+        ),
+        // Then (each waits for the ceremony lock) a resharing to the same committee and
+        // threshold, and the repair of node 3 (dealt by nodes 1 and 2).
+        (
+            Method::POST,
+            "/api/v1/wallets/{id}/reshare",
+            w("/reshare"),
+            ADMIN,
+            Some(&reshare),
+            StatusCode::ACCEPTED,
+        ),
+        (
+            Method::POST,
+            "/api/v1/wallets/{id}/repair",
+            w("/repair"),
+            ADMIN,
+            Some(&repair),
             StatusCode::ACCEPTED,
         ),
         (

@@ -9,7 +9,7 @@ use mpc_api::{
     payments::{RegisterUtxosRequest, TransactionRequest, Utxo, UtxoList},
     routes::{
         AddressEntry, Ceremony, CeremonyAccepted, Descriptors, Healthz, KeygenRequest,
-        PresignRequest, SignRequest,
+        PresignRequest, RepairRequest, ReshareRequest, SignRequest,
     },
 };
 use serde::{de::DeserializeOwned, Serialize};
@@ -282,10 +282,43 @@ impl ApiClient {
         id: &WalletId,
         bar: Option<&ProgressBar>,
     ) -> Result<Value, ClientError> {
-        let accepted: CeremonyAccepted = self
-            .post(&format!("/api/v1/wallets/{id}/refresh"), &json!({}))
-            .await?;
+        self.start_and_wait(&format!("/api/v1/wallets/{id}/refresh"), &json!({}), bar)
+            .await
+    }
+
+    /// Starts the ceremony of `path` with `body` and waits for its result.
+    async fn start_and_wait<B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+        bar: Option<&ProgressBar>,
+    ) -> Result<Value, ClientError> {
+        let accepted: CeremonyAccepted = self.post(path, body).await?;
         self.wait_ceremony(&accepted.ceremony_id.to_string(), bar)
+            .await
+    }
+
+    /// `POST /api/v1/wallets/{id}/reshare`, waited for; the ceremony's result (the new
+    /// committee, threshold, dealers and key epoch).
+    pub async fn reshare(
+        &self,
+        id: &WalletId,
+        request: &ReshareRequest,
+        bar: Option<&ProgressBar>,
+    ) -> Result<Value, ClientError> {
+        self.start_and_wait(&format!("/api/v1/wallets/{id}/reshare"), request, bar)
+            .await
+    }
+
+    /// `POST /api/v1/wallets/{id}/repair`, waited for; the ceremony's result, as for a
+    /// resharing.
+    pub async fn repair(
+        &self,
+        id: &WalletId,
+        request: &RepairRequest,
+        bar: Option<&ProgressBar>,
+    ) -> Result<Value, ClientError> {
+        self.start_and_wait(&format!("/api/v1/wallets/{id}/repair"), request, bar)
             .await
     }
 

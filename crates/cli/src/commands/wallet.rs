@@ -1,9 +1,9 @@
-//! `mpc-wallet wallet`: create (key generation, with progress), refresh, list, show, address,
-//! descriptor.
+//! `mpc-wallet wallet`: create (key generation, with progress), refresh, reshare, repair, list,
+//! show, address, descriptor.
 
 use anyhow::Result;
 use clap::Subcommand;
-use mpc_api::routes::KeygenRequest;
+use mpc_api::routes::{KeygenRequest, RepairRequest, ReshareRequest};
 use mpc_types::WalletId;
 use serde_json::Value;
 
@@ -33,6 +33,24 @@ pub enum WalletCommand {
     /// descriptors; new shares); waits for the ceremony. An ECDSA wallet also gets new aux
     /// info (fresh Paillier keys) for its node set, shared with the set's other ECDSA wallets.
     Refresh { wallet: WalletId },
+    /// Reshare a wallet's key to another committee or threshold (same key, xpub, addresses
+    /// and descriptors; new shares); waits for the ceremony. Nodes that leave and deal delete
+    /// their shares. An ECDSA wallet needs aux info for the new committee first.
+    Reshare {
+        wallet: WalletId,
+        /// Node ids of the new committee, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        participants: Vec<mpc_types::NodeId>,
+        #[arg(long)]
+        threshold: u16,
+    },
+    /// Repair a node's lost share of a wallet: the other nodes deal it a new one (every share
+    /// changes; the key is never reconstructed); waits for the ceremony.
+    Repair {
+        wallet: WalletId,
+        #[arg(long)]
+        node: mpc_types::NodeId,
+    },
     /// Every wallet of the node.
     List,
     /// One wallet: keys, xpub, first address, descriptors.
@@ -75,6 +93,31 @@ fn print_wallet(w: &Value) {
     println!("{}", table(&["field", "value"], &rows));
 }
 
+/// `fields` of `r`, a row each.
+fn print_fields(r: &Value, fields: &[&str]) {
+    let rows: Vec<Vec<String>> = fields
+        .iter()
+        .map(|k| vec![k.to_string(), s(&r[*k])])
+        .collect();
+    println!("{}", table(&["field", "value"], &rows));
+}
+
+fn print_reshared(r: &Value) {
+    print_fields(
+        r,
+        &[
+            "wallet_id",
+            "key_epoch",
+            "participants",
+            "threshold",
+            "dealers",
+            "public_key",
+            "not_reached",
+            "duration_ms",
+        ],
+    )
+}
+
 /// `wallet ...`
 pub async fn wallet(conn: &Conn, command: &WalletCommand) -> Result<()> {
     let api = conn.client()?;
@@ -107,13 +150,34 @@ pub async fn wallet(conn: &Conn, command: &WalletCommand) -> Result<()> {
                 bar.finish_and_clear();
             }
             output(conn, &result?, |r| {
-                let rows: Vec<Vec<String>> =
-                    ["wallet_id", "key_epoch", "public_key", "duration_ms"]
-                        .iter()
-                        .map(|k| vec![k.to_string(), s(&r[*k])])
-                        .collect();
-                println!("{}", table(&["field", "value"], &rows));
+                print_fields(r, &["wallet_id", "key_epoch", "public_key", "duration_ms"])
             })
+        }
+        WalletCommand::Reshare {
+            wallet,
+            participants,
+            threshold,
+        } => {
+            let request = ReshareRequest {
+                participants: participants.clone(),
+                threshold: *threshold,
+            };
+            let bar = (!conn.json).then(|| spinner("resharing"));
+            let result = api.reshare(wallet, &request, bar.as_ref()).await;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            output(conn, &result?, print_reshared)
+        }
+        WalletCommand::Repair { wallet, node } => {
+            let bar = (!conn.json).then(|| spinner(&format!("repair of node {node}")));
+            let result = api
+                .repair(wallet, &RepairRequest { node: *node }, bar.as_ref())
+                .await;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            output(conn, &result?, print_reshared)
         }
         WalletCommand::List => {
             let wallets = api.wallets().await?;

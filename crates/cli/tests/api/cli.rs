@@ -97,6 +97,7 @@ pub async fn commands_against_a_live_node(c: &Cluster, w: &Wallets) {
     tokens_issued_offline(c, w, &url).await;
     sign_and_send(c, w, &url).await;
     refresh_then_sign(c, w, &url).await;
+    reshare_and_repair_then_sign(c, w, &url).await;
 }
 
 /// `wallet refresh` (issue 19): the Taproot wallet's shares change on all five node
@@ -136,20 +137,74 @@ async fn refresh_then_sign(c: &Cluster, w: &Wallets, url: &str) {
     ] {
         assert_eq!(shown[field], w.taproot[field], "{field}");
     }
+    signs_with_the_new_shares(c, w, url, "refresh", 40).await;
+}
+
+/// `sign` of a Taproot spend from m/0/`index` (after a key change `what`), checked
+/// independently by `verify_answer`.
+async fn signs_with_the_new_shares(c: &Cluster, w: &Wallets, url: &str, what: &str, index: u32) {
     let signer = c.devnet.token(Role::Signer).unwrap();
-    let psbt = synthetic_payment(&[(&w.tkey, "m/0/40", 50_000)], &w.tkey, 41, 2_000).unwrap();
-    let psbt_file = c.dir.join("cli-sign-refreshed.psbt");
+    let path = format!("m/0/{index}");
+    let psbt = synthetic_payment(
+        &[(&w.tkey, path.as_str(), 50_000)],
+        &w.tkey,
+        index + 1,
+        2_000,
+    )
+    .unwrap();
+    let psbt_file = c.dir.join(format!("cli-sign-after-{what}.psbt"));
     std::fs::write(&psbt_file, &psbt).unwrap();
     let sign = ["sign", "--psbt", psbt_file.to_str().unwrap(), "--json"];
     let signed = cli_json(
-        "sign after refresh",
+        &format!("sign after {what}"),
         &cli(
             &sign,
             &[("MPC_WALLET_URL", url), ("MPC_WALLET_TOKEN", &signer)],
         )
         .await,
     );
-    verify_answer(&signed).expect("the PSBT signed after the refresh verifies");
+    verify_answer(&signed).unwrap_or_else(|e| panic!("the PSBT signed after {what}: {e}"));
+}
+
+/// `wallet reshare` and `wallet repair` (issue 19) on the Taproot wallet, after its refresh:
+/// a resharing to the same five nodes and threshold, then node 5's share repaired (it does not
+/// deal); the key stays and `sign` signs after each.
+async fn reshare_and_repair_then_sign(c: &Cluster, w: &Wallets, url: &str) {
+    let admin = c.devnet.token(Role::Admin).unwrap();
+    let env = [
+        ("MPC_WALLET_URL", url),
+        ("MPC_WALLET_TOKEN", admin.as_str()),
+    ];
+    let tid = w.tid.as_str();
+    let reshare = [
+        "wallet",
+        "reshare",
+        tid,
+        "--participants",
+        "1,2,3,4,5",
+        "--threshold",
+        "3",
+        "--json",
+    ];
+    let reshared = cli_json("wallet reshare", &cli(&reshare, &env).await);
+    assert_eq!(
+        (&reshared["key_epoch"], &reshared["threshold"]),
+        (&json!(2), &json!(3)),
+        "{reshared}"
+    );
+    assert_eq!(
+        reshared["public_key"], w.taproot["public_key"],
+        "{reshared}"
+    );
+    signs_with_the_new_shares(c, w, url, "reshare", 42).await;
+    let repair = ["wallet", "repair", tid, "--node", "5", "--json"];
+    let repaired = cli_json("wallet repair", &cli(&repair, &env).await);
+    assert_eq!(repaired["key_epoch"], 3, "{repaired}");
+    assert!(
+        !repaired["dealers"].as_array().unwrap().contains(&json!(5)),
+        "{repaired}"
+    );
+    signs_with_the_new_shares(c, w, url, "repair", 44).await;
 }
 
 /// `token issue` with the cluster's secret from the environment and from a file: the node

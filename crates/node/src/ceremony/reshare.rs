@@ -182,39 +182,66 @@ impl Node {
             "repair": repaired,
         });
         let result = async {
-            let wallet = self.active_wallet(wallet_id).await?;
-            let (spec, not_reached) = self
-                .propose_reshare(&wallet, participants, threshold, repaired)
+            self.check_reshare_request(wallet_id, &participants, threshold)
                 .await?;
+            // The wallet is read under the lock: a ceremony that held it may have moved the
+            // wallet's key epoch.
             let lock = self.ceremony_lock().await?;
             let _deciding = Deciding::new(self, session);
-            let result = match self.ceremony_started(session, kind, request.clone()).await {
-                Ok(()) => {
-                    self.audit_refresh("started", session, &wallet.id, spec.key_epoch, true, None)
-                        .await;
-                    let recorded = (&request, started_at);
-                    self.reshare_locked(session, &spec, kind, recorded, lock.fencing_token)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
+            let result = async {
+                let wallet = self.active_wallet(wallet_id).await?;
+                let (spec, not_reached) = self
+                    .propose_reshare(&wallet, participants, threshold, repaired)
+                    .await?;
+                self.ceremony_started(session, kind, request.clone())
+                    .await?;
+                self.audit_refresh("started", session, &wallet.id, spec.key_epoch, true, None)
+                    .await;
+                let recorded = (&request, started_at);
+                let unacknowledged = self
+                    .reshare_locked(session, &spec, kind, recorded, lock.fencing_token)
+                    .await?;
+                Ok(ReshareReport {
+                    wallet_id: wallet.id.clone(),
+                    key_epoch: spec.key_epoch,
+                    participants: spec.wallet.participants.clone(),
+                    threshold: spec.wallet.threshold,
+                    dealers: spec.dealers.clone(),
+                    public_key: wallet.public_key.to_string(),
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    unacknowledged,
+                    not_reached,
+                })
+            }
+            .await;
             lock.release().await;
-            result.map(|unacknowledged| ReshareReport {
-                wallet_id: wallet.id.clone(),
-                key_epoch: spec.key_epoch,
-                participants: spec.wallet.participants.clone(),
-                threshold: spec.wallet.threshold,
-                dealers: spec.dealers.clone(),
-                public_key: wallet.public_key.to_string(),
-                duration_ms: started.elapsed().as_millis() as u64,
-                unacknowledged,
-                not_reached,
-            })
+            result
         }
         .instrument(span)
         .await;
         self.recorded(session, kind, &request, started_at, result)
             .await
+    }
+
+    /// What a client's resharing request must be before a ceremony starts (the API answers
+    /// 422 otherwise): an active wallet here, and a committee every node would accept.
+    pub async fn check_reshare_request(
+        &self,
+        wallet_id: &WalletId,
+        participants: &[NodeId],
+        threshold: u16,
+    ) -> Result<(), NodeError> {
+        let wallet = self.active_wallet(wallet_id).await?;
+        let mut participants = participants.to_vec();
+        participants.sort_unstable();
+        self.check_committee(&WalletSpec {
+            id: wallet.id,
+            name: wallet.name,
+            scheme: wallet.scheme,
+            threshold,
+            participants,
+            network: wallet.network,
+        })
     }
 
     /// The coordinator's proposal: the new committee checked, the dealers picked (`t` live old
