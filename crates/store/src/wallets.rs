@@ -54,6 +54,60 @@ impl Store {
         tx.commit().await.context(ctx)
     }
 
+    /// A resharing brings a wallet back to a node that once held it and no longer does (it
+    /// left the committee: `retired`; or its joining aborted: `aborted`): the record becomes
+    /// `wallet` (which must be `pending`, with the same group key and chain code) and the share
+    /// is stored, in one transaction. Its commit or abort is then [`Self::set_wallet_state`].
+    pub async fn rejoin_wallet(&self, wallet: &WalletRecord, share: &[u8]) -> Result<()> {
+        let id = &wallet.id;
+        let ctx = || format!("rejoining wallets/{id}");
+        if wallet.state != WalletState::Pending {
+            return Err(StoreError::Invalid(format!(
+                "wallet {id} rejoins as pending, not {}",
+                wallet.state
+            )));
+        }
+        let sealed = self.seal("key_shares", id.as_str(), share)?;
+        let mut tx = self.begin_write().await?;
+        let changed = sqlx::query(
+            "UPDATE wallets SET name = $2, scheme = $3, threshold = $4, participants = $5, \
+             network = $6, state = 'pending', session = $7, activated_at = NULL, \
+             key_epoch = $8, coordinator = $9 \
+             WHERE id = $1 AND state IN ('retired', 'aborted') AND public_key = $10 \
+             AND chain_code = $11",
+        )
+        .bind(id.as_str())
+        .bind(&wallet.name)
+        .bind(wallet.scheme.as_str())
+        .bind(i64::from(wallet.threshold))
+        .bind(id_list(&wallet.participants))
+        .bind(wallet.network.as_str())
+        .bind(wallet.session.to_string())
+        .bind(crate::rows::epoch_i64(wallet.key_epoch)?)
+        .bind(wallet.coordinator.map(|c| i64::from(c.get())))
+        .bind(wallet.public_key.to_string())
+        .bind(hex::encode(wallet.chain_code.to_bytes()))
+        .execute(&mut *tx)
+        .await
+        .context(ctx)?
+        .rows_affected();
+        if changed != 1 {
+            return Err(StoreError::Invalid(format!(
+                "wallet {id} is not a retired or aborted wallet of the same key here"
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO key_shares (wallet_id, sealed) VALUES ($1, $2) \
+             ON CONFLICT (wallet_id) DO UPDATE SET sealed = excluded.sealed",
+        )
+        .bind(id.as_str())
+        .bind(sealed)
+        .execute(&mut *tx)
+        .await
+        .context(ctx)?;
+        tx.commit().await.context(ctx)
+    }
+
     /// Moves a pending wallet to active (stamping `activated_at`) or aborted (deleting its key
     /// share in the same transaction). Setting the state it already has is a no-op; anything
     /// else is refused, so an active wallet's share can never be deleted here.

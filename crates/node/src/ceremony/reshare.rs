@@ -121,6 +121,9 @@ struct Checked {
     me: u16,
     /// This node's record of the wallet (active), if it has one.
     record: Option<WalletRecord>,
+    /// This node held the wallet before and no longer does (`retired` or `aborted`): it
+    /// joins like a new node, over its old record.
+    rejoins: bool,
     /// ECDSA receivers: the new committee's aux info.
     aux: Option<AuxInfo>,
 }
@@ -382,11 +385,19 @@ impl Node {
             .ok_or_else(|| bad(format!("node {} is not in this resharing", self.id())))?;
         let role = plan.roles()[me];
         let id = &spec.wallet.id;
+        let mut rejoins = false;
         let record = match self.inner.store.wallet(id).await? {
             Some(r) if r.state == WalletState::Active => Some(r),
+            Some(r)
+                if matches!(r.state, WalletState::Retired | WalletState::Aborted)
+                    && role.dealer.is_none() =>
+            {
+                rejoins = true;
+                None
+            }
             Some(r) => {
                 return Err(bad(format!(
-                    "wallet {id} is {} on node {}: it cannot join a resharing of it",
+                    "wallet {id} is {} on node {}: it cannot take part in a resharing of it",
                     r.state,
                     self.id()
                 )))
@@ -443,6 +454,7 @@ impl Node {
             run,
             me: me as u16,
             record,
+            rejoins,
             aux,
         })
     }
@@ -510,6 +522,7 @@ impl Node {
             run,
             me,
             record,
+            rejoins,
             aux,
         } = checked;
         let eid = execution_id(session, spec, &plan, &run);
@@ -593,7 +606,11 @@ impl Node {
             key_epoch: spec.key_epoch,
             coordinator: Some(coordinator),
         };
-        store.insert_wallet(&wallet, &share).await?;
+        if rejoins {
+            store.rejoin_wallet(&wallet, &share).await?;
+        } else {
+            store.insert_wallet(&wallet, &share).await?;
+        }
         Ok((digest, true))
     }
 }

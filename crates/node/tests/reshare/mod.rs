@@ -139,6 +139,22 @@ async fn node_5_replaced_by_node_6_keeps_the_key_and_node_6_signs() {
     let refused = signing_by(&c, &w, 1, &[1, 2, 5]).await;
     assert!(matches!(refused, NodeError::Refused { .. }), "{refused:?}");
     assert!(node(&c, 5).wallets().await.unwrap().is_empty());
+
+    // And back: node 6 leaves (it deals), node 5 rejoins over its retired record and signs.
+    let report = c.nodes[1]
+        .reshare_wallet(Uuid::new_v4(), &w.id, ids(&[1, 2, 3, 4, 5]), 3)
+        .await
+        .unwrap();
+    assert!(report.dealers.contains(&NodeId::must(6)), "{report:?}");
+    settled(&c, &w.id, &[1, 2, 3, 4, 5], 2, 3).await;
+    let six = node(&c, 6).store().wallet(&w.id).await.unwrap().unwrap();
+    assert_eq!(six.state.to_string(), "retired");
+    assert_eq!(share(&c, 6, &w.id).await, None);
+    assert_eq!(
+        public(&node(&c, 5).wallet(&w.id).await.unwrap()),
+        public(&w)
+    );
+    assert_eq!(signs(node(&c, 5), &w, "b").await, ids(&[1, 2, 5]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ on_both_backends!(
     a_dropped_ecdsa_refresh_drops_its_aux_info_and_gives_the_primes_back,
     a_committed_resharing_moves_the_wallet_to_the_new_committee,
     a_node_leaving_the_committee_deletes_its_share_at_the_commit,
+    a_node_rejoins_a_wallet_it_left_only_with_the_same_key,
 );
 
 const OLD_AUX: &[u8] = b"aux info before the refresh";
@@ -464,4 +465,43 @@ async fn a_node_leaving_the_committee_deletes_its_share_at_the_commit(db: Db) {
         (without_me.participants, WalletState::Retired, 1)
     );
     assert_eq!(store.key_share(&wallet_id("w")).await.unwrap(), None);
+}
+
+async fn a_node_rejoins_a_wallet_it_left_only_with_the_same_key(db: Db) {
+    let store = db.open().await;
+    active_wallet(&store, "w").await;
+    let mut back = wallet("w");
+    back.key_epoch = 2;
+    back.threshold = 3;
+    back.participants = NodeId::must_list(&[1, 2, 3, 4]);
+    // An active wallet does not rejoin.
+    assert!(store.rejoin_wallet(&back, NEW).await.is_err());
+    let session = Uuid::new_v4();
+    let committee = Committee {
+        participants: NodeId::must_list(&[2, 3, 4]),
+        threshold: 2,
+    };
+    store
+        .put_pending_reshare(&wallet_id("w"), 1, (session, N2), None, &committee)
+        .await
+        .unwrap();
+    store
+        .commit_pending_share(&wallet_id("w"), session, NOW)
+        .await
+        .unwrap();
+    // Another key under the same wallet id is refused.
+    let mut other = back.clone();
+    other.chain_code = [7u8; 32].into();
+    assert!(store.rejoin_wallet(&other, NEW).await.is_err());
+    store.rejoin_wallet(&back, NEW).await.unwrap();
+    let w = store.wallet(&wallet_id("w")).await.unwrap().unwrap();
+    assert_eq!(
+        (w.state, w.key_epoch, w.threshold, w.participants.len()),
+        (WalletState::Pending, 2, 3, 4)
+    );
+    store
+        .set_wallet_state(&wallet_id("w"), WalletState::Active)
+        .await
+        .unwrap();
+    assert_eq!(epoch_and_share(&store).await, (2, NEW.to_vec()));
 }
