@@ -323,6 +323,36 @@ async fn a_node_that_fails_mid_run_leaves_every_node_on_the_old_shares() {
     assert_eq!(signs(node(&c, 4), &w, "a").await.len(), 3);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_whose_joining_failed_joins_on_the_next_try() {
+    let c = cluster(3_000).await;
+    let w = wallet(&c, Scheme::Schnorr).await;
+    let old5 = share(&c, 5, &w.id).await.unwrap();
+    // Node 6 stores the wallet as pending, but its report never arrives: the replacement
+    // aborts, node 6's wallet is aborted with no share, node 5 keeps its share.
+    let silent = silence_reports_of(&c, 6);
+    let new = ids(&[1, 2, 3, 4, 6]);
+    let err = c.nodes[0]
+        .reshare_wallet(Uuid::new_v4(), &w.id, new.clone(), 3)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains('6'), "{err}");
+    assert!(silent.altered() > 0);
+    c.network.release(NodeId::must(6));
+    settled(&c, &w.id, &[1, 2, 3, 4, 5], 0, 3).await;
+    let six = node(&c, 6).store().wallet(&w.id).await.unwrap().unwrap();
+    assert_eq!(six.state.to_string(), "aborted");
+    assert_eq!(share(&c, 6, &w.id).await, None);
+    assert_eq!(share(&c, 5, &w.id).await.unwrap(), old5);
+    // The next try commits.
+    c.nodes[0]
+        .reshare_wallet(Uuid::new_v4(), &w.id, new, 3)
+        .await
+        .unwrap();
+    settled(&c, &w.id, &[1, 2, 3, 4, 6], 1, 3).await;
+    assert_eq!(signs(node(&c, 6), &w, "a").await, ids(&[1, 2, 6]));
+}
+
 /// A compromised coordinator's proposal, from `w`'s true one: each node of the run checks it.
 async fn proposal(c: &Cluster, w: &WalletInfo, key_epoch: u64) -> ReshareSpec {
     let record = node(c, 1).store().wallet(&w.id).await.unwrap().unwrap();
