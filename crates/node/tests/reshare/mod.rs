@@ -300,7 +300,7 @@ async fn an_ecdsa_wallet_moves_from_node_5_to_node_6_with_the_new_sets_aux_info(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_fails_mid_run_leaves_every_node_on_the_old_shares() {
-    let c = cluster(3_000).await;
+    let c = cluster(5_000).await;
     let w = wallet(&c, Scheme::Schnorr).await;
     let all = [1, 2, 3, 4, 5];
     let mut before = Vec::new();
@@ -325,7 +325,7 @@ async fn a_node_that_fails_mid_run_leaves_every_node_on_the_old_shares() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_node_whose_joining_failed_joins_on_the_next_try() {
-    let c = cluster(3_000).await;
+    let c = cluster(5_000).await;
     let w = wallet(&c, Scheme::Schnorr).await;
     let old5 = share(&c, 5, &w.id).await.unwrap();
     // Node 6 stores the wallet as pending, but its report never arrives: the replacement
