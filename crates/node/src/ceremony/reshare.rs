@@ -244,7 +244,8 @@ impl Node {
             threshold,
             participants,
             network: wallet.network,
-        })
+        })?;
+        self.check_threshold_floor(wallet.threshold, threshold)
     }
 
     /// The coordinator's proposal: the new committee checked, the dealers picked (`t` live old
@@ -351,6 +352,25 @@ impl Node {
         })
     }
 
+    /// A resharing may raise a wallet's threshold, but lower it no further than the cluster's
+    /// `threshold`, which every operator set in its own configuration. Otherwise whoever
+    /// starts a resharing (a stolen admin token, one hostile coordinator) could take a 3-of-5
+    /// wallet to 2-of-5 and then spend with two nodes: fewer than the `t` the operators agreed
+    /// to. A wallet created below the cluster's threshold keeps at least its own (design
+    /// invariant 13).
+    fn check_threshold_floor(&self, old: u16, new: u16) -> Result<(), NodeError> {
+        let floor = self.inner.config.cluster.threshold.min(old);
+        if new < floor {
+            return Err(NodeError::InvalidRequest(format!(
+                "a resharing from threshold {old} to {new}: node {} lowers a wallet's \
+                 threshold no further than the cluster's ({})",
+                self.id(),
+                self.inner.config.cluster.threshold
+            )));
+        }
+        Ok(())
+    }
+
     /// A node's checks of a resharing proposal before it takes part (design invariant 7).
     async fn check_reshare(&self, spec: &ReshareSpec) -> Result<Checked, NodeError> {
         let bad = |m: String| NodeError::InvalidRequest(m);
@@ -378,6 +398,12 @@ impl Node {
                 info.threshold()
             )));
         }
+        // The old threshold as the proposal states it: an old member checks it against its
+        // own record below, so a new node's floor holds whenever one honest old member deals.
+        let old_threshold = info
+            .threshold()
+            .ok_or_else(|| bad("the old key has no threshold".into()))?;
+        self.check_threshold_floor(old_threshold, spec.wallet.threshold)?;
         let (plan, run) = plan(spec)?;
         let me = run
             .iter()

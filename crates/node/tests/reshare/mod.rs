@@ -416,6 +416,24 @@ async fn nodes_refuse_a_foreign_key_info_and_a_threshold_out_of_range() {
             .unwrap_err();
         assert!(err.to_string().contains("it must be 2 to 5"), "{err}");
     }
+    // 2-of-5 is a valid committee, but below the cluster's threshold (3): every node refuses
+    // to lower the wallet's, as does the coordinator asked for it.
+    let mut spec = proposal(&c, &w, 2).await;
+    spec.wallet.threshold = 2;
+    let message = refused(&c, spec).await;
+    assert!(
+        message.contains("no further than the cluster's (3)"),
+        "{message}"
+    );
+    let err = c.nodes[0]
+        .reshare_wallet(Uuid::new_v4(), &w.id, ids(&[1, 2, 3, 4, 5]), 2)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no further than the cluster's (3)"),
+        "{err}"
+    );
     // Nothing changed: the wallet still signs at key epoch 1.
     settled(&c, &w.id, &[1, 2, 3, 4, 5], 1, 3).await;
     signs(node(&c, 2), &w, "a").await;
