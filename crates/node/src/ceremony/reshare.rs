@@ -91,6 +91,29 @@ fn plan(spec: &ReshareSpec) -> Result<(Plan, Vec<NodeId>), NodeError> {
     )?)
 }
 
+/// The old shares a resharing leaves behind: nodes that leave the committee without dealing
+/// (down, or more of them than the old threshold), which keep their old share because the run
+/// never reaches them. Refused when they are `t` or more: together they could still sign with
+/// the old shares, of the same key, outside the new committee. Remove that many nodes in two
+/// resharings, or with them live.
+fn left_behind(spec: &ReshareSpec, old_threshold: u16) -> Result<Vec<NodeId>, NodeError> {
+    let kept: Vec<NodeId> = spec
+        .old_participants
+        .iter()
+        .copied()
+        .filter(|n| !spec.wallet.participants.contains(n) && !spec.dealers.contains(n))
+        .collect();
+    if kept.len() >= usize::from(old_threshold) {
+        return Err(NodeError::InvalidRequest(format!(
+            "the resharing would leave the old shares of {kept:?} undeleted, enough ({} of a \
+             threshold of {old_threshold}) to sign with the old committee: remove fewer nodes \
+             at a time, or only live ones",
+            kept.len()
+        )));
+    }
+    Ok(kept)
+}
+
 /// Bound to the wallet, the session, the plan, the run's nodes, the old committee and the new
 /// key epoch, so no message of one resharing counts in another.
 fn execution_id(session: Uuid, spec: &ReshareSpec, plan: &Plan, run: &[NodeId]) -> ExecutionId {
@@ -288,12 +311,6 @@ impl Node {
         candidates.truncate(t);
         let mut dealers = candidates;
         dealers.sort_unstable();
-        let not_reached: Vec<NodeId> = wallet
-            .participants
-            .iter()
-            .copied()
-            .filter(|n| leaving(n) && !dealers.contains(n))
-            .collect();
         let spec = ReshareSpec {
             wallet: spec,
             key_epoch: wallet.key_epoch + 1,
@@ -301,6 +318,7 @@ impl Node {
             dealers,
             key_info,
         };
+        let not_reached = left_behind(&spec, wallet.threshold)?;
         let (_, run) = plan(&spec)?;
         self.check_all_live(&run)?;
         if spec.wallet.scheme == Scheme::Ecdsa && spec.wallet.participants.contains(&self.id()) {
@@ -404,6 +422,7 @@ impl Node {
             .threshold()
             .ok_or_else(|| bad("the old key has no threshold".into()))?;
         self.check_threshold_floor(old_threshold, spec.wallet.threshold)?;
+        left_behind(spec, old_threshold)?;
         let (plan, run) = plan(spec)?;
         let me = run
             .iter()

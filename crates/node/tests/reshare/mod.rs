@@ -438,3 +438,27 @@ async fn nodes_refuse_a_foreign_key_info_and_a_threshold_out_of_range() {
     settled(&c, &w.id, &[1, 2, 3, 4, 5], 1, 3).await;
     signs(node(&c, 2), &w, "a").await;
 }
+
+/// A 2-of-5 wallet moved to {1, 2, 6} with nodes 1 and 2 dealing: nodes 3, 4 and 5 would leave
+/// without being reached, keeping three old shares, which could still sign together. Every
+/// node of the run refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_refuse_a_resharing_that_leaves_enough_old_shares_to_sign() {
+    let c = cluster(10_000).await;
+    let mut request = wallet_request("low", Scheme::Schnorr);
+    request.participants = Some(ids(&[1, 2, 3, 4, 5]));
+    request.threshold = Some(2);
+    let w = c.nodes[0]
+        .create_wallet(Uuid::new_v4(), request)
+        .await
+        .unwrap();
+    let mut spec = proposal(&c, &w, 1).await;
+    spec.wallet.threshold = 2;
+    spec.wallet.participants = ids(&[1, 2, 6]);
+    spec.dealers = ids(&[1, 2]);
+    let message = refused(&c, spec).await;
+    assert!(message.contains("undeleted"), "{message}");
+    settled(&c, &w.id, &[1, 2, 3, 4, 5], 0, 2).await;
+    assert_eq!(node(&c, 6).store().wallet(&w.id).await.unwrap(), None);
+    signs(node(&c, 2), &w, "a").await;
+}
