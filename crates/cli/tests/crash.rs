@@ -1,7 +1,8 @@
 //! Kill test: nodes die (SIGKILL) at every durable step of presignature generation and
-//! consumption and of the two-phase ceremonies (keygen, key refresh), or stop (SIGSTOP) for
-//! seconds, chosen by seeded randomness, while presignatures are generated, ECDSA and FROST
-//! signatures made, FROST wallets generated and refreshed. Afterwards no two ECDSA signatures
+//! consumption and of the two-phase ceremonies (keygen, key refresh, resharing), or stop
+//! (SIGSTOP) for seconds, chosen by seeded randomness, while presignatures are generated, ECDSA
+//! and FROST signatures made, FROST wallets generated, refreshed and reshared (to the same
+//! three nodes, two of them dealing). Afterwards no two ECDSA signatures
 //! share `r` and no two FROST signatures share `R`, no ceremony is left running and no wallet,
 //! share or aux info pending, every node holds the same wallets at the same key epochs, every
 //! key share decrypts, and every signer set signs with both schemes.
@@ -249,15 +250,18 @@ async fn nodes_killed_or_paused_at_every_durable_step_never_reuse_a_nonce_nor_mi
     let mut failed: BTreeMap<&str, u32> = BTreeMap::new();
     let mut keygens = 0u32;
     let mut refreshes = 0u32;
+    let mut reshares = 0u32;
     let mut ecdsa_rounds = 0usize;
     for k in 0..faults {
         let seed = seed0 + k;
         let mut rng = StdRng::seed_from_u64(seed);
         let kind = (seed % kinds) as usize;
         let fault = match POINTS.get(kind) {
+            // A round runs three two-phase ceremonies (keygen, refresh, resharing) and makes
+            // two presignatures: the occurrence a crash point fires at reaches each of them.
             Some(&point) => Fault::Crash {
                 point,
-                nth: rng.gen_range(1..=2u32),
+                nth: rng.gen_range(1..=if point.starts_with("ceremony:") { 3 } else { 2 }),
             },
             None => Fault::Pause {
                 after: Duration::from_millis(rng.gen_range(0..1_500)),
@@ -319,7 +323,9 @@ async fn nodes_killed_or_paused_at_every_durable_step_never_reuse_a_nonce_nor_mi
                 *failed.entry(what).or_default() += 1;
             }
         };
-        // Two-phase ceremonies: a new FROST wallet, a refresh of the FROST wallet in use.
+        // Two-phase ceremonies: a new FROST wallet, a refresh of the FROST wallet in use, and a
+        // resharing of it to the same committee and threshold (a run of the resharing's own
+        // code: two of the three deal, every node receives).
         let keygen = admin
             .keygen(
                 &KeygenRequest::new(Scheme::Schnorr, format!("crash-{k}")),
@@ -331,6 +337,13 @@ async fn nodes_killed_or_paused_at_every_durable_step_never_reuse_a_nonce_nor_mi
         let refresh = admin.refresh(&frost_id, None).await;
         refreshes += u32::from(refresh.is_ok());
         count("refresh", refresh.map(drop).map_err(|e| e.to_string()));
+        let committee = mpc_api::routes::ReshareRequest {
+            participants: NodeId::must_list(&all),
+            threshold: 2,
+        };
+        let reshare = admin.reshare(&frost_id, &committee, None).await;
+        reshares += u32::from(reshare.is_ok());
+        count("reshare", reshare.map(drop).map_err(|e| e.to_string()));
         // Two presignatures, then three ECDSA spends at that path: the first two from
         // presignatures (if they survived), the third interactively; two FROST spends. A
         // ceremony's fault skips the ECDSA part, seconds of CPU that reach none of its points.
@@ -434,8 +447,8 @@ async fn nodes_killed_or_paused_at_every_durable_step_never_reuse_a_nonce_nor_mi
 
     eprintln!(
         "kill test: {faults} faults in {:.0} s, by kind {faulted_at:?}; {} ECDSA and {} FROST \
-         signatures ({} and {} during the faults), all nonces distinct; {keygens} keygens and \
-         {refreshes} refreshes committed; requests failed during faults {failed:?}; {} active \
+         signatures ({} and {} during the faults), all nonces distinct; {keygens} keygens, \
+         {refreshes} refreshes and {reshares} resharings committed; requests failed during faults {failed:?}; {} active \
          wallets on every node",
         started.elapsed().as_secs_f64(),
         nonces.ecdsa.len(),
