@@ -176,26 +176,7 @@ async fn a_frost_refresh_changes_every_share_and_keeps_the_key() {
     // A coordinator still on the old key epoch (a refresh committed between it and its
     // signers): each signer refuses, naming the epochs, instead of signing with a share that
     // does not combine and being blamed for it.
-    let record = c.nodes[0].store().wallet(&w.id).await.unwrap().unwrap();
-    let psbt = spend_to_self(&mpc_node::keys::wallet_key(&record).unwrap(), "stale");
-    let signers = NodeId::must_list(&[1, 2]);
-    let stale = c.nodes[0]
-        .coordinate(
-            Uuid::new_v4(),
-            ProposalBody::Sign {
-                key_epochs: vec![0],
-                wallet_ids: vec![w.id.clone()],
-                psbt,
-                signers: signers.clone(),
-                presignatures: vec![None],
-                approvals: None,
-            },
-            &signers,
-            Duration::from_secs(10),
-            None,
-        )
-        .await
-        .unwrap_err();
+    let stale = signing_by(&c, &w, 0, &[1, 2]).await;
     assert!(
         matches!(&stale, NodeError::Refused { refusal, .. }
             if refusal.kind == RefusalKind::InvalidRequest
@@ -602,4 +583,38 @@ async fn refresh_timing_at_five_nodes() {
         cpu,
         cpu * 1000.0 / runs as f64
     );
+}
+
+/// Node 1 proposes a signing of `wallet` by exactly `signers`; the error it got.
+pub(crate) async fn signing_by(
+    c: &Cluster,
+    wallet: &WalletInfo,
+    key_epoch: u64,
+    signers: &[u16],
+) -> NodeError {
+    let record = c.nodes[0]
+        .store()
+        .wallet(&wallet.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let psbt = spend_to_self(&mpc_node::keys::wallet_key(&record).unwrap(), "named");
+    let signers = NodeId::must_list(signers);
+    c.nodes[0]
+        .coordinate(
+            Uuid::new_v4(),
+            ProposalBody::Sign {
+                key_epochs: vec![key_epoch],
+                wallet_ids: vec![wallet.id.clone()],
+                psbt,
+                signers: signers.clone(),
+                presignatures: vec![None],
+                approvals: None,
+            },
+            &signers,
+            Duration::from_secs(10),
+            None,
+        )
+        .await
+        .unwrap_err()
 }

@@ -17,7 +17,7 @@ use mpc_protocols::schnorr::SchnorrKeyShare;
 use mpc_types::{NodeId, WalletId};
 use uuid::Uuid;
 
-use crate::refresh::{public, signs, silence_reports_of};
+use crate::refresh::{public, signing_by, signs, silence_reports_of};
 
 /// Six nodes, no aux info (an ECDSA test puts fixture aux info for its node sets); ceremonies
 /// give up after `timeout_ms`.
@@ -72,40 +72,6 @@ async fn settled(c: &Cluster, wallet: &WalletId, members: &[u16], epoch: u64, th
 async fn share(c: &Cluster, id: u16, wallet: &WalletId) -> Option<Vec<u8>> {
     let s = node(c, id).store().key_share(wallet).await.unwrap();
     s.map(|s| s.to_vec())
-}
-
-/// Node 1 proposes a signing of `wallet` by exactly `signers`; the error it got.
-async fn signing_by(
-    c: &Cluster,
-    wallet: &WalletInfo,
-    key_epoch: u64,
-    signers: &[u16],
-) -> NodeError {
-    let record = node(c, 1)
-        .store()
-        .wallet(&wallet.id)
-        .await
-        .unwrap()
-        .unwrap();
-    let psbt = spend_to_self(&mpc_node::keys::wallet_key(&record).unwrap(), "named");
-    let signers = ids(signers);
-    c.nodes[0]
-        .coordinate(
-            Uuid::new_v4(),
-            ProposalBody::Sign {
-                key_epochs: vec![key_epoch],
-                wallet_ids: vec![wallet.id.clone()],
-                psbt,
-                signers: signers.clone(),
-                presignatures: vec![None],
-                approvals: None,
-            },
-            &signers,
-            Duration::from_secs(10),
-            None,
-        )
-        .await
-        .unwrap_err()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
